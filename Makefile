@@ -1,0 +1,74 @@
+# The build of the notes.  `make help` lists the targets.
+
+VENV   := .venv
+PYTHON := $(VENV)/bin/python
+BUILD  := .build
+EMACS  := emacs -Q --batch
+
+# The venv's pinned packages are installed; its stamp is newer than them.
+VENV_STAMP   := $(VENV)/.installed
+# The last successful `make tangle`.  The outputs themselves are only
+# rewritten when their bytes change, so their timestamps cannot say this.
+TANGLE_STAMP := $(BUILD)/tangle.stamp
+
+BUILD_TOOLS := tools/build.el tools/ob-gradients.el tools/kernel_bridge.py
+IMAGES      := $(shell sed -n 's/^\#+begin_src jupyter-python.*:file \(images\/[^ ]*\).*/\1/p' README.org)
+OUTPUTS     := gradients.py $(IMAGES)
+MISSING     := $(filter-out $(wildcard $(OUTPUTS)),$(OUTPUTS))
+
+# Debian packages, each with the check that tells it is there.
+BUILD_PACKAGES := 'emacs-nox=command -v emacs' 'graphviz=command -v dot'
+TEST_PACKAGES  := 'ruby-github-markup=command -v github-markup' \
+                  'ruby-org=ruby -e "require %q(org-ruby)"' \
+                  'chromium=command -v chromium'
+REQUIRE := tools/require-debian-packages
+
+.DEFAULT_GOAL := help
+.PHONY: help tangle run test notebook preview bench kernelspec venv clean FORCE
+
+help:  ## list the targets
+	@sed -n 's/^\([a-z]*\):.*## \(.*\)/  make \1\t\2/p' $(MAKEFILE_LIST) | expand -t 20
+
+tangle: $(TANGLE_STAMP)  ## gradients.py and the pictures in images/, from README.org
+
+$(TANGLE_STAMP): README.org $(BUILD_TOOLS) $(VENV_STAMP) $(wildcard $(OUTPUTS)) $(if $(MISSING),FORCE)
+	@$(REQUIRE) $(BUILD_PACKAGES)
+	$(EMACS) -l tools/build.el -f gradients-build-tangle README.org
+	@touch $@
+
+run: $(VENV_STAMP)  ## restart and run all: rewrite every result and picture in README.org
+	@$(REQUIRE) $(BUILD_PACKAGES)
+	$(EMACS) -l tools/build.el -f gradients-build-run README.org
+
+test: $(VENV_STAMP)  ## check every recorded result, picture and gradient
+	@$(REQUIRE) $(BUILD_PACKAGES) $(TEST_PACKAGES)
+	$(PYTHON) -m pytest
+
+notebook: gradients.ipynb  ## gradients.ipynb for Jupyter users, from README.org
+
+gradients.ipynb: README.org tools/notebook.py $(IMAGES) $(VENV_STAMP)
+	$(PYTHON) tools/notebook.py README.org $@
+
+preview: $(VENV_STAMP)  ## a screenshot of the README as GitHub renders it, in .build/preview/
+	@$(REQUIRE) $(BUILD_PACKAGES) $(TEST_PACKAGES)
+	$(PYTHON) tools/preview.py README.org $(BUILD)/preview
+
+bench: $(VENV_STAMP)  ## time the build against jupyter nbconvert; table and CSV in .build/bench/
+	@$(REQUIRE) $(BUILD_PACKAGES)
+	$(PYTHON) tools/bench.py
+
+kernelspec: $(VENV_STAMP)  ## a Jupyter kernel "gradients" on the venv, for emacs-jupyter
+	$(PYTHON) -m ipykernel install --user --name gradients --display-name "Python (gradients)"
+
+venv: $(VENV_STAMP)  ## the Python environment, from the pinned requirements.txt
+
+$(VENV_STAMP): requirements.txt
+	@$(REQUIRE) 'python3-venv=python3 -c "import ensurepip"'
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+clean:  ## remove the venv and scratch files (not the committed outputs)
+	rm -rf $(VENV) $(BUILD) gradients.ipynb
+
+FORCE:

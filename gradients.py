@@ -1,0 +1,203 @@
+#!/usr/bin/env python
+# gradients.py is generated from README.org by `make tangle`.
+# Edit README.org, not this file: changes made here are overwritten.
+
+import math
+
+import numpy as np
+import matplotlib.pyplot as plt
+from graphviz import Digraph
+
+def f(x):
+    return 3*x**2 - 4*x + 5
+
+f(3.0)
+
+xs = np.arange(-5, 5, 0.25)
+xs
+
+ys = f(xs)
+ys
+
+plt.figure(figsize=(6, 4))
+plt.plot(xs, ys)
+plt.title("f(x) = 3x² - 4x + 5")
+plt.xlabel("x")
+plt.ylabel("f(x)")
+plt.grid(True, alpha=0.3)
+plt.show()
+
+h = 0.0001
+x = 3.0
+f(x + h)
+
+(f(x + h) - f(x))/h
+
+a = 2.0
+b = -3.0
+c = 10.0
+d = a*b + c
+print(d)
+
+h = 0.0001
+
+a = 2.0
+b = -3.0
+c = 10.0
+
+d1 = a*b + c
+a += h
+d2 = a*b + c
+
+print('d1', d1)
+print('d2', d2)
+print('slope', (d2 - d1)/h)
+
+a = 2.0
+b = -3.0
+c = 10.0
+
+d1 = a*b + c
+b += h
+d2 = a*b + c
+
+print('d1', d1)
+print('d2', d2)
+print('slope', (d2 - d1)/h)
+
+a = 2.0
+b = -3.0
+c = 10.0
+
+d1 = a*b + c
+c += h
+d2 = a*b + c
+
+print('d1', d1)
+print('d2', d2)
+print('slope', (d2 - d1)/h)
+
+def trace(root):
+    """Every value reachable from ROOT, and every (child, parent) edge."""
+    nodes, edges = [root], []
+    seen = {root}
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        for child in node._prev:
+            edges.append((child, node))
+            if child not in seen:
+                seen.add(child)
+                nodes.append(child)
+                stack.append(child)
+    return nodes, edges
+
+def draw_dot(root):
+    dot = Digraph(format='svg', graph_attr={'rankdir': 'LR'})
+    nodes, edges = trace(root)
+    name = {node: f'v{i}' for i, node in enumerate(nodes)}
+    for node in reversed(nodes):
+        dot.node(name[node], shape='record',
+                 label='{ %s | data %.4f | grad %.4f }'
+                       % (node.label, node.data, node.grad))
+        if node._op:
+            dot.node(name[node] + node._op, label=node._op)
+            dot.edge(name[node] + node._op, name[node])
+    for child, parent in edges:
+        dot.edge(name[child], name[parent] + parent._op)
+    return dot
+
+class Value:
+    def __init__(self, data, _children=(), _op='', label=''):
+        self.data = data
+        self.grad = 0.0
+        self._prev = tuple(_children)
+        self._op = _op
+        self.label = label
+
+    def __repr__(self):
+        return f"Value(data={self.data})"
+
+    def __add__(self, other):
+        other = as_value(other)
+        if other is NotImplemented:
+            return NotImplemented
+        return Value(self.data + other.data, (self, other), '+')
+
+    def __mul__(self, other):
+        other = as_value(other)
+        if other is NotImplemented:
+            return NotImplemented
+        return Value(self.data * other.data, (self, other), '*')
+
+    __radd__ = __add__
+    __rmul__ = __mul__
+
+    def tanh(self):
+        x = self.data
+        small = math.exp(-2 * abs(x))   # e^(2x) or e^(-2x), never above 1
+        t = (1 - small) / (1 + small)
+        return Value(t if x >= 0 else -t, (self,), 'tanh')
+
+    def exp(self):
+        return Value(math.exp(self.data), (self,), 'exp')
+
+
+def as_value(other):
+    """OTHER as a Value: plain numbers are wrapped, anything else refused."""
+    if isinstance(other, Value):
+        return other
+    if isinstance(other, (int, float)) and not isinstance(other, bool):
+        return Value(other)
+    return NotImplemented
+
+a = Value(2.0, label='a')
+b = Value(-3.0, label='b')
+c = Value(10.0, label='c')
+e = a*b; e.label = 'e'
+d = e + c; d.label = 'd'
+f = Value(-2.0, label='f')
+L = d * f; L.label = 'L'
+L
+
+draw_dot(L)
+
+L.grad = 1.0
+f.grad = 4.0
+d.grad = -2.0
+c.grad = -2.0
+e.grad = -2.0
+a.grad = 6.0
+b.grad = -4.0
+
+draw_dot(L)
+
+# inputs
+x1 = Value(2.0, label='x1')
+x2 = Value(0.0, label='x2')
+# weights
+w1 = Value(-3.0, label='w1')
+w2 = Value(1.0, label='w2')
+# bias
+b = Value(6.8813735870195432, label='b')
+
+x1w1 = x1*w1; x1w1.label = 'x1*w1'
+x2w2 = x2*w2; x2w2.label = 'x2*w2'
+x1w1x2w2 = x1w1 + x2w2; x1w1x2w2.label = 'x1*w1 + x2*w2'
+n = x1w1x2w2 + b; n.label = 'n'
+o = n.tanh(); o.label = 'o'
+
+draw_dot(o)
+
+o.grad = 1.0
+n.grad = 0.5
+b.grad = 0.5
+x1w1x2w2.grad = 0.5
+x1w1.grad = 0.5
+x2w2.grad = 0.5
+x1.grad = -1.5
+w1.grad = 1.0
+x2.grad = 0.5
+w2.grad = 0.0
+
+draw_dot(o)
