@@ -98,7 +98,7 @@ def draw_dot(root):
     name = {node: f'v{i}' for i, node in enumerate(nodes)}
     for node in reversed(nodes):
         dot.node(name[node], shape='record',
-                 label='{ %s | data %.4f | grad %.4f }'
+                 label='%s | data %.4f | grad %.4f'
                        % (node.label, node.data, node.grad))
         if node._op:
             dot.node(name[node] + node._op, label=node._op)

@@ -13,10 +13,7 @@
 (defconst gradients-build-directory
   (file-name-directory (or load-file-name buffer-file-name)))
 
-;; Load the executor first: it starts the kernel, which boots while Org
-;; loads and tangles.
 (load (expand-file-name "ob-gradients" gradients-build-directory) nil t)
-(gradients-start-session "gradients")
 
 (require 'org)
 (require 'ob-tangle)
@@ -112,6 +109,8 @@ the results drawers."
 
 (defun gradients-build-tangle ()
   "Tangle gradients.py and draw every picture."
+  ;; The kernel boots while Emacs tangles.
+  (gradients-start-session "gradients")
   (gradients-build--main
    (gradients-build--tangle scratch)
    (gradients-build--run-pictures)
@@ -119,10 +118,20 @@ the results drawers."
 
 (defun gradients-build-run ()
   "Restart and run all: every results drawer and picture, from a fresh kernel."
+  (gradients-start-session "gradients")
   (gradients-build--main
    (gradients-build--run-results)
    (let ((readme (expand-file-name (file-name-nondirectory org-file) scratch)))
      (write-region nil nil readme nil 'silent))
    (gradients-build--install scratch)))
+
+;; For the tests: emacs --batch -l tools/build.el -f gradients-build-tangle-into
+;; README.org DIR tangles into DIR and touches nothing else.
+(defun gradients-build-tangle-into ()
+  "Tangle the Org file named on the command line into the folder after it."
+  (let* ((org-file (gradients-build--org-file))
+         (target (file-name-as-directory (expand-file-name (pop command-line-args-left)))))
+    (with-current-buffer (find-file-noselect org-file)
+      (gradients-build--tangle target))))
 
 ;;; build.el ends here

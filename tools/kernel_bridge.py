@@ -61,7 +61,10 @@ class Kernel:
             ip=os.path.join(self.sockets.name, "socket"),
             connection_file=os.path.join(self.sockets.name, "connection.json"),
         )
-        self.manager.start_kernel()
+        # Pictures come from the inline backend's display output, whatever
+        # backend the caller's environment asks for.
+        env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline")
+        self.manager.start_kernel(env=env)
         self.client = self.manager.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
@@ -162,7 +165,8 @@ def write_atomically(path, data):
 
 def execute(kernel, code, file=None, write_to=None):
     """Run CODE; write its picture to WRITE_TO (default FILE); return the
-    org text.  Raise BlockError with the traceback if the code raised."""
+    org text and the raw outputs.  Raise BlockError with the traceback if
+    the code raised."""
     outputs = kernel.run(code)
     error = traceback_text(outputs)
     if error:
@@ -174,7 +178,7 @@ def execute(kernel, code, file=None, write_to=None):
                 f"the block has :file {file} but displayed no {mime_for(file)}"
             )
         write_atomically(write_to or file, data)
-    return org_result(outputs, file)
+    return org_result(outputs, file), outputs
 
 
 def serve(stdin, stdout):
@@ -189,7 +193,7 @@ def serve(stdin, stdout):
         for line in stdin:
             request = json.loads(line)
             try:
-                org = execute(
+                org, _ = execute(
                     kernel, request["code"], request.get("file"), request.get("write_to")
                 )
                 send({"ok": True, "org": org})

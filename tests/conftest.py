@@ -1,0 +1,99 @@
+"""Shared fixtures: the parsed README.org, one fresh-kernel run of all its
+blocks (the way `make tangle` runs them), and the imported gradients.py."""
+
+import contextlib
+import importlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.org"
+sys.path.insert(0, str(ROOT / "tools"))
+
+import kernel_bridge  # noqa: E402
+import orgdoc  # noqa: E402
+
+# No test may open a window or depend on one.
+os.environ.pop("DISPLAY", None)
+os.environ["MPLBACKEND"] = "Agg"
+
+
+def pytest_configure(config):
+    # The document's own code must not leave bytecode beside README.org.
+    sys.dont_write_bytecode = True
+
+
+@pytest.fixture(scope="session")
+def doc():
+    return orgdoc.parse(README)
+
+
+@dataclass
+class Produced:
+    """What one block produced on the kernel."""
+    org: str | None = None        # the drawer text, when it ran
+    error: str | None = None      # the traceback, when it raised
+    outputs: list | None = None
+
+
+@pytest.fixture(scope="session")
+def produced(doc, tmp_path_factory):
+    """Every evaluated jupyter-python block, run in order on one fresh
+    kernel; pictures land under a scratch folder, keyed by their :file."""
+    pictures = tmp_path_factory.mktemp("pictures")
+    kernel = kernel_bridge.Kernel()
+    results = {}
+    try:
+        for block in doc.jupyter_blocks():
+            if not block.evaluated:
+                continue
+            write_to = str(pictures / block.file) if block.file else None
+            try:
+                org, outputs = kernel_bridge.execute(kernel, block.code, block.file, write_to)
+                results[block.label] = Produced(org=org, outputs=outputs)
+            except kernel_bridge.BlockError as error:
+                results[block.label] = Produced(error=str(error))
+    finally:
+        kernel.shutdown()
+    return results, pictures
+
+
+@pytest.fixture(scope="session")
+def gradients():
+    """The tangled module, imported; what it prints on import is kept."""
+    printed = io.StringIO()
+    sys.path.insert(0, str(ROOT))
+    try:
+        with contextlib.redirect_stdout(printed):
+            module = importlib.import_module("gradients")
+    finally:
+        sys.path.remove(str(ROOT))
+    module.printed_on_import = printed.getvalue()
+    return module
+
+
+def emacs(*args, cwd=ROOT, check=True):
+    """Run Emacs in batch mode the way the Makefile does."""
+    return subprocess.run(
+        ["emacs", "-Q", "--batch", *args], cwd=cwd, capture_output=True, text=True,
+        check=check, timeout=120)
+
+
+@pytest.fixture
+def project_copy(tmp_path):
+    """A copy of the files the build reads and writes, with the real venv."""
+    for name in ("README.org", "gradients.py", "images", "tools"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / name)
+        else:
+            shutil.copy2(source, tmp_path / name)
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    return tmp_path
