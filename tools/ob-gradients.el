@@ -146,10 +146,25 @@ so that definitions carry no empty drawers."
                      (looking-at-p "[ \t]*:results:[ \t]*\n[ \t]*:end:[ \t]*$")))
           (org-babel-remove-result info))))))
 
+(defconst gradients-project-directory
+  (file-name-directory (directory-file-name gradients-tools-directory)))
+
+(defun gradients-fit-pictures ()
+  "Show the notes' inline pictures at most 640 pixels wide.
+This lives here, not in .dir-locals.el, because Org 9.5 does not mark
+`org-image-actual-width' safe, and Emacs would ask about it on opening."
+  (when (and buffer-file-name
+             (file-in-directory-p buffer-file-name gradients-project-directory))
+    (setq-local org-image-actual-width '(640))))
+
 (defun gradients-install ()
   "Make this file org-babel's `jupyter-python' executor, unless
 emacs-jupyter already provides one."
   (add-to-list 'org-src-lang-modes '("jupyter-python" . python))
+  (add-hook 'org-mode-hook #'gradients-fit-pictures)
+  (dolist (buffer (buffer-list))
+    (with-current-buffer buffer
+      (when (derived-mode-p 'org-mode) (gradients-fit-pictures))))
   (unless (or (featurep 'jupyter) (featurep 'ob-jupyter)
               (and (fboundp 'org-babel-execute:jupyter-python)
                    (not (eq (symbol-function 'org-babel-execute:jupyter-python)

@@ -1,0 +1,68 @@
+"""Working on README.org in Emacs: the directory settings are safe, and the
+project's executor runs a single block through org-babel."""
+
+from conftest import emacs
+
+CHECK_DIR_LOCALS = r"""
+(progn
+  (require 'org) (require 'python)
+  (let ((unsafe nil) (seen 0))
+    (dolist (mode (with-temp-buffer
+                    (insert-file-contents ".dir-locals.el")
+                    (read (current-buffer))))
+      (dolist (setting (cdr mode))
+        (setq seen (1+ seen))
+        (unless (and (symbolp (car setting))
+                     (not (memq (car setting) '(eval org-confirm-babel-evaluate)))
+                     (safe-local-variable-p (car setting) (cdr setting)))
+          (push (car setting) unsafe))))
+    (princ (format "settings %d unsafe %S\n" seen unsafe))))
+"""
+
+
+def test_dir_locals_hold_only_safe_variables():
+    run = emacs("--eval", CHECK_DIR_LOCALS)
+    assert "unsafe nil" in run.stdout, run.stdout
+    assert "settings 0" not in run.stdout
+
+
+def test_opening_readme_asks_nothing():
+    """Emacs refuses to read a prompt's answer in batch, so a question about
+    local variables would end this run with an error."""
+    run = emacs("--eval", """
+(progn
+  (setq enable-local-variables t)
+  (find-file "README.org")
+  (princ (format "mode %s indent %S\\n" major-mode indent-tabs-mode)))""", check=False)
+    assert run.returncode == 0, run.stderr
+    assert "mode org-mode indent nil" in run.stdout
+
+
+EXECUTE_ONE_BLOCK = r"""
+(progn
+  (load-file "tools/ob-gradients.el")
+  (setq org-confirm-babel-evaluate nil)
+  (find-file "README.org")
+  (org-babel-goto-named-src-block "d-of-abc")
+  (let ((info (org-babel-get-src-block-info)))
+    (org-babel-remove-result info)
+    (org-babel-execute-src-block)
+    (goto-char (org-babel-where-is-src-block-result nil info))
+    (princ (buffer-substring (point) (org-babel-result-end))))
+  (gradients-stop-sessions))
+"""
+
+
+def test_the_executor_runs_one_named_block_through_org_babel(project_copy, doc):
+    run = emacs("--eval", EXECUTE_ONE_BLOCK, cwd=project_copy)
+    recorded = doc.block("d-of-abc").result
+    assert run.stdout == f"#+RESULTS: d-of-abc\n:results:\n{recorded}\n:end:\n", run.stderr
+
+
+def test_the_executor_steps_aside_for_emacs_jupyter():
+    run = emacs("--eval", """
+(progn
+  (provide 'jupyter)
+  (load-file "tools/ob-gradients.el")
+  (princ (format "%S\\n" (fboundp 'org-babel-execute:jupyter-python))))""")
+    assert run.stdout.strip() == "nil"

@@ -1,0 +1,121 @@
+"""The Value class, trace and draw_dot from the tangled module, and every
+gradient the document fills in by hand."""
+
+import math
+import re
+
+import pytest
+
+# A central difference of a smooth function is off by about h² times its
+# third derivative; with h = 1e-6 that is far below this tolerance, while a
+# wrong hand-filled gradient is off by 0.1 at the very least.
+H = 1e-6
+TOLERANCE = 1e-6
+
+
+def value_of(node, nudged=None, h=0.0):
+    """NODE's data recomputed from the leaves through the recorded
+    operations, with the node NUDGED moved by H on the way."""
+    if not node._prev:
+        data = node.data
+    else:
+        inputs = [value_of(child, nudged, h) for child in node._prev]
+        if node._op == "+":
+            data = inputs[0] + inputs[1]
+        elif node._op == "*":
+            data = inputs[0] * inputs[1]
+        elif node._op == "tanh":
+            data = math.tanh(inputs[0])
+        elif node._op == "exp":
+            data = math.exp(inputs[0])
+        else:
+            raise AssertionError(f"no rule for operation {node._op!r}")
+    return data + h if node is nudged else data
+
+
+def central_difference(root, node):
+    return (value_of(root, node, H) - value_of(root, node, -H)) / (2 * H)
+
+
+def nodes_by_label(gradients, root):
+    nodes, _ = gradients.trace(root)
+    return {node.label: node for node in nodes}
+
+
+def hand_filled(root_name):
+    """(root, label) for every node of the expressions filled in by hand."""
+    labels = {
+        "L": ["L", "f", "d", "c", "e", "a", "b"],
+        "o": ["o", "n", "b", "x1*w1 + x2*w2", "x1*w1", "x2*w2", "x1", "w1", "x2", "w2"],
+    }[root_name]
+    return [(root_name, label) for label in labels]
+
+
+@pytest.mark.parametrize("root_name,label", hand_filled("L") + hand_filled("o"),
+                         ids=lambda x: str(x))
+def test_hand_filled_gradient_matches_nudging(gradients, root_name, label):
+    root = getattr(gradients, root_name)
+    node = nodes_by_label(gradients, root)[label]
+    numeric = central_difference(root, node)
+    assert node.grad == pytest.approx(numeric, abs=TOLERANCE), (
+        f"{label}.grad is {node.grad} by hand, but nudging {label} moves "
+        f"{root_name} by {numeric:.6f} per unit")
+
+
+def test_the_recomputation_agrees_with_the_module(gradients):
+    assert value_of(gradients.L) == gradients.L.data == -8.0
+    assert value_of(gradients.o) == pytest.approx(gradients.o.data)
+
+
+def test_operations_give_the_right_data(gradients):
+    V = gradients.Value
+    assert (V(2.0) + V(-3.0)).data == -1.0
+    assert (V(2.0) * V(-3.0)).data == -6.0
+    total = V(2.0) + V(-3.0)
+    assert total._op == "+" and [c.data for c in total._prev] == [2.0, -3.0]
+    product = V(2.0) * V(-3.0)
+    assert product._op == "*" and [c.data for c in product._prev] == [2.0, -3.0]
+
+
+def test_a_new_value_has_no_gradient_and_no_history(gradients):
+    v = gradients.Value(3.0, label="v")
+    assert (v.grad, v._prev, v._op, v.label) == (0.0, (), "", "v")
+
+
+def test_repr_shows_the_data(gradients):
+    assert repr(gradients.Value(-8.0)) == "Value(data=-8.0)"
+
+
+@pytest.mark.parametrize("x", [-3.0, -0.5, 0.0, 0.8813735870195432, 2.0, 20.0])
+def test_tanh_and_exp_match_math(gradients, x):
+    V = gradients.Value
+    assert V(x).tanh().data == pytest.approx(math.tanh(x), rel=1e-15, abs=1e-15)
+    assert V(x).exp().data == pytest.approx(math.exp(x), rel=1e-15)
+    assert V(x).tanh()._op == "tanh" and V(x).exp()._op == "exp"
+
+
+def test_draw_dot_of_L(gradients):
+    dot = gradients.draw_dot(gradients.L)
+    source = dot.source
+    records = re.findall(r'\[label="([^"]*)" shape=record\]', source)
+    ops = re.findall(r'\[label="([^"|]*)"\]', source)
+    edges = re.findall(r"->", source)
+    assert len(records) == 7 and sorted(ops) == ["*", "*", "+"]
+    assert len(edges) == 6 + 3   # each input to its operation, each operation to its result
+    assert sorted(r.split(" | ")[0] for r in records) == sorted("abcdefL")
+    assert "L | data -8.0000 | grad 1.0000" in records
+    assert "rankdir=LR" in source
+
+
+def test_draw_dot_of_the_neuron(gradients):
+    source = gradients.draw_dot(gradients.o).source
+    assert len(re.findall(r"shape=record", source)) == 10
+    assert len(re.findall(r"->", source)) == 9 + 5
+    assert "o | data 0.7071 | grad 1.0000" in source
+
+
+def test_trace_lists_each_node_once(gradients):
+    x = gradients.Value(1.0)
+    y = x * x + x          # x is reached three times
+    nodes, edges = gradients.trace(y)
+    assert len(nodes) == 3 and len(edges) == 4
