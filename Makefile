@@ -42,7 +42,7 @@ run: $(VENV_STAMP)  ## restart and run all: rewrite every result and picture in 
 
 test: $(VENV_STAMP)  ## check every recorded result, picture and gradient
 	@$(REQUIRE) $(BUILD_PACKAGES) $(TEST_PACKAGES)
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest tests
 
 notebook: gradients.ipynb  ## gradients.ipynb for Jupyter users, from README.org
 

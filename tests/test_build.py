@@ -6,6 +6,8 @@ import os
 import re
 import subprocess
 
+import pytest
+
 from conftest import README, ROOT, emacs
 
 
@@ -30,6 +32,7 @@ def test_gradients_py_starts_with_shebang_and_header_and_is_executable():
     assert os.access(ROOT / "gradients.py", os.X_OK)
 
 
+@pytest.mark.xdist_group("kernel")
 def test_gradients_py_prints_what_the_document_records(doc, produced):
     """Run on its own with no display, the script prints exactly the
     recorded lines of the blocks that print."""

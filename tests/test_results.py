@@ -9,6 +9,9 @@ import pytest
 from conftest import README, ROOT
 import orgdoc
 
+# One worker runs the document's blocks on a kernel for all of these.
+pytestmark = pytest.mark.xdist_group("kernel")
+
 DOC = orgdoc.parse(README)
 EVALUATED = [b for b in DOC.jupyter_blocks() if b.evaluated]
 PICTURES = [b for b in EVALUATED if b.file]
