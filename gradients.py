@@ -79,17 +79,17 @@ print('slope', (d2 - d1)/h)
 
 def trace(root):
     """Every value reachable from ROOT, and every (child, parent) edge."""
-    nodes, edges = [root], []
-    seen = {root}
+    nodes, edges, seen = [], [], set()
     stack = [root]
     while stack:
         node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        nodes.append(node)
         for child in node._prev:
             edges.append((child, node))
-            if child not in seen:
-                seen.add(child)
-                nodes.append(child)
-                stack.append(child)
+        stack.extend(reversed(node._prev))   # the first child comes off first
     return nodes, edges
 
 def draw_dot(root):
@@ -119,15 +119,11 @@ class Value:
         return f"Value(data={self.data})"
 
     def __add__(self, other):
-        other = as_value(other)
-        if other is NotImplemented:
-            return NotImplemented
+        other = as_value(other, '+')
         return Value(self.data + other.data, (self, other), '+')
 
     def __mul__(self, other):
-        other = as_value(other)
-        if other is NotImplemented:
-            return NotImplemented
+        other = as_value(other, '*')
         return Value(self.data * other.data, (self, other), '*')
 
     __radd__ = __add__
@@ -143,13 +139,14 @@ class Value:
         return Value(math.exp(self.data), (self,), 'exp')
 
 
-def as_value(other):
+def as_value(other, op):
     """OTHER as a Value: plain numbers are wrapped, anything else refused."""
     if isinstance(other, Value):
         return other
     if isinstance(other, (int, float)) and not isinstance(other, bool):
         return Value(other)
-    return NotImplemented
+    raise TypeError(f"unsupported operand for {op}: Value and "
+                    f"{type(other).__name__} ({other!r})")
 
 a = Value(2.0, label='a')
 b = Value(-3.0, label='b')
@@ -201,3 +198,106 @@ x2.grad = 0.5
 w2.grad = 0.0
 
 draw_dot(o)
+
+def expression_L(a, b, c, f):
+    return (a*b + c) * f
+
+def expression_neuron(x1, x2, w1, w2, b):
+    return (x1*w1 + x2*w2 + b).tanh()
+
+def leaves_of(root):
+    nodes, _ = trace(root)
+    return {node.label: node for node in nodes if not node._prev}
+
+
+class Table:
+    def __init__(self, header, rows):
+        self.header = header
+        self.rows = [[str(cell) for cell in row] for row in rows]
+
+    def _aligned(self, corner):
+        """The table as Org aligns it: columns as wide as their widest
+        cell, numbers to the right; so Org has nothing to redo."""
+        columns = list(zip(self.header, *self.rows))
+        widths = [max(len(cell) for cell in column) for column in columns]
+        numeric = [sum(is_number(cell) for cell in column[1:]) * 2 > len(column) - 1
+                   for column in columns]
+        def line(cells):
+            return '| ' + ' | '.join(cell.rjust(w) if right else cell.ljust(w)
+                                     for cell, w, right in zip(cells, widths, numeric)) + ' |'
+        rule = '|' + corner.join('-' * (w + 2) for w in widths) + '|'
+        return '\n'.join([line(self.header), rule, *map(line, self.rows)])
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {'text/org': self._aligned('+'),
+                'text/markdown': self._aligned('|'),
+                'text/plain': self._aligned('+')}
+
+
+def is_number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+def nudge_check(expression, root, h=1e-6):
+    leaves = leaves_of(root)
+    rows = []
+    for name, leaf in leaves.items():
+        def output(shift):
+            values = {other: Value(node.data + (shift if other == name else 0.0))
+                      for other, node in leaves.items()}
+            return expression(**values).data
+        by_nudging = (output(h) - output(-h)) / (2*h)
+        rows.append([name, f'{leaf.grad:.4f}', f'{by_nudging:.10f}',
+                     f'{by_nudging - leaf.grad:.1e}'])
+    return Table(['leaf', 'by hand', 'by nudging', 'difference'], rows)
+
+nudge_check(expression_L, L)
+
+nudge_check(expression_neuron, o)
+
+step = 0.01
+leaves = leaves_of(L)
+moved = {name: Value(leaf.data + step * leaf.grad) for name, leaf in leaves.items()}
+print('before', L.data)
+print('after ', expression_L(**moved).data)
+
+def parabola(x):
+    return 3*x**2 - 4*x + 5
+
+def slope(fn, x, h=0.0001):
+    return (fn(x + h) - fn(x - h)) / (2*h)
+
+def descend(x, learning_rate, steps):
+    path = [x]
+    for _ in range(steps):
+        x = x - learning_rate * slope(parabola, x)
+        path.append(x)
+    return path
+
+path = descend(3.0, learning_rate=0.1, steps=30)
+Table(['step', 'x', 'f(x)', "f'(x)"],
+      [[i, f'{x:.6f}', f'{parabola(x):.6f}', f'{slope(parabola, x):.6f}']
+       for i, x in enumerate(path[:6])])
+
+print('x    =', path[-1], '  (2/3  =', 2/3, ')')
+print('f(x) =', parabola(path[-1]), '  (11/3 =', 11/3, ')')
+
+plt.figure(figsize=(6, 4))
+plt.plot(xs, ys, color='lightgray', label='f(x)')
+plt.plot(path, [parabola(x) for x in path], 'o-', markersize=4,
+         label='steps, learning rate 0.1')
+plt.annotate('start', (path[0], parabola(path[0])), textcoords='offset points',
+             xytext=(8, -4))
+plt.title('Gradient descent on f')
+plt.xlabel('x')
+plt.ylabel('f(x)')
+plt.xlim(-1.5, 4)
+plt.ylim(0, 40)
+plt.legend()
+plt.show()
+
+for x in descend(3.0, learning_rate=0.4, steps=6):
+    print(f'{x:10.4f}')

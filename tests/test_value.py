@@ -119,3 +119,56 @@ def test_trace_lists_each_node_once(gradients):
     y = x * x + x          # x is reached three times
     nodes, edges = gradients.trace(y)
     assert len(nodes) == 3 and len(edges) == 4
+
+
+def test_plain_numbers_work_on_either_side(gradients):
+    V = gradients.Value
+    assert (V(2.0) + 1).data == 3.0
+    assert (1 + V(2.0)).data == 3.0
+    assert (3 * V(2.0)).data == 6.0
+    assert (V(2.0) * 3).data == 6.0
+    total = V(2.0) + 1
+    assert isinstance(total._prev[1], V) and total._prev[1].data == 1
+
+
+@pytest.mark.parametrize("other", ["1", None, [1.0], True])
+def test_other_operands_raise_a_type_error_naming_them(gradients, other):
+    V = gradients.Value
+    for operation in (lambda: V(2.0) + other, lambda: other + V(2.0),
+                      lambda: V(2.0) * other, lambda: other * V(2.0)):
+        with pytest.raises(TypeError, match=type(other).__name__):
+            operation()
+
+
+@pytest.mark.parametrize("x,expected", [(1000.0, 1.0), (-1000.0, -1.0), (1e308, 1.0)])
+def test_tanh_does_not_overflow(gradients, x, expected):
+    assert gradients.Value(x).tanh().data == expected
+
+
+def chain_of_additions(gradients, length):
+    chain = gradients.Value(0.0, label="x0")
+    for _ in range(length):
+        chain = chain + 1
+    return chain
+
+
+def test_a_chain_of_100000_additions_is_traced(gradients):
+    chain = chain_of_additions(gradients, 100_000)
+    nodes, edges = gradients.trace(chain)
+    assert len(nodes) == 200_001 and len(edges) == 200_000
+    assert chain.data == 100_000.0
+
+
+def test_a_chain_far_deeper_than_the_recursion_limit_is_drawn(gradients):
+    # Ten times Python's default limit proves there is no recursion; the
+    # Graphviz package's own bookkeeping makes 100,000 links take seconds.
+    length = 10 * 1000
+    dot = gradients.draw_dot(chain_of_additions(gradients, length))
+    values, operations = 2 * length + 1, length
+    assert len(dot.body) == values + 2 * operations + 2 * length
+
+
+def test_the_nudge_check_rebuilds_each_leaf(gradients):
+    table = gradients.nudge_check(gradients.expression_L, gradients.L)
+    assert [row[0] for row in table.rows] == ["a", "b", "c", "f"]
+    assert all(abs(float(row[3])) < 1e-8 for row in table.rows)

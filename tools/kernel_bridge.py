@@ -114,25 +114,27 @@ def picture(outputs, mime):
     return found.encode()
 
 
-def text_lines(outputs, with_value=True):
-    """Printed text, then the value's IPython repr, as a list of lines."""
-    text = ""
+def org_result(outputs, file=None):
+    """The drawer text org-babel records for OUTPUTS: printed text and the
+    value's IPython repr as fixed-width lines, a value that can show itself
+    as Org (text/org) as it is, a picture as a link.  A block with a :file
+    records only what it prints and the picture: its value's repr (a
+    Line2D, a Digraph) would carry a memory address."""
+    def fixed_width(text):
+        return [(": " + line).rstrip() for line in text.splitlines()]
+
+    lines, printed = [], ""
     for kind, content in outputs:
         if kind == "stream":
-            text += content["text"]
-        elif kind == "execute_result" and with_value:
-            if text and not text.endswith("\n"):
-                text += "\n"
-            text += content["data"]["text/plain"] + "\n"
-    return text.splitlines()
-
-
-def org_result(outputs, file=None):
-    """The drawer text org-babel records for OUTPUTS: fixed-width lines for
-    text, a link for a picture.  A block with a :file records only what it
-    prints and the picture: its value's repr (a Line2D, a Digraph) would
-    carry a memory address."""
-    lines = [(": " + line).rstrip() for line in text_lines(outputs, file is None)]
+            # One print can arrive in several messages: join before splitting.
+            printed += content["text"]
+        elif kind == "execute_result" and not file:
+            lines += fixed_width(printed)
+            printed = ""
+            data = content["data"]
+            lines += data["text/org"].splitlines() if "text/org" in data \
+                else fixed_width(data["text/plain"])
+    lines += fixed_width(printed)
     if file:
         lines.append(f"[[file:{file}]]")
     return "\n".join(lines)
