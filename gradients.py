@@ -96,7 +96,7 @@ def draw_dot(root):
     dot = Digraph(format='svg', graph_attr={'rankdir': 'LR'})
     nodes, edges = trace(root)
     name = {node: f'v{i}' for i, node in enumerate(nodes)}
-    for node in reversed(nodes):
+    for node in nodes:
         dot.node(name[node], shape='record',
                  label='%s | data %.4f | grad %.4f'
                        % (node.label, node.data, node.grad))
@@ -131,7 +131,7 @@ class Value:
 
     def tanh(self):
         x = self.data
-        small = math.exp(-2 * abs(x))   # e^(2x) or e^(-2x), never above 1
+        small = math.exp(-2 * abs(x))   # exp(2x) or exp(-2x): never above 1
         t = (1 - small) / (1 + small)
         return Value(t if x >= 0 else -t, (self,), 'tanh')
 

@@ -20,9 +20,10 @@ sys.path.insert(0, str(ROOT / "tools"))
 import kernel_bridge  # noqa: E402
 import orgdoc  # noqa: E402
 
-# No test may open a window or depend on one.
+# No test may open a window or depend on one; Matplotlib then draws with
+# Agg in this process, and kernels pick their own inline backend.
 os.environ.pop("DISPLAY", None)
-os.environ["MPLBACKEND"] = "Agg"
+os.environ.pop("MPLBACKEND", None)
 
 
 def pytest_configure(config):
