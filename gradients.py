@@ -278,7 +278,7 @@ def descend(x, learning_rate, steps):
     return path
 
 path = descend(3.0, learning_rate=0.1, steps=30)
-Table(['step', 'x', 'f(x)', "f'(x)"],
+Table(['step', 'x', 'f(x)', 'slope'],
       [[i, f'{x:.6f}', f'{parabola(x):.6f}', f'{slope(parabola, x):.6f}']
        for i, x in enumerate(path[:6])])
 

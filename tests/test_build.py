@@ -55,13 +55,12 @@ def test_gradients_py_prints_what_the_document_records(doc, produced):
     assert run.stdout.splitlines() == expected
 
 
-def test_a_block_that_raises_stops_the_build_and_changes_nothing(project_copy):
+def test_a_block_that_raises_stops_the_build_and_changes_nothing(project_copy, doc):
     readme = project_copy / "README.org"
-    text = readme.read_text()
-    marker = "#+name: expression-L\n#+begin_src jupyter-python\n"
-    assert marker in text
-    readme.write_text(text.replace(marker, marker + "raise ValueError('nudged too far')\n"))
-    line = text[:text.index(marker)].count("\n") + 2
+    lines = readme.read_text().split("\n")
+    line = doc.block("expression-L").line
+    lines.insert(line, "raise ValueError('nudged too far')")
+    readme.write_text("\n".join(lines))
     before = {p: p.read_bytes() for p in project_copy.rglob("*")
               if p.is_file() and ".venv" not in p.parts}
 

@@ -47,24 +47,32 @@ class ThisInterpreter(KernelSpecManager):
         )
 
 
+def kernel_manager(sockets):
+    """A manager for a kernel from this interpreter's environment that
+    listens on Unix sockets in the folder SOCKETS: no TCP port, nothing on
+    the network, and no plain-text-over-TCP warning in the output."""
+    return KernelManager(
+        kernel_name="python3",
+        kernel_spec_manager=ThisInterpreter(),
+        transport="ipc",
+        ip=os.path.join(sockets, "socket"),
+        connection_file=os.path.join(sockets, "connection.json"),
+    )
+
+
+def kernel_environment():
+    """Pictures come from the inline backend's display output, whatever
+    backend the caller's environment asks for."""
+    return dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline")
+
+
 class Kernel:
-    """A kernel from this interpreter's environment.  It listens on Unix
-    sockets in a private temporary folder: no TCP port, nothing on the
-    network, and no plain-text-over-TCP warning in the output."""
+    """One running kernel, as kernel_manager makes it."""
 
     def __init__(self):
         self.sockets = tempfile.TemporaryDirectory(prefix="gradients-kernel-")
-        self.manager = KernelManager(
-            kernel_name="python3",
-            kernel_spec_manager=ThisInterpreter(),
-            transport="ipc",
-            ip=os.path.join(self.sockets.name, "socket"),
-            connection_file=os.path.join(self.sockets.name, "connection.json"),
-        )
-        # Pictures come from the inline backend's display output, whatever
-        # backend the caller's environment asks for.
-        env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline")
-        self.manager.start_kernel(env=env)
+        self.manager = kernel_manager(self.sockets.name)
+        self.manager.start_kernel(env=kernel_environment())
         self.client = self.manager.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)

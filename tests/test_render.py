@@ -1,0 +1,110 @@
+"""README.org as GitHub shows it: rendered by github-markup (org-ruby), then
+loaded in headless Chromium."""
+
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+from bs4 import BeautifulSoup
+
+from conftest import README, ROOT
+import preview
+
+REPR = re.compile(r"<[\w.]+ (object )?at 0x[0-9a-f]+>")
+
+
+@pytest.fixture(scope="module")
+def html():
+    return preview.render(README)
+
+
+@pytest.fixture(scope="module")
+def soup(html):
+    return BeautifulSoup(html, "html.parser")
+
+
+def squeeze(text):
+    """Text with each line's trailing blanks and the outer blank lines gone."""
+    return "\n".join(line.rstrip() for line in text.strip("\n").splitlines())
+
+
+def test_every_heading_in_order(doc, soup):
+    shown = [h.get_text(" ", strip=True) for h in soup.find_all(re.compile("^h[1-6]$"))
+             if "title" not in (h.get("class") or [])]
+    assert shown == [title for _, title, _ in doc.headings]
+
+
+def test_every_exported_block_is_shown(doc, soup):
+    shown = [squeeze(pre.get_text()) for pre in soup.find_all("pre", class_="src")]
+    missing = [b.label for b in doc.blocks
+               if b.args.get("exports") != "none" and squeeze(b.code) not in shown]
+    assert missing == []
+
+
+def test_the_hidden_header_block_is_not_shown(doc, soup):
+    header = squeeze(doc.block("generated-header").code)
+    assert header not in [squeeze(pre.get_text()) for pre in soup.find_all("pre")]
+
+
+def recorded_parts(block):
+    """What a recorded result must show: its text, its table rows, its pictures."""
+    text, rows, pictures = [], [], []
+    for line in block.result.splitlines():
+        if line.startswith(":"):
+            text.append(line[2:])
+        elif re.fullmatch(r"\|[-+]+\|", line):
+            continue
+        elif line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif m := re.fullmatch(r"\[\[file:(.*)\]\]", line):
+            pictures.append(m.group(1))
+    return squeeze("\n".join(text)), rows, pictures
+
+
+def test_every_recorded_result_is_shown(doc, soup):
+    examples = [squeeze(pre.get_text()) for pre in soup.find_all("pre", class_="example")]
+    table_rows = [[cell.get_text(strip=True) for cell in tr.find_all(["td", "th"])]
+                  for tr in soup.find_all("tr")]
+    images = [img["src"] for img in soup.find_all("img")]
+    missing = []
+    for block in doc.blocks:
+        if not block.result:
+            continue
+        text, rows, pictures = recorded_parts(block)
+        if text and text not in examples:
+            missing.append(f"{block.label}: text")
+        if any(row not in table_rows for row in rows):
+            missing.append(f"{block.label}: table")
+        if any(picture not in images for picture in pictures):
+            missing.append(f"{block.label}: picture")
+    assert missing == []
+
+
+def test_every_picture_is_a_file_in_the_repository(soup):
+    sources = [img["src"] for img in soup.find_all("img")]
+    assert sources, "the page shows no pictures"
+    assert [s for s in sources if not (ROOT / s).is_file()] == []
+
+
+def test_every_relative_link_resolves(soup):
+    broken = []
+    for a in soup.find_all("a", href=True):
+        target = urlparse(a["href"])
+        if target.scheme or target.netloc or not target.path:
+            continue
+        if not (ROOT / unquote(target.path)).exists():
+            broken.append(a["href"])
+    assert broken == []
+
+
+def test_no_python_repr_appears(html, soup):
+    assert not REPR.search(html), REPR.search(html).group(0)
+    cells = [td.get_text() for td in soup.find_all("td")]
+    assert [c for c in cells if " at 0x" in c or c.startswith("<")] == []
+
+
+def test_every_picture_loads_in_chromium():
+    _, screenshot, images = preview.preview(README, ROOT / ".build" / "preview")
+    assert images and all(width > 0 for _, width in images), images
+    assert screenshot.stat().st_size > 0

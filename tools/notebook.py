@@ -1,0 +1,191 @@
+"""README.org as a Jupyter notebook.
+
+    python tools/notebook.py README.org gradients.ipynb
+
+Prose becomes Markdown cells (headings, lists, links and inline code kept),
+each `jupyter-python` block a code cell in document order, carrying its
+recorded result: text as output, tables as Markdown, pictures embedded from
+images/.  Blocks not exported (the generated-file header) are left out.
+"""
+
+import base64
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import nbformat
+from nbformat import v4
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import orgdoc  # noqa: E402
+
+LINK = re.compile(r"\[\[([^]]+)\](?:\[([^]]+)\])?\]")
+VERBATIM = re.compile(r"(?<![\w=~])[=~]([^\s=~](?:[^=~]*?[^\s=~])?)[=~](?![\w=~])")
+ITALIC = re.compile(r"(?<![\w/])/([^\s/](?:[^/]*?[^\s/])?)/(?![\w/])")
+BOLD = re.compile(r"(?<![\w*])\*([^\s*](?:[^*]*?[^\s*])?)\*(?![\w*])")
+
+
+def inline(text):
+    """Org inline markup as Markdown; code spans are protected first."""
+    spans = []
+
+    def keep(markdown):
+        spans.append(markdown)
+        return f"\0{len(spans) - 1}\0"
+
+    text = VERBATIM.sub(lambda m: keep(f"`{m.group(1)}`"), text)
+
+    def link(m):
+        target, label = m.group(1), m.group(2)
+        if target.startswith("file:"):
+            target = target[len("file:"):]
+        return keep(f"[{' '.join((label or target).split())}]({target})")
+
+    text = LINK.sub(link, text)
+    text = BOLD.sub(r"**\1**", text)
+    text = ITALIC.sub(r"_\1_", text)
+    return re.sub("\0(\\d+)\0", lambda m: spans[int(m.group(1))], text)
+
+
+def markdown(lines):
+    """Org prose lines (no blocks, no results) as one Markdown text."""
+    out, paragraph = [], []
+
+    def end_paragraph():
+        # Inline markup, links above all, may run across line breaks.
+        if paragraph:
+            out.append(inline("\n".join(paragraph)))
+            paragraph.clear()
+
+    for line in lines:
+        if m := orgdoc.HEADING.match(line):
+            end_paragraph()
+            out.append("#" * (len(m.group(1)) + 1) + " " + inline(m.group(2)))
+        elif re.match(r"^\s*#\+title:", line, re.I):
+            end_paragraph()
+            out.append("# " + line.split(":", 1)[1].strip())
+        elif re.match(r"^\s*#(\+|\s|$)", line):
+            continue   # keywords and comments
+        elif line.startswith(": ") or line == ":":
+            end_paragraph()
+            out.append("    " + line[2:])
+        elif not line.strip():
+            end_paragraph()
+            out.append("")
+        else:
+            paragraph.append(line)
+    end_paragraph()
+    return "\n".join(out).strip("\n")
+
+
+def outputs_for(block, root):
+    """The recorded result of BLOCK as notebook outputs."""
+    if not block.result:
+        return []
+    outputs, text, table = [], [], []
+    for line in block.result.splitlines():
+        if line.startswith(":"):
+            text.append(line[2:])
+        elif line.startswith("|"):
+            table.append(re.sub(r"^\|([-+]+)\|$", lambda m: "|" + m.group(1).replace("+", "|") + "|", line))
+        elif m := re.fullmatch(r"\[\[file:(.*)\]\]", line):
+            picture = root / m.group(1)
+            if picture.suffix == ".png":
+                data = {"image/png": base64.b64encode(picture.read_bytes()).decode()}
+            else:
+                data = {"image/svg+xml": picture.read_text()}
+            outputs.append(v4.new_output("display_data", data=data))
+    if text:
+        outputs.insert(0, v4.new_output("stream", name="stdout", text="\n".join(text) + "\n"))
+    if table:
+        outputs.append(v4.new_output("execute_result", execution_count=None, data={
+            "text/markdown": "\n".join(table), "text/plain": "\n".join(table)}))
+    return outputs
+
+
+def notebook(org_file):
+    doc = orgdoc.parse(org_file)
+    root = Path(org_file).resolve().parent
+    cells, prose, skip_until = [], [], 0
+    blocks = {b.line: b for b in doc.blocks}
+    results = {b.result_line: b for b in doc.blocks if b.result_line}
+
+    def flush():
+        text = markdown(prose)
+        if text:
+            cells.append(v4.new_markdown_cell(text))
+        prose.clear()
+
+    lines = doc.lines
+    i = 0
+    while i < len(lines):
+        number = i + 1
+        if number in blocks:
+            block = blocks[number]
+            if prose and orgdoc.NAME.match(prose[-1]):
+                prose.pop()
+            if block.lang == "jupyter-python" and block.args.get("exports") != "none":
+                flush()
+                cell = v4.new_code_cell(block.code.strip("\n"))
+                cell.outputs = outputs_for(block, root)
+                cells.append(cell)
+            elif block.lang != "jupyter-python":
+                prose.append(f"```{block.lang}")
+                prose.extend(block.code.strip("\n").splitlines())
+                prose.append("```")
+            i = block.end_line
+            continue
+        if number in results:
+            i = _end_of_result(lines, i)
+            continue
+        prose.append(lines[i])
+        i += 1
+    flush()
+    nb = v4.new_notebook(cells=cells)
+    nb.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+    }
+    for n, cell in enumerate(nb.cells):
+        cell.id = f"cell-{n}"   # stable ids: the same README gives the same bytes
+    return nb
+
+
+def _end_of_result(lines, i):
+    """The index after the result whose #+RESULTS line is at I."""
+    i += 1
+    if i < len(lines) and lines[i].strip().lower() == ":results:":
+        while lines[i].strip().lower() != ":end:":
+            i += 1
+        return i + 1
+    while i < len(lines) and lines[i].strip():
+        i += 1
+    return i
+
+
+def write(nb, path):
+    """Write NB to PATH through a temporary file, so a failure leaves no
+    half-written notebook."""
+    path = Path(path)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".ipynb")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            nbformat.write(nb, out)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+if __name__ == "__main__":
+    org_file, ipynb = sys.argv[1:]
+    try:
+        nb = notebook(org_file)
+        nbformat.validate(nb)
+    except orgdoc.OrgError as error:
+        sys.exit(str(error))
+    write(nb, ipynb)
+    print(f"wrote {ipynb}: {len(nb.cells)} cells")
