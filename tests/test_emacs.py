@@ -40,6 +40,7 @@ def test_opening_readme_asks_nothing():
 
 EXECUTE_ONE_BLOCK = r"""
 (progn
+  (setq org-modules nil)   ; Gnus and friends have nothing to do with this
   (load-file "tools/ob-gradients.el")
   (setq org-confirm-babel-evaluate nil)
   (find-file "README.org")

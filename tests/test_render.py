@@ -2,7 +2,6 @@
 loaded in headless Chromium."""
 
 import re
-from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest

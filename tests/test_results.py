@@ -1,16 +1,17 @@
-"""Every result recorded in README.org is what its block produces now, and
-every picture in images/ is what its block draws now."""
+"""Every result recorded in README.org is what its block produces now,
+every picture in images/ is what its block draws now, and gradients.py,
+run on its own, prints what the document records."""
 
 import difflib
+import os
 import re
+import subprocess
 
 import pytest
 
 from conftest import README, ROOT
 import orgdoc
 
-# One worker runs the document's blocks on a kernel for all of these.
-pytestmark = pytest.mark.xdist_group("kernel")
 
 DOC = orgdoc.parse(README)
 EVALUATED = [b for b in DOC.jupyter_blocks() if b.evaluated]
@@ -76,3 +77,25 @@ def test_every_picture_has_a_block():
 def test_picture_is_linked_where_recorded(block):
     assert block.result and f"[[file:{block.file}]]" in block.result, (
         f"{block.where(README.name)}: its result should link {block.file}")
+
+
+def test_gradients_py_prints_what_the_document_records(doc, produced):
+    """Run on its own with no display, the script prints exactly the
+    recorded lines of the blocks that print."""
+    results, _ = produced
+    expected = []
+    for block in doc.jupyter_blocks():
+        outcome = results.get(block.label)
+        if not block.evaluated or outcome is None or not outcome.outputs:
+            continue
+        printed = sum(content["text"].count("\n")
+                      for kind, content in outcome.outputs if kind == "stream")
+        recorded = (block.result or "").splitlines()[:printed]
+        expected += [re.sub(r"^: ?", "", line) for line in recorded]
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MPLBACKEND")}
+    env["PATH"] = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"
+    run = subprocess.run(["./gradients.py"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    assert run.stdout.splitlines() == expected

@@ -13,6 +13,12 @@
 (defconst gradients-build-directory
   (file-name-directory (or load-file-name buffer-file-name)))
 
+;; Opening an Org file loads every link module in `org-modules' (Gnus,
+;; Rmail, EWW...) and version control looks for git: together most of the
+;; start-up time of a batch run, and none of it is needed here.
+(setq org-modules nil
+      vc-handled-backends nil)
+
 (load (expand-file-name "ob-gradients" gradients-build-directory) nil t)
 
 (require 'org)

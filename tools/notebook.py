@@ -108,7 +108,7 @@ def outputs_for(block, root):
 def notebook(org_file):
     doc = orgdoc.parse(org_file)
     root = Path(org_file).resolve().parent
-    cells, prose, skip_until = [], [], 0
+    cells, prose = [], []
     blocks = {b.line: b for b in doc.blocks}
     results = {b.result_line: b for b in doc.blocks if b.result_line}
 
