@@ -21,6 +21,12 @@
 
 (load (expand-file-name "ob-gradients" gradients-build-directory) nil t)
 
+;; The builds that run blocks start their kernel before Org loads: it boots
+;; while Emacs loads Org, opens the file and tangles.
+(when (or (member "gradients-build-tangle" command-line-args-left)
+          (member "gradients-build-run" command-line-args-left))
+  (gradients-start-session "gradients"))
+
 (require 'org)
 (require 'ob-tangle)
 
@@ -106,17 +112,15 @@ the results drawers."
                (progn ,@body)
              (error (delete-directory scratch t)
                     (signal (car err) (cdr err)))))
-         (gradients-stop-sessions))
+         (gradients-stop-sessions 'no-wait))
      (error
       (message "%s" (error-message-string err))
       (message "Nothing was changed.")
-      (gradients-stop-sessions)
+      (gradients-stop-sessions 'no-wait)
       (kill-emacs 1))))
 
 (defun gradients-build-tangle ()
   "Tangle gradients.py and draw every picture."
-  ;; The kernel boots while Emacs tangles.
-  (gradients-start-session "gradients")
   (gradients-build--main
    (gradients-build--tangle scratch)
    (gradients-build--run-pictures)
@@ -124,7 +128,6 @@ the results drawers."
 
 (defun gradients-build-run ()
   "Restart and run all: every results drawer and picture, from a fresh kernel."
-  (gradients-start-session "gradients")
   (gradients-build--main
    (gradients-build--run-results)
    (let ((readme (expand-file-name (file-name-nondirectory org-file) scratch)))

@@ -11,8 +11,22 @@
 
 ;;; Code:
 
-(require 'ob)
+;; Org itself is not required here: the batch build starts the kernel
+;; first and loads Org while it boots.  Everything Org-related below runs
+;; only once Org is there.
 (require 'json)
+
+(defvar org-babel-current-src-block-location)
+(defvar org-babel-after-execute-hook)
+(defvar org-src-lang-modes)
+(defvar org-image-actual-width)
+(declare-function org-babel-where-is-src-block-head "ob-core")
+(declare-function org-babel-get-src-block-info "ob-core")
+(declare-function org-babel-where-is-src-block-result "ob-core")
+(declare-function org-babel-remove-result "ob-core")
+(declare-function org-element-at-point "org-element")
+(declare-function org-element-property "org-element")
+(declare-function org-current-line "org-macs")
 
 (defconst gradients-tools-directory
   (file-name-directory (or load-file-name buffer-file-name))
@@ -76,15 +90,18 @@ It returns at once: the kernel boots while Emacs does other work."
         (setf (alist-get name gradients--sessions nil nil #'equal) process)
         process))))
 
-(defun gradients-stop-sessions ()
-  "Stop every bridge and its kernel."
+(defun gradients-stop-sessions (&optional no-wait)
+  "Stop every bridge and its kernel.
+With NO-WAIT, only tell them to: each bridge shuts its kernel down on its
+own, so a batch build can exit at once."
   (dolist (session gradients--sessions)
     (let ((process (cdr session)))
       (when (process-live-p process)
         (process-send-eof process)
-        (with-timeout (10 (delete-process process))
-          (while (process-live-p process)
-            (accept-process-output process 0.1))))))
+        (unless no-wait
+          (with-timeout (10 (delete-process process))
+            (while (process-live-p process)
+              (accept-process-output process 0.1)))))))
   (setq gradients--sessions nil))
 
 (defun gradients--session-process (name)
@@ -160,7 +177,8 @@ This lives here, not in .dir-locals.el, because Org 9.5 does not mark
 (defun gradients-install ()
   "Make this file org-babel's `jupyter-python' executor, unless
 emacs-jupyter already provides one."
-  (add-to-list 'org-src-lang-modes '("jupyter-python" . python))
+  (with-eval-after-load 'org-src
+    (add-to-list 'org-src-lang-modes '("jupyter-python" . python)))
   (add-hook 'org-mode-hook #'gradients-fit-pictures)
   (dolist (buffer (buffer-list))
     (with-current-buffer buffer
@@ -170,7 +188,8 @@ emacs-jupyter already provides one."
                    (not (eq (symbol-function 'org-babel-execute:jupyter-python)
                             'gradients-execute))))
     (defalias 'org-babel-execute:jupyter-python #'gradients-execute)
-    (add-hook 'org-babel-after-execute-hook #'gradients-drop-empty-result)))
+    (with-eval-after-load 'ob-core
+      (add-hook 'org-babel-after-execute-hook #'gradients-drop-empty-result))))
 
 (gradients-install)
 
