@@ -59,6 +59,59 @@ def forget_tangle():
     (ROOT / ".build" / "tangle.stamp").unlink(missing_ok=True)
 
 
+def phases():
+    """Where a cold `make tangle` spends its time, part by part."""
+    import kernel_bridge
+    parts = {}
+    parts["Emacs start, Org and the build loaded"] = timed(
+        ["emacs", "-Q", "--batch", "-l", "tools/build.el"])
+    tangle = timed(["emacs", "-Q", "--batch", "-l", "tools/build.el", "-f",
+                    "gradients-build-tangle-into", "README.org", str(OUT / "tangled")])
+    parts["README.org opened and tangled"] = tangle - parts["Emacs start, Org and the build loaded"]
+    start = time.perf_counter()
+    kernel = kernel_bridge.Kernel()
+    parts["kernel start (overlaps the two above)"] = time.perf_counter() - start
+    doc = orgdoc.parse(ROOT / "README.org")
+    groups = {"imports block": 0.0, "Matplotlib pictures": 0.0, "Graphviz pictures": 0.0,
+              "other blocks": 0.0}
+    try:
+        for block in doc.jupyter_blocks():
+            if not block.evaluated:
+                continue
+            start = time.perf_counter()
+            kernel_bridge.execute(kernel, block.code, block.file,
+                                  str(OUT / "pictures" / block.file) if block.file else None)
+            elapsed = time.perf_counter() - start
+            if block.name == "imports":
+                groups["imports block"] += elapsed
+            elif block.file and block.file.endswith(".png"):
+                groups["Matplotlib pictures"] += elapsed
+            elif block.file:
+                groups["Graphviz pictures"] += elapsed
+            else:
+                groups["other blocks"] += elapsed
+    finally:
+        kernel.shutdown()
+    parts.update(groups)
+    return parts
+
+
+def trace_chain():
+    """Seconds gradients.trace takes on a chain of 100,000 additions."""
+    code = ("import time, contextlib, io\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    import gradients\n"
+            "chain = gradients.Value(0.0)\n"
+            "for _ in range(100_000):\n"
+            "    chain = chain + 1\n"
+            "start = time.perf_counter()\n"
+            "gradients.trace(chain)\n"
+            "print(time.perf_counter() - start)\n")
+    run = subprocess.run([str(VENV_BIN / "python"), "-c", code], cwd=ROOT, check=True,
+                         capture_output=True, text=True, env=dict(os.environ, MPLBACKEND="Agg"))
+    return float(run.stdout)
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     notebook = OUT / "blocks.ipynb"
@@ -78,6 +131,7 @@ def main():
         rounds["no-op make tangle"].append(timed(["make", "tangle"]))
     for _ in range(max(1, ROUNDS // 2)):
         rounds["make test"].append(timed(["make", "test"]))
+    rounds["trace, 100,000 additions"] = [trace_chain() for _ in range(ROUNDS)]
 
     baseline = statistics.median(rounds[f"nbconvert --execute ({cells} cells)"])
     rows = []
@@ -99,6 +153,10 @@ def main():
         print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
                         for i, (c, w) in enumerate(zip(row, widths))))
     print(f"written to {OUT / 'bench.csv'}")
+
+    print("\nwhere a cold make tangle spends its time (one round):")
+    for part, seconds in phases().items():
+        print(f"  {part:40} {seconds:6.3f}")
 
 
 if __name__ == "__main__":

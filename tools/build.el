@@ -140,6 +140,7 @@ the results drawers."
   "Tangle the Org file named on the command line into the folder after it."
   (let* ((org-file (gradients-build--org-file))
          (target (file-name-as-directory (expand-file-name (pop command-line-args-left)))))
+    (make-directory target t)
     (with-current-buffer (find-file-noselect org-file)
       (gradients-build--tangle target))))
 
