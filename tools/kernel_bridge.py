@@ -17,6 +17,7 @@ what the tests compare is produced exactly as the build produces it.
 import base64
 import json
 import os
+import queue
 import re
 import sys
 import tempfile
@@ -82,7 +83,12 @@ class Kernel:
         msg_id = self.client.execute(code, store_history=True, allow_stdin=False)
         outputs = []
         while True:
-            msg = self.client.get_iopub_msg(timeout=600)
+            try:
+                msg = self.client.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                if not self.manager.is_alive():
+                    raise BlockError("the kernel died while running this block") from None
+                continue
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             kind, content = msg["msg_type"], msg["content"]
@@ -90,9 +96,9 @@ class Kernel:
                 break
             if kind in ("stream", "execute_result", "display_data", "error"):
                 outputs.append((kind, content))
-        reply = self.client.get_shell_msg(timeout=600)
+        reply = self.client.get_shell_msg(timeout=60)
         while reply["parent_header"].get("msg_id") != msg_id:
-            reply = self.client.get_shell_msg(timeout=600)
+            reply = self.client.get_shell_msg(timeout=60)
         return outputs
 
     def shutdown(self):

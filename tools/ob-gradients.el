@@ -62,8 +62,9 @@ failing block leaves the committed pictures untouched.")
     (accept-process-output process 1))
   (let ((replies (process-get process 'replies)))
     (unless replies
-      (error "The kernel bridge stopped; see the buffer %s"
-             (process-get process 'stderr-buffer)))
+      (error "The kernel bridge stopped:\n%s"
+             (with-current-buffer (process-get process 'stderr-buffer)
+               (buffer-substring (max (point-min) (- (point-max) 3000)) (point-max)))))
     (process-put process 'replies (cdr replies))
     (car replies)))
 
