@@ -15,8 +15,10 @@ import kernel_bridge
 @pytest.fixture(scope="module")
 def notebook(tmp_path_factory):
     path = tmp_path_factory.mktemp("notebook") / "gradients.ipynb"
-    subprocess.run([sys.executable, str(ROOT / "tools" / "notebook.py"), str(README), str(path)],
-                   check=True, capture_output=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "notebook.py"), str(README), str(path)],
+        capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
     return nbformat.read(path, as_version=4)
 
 

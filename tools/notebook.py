@@ -80,7 +80,7 @@ def markdown(lines):
     return "\n".join(out).strip("\n")
 
 
-def outputs_for(block, root):
+def outputs_for(block, root, doc_path):
     """The recorded result of BLOCK as notebook outputs."""
     if not block.result:
         return []
@@ -92,6 +92,10 @@ def outputs_for(block, root):
             table.append(re.sub(r"^\|([-+]+)\|$", lambda m: "|" + m.group(1).replace("+", "|") + "|", line))
         elif m := re.fullmatch(r"\[\[file:(.*)\]\]", line):
             picture = root / m.group(1)
+            if not picture.is_file():
+                raise orgdoc.OrgError(
+                    f"{block.where(doc_path)}: its result links {m.group(1)}, "
+                    "which does not exist: run `make tangle`")
             if picture.suffix == ".png":
                 data = {"image/png": base64.b64encode(picture.read_bytes()).decode()}
             else:
@@ -129,7 +133,7 @@ def notebook(org_file):
             if block.lang == "jupyter-python" and block.args.get("exports") != "none":
                 flush()
                 cell = v4.new_code_cell(block.code.strip("\n"))
-                cell.outputs = outputs_for(block, root)
+                cell.outputs = outputs_for(block, root, org_file)
                 cells.append(cell)
             elif block.lang != "jupyter-python":
                 prose.append(f"```{block.lang}")
