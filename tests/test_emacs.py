@@ -1,7 +1,7 @@
 """Working on README.org in Emacs: the directory settings are safe, and the
 project's executor runs a single block through org-babel."""
 
-from conftest import emacs
+from conftest import ROOT, emacs
 
 CHECK_DIR_LOCALS = r"""
 (progn
@@ -38,26 +38,33 @@ def test_opening_readme_asks_nothing():
     assert "mode org-mode indent nil" in run.stdout
 
 
-EXECUTE_ONE_BLOCK = r"""
+EXECUTE_NAMED_BLOCKS = r"""
 (progn
   (setq org-modules nil)   ; Gnus and friends have nothing to do with this
   (load-file "tools/ob-gradients.el")
   (setq org-confirm-babel-evaluate nil)
   (find-file "README.org")
-  (org-babel-goto-named-src-block "d-of-abc")
-  (let ((info (org-babel-get-src-block-info)))
-    (org-babel-remove-result info)
-    (org-babel-execute-src-block)
-    (goto-char (org-babel-where-is-src-block-result nil info))
-    (princ (buffer-substring (point) (org-babel-result-end))))
+  (dolist (name '("d-of-abc" "imports" "define-f" "xs" "ys" "plot"))
+    (org-babel-goto-named-src-block name)
+    (let ((info (org-babel-get-src-block-info)))
+      (org-babel-remove-result info)
+      (org-babel-execute-src-block)
+      (when (member name '("d-of-abc" "plot"))
+        (goto-char (org-babel-where-is-src-block-result nil info))
+        (princ (buffer-substring (point) (org-babel-result-end))))))
   (gradients-stop-sessions))
 """
 
 
-def test_the_executor_runs_one_named_block_through_org_babel(project_copy, doc):
-    run = emacs("--eval", EXECUTE_ONE_BLOCK, cwd=project_copy)
-    recorded = doc.block("d-of-abc").result
-    assert run.stdout == f"#+RESULTS: d-of-abc\n:results:\n{recorded}\n:end:\n", run.stderr
+def test_the_executor_runs_named_blocks_through_org_babel(project_copy, doc):
+    """As C-c C-c does: a text result, then a picture written to its :file."""
+    (project_copy / "images" / "plot.png").unlink()
+    run = emacs("--eval", EXECUTE_NAMED_BLOCKS, cwd=project_copy)
+    expected = "".join(f"#+RESULTS: {name}\n:results:\n{doc.block(name).result}\n:end:\n"
+                       for name in ("d-of-abc", "plot"))
+    assert run.stdout == expected, run.stderr
+    assert (project_copy / "images" / "plot.png").read_bytes() == \
+        (ROOT / "images" / "plot.png").read_bytes()
 
 
 def test_the_executor_steps_aside_for_emacs_jupyter():

@@ -8,6 +8,8 @@
 ;; into the results drawer.  It steps aside when emacs-jupyter is loaded.
 ;;
 ;; Interactively: M-x load-file RET tools/ob-gradients.el RET, then C-c C-c.
+;; Blocks run one at a time and Emacs waits for each: `:async yes' (there
+;; for emacs-jupyter) is accepted and has no effect here.
 
 ;;; Code:
 
@@ -132,8 +134,10 @@ A picture block writes its :file from the display output."
   (let* ((session (cdr (assq :session params)))
          (session (if (member session '(nil "none")) "default" session))
          (file (cdr (assq :file params)))
-         (write-to (and file gradients-picture-directory
-                        (expand-file-name file gradients-picture-directory)))
+         ;; Absolute, so the picture lands beside this Org file whatever
+         ;; folder the session's kernel was started from.
+         (write-to (and file (expand-file-name
+                              file (or gradients-picture-directory default-directory))))
          (process (gradients--session-process session))
          (where (gradients-block-description)))
     (process-send-string
@@ -141,7 +145,7 @@ A picture block writes its :file from the display output."
      (concat (json-serialize
               `((code . ,body)
                 (file . ,(or file :null))
-                (write_to . ,(if write-to (expand-file-name write-to) :null))))
+                (write_to . ,(or write-to :null))))
              "\n"))
     (let ((reply (gradients--next-reply process)))
       (if (alist-get 'ok reply)
