@@ -31,7 +31,6 @@
 (require 'ob-tangle)
 
 (setq org-confirm-babel-evaluate nil     ; batch: nobody to ask
-      org-babel-noweb-error-all-langs nil
       make-backup-files nil
       ;; Tangling visits python-mode, which would guess and complain.
       python-indent-guess-indent-offset nil)
@@ -101,7 +100,8 @@ the results drawers."
     (org-babel-execute-src-block)))
 
 (defmacro gradients-build--main (&rest body)
-  "Run BODY in the Org file named on the command line; exit 1 on error."
+  "Run BODY in the buffer of the Org file named on the command line; exit 1
+on error.  BODY sees `org-file' and `scratch', the folder its outputs go to."
   `(condition-case err
        (let* ((org-file (gradients-build--org-file))
               (default-directory (file-name-directory org-file))

@@ -94,9 +94,10 @@ It returns at once: the kernel boots while Emacs does other work."
         process))))
 
 (defun gradients-stop-sessions (&optional no-wait)
-  "Stop every bridge and its kernel.
+  "Stop every bridge and its kernel; the next block starts a fresh one.
 With NO-WAIT, only tell them to: each bridge shuts its kernel down on its
 own, so a batch build can exit at once."
+  (interactive)
   (dolist (session gradients--sessions)
     (let ((process (cdr session)))
       (when (process-live-p process)
