@@ -3,15 +3,17 @@
 Emacs starts this program once per session and talks to it over a pipe,
 one JSON object per line each way:
 
-    request:  {"code": "...", "file": "images/x.png" or null, "block": "..."}
+    request:  {"code": "...", "file": "images/x.png" or null,
+               "write_to": "/where/the/picture/goes.png" or null}
     reply:    {"ok": true,  "org": "<text for the results drawer>"}
               {"ok": false, "error": "<traceback as plain text>"}
 
 The first line the bridge prints is {"ready": true} once the kernel
-answers, so Emacs can tangle while the kernel boots.
+answers, so Emacs can tangle while the kernel boots.  At the end of its
+input it shuts the kernel down.
 
-The same functions serve the tests (`Kernel.run` and `org_result`), so
-what the tests compare is produced exactly as the build produces it.
+The same functions serve the tests (`Kernel`, `execute`, `org_result`),
+so what the tests compare is produced exactly as the build produces it.
 """
 
 import base64
