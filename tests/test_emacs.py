@@ -74,3 +74,16 @@ def test_the_executor_steps_aside_for_emacs_jupyter():
   (load-file "tools/ob-gradients.el")
   (princ (format "%S\\n" (fboundp 'org-babel-execute:jupyter-python))))""")
     assert run.stdout.strip() == "nil"
+
+
+def test_the_executor_sets_up_editing_of_the_notes():
+    """Settings Org 9.5 does not mark safe, so they come with the executor:
+    blocks edit as Python, and the notes' pictures fit the window."""
+    run = emacs("--eval", """
+(progn
+  (setq org-modules nil)
+  (load-file "tools/ob-gradients.el")
+  (find-file "README.org")
+  (princ (format "%S %S\\n" (org-src-get-lang-mode "jupyter-python")
+                 org-image-actual-width)))""")
+    assert run.stdout.strip() == "python-mode (640)"
