@@ -3,6 +3,8 @@ the build without changing anything."""
 
 import difflib
 import os
+import re
+import subprocess
 
 from conftest import ROOT, emacs
 
@@ -47,3 +49,13 @@ def test_a_block_that_raises_stops_the_build_and_changes_nothing(project_copy, d
              if p.is_file() and ".venv" not in p.parts and ".build" not in p.parts}
     assert after.keys() == before.keys()
     assert [str(p) for p in after if after[p] != before[p]] == []
+
+
+def test_make_help_lists_every_target_once():
+    makefile = (ROOT / "Makefile").read_text()
+    phony = re.search(r"^\.PHONY:(.*)$", makefile, re.M).group(1).split()
+    run = subprocess.run(["make", "--no-print-directory", "help"], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    listed = [line.split()[1] for line in run.stdout.splitlines()]
+    assert sorted(listed) == sorted(t for t in phony if t != "FORCE")
+    assert all(len(line.split(None, 2)) == 3 for line in run.stdout.splitlines())

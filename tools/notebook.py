@@ -77,7 +77,7 @@ def markdown(lines):
         else:
             paragraph.append(line)
     end_paragraph()
-    return "\n".join(out).strip("\n")
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip("\n")
 
 
 def outputs_for(block, root, doc_path):
