@@ -33,7 +33,8 @@ def test_gradients_py_starts_with_shebang_and_header_and_is_executable():
 def test_a_block_that_raises_stops_the_build_and_changes_nothing(project_copy, doc):
     readme = project_copy / "README.org"
     lines = readme.read_text().split("\n")
-    line = doc.block("expression-L").line
+    # The first block after a picture: the picture is drawn, then dropped.
+    line = doc.block("f-of-x-plus-h").line
     lines.insert(line, "raise ValueError('nudged too far')")
     readme.write_text("\n".join(lines))
     before = {p: p.read_bytes() for p in project_copy.rglob("*")
@@ -43,7 +44,7 @@ def test_a_block_that_raises_stops_the_build_and_changes_nothing(project_copy, d
                 cwd=project_copy, check=False)
 
     assert run.returncode != 0
-    assert f"README.org:{line}: block `expression-L' raised" in run.stderr
+    assert f"README.org:{line}: block `f-of-x-plus-h' raised" in run.stderr
     assert "ValueError: nudged too far" in run.stderr
     after = {p: p.read_bytes() for p in project_copy.rglob("*")
              if p.is_file() and ".venv" not in p.parts and ".build" not in p.parts}
