@@ -142,7 +142,7 @@ def notebook(org_file):
             i = block.end_line
             continue
         if number in results:
-            i = _end_of_result(lines, i)
+            i = results[number].result_end
             continue
         prose.append(lines[i])
         i += 1
@@ -155,18 +155,6 @@ def notebook(org_file):
     for n, cell in enumerate(nb.cells):
         cell.id = f"cell-{n}"   # stable ids: the same README gives the same bytes
     return nb
-
-
-def _end_of_result(lines, i):
-    """The index after the result whose #+RESULTS line is at I."""
-    i += 1
-    if i < len(lines) and lines[i].strip().lower() == ":results:":
-        while lines[i].strip().lower() != ":end:":
-            i += 1
-        return i + 1
-    while i < len(lines) and lines[i].strip():
-        i += 1
-    return i
 
 
 def write(nb, path):

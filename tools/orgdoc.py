@@ -34,6 +34,7 @@ class Block:
     number: int         # its position among the blocks under that heading, from 1
     result: str | None = None        # the recorded drawer's content
     result_line: int | None = None   # of its #+RESULTS
+    result_end: int | None = None    # of the result's last line
 
     @property
     def label(self):
@@ -75,7 +76,8 @@ def parse_header_args(text):
 
 
 def _read_result(lines, start, path):
-    """The content of the result whose #+RESULTS line is at START (0-based)."""
+    """The content of the result whose #+RESULTS line is at START (0-based),
+    and the index of its last line."""
     i = start + 1
     if i < len(lines) and lines[i].strip().lower() == ":results:":
         body = []
@@ -87,12 +89,12 @@ def _read_result(lines, start, path):
             i += 1
         if i >= len(lines) or lines[i].strip().lower() != ":end:":
             raise OrgError(f"{path}:{start + 2}: :results: drawer without :end:")
-        return "\n".join(body)
+        return "\n".join(body), i
     body = []
     while i < len(lines) and lines[i].strip():
         body.append(lines[i])
         i += 1
-    return "\n".join(body)
+    return "\n".join(body), i - 1
 
 
 def parse(path):
@@ -154,5 +156,5 @@ def _attach_results(doc, results):
             block = before[-1]
         if block.result is not None:
             raise OrgError(f"{doc.path}:{index + 1}: a second result for {block.where(doc.path)}")
-        block.result = _read_result(doc.lines, index, doc.path)
-        block.result_line = index + 1
+        block.result, end = _read_result(doc.lines, index, doc.path)
+        block.result_line, block.result_end = index + 1, end + 1
