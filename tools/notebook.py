@@ -9,10 +9,8 @@ images/.  Blocks not exported (the generated-file header) are left out.
 """
 
 import base64
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import nbformat
@@ -20,6 +18,7 @@ from nbformat import v4
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import orgdoc  # noqa: E402
+from kernel_bridge import write_atomically  # noqa: E402
 
 LINK = re.compile(r"\[\[([^]]+)\](?:\[([^]]+)\])?\]")
 VERBATIM = re.compile(r"(?<![\w=~])[=~]([^\s=~](?:[^=~]*?[^\s=~])?)[=~](?![\w=~])")
@@ -157,21 +156,6 @@ def notebook(org_file):
     return nb
 
 
-def write(nb, path):
-    """Write NB to PATH through a temporary file, so a failure leaves no
-    half-written notebook."""
-    path = Path(path)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".ipynb")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            nbformat.write(nb, out)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 if __name__ == "__main__":
     org_file, ipynb = sys.argv[1:]
     try:
@@ -179,5 +163,6 @@ if __name__ == "__main__":
         nbformat.validate(nb)
     except orgdoc.OrgError as error:
         sys.exit(str(error))
-    write(nb, ipynb)
+    # Through a temporary file, so a failure leaves no half-written notebook.
+    write_atomically(ipynb, (nbformat.writes(nb) + "\n").encode())
     print(f"wrote {ipynb}: {len(nb.cells)} cells")
