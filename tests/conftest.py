@@ -52,9 +52,7 @@ def produced(doc, tmp_path_factory):
     kernel = kernel_bridge.Kernel()
     results = {}
     try:
-        for block in doc.jupyter_blocks():
-            if not block.evaluated:
-                continue
+        for block in doc.evaluated_blocks():
             write_to = str(pictures / block.file) if block.file else None
             try:
                 org, outputs = kernel_bridge.execute(kernel, block.code, block.file, write_to)

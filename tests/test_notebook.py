@@ -23,7 +23,7 @@ def notebook(tmp_path_factory):
 
 
 def exported(doc):
-    return [b for b in doc.jupyter_blocks() if b.args.get("exports") != "none"]
+    return [b for b in doc.jupyter_blocks() if b.exported]
 
 
 def as_messages(outputs):

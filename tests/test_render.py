@@ -37,7 +37,7 @@ def test_every_heading_in_order(doc, soup):
 def test_every_exported_block_is_shown(doc, soup):
     shown = [squeeze(pre.get_text()) for pre in soup.find_all("pre", class_="src")]
     missing = [b.label for b in doc.blocks
-               if b.args.get("exports") != "none" and squeeze(b.code) not in shown]
+               if b.exported and squeeze(b.code) not in shown]
     assert missing == []
 
 

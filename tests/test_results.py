@@ -14,7 +14,7 @@ import orgdoc
 
 
 DOC = orgdoc.parse(README)
-EVALUATED = [b for b in DOC.jupyter_blocks() if b.evaluated]
+EVALUATED = DOC.evaluated_blocks()
 PICTURES = [b for b in EVALUATED if b.file]
 
 # The only volatile part of a repr; a recorded one is a bug in itself
@@ -79,17 +79,15 @@ def test_picture_is_linked_where_recorded(block):
         f"{block.where(README.name)}: its result should link {block.file}")
 
 
-def test_gradients_py_prints_what_the_document_records(doc, produced):
+def test_gradients_py_prints_what_the_document_records(produced):
     """Run on its own with no display, the script prints exactly the
     recorded lines of the blocks that print."""
     results, _ = produced
     expected = []
-    for block in doc.jupyter_blocks():
-        outcome = results.get(block.label)
-        if not block.evaluated or outcome is None or not outcome.outputs:
-            continue
+    for block in EVALUATED:
+        outputs = results[block.label].outputs or []   # None when it raised
         printed = sum(content["text"].count("\n")
-                      for kind, content in outcome.outputs if kind == "stream")
+                      for kind, content in outputs if kind == "stream")
         recorded = (block.result or "").splitlines()[:printed]
         expected += [re.sub(r"^: ?", "", line) for line in recorded]
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MPLBACKEND")}

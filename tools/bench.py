@@ -34,7 +34,7 @@ VENV_BIN = ROOT / ".venv" / "bin"
 def blocks_notebook(path):
     """The evaluated jupyter-python blocks of README.org as a notebook."""
     doc = orgdoc.parse(ROOT / "README.org")
-    cells = [v4.new_code_cell(b.code) for b in doc.jupyter_blocks() if b.evaluated]
+    cells = [v4.new_code_cell(b.code) for b in doc.evaluated_blocks()]
     nb = v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
@@ -75,9 +75,7 @@ def phases():
     groups = {"imports block": 0.0, "Matplotlib pictures": 0.0, "Graphviz pictures": 0.0,
               "other blocks": 0.0}
     try:
-        for block in doc.jupyter_blocks():
-            if not block.evaluated:
-                continue
+        for block in doc.evaluated_blocks():
             start = time.perf_counter()
             kernel_bridge.execute(kernel, block.code, block.file,
                                   str(OUT / "pictures" / block.file) if block.file else None)

@@ -129,7 +129,7 @@ def notebook(org_file):
             block = blocks[number]
             if prose and orgdoc.NAME.match(prose[-1]):
                 prose.pop()
-            if block.lang == "jupyter-python" and block.args.get("exports") != "none":
+            if block.lang == "jupyter-python" and block.exported:
                 flush()
                 cell = v4.new_code_cell(block.code.strip("\n"))
                 cell.outputs = outputs_for(block, root, org_file)

@@ -46,6 +46,10 @@ class Block:
         return self.args.get("eval", "yes") not in ("no", "never")
 
     @property
+    def exported(self):
+        return self.args.get("exports") != "none"
+
+    @property
     def file(self):
         return self.args.get("file")
 
@@ -62,6 +66,10 @@ class Document:
 
     def jupyter_blocks(self):
         return [b for b in self.blocks if b.lang == "jupyter-python"]
+
+    def evaluated_blocks(self):
+        """The jupyter-python blocks a build runs, in order."""
+        return [b for b in self.jupyter_blocks() if b.evaluated]
 
     def block(self, name):
         for b in self.blocks:
