@@ -190,11 +190,10 @@ def execute(kernel, code, file=None, write_to=None):
     if error:
         raise BlockError(error)
     if file:
-        data = picture(outputs, mime_for(file))
+        mime = mime_for(file)
+        data = picture(outputs, mime)
         if data is None:
-            raise BlockError(
-                f"the block has :file {file} but displayed no {mime_for(file)}"
-            )
+            raise BlockError(f"the block has :file {file} but displayed no {mime}")
         write_atomically(write_to or file, data)
     return org_result(outputs, file), outputs
 
