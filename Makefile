@@ -3,21 +3,29 @@
 VENV   := .venv
 PYTHON := $(VENV)/bin/python
 BUILD  := .build
-EMACS  := emacs -Q --batch
+# The Emacs to build and test with: `make test EMACS=/path/to/emacs`.  An
+# Org on EMACSLOADPATH is used too.  Old Emacsen set EMACS=t in shells.
+EMACS  ?= emacs
+ifeq ($(EMACS),t)
+EMACS  := emacs
+endif
+export EMACS
+BATCH_EMACS := $(EMACS) -Q --batch
 
 # The venv's pinned packages are installed; its stamp is newer than them.
 VENV_STAMP   := $(VENV)/.installed
-# The last successful `make tangle`.  The outputs themselves are only
-# rewritten when their bytes change, so their timestamps cannot say this.
-TANGLE_STAMP := $(BUILD)/tangle.stamp
+# What the last successful `make tangle` produced, listed by the build
+# itself (so no second reading of README.org can disagree with Org's) and
+# written last, so it is the build's stamp too: the outputs are only
+# rewritten when their bytes change, and their timestamps cannot say this.
+OUTPUTS_LIST := $(BUILD)/outputs
+OUTPUTS      := $(shell cat $(OUTPUTS_LIST) 2>/dev/null)
+MISSING      := $(filter-out $(wildcard $(OUTPUTS)),$(OUTPUTS))
 
 BUILD_TOOLS := tools/build.el tools/ob-gradients.el tools/kernel_bridge.py
-IMAGES      := $(shell sed -n 's/^\#+begin_src jupyter-python.*:file \(images\/[^ ]*\).*/\1/p' README.org)
-OUTPUTS     := gradients.py $(IMAGES)
-MISSING     := $(filter-out $(wildcard $(OUTPUTS)),$(OUTPUTS))
 
 # Debian packages, each with the check that tells it is there.
-BUILD_PACKAGES := 'emacs-nox=command -v emacs' 'graphviz=command -v dot'
+BUILD_PACKAGES := 'emacs-nox=command -v $(firstword $(EMACS))' 'graphviz=command -v dot'
 TEST_PACKAGES  := 'ruby-github-markup=command -v github-markup' \
                   'ruby-org=ruby -e "require %q(org-ruby)"' \
                   'chromium=command -v chromium'
@@ -29,16 +37,15 @@ REQUIRE := tools/require-debian-packages
 help:  ## list the targets
 	@sed -n 's/^\([a-z]*\):.*## \(.*\)/  make \1\t\2/p' $(MAKEFILE_LIST) | expand -t 20
 
-tangle: $(TANGLE_STAMP)  ## gradients.py and the pictures in images/, from README.org
+tangle: $(OUTPUTS_LIST)  ## gradients.py and the pictures in images/, from README.org
 
-$(TANGLE_STAMP): README.org $(BUILD_TOOLS) $(VENV_STAMP) $(wildcard $(OUTPUTS)) $(if $(MISSING),FORCE)
+$(OUTPUTS_LIST): README.org $(BUILD_TOOLS) $(VENV_STAMP) $(wildcard $(OUTPUTS)) $(if $(MISSING),FORCE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
-	$(EMACS) -l tools/build.el -f gradients-build-tangle README.org
-	@touch $@
+	$(BATCH_EMACS) -l tools/build.el -f gradients-build-tangle README.org
 
 run: $(VENV_STAMP)  ## restart and run all: rewrite every result and picture in README.org
 	@$(REQUIRE) $(BUILD_PACKAGES)
-	$(EMACS) -l tools/build.el -f gradients-build-run README.org
+	$(BATCH_EMACS) -l tools/build.el -f gradients-build-run README.org
 
 test: $(VENV_STAMP)  ## check every recorded result, picture and gradient
 	@$(REQUIRE) $(BUILD_PACKAGES) $(TEST_PACKAGES)
@@ -46,7 +53,7 @@ test: $(VENV_STAMP)  ## check every recorded result, picture and gradient
 
 notebook: gradients.ipynb  ## gradients.ipynb for Jupyter users, from README.org
 
-gradients.ipynb: README.org tools/notebook.py $(IMAGES) $(VENV_STAMP)
+gradients.ipynb: README.org tools/notebook.py $(filter images/%,$(OUTPUTS)) $(VENV_STAMP)
 	$(PYTHON) tools/notebook.py README.org $@
 
 preview: $(VENV_STAMP)  ## a screenshot of the README as GitHub renders it, in .build/preview/

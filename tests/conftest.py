@@ -78,11 +78,22 @@ def gradients():
     return module
 
 
-def emacs(*args, cwd=ROOT, check=True):
+# The Emacs under test, as `make test EMACS=...` names it; an Org on
+# EMACSLOADPATH reaches it through the environment.
+EMACS = os.environ.get("EMACS", "emacs")
+
+
+def emacs(*args, cwd=ROOT, check=True, timeout=120):
     """Run Emacs in batch mode the way the Makefile does."""
     return subprocess.run(
-        ["emacs", "-Q", "--batch", *args], cwd=cwd, capture_output=True, text=True,
-        check=check, timeout=120)
+        [EMACS, "-Q", "--batch", *args], cwd=cwd, capture_output=True, text=True,
+        check=check, timeout=timeout)
+
+
+def pytest_report_header(config):
+    run = emacs("--eval", '(progn (require (quote org)) '
+                '(princ (format "Emacs %s, Org %s" emacs-version (org-version))))')
+    return f"{run.stdout} ({EMACS})"
 
 
 @pytest.fixture

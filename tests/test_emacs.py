@@ -85,8 +85,10 @@ def test_the_executor_sets_up_editing_of_the_notes():
   (setq org-modules nil)
   (load-file "tools/ob-gradients.el")
   (find-file "README.org")
-  (princ (format "%S %S\\n" (org-src-get-lang-mode "jupyter-python")
-                 org-image-actual-width)))""")
+  (let ((picture-width org-image-actual-width))
+    (with-temp-buffer
+      (funcall (org-src-get-lang-mode "jupyter-python"))
+      (princ (format "%S %S\\n" major-mode picture-width)))))""")
     assert run.stdout.strip() == "python-mode (640)"
 
 

@@ -56,7 +56,7 @@ def timed(command, before=None):
 
 
 def forget_tangle():
-    (ROOT / ".build" / "tangle.stamp").unlink(missing_ok=True)
+    (ROOT / ".build" / "outputs").unlink(missing_ok=True)
 
 
 def phases():

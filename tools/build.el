@@ -3,10 +3,16 @@
 ;; emacs -Q --batch -l tools/build.el -f gradients-build-tangle README.org
 ;; emacs -Q --batch -l tools/build.el -f gradients-build-run README.org
 ;;
-;; Both work in a scratch folder first and touch the real files only once
-;; every block has run: a block that raises leaves gradients.py, images/ and
-;; README.org exactly as they were.  A file whose new bytes equal the old
-;; ones is not rewritten, so its timestamp keeps meaning "content changed".
+;; Both work on a copy of the Org file in a scratch folder under .build/:
+;; tangled files and pictures land beside the copy, however a release of
+;; Org resolves relative paths (Org 9.7 resolves :tangle against the Org
+;; file's folder, earlier releases against `default-directory'; here the
+;; two are the same folder).  Only once every block has run are the results
+;; moved into the project, and a file whose new bytes equal the old ones is
+;; not rewritten, so its timestamp keeps meaning "content changed".
+;; Anything that goes wrong, Ctrl-C included, leaves every output as it was;
+;; Ctrl-C during the final moves completes them instead, so the outputs are
+;; never half old and half new.
 
 ;;; Code:
 
@@ -35,44 +41,149 @@
       ;; Tangling visits python-mode, which would guess and complain.
       python-indent-guess-indent-offset nil)
 
+(defconst gradients-build-outputs-file ".build/outputs"
+  "What the last successful `make tangle' produced, one path a line.
+The Makefile reads it: the build, not a second parser, says what the
+outputs are.")
+
+(defvar gradients-build--scratch nil
+  "The scratch folder of the running build, removed however the build ends.")
+
+(defvar gradients-build--project nil
+  "The folder of the Org file being built: where the outputs go.")
+
+(defvar gradients-build--moves nil
+  "The moves still to make once the install has begun: (FROM . TO) pairs.")
+
+;;;; Reading the Org file
+
 (defun gradients-build--org-file ()
   (let ((file (pop command-line-args-left)))
     (unless (and file (file-readable-p file))
       (error "Usage: emacs --batch -l tools/build.el -f FUNCTION README.org"))
     (expand-file-name file)))
 
-(defun gradients-build--scratch ()
-  "A fresh folder under .build/ for this run's outputs."
-  (make-directory ".build" t)
-  (file-name-as-directory (make-temp-file (expand-file-name ".build/run-") t)))
+(defun gradients-build--fail-at (line format-string &rest args)
+  (error "%s:%d: %s" (file-name-nondirectory (buffer-file-name)) line
+         (apply #'format format-string args)))
+
+(defun gradients-build--check-utf-8 ()
+  "Fail on the first byte of the buffer that did not decode as UTF-8."
+  (save-excursion
+    (goto-char (point-min))
+    ;; Undecodable bytes become the raw-byte characters #x3FFF80-#x3FFFFF.
+    (when (re-search-forward "[\x3fff80-\x3fffff]" nil t)
+      (gradients-build--fail-at
+       (line-number-at-pos) "byte #x%X is not UTF-8; the notes must be saved as UTF-8"
+       (- (char-before) #x3fff00)))))
+
+(defun gradients-build--check-structure ()
+  "Fail on a block or drawer that is never closed: Org would quietly read
+it as plain text, and its code would neither run nor be tangled."
+  (save-excursion
+    (goto-char (point-min))
+    (let ((case-fold-search t) block block-line drawer drawer-line)
+      (while (not (eobp))
+        (cond
+         (block
+          (when (looking-at (format "[ \t]*#\\+end_%s[ \t]*$" (regexp-quote block)))
+            (setq block nil)))
+         ((looking-at "[ \t]*#\\+begin_\\(\\S-+\\)")
+          (setq block (match-string 1) block-line (line-number-at-pos)))
+         ((looking-at "[ \t]*:end:[ \t]*$")
+          (setq drawer nil))
+         ((or (looking-at "\\*+ ") (looking-at "[ \t]*:\\([-_[:alnum:]]+\\):[ \t]*$"))
+          (when drawer
+            (gradients-build--fail-at drawer-line "drawer :%s: has no :end:" drawer))
+          (when (match-beginning 1)
+            (setq drawer (match-string 1) drawer-line (line-number-at-pos)))))
+        (forward-line))
+      (when block
+        (gradients-build--fail-at block-line "#+begin_%s has no #+end_%s" block block))
+      (when drawer
+        (gradients-build--fail-at drawer-line "drawer :%s: has no :end:" drawer)))))
+
+(defun gradients-build--check-paths ()
+  "Fail on a :file or :tangle that would write outside the Org file's folder.
+Runs before any block, so a bad path costs nothing."
+  (let ((home (file-name-directory (buffer-file-name))))
+    (org-babel-map-src-blocks nil
+      (let ((params (nth 2 (org-babel-get-src-block-info 'light)))
+            (org-babel-current-src-block-location beg-block))
+        (dolist (key '(:file :tangle))
+          (let ((path (cdr (assq key params))))
+            (when (and (stringp path)
+                       (not (and (eq key :tangle) (member path '("yes" "no"))))
+                       (or (file-name-absolute-p path)
+                           (not (file-in-directory-p (expand-file-name path home) home))))
+              (error "%s: %s %s is outside the project; use a path under this folder, such as images/%s"
+                     (gradients-block-description) key path
+                     (file-name-nondirectory path)))))))))
+
+(defun gradients-build--open-copy (org-file scratch)
+  "Visit a copy of ORG-FILE in SCRATCH, checked; return its buffer.
+The copy is always decoded as UTF-8, so Emacs never asks for a coding
+system, not even on a terminal."
+  (let ((copy (expand-file-name (file-name-nondirectory org-file) scratch)))
+    (copy-file org-file copy)
+    (let ((coding-system-for-read 'utf-8-unix)
+          (enable-local-variables :safe))
+      (with-current-buffer (find-file-noselect copy)
+        (gradients-build--check-utf-8)
+        (gradients-build--check-structure)
+        (gradients-build--check-paths)
+        (current-buffer)))))
+
+;;;; Installing the results
+
+(defun gradients-build--file-bytes (file)
+  (with-temp-buffer
+    (set-buffer-multibyte nil)
+    (insert-file-contents-literally file)
+    (buffer-string)))
 
 (defun gradients-build--same-bytes-p (a b)
   (and (file-exists-p b)
-       (string= (with-temp-buffer
-                  (set-buffer-multibyte nil)
-                  (insert-file-contents-literally a)
-                  (buffer-string))
-                (with-temp-buffer
-                  (set-buffer-multibyte nil)
-                  (insert-file-contents-literally b)
-                  (buffer-string)))))
+       (string= (gradients-build--file-bytes a) (gradients-build--file-bytes b))))
 
-(defun gradients-build--install (scratch)
-  "Move every file under SCRATCH to the same place in the project, unless
-it is already there byte for byte.  rename-file is atomic on one disk."
-  (dolist (new (directory-files-recursively scratch ""))
-    (let ((target (expand-file-name (file-relative-name new scratch))))
-      (if (gradients-build--same-bytes-p new target)
-          (message "unchanged %s" (file-relative-name target))
-        (make-directory (file-name-directory target) t)
-        (rename-file new target t)
-        (message "wrote %s" (file-relative-name target)))))
-  (delete-directory scratch t))
+(defun gradients-build--finish-moves ()
+  "Make every move left in `gradients-build--moves'.  Also run from
+`kill-emacs-hook', so that Ctrl-C during the install completes it."
+  (while gradients-build--moves
+    (let ((move (car gradients-build--moves)))
+      (make-directory (file-name-directory (cdr move)) t)
+      (rename-file (car move) (cdr move) t)
+      (message "wrote %s" (file-relative-name (cdr move) gradients-build--project))
+      (setq gradients-build--moves (cdr gradients-build--moves)))))
 
-(defun gradients-build--tangle (scratch)
-  "Tangle the current buffer with its files landing under SCRATCH."
-  (let ((default-directory scratch))
-    (org-babel-tangle)))
+(defun gradients-build--install (scratch project)
+  "Move every file under SCRATCH to the same place under PROJECT, unless
+it is already there byte for byte; return the relative paths of them all.
+Each move is a rename on one disk, so no file is ever half written."
+  (let (moves outputs)
+    (dolist (new (directory-files-recursively scratch ""))
+      (let* ((relative (file-relative-name new scratch))
+             (target (expand-file-name relative project)))
+        (push relative outputs)
+        (if (gradients-build--same-bytes-p new target)
+            (message "unchanged %s" relative)
+          (push (cons new target) moves))))
+    (setq gradients-build--moves (nreverse moves))
+    (gradients-build--finish-moves)
+    (nreverse outputs)))
+
+(defun gradients-build--cleanup ()
+  "Finish an install that was begun, remove the scratch folder, stop the
+kernels.  Runs however the build ends, Ctrl-C included."
+  (gradients-build--finish-moves)
+  (when gradients-build--scratch
+    (delete-directory gradients-build--scratch t)
+    (setq gradients-build--scratch nil))
+  (gradients-stop-sessions 'no-wait))
+
+(add-hook 'kill-emacs-hook #'gradients-build--cleanup)
+
+;;;; Running the blocks
 
 (defun gradients-build--jupyter-blocks ()
   "Positions of the `jupyter-python' blocks to evaluate, in order."
@@ -83,56 +194,84 @@ it is already there byte for byte.  rename-file is atomic on one disk."
         (push (copy-marker beg-block) positions)))
     (nreverse positions)))
 
-(defun gradients-build--run-pictures ()
-  "Run every block of the current buffer, only writing the pictures."
+(defun gradients-build--each-block (run)
+  "Call RUN with point on each block to evaluate, announcing each one.
+Org's own \"executing\" lines are silenced: not every release prints
+them, and the build's own lines say the same on all of them."
   (dolist (position (gradients-build--jupyter-blocks))
     (goto-char position)
-    (let* ((info (org-babel-get-src-block-info))
-           (params (org-babel-process-params (nth 2 info)))
-           (org-babel-current-src-block-location position))
-      (gradients-execute (org-babel--expand-body info) params))))
+    (let ((org-babel-current-src-block-location position))
+      (message "running %s" (gradients-block-description))
+      (let ((inhibit-message t))
+        (funcall run position)))))
+
+(defun gradients-build--run-pictures ()
+  "Run every block of the current buffer, only writing the pictures."
+  (gradients-build--each-block
+   (lambda (_position)
+     (let* ((info (org-babel-get-src-block-info))
+            (params (org-babel-process-params (nth 2 info))))
+       (gradients-execute (org-babel--expand-body info) params)))))
 
 (defun gradients-build--run-results ()
   "Run every block of the current buffer through org-babel, which writes
 the results drawers."
-  (dolist (position (gradients-build--jupyter-blocks))
-    (goto-char position)
-    (org-babel-execute-src-block)))
+  (gradients-build--each-block
+   (lambda (_position) (org-babel-execute-src-block))))
 
 (defmacro gradients-build--main (&rest body)
-  "Run BODY in the buffer of the Org file named on the command line; exit 1
-on error.  BODY sees `org-file' and `scratch', the folder its outputs go to."
+  "Run BODY in a checked copy of the Org file named on the command line,
+in a scratch folder; exit 1 on error, having changed nothing.  BODY sees
+`org-file', `original' (its bytes when the build began), `project' (its
+folder) and `scratch'."
   `(condition-case err
        (let* ((org-file (gradients-build--org-file))
-              (default-directory (file-name-directory org-file))
-              (scratch (gradients-build--scratch))
-              (gradients-picture-directory scratch))
-         (with-current-buffer (find-file-noselect org-file)
-           (condition-case err
-               (progn ,@body)
-             (error (delete-directory scratch t)
-                    (signal (car err) (cdr err)))))
-         (gradients-stop-sessions 'no-wait))
+              (project (file-name-directory org-file))
+              (original (gradients-build--file-bytes org-file))
+              (scratch (progn
+                         (make-directory (expand-file-name ".build" project) t)
+                         (file-name-as-directory
+                          (make-temp-file (expand-file-name ".build/run-" project) t)))))
+         (ignore original)
+         (setq gradients-build--scratch scratch
+               gradients-build--project project)
+         (with-current-buffer (gradients-build--open-copy org-file scratch)
+           (let ((default-directory scratch))
+             ,@body))
+         (gradients-build--cleanup))
      (error
       (message "%s" (error-message-string err))
       (message "Nothing was changed.")
-      (gradients-stop-sessions 'no-wait)
+      (gradients-build--cleanup)
       (kill-emacs 1))))
+
+(defun gradients-build--write-outputs-list (outputs project)
+  (let* ((file (expand-file-name gradients-build-outputs-file project))
+         (temporary (make-temp-file (concat file "-"))))
+    (with-temp-file temporary
+      (insert (mapconcat #'identity outputs "\n") "\n"))
+    (rename-file temporary file t)))
 
 (defun gradients-build-tangle ()
   "Tangle gradients.py and draw every picture."
   (gradients-build--main
-   (gradients-build--tangle scratch)
+   (org-babel-tangle)
    (gradients-build--run-pictures)
-   (gradients-build--install scratch)))
+   ;; The copy of the Org file is not an output: only `make run' writes it.
+   (delete-file (buffer-file-name))
+   (set-buffer-modified-p nil)
+   (gradients-build--write-outputs-list (gradients-build--install scratch project) project)))
 
 (defun gradients-build-run ()
   "Restart and run all: every results drawer and picture, from a fresh kernel."
   (gradients-build--main
    (gradients-build--run-results)
-   (let ((readme (expand-file-name (file-name-nondirectory org-file) scratch)))
-     (write-region nil nil readme nil 'silent))
-   (gradients-build--install scratch)))
+   (let ((coding-system-for-write 'utf-8-unix))
+     (save-buffer))
+   (unless (equal (gradients-build--file-bytes org-file) original)
+     (error "%s changed on disk while the blocks ran; it is kept as it is now, run `make run' again"
+            (file-name-nondirectory org-file)))
+   (gradients-build--install scratch project)))
 
 ;; For the tests: emacs --batch -l tools/build.el -f gradients-build-tangle-into
 ;; README.org DIR tangles into DIR and touches nothing else.
@@ -141,7 +280,10 @@ on error.  BODY sees `org-file' and `scratch', the folder its outputs go to."
   (let* ((org-file (gradients-build--org-file))
          (target (file-name-as-directory (expand-file-name (pop command-line-args-left)))))
     (make-directory target t)
-    (with-current-buffer (find-file-noselect org-file)
-      (gradients-build--tangle target))))
+    (with-current-buffer (gradients-build--open-copy org-file target)
+      (let ((default-directory target))
+        (org-babel-tangle))
+      (delete-file (buffer-file-name))
+      (set-buffer-modified-p nil))))
 
 ;;; build.el ends here

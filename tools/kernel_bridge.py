@@ -3,14 +3,28 @@
 Emacs starts this program once per session and talks to it over a pipe,
 one JSON object per line each way:
 
-    request:  {"code": "...", "file": "images/x.png" or null,
-               "write_to": "/where/the/picture/goes.png" or null}
-    reply:    {"ok": true,  "org": "<text for the results drawer>"}
-              {"ok": false, "error": "<traceback as plain text>"}
+    request:  {"id": 7, "code": "...",
+               "file": "images/x.png" or null,
+               "write_to": "/where/the/picture/goes.png" or null,
+               "timeout": seconds or null, "max_lines": 1000 or null}
+    reply:    {"id": 7, "ok": true,  "org": "<text for the results drawer>"}
+              {"id": 7, "ok": false, "kind": KIND, "error": "<message>"}
 
-The first line the bridge prints is {"ready": true} once the kernel
-answers, so Emacs can tangle while the kernel boots.  At the end of its
-input it shuts the kernel down.
+KIND says what went wrong: "raised" (the code raised; "error" is the
+traceback), "interrupted" (KeyboardInterrupt, from an interrupt), "timeout"
+(the block ran past its time limit and was interrupted), "died" (the kernel
+is gone, and this bridge exits right after the reply) or "output" (the block
+ran, but what it produced cannot go into the notes).  Every reply names the
+request it answers, so Emacs never writes one block's result into another.
+
+The first line the bridge prints is {"ready": true, "kernel_pid": PID}
+once the kernel answers; Emacs interrupts a running block by sending SIGINT
+to that process, as Jupyter does.  At the end of its input, or on SIGTERM,
+the bridge stops the kernel and every process the kernel started.
+
+The kernel listens on abstract Unix sockets (Linux), which live in no
+folder; the connection file's folder is removed as soon as the kernel has
+read it, so a bridge that is killed leaves nothing behind in /tmp.
 
 The same functions serve the tests (`Kernel`, `execute`, `org_result`),
 so what the tests compare is produced exactly as the build produces it.
@@ -21,8 +35,12 @@ import json
 import os
 import queue
 import re
+import shutil
+import signal
 import sys
 import tempfile
+import time
+import uuid
 
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import KernelManager
@@ -33,9 +51,23 @@ ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # A picture's mime type follows from the extension of its :file.
 MIME_BY_EXTENSION = {".png": "image/png", ".svg": "image/svg+xml"}
 
+# How long an interrupted kernel gets to finish its block before it is killed.
+INTERRUPT_GRACE = 5
+
 
 class BlockError(Exception):
-    """The kernel raised while running a block; the message is its traceback."""
+    """The block did not produce a result; KIND says why (see the module
+    docstring), the message is for the author."""
+
+    def __init__(self, message, kind="raised", summary=None):
+        super().__init__(message)
+        self.kind = kind
+        self.summary = summary or message.splitlines()[0]
+
+
+class KernelDied(BlockError):
+    def __init__(self, message):
+        super().__init__(message, "died")
 
 
 class ThisInterpreter(KernelSpecManager):
@@ -50,16 +82,16 @@ class ThisInterpreter(KernelSpecManager):
         )
 
 
-def kernel_manager(sockets):
-    """A manager for a kernel from this interpreter's environment that
-    listens on Unix sockets in the folder SOCKETS: no TCP port, nothing on
-    the network, and no plain-text-over-TCP warning in the output."""
+def kernel_manager(folder):
+    """A manager for a kernel from this interpreter's environment whose
+    connection file goes in FOLDER and which listens on abstract Unix
+    sockets: no TCP port, nothing on the network, and no socket files."""
     return KernelManager(
         kernel_name="python3",
         kernel_spec_manager=ThisInterpreter(),
         transport="ipc",
-        ip=os.path.join(sockets, "socket"),
-        connection_file=os.path.join(sockets, "connection.json"),
+        ip="@gradients-kernel-" + uuid.uuid4().hex[:16],
+        connection_file=os.path.join(folder, "connection.json"),
     )
 
 
@@ -73,23 +105,47 @@ class Kernel:
     """One running kernel, as kernel_manager makes it."""
 
     def __init__(self):
-        self.sockets = tempfile.TemporaryDirectory(prefix="gradients-kernel-")
-        self.manager = kernel_manager(self.sockets.name)
-        self.manager.start_kernel(env=kernel_environment())
-        self.client = self.manager.client()
-        self.client.start_channels()
-        self.client.wait_for_ready(timeout=60)
+        folder = tempfile.mkdtemp(prefix="gradients-kernel-")
+        try:
+            self.manager = kernel_manager(folder)
+            self.manager.start_kernel(env=kernel_environment())
+            self.client = self.manager.client()
+            self.client.start_channels()
+            self.client.wait_for_ready(timeout=60)
+        except BaseException:
+            self.shutdown()
+            raise
+        finally:
+            # The kernel read its connection file when it started.
+            shutil.rmtree(folder, ignore_errors=True)
 
-    def run(self, code):
-        """Execute CODE; return its outputs as a list of (kind, content)."""
+    @property
+    def pid(self):
+        return self.manager.provisioner.pid
+
+    def run(self, code, timeout=None):
+        """Execute CODE; return its outputs as a list of (kind, content).
+        Past TIMEOUT seconds the kernel is interrupted and BlockError raised."""
         msg_id = self.client.execute(code, store_history=True, allow_stdin=False)
+        deadline = time.monotonic() + timeout if timeout else None
+        interrupted_at = None
         outputs = []
         while True:
             try:
-                msg = self.client.get_iopub_msg(timeout=1)
+                msg = self.client.get_iopub_msg(timeout=0.2)
             except queue.Empty:
                 if not self.manager.is_alive():
-                    raise BlockError("the kernel died while running this block") from None
+                    raise KernelDied("the kernel died while running this block "
+                                     "(os._exit, a crash, or it was killed)") from None
+                now = time.monotonic()
+                if interrupted_at is None and deadline and now > deadline:
+                    self.manager.interrupt_kernel()
+                    interrupted_at = now
+                elif interrupted_at is not None and now - interrupted_at > INTERRUPT_GRACE:
+                    self.kill()
+                    raise KernelDied(
+                        f"the block ran past its time limit of {timeout:g} s and did not "
+                        f"stop when interrupted, so the kernel was killed") from None
                 continue
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
@@ -101,19 +157,57 @@ class Kernel:
         reply = self.client.get_shell_msg(timeout=60)
         while reply["parent_header"].get("msg_id") != msg_id:
             reply = self.client.get_shell_msg(timeout=60)
+        if any(p.get("source") == "ask_exit" for p in reply["content"].get("payload", [])):
+            # exit() ends the kernel only after this reply: blame this block.
+            self.kill()
+            raise KernelDied("the block called exit() or quit(), which stops the kernel")
+        if interrupted_at is not None:
+            raise BlockError(f"the block ran past its time limit of {timeout:g} s and "
+                             f"was interrupted (give it more with :timeout SECONDS)",
+                             "timeout")
         return outputs
 
-    def shutdown(self):
-        self.client.stop_channels()
-        self.manager.shutdown_kernel(now=True)
-        self.sockets.cleanup()
+    def interrupt(self):
+        self.manager.interrupt_kernel()
+
+    def kill(self):
+        """Stop the kernel at once, with every process it started (they
+        share its process group, which outlives a kernel that died)."""
+        manager = getattr(self, "manager", None)
+        if manager is None:
+            return
+        if getattr(self, "client", None) is not None:
+            self.client.stop_channels()
+            self.client = None
+        pgid = getattr(manager.provisioner, "pgid", None)
+        try:
+            manager.shutdown_kernel(now=True)
+        except Exception:
+            pass   # a kernel that died already cannot be shut down
+        if pgid:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    shutdown = kill
 
 
-def traceback_text(outputs):
-    """The traceback of the first error in OUTPUTS, or None."""
+def failure(outputs):
+    """A BlockError for the first error in OUTPUTS, or None.  Its summary
+    is the exception's one line, its message the whole traceback."""
     for kind, content in outputs:
         if kind == "error":
-            return ANSI_ESCAPE.sub("", "\n".join(content["traceback"]))
+            ename, evalue = content["ename"], content["evalue"]
+            summary = f"{ename}: {evalue}" if evalue else ename
+            if ename == "SystemExit":
+                # IPython's text asks for %tb, which a build cannot type.
+                text = (f"{summary} (the block called sys.exit() or raised "
+                        f"SystemExit; the kernel goes on)")
+            else:
+                text = ANSI_ESCAPE.sub("", "\n".join(content["traceback"]))
+            kind = "interrupted" if ename == "KeyboardInterrupt" else "raised"
+            return BlockError(text, kind, summary)
     return None
 
 
@@ -130,12 +224,27 @@ def picture(outputs, mime):
     return found.encode()
 
 
-def org_result(outputs, file=None):
+def pictures(outputs):
+    """Every picture in OUTPUTS, as (extension, bytes), in order."""
+    found = []
+    for kind, content in outputs:
+        if kind in ("display_data", "execute_result"):
+            for extension, mime in MIME_BY_EXTENSION.items():
+                if mime in content["data"]:
+                    data = content["data"][mime]
+                    found.append((extension, base64.b64decode(data) if mime == "image/png"
+                                  else data.encode()))
+                    break
+    return found
+
+
+def org_result(outputs, file=None, links=()):
     """The drawer text org-babel records for OUTPUTS: printed text and the
     value's IPython repr as fixed-width lines, a value that can show itself
     as Org (text/org) as it is, a picture as a link.  A block with a :file
     records only what it prints and the picture: its value's repr (a
-    Line2D, a Digraph) would carry a memory address."""
+    Line2D, a Digraph) would carry a memory address.  LINKS are pictures
+    saved for a block without a :file."""
     def fixed_width(text):
         return [(": " + line).rstrip() for line in text.splitlines()]
 
@@ -153,7 +262,26 @@ def org_result(outputs, file=None):
     lines += fixed_width(printed)
     if file:
         lines.append(f"[[file:{file}]]")
+    lines += [f"[[file:{link}]]" for link in links]
     return "\n".join(lines)
+
+
+def check_fits_the_notes(org, max_lines):
+    """Refuse a result that cannot or should not go into an Org file."""
+    if "\x00" in org:
+        raise BlockError("the block printed a NUL character, which an Org file cannot "
+                         "hold; print repr() of the text instead", "output")
+    try:
+        org.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise BlockError(f"the block printed {org[error.start]!r}, which is not valid "
+                         "Unicode (a lone surrogate); print repr() of the text instead",
+                         "output") from None
+    count = org.count("\n") + 1 if org else 0
+    if max_lines and count > max_lines:
+        raise BlockError(f"the block produced {count} lines, more than the {max_lines} "
+                         "a result may have in the notes; print less (a summary, "
+                         "or a slice)", "output")
 
 
 def mime_for(file):
@@ -161,8 +289,7 @@ def mime_for(file):
     if mime is None:
         raise BlockError(
             f":file {file} has no picture extension (use one of: "
-            + ", ".join(sorted(MIME_BY_EXTENSION)) + ")"
-        )
+            + ", ".join(sorted(MIME_BY_EXTENSION)) + ")", "output")
     return mime
 
 
@@ -181,43 +308,64 @@ def write_atomically(path, data):
         raise
 
 
-def execute(kernel, code, file=None, write_to=None):
+def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None,
+            loose_pictures=None):
     """Run CODE; write its picture to WRITE_TO (default FILE); return the
-    org text and the raw outputs.  Raise BlockError with the traceback if
-    the code raised."""
-    outputs = kernel.run(code)
-    error = traceback_text(outputs)
+    org text and the raw outputs.  Raise BlockError if the code raised or
+    its result cannot go into the notes.  With LOOSE_PICTURES, {"folder":
+    where, "link": the same folder as the drawer should name it}, the
+    pictures of a block without a :file are saved there and linked."""
+    outputs = kernel.run(code, timeout)
+    error = failure(outputs)
     if error:
-        raise BlockError(error)
+        raise error
+    links = []
     if file:
         mime = mime_for(file)
         data = picture(outputs, mime)
         if data is None:
-            raise BlockError(f"the block has :file {file} but displayed no {mime}")
+            raise BlockError(f"the block has :file {file} but displayed no {mime}", "output")
         write_atomically(write_to or file, data)
-    return org_result(outputs, file), outputs
+    elif loose_pictures:
+        for extension, data in pictures(outputs):
+            name = uuid.uuid4().hex[:12] + extension
+            write_atomically(os.path.join(loose_pictures["folder"], name), data)
+            links.append(f"{loose_pictures['link']}/{name}")
+    org = org_result(outputs, file, links)
+    check_fits_the_notes(org, max_lines)
+    return org, outputs
 
 
 def serve(stdin, stdout):
-    kernel = Kernel()
-
-    def send(obj):
-        stdout.write(json.dumps(obj) + "\n")
-        stdout.flush()
-
-    send({"ready": True})
+    # Ctrl-C in a terminal reaches every process of the build; Emacs decides
+    # what stops, and interrupts a block by signalling the kernel itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    kernel = None
     try:
+        kernel = Kernel()
+
+        def send(obj):
+            stdout.write(json.dumps(obj) + "\n")
+            stdout.flush()
+
+        send({"ready": True, "kernel_pid": kernel.pid})
         for line in stdin:
             request = json.loads(line)
+            reply = {"id": request.get("id")}
             try:
-                org, _ = execute(
-                    kernel, request["code"], request.get("file"), request.get("write_to")
-                )
-                send({"ok": True, "org": org})
+                org, _ = execute(kernel, request["code"], request.get("file"),
+                                 request.get("write_to"), request.get("timeout"),
+                                 request.get("max_lines"), request.get("loose_pictures"))
+                send({**reply, "ok": True, "org": org})
             except BlockError as error:
-                send({"ok": False, "error": str(error)})
+                send({**reply, "ok": False, "kind": error.kind, "summary": error.summary,
+                      "error": str(error)})
+                if isinstance(error, KernelDied):
+                    break
     finally:
-        kernel.shutdown()
+        if kernel is not None:
+            kernel.kill()
 
 
 if __name__ == "__main__":

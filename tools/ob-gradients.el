@@ -8,67 +8,155 @@
 ;; into the results drawer.  It steps aside when emacs-jupyter is loaded.
 ;;
 ;; Interactively: M-x load-file RET tools/ob-gradients.el RET, then C-c C-c.
-;; Blocks run one at a time and Emacs waits for each: `:async yes' (there
-;; for emacs-jupyter) is accepted and has no effect here.
+;; With `:async yes' (the notes' default) C-c C-c returns at once, the
+;; drawer says the block is waiting, and the result replaces that when it
+;; arrives; blocks run one after another in the order they were started.
+;; M-x gradients-interrupt stops the running block and drops the queued
+;; ones; M-x gradients-restart starts a fresh kernel.  Batch builds always
+;; wait for each block.
 
 ;;; Code:
 
 ;; Org itself is not required here: the batch build starts the kernel
 ;; first and loads Org while it boots.  Everything Org-related below runs
 ;; only once Org is there.
+(require 'cl-lib)
 (require 'json)
 
 (defvar org-babel-current-src-block-location)
 (defvar org-babel-after-execute-hook)
 (defvar org-src-lang-modes)
 (defvar org-image-actual-width)
+(defvar python-indent-guess-indent-offset)
 (declare-function org-babel-where-is-src-block-head "ob-core")
 (declare-function org-babel-get-src-block-info "ob-core")
 (declare-function org-babel-where-is-src-block-result "ob-core")
 (declare-function org-babel-remove-result "ob-core")
+(declare-function org-babel-insert-result "ob-core")
 (declare-function org-element-at-point "org-element")
 (declare-function org-element-property "org-element")
 (declare-function org-current-line "org-macs")
+(declare-function python-mode "python")
 
 (defconst gradients-tools-directory
   (file-name-directory (or load-file-name buffer-file-name))
   "The folder holding this file and the kernel bridge.")
 
+(defconst gradients-project-directory
+  (file-name-directory (directory-file-name gradients-tools-directory)))
+
 (defvar gradients-python
-  (expand-file-name "../.venv/bin/python" gradients-tools-directory)
+  (expand-file-name ".venv/bin/python" gradients-project-directory)
   "The Python whose ipykernel runs the blocks: the project's venv.")
 
-(defvar gradients-picture-directory nil
-  "When non-nil, pictures are written under this folder instead of beside
-the Org file, at the same relative path.  The build uses it so that a
-failing block leaves the committed pictures untouched.")
+(defvar gradients-batch-timeout 300
+  "Seconds a block may run in a batch build unless it says `:timeout N'.")
+
+(defvar gradients-max-result-lines 1000
+  "A block whose result is longer fails: the notes are for people to read.")
+
+(defvar gradients-loose-picture-folder ".build/pictures"
+  "Where an interactive run saves the pictures of a block without :file,
+relative to the Org file.  It is ignored by git: such pictures are for
+looking at, and only a :file under images/ goes on GitHub.")
+
+(defconst gradients-traceback-buffer "*gradients-traceback*")
 
 (defvar gradients--sessions nil
   "Alist of (SESSION-NAME . PROCESS), one bridge per org-babel session.")
 
+(defvar gradients--last-id 0
+  "The id of the last request; ids are never reused within an Emacs.")
+
+(cl-defstruct (gradients-request (:constructor gradients--make-request))
+  id          ; matches the reply to this request and no other
+  json        ; what is sent to the bridge
+  where       ; "README.org:LINE: block NAME", for messages
+  callback    ; called with the reply; nil while someone waits for it
+  reply       ; the reply, once it came
+  abandoned)  ; its waiter gave up (C-g): the reply goes nowhere
+
+;;;; The bridge process
+
+(defun gradients--deliver (request reply)
+  (setf (gradients-request-reply request) reply)
+  (cond ((gradients-request-abandoned request)
+         (message "gradients: the result of %s came after its wait was given up; dropped"
+                  (gradients-request-where request)))
+        ((gradients-request-callback request)
+         (funcall (gradients-request-callback request) reply))))
+
+(defun gradients--send-next (process)
+  "Send the next queued request to PROCESS, when it is free for one."
+  (when (and (process-get process 'ready)
+             (null (process-get process 'current))
+             (process-live-p process))
+    (let ((request (pop (process-get process 'queue))))
+      (when request
+        (process-put process 'current request)
+        (process-send-string process (concat (gradients-request-json request) "\n"))))))
+
+(defun gradients--handle-line (process line)
+  (let* ((request (process-get process 'current))
+         (reply (condition-case nil
+                    (json-parse-string line :object-type 'alist :false-object nil
+                                       :null-object nil)
+                  ;; Only the running block can have produced it.
+                  (error `((id . ,(and request (gradients-request-id request)))
+                           (ok . nil) (kind . "output")
+                           (error . "the kernel bridge sent a reply Emacs could not read"))))))
+    (if (alist-get 'ready reply)
+        (progn (process-put process 'ready t)
+               (process-put process 'kernel-pid (alist-get 'kernel_pid reply)))
+      ;; A reply that names another request than the one running has
+      ;; nowhere to go: it is never written into some other block.
+      (when (and request (equal (alist-get 'id reply) (gradients-request-id request)))
+        (process-put process 'current nil)
+        (gradients--deliver request reply)))
+    (gradients--send-next process)))
+
 (defun gradients--filter (process output)
-  "Collect OUTPUT of PROCESS; complete lines are queued as replies."
+  "Collect OUTPUT of PROCESS; each complete line is a reply."
   (let ((pending (concat (process-get process 'pending) output)))
+    (process-put process 'pending "")
     (while (string-match "\n" pending)
       (let ((line (substring pending 0 (match-beginning 0))))
         (setq pending (substring pending (match-end 0)))
-        (process-put process 'replies
-                     (append (process-get process 'replies)
-                             (list (json-parse-string line :object-type 'alist
-                                                      :false-object nil))))))
+        (gradients--handle-line process line)))
     (process-put process 'pending pending)))
 
-(defun gradients--next-reply (process)
-  "Wait for the next reply of PROCESS and return it."
-  (while (and (null (process-get process 'replies)) (process-live-p process))
-    (accept-process-output process 1))
-  (let ((replies (process-get process 'replies)))
-    (unless replies
-      (error "The kernel bridge stopped:\n%s"
-             (with-current-buffer (process-get process 'stderr-buffer)
-               (buffer-substring (max (point-min) (- (point-max) 3000)) (point-max)))))
-    (process-put process 'replies (cdr replies))
-    (car replies)))
+(defun gradients--stderr-tail (process)
+  (let ((buffer (get-buffer (process-get process 'stderr-buffer))))
+    (if (buffer-live-p buffer)
+        (with-current-buffer buffer
+          (string-trim (buffer-substring (max (point-min) (- (point-max) 3000))
+                                         (point-max))))
+      "")))
+
+(defun gradients--sentinel (process _event)
+  "When a bridge ends, its running block fails and its queue is dropped."
+  (unless (process-live-p process)
+    (setq gradients--sessions (cl-remove process gradients--sessions :key #'cdr))
+    (let ((current (process-get process 'current))
+          (queue (process-get process 'queue))
+          (stopped (process-get process 'stopped)))
+      (process-put process 'current nil)
+      (process-put process 'queue nil)
+      (when current
+        (gradients--deliver
+         current `((ok . nil) (kind . ,(if stopped "dropped" "died"))
+                   (error . ,(if stopped "the kernel was stopped"
+                               (concat "the kernel bridge stopped:\n"
+                                       (gradients--stderr-tail process)))))))
+      (gradients--drop queue "its kernel stopped"))))
+
+(defun gradients--drop (requests why)
+  "Tell every request in REQUESTS that it will not run, because WHY."
+  (when requests
+    (dolist (request requests)
+      (gradients--deliver request `((ok . nil) (kind . "dropped") (error . ,why))))
+    (message "gradients: %d queued block%s dropped: %s" (length requests)
+             (if (cdr requests) "s" "") why)))
 
 (defun gradients-start-session (name)
   "Start the bridge for session NAME unless it runs; return its process.
@@ -77,7 +165,8 @@ It returns at once: the kernel boots while Emacs does other work."
     (if (process-live-p process)
         process
       (unless (file-executable-p gradients-python)
-        (error "No %s: run `make venv' first" gradients-python))
+        (error "No %s: run `make venv' in %s first" gradients-python
+               (abbreviate-file-name gradients-project-directory)))
       (let* ((stderr (get-buffer-create (format " *gradients-kernel %s*" name)))
              (process (make-process
                        :name (format "gradients-kernel-%s" name)
@@ -87,34 +176,46 @@ It returns at once: the kernel boots while Emacs does other work."
                        :connection-type 'pipe
                        :noquery t
                        :stderr stderr
-                       :filter #'gradients--filter)))
+                       :filter #'gradients--filter
+                       :sentinel #'gradients--sentinel)))
+        (with-current-buffer stderr (erase-buffer))
         (process-put process 'stderr-buffer (buffer-name stderr))
-        (process-put process 'ready nil)
+        (process-put process 'session name)
         (setf (alist-get name gradients--sessions nil nil #'equal) process)
         process))))
 
+(defun gradients--stop (process &optional no-wait)
+  "Stop PROCESS and its kernel: SIGTERM makes the bridge kill the kernel
+with everything it started, even in the middle of a block."
+  (when (process-live-p process)
+    (process-put process 'stopped t)
+    (signal-process process 'SIGTERM)
+    (unless no-wait
+      (with-timeout (3 (delete-process process))
+        (while (process-live-p process)
+          (accept-process-output process 0.05))))))
+
 (defun gradients-stop-sessions (&optional no-wait)
   "Stop every bridge and its kernel; the next block starts a fresh one.
-With NO-WAIT, only tell them to: each bridge shuts its kernel down on its
+With NO-WAIT, only tell them to: each bridge stops its kernel on its
 own, so a batch build can exit at once."
   (interactive)
   (dolist (session gradients--sessions)
-    (let ((process (cdr session)))
-      (when (process-live-p process)
-        (process-send-eof process)
-        (unless no-wait
-          (with-timeout (10 (delete-process process))
-            (while (process-live-p process)
-              (accept-process-output process 0.1)))))))
+    (gradients--stop (cdr session) no-wait))
   (setq gradients--sessions nil))
 
-(defun gradients--session-process (name)
-  "The ready bridge for session NAME."
-  (let ((process (gradients-start-session name)))
-    (unless (process-get process 'ready)
-      (gradients--next-reply process)
-      (process-put process 'ready t))
-    process))
+(defun gradients--stop-on-exit ()
+  ;; Emacs kills its subprocesses with SIGKILL as it exits; a bridge
+  ;; stopped that way could not stop its kernel.  Short wait: it is fast.
+  (dolist (session gradients--sessions)
+    (gradients--stop (cdr session) 'no-wait))
+  (with-timeout (2)
+    (while (cl-some (lambda (session) (process-live-p (cdr session))) gradients--sessions)
+      (sleep-for 0.05))))
+
+(add-hook 'kill-emacs-hook #'gradients--stop-on-exit)
+
+;;;; Running a block
 
 (defun gradients-block-description ()
   "Where the block at point is, for messages: file, line and name."
@@ -129,30 +230,243 @@ own, so a batch build can exit at once."
             (org-current-line head)
             (if name (format "`%s'" name) "(unnamed)"))))
 
+(defun gradients--session-name (params)
+  (let ((session (cdr (assq :session params))))
+    (if (member session '(nil "none")) "default" session)))
+
+(defun gradients--session-process (params)
+  (let* ((name (gradients--session-name params))
+         (process (gradients-start-session name)))
+    (unless (process-get process 'announced)
+      (process-put process 'announced t)
+      (unless noninteractive
+        (message "gradients: starting a kernel for session %s" name)))
+    process))
+
+(defun gradients--submit (process request)
+  (process-put process 'queue (append (process-get process 'queue) (list request)))
+  (gradients--send-next process))
+
+(defun gradients--number (value)
+  (cond ((numberp value) value)
+        ((and (stringp value) (string-match-p "\\`[0-9.]+\\'" value))
+         (string-to-number value))))
+
+(defun gradients--new-request (body params)
+  "A request to run BODY with PARAMS, from the block at point."
+  (let* ((file (cdr (assq :file params)))
+         (home (if (buffer-file-name)
+                   (file-name-directory (buffer-file-name))
+                 default-directory))
+         (timeout (or (gradients--number (cdr (assq :timeout params)))
+                      (and noninteractive gradients-batch-timeout)))
+         (loose (and (not file) (not noninteractive)
+                     `((folder . ,(expand-file-name gradients-loose-picture-folder home))
+                       (link . ,gradients-loose-picture-folder))))
+         (id (cl-incf gradients--last-id)))
+    (gradients--make-request
+     :id id
+     :where (gradients-block-description)
+     :json (json-serialize
+            `((id . ,id)
+              (code . ,body)
+              (file . ,(or file :null))
+              ;; Absolute, so the picture lands beside this Org file
+              ;; whatever folder the session's kernel was started from.
+              (write_to . ,(if file (expand-file-name file home) :null))
+              (timeout . ,(or timeout :null))
+              (max_lines . ,gradients-max-result-lines)
+              (loose_pictures . ,(or loose :null)))))))
+
+(defun gradients--failure-message (request reply)
+  "The one line that says why REQUEST failed; the traceback is shown apart."
+  (let ((where (gradients-request-where request))
+        (kind (alist-get 'kind reply))
+        (summary (alist-get 'summary reply))
+        (error (alist-get 'error reply)))
+    (pcase kind
+      ("raised" (format "%s raised %s" where summary))
+      ("interrupted" (format "%s was interrupted (KeyboardInterrupt)" where))
+      ("died" (format "%s stopped the kernel: %s.  Its variables are gone; the next block starts a fresh kernel"
+                      where (car (split-string error "\n"))))
+      ("dropped" (format "%s did not run: %s" where error))
+      (_ (format "%s: %s" where error)))))
+
+(defun gradients--show-failure (request reply)
+  "Say why REQUEST failed: one line in the echo area, and in batch or in
+the traceback buffer the whole story."
+  (let ((line (gradients--failure-message request reply))
+        (error (alist-get 'error reply)))
+    (if noninteractive
+        (if (member (alist-get 'kind reply) '("raised" "interrupted"))
+            (concat line "\n" error)
+          line)
+      (when (member (alist-get 'kind reply) '("raised" "interrupted" "died"))
+        (with-current-buffer (get-buffer-create gradients-traceback-buffer)
+          (let ((inhibit-read-only t))
+            (erase-buffer)
+            (insert line "\n\n" error "\n"))
+          (goto-char (point-min))
+          (special-mode))
+        (display-buffer gradients-traceback-buffer
+                        '(nil (inhibit-same-window . t))))
+      line)))
+
+(defun gradients--result-text (request reply)
+  "The drawer text of REPLY, or an error for REQUEST's block."
+  (if (alist-get 'ok reply)
+      (let ((org (alist-get 'org reply)))
+        (if (string-empty-p org) nil org))
+    (let ((message (gradients--show-failure request reply)))
+      (when (equal (alist-get 'kind reply) "died")
+        (gradients--forget-dead-sessions))
+      (error "%s" message))))
+
+(defun gradients--forget-dead-sessions ()
+  (setq gradients--sessions
+        (cl-remove-if-not (lambda (session) (process-live-p (cdr session)))
+                          gradients--sessions)))
+
+(defun gradients--interrupt-process (process)
+  "Interrupt the block PROCESS's kernel is running, as Jupyter does."
+  (let ((pid (process-get process 'kernel-pid)))
+    (when (and pid (process-get process 'current))
+      (signal-process pid 'SIGINT))))
+
+(defun gradients--wait (process request)
+  "Wait for REQUEST's reply.  C-g interrupts the kernel, so the block
+really stops, and its reply, when it comes, is dropped."
+  (let ((start (float-time)) (said 0))
+    (condition-case quit
+        (while (not (gradients-request-reply request))
+          (accept-process-output process 0.5)
+          (when noninteractive
+            (let ((seconds (truncate (- (float-time) start))))
+              (when (>= seconds (+ said 10))
+                (setq said seconds)
+                (let ((inhibit-message nil))
+                  (message "%s: still running after %d s"
+                           (gradients-request-where request) seconds))))))
+      (quit
+       (setf (gradients-request-abandoned request) t)
+       (if (eq (process-get process 'current) request)
+           (gradients--interrupt-process process)
+         (process-put process 'queue (delq request (process-get process 'queue))))
+       (signal (car quit) (cdr quit))))
+    (gradients-request-reply request)))
+
+(defun gradients--async-p (params)
+  (and (not noninteractive)
+       (member (cdr (assq :async params)) '("yes" yes t))))
+
 (defun gradients-execute (body params)
   "Run BODY on the kernel of the session in PARAMS; return the drawer text.
-A picture block writes its :file from the display output."
-  (let* ((session (cdr (assq :session params)))
-         (session (if (member session '(nil "none")) "default" session))
-         (file (cdr (assq :file params)))
-         ;; Absolute, so the picture lands beside this Org file whatever
-         ;; folder the session's kernel was started from.
-         (write-to (and file (expand-file-name
-                              file (or gradients-picture-directory default-directory))))
-         (process (gradients--session-process session))
-         (where (gradients-block-description)))
-    (process-send-string
-     process
-     (concat (json-serialize
-              `((code . ,body)
-                (file . ,(or file :null))
-                (write_to . ,(or write-to :null))))
-             "\n"))
-    (let ((reply (gradients--next-reply process)))
-      (if (alist-get 'ok reply)
-          (let ((org (alist-get 'org reply)))
-            (if (string-empty-p org) nil org))
-        (error "%s raised:\n%s" where (alist-get 'error reply))))))
+A picture block writes its :file from the display output.  With `:async
+yes', interactively, return a placeholder at once and put the result in
+its place when it comes."
+  (let* ((process (gradients--session-process params))
+         (request (gradients--new-request body params)))
+    (if (gradients--async-p params)
+        (gradients--execute-async process request params)
+      (gradients--submit process request)
+      (gradients--result-text request (gradients--wait process request)))))
+
+;;;; Asynchronous blocks
+
+(defun gradients--placeholder (request)
+  (format ": [waiting for the kernel: request %d]" (gradients-request-id request)))
+
+(defun gradients--drawer-text ()
+  "The content of the results drawer of the block at point, or nil."
+  (let* ((info (org-babel-get-src-block-info 'light))
+         (result (and info (org-babel-where-is-src-block-result nil info))))
+    (when result
+      (save-excursion
+        (goto-char result)
+        (forward-line)
+        (when (looking-at "[ \t]*:results:[ \t]*\n")
+          (let ((start (match-end 0)))
+            (when (re-search-forward "^[ \t]*:end:[ \t]*$" nil t)
+              (string-trim-right
+               (buffer-substring-no-properties start (match-beginning 0))))))))))
+
+(defun gradients--execute-async (process request params)
+  "Queue REQUEST and return its placeholder.  The reply goes to the block
+that asked for it, found again by a marker, and only while its drawer
+still holds this request's placeholder."
+  (let ((marker (copy-marker (or (org-babel-where-is-src-block-head) (point))))
+        (previous (gradients--drawer-text))
+        (result-params (cdr (assq :result-params params))))
+    (setf (gradients-request-callback request)
+          (lambda (reply)
+            (gradients--fill-placeholder marker request reply previous result-params)))
+    (gradients--submit process request)
+    (gradients--placeholder request)))
+
+(defun gradients--fill-placeholder (marker request reply previous result-params)
+  (let ((buffer (marker-buffer marker)))
+    (if (not (buffer-live-p buffer))
+        (message "gradients: %s finished, but its buffer is gone"
+                 (gradients-request-where request))
+      (with-current-buffer buffer
+        (save-excursion
+          (save-restriction
+            (widen)
+            (goto-char marker)
+            (if (not (equal (gradients--drawer-text) (gradients--placeholder request)))
+                (message "gradients: %s finished, but its results drawer changed meanwhile; not written"
+                         (gradients-request-where request))
+              (let ((text (condition-case failure
+                              (gradients--result-text request reply)
+                            (error (message "%s" (error-message-string failure))
+                                   ;; A block that fails keeps its earlier
+                                   ;; result, as when Emacs waits for it.
+                                   (or previous 'remove))))
+                    (info (org-babel-get-src-block-info)))
+                (if (memq text '(nil remove))
+                    (org-babel-remove-result info)
+                  (org-babel-insert-result text result-params info nil "jupyter-python"))
+                (goto-char marker)
+                (run-hooks 'org-babel-after-execute-hook)))))
+        (set-marker marker nil)))))
+
+;;;; Commands
+
+(defun gradients--current-session ()
+  "The process of the session the block at point uses, or the only one."
+  (or (and (derived-mode-p 'org-mode)
+           (let ((info (ignore-errors (org-babel-get-src-block-info 'light))))
+             (and info (equal (car info) "jupyter-python")
+                  (cdr (assoc (gradients--session-name (nth 2 info)) gradients--sessions)))))
+      (cdr (car gradients--sessions))))
+
+(defun gradients-interrupt ()
+  "Interrupt the running block, as Jupyter's interrupt does: it ends with
+KeyboardInterrupt and the kernel keeps its variables.  Blocks queued
+behind it are dropped."
+  (interactive)
+  (let ((process (gradients--current-session)))
+    (if (not (process-live-p process))
+        (message "gradients: no kernel is running")
+      (let ((queue (process-get process 'queue)))
+        (process-put process 'queue nil)
+        (gradients--drop queue "the kernel was interrupted"))
+      (if (process-get process 'current)
+          (progn (gradients--interrupt-process process)
+                 (message "gradients: interrupted %s"
+                          (gradients-request-where (process-get process 'current))))
+        (message "gradients: no block is running")))))
+
+(defun gradients-restart ()
+  "Replace the kernel of the current session with a fresh one."
+  (interactive)
+  (let* ((process (gradients--current-session))
+         (name (if process (process-get process 'session) "gradients")))
+    (when process (gradients--stop process))
+    (gradients-start-session name)
+    (message "gradients: restarted the kernel of session %s; its variables are gone" name)))
+
+;;;; Setting up Emacs for the notes
 
 (defun gradients-drop-empty-result ()
   "Remove the results drawer of a block that printed and returned nothing,
@@ -169,8 +483,12 @@ so that definitions carry no empty drawers."
                      (looking-at-p "[ \t]*:results:[ \t]*\n[ \t]*:end:[ \t]*$")))
           (org-babel-remove-result info))))))
 
-(defconst gradients-project-directory
-  (file-name-directory (directory-file-name gradients-tools-directory)))
+(defun gradients-python-mode ()
+  "python-mode for the notes' blocks, without guessing the indentation:
+Org fontifies and edits blocks in buffers that have no file, so no
+directory setting reaches them, and the guess would say it failed."
+  (let ((python-indent-guess-indent-offset nil))
+    (python-mode)))
 
 (defun gradients-fit-pictures ()
   "Show the notes' inline pictures at most 640 pixels wide.
@@ -180,11 +498,15 @@ This lives here, not in .dir-locals.el, because Org 9.5 does not mark
              (file-in-directory-p buffer-file-name gradients-project-directory))
     (setq-local org-image-actual-width '(640))))
 
+(defvar org-babel-header-args:jupyter-python
+  '((timeout . :any) (async . ((yes no))) (kernel . :any))
+  "Header arguments of `jupyter-python' blocks beyond Org's own.")
+
 (defun gradients-install ()
   "Make this file org-babel's `jupyter-python' executor, unless
 emacs-jupyter already provides one."
   (with-eval-after-load 'org-src
-    (add-to-list 'org-src-lang-modes '("jupyter-python" . python)))
+    (add-to-list 'org-src-lang-modes '("jupyter-python" . gradients-python)))
   (add-hook 'org-mode-hook #'gradients-fit-pictures)
   (dolist (buffer (buffer-list))
     (with-current-buffer buffer
