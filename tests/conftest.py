@@ -96,14 +96,21 @@ def pytest_report_header(config):
     return f"{run.stdout} ({EMACS})"
 
 
+def copy_project(folder):
+    """Copy the files the build reads and writes into FOLDER, with a link
+    to the real venv; return FOLDER."""
+    for name in ("README.org", "gradients.py", "images", "tools", "Makefile",
+                 ".dir-locals.el"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, folder / name)
+        else:
+            shutil.copy2(source, folder / name)
+    (folder / ".venv").symlink_to(ROOT / ".venv")
+    return folder
+
+
 @pytest.fixture
 def project_copy(tmp_path):
     """A copy of the files the build reads and writes, with the real venv."""
-    for name in ("README.org", "gradients.py", "images", "tools"):
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, tmp_path / name)
-        else:
-            shutil.copy2(source, tmp_path / name)
-    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
-    return tmp_path
+    return copy_project(tmp_path)

@@ -104,3 +104,19 @@ def test_recorded_tables_are_as_org_aligns_them():
     (princ (format "tables %d modified %S\\n" tables (buffer-modified-p)))))""")
     assert "modified nil" in run.stdout, run.stdout
     assert "tables 0" not in run.stdout
+
+
+def test_export_asks_about_no_block(project_copy, doc):
+    """Emacs in batch cannot answer a question: one would end the run.
+    The export shows the recorded results instead of running the blocks."""
+    run = emacs("--eval", """
+(progn
+  (setq org-modules nil org-confirm-babel-evaluate t
+        org-html-htmlize-output-type nil)   ; colours are not the point here
+  (load-file "tools/ob-gradients.el")
+  (find-file "README.org")
+  (org-html-export-to-html))""", cwd=project_copy, check=False)
+    assert run.returncode == 0, run.stderr
+    html = (project_copy / "README.html").read_text()
+    assert doc.block("f-of-3").result.lstrip(": ") in html
+    assert "gradients: starting a kernel" not in run.stderr

@@ -1,0 +1,353 @@
+"""The executor as the author uses it: blocks run with C-c C-c in an
+interactive Emacs.  One Emacs daemon (interactive, with no terminal) serves
+every test of this file, on a copy of the project whose README.org has a
+few extra blocks that misbehave on purpose."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import EMACS, copy_project, emacs
+
+EXTRA_BLOCKS = """
+* Off the happy path
+
+#+name: sleeper
+#+begin_src jupyter-python :async no :tangle no
+import time
+time.sleep(20)
+print("slept")
+#+end_src
+
+#+name: show-d
+#+begin_src jupyter-python :tangle no
+print(d)
+#+end_src
+
+#+name: spin
+#+begin_src jupyter-python :tangle no
+while True:
+    pass
+#+end_src
+
+#+name: nap
+#+begin_src jupyter-python :tangle no
+import time
+time.sleep(1.5)
+'rested'
+#+end_src
+
+#+name: trail-a
+#+begin_src jupyter-python :tangle no
+trail = ['a']
+trail
+#+end_src
+
+#+name: trail-b
+#+begin_src jupyter-python :tangle no
+trail.append('b')
+trail
+#+end_src
+
+#+name: fails
+#+begin_src jupyter-python :tangle no
+raise ValueError('nudged too far')
+#+end_src
+
+#+RESULTS: fails
+:results:
+: an earlier result
+:end:
+
+#+name: fails-waiting
+#+begin_src jupyter-python :async no :tangle no
+raise ValueError('nudged too far')
+#+end_src
+
+#+name: crash
+#+begin_src jupyter-python :tangle no
+import os
+os._exit(1)
+#+end_src
+
+#+name: exits
+#+begin_src jupyter-python :tangle no
+exit()
+#+end_src
+
+#+name: one-plus-one
+#+begin_src jupyter-python :tangle no
+1 + 1
+#+end_src
+
+#+name: loose-plot
+#+begin_src jupyter-python :tangle no
+import matplotlib.pyplot as plt
+plt.plot([1, 2, 3])
+plt.show()
+#+end_src
+"""
+
+# Evaluated with lexical binding: its timers' lambdas keep their arguments.
+SETUP = r"""
+(eval '(progn
+  (setq org-modules nil)
+  (load-file "tools/ob-gradients.el")
+  (setq org-confirm-babel-evaluate nil)
+  (find-file "README.org")
+  (defun test-run (name)
+    "C-c C-c on block NAME."
+    (with-current-buffer "README.org"
+      (org-babel-goto-named-src-block name)
+      (condition-case err
+          (progn (org-babel-execute-src-block) "done")
+        (error (error-message-string err)))))
+  (defvar test-outcome nil)
+  (defun test-run-and-quit (name seconds)
+    "C-c C-c on block NAME, then C-g after SECONDS.  Run from a timer, as
+from the command loop: quitting is inhibited while Emacs serves a client."
+    (setq test-outcome nil)
+    (run-at-time 0 nil
+      (lambda ()
+        (setq test-outcome
+              (let ((inhibit-quit nil))
+                (run-at-time seconds nil (lambda () (setq quit-flag t)))
+                (condition-case nil (test-run name) (quit "quit"))))))
+    t)
+  (defun test-drawer (name)
+    (with-current-buffer "README.org"
+      (save-excursion
+        (org-babel-goto-named-src-block name)
+        (gradients--drawer-text))))
+  (defun test-busy ()
+    (and (cl-some (lambda (session)
+                    (let ((process (cdr session)))
+                      (or (process-get process 'current) (process-get process 'queue))))
+                  gradients--sessions)
+         t))
+  (defun test-wait (seconds)
+    "Let replies in until no block runs, for at most SECONDS."
+    (let ((end (+ (float-time) seconds)))
+      (while (and (test-busy) (< (float-time) end))
+        (accept-process-output nil 0.05)))
+    (not (test-busy)))
+  (defun test-messages ()
+    (with-current-buffer "*Messages*" (buffer-string)))
+  (defun test-kernel-pid ()
+    (process-get (cdr (assoc "gradients" gradients--sessions)) 'kernel-pid))
+  t) t)
+"""
+
+
+class Daemon:
+    """An Emacs daemon and a way to evaluate Lisp in it."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.socket = folder / "emacs-server"
+        client = os.path.join(os.path.dirname(shutil.which(EMACS) or EMACS), "emacsclient")
+        self.client = client if os.access(client, os.X_OK) else "emacsclient"
+        self.process = subprocess.Popen(
+            [EMACS, "-Q", f"--fg-daemon={self.socket}"], cwd=folder,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while not self.socket.exists():
+            assert time.monotonic() < deadline, "the Emacs daemon did not start"
+            time.sleep(0.05)
+
+    def __call__(self, expression, timeout=30):
+        """Evaluate EXPRESSION; return its value, read back into Python
+        through JSON in a file (emacsclient's own output breaks long lines)."""
+        answer = self.folder / "answer.json"
+        run = subprocess.run(
+            [self.client, "-s", str(self.socket), "-e",
+             f"(let ((value {expression})) (require 'json)"
+             f" (with-temp-file {json.dumps(str(answer))} (insert (json-encode value))) t)"],
+            # The client's folder becomes the folder the expression runs in.
+            cwd=self.folder, capture_output=True, text=True, timeout=timeout)
+        assert run.returncode == 0, run.stderr
+        return json.loads(answer.read_text())
+
+    def close(self):
+        try:
+            subprocess.run([self.client, "-s", str(self.socket), "-e", "(kill-emacs)"],
+                           capture_output=True, timeout=10)
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    folder = copy_project(tmp_path_factory.mktemp("interactive"))
+    with open(folder / "README.org", "a") as readme:
+        readme.write(EXTRA_BLOCKS)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def el(project):
+    daemon = Daemon(project)
+    try:
+        assert daemon(SETUP) is True
+        for name in ("imports", "define-f", "f-of-3", "d-of-abc"):
+            daemon(f'(test-run "{name}")')
+        assert daemon("(test-wait 60)") is True
+        yield daemon
+    finally:
+        daemon.close()
+
+
+def wait_for(probe, seconds=10):
+    """PROBE's first true value within SECONDS, or its last false one."""
+    deadline = time.monotonic() + seconds
+    while not (value := probe()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return value
+
+
+def gone(pid, seconds=3):
+    """Whether process PID ends (and is reaped) within SECONDS."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().split(") ")[1].startswith("Z"):
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def readme(el):
+    return el('(with-current-buffer "README.org" (buffer-string))')
+
+
+def test_c_g_stops_the_kernel_and_no_other_block_gets_the_reply(el):
+    before = readme(el)
+    start = time.monotonic()
+    el('(test-run-and-quit "sleeper" 0.5)')
+    # Not a word to Emacs meanwhile: the C-g must find it waiting for the block.
+    time.sleep(1.5)
+    assert wait_for(lambda: el("test-outcome")) == "quit", el("(test-messages)")
+    assert el('(test-run "f-of-3")') == "done"
+    assert el("(test-wait 10)") is True
+    assert time.monotonic() - start < 5, "the kernel went on sleeping after C-g"
+    assert el('(test-drawer "f-of-3")') == ": 20.0"
+    assert el('(test-drawer "sleeper")') is None
+    assert readme(el) == before
+    assert "dropped" in el("(test-messages)")
+
+
+def test_blocks_started_together_run_in_order_each_into_its_own_drawer(el):
+    assert el('(test-run "trail-a")') == "done"
+    assert el('(test-run "trail-b")') == "done"
+    assert el("(test-wait 10)") is True
+    assert el('(test-drawer "trail-a")') == ": ['a']"
+    assert el('(test-drawer "trail-b")') == ": ['a', 'b']"
+
+
+def test_an_async_block_returns_at_once_and_its_result_survives_edits_above(el):
+    start = time.monotonic()
+    assert el('(test-run "nap")') == "done"
+    assert time.monotonic() - start < 1
+    assert el('(test-drawer "nap")').startswith(": [waiting for the kernel")
+    el('(with-current-buffer "README.org" (goto-char (point-min)) (insert "# edited\\n"))')
+    assert el("(test-wait 10)") is True
+    assert el('(test-drawer "nap")') == ": 'rested'"
+    el('(with-current-buffer "README.org" (goto-char (point-min)) (delete-region 1 10))')
+
+
+def test_interrupt_stops_a_runaway_block_keeps_variables_and_drops_the_queue(el):
+    assert el('(test-run "spin")') == "done"
+    assert el('(test-run "f-of-3")') == "done"
+    time.sleep(0.5)
+    start = time.monotonic()
+    el("(gradients-interrupt)")
+    assert el("(test-wait 5)") is True
+    assert time.monotonic() - start < 1.5
+    assert el('(test-drawer "spin")') is None
+    assert el('(test-drawer "f-of-3")') == ": 20.0", "a dropped block keeps its result"
+    assert "KeyboardInterrupt" in el(
+        '(with-current-buffer "*gradients-traceback*" (buffer-string))')
+    assert el('(test-run "show-d")') == "done"
+    assert el("(test-wait 10)") is True
+    assert el('(test-drawer "show-d")') == ": 4.0"
+
+
+def test_a_failing_block_says_where_in_one_line_and_keeps_its_result(el):
+    assert el('(test-run "fails")') == "done"
+    assert el("(test-wait 10)") is True
+    messages = el("(test-messages)")
+    line = doc_line(el, "fails")
+    assert f"README.org:{line}: block `fails' raised ValueError: nudged too far\n" in messages
+    assert "if: " not in messages
+    assert el('(test-drawer "fails")') == ": an earlier result"
+    assert "Traceback" in el('(with-current-buffer "*gradients-traceback*" (buffer-string))')
+    shown = el('(mapcar (lambda (w) (buffer-name (window-buffer w))) (window-list))')
+    assert "*gradients-traceback*" in shown
+    waited = el('(test-run "fails-waiting")')
+    line = doc_line(el, "fails-waiting")
+    assert waited == f"README.org:{line}: block `fails-waiting' raised ValueError: nudged too far"
+
+
+def doc_line(el, name):
+    return el(f'(with-current-buffer "README.org" (save-excursion '
+              f'(org-babel-goto-named-src-block "{name}") (line-number-at-pos)))')
+
+
+def test_a_picture_without_a_file_is_saved_in_an_ignored_folder_and_linked(el, project):
+    assert el('(test-run "loose-plot")') == "done"
+    assert el("(test-wait 20)") is True
+    link = el('(test-drawer "loose-plot")')
+    assert link.startswith("[[file:.build/pictures/") and link.endswith(".png]]")
+    picture = project / link[len("[[file:"):-2]
+    assert picture.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("name, why", [("crash", "died"), ("exits", "exit()")])
+def test_a_block_that_ends_the_kernel_is_named_and_the_next_starts_afresh(el, name, why):
+    old_pid = el("(test-kernel-pid)")
+    assert el(f'(test-run "{name}")') == "done"
+    assert el("(test-wait 10)") is True
+    messages = el("(test-messages)")
+    assert f"README.org:{doc_line(el, name)}: block `{name}' stopped the kernel" in messages
+    assert why in messages and "variables are gone" in messages
+    assert el('(test-run "one-plus-one")') == "done"
+    assert el("(test-wait 30)") is True
+    assert el('(test-drawer "one-plus-one")') == ": 2"
+    assert el("(test-kernel-pid)") != old_pid
+    assert gone(old_pid)
+
+
+def test_restart_gives_a_fresh_kernel(el):
+    old_pid = el("(test-kernel-pid)")
+    el("(gradients-restart)")
+    assert "restarted" in el("(test-messages)")
+    assert el('(test-run "show-d")') == "done"
+    assert el("(test-wait 30)") is True
+    assert el("(test-kernel-pid)") != old_pid
+    assert "NameError" in el('(with-current-buffer "*gradients-traceback*" (buffer-string))')
+
+
+def test_moving_through_blocks_guesses_no_indentation(el):
+    el('(with-current-buffer "README.org" (font-lock-ensure) '
+       '(org-babel-goto-named-src-block "value") (org-edit-special) (org-edit-src-exit))')
+    assert "Can't guess" not in el("(test-messages)")
+
+
+def test_stopping_leaves_no_kernel_and_no_folder(el):
+    started = time.time()
+    assert el('(test-run "spin")') == "done"
+    time.sleep(0.3)
+    pid = el("(test-kernel-pid)")
+    el("(gradients-stop-sessions)")
+    assert time.time() - started < 3
+    assert gone(pid)
+    assert el("gradients--sessions") is None
