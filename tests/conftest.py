@@ -97,15 +97,13 @@ def pytest_report_header(config):
 
 
 def copy_project(folder):
-    """Copy the files the build reads and writes into FOLDER, with a link
-    to the real venv; return FOLDER."""
-    for name in ("README.org", "gradients.py", "images", "tools", "Makefile",
-                 ".dir-locals.el"):
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, folder / name)
-        else:
-            shutil.copy2(source, folder / name)
+    """Copy the project's tracked files into FOLDER, with a link to the real
+    venv and its stamp; return FOLDER."""
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split("\0")
+    for name in filter(None, tracked):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, folder / name)
     (folder / ".venv").symlink_to(ROOT / ".venv")
     return folder
 

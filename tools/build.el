@@ -151,9 +151,11 @@ system, not even on a terminal."
 `kill-emacs-hook', so that Ctrl-C during the install completes it."
   (while gradients-build--moves
     (let ((move (car gradients-build--moves)))
-      (make-directory (file-name-directory (cdr move)) t)
-      (rename-file (car move) (cdr move) t)
-      (message "wrote %s" (file-relative-name (cdr move) gradients-build--project))
+      ;; Ctrl-C right after a rename finds that move still listed.
+      (when (file-exists-p (car move))
+        (make-directory (file-name-directory (cdr move)) t)
+        (rename-file (car move) (cdr move) t)
+        (message "wrote %s" (file-relative-name (cdr move) gradients-build--project)))
       (setq gradients-build--moves (cdr gradients-build--moves)))))
 
 (defun gradients-build--install (scratch project)

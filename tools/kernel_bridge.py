@@ -180,15 +180,17 @@ class Kernel:
             self.client.stop_channels()
             self.client = None
         pgid = getattr(manager.provisioner, "pgid", None)
-        try:
-            manager.shutdown_kernel(now=True)
-        except Exception:
-            pass   # a kernel that died already cannot be shut down
         if pgid:
+            # First, so that nothing the block started outlives a bridge
+            # that is being stopped and may not get to finish.
             try:
                 os.killpg(pgid, signal.SIGKILL)
             except OSError:
                 pass
+        try:
+            manager.shutdown_kernel(now=True)
+        except Exception:
+            pass   # a kernel that died already cannot be shut down
 
     shutdown = kill
 

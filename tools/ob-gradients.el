@@ -188,8 +188,9 @@ It returns at once: the kernel boots while Emacs does other work."
   "Stop PROCESS and its kernel: SIGTERM makes the bridge kill the kernel
 with everything it started, even in the middle of a block."
   (when (process-live-p process)
-    (process-put process 'stopped t)
-    (signal-process process 'SIGTERM)
+    (unless (process-get process 'stopped)
+      (process-put process 'stopped t)
+      (signal-process process 'SIGTERM))
     (unless no-wait
       (with-timeout (3 (delete-process process))
         (while (process-live-p process)
@@ -204,14 +205,19 @@ own, so a batch build can exit at once."
     (gradients--stop (cdr session) no-wait))
   (setq gradients--sessions nil))
 
+(defun gradients--bridges ()
+  "Every bridge process, including those being stopped."
+  (cl-remove-if-not (lambda (process) (process-get process 'session)) (process-list)))
+
 (defun gradients--stop-on-exit ()
   ;; Emacs kills its subprocesses with SIGKILL as it exits; a bridge
-  ;; stopped that way could not stop its kernel.  Short wait: it is fast.
-  (dolist (session gradients--sessions)
-    (gradients--stop (cdr session) 'no-wait))
+  ;; stopped that way could not stop its kernel and what the kernel
+  ;; started.  So wait for them, shortly: stopping is fast.
+  (dolist (process (gradients--bridges))
+    (gradients--stop process 'no-wait))
   (with-timeout (2)
-    (while (cl-some (lambda (session) (process-live-p (cdr session))) gradients--sessions)
-      (sleep-for 0.05))))
+    (while (cl-some #'process-live-p (gradients--bridges))
+      (accept-process-output nil 0.02))))
 
 (add-hook 'kill-emacs-hook #'gradients--stop-on-exit)
 

@@ -106,8 +106,15 @@ def _read_result(lines, start, path):
 
 
 def parse(path):
-    with open(path, encoding="utf-8") as source:
-        lines = source.read().split("\n")
+    with open(path, "rb") as source:
+        data = source.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise OrgError(f"{path}:{line}: byte #x{data[error.start]:X} is not UTF-8; "
+                       "the notes must be saved as UTF-8") from None
+    lines = text.split("\n")
     doc = Document(path, lines)
     defaults = {}
     heading, per_heading, name = "", 0, None

@@ -1,0 +1,255 @@
+"""`make tangle` and `make run` off the happy path: bad input, stray paths,
+runaway and misbehaving blocks, an edit made meanwhile, Ctrl-C.  Each case
+ends in one clear line naming README.org and the line, with nothing
+changed, nothing written elsewhere and nothing left running.
+
+Most cases use a small README.org of their own in a copy of the project,
+so that the build reaches the bad block at once."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import EMACS, emacs
+import orgdoc
+
+HEADER = """#+PROPERTY: header-args:jupyter-python :session gradients
+#+PROPERTY: header-args:jupyter-python+ :results raw drawer
+#+PROPERTY: header-args:jupyter-python+ :tangle gradients.py
+
+* Notes
+"""
+
+
+def block(code, name, args=""):
+    return f"\n#+name: {name}\n#+begin_src jupyter-python {args}\n{code}\n#+end_src\n"
+
+
+def snapshot(folder):
+    """Every file of the project copy but the venv and scratch files."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not {".venv", ".build"} & set(p.relative_to(folder).parts)}
+
+
+def build(folder, target="tangle", env=None, timeout=60):
+    return emacs("-l", "tools/build.el", "-f", f"gradients-build-{target}", "README.org",
+                 cwd=folder, check=False, timeout=timeout)
+
+
+def line_of(text, name):
+    """The line of block NAME's #+begin_src in TEXT."""
+    lines = text.split("\n")
+    return lines.index(f"#+name: {name}") + 2
+
+
+def assert_failed_cleanly(run, folder, before, where):
+    assert run.returncode != 0
+    assert where in run.stderr, run.stderr
+    assert "Nothing was changed." in run.stderr
+    assert snapshot(folder) == before
+    assert not list((folder / ".build").glob("run-*"))
+
+
+@pytest.fixture
+def tiny(project_copy):
+    """A copy of the project, for a README.org of the test's own."""
+    return project_copy
+
+
+def write_readme(folder, text):
+    """Give FOLDER a README.org of TEXT (str or bytes); return the snapshot
+    to compare with after the build."""
+    (folder / "README.org").write_bytes(text.encode() if isinstance(text, str) else text)
+    return snapshot(folder)
+
+
+@pytest.mark.parametrize("path", ["/tmp/evil.png", "../../evil.png"])
+def test_a_picture_outside_the_project_is_refused_before_any_block_runs(tiny, path):
+    text = HEADER + block("open('ran', 'w').close()", "first") + \
+        block("plt.plot([1, 2])", "stray", f":file {path}")
+    before = write_readme(tiny, text)
+    run = build(tiny)
+    assert_failed_cleanly(run, tiny, before,
+                          f"README.org:{line_of(text, 'stray')}: block `stray': :file {path} "
+                          "is outside the project")
+    assert not (tiny / "ran").exists()
+    assert not os.path.exists(os.path.normpath(tiny / path))
+
+
+MALFORMED = {
+    "unterminated block": (HEADER + block("x = 1", "fine") + "\n#+begin_src jupyter-python\nx = 2\n",
+                           "#+begin_src has no #+end_src"),
+    "unterminated drawer": (HEADER + block("x = 1", "fine") + "\n#+RESULTS: fine\n:results:\n: 1\n\n"
+                            + block("y = 2", "next"), "drawer :results: has no :end:"),
+    "not UTF-8": ((HEADER + block("x = 1", "fine") + "\nCaf\xe9 au lait.\n").encode("latin-1"),
+                  "byte #xE9 is not UTF-8"),
+}
+
+
+def malformed_line(text):
+    lines = (text.decode("latin-1") if isinstance(text, bytes) else text).split("\n")
+    for number, line in enumerate(lines, 1):
+        if line in ("#+begin_src jupyter-python", ":results:", "Café au lait.", "Caf\xe9 au lait."):
+            return number
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=list(MALFORMED))
+@pytest.mark.parametrize("target", ["tangle", "run"])
+def test_malformed_input_fails_fast_naming_the_line(tiny, case, target):
+    text, what = MALFORMED[case]
+    before = write_readme(tiny, text)
+    run = build(tiny, target)
+    assert_failed_cleanly(run, tiny, before, f"README.org:{malformed_line(text)}: {what}")
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=list(MALFORMED))
+def test_malformed_input_is_named_by_the_tests_reader_too(tmp_path, case):
+    text, _ = MALFORMED[case]
+    path = tmp_path / "README.org"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(orgdoc.OrgError, match=f"README.org:{malformed_line(text)}: "):
+        orgdoc.parse(path)
+
+
+BAD_BLOCKS = {
+    "NUL": ("print('a\\x00b')", "printed a NUL character"),
+    "too long": ("print('\\n'.join(map(str, range(2000))))", "2000 lines, more than the 1000"),
+    "runaway": ("while True:\n    pass", "ran past its time limit of 1 s"),
+    "exit()": ("exit()", "called exit() or quit()"),
+    "os._exit": ("import os\nos._exit(3)", "the kernel died while running this block"),
+    "SystemExit": ("raise SystemExit(2)", "SystemExit: 2"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_BLOCKS, ids=list(BAD_BLOCKS))
+def test_a_misbehaving_block_is_named_and_changes_nothing(tiny, case):
+    code, what = BAD_BLOCKS[case]
+    text = HEADER + block(code, "bad", ":timeout 1") + block("x = 1", "after")
+    before = write_readme(tiny, text)
+    start = time.monotonic()
+    run = build(tiny, env=None)
+    assert_failed_cleanly(run, tiny, before, f"README.org:{line_of(text, 'bad')}: block `bad'")
+    assert what in run.stderr
+    assert "%tb" not in run.stderr and "`after'" not in run.stderr.split("running")[-1]
+    assert time.monotonic() - start < 15
+
+
+def test_text_that_no_utf_8_file_can_hold_is_refused():
+    """ipykernel already replaces a lone surrogate in printed text; one in a
+    value's repr, or any other route, is still caught before Emacs."""
+    import kernel_bridge
+    for text in ("a\x00b", "\udc80"):
+        with pytest.raises(kernel_bridge.BlockError):
+            kernel_bridge.check_fits_the_notes(f": {text}", 1000)
+
+
+def test_readme_edited_during_make_run_is_kept(tiny):
+    text = HEADER + block("open('README.org', 'a').write('\\nAn edit made meanwhile.\\n')\n1 + 1",
+                          "edits")
+    before = write_readme(tiny, text)
+    run = build(tiny, "run")
+    assert run.returncode != 0
+    assert "README.org changed on disk while the blocks ran" in run.stderr
+    assert (tiny / "README.org").read_text() == text + "\nAn edit made meanwhile.\n"
+    before["README.org"] = (tiny / "README.org").read_bytes()
+    assert snapshot(tiny) == before
+
+
+CHILD = """import subprocess
+child = subprocess.Popen(['sleep', '300'])
+open('child.pid', 'w').write(str(child.pid))"""
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("ending", ["success", "failure", "Ctrl-C"])
+def test_no_leftovers_however_the_build_ends(tiny, ending):
+    """No folder in /tmp, no scratch folder, no kernel, no process a block
+    started.  TMPDIR points at a folder of the test's own, to look in."""
+    temporary = tiny / "tmp"
+    temporary.mkdir()
+    last = {"success": "x = 1", "failure": "raise ValueError('no')",
+            "Ctrl-C": "import time\ntime.sleep(30)"}[ending]
+    write_readme(tiny, HEADER + block(CHILD, "child") + block(last, "last"))
+    process = subprocess.Popen(
+        [EMACS, "-Q", "--batch", "-l", "tools/build.el", "-f", "gradients-build-tangle",
+         "README.org"], cwd=tiny, env=dict(os.environ, TMPDIR=str(temporary)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)   # Ctrl-C reaches a terminal's whole process group
+    if ending == "Ctrl-C":
+        deadline = time.monotonic() + 20
+        while not (tiny / "child.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert (process.returncode == 0) == (ending == "success"), stderr
+    time.sleep(0.5)
+    child = int((tiny / "child.pid").read_text())
+    assert not alive(child), "a process started by a block outlived the build"
+    assert list(temporary.iterdir()) == []
+    assert not list((tiny / ".build").glob("run-*"))
+    leftover = subprocess.run(["pgrep", "-f", str(tiny)], capture_output=True, text=True)
+    assert leftover.stdout == ""
+
+
+INTERRUPT_AFTER_FIRST_MOVE = """
+(advice-add 'rename-file :after
+            (let ((done nil))
+              (lambda (&rest _)
+                (unless done
+                  (setq done t)
+                  (signal-process (emacs-pid) 'SIGINT)
+                  (sleep-for 1)))))
+"""
+
+
+def test_ctrl_c_during_the_install_completes_it(tiny):
+    """Either every output is new or every one is old, never a mix."""
+    def notes(word):
+        return HEADER + block("from graphviz import Digraph", "imports") + \
+            block(f"d = Digraph()\nd.node('{word}')\nd", "picture", ":file images/word.svg") + \
+            block(f"word = '{word}'", "word")
+
+    write_readme(tiny, notes("old"))
+    assert build(tiny).returncode == 0
+    old = snapshot(tiny)
+    write_readme(tiny, notes("new"))
+    (tiny / "interrupt.el").write_text(INTERRUPT_AFTER_FIRST_MOVE)
+    run = emacs("-l", "interrupt.el", "-l", "tools/build.el", "-f", "gradients-build-tangle",
+                "README.org", cwd=tiny, check=False)
+    assert "wrote" in run.stderr, run.stderr
+    new = snapshot(tiny)
+    for output in ("gradients.py", "images/word.svg"):
+        assert new[output] != old[output], f"{output} is still old:\n{run.stderr}"
+    assert b"new" in new["images/word.svg"]
+    assert not list((tiny / ".build").glob("run-*"))
+
+
+def test_make_tangle_knows_every_output_even_of_an_indented_block(tiny):
+    text = HEADER + block("from graphviz import Digraph", "imports") + \
+        "\n  #+name: indented\n  #+begin_src jupyter-python :file images/indented.svg\n" \
+        "  d = Digraph()\n  d.node('x')\n  d\n  #+end_src\n"
+    write_readme(tiny, text)
+
+    def make_tangle():
+        return subprocess.run(["make", "--no-print-directory", "tangle"], cwd=tiny,
+                              capture_output=True, text=True, timeout=60)
+
+    first = make_tangle()
+    assert first.returncode == 0, first.stderr
+    assert (tiny / "images" / "indented.svg").exists()
+    assert "build.el" not in make_tangle().stdout, "a second make tangle ran the build"
+    (tiny / "images" / "indented.svg").unlink()
+    again = make_tangle()
+    assert "build.el" in again.stdout
+    assert (tiny / "images" / "indented.svg").exists()
