@@ -3,6 +3,7 @@
 # Edit README.org, not this file: changes made here are overwritten.
 
 import math
+import numbers
 
 import numpy as np
 import matplotlib.pyplot as plt
@@ -109,7 +110,7 @@ def draw_dot(root):
 
 class Value:
     def __init__(self, data, _children=(), _op='', label=''):
-        self.data = data
+        self.data = as_number(data)
         self.grad = 0.0
         self._prev = tuple(_children)
         self._op = _op
@@ -136,14 +137,32 @@ class Value:
         return Value(t if x >= 0 else -t, (self,), 'tanh')
 
     def exp(self):
-        return Value(math.exp(self.data), (self,), 'exp')
+        try:
+            return Value(math.exp(self.data), (self,), 'exp')
+        except OverflowError:
+            raise OverflowError(f"exp({self.data}) is larger than the largest "
+                                f"float, about 1.8e308") from None
+
+
+def is_real(x):
+    """A real number, NumPy's included; True and False do not count."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def as_number(x):
+    """X as a plain Python int or float, so that a NumPy scalar behaves
+    like any other number from here on."""
+    if not is_real(x):
+        raise TypeError(f"a Value holds a real number, not "
+                        f"{type(x).__name__} ({x!r})")
+    return int(x) if isinstance(x, numbers.Integral) else float(x)
 
 
 def as_value(other, op):
-    """OTHER as a Value: plain numbers are wrapped, anything else refused."""
+    """OTHER as a Value: real numbers are wrapped, anything else refused."""
     if isinstance(other, Value):
         return other
-    if isinstance(other, (int, float)) and not isinstance(other, bool):
+    if is_real(other):
         return Value(other)
     raise TypeError(f"unsupported operand for {op}: Value and "
                     f"{type(other).__name__} ({other!r})")

@@ -4,6 +4,7 @@ gradient the document fills in by hand."""
 import math
 import re
 
+import numpy as np
 import pytest
 
 # A central difference of a smooth function is off by about h² times its
@@ -131,7 +132,29 @@ def test_plain_numbers_work_on_either_side(gradients):
     assert isinstance(total._prev[1], V) and total._prev[1].data == 1
 
 
-@pytest.mark.parametrize("other", ["1", None, [1.0], True])
+def test_numpy_numbers_work_on_either_side_and_become_plain(gradients):
+    V = gradients.Value
+    for number in (np.int64(3), np.float32(3.0), np.float64(3.0), np.int8(3)):
+        for product in (V(2.0) * number, number * V(2.0)):
+            assert isinstance(product, V) and product.data == 6.0
+        for total in (V(2.0) + number, number + V(2.0)):
+            assert isinstance(total, V) and total.data == 5.0
+        stored = V(number).data
+        assert type(stored) in (int, float)
+
+
+@pytest.mark.parametrize("other", ["x", None, [1.0], True])
+def test_a_value_of_anything_but_a_real_number_is_refused(gradients, other):
+    with pytest.raises(TypeError, match=type(other).__name__):
+        gradients.Value(other)
+
+
+def test_exp_of_a_huge_value_says_it_overflows(gradients):
+    with pytest.raises(OverflowError, match=r"exp\(1000\) is larger than the largest float"):
+        gradients.Value(1000).exp()
+
+
+@pytest.mark.parametrize("other", ["1", None, [1.0], True, np.bool_(True)], ids=repr)
 def test_other_operands_raise_a_type_error_naming_them(gradients, other):
     V = gradients.Value
     for operation in (lambda: V(2.0) + other, lambda: other + V(2.0),
