@@ -125,7 +125,7 @@ def org_links(doc):
 def what_is_wrong(doc, pages):
     """The prose's tables and links that PAGES (rendered Markdown cells) do
     not show as such, and the Org markup they show as text."""
-    tables = [[[td.get_text(strip=True) for td in tr.find_all(["th", "td"])]
+    tables = [[[" ".join(td.get_text().split()) for td in tr.find_all(["th", "td"])]
                for tr in table.find_all("tr")]
               for page in pages for table in page.find_all("table")]
     links = {(a["href"], " ".join(a.get_text().split()))
