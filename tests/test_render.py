@@ -111,9 +111,10 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def previewed(browser):
-    """`make preview`'s page and screenshot, and the pictures it loaded."""
-    return preview.preview(browser, README, ROOT / ".build" / "preview")
+def previewed(browser, tmp_path_factory):
+    """What `make preview` makes (page, screenshot, the pictures it loaded),
+    in a fresh folder so that no earlier screenshot can stand in for it."""
+    return preview.preview(browser, README, tmp_path_factory.mktemp("preview"))
 
 
 def test_every_picture_loads_in_chromium(soup, previewed):
