@@ -1,12 +1,15 @@
 """gradients.ipynb, made from README.org, runs in Jupyter and shows what
 README.org records."""
 
+import re
 import subprocess
 import sys
 
 import nbformat
 import pytest
+from bs4 import BeautifulSoup
 from nbclient import NotebookClient
+from nbconvert.filters import markdown2html_mistune
 
 from conftest import README, ROOT
 import kernel_bridge
@@ -69,3 +72,88 @@ def test_the_notebook_runs_in_a_fresh_kernel_and_shows_the_recorded_results(
         if shown != (block.result or ""):
             wrong.append((block.label, block.result, shown))
     assert wrong == []
+
+
+# What Jupyter shows of a Markdown cell: nbconvert's HTML exporter renders
+# each one with this function's renderer (mistune), without the page around.
+def rendered(markdown_cells):
+    return [BeautifulSoup(markdown2html_mistune(source), "html.parser")
+            for source in markdown_cells]
+
+
+def prose_lines(doc):
+    """README.org's lines outside source blocks and recorded results, with
+    their line numbers: what a reader sees as the notes' text."""
+    hidden = set()
+    for block in doc.blocks:
+        hidden.update(range(block.line, block.end_line + 1))
+        if block.result_line:
+            hidden.update(range(block.result_line, block.result_end + 1))
+    return [(n, line) for n, line in enumerate(doc.lines, 1) if n not in hidden]
+
+
+# Org's verbatim and code markup, with the borders Org requires around it.
+ORG_CODE = re.compile(r"(?:^|(?<=[\s({'\"-]))([=~])(\S|\S.*?\S)\1(?=$|[\s.,;:!?')}\"\[-])",
+                      re.MULTILINE)
+ORG_LINK = re.compile(r"\[\[([^]]+)\](?:\[([^]]+)\])?\]")
+ORG_RULE = re.compile(r"\|[-+]+\|")
+
+
+def org_tables(doc):
+    """Each table in the prose: its first line and its rows of cells, as a
+    reader should see them (code markup shows as its text)."""
+    tables, rows, start = [], [], None
+    for n, line in prose_lines(doc) + [(None, "")]:
+        if line.strip().startswith("|"):
+            start = start or n
+            if not ORG_RULE.fullmatch(line.strip()):
+                rows.append([ORG_CODE.sub(r"\2", cell.strip())
+                             for cell in line.strip().strip("|").split("|")])
+        elif rows:
+            tables.append((start, rows))
+            rows, start = [], None
+    return tables
+
+
+def org_links(doc):
+    """Each link in the prose, as (where it points, the text it shows)."""
+    text = "\n".join(line for _, line in prose_lines(doc))
+    return [(target.removeprefix("file:"), " ".join((label or target).split()))
+            for target, label in ORG_LINK.findall(text)]
+
+
+def what_is_wrong(doc, pages):
+    """The prose's tables and links that PAGES (rendered Markdown cells) do
+    not show as such, and the Org markup they show as text."""
+    tables = [[[" ".join(td.get_text().split()) for td in tr.find_all(["th", "td"])]
+               for tr in table.find_all("tr")]
+              for page in pages for table in page.find_all("table")]
+    links = {(a["href"], " ".join(a.get_text().split()))
+             for page in pages for a in page.find_all("a", href=True)}
+    visible = []
+    for page in pages:
+        page = BeautifulSoup(str(page), "html.parser")
+        # Code shows its text verbatim by design, Org markup included.
+        for code in page.find_all(["code", "pre"]):
+            code.decompose()
+        visible.append(page.get_text())
+    markup = [m.group(0) for text in visible
+              for m in (*ORG_CODE.finditer(text), *re.finditer(r"\[\[[^]]*\]?|#\+\w+", text))]
+    return {
+        "tables": [f"README.org:{line}" for line, rows in org_tables(doc) if rows not in tables],
+        "links": [link for link in org_links(doc) if link not in links],
+        "markup": markup,
+    }
+
+
+def test_markdown_cells_show_tables_and_links_and_no_org_markup(doc, notebook):
+    assert org_tables(doc) and org_links(doc), "README.org's prose has no table or no link"
+    pages = rendered(c.source for c in notebook.cells if c.cell_type == "markdown")
+    assert what_is_wrong(doc, pages) == {"tables": [], "links": [], "markup": []}
+
+
+def test_the_rendering_check_sees_org_that_was_left_as_it_is(doc):
+    """The check above, fed the prose as Org text, finds every kind of fault."""
+    pages = rendered(["\n".join(line for _, line in prose_lines(doc))])
+    wrong = what_is_wrong(doc, pages)
+    assert all(wrong[kind] for kind in ("tables", "links", "markup")), wrong

@@ -6,6 +6,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 from bs4 import BeautifulSoup
+from PIL import Image
 
 from conftest import README, ROOT
 import preview
@@ -103,7 +104,28 @@ def test_no_python_repr_appears(html, soup):
     assert [c for c in cells if " at 0x" in c or c.startswith("<")] == []
 
 
-def test_every_picture_loads_in_chromium():
-    _, screenshot, images = preview.preview(README, ROOT / ".build" / "preview")
-    assert images and all(width > 0 for _, width in images), images
-    assert screenshot.stat().st_size > 0
+@pytest.fixture(scope="module")
+def browser():
+    with preview.chromium() as browser:
+        yield browser
+
+
+@pytest.fixture(scope="module")
+def previewed(browser, tmp_path_factory):
+    """What `make preview` makes (page, screenshot, the pictures it loaded),
+    in a fresh folder so that no earlier screenshot can stand in for it."""
+    return preview.preview(browser, README, tmp_path_factory.mktemp("preview"))
+
+
+def test_every_picture_loads_in_chromium(soup, previewed):
+    _, _, images = previewed
+    assert [src for src, _ in images] == [img["src"] for img in soup.find_all("img")]
+    assert [src for src, width in images if width == 0] == []
+
+
+def test_the_screenshot_holds_the_whole_page(previewed):
+    _, screenshot, _ = previewed
+    with Image.open(screenshot) as picture:
+        assert picture.format == "PNG"
+        # Taller than the 800-pixel window: the page below it was taken too.
+        assert picture.width == 1012 and picture.height > 800, picture.size

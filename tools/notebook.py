@@ -2,81 +2,70 @@
 
     python tools/notebook.py README.org gradients.ipynb
 
-Prose becomes Markdown cells (headings, lists, links and inline code kept),
-each `jupyter-python` block a code cell in document order, carrying its
-recorded result: text as output, tables as Markdown, pictures embedded from
-images/.  Blocks not exported (the generated-file header) are left out.
+Each exported `jupyter-python` block becomes a code cell, in document order,
+carrying its recorded result: text as output, tables as Markdown, pictures
+embedded from images/.  Blocks not exported (the generated-file header) are
+left out.  The prose between the cells becomes Markdown cells, written by
+pandoc from the Org text (GitHub-flavoured Markdown, which Jupyter renders).
 """
 
 import base64
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
+import pypandoc
 from nbformat import v4
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import orgdoc  # noqa: E402
 from kernel_bridge import write_atomically  # noqa: E402
 
-LINK = re.compile(r"\[\[([^]]+)\](?:\[([^]]+)\])?\]")
-VERBATIM = re.compile(r"(?<![\w=~])[=~]([^\s=~](?:[^=~]*?[^\s=~])?)[=~](?![\w=~])")
-ITALIC = re.compile(r"(?<![\w/])/([^\s/](?:[^/]*?[^\s/])?)/(?![\w/])")
-BOLD = re.compile(r"(?<![\w*])\*([^\s*](?:[^*]*?[^\s*])?)\*(?![\w*])")
+# pandoc starts once for all the prose: the chunks go in as one Org text,
+# each followed by this raw HTML line, which pandoc copies to its output
+# untouched, so the output splits back into one text per chunk.
+CELL_BREAK = "<!-- gradients.ipynb: end of cell -->"
+
+# Org's #+TITLE is metadata to pandoc, which the body never shows: the
+# template puts it above the body as the notebook's one level-1 heading.
+TEMPLATE = "$if(title)$\n# $title$\n\n$endif$\n$body$\n"
+
+# The notes are written to be read on GitHub, whose Org renderer shows
+# "x86_64" as typed, not with a subscript 64; Org options set in the
+# document itself come later and still win.  Likewise "..." and "--" stay
+# as typed: pandoc's special_strings is off in the call below.
+READ_AS_GITHUB = "#+OPTIONS: ^:{}\n"
+
+PANDOC_ARGS = [
+    # Org's top headings sit one level under the title.
+    "--shift-heading-level-by=1",
+    # Line breaks as in README.org, so a cell reads like its source.
+    "--wrap=preserve",
+    # A footnote's text goes right after its paragraph, in the same cell,
+    # rather than at the very end, in the last one.
+    "--reference-location=block",
+]
 
 
-def inline(text):
-    """Org inline markup as Markdown; code spans are protected first."""
-    spans = []
-
-    def keep(markdown):
-        spans.append(markdown)
-        return f"\0{len(spans) - 1}\0"
-
-    text = VERBATIM.sub(lambda m: keep(f"`{m.group(1)}`"), text)
-
-    def link(m):
-        target, label = m.group(1), m.group(2)
-        if target.startswith("file:"):
-            target = target[len("file:"):]
-        return keep(f"[{' '.join((label or target).split())}]({target})")
-
-    text = LINK.sub(link, text)
-    text = BOLD.sub(r"**\1**", text)
-    text = ITALIC.sub(r"_\1_", text)
-    return re.sub("\0(\\d+)\0", lambda m: spans[int(m.group(1))], text)
-
-
-def markdown(lines):
-    """Org prose lines (no blocks, no results) as one Markdown text."""
-    out, paragraph = [], []
-
-    def end_paragraph():
-        # Inline markup, links above all, may run across line breaks.
-        if paragraph:
-            out.append(inline("\n".join(paragraph)))
-            paragraph.clear()
-
-    for line in lines:
-        if m := orgdoc.HEADING.match(line):
-            end_paragraph()
-            out.append("#" * (len(m.group(1)) + 1) + " " + inline(m.group(2)))
-        elif re.match(r"^\s*#\+title:", line, re.I):
-            end_paragraph()
-            out.append("# " + line.split(":", 1)[1].strip())
-        elif re.match(r"^\s*#(\+|\s|$)", line):
-            continue   # keywords and comments
-        elif line.startswith(": ") or line == ":":
-            end_paragraph()
-            out.append("    " + line[2:])
-        elif not line.strip():
-            end_paragraph()
-            out.append("")
-        else:
-            paragraph.append(line)
-    end_paragraph()
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip("\n")
+def markdown(chunks):
+    """Each Org prose chunk of CHUNKS (a list of texts) as Markdown."""
+    org = READ_AS_GITHUB + "".join(
+        f"{chunk}\n\n#+begin_export html\n{CELL_BREAK}\n#+end_export\n\n" for chunk in chunks)
+    with tempfile.TemporaryDirectory(prefix="gradients-pandoc-") as scratch:
+        template = Path(scratch) / "notebook.md"
+        template.write_text(TEMPLATE)
+        # The formats are fixed, so pypandoc need not ask pandoc for its list.
+        text = pypandoc.convert_text(
+            org, "gfm", format="org-special_strings", verify_format=False,
+            extra_args=[*PANDOC_ARGS, "--standalone", f"--template={template}"])
+    parts = text.split(CELL_BREAK)
+    if len(parts) != len(chunks) + 1 or parts[-1].strip():
+        raise orgdoc.OrgError(
+            f"pandoc gave {len(parts) - 1} prose cells for {len(chunks)} chunks: "
+            f"does the prose itself contain {CELL_BREAK!r}?")
+    return [part.strip("\n") for part in parts[:-1]]
 
 
 def outputs_for(block, root, doc_path):
@@ -111,41 +100,46 @@ def outputs_for(block, root, doc_path):
 def notebook(org_file):
     doc = orgdoc.parse(org_file)
     root = Path(org_file).resolve().parent
-    cells, prose = [], []
-    blocks = {b.line: b for b in doc.blocks}
-    results = {b.result_line: b for b in doc.blocks if b.result_line}
+    # Every jupyter-python block leaves the prose with its result, each as
+    # a range of lines: by first line, the last.
+    taken_out = {}
+    for block in doc.jupyter_blocks():
+        taken_out[block.line] = block.end_line
+        if block.result_line:
+            taken_out[block.result_line] = block.result_end
+    code_cells = {b.line: b for b in doc.jupyter_blocks() if b.exported}
 
-    def flush():
-        text = markdown(prose)
-        if text:
-            cells.append(v4.new_markdown_cell(text))
+    # The cells in order: code cells, and for each prose chunk its index in
+    # CHUNKS, until pandoc has made all of them Markdown.
+    cells, chunks, prose = [], [], []
+
+    def end_chunk():
+        if any(line.strip() for line in prose):
+            cells.append(len(chunks))
+            chunks.append("\n".join(prose))
         prose.clear()
 
-    lines = doc.lines
-    i = 0
-    while i < len(lines):
-        number = i + 1
-        if number in blocks:
-            block = blocks[number]
+    number = 1
+    while number <= len(doc.lines):
+        if number in taken_out:
             if prose and orgdoc.NAME.match(prose[-1]):
-                prose.pop()
-            if block.lang == "jupyter-python" and block.exported:
-                flush()
+                prose.pop()   # the block's name goes with it
+            if number in code_cells:
+                block = code_cells[number]
+                end_chunk()
                 cell = v4.new_code_cell(block.code.strip("\n"))
                 cell.outputs = outputs_for(block, root, org_file)
                 cells.append(cell)
-            elif block.lang != "jupyter-python":
-                prose.append(f"```{block.lang}")
-                prose.extend(block.code.strip("\n").splitlines())
-                prose.append("```")
-            i = block.end_line
+            number = taken_out[number] + 1
             continue
-        if number in results:
-            i = results[number].result_end
-            continue
-        prose.append(lines[i])
-        i += 1
-    flush()
+        prose.append(doc.lines[number - 1])
+        number += 1
+    end_chunk()
+
+    texts = markdown(chunks)
+    cells = [v4.new_markdown_cell(texts[c]) if isinstance(c, int) else c for c in cells]
+    # A chunk of keywords and comments only has nothing to show.
+    cells = [c for c in cells if c.cell_type == "code" or c.source.strip()]
     nb = v4.new_notebook(cells=cells)
     nb.metadata = {
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
