@@ -11,10 +11,12 @@ one JSON object per line each way:
               {"id": 7, "ok": false, "kind": KIND, "error": "<message>"}
 
 KIND says what went wrong: "raised" (the code raised; "error" is the
-traceback), "interrupted" (KeyboardInterrupt, from an interrupt), "timeout"
-(the block ran past its time limit and was interrupted), "died" (the kernel
-is gone, and this bridge exits right after the reply) or "output" (the block
-ran, but what it produced cannot go into the notes).  Every reply names the
+traceback, "summary" its last line), "interrupted" (KeyboardInterrupt, from
+an interrupt), "timeout" (the block ran past its time limit and was
+interrupted), "died" (the kernel is gone, and this bridge exits right after
+the reply) or "output" (the block ran, but what it produced cannot go into
+the notes).  Messages other than tracebacks read on from the block's name:
+"block `plot' has :file ... but displayed no image/png".  Every reply names the
 request it answers, so Emacs never writes one block's result into another.
 
 The first line the bridge prints is {"ready": true, "kernel_pid": PID}
@@ -135,8 +137,8 @@ class Kernel:
                 msg = self.client.get_iopub_msg(timeout=0.2)
             except queue.Empty:
                 if not self.manager.is_alive():
-                    raise KernelDied("the kernel died while running this block "
-                                     "(os._exit, a crash, or it was killed)") from None
+                    raise KernelDied("the kernel died while running it "
+                                     "(os._exit, a crash, or a signal)") from None
                 now = time.monotonic()
                 if interrupted_at is None and deadline and now > deadline:
                     self.manager.interrupt_kernel()
@@ -144,7 +146,7 @@ class Kernel:
                 elif interrupted_at is not None and now - interrupted_at > INTERRUPT_GRACE:
                     self.kill()
                     raise KernelDied(
-                        f"the block ran past its time limit of {timeout:g} s and did not "
+                        f"it ran past its time limit of {timeout:g} s and did not "
                         f"stop when interrupted, so the kernel was killed") from None
                 continue
             if msg["parent_header"].get("msg_id") != msg_id:
@@ -160,11 +162,10 @@ class Kernel:
         if any(p.get("source") == "ask_exit" for p in reply["content"].get("payload", [])):
             # exit() ends the kernel only after this reply: blame this block.
             self.kill()
-            raise KernelDied("the block called exit() or quit(), which stops the kernel")
+            raise KernelDied("it called exit() or quit()")
         if interrupted_at is not None:
-            raise BlockError(f"the block ran past its time limit of {timeout:g} s and "
-                             f"was interrupted (give it more with :timeout SECONDS)",
-                             "timeout")
+            raise BlockError(f"ran past its time limit of {timeout:g} s and was "
+                             f"interrupted (give it more with :timeout SECONDS)", "timeout")
         return outputs
 
     def interrupt(self):
@@ -271,17 +272,17 @@ def org_result(outputs, file=None, links=()):
 def check_fits_the_notes(org, max_lines):
     """Refuse a result that cannot or should not go into an Org file."""
     if "\x00" in org:
-        raise BlockError("the block printed a NUL character, which an Org file cannot "
+        raise BlockError("printed a NUL character, which an Org file cannot "
                          "hold; print repr() of the text instead", "output")
     try:
         org.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise BlockError(f"the block printed {org[error.start]!r}, which is not valid "
+        raise BlockError(f"printed {org[error.start]!r}, which is not valid "
                          "Unicode (a lone surrogate); print repr() of the text instead",
                          "output") from None
     count = org.count("\n") + 1 if org else 0
     if max_lines and count > max_lines:
-        raise BlockError(f"the block produced {count} lines, more than the {max_lines} "
+        raise BlockError(f"produced {count} lines, more than the {max_lines} "
                          "a result may have in the notes; print less (a summary, "
                          "or a slice)", "output")
 
@@ -290,7 +291,7 @@ def mime_for(file):
     mime = MIME_BY_EXTENSION.get(os.path.splitext(file)[1].lower())
     if mime is None:
         raise BlockError(
-            f":file {file} has no picture extension (use one of: "
+            f"has :file {file}, which has no picture extension (use one of: "
             + ", ".join(sorted(MIME_BY_EXTENSION)) + ")", "output")
     return mime
 
@@ -326,7 +327,7 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
         mime = mime_for(file)
         data = picture(outputs, mime)
         if data is None:
-            raise BlockError(f"the block has :file {file} but displayed no {mime}", "output")
+            raise BlockError(f"has :file {file} but displayed no {mime}", "output")
         write_atomically(write_to or file, data)
     elif loose_pictures:
         for extension, data in pictures(outputs):

@@ -90,7 +90,8 @@ looking at, and only a :file under images/ goes on GitHub.")
   "Send the next queued request to PROCESS, when it is free for one."
   (when (and (process-get process 'ready)
              (null (process-get process 'current))
-             (process-live-p process))
+             (process-live-p process)
+             (not (process-get process 'dead)))
     (let ((request (pop (process-get process 'queue))))
       (when request
         (process-put process 'current request)
@@ -104,12 +105,17 @@ looking at, and only a :file under images/ goes on GitHub.")
                   ;; Only the running block can have produced it.
                   (error `((id . ,(and request (gradients-request-id request)))
                            (ok . nil) (kind . "output")
-                           (error . "the kernel bridge sent a reply Emacs could not read"))))))
+                           (error . "made the kernel bridge send a reply Emacs could not read"))))))
     (if (alist-get 'ready reply)
         (progn (process-put process 'ready t)
                (process-put process 'kernel-pid (alist-get 'kernel_pid reply)))
       ;; A reply that names another request than the one running has
       ;; nowhere to go: it is never written into some other block.
+      (when (equal (alist-get 'kind reply) "died")
+        ;; The bridge exits after this reply; the next block must not be
+        ;; queued on it, but start a fresh one.
+        (process-put process 'dead t)
+        (setq gradients--sessions (cl-remove process gradients--sessions :key #'cdr)))
       (when (and request (equal (alist-get 'id reply) (gradients-request-id request)))
         (process-put process 'current nil)
         (gradients--deliver request reply)))
@@ -296,7 +302,7 @@ own, so a batch build can exit at once."
       ("died" (format "%s stopped the kernel: %s.  Its variables are gone; the next block starts a fresh kernel"
                       where (car (split-string error "\n"))))
       ("dropped" (format "%s did not run: %s" where error))
-      (_ (format "%s: %s" where error)))))
+      (_ (format "%s %s" where error)))))
 
 (defun gradients--show-failure (request reply)
   "Say why REQUEST failed: one line in the echo area, and in batch or in
@@ -323,15 +329,7 @@ the traceback buffer the whole story."
   (if (alist-get 'ok reply)
       (let ((org (alist-get 'org reply)))
         (if (string-empty-p org) nil org))
-    (let ((message (gradients--show-failure request reply)))
-      (when (equal (alist-get 'kind reply) "died")
-        (gradients--forget-dead-sessions))
-      (error "%s" message))))
-
-(defun gradients--forget-dead-sessions ()
-  (setq gradients--sessions
-        (cl-remove-if-not (lambda (session) (process-live-p (cdr session)))
-                          gradients--sessions)))
+    (error "%s" (gradients--show-failure request reply))))
 
 (defun gradients--interrupt-process (process)
   "Interrupt the block PROCESS's kernel is running, as Jupyter does."
