@@ -97,3 +97,12 @@ def test_gradients_py_prints_what_the_document_records(produced):
     assert run.returncode == 0, run.stderr
     assert run.stderr == ""
     assert run.stdout.splitlines() == expected
+
+
+def test_every_picture_in_a_result_is_under_images():
+    """An interactive run links the picture of a block without :file from
+    .build/, which is not committed: GitHub would show it broken."""
+    stray = [f"{b.where(README.name)}: {link}" for b in DOC.blocks if b.result
+             for link in re.findall(r"\[\[file:([^]]+)\]\]", b.result)
+             if not link.startswith("images/")]
+    assert stray == [], "give these blocks a :file under images/"

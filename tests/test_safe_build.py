@@ -106,6 +106,18 @@ def test_malformed_input_fails_fast_naming_the_line(tiny, case, target):
     assert_failed_cleanly(run, tiny, before, f"README.org:{malformed_line(text)}: {what}")
 
 
+@pytest.mark.parametrize("target", ["tangle", "run"])
+def test_a_picture_saved_by_an_interactive_run_is_refused(tiny, target):
+    text = HEADER + block("plt.plot([1, 2])", "loose") + \
+        "\n#+RESULTS: loose\n:results:\n[[file:.build/pictures/0a1b2c.png]]\n:end:\n"
+    before = write_readme(tiny, text)
+    run = build(tiny, target)
+    line = text.split("\n").index("[[file:.build/pictures/0a1b2c.png]]") + 1
+    assert_failed_cleanly(run, tiny, before, f"README.org:{line}: .build/pictures/0a1b2c.png "
+                          "is a picture saved by an interactive run")
+    assert "give its block a :file under images/" in run.stderr
+
+
 @pytest.mark.parametrize("case", MALFORMED, ids=list(MALFORMED))
 def test_malformed_input_is_named_by_the_tests_reader_too(tmp_path, case):
     text, _ = MALFORMED[case]

@@ -103,6 +103,20 @@ it as plain text, and its code would neither run nor be tangled."
       (when drawer
         (gradients-build--fail-at drawer-line "drawer :%s: has no :end:" drawer)))))
 
+(defun gradients-build--check-links ()
+  "Fail on a link to a picture an interactive run saved for a block
+without :file: GitHub would show a broken picture."
+  (save-excursion
+    (goto-char (point-min))
+    (when (re-search-forward
+           (concat "\\[\\[file:\\(?:\\./\\)?"
+                   (regexp-quote gradients-loose-picture-folder) "/[^]]*")
+           nil t)
+      (gradients-build--fail-at
+       (line-number-at-pos)
+       "%s is a picture saved by an interactive run, which GitHub cannot show; give its block a :file under images/"
+       (substring (match-string 0) 7)))))
+
 (defun gradients-build--check-paths ()
   "Fail on a :file or :tangle that would write outside the Org file's folder.
 Runs before any block, so a bad path costs nothing."
@@ -131,6 +145,7 @@ system, not even on a terminal."
       (with-current-buffer (find-file-noselect copy)
         (gradients-build--check-utf-8)
         (gradients-build--check-structure)
+        (gradients-build--check-links)
         (gradients-build--check-paths)
         (current-buffer)))))
 
