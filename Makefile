@@ -28,7 +28,8 @@ BUILD_TOOLS := tools/build.el tools/ob-gradients.el tools/kernel_bridge.py
 BUILD_PACKAGES := 'emacs-nox=command -v $(firstword $(EMACS))' 'graphviz=command -v dot'
 TEST_PACKAGES  := 'ruby-github-markup=command -v github-markup' \
                   'ruby-org=ruby -e "require %q(org-ruby)"' \
-                  'chromium=command -v chromium'
+                  'chromium=command -v chromium' \
+                  'tmux=command -v tmux'
 REQUIRE := tools/require-debian-packages
 
 .DEFAULT_GOAL := help
