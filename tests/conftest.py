@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +82,10 @@ def gradients():
 # The Emacs under test, as `make test EMACS=...` names it; an Org on
 # EMACSLOADPATH reaches it through the environment.
 EMACS = os.environ.get("EMACS", "emacs")
+# Its own emacsclient, where it has one beside it (Emacs 30 in /opt).
+EMACSCLIENT = os.path.join(os.path.dirname(shutil.which(EMACS) or EMACS), "emacsclient")
+if not os.access(EMACSCLIENT, os.X_OK):
+    EMACSCLIENT = "emacsclient"
 
 
 def emacs(*args, cwd=ROOT, check=True, timeout=120):
@@ -112,3 +117,20 @@ def copy_project(folder):
 def project_copy(tmp_path):
     """A copy of the files the build reads and writes, with the real venv."""
     return copy_project(tmp_path)
+
+
+def alive(pid):
+    """Whether process PID runs (a zombie has finished)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def gone(pid, seconds=3):
+    """Whether process PID has finished, or does within SECONDS."""
+    deadline = time.monotonic() + seconds
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)

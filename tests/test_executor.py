@@ -4,15 +4,12 @@ every test of this file, on a copy of the project whose README.org has a
 few extra blocks that misbehave on purpose."""
 
 import json
-import os
-import shutil
-import signal
 import subprocess
 import time
 
 import pytest
 
-from conftest import EMACS, copy_project, emacs
+from conftest import EMACS, EMACSCLIENT, copy_project, gone
 
 EXTRA_BLOCKS = """
 * Off the happy path
@@ -150,8 +147,7 @@ class Daemon:
     def __init__(self, folder):
         self.folder = folder
         self.socket = folder / "emacs-server"
-        client = os.path.join(os.path.dirname(shutil.which(EMACS) or EMACS), "emacsclient")
-        self.client = client if os.access(client, os.X_OK) else "emacsclient"
+        self.client = EMACSCLIENT
         self.process = subprocess.Popen(
             [EMACS, "-Q", f"--fg-daemon={self.socket}"], cwd=folder,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -209,20 +205,6 @@ def wait_for(probe, seconds=10):
     while not (value := probe()) and time.monotonic() < deadline:
         time.sleep(0.1)
     return value
-
-
-def gone(pid, seconds=3):
-    """Whether process PID ends (and is reaped) within SECONDS."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().split(") ")[1].startswith("Z"):
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def readme(el):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import EMACS, emacs
+from conftest import EMACS, emacs, gone
 import orgdoc
 
 HEADER = """#+PROPERTY: header-args:jupyter-python :session gradients
@@ -145,20 +145,11 @@ child = subprocess.Popen(['sleep', '300'])
 open('child.pid', 'w').write(str(child.pid))"""
 
 
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def assert_no_leftovers(folder, temporary):
     """No folder in /tmp, no scratch folder, no kernel, no process a block
     started."""
-    time.sleep(0.3)
     child = int((folder / "child.pid").read_text())
-    assert not alive(child), "a process started by a block outlived the build"
+    assert gone(child), "a process started by a block outlived the build"
     assert list(temporary.iterdir()) == []
     assert not list((folder / ".build").glob("run-*"))
     leftover = subprocess.run(["pgrep", "-f", str(folder)], capture_output=True, text=True)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import EMACS, copy_project
+from conftest import EMACS, EMACSCLIENT, copy_project, gone
 
 NAP = """
 #+name: nap
@@ -49,7 +49,7 @@ def terminal(tmp_path):
                               check=True).stdout
 
     def lisp(expression):
-        run = subprocess.run(["emacsclient", "-s", str(socket), "-e", expression],
+        run = subprocess.run([EMACSCLIENT, "-s", str(socket), "-e", expression],
                              capture_output=True, text=True, timeout=10)
         assert run.returncode == 0, run.stderr
         return run.stdout.strip()
@@ -90,15 +90,4 @@ def test_keys_typed_while_a_block_runs_are_acted_on_at_once(terminal):
     kernel = int(kernel)
     # Closing the terminal with a block still running leaves nothing behind.
     close()
-    deadline = time.monotonic() + 5
-    while alive(kernel) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(kernel), "the kernel outlived Emacs"
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert gone(kernel, 5), "the kernel outlived Emacs"
