@@ -5,8 +5,21 @@ PYTHON := $(VENV)/bin/python
 BUILD  := .build
 EMACS  := emacs -Q --batch
 
-# The venv's pinned packages are installed; its stamp is newer than them.
-VENV_STAMP   := $(VENV)/.installed
+# The exact versions the notes are tested with, compiled from pyproject.toml.
+LOCK := requirements.lock
+# uv from the PATH; without one, the copy `make` installs under .build/
+# (not in the venv, whose packages `uv pip sync` keeps to the lock).
+UV_HOME := $(BUILD)/uv
+UV      := $(or $(shell command -v uv),$(UV_HOME)/bin/uv)
+# uv runs the machine's python3 and never downloads a Python of its own.
+export UV_PYTHON_DOWNLOADS  := never
+export UV_PYTHON_PREFERENCE := only-system
+
+# The venv matches the lock when its stamp is newer than the lock, than
+# its interpreter and than site-packages, which changes whenever a
+# package is added or removed: make compares them without running anything.
+VENV_STAMP    := $(VENV)/.installed
+SITE_PACKAGES := $(wildcard $(VENV)/lib/python3*/site-packages)
 # The last successful `make tangle`.  The outputs themselves are only
 # rewritten when their bytes change, so their timestamps cannot say this.
 TANGLE_STAMP := $(BUILD)/tangle.stamp
@@ -24,7 +37,7 @@ TEST_PACKAGES  := 'ruby-github-markup=command -v github-markup' \
 REQUIRE := tools/require-debian-packages
 
 .DEFAULT_GOAL := help
-.PHONY: help tangle run test notebook preview bench kernelspec venv clean FORCE
+.PHONY: help tangle run test notebook preview bench kernelspec venv lock clean FORCE
 
 help:  ## list the targets
 	@sed -n 's/^\([a-z]*\):.*## \(.*\)/  make \1\t\2/p' $(MAKEFILE_LIST) | expand -t 20
@@ -53,20 +66,44 @@ preview: $(VENV_STAMP)  ## a screenshot of the README as GitHub renders it, in .
 	@$(REQUIRE) $(BUILD_PACKAGES) $(TEST_PACKAGES)
 	$(PYTHON) tools/preview.py README.org $(BUILD)/preview
 
-bench: $(VENV_STAMP)  ## time the build against jupyter nbconvert; table and CSV in .build/bench/
+bench: $(VENV_STAMP) | $(UV)  ## time the build against jupyter nbconvert, the venv against pip; in .build/bench/
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(PYTHON) tools/bench.py
 
 kernelspec: $(VENV_STAMP)  ## a Jupyter kernel "gradients" on the venv, for emacs-jupyter
 	$(PYTHON) -m ipykernel install --user --name gradients --display-name "Python (gradients)"
 
-venv: $(VENV_STAMP)  ## the Python environment, from the pinned requirements.txt
+venv: $(VENV_STAMP)  ## the Python environment, exactly as requirements.lock says
 
-$(VENV_STAMP): requirements.txt
-	@$(REQUIRE) 'python3-venv=python3 -c "import ensurepip"'
-	python3 -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+$(VENV_STAMP): $(LOCK) $(PYTHON) $(SITE_PACKAGES) | $(UV)
+	@$(REQUIRE) 'python3=command -v python3'
+	$(UV) venv --quiet --allow-existing --python python3 $(VENV)
+	$(UV) pip sync --quiet --compile-bytecode --python $(PYTHON) $(LOCK)
 	@touch $@
+
+# A missing or dangling interpreter counts as changed, so the venv is
+# made again instead of every target failing on it.
+$(PYTHON): ;
+
+$(LOCK): pyproject.toml
+	@echo "$(LOCK) is older than pyproject.toml: run \`make lock\`" >&2; exit 1
+
+# For Debian 12 on x86_64 and its Python 3.11, whatever machine runs it,
+# so that the same pyproject.toml always compiles to the same bytes.  Its
+# hashes cover every platform's files of each version.
+lock: | $(UV)  ## compile requirements.lock again from pyproject.toml
+	$(UV) pip compile --quiet pyproject.toml \
+	    $$(sed -n '/^\[dependency-groups\]/,/^\[/s/^\([A-Za-z0-9_.-]*\) = \[.*/--group \1/p' pyproject.toml) \
+	    --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
+	    --generate-hashes --custom-compile-command 'make lock' --output-file $(LOCK)
+	@touch $(LOCK)
+
+$(UV_HOME)/bin/uv:
+	@echo "uv is not on the PATH: installing it from PyPI into $(UV_HOME)/"
+	@$(REQUIRE) 'python3-pip=python3 -m pip --version'
+	@rm -rf $(UV_HOME).new
+	@python3 -m pip install -qq --disable-pip-version-check --target $(UV_HOME).new uv
+	@rm -rf $(UV_HOME) && mv $(UV_HOME).new $(UV_HOME)
 
 clean:  ## remove the venv and scratch files (not the committed outputs)
 	rm -rf $(VENV) $(BUILD) gradients.ipynb
