@@ -18,6 +18,9 @@ export UV_PYTHON_PREFERENCE := only-system
 # The venv matches the lock when its stamp is newer than the lock, than
 # its interpreter and than site-packages, which changes whenever a
 # package is added or removed: make compares them without running anything.
+# uv installs no bytecode: Python writes it on first import, for the
+# modules directly in site-packages into its __pycache__, which is made
+# with the venv so that writing there later is no change of site-packages.
 VENV_STAMP    := $(VENV)/.installed
 SITE_PACKAGES := $(wildcard $(VENV)/lib/python3*/site-packages)
 # The last successful `make tangle`.  The outputs themselves are only
@@ -75,18 +78,18 @@ kernelspec: $(VENV_STAMP)  ## a Jupyter kernel "gradients" on the venv, for emac
 
 venv: $(VENV_STAMP)  ## the Python environment, exactly as requirements.lock says
 
-$(VENV_STAMP): $(LOCK) $(PYTHON) $(SITE_PACKAGES) | $(UV)
+$(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(SITE_PACKAGES) | $(UV)
+	@test ! pyproject.toml -nt $(LOCK) || \
+	    { echo "$(LOCK) is older than pyproject.toml: run \`make lock\`" >&2; exit 1; }
 	@$(REQUIRE) 'python3=command -v python3'
 	$(UV) venv --quiet --allow-existing --python python3 $(VENV)
-	$(UV) pip sync --quiet --compile-bytecode --python $(PYTHON) $(LOCK)
+	$(UV) pip sync --quiet --python $(PYTHON) $(LOCK)
+	@for dir in $(VENV)/lib/python3*/site-packages; do mkdir -p $$dir/__pycache__; done
 	@touch $@
 
 # A missing or dangling interpreter counts as changed, so the venv is
 # made again instead of every target failing on it.
 $(PYTHON): ;
-
-$(LOCK): pyproject.toml
-	@echo "$(LOCK) is older than pyproject.toml: run \`make lock\`" >&2; exit 1
 
 # For Debian 12 on x86_64 and its Python 3.11, whatever machine runs it,
 # so that the same pyproject.toml always compiles to the same bytes.  Its
