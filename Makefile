@@ -14,9 +14,11 @@ UV      := $(or $(shell command -v uv),$(UV_HOME)/bin/uv)
 # uv runs the machine's python3 and never downloads a Python of its own.
 export UV_PYTHON_DOWNLOADS  := never
 export UV_PYTHON_PREFERENCE := only-system
+# Every dependency group of pyproject.toml goes into the lock.
+LOCK_GROUPS = $(shell sed -n '/^\[dependency-groups\]/,/^\[/s/^\([A-Za-z0-9_.-]*\) = \[.*/--group \1/p' pyproject.toml)
 
-# The venv matches the lock when its stamp is newer than the lock, than
-# its interpreter and than site-packages, which changes whenever a
+# The venv matches the lock when its stamp is newer than pyproject.toml,
+# the lock, its interpreter and site-packages, which changes whenever a
 # package is added or removed: make compares them without running anything.
 # uv installs no bytecode: Python writes it on first import, for the
 # modules directly in site-packages into its __pycache__, which is made
@@ -95,12 +97,14 @@ $(PYTHON): ;
 # so that the same pyproject.toml always compiles to the same bytes.  Its
 # hashes cover every platform's files of each version.
 lock: | $(UV)  ## compile requirements.lock again from pyproject.toml
-	$(UV) pip compile --quiet pyproject.toml \
-	    $$(sed -n '/^\[dependency-groups\]/,/^\[/s/^\([A-Za-z0-9_.-]*\) = \[.*/--group \1/p' pyproject.toml) \
+	$(UV) pip compile --quiet pyproject.toml $(LOCK_GROUPS) \
 	    --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
 	    --generate-hashes --custom-compile-command 'make lock' --output-file $(LOCK)
 	@touch $(LOCK)
 
+# Into a folder of its own: Debian's python3 refuses packages installed
+# into itself (PEP 668), and a venv for uv would first spend seconds
+# installing pip.
 $(UV_HOME)/bin/uv:
 	@echo "uv is not on the PATH: installing it from PyPI into $(UV_HOME)/"
 	@$(REQUIRE) 'python3-pip=python3 -m pip --version'

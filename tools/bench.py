@@ -48,10 +48,11 @@ def blocks_notebook(path):
 
 def timed(command, before=None, env=None):
     """Seconds COMMAND takes, after running BEFORE (untimed)."""
+    command = [str(part) for part in command]
     if before:
         before()
     start = time.perf_counter()
-    run = subprocess.run([str(part) for part in command], cwd=ROOT, env=env,
+    run = subprocess.run(command, cwd=ROOT, env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - start
     if run.returncode != 0:
