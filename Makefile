@@ -16,6 +16,9 @@ export UV_PYTHON_DOWNLOADS  := never
 export UV_PYTHON_PREFERENCE := only-system
 # Every dependency group of pyproject.toml goes into the lock.
 LOCK_GROUPS = $(shell sed -n '/^\[dependency-groups\]/,/^\[/s/^\([A-Za-z0-9_.-]*\) = \[.*/--group \1/p' pyproject.toml)
+# The lock's last line names the pyproject.toml it was compiled from by
+# its hash: file times cannot tell, as git sets them at checkout.
+LOCK_SOURCE = \# compiled from the pyproject.toml with sha256 $$(sha256sum < pyproject.toml | cut -c1-64)
 
 # The venv matches the lock when its stamp is newer than pyproject.toml,
 # the lock, its interpreter and site-packages, which changes whenever a
@@ -81,7 +84,7 @@ kernelspec: $(VENV_STAMP)  ## a Jupyter kernel "gradients" on the venv, for emac
 venv: $(VENV_STAMP)  ## the Python environment, exactly as requirements.lock says
 
 $(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(SITE_PACKAGES) | $(UV)
-	@test ! pyproject.toml -nt $(LOCK) || \
+	@grep -qxF "$(LOCK_SOURCE)" $(LOCK) || \
 	    { echo "$(LOCK) is older than pyproject.toml: run \`make lock\`" >&2; exit 1; }
 	@$(REQUIRE) 'python3=command -v python3'
 	$(UV) venv --quiet --allow-existing --python python3 $(VENV)
@@ -100,7 +103,7 @@ lock: | $(UV)  ## compile requirements.lock again from pyproject.toml
 	$(UV) pip compile --quiet pyproject.toml $(LOCK_GROUPS) \
 	    --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
 	    --generate-hashes --custom-compile-command 'make lock' --output-file $(LOCK)
-	@touch $(LOCK)
+	@echo "$(LOCK_SOURCE)" >> $(LOCK)
 
 # Into a folder of its own: Debian's python3 refuses packages installed
 # into itself (PEP 668), and a venv for uv would first spend seconds

@@ -109,15 +109,21 @@ def small_project(tmp_path):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         shutil.copy2(ROOT / name, tmp_path / name)
     uv = make("-s", "--eval", "print-uv: ; @echo $(UV)", "print-uv").stdout.strip()
-    graphviz = re.search(r"^graphviz==.*?(?=\n\S)", LOCK.read_text(), re.M | re.S).group()
-    (tmp_path / "requirements.lock").write_text(graphviz + "\n")
+    lock = LOCK.read_text()
+    graphviz = re.search(r"^graphviz==.*?(?=\n\S)", lock, re.M | re.S).group()
+    # The line that says which pyproject.toml the lock comes from.
+    source = lock.splitlines()[-1]
+    (tmp_path / "requirements.lock").write_text(f"{graphviz}\n{source}\n")
     return tmp_path, f"UV={ROOT / uv}"
 
 
 def test_a_lock_older_than_pyproject_stops_make_venv(small_project):
     project, uv = small_project
     lock = (project / "requirements.lock").stat().st_mtime
-    os.utime(project / "pyproject.toml", (lock + 10, lock + 10))
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"graphviz>=', '"scipy>=1.16",\n    "graphviz>='))
+    # Newer by its contents, not by its time, which git does not keep.
+    os.utime(pyproject, (lock - 10, lock - 10))
     run = make("venv", uv, cwd=project)
     assert run.returncode != 0
     assert "requirements.lock is older than pyproject.toml: run `make lock`" in run.stderr
