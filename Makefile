@@ -12,8 +12,34 @@ endif
 export EMACS
 BATCH_EMACS := $(EMACS) -Q --batch
 
-# The venv's pinned packages are installed; its stamp is newer than them.
-VENV_STAMP   := $(VENV)/.installed
+# The exact versions the notes are tested with, compiled from pyproject.toml.
+LOCK := requirements.lock
+# uv from the PATH; without one, the copy `make` installs under .build/
+# (not in the venv, whose packages `uv pip sync` keeps to the lock).
+UV_HOME := $(BUILD)/uv
+UV      := $(or $(shell command -v uv),$(UV_HOME)/bin/uv)
+# uv runs the machine's python3 and never downloads a Python of its own.
+export UV_PYTHON_DOWNLOADS  := never
+export UV_PYTHON_PREFERENCE := only-system
+# Every dependency group of pyproject.toml goes into the lock.
+LOCK_GROUPS = $(shell sed -n '/^\[dependency-groups\]/,/^\[/s/^\([A-Za-z0-9_.-]*\) = \[.*/--group \1/p' pyproject.toml)
+# The lock's last line names the pyproject.toml it was compiled from by
+# its hash: file times cannot tell, as git sets them at checkout.
+LOCK_SOURCE = \# compiled from the pyproject.toml with sha256 $$(sha256sum < pyproject.toml | cut -c1-64)
+
+# The venv matches the lock when its stamp is newer than pyproject.toml,
+# the lock, its interpreter and site-packages, which changes whenever a
+# package is added or removed: make compares them without running anything.
+# uv installs no bytecode: Python writes it on first import, for the
+# modules directly in site-packages into its __pycache__, which is made
+# with the venv so that writing there later is no change of site-packages.
+VENV_STAMP    := $(VENV)/.installed
+# Python writes that bytecode only where the environment lets it: without
+# this, a machine that sets PYTHONDONTWRITEBYTECODE would compile NumPy,
+# Jupyter and the rest anew in every process of every build and test.
+unexport PYTHONDONTWRITEBYTECODE
+SITE_PACKAGES := $(wildcard $(VENV)/lib/python3*/site-packages)
+
 # What the last successful `make tangle` produced, listed by the build
 # itself (so no second reading of README.org can disagree with Org's) and
 # written last, so it is the build's stamp too: the outputs are only
@@ -33,7 +59,7 @@ TEST_PACKAGES  := 'ruby-github-markup=command -v github-markup' \
 REQUIRE := tools/require-debian-packages
 
 .DEFAULT_GOAL := help
-.PHONY: help tangle run test notebook preview bench kernelspec venv clean FORCE
+.PHONY: help tangle run test notebook preview bench kernelspec venv lock clean FORCE
 
 help:  ## list the targets
 	@sed -n 's/^\([a-z]*\):.*## \(.*\)/  make \1\t\2/p' $(MAKEFILE_LIST) | expand -t 20
@@ -61,20 +87,46 @@ preview: $(VENV_STAMP)  ## a screenshot of the README as GitHub renders it, in .
 	@$(REQUIRE) $(BUILD_PACKAGES) $(TEST_PACKAGES)
 	$(PYTHON) tools/preview.py README.org $(BUILD)/preview
 
-bench: $(VENV_STAMP)  ## time the build against jupyter nbconvert; table and CSV in .build/bench/
+bench: $(VENV_STAMP) | $(UV)  ## time the build against jupyter nbconvert, the venv against pip; in .build/bench/
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(PYTHON) tools/bench.py
 
 kernelspec: $(VENV_STAMP)  ## a Jupyter kernel "gradients" on the venv, for emacs-jupyter
 	$(PYTHON) -m ipykernel install --user --name gradients --display-name "Python (gradients)"
 
-venv: $(VENV_STAMP)  ## the Python environment, from the pinned requirements.txt
+venv: $(VENV_STAMP)  ## the Python environment, exactly as requirements.lock says
 
-$(VENV_STAMP): requirements.txt
-	@$(REQUIRE) 'python3-venv=python3 -c "import ensurepip"'
-	python3 -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+$(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(SITE_PACKAGES) | $(UV)
+	@grep -qxF "$(LOCK_SOURCE)" $(LOCK) || \
+	    { echo "$(LOCK) is older than pyproject.toml: run \`make lock\`" >&2; exit 1; }
+	@$(REQUIRE) 'python3=command -v python3'
+	$(UV) venv --quiet --allow-existing --python python3 $(VENV)
+	$(UV) pip sync --quiet --python $(PYTHON) $(LOCK)
+	@for dir in $(VENV)/lib/python3*/site-packages; do mkdir -p $$dir/__pycache__; done
 	@touch $@
+
+# A missing or dangling interpreter counts as changed, so the venv is
+# made again instead of every target failing on it.
+$(PYTHON): ;
+
+# For Debian 12 on x86_64 and its Python 3.11, whatever machine runs it,
+# so that the same pyproject.toml always compiles to the same bytes.  Its
+# hashes cover every platform's files of each version.
+lock: | $(UV)  ## compile requirements.lock again from pyproject.toml
+	$(UV) pip compile --quiet pyproject.toml $(LOCK_GROUPS) \
+	    --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
+	    --generate-hashes --custom-compile-command 'make lock' --output-file $(LOCK)
+	@echo "$(LOCK_SOURCE)" >> $(LOCK)
+
+# Into a folder of its own: Debian's python3 refuses packages installed
+# into itself (PEP 668), and a venv for uv would first spend seconds
+# installing pip.
+$(UV_HOME)/bin/uv:
+	@echo "uv is not on the PATH: installing it from PyPI into $(UV_HOME)/"
+	@$(REQUIRE) 'python3-pip=python3 -m pip --version'
+	@rm -rf $(UV_HOME).new
+	@python3 -m pip install -qq --disable-pip-version-check --target $(UV_HOME).new uv
+	@rm -rf $(UV_HOME) && mv $(UV_HOME).new $(UV_HOME)
 
 clean:  ## remove the venv and scratch files (not the committed outputs)
 	rm -rf $(VENV) $(BUILD) gradients.ipynb

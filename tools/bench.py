@@ -4,10 +4,13 @@
   block), against `jupyter nbconvert --to notebook --execute` on a notebook
   of the same `jupyter-python` blocks, made here from README.org;
 - a no-op `make tangle`;
-- `make test`.
+- `make test`;
+- once, with nothing cached: the venv as `make venv` makes it from
+  requirements.lock with uv, the same when uv has to be installed from
+  PyPI first, against `python3 -m venv` and pip installing the same lock.
 
-It prints a table with medians and the ratio to nbconvert, and writes it
-to .build/bench/bench.csv.
+It prints a table with medians and the ratios (to nbconvert for the build,
+to pip for the venv), and writes it to .build/bench/bench.csv.
 """
 
 import csv
@@ -16,6 +19,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,13 +46,14 @@ def blocks_notebook(path):
     return len(cells)
 
 
-def timed(command, before=None):
+def timed(command, before=None, env=None):
     """Seconds COMMAND takes, after running BEFORE (untimed)."""
+    command = [str(part) for part in command]
     if before:
         before()
     start = time.perf_counter()
-    run = subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True)
+    run = subprocess.run(command, cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - start
     if run.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{run.stderr}")
@@ -94,6 +99,28 @@ def phases():
     return parts
 
 
+def cold_venvs(scratch):
+    """Seconds to make the venv from the lock with empty caches, one round
+    (each downloads every package again): with uv as `make venv` does it,
+    installing uv from PyPI the way make does when the PATH has none, and
+    with `python3 -m venv` and pip."""
+    cold = dict(os.environ, UV_CACHE_DIR=str(scratch / "uv-cache"), PIP_NO_CACHE_DIR="1")
+    uv_home = scratch / "uv"
+    uv = uv_home / "bin" / "uv"
+    install_uv = timed(["make", "--no-print-directory", f"UV_HOME={uv_home}", uv], env=cold)
+    with_uv = timed(["make", "--no-print-directory", "venv", f"UV={uv}",
+                     f"VENV={scratch / 'uv-venv'}"], env=cold)
+    # Isolated from pip's configuration, so that pip too fetches every
+    # package from PyPI rather than from a mirror or folder on this machine.
+    pip_venv = scratch / "pip-venv"
+    with_pip = timed(["python3", "-m", "venv", pip_venv], env=cold) + timed(
+        [pip_venv / "bin" / "python", "-m", "pip", "install", "--isolated", "--no-cache-dir",
+         "--disable-pip-version-check", "--quiet", "-r", "requirements.lock"], env=cold)
+    return {"make venv, uv, empty cache": with_uv,
+            "the same, installing uv first": install_uv + with_uv,
+            "python3 -m venv + pip, no cache": with_pip}
+
+
 def trace_chain():
     """Seconds gradients.trace takes on a chain of 100,000 additions."""
     code = ("import time, contextlib, io\n"
@@ -112,6 +139,9 @@ def trace_chain():
 
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
+    # Before the PATH below puts the venv's python3 first.
+    with tempfile.TemporaryDirectory(prefix="venvs-", dir=OUT) as scratch:
+        venvs = cold_venvs(Path(scratch))
     notebook = OUT / "blocks.ipynb"
     cells = blocks_notebook(notebook)
     env_path = f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"
@@ -138,7 +168,11 @@ def main():
         ratio = f"{median / baseline:.2f}" if "tangle" in name and "no-op" not in name else ""
         rows.append([name, len(times), f"{median:.3f}", f"{min(times):.3f}",
                      f"{max(times):.3f}", ratio])
-    header = ["what", "rounds", "median s", "min s", "max s", "ratio to nbconvert"]
+    pip = venvs["python3 -m venv + pip, no cache"]
+    for name, seconds in venvs.items():
+        rows.append([name, 1, f"{seconds:.3f}", f"{seconds:.3f}", f"{seconds:.3f}",
+                     f"{seconds / pip:.2f}"])
+    header = ["what", "rounds", "median s", "min s", "max s", "ratio"]
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
     with open(OUT / "bench.csv", "w", newline="") as out:
@@ -150,6 +184,7 @@ def main():
     for row in [header, *rows]:
         print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
                         for i, (c, w) in enumerate(zip(row, widths))))
+    print("ratio: to nbconvert for the build, to pip for the venv")
     print(f"written to {OUT / 'bench.csv'}")
 
     print("\nwhere a cold make tangle spends its time (one round):")

@@ -99,8 +99,14 @@ def kernel_manager(folder):
 
 def kernel_environment():
     """Pictures come from the inline backend's display output, whatever
-    backend the caller's environment asks for."""
-    return dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline")
+    backend the caller's environment asks for.  The kernel keeps the
+    bytecode of the packages it imports even where PYTHONDONTWRITEBYTECODE
+    is set: uv installs them uncompiled, and compiling NumPy, Matplotlib and
+    IPython again would add seconds to every start.  The blocks themselves
+    run from strings, so this leaves no bytecode beside the notes."""
+    env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 class Kernel:
