@@ -88,6 +88,13 @@ if not os.access(EMACSCLIENT, os.X_OK):
     EMACSCLIENT = "emacsclient"
 
 
+# For the interactive Emacsen the tests start (a daemon, one in tmux): a
+# native-compiling Emacs would otherwise compile Org and friends in the
+# background, at the expense of every test running beside it.
+NO_NATIVE_COMPILATION = ("(setq native-comp-deferred-compilation nil"
+                         " native-comp-jit-compilation nil)")
+
+
 def emacs(*args, cwd=ROOT, check=True, timeout=120):
     """Run Emacs in batch mode the way the Makefile does."""
     return subprocess.run(

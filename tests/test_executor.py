@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import EMACS, EMACSCLIENT, copy_project, gone
+from conftest import EMACS, EMACSCLIENT, NO_NATIVE_COMPILATION, copy_project, gone
 
 EXTRA_BLOCKS = """
 * Off the happy path
@@ -149,7 +149,8 @@ class Daemon:
         self.socket = folder / "emacs-server"
         self.client = EMACSCLIENT
         self.process = subprocess.Popen(
-            [EMACS, "-Q", f"--fg-daemon={self.socket}"], cwd=folder,
+            [EMACS, "-Q", f"--fg-daemon={self.socket}", "--eval", NO_NATIVE_COMPILATION],
+            cwd=folder,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while not self.socket.exists():

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import EMACS, EMACSCLIENT, copy_project, gone
+from conftest import EMACS, EMACSCLIENT, NO_NATIVE_COMPILATION, copy_project, gone
 
 NAP = """
 #+name: nap
@@ -20,6 +20,7 @@ time.sleep(3)
 """
 
 SETUP = """;;; -*- lexical-binding: t -*-
+{no_native_compilation}
 (setq org-modules nil server-name {socket})
 (server-start)
 (load-file "tools/ob-gradients.el")
@@ -35,7 +36,8 @@ def terminal(tmp_path):
     with open(project / "README.org", "a") as readme:
         readme.write(NAP)
     socket = project / "server"
-    (project / "setup.el").write_text(SETUP.format(socket=json.dumps(str(socket))))
+    (project / "setup.el").write_text(SETUP.format(
+        socket=json.dumps(str(socket)), no_native_compilation=NO_NATIVE_COMPILATION))
     tmux = ["tmux", "-L", f"gradients-{os.getpid()}"]
     subprocess.run([*tmux, "new-session", "-d", "-x", "160", "-y", "45", "-c", str(project),
                     f"{EMACS} -nw -Q -l setup.el"], check=True,
