@@ -192,7 +192,7 @@ def el(project):
     daemon = Daemon(project)
     try:
         assert daemon(SETUP) is True
-        for name in ("imports", "define-f", "f-of-3", "d-of-abc"):
+        for name in ("define-f", "f-of-3", "d-of-abc"):
             daemon(f'(test-run "{name}")')
         assert daemon("(test-wait 60)") is True
         yield daemon

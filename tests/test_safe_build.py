@@ -233,21 +233,21 @@ def test_readme_edited_during_make_run_is_kept(tiny):
     assert snapshot(tiny) == before
 
 
-@pytest.mark.parametrize("ending", ["success", "Ctrl-C"])
-def test_no_leftovers_however_the_build_ends(tiny, ending):
-    """A failed build is the runaway block's test."""
-    last = {"success": "x = 1", "Ctrl-C": "import time\ntime.sleep(30)"}[ending]
-    write_readme(tiny, HEADER + block(CHILD, "child") + block(last, "last"))
+def test_ctrl_c_while_a_block_runs_changes_nothing_and_leaves_nothing(tiny):
+    """A failed build is the runaway block's test, a successful one the
+    indented block's."""
+    before = write_readme(tiny, HEADER + block(CHILD, "child")
+                          + block("import time\ntime.sleep(30)", "sleeps"))
     process, temporary = build_with_tmpdir(tiny)
-    if ending == "Ctrl-C":
-        deadline = time.monotonic() + 20
-        while not (tiny / "child.pid").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
-        os.killpg(process.pid, signal.SIGINT)   # as Ctrl-C in a terminal does
+    deadline = time.monotonic() + 20
+    while not (tiny / "child.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.killpg(process.pid, signal.SIGINT)   # as Ctrl-C in a terminal does
     _, stderr = process.communicate(timeout=30)
-    assert (process.returncode == 0) == (ending == "success"), stderr
+    assert process.returncode != 0, stderr
     assert_no_leftovers(tiny, temporary)
+    assert snapshot(tiny) == {**before, "child.pid": (tiny / "child.pid").read_bytes()}
 
 
 INTERRUPT_AFTER_FIRST_MOVE = """;;; -*- lexical-binding: t -*-
@@ -278,18 +278,23 @@ def test_ctrl_c_during_the_install_completes_it(tiny):
 
 
 def test_make_tangle_knows_every_output_even_of_an_indented_block(tiny):
-    text = HEADER + block("from graphviz import Digraph", "imports") + \
+    """And a successful build leaves nothing running or lying about."""
+    text = HEADER + block(CHILD, "child") + block("from graphviz import Digraph", "imports") + \
         "\n  #+name: indented\n  #+begin_src jupyter-python :file images/indented.svg\n" \
         "  d = Digraph()\n  d.node('x')\n  d\n  #+end_src\n"
     write_readme(tiny, text)
+    temporary = tiny / "tmp"
+    temporary.mkdir()
 
     def make_tangle(*options):
         return subprocess.run(["make", "--no-print-directory", *options, "tangle"], cwd=tiny,
+                              env=dict(os.environ, TMPDIR=str(temporary)),
                               capture_output=True, text=True, timeout=60)
 
     first = make_tangle()
     assert first.returncode == 0, first.stderr
     assert (tiny / "images" / "indented.svg").exists()
+    assert_no_leftovers(tiny, temporary)
     assert make_tangle("-q").returncode == 0, "a second make tangle would build again"
     (tiny / "images" / "indented.svg").unlink()
     assert make_tangle("-q").returncode == 1, "make does not know the picture is missing"

@@ -27,20 +27,6 @@
 
 (load (expand-file-name "ob-gradients" gradients-build-directory) nil t)
 
-;; The builds that run blocks start their kernel before Org loads: it boots
-;; while Emacs loads Org, opens the file and tangles.
-(when (or (member "gradients-build-tangle" command-line-args-left)
-          (member "gradients-build-run" command-line-args-left))
-  (gradients-start-session "gradients"))
-
-(require 'org)
-(require 'ob-tangle)
-
-(setq org-confirm-babel-evaluate nil     ; batch: nobody to ask
-      make-backup-files nil
-      ;; Tangling visits python-mode, which would guess and complain.
-      python-indent-guess-indent-offset nil)
-
 (defconst gradients-build-outputs-file ".build/outputs"
   "What the last successful `make tangle' produced, one path a line.
 The Makefile reads it: the build, not a second parser, says what the
@@ -57,15 +43,20 @@ outputs are.")
 
 ;;;; Reading the Org file
 
+;; These checks need no Org, so they run before it loads and before the
+;; kernel starts: bad input fails at once.
+
 (defun gradients-build--org-file ()
   (let ((file (pop command-line-args-left)))
     (unless (and file (file-readable-p file))
       (error "Usage: emacs --batch -l tools/build.el -f FUNCTION README.org"))
     (expand-file-name file)))
 
+(defvar gradients-build--org-name nil
+  "The Org file's name, for messages about the text being checked.")
+
 (defun gradients-build--fail-at (line format-string &rest args)
-  (error "%s:%d: %s" (file-name-nondirectory (buffer-file-name)) line
-         (apply #'format format-string args)))
+  (error "%s:%d: %s" gradients-build--org-name line (apply #'format format-string args)))
 
 (defun gradients-build--check-utf-8 ()
   "Fail on the first byte of the buffer that did not decode as UTF-8."
@@ -117,6 +108,47 @@ without :file: GitHub would show a broken picture."
        "%s is a picture saved by an interactive run, which GitHub cannot show; give its block a :file under images/"
        (substring (match-string 0) 7)))))
 
+(defun gradients-build--file-bytes (file)
+  (with-temp-buffer
+    (set-buffer-multibyte nil)
+    (insert-file-contents-literally file)
+    (buffer-string)))
+
+(defun gradients-build--read-and-check (file)
+  "FILE's bytes, once the text they hold passed the checks that need no Org."
+  (let ((bytes (gradients-build--file-bytes file))
+        (gradients-build--org-name (file-name-nondirectory file)))
+    (with-temp-buffer
+      (insert (decode-coding-string bytes 'utf-8-unix))
+      (gradients-build--check-utf-8)
+      (gradients-build--check-structure)
+      (gradients-build--check-links))
+    bytes))
+
+(defvar gradients-build--original nil
+  "The bytes of the Org file being built, as they were read and checked.")
+
+;; A build that runs blocks starts its kernel as soon as the file passed
+;; those checks: it boots while Emacs loads Org, opens the file and tangles.
+(let ((org-file (cadr (or (member "gradients-build-tangle" command-line-args-left)
+                          (member "gradients-build-run" command-line-args-left)))))
+  (when org-file
+    (condition-case err
+        (setq gradients-build--original
+              (gradients-build--read-and-check (expand-file-name org-file)))
+      (error (message "%s" (error-message-string err))
+             (message "Nothing was changed.")
+             (kill-emacs 1)))
+    (gradients-start-session "gradients")))
+
+(require 'org)
+(require 'ob-tangle)
+
+(setq org-confirm-babel-evaluate nil     ; batch: nobody to ask
+      make-backup-files nil
+      ;; Tangling visits python-mode, which would guess and complain.
+      python-indent-guess-indent-offset nil)
+
 (defun gradients-build--check-paths ()
   "Fail on a :file or :tangle that would write outside the Org file's folder.
 Runs before any block, so a bad path costs nothing."
@@ -134,28 +166,22 @@ Runs before any block, so a bad path costs nothing."
                      (gradients-block-description) key path
                      (file-name-nondirectory path)))))))))
 
-(defun gradients-build--open-copy (org-file scratch)
-  "Visit a copy of ORG-FILE in SCRATCH, checked; return its buffer.
-The copy is always decoded as UTF-8, so Emacs never asks for a coding
-system, not even on a terminal."
+(defun gradients-build--open-copy (org-file original scratch)
+  "Visit a copy in SCRATCH of ORG-FILE, whose bytes are ORIGINAL; check
+what needs Org, and return the copy's buffer.  The copy is always decoded
+as UTF-8, so Emacs never asks for a coding system, not even on a terminal."
   (let ((copy (expand-file-name (file-name-nondirectory org-file) scratch)))
-    (copy-file org-file copy)
+    (with-temp-file copy
+      (set-buffer-multibyte nil)
+      (setq buffer-file-coding-system 'no-conversion)
+      (insert original))
     (let ((coding-system-for-read 'utf-8-unix)
           (enable-local-variables :safe))
       (with-current-buffer (find-file-noselect copy)
-        (gradients-build--check-utf-8)
-        (gradients-build--check-structure)
-        (gradients-build--check-links)
         (gradients-build--check-paths)
         (current-buffer)))))
 
 ;;;; Installing the results
-
-(defun gradients-build--file-bytes (file)
-  (with-temp-buffer
-    (set-buffer-multibyte nil)
-    (insert-file-contents-literally file)
-    (buffer-string)))
 
 (defun gradients-build--same-bytes-p (a b)
   (and (file-exists-p b)
@@ -244,7 +270,8 @@ folder) and `scratch'."
   `(condition-case err
        (let* ((org-file (gradients-build--org-file))
               (project (file-name-directory org-file))
-              (original (gradients-build--file-bytes org-file))
+              (original (or gradients-build--original
+                            (gradients-build--read-and-check org-file)))
               (scratch (progn
                          (make-directory (expand-file-name ".build" project) t)
                          (file-name-as-directory
@@ -252,7 +279,7 @@ folder) and `scratch'."
          (ignore original)
          (setq gradients-build--scratch scratch
                gradients-build--project project)
-         (with-current-buffer (gradients-build--open-copy org-file scratch)
+         (with-current-buffer (gradients-build--open-copy org-file original scratch)
            (let ((default-directory scratch))
              ,@body))
          (gradients-build--cleanup))
@@ -297,7 +324,8 @@ folder) and `scratch'."
   (let* ((org-file (gradients-build--org-file))
          (target (file-name-as-directory (expand-file-name (pop command-line-args-left)))))
     (make-directory target t)
-    (with-current-buffer (gradients-build--open-copy org-file target)
+    (with-current-buffer (gradients-build--open-copy
+                          org-file (gradients-build--read-and-check org-file) target)
       (let ((default-directory target))
         (org-babel-tangle))
       (delete-file (buffer-file-name))
