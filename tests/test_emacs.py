@@ -1,11 +1,24 @@
 """Working on README.org in Emacs: the directory settings are safe, and the
 project's executor runs a single block through org-babel."""
 
+import pytest
+
 from conftest import ROOT, emacs
 
-CHECK_DIR_LOCALS = r"""
+# One Emacs answers the questions that need no kernel, each on a line of
+# its own: `name: value'.  Opening the notes comes first, before anything
+# but Org is loaded, as a newcomer opens them.
+CHECKS = r"""
 (progn
-  (require 'org) (require 'python)
+  (setq enable-local-variables t   ; a question would end a batch run
+        org-modules nil)           ; Org's link modules play no part in this
+  (defun report (name value) (princ (format "%s: %S\n" name value)))
+  (find-file "README.org")
+  (report "opened" (list major-mode indent-tabs-mode))
+  (let ((tables 0))
+    (org-table-map-tables (lambda () (setq tables (1+ tables)) (org-table-align)) t)
+    (report "tables" (list tables (buffer-modified-p))))
+  (require 'python)
   (let ((unsafe nil) (seen 0))
     (dolist (mode (with-temp-buffer
                     (insert-file-contents ".dir-locals.el")
@@ -16,27 +29,31 @@ CHECK_DIR_LOCALS = r"""
                      (not (memq (car setting) '(eval org-confirm-babel-evaluate)))
                      (safe-local-variable-p (car setting) (cdr setting)))
           (push (car setting) unsafe))))
-    (princ (format "settings %d unsafe %S\n" seen unsafe))))
+    (report "dir-locals" (list seen unsafe)))
+  (load-file "tools/ob-gradients.el")
+  (let ((picture-width org-image-actual-width))
+    (with-temp-buffer
+      (funcall (org-src-get-lang-mode "jupyter-python"))
+      (report "editing" (list major-mode picture-width)))))
 """
 
 
-def test_dir_locals_hold_only_safe_variables():
-    run = emacs("--eval", CHECK_DIR_LOCALS)
-    assert "unsafe nil" in run.stdout, run.stdout
-    assert "settings 0" not in run.stdout
-
-
-def test_opening_readme_asks_nothing():
-    """Emacs refuses to read a prompt's answer in batch, so a question about
-    local variables would end this run with an error."""
-    run = emacs("--eval", """
-(progn
-  (setq enable-local-variables t
-        org-modules nil)   ; Org's link modules play no part in this
-  (find-file "README.org")
-  (princ (format "mode %s indent %S\\n" major-mode indent-tabs-mode)))""", check=False)
+@pytest.fixture(scope="module")
+def answers():
+    run = emacs("--eval", CHECKS, check=False)
     assert run.returncode == 0, run.stderr
-    assert "mode org-mode indent nil" in run.stdout
+    return dict(line.split(": ", 1) for line in run.stdout.splitlines())
+
+
+def test_dir_locals_hold_only_safe_variables(answers):
+    seen, unsafe = answers["dir-locals"].strip("()").split(" ", 1)
+    assert unsafe == "nil" and int(seen) > 0, answers["dir-locals"]
+
+
+def test_opening_readme_asks_nothing(answers):
+    """Emacs refuses to read a prompt's answer in batch, so a question about
+    local variables would end the run with an error."""
+    assert answers["opened"] == "(org-mode nil)"
 
 
 EXECUTE_NAMED_BLOCKS = r"""
@@ -77,33 +94,17 @@ def test_the_executor_steps_aside_for_emacs_jupyter():
     assert run.stdout.strip() == "nil"
 
 
-def test_the_executor_sets_up_editing_of_the_notes():
+def test_the_executor_sets_up_editing_of_the_notes(answers):
     """Settings Org 9.5 does not mark safe, so they come with the executor:
     blocks edit as Python, and the notes' pictures fit the window."""
-    run = emacs("--eval", """
-(progn
-  (setq org-modules nil)
-  (load-file "tools/ob-gradients.el")
-  (find-file "README.org")
-  (let ((picture-width org-image-actual-width))
-    (with-temp-buffer
-      (funcall (org-src-get-lang-mode "jupyter-python"))
-      (princ (format "%S %S\\n" major-mode picture-width)))))""")
-    assert run.stdout.strip() == "python-mode (640)"
+    assert answers["editing"] == "(python-mode (640))"
 
 
-def test_recorded_tables_are_as_org_aligns_them():
+def test_recorded_tables_are_as_org_aligns_them(answers):
     """`make run` inserts results through Org, which realigns tables: a
     table the kernel lays out differently would change on every run."""
-    run = emacs("--eval", """
-(progn
-  (setq org-modules nil)
-  (find-file "README.org")
-  (let ((tables 0))
-    (org-table-map-tables (lambda () (setq tables (1+ tables)) (org-table-align)) t)
-    (princ (format "tables %d modified %S\\n" tables (buffer-modified-p)))))""")
-    assert "modified nil" in run.stdout, run.stdout
-    assert "tables 0" not in run.stdout
+    tables, modified = answers["tables"].strip("()").split()
+    assert int(tables) > 0 and modified == "nil"
 
 
 def test_export_asks_about_no_block(project_copy, doc):
