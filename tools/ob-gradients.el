@@ -109,13 +109,13 @@ looking at, and only a :file under images/ goes on GitHub.")
     (if (alist-get 'ready reply)
         (progn (process-put process 'ready t)
                (process-put process 'kernel-pid (alist-get 'kernel_pid reply)))
-      ;; A reply that names another request than the one running has
-      ;; nowhere to go: it is never written into some other block.
       (when (equal (alist-get 'kind reply) "died")
         ;; The bridge exits after this reply; the next block must not be
         ;; queued on it, but start a fresh one.
         (process-put process 'dead t)
         (setq gradients--sessions (cl-remove process gradients--sessions :key #'cdr)))
+      ;; A reply that names another request than the one running has
+      ;; nowhere to go: it is never written into some other block.
       (when (and request (equal (alist-get 'id reply) (gradients-request-id request)))
         (process-put process 'current nil)
         (gradients--deliver request reply)))
@@ -299,8 +299,9 @@ own, so a batch build can exit at once."
     (pcase kind
       ("raised" (format "%s raised %s" where summary))
       ("interrupted" (format "%s was interrupted (KeyboardInterrupt)" where))
-      ("died" (format "%s stopped the kernel: %s.  Its variables are gone; the next block starts a fresh kernel"
-                      where (car (split-string error "\n"))))
+      ("died" (format "%s stopped the kernel: %s%s" where (car (split-string error "\n"))
+                      (if noninteractive ""
+                        ".  Its variables are gone; the next block starts a fresh kernel")))
       ("dropped" (format "%s did not run: %s" where error))
       (_ (format "%s %s" where error)))))
 
