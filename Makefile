@@ -96,9 +96,11 @@ kernelspec: $(VENV_STAMP)  ## a Jupyter kernel "gradients" on the venv, for emac
 
 venv: $(VENV_STAMP)  ## the Python environment, exactly as requirements.lock says
 
-$(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(SITE_PACKAGES) | $(UV)
+# uv is made only when the venv is: a venv that matches needs no uv.
+$(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(SITE_PACKAGES)
 	@grep -qxF "$(LOCK_SOURCE)" $(LOCK) || \
 	    { echo "$(LOCK) is older than pyproject.toml: run \`make lock\`" >&2; exit 1; }
+	@[ -x "$(UV)" ] || $(MAKE) --no-print-directory $(UV)
 	@$(REQUIRE) 'python3=command -v python3'
 	$(UV) venv --quiet --allow-existing --python python3 $(VENV)
 	$(UV) pip sync --quiet --python $(PYTHON) $(LOCK)
