@@ -4,10 +4,12 @@ blocks (the way `make tangle` runs them), and the imported gradients.py."""
 import contextlib
 import importlib
 import io
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +96,47 @@ def pytest_report_header(config):
     run = emacs("--eval", '(progn (require (quote org)) '
                 '(princ (format "Emacs %s, Org %s" emacs-version (org-version))))')
     return f"{run.stdout} ({EMACS})"
+
+
+class Daemon:
+    """An Emacs serving the socket `emacs-server` in FOLDER, and a way to
+    evaluate Lisp in it.  By default a daemon of the Emacs under test;
+    ARGS given instead must start the server themselves."""
+
+    def __init__(self, folder, emacs=EMACS, args=None, env=None):
+        self.folder = folder
+        self.socket = folder / "emacs-server"
+        client = os.path.join(os.path.dirname(shutil.which(emacs) or emacs), "emacsclient")
+        self.client = client if os.access(client, os.X_OK) else "emacsclient"
+        self.process = subprocess.Popen(
+            [emacs, "-Q", *(args or [f"--fg-daemon={self.socket}"])], cwd=folder, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while not self.socket.exists():
+            assert self.process.poll() is None, f"{emacs} exited with {self.process.returncode}"
+            assert time.monotonic() < deadline, "the Emacs server did not start"
+            time.sleep(0.05)
+
+    def __call__(self, expression, timeout=30):
+        """Evaluate EXPRESSION; return its value, read back into Python
+        through JSON in a file (emacsclient's own output breaks long lines)."""
+        answer = self.folder / "answer.json"
+        run = subprocess.run(
+            [self.client, "-s", str(self.socket), "-e",
+             f"(let ((value {expression})) (require 'json)"
+             f" (with-temp-file {json.dumps(str(answer))} (insert (json-encode value))) t)"],
+            # The client's folder becomes the folder the expression runs in.
+            cwd=self.folder, capture_output=True, text=True, timeout=timeout)
+        assert run.returncode == 0, run.stderr
+        return json.loads(answer.read_text())
+
+    def close(self):
+        try:
+            subprocess.run([self.client, "-s", str(self.socket), "-e", "(kill-emacs)"],
+                           capture_output=True, timeout=10)
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
 
 
 def copy_project(folder):
