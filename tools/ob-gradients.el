@@ -117,6 +117,11 @@ looking at, and only a :file under images/ goes on GitHub.")
       ;; nowhere to go: it is never written into some other block.
       (when (and request (equal (alist-get 'id reply) (gradients-request-id request)))
         (process-put process 'current nil)
+        ;; The bridge exits right after saying its kernel died.  Until
+        ;; then it still looks alive, and a block started meanwhile would
+        ;; queue behind that exit and be dropped: the next one starts afresh.
+        (when (equal (alist-get 'kind reply) "died")
+          (setq gradients--sessions (cl-remove process gradients--sessions :key #'cdr)))
         (gradients--deliver request reply)))
     (gradients--send-next process)))
 
