@@ -108,13 +108,17 @@ class Daemon:
         self.socket = folder / "emacs-server"
         client = os.path.join(os.path.dirname(shutil.which(emacs) or emacs), "emacsclient")
         self.client = client if os.access(client, os.X_OK) else "emacsclient"
-        self.process = subprocess.Popen(
-            [emacs, "-Q", *(args or [f"--fg-daemon={self.socket}"])], cwd=folder, env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.log = folder / "emacs-stderr.log"
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [emacs, "-Q", *(args or [f"--fg-daemon={self.socket}"])], cwd=folder, env=env,
+                stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 20
         while not self.socket.exists():
-            assert self.process.poll() is None, f"{emacs} exited with {self.process.returncode}"
-            assert time.monotonic() < deadline, "the Emacs server did not start"
+            assert self.process.poll() is None, \
+                f"{emacs} exited with {self.process.returncode}:\n{self.log.read_text()}"
+            assert time.monotonic() < deadline, \
+                f"the Emacs server did not start:\n{self.log.read_text()}"
             time.sleep(0.05)
 
     def __call__(self, expression, timeout=30):
