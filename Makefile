@@ -10,6 +10,10 @@ ifeq ($(EMACS),t)
 EMACS  := emacs
 endif
 export EMACS
+# The Emacs with X that tests show README.org in, on Xvfb; the one above may
+# have no X.  Any other build with X will do: `make test GUI_EMACS=emacs-lucid`.
+GUI_EMACS ?= emacs-gtk
+export GUI_EMACS
 BATCH_EMACS := $(EMACS) -Q --batch
 
 # The exact versions the notes are tested with, compiled from pyproject.toml.
@@ -56,6 +60,10 @@ TEST_PACKAGES  := 'ruby-github-markup=command -v github-markup' \
                   'ruby-org=ruby -e "require %q(org-ruby)"' \
                   'chromium=command -v chromium' \
                   'tmux=command -v tmux'
+# Debian installs either emacs-nox or emacs-gtk, and emacs-gtk gives the
+# build its `emacs` too: these go first, or apt-get would be asked for both.
+GUI_PACKAGES   := 'emacs-gtk=command -v $(GUI_EMACS)' 'xvfb=command -v Xvfb' \
+                  'xdotool=command -v xdotool'
 REQUIRE := tools/require-debian-packages
 
 .DEFAULT_GOAL := help
@@ -75,6 +83,7 @@ run: $(VENV_STAMP)  ## restart and run all: rewrite every result and picture in 
 	$(BATCH_EMACS) -l tools/build.el -f gradients-build-run README.org
 
 test: $(VENV_STAMP)  ## check every recorded result, picture and gradient
+	@$(REQUIRE) $(GUI_PACKAGES)
 	@$(REQUIRE) $(BUILD_PACKAGES) $(TEST_PACKAGES)
 	$(PYTHON) -m pytest tests
 

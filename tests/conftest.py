@@ -4,6 +4,7 @@ blocks (the way `make tangle` runs them), and the imported gradients.py."""
 import contextlib
 import importlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -82,10 +83,16 @@ def gradients():
 # The Emacs under test, as `make test EMACS=...` names it; an Org on
 # EMACSLOADPATH reaches it through the environment.
 EMACS = os.environ.get("EMACS", "emacs")
-# Its own emacsclient, where it has one beside it (Emacs 30 in /opt).
-EMACSCLIENT = os.path.join(os.path.dirname(shutil.which(EMACS) or EMACS), "emacsclient")
-if not os.access(EMACSCLIENT, os.X_OK):
-    EMACSCLIENT = "emacsclient"
+
+
+def client_of(emacs):
+    """EMACS's own emacsclient, where it has one beside it (Emacs 30 in
+    /opt), or the one on the PATH."""
+    client = os.path.join(os.path.dirname(shutil.which(emacs) or emacs), "emacsclient")
+    return client if os.access(client, os.X_OK) else "emacsclient"
+
+
+EMACSCLIENT = client_of(EMACS)
 
 
 # For the interactive Emacsen the tests start (a daemon, one in tmux): a
@@ -106,6 +113,52 @@ def pytest_report_header(config):
     run = emacs("--eval", '(progn (require (quote org)) '
                 '(princ (format "Emacs %s, Org %s" emacs-version (org-version))))')
     return f"{run.stdout} ({EMACS})"
+
+
+class Daemon:
+    """An Emacs serving the socket `emacs-server` in FOLDER, and a way to
+    evaluate Lisp in it.  By default a daemon of the Emacs under test;
+    ARGS given instead must start the server themselves."""
+
+    def __init__(self, folder, emacs=EMACS, args=None, env=None):
+        self.folder = folder
+        self.socket = folder / "emacs-server"
+        self.client = client_of(emacs)
+        self.log = folder / "emacs-stderr.log"
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [emacs, "-Q", *(args or [f"--fg-daemon={self.socket}",
+                                         "--eval", NO_NATIVE_COMPILATION])],
+                cwd=folder, env=env,
+                stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + 20
+        while not self.socket.exists():
+            assert self.process.poll() is None, \
+                f"{emacs} exited with {self.process.returncode}:\n{self.log.read_text()}"
+            assert time.monotonic() < deadline, \
+                f"the Emacs server did not start:\n{self.log.read_text()}"
+            time.sleep(0.05)
+
+    def __call__(self, expression, timeout=30):
+        """Evaluate EXPRESSION; return its value, read back into Python
+        through JSON in a file (emacsclient's own output breaks long lines)."""
+        answer = self.folder / "answer.json"
+        run = subprocess.run(
+            [self.client, "-s", str(self.socket), "-e",
+             f"(let ((value {expression})) (require 'json)"
+             f" (with-temp-file {json.dumps(str(answer))} (insert (json-encode value))) t)"],
+            # The client's folder becomes the folder the expression runs in.
+            cwd=self.folder, capture_output=True, text=True, timeout=timeout)
+        assert run.returncode == 0, run.stderr
+        return json.loads(answer.read_text())
+
+    def close(self):
+        try:
+            subprocess.run([self.client, "-s", str(self.socket), "-e", "(kill-emacs)"],
+                           capture_output=True, timeout=10)
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
 
 
 def copy_project(folder):

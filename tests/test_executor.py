@@ -3,13 +3,11 @@ interactive Emacs.  One Emacs daemon (interactive, with no terminal) serves
 every test of this file, on a copy of the project whose README.org has a
 few extra blocks that misbehave on purpose."""
 
-import json
-import subprocess
 import time
 
 import pytest
 
-from conftest import EMACS, EMACSCLIENT, NO_NATIVE_COMPILATION, copy_project, gone
+from conftest import Daemon, copy_project, gone
 
 EXTRA_BLOCKS = """
 * Off the happy path
@@ -139,44 +137,6 @@ from the command loop: quitting is inhibited while Emacs serves a client."
     (process-get (cdr (assoc "gradients" gradients--sessions)) 'kernel-pid))
   t) t)
 """
-
-
-class Daemon:
-    """An Emacs daemon and a way to evaluate Lisp in it."""
-
-    def __init__(self, folder):
-        self.folder = folder
-        self.socket = folder / "emacs-server"
-        self.client = EMACSCLIENT
-        self.process = subprocess.Popen(
-            [EMACS, "-Q", f"--fg-daemon={self.socket}", "--eval", NO_NATIVE_COMPILATION],
-            cwd=folder,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while not self.socket.exists():
-            assert time.monotonic() < deadline, "the Emacs daemon did not start"
-            time.sleep(0.05)
-
-    def __call__(self, expression, timeout=30):
-        """Evaluate EXPRESSION; return its value, read back into Python
-        through JSON in a file (emacsclient's own output breaks long lines)."""
-        answer = self.folder / "answer.json"
-        run = subprocess.run(
-            [self.client, "-s", str(self.socket), "-e",
-             f"(let ((value {expression})) (require 'json)"
-             f" (with-temp-file {json.dumps(str(answer))} (insert (json-encode value))) t)"],
-            # The client's folder becomes the folder the expression runs in.
-            cwd=self.folder, capture_output=True, text=True, timeout=timeout)
-        assert run.returncode == 0, run.stderr
-        return json.loads(answer.read_text())
-
-    def close(self):
-        try:
-            subprocess.run([self.client, "-s", str(self.socket), "-e", "(kill-emacs)"],
-                           capture_output=True, timeout=10)
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 @pytest.fixture(scope="module")
