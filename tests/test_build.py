@@ -60,27 +60,3 @@ def test_make_help_lists_every_target_once():
     listed = [line.split()[1] for line in run.stdout.splitlines()]
     assert sorted(listed) == sorted(t for t in phony if t != "FORCE")
     assert all(len(line.split(None, 2)) == 3 for line in run.stdout.splitlines())
-
-
-def outputs_state(root):
-    return {p.relative_to(root): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in [root / "gradients.py", *sorted((root / "images").iterdir())]}
-
-
-def test_a_change_rewrites_exactly_the_changed_outputs(project_copy, doc):
-    readme = project_copy / "README.org"
-    before = outputs_state(project_copy)
-    text = readme.read_text()
-    title = 'plt.title("f(x) = 3x² - 4x + 5")'
-    assert title in doc.block("plot").code
-    readme.write_text(text.replace(title, 'plt.title("a parabola")'))
-
-    emacs("-l", "tools/build.el", "-f", "gradients-build-tangle", "README.org",
-          cwd=project_copy)
-
-    after = outputs_state(project_copy)
-    changed = sorted(str(p) for p in after if after[p] != before[p])
-    # The block is tangled too; the other pictures are not touched.
-    assert changed == ["gradients.py", "images/plot.png"]
-    listed = (project_copy / ".build" / "outputs").read_text().split()
-    assert sorted(listed) == sorted(str(p) for p in before)

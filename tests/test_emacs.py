@@ -3,7 +3,7 @@ project's executor runs a single block through org-babel."""
 
 import pytest
 
-from conftest import ROOT, emacs
+from conftest import emacs
 
 # One Emacs answers the questions that need no kernel, each on a line of
 # its own: `name: value'.  Opening the notes comes first, before anything
@@ -54,35 +54,6 @@ def test_opening_readme_asks_nothing(answers):
     """Emacs refuses to read a prompt's answer in batch, so a question about
     local variables would end the run with an error."""
     assert answers["opened"] == "(org-mode nil)"
-
-
-EXECUTE_NAMED_BLOCKS = r"""
-(progn
-  (setq org-modules nil)   ; Gnus and friends have nothing to do with this
-  (load-file "tools/ob-gradients.el")
-  (setq org-confirm-babel-evaluate nil)
-  (find-file "README.org")
-  (dolist (name '("d-of-abc" "imports" "define-f" "xs" "ys" "plot"))
-    (org-babel-goto-named-src-block name)
-    (let ((info (org-babel-get-src-block-info)))
-      (org-babel-remove-result info)
-      (org-babel-execute-src-block)
-      (when (member name '("d-of-abc" "plot"))
-        (goto-char (org-babel-where-is-src-block-result nil info))
-        (princ (buffer-substring (point) (org-babel-result-end))))))
-  (gradients-stop-sessions))
-"""
-
-
-def test_the_executor_runs_named_blocks_through_org_babel(project_copy, doc):
-    """As C-c C-c does: a text result, then a picture written to its :file."""
-    (project_copy / "images" / "plot.png").unlink()
-    run = emacs("--eval", EXECUTE_NAMED_BLOCKS, cwd=project_copy)
-    expected = "".join(f"#+RESULTS: {name}\n:results:\n{doc.block(name).result}\n:end:\n"
-                       for name in ("d-of-abc", "plot"))
-    assert run.stdout == expected, run.stderr
-    assert (project_copy / "images" / "plot.png").read_bytes() == \
-        (ROOT / "images" / "plot.png").read_bytes()
 
 
 def test_the_executor_steps_aside_for_emacs_jupyter():

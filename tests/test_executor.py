@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import Daemon, copy_project, gone
+from conftest import ROOT, Daemon, copy_project, gone
 
 EXTRA_BLOCKS = """
 * Off the happy path
@@ -243,6 +243,16 @@ def test_a_failing_block_says_where_in_one_line_and_keeps_its_result(el):
 def doc_line(el, name):
     return el(f'(with-current-buffer "README.org" (save-excursion '
               f'(org-babel-goto-named-src-block "{name}") (line-number-at-pos)))')
+
+
+def test_a_picture_block_writes_its_file_beside_the_notes_as_the_build_does(el, project, doc):
+    (project / "images" / "plot.png").unlink()
+    for name in ("imports", "xs", "ys", "plot"):
+        assert el(f'(test-run "{name}")') == "done"
+    assert el("(test-wait 20)") is True
+    assert el('(test-drawer "plot")') == doc.block("plot").result
+    assert (project / "images" / "plot.png").read_bytes() == \
+        (ROOT / "images" / "plot.png").read_bytes()
 
 
 def test_a_picture_without_a_file_is_saved_in_an_ignored_folder_and_linked(el, project):

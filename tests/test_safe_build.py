@@ -263,26 +263,38 @@ INTERRUPT_AFTER_FIRST_MOVE = """;;; -*- lexical-binding: t -*-
 
 def test_ctrl_c_during_the_install_completes_it(tiny):
     """Either every output is new or every one is old, never a mix."""
-    write_readme(tiny, HEADER + block("from graphviz import Digraph", "imports")
-                 + block("d = Digraph()\nd.node('new')\nd", "picture", ":file images/word.svg"))
-    (tiny / "images" / "word.svg").write_text("old")
+    # Python blocks are tangled but not run: no kernel is needed here.
+    write_readme(tiny, HEADER + block("print('new')", "one", ":tangle gradients.py")
+                 .replace("jupyter-python", "python")
+                 + block("print('new')", "two", ":tangle images/two.py")
+                 .replace("jupyter-python", "python"))
+    (tiny / "images" / "two.py").write_text("old")
     (tiny / "gradients.py").write_text("old")
     (tiny / "interrupt.el").write_text(INTERRUPT_AFTER_FIRST_MOVE)
     run = emacs("-l", "interrupt.el", "-l", "tools/build.el", "-f", "gradients-build-tangle",
                 "README.org", cwd=tiny, check=False)
     # The first move's own "wrote" line is lost to Ctrl-C; its file is not.
     assert run.returncode != 0 and "wrote" in run.stderr, run.stderr
-    assert "old" not in (tiny / "gradients.py").read_text()
-    assert "new" in (tiny / "images" / "word.svg").read_text()
+    for output in ("gradients.py", "images/two.py"):
+        assert "new" in (tiny / output).read_text(), f"{output} is still old"
     assert not list((tiny / ".build").glob("run-*"))
 
 
-def test_make_tangle_knows_every_output_even_of_an_indented_block(tiny):
-    """And a successful build leaves nothing running or lying about."""
-    text = HEADER + block(CHILD, "child") + block("from graphviz import Digraph", "imports") + \
-        "\n  #+name: indented\n  #+begin_src jupyter-python :file images/indented.svg\n" \
-        "  d = Digraph()\n  d.node('x')\n  d\n  #+end_src\n"
-    write_readme(tiny, text)
+def outputs_state(folder):
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in [folder / "gradients.py", *sorted((folder / "images").iterdir())]}
+
+
+def test_make_tangle_rewrites_exactly_what_changed_and_knows_every_output(tiny):
+    """Even the picture of an indented block, which no reader but Org's
+    would see; and a successful build leaves nothing running or lying about."""
+    def notes(label):
+        return HEADER + block(CHILD, "child") + block("from graphviz import Digraph", "imports") \
+            + "\n  #+name: indented\n  #+begin_src jupyter-python :file images/indented.svg\n" \
+            "  d = Digraph()\n  d.node('x')\n  d\n  #+end_src\n" \
+            + block(f"d = Digraph()\nd.node('{label}')\nd", "other", ":file images/other.svg")
+
+    write_readme(tiny, notes("first"))
     temporary = tiny / "tmp"
     temporary.mkdir()
 
@@ -296,5 +308,13 @@ def test_make_tangle_knows_every_output_even_of_an_indented_block(tiny):
     assert (tiny / "images" / "indented.svg").exists()
     assert_no_leftovers(tiny, temporary)
     assert make_tangle("-q").returncode == 0, "a second make tangle would build again"
+
+    before = outputs_state(tiny)
+    write_readme(tiny, notes("second"))
+    assert make_tangle().returncode == 0
+    after = outputs_state(tiny)
+    changed = sorted(p for p in after if after[p] != before[p])
+    assert changed == ["gradients.py", "images/other.svg"]
+
     (tiny / "images" / "indented.svg").unlink()
     assert make_tangle("-q").returncode == 1, "make does not know the picture is missing"

@@ -139,7 +139,8 @@ without :file: GitHub would show a broken picture."
       (error (message "%s" (error-message-string err))
              (message "Nothing was changed.")
              (kill-emacs 1)))
-    (gradients-start-session "gradients")))
+    (when (string-match-p "#\\+begin_src[ \t]+jupyter-python" gradients-build--original)
+      (gradients-start-session "gradients"))))
 
 (require 'org)
 (require 'ob-tangle)
@@ -148,6 +149,10 @@ without :file: GitHub would show a broken picture."
       make-backup-files nil
       ;; Tangling visits python-mode, which would guess and complain.
       python-indent-guess-indent-offset nil)
+
+;; The scratch folder has none of the project's folders: a block tangled
+;; into one must be able to make it there.
+(add-to-list 'org-babel-default-header-args '(:mkdirp . "yes"))
 
 (defun gradients-build--check-paths ()
   "Fail on a :file or :tangle that would write outside the Org file's folder.
