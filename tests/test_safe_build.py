@@ -158,14 +158,14 @@ def assert_no_leftovers(folder, temporary):
 
 def test_a_runaway_block_times_out_naming_itself_and_leaves_nothing(tiny):
     text = HEADER + block(CHILD, "child") + \
-        block("while True:\n    pass", "runaway", ":timeout 1") + block("x = 1", "after")
+        block("while True:\n    pass", "runaway", ":timeout 0.5") + block("x = 1", "after")
     before = write_readme(tiny, text)
     process, temporary = build_with_tmpdir(tiny)
     _, stderr = process.communicate(timeout=30)
     run = subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
     assert_failed_cleanly(run, tiny, {**before, "child.pid": (tiny / "child.pid").read_bytes()},
                           f"README.org:{line_of(text, 'runaway')}: block `runaway' "
-                          "ran past its time limit of 1 s")
+                          "ran past its time limit of 0.5 s")
     assert "running README.org" in stderr and "`after'" not in stderr
     assert_no_leftovers(tiny, temporary)
 
