@@ -33,6 +33,15 @@ def pytest_configure(config):
     sys.dont_write_bytecode = True
 
 
+def pytest_sessionstart(session):
+    """Malformed notes stop the run at once, with one line naming the line,
+    instead of every test that reads them failing on it."""
+    try:
+        orgdoc.parse(README)
+    except orgdoc.OrgError as error:
+        pytest.exit(f"{README.name}{str(error).split(README.name, 1)[1]}", returncode=1)
+
+
 @pytest.fixture(scope="session")
 def doc():
     return orgdoc.parse(README)
