@@ -174,9 +174,6 @@ class Kernel:
                              f"interrupted (give it more with :timeout SECONDS)", "timeout")
         return outputs
 
-    def interrupt(self):
-        self.manager.interrupt_kernel()
-
     def kill(self):
         """Stop the kernel at once, with every process it started (they
         share its process group, which outlives a kernel that died)."""
@@ -220,17 +217,18 @@ def failure(outputs):
     return None
 
 
+def decoded(mime, data):
+    """A picture's bytes from its form in a Jupyter message."""
+    return base64.b64decode(data) if mime == "image/png" else data.encode()
+
+
 def picture(outputs, mime):
     """The last picture of type MIME in OUTPUTS, as bytes, or None."""
     found = None
     for kind, content in outputs:
         if kind in ("display_data", "execute_result") and mime in content["data"]:
             found = content["data"][mime]
-    if found is None:
-        return None
-    if mime == "image/png":
-        return base64.b64decode(found)
-    return found.encode()
+    return None if found is None else decoded(mime, found)
 
 
 def pictures(outputs):
@@ -240,9 +238,7 @@ def pictures(outputs):
         if kind in ("display_data", "execute_result"):
             for extension, mime in MIME_BY_EXTENSION.items():
                 if mime in content["data"]:
-                    data = content["data"][mime]
-                    found.append((extension, base64.b64decode(data) if mime == "image/png"
-                                  else data.encode()))
+                    found.append((extension, decoded(mime, content["data"][mime])))
                     break
     return found
 
