@@ -203,3 +203,23 @@ def gone(pid, seconds=3):
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     return not alive(pid)
+
+
+def wait_for(probe, seconds=10):
+    """PROBE's first true value within SECONDS, or its last false one."""
+    deadline = time.monotonic() + seconds
+    while not (value := probe()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return value
+
+
+# For the tests' interactive Emacsen: whether a block of the executor's
+# sessions runs or waits to run.
+TEST_BUSY = r"""
+  (defun test-busy ()
+    (and (cl-some (lambda (session)
+                    (let ((process (cdr session)))
+                      (or (process-get process 'current) (process-get process 'queue))))
+                  gradients--sessions)
+         t))
+"""

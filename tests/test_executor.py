@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, Daemon, copy_project, gone
+from conftest import ROOT, TEST_BUSY, Daemon, copy_project, gone, wait_for
 
 EXTRA_BLOCKS = """
 * Off the happy path
@@ -89,7 +89,7 @@ plt.show()
 """
 
 # Evaluated with lexical binding: its timers' lambdas keep their arguments.
-SETUP = r"""
+SETUP = (r"""
 (eval '(progn
   (setq org-modules nil)
   (load-file "tools/ob-gradients.el")
@@ -119,12 +119,8 @@ from the command loop: quitting is inhibited while Emacs serves a client."
       (save-excursion
         (org-babel-goto-named-src-block name)
         (gradients--drawer-text))))
-  (defun test-busy ()
-    (and (cl-some (lambda (session)
-                    (let ((process (cdr session)))
-                      (or (process-get process 'current) (process-get process 'queue))))
-                  gradients--sessions)
-         t))
+"""
+    + TEST_BUSY + r"""
   (defun test-wait (seconds)
     "Let replies in until no block runs, for at most SECONDS."
     (let ((end (+ (float-time) seconds)))
@@ -136,7 +132,7 @@ from the command loop: quitting is inhibited while Emacs serves a client."
   (defun test-kernel-pid ()
     (process-get (cdr (assoc "gradients" gradients--sessions)) 'kernel-pid))
   t) t)
-"""
+""")
 
 
 @pytest.fixture(scope="module")
@@ -158,14 +154,6 @@ def el(project):
         yield daemon
     finally:
         daemon.close()
-
-
-def wait_for(probe, seconds=10):
-    """PROBE's first true value within SECONDS, or its last false one."""
-    deadline = time.monotonic() + seconds
-    while not (value := probe()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return value
 
 
 def readme(el):

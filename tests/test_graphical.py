@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageGrab
 
-from conftest import NO_NATIVE_COMPILATION, ROOT, Daemon, copy_project
+from conftest import NO_NATIVE_COMPILATION, ROOT, TEST_BUSY, Daemon, copy_project, wait_for
 
 GUI_EMACS = os.environ.get("GUI_EMACS", "emacs-gtk")
 SCREENSHOTS = ROOT / ".build" / "graphical"
 
 # Run once Emacs has its frame on the X display.  The server starts first:
 # whatever goes wrong after it is then seen by the test's first question.
-SETUP = r"""
+SETUP = (r"""
 (progn
   (setq server-socket-dir default-directory server-name "emacs-server")
   (server-start)
@@ -87,12 +87,8 @@ asked for and drawn, and whether the link is hidden."
           (while (re-search-forward "^:results:$" nil t)
             (push (vector (line-number-at-pos) (and (invisible-p (point)) t)) drawers))
           (vconcat (nreverse drawers))))))
-  (defun test-busy ()
-    (and (cl-some (lambda (session)
-                    (let ((process (cdr session)))
-                      (or (process-get process 'current) (process-get process 'queue))))
-                  gradients--sessions)
-         t))
+"""
+    + TEST_BUSY + r"""
   (defun test-show (left right)
     "Block LEFT at the top of the left window, block RIGHT of the right."
     (delete-other-windows)
@@ -126,7 +122,7 @@ height in pixels of the screen, which the frame's X window fills."
                  (+ (nth 1 frame) (nth 1 inside) (nth 1 corner))
                  (car size) (cdr size)))))
   t)
-"""
+""")
 
 
 @pytest.fixture(scope="module")
@@ -185,14 +181,6 @@ def screenshot(display, name):
     return picture
 
 
-def wait_for(probe, seconds=20):
-    """PROBE's first true value within SECONDS, or its last false one."""
-    deadline = time.monotonic() + seconds
-    while not (value := probe()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return value
-
-
 def test_opening_shows_every_picture_with_every_drawer_open(el, display):
     pictures = el("(test-pictures)")
     links = [picture[0] for picture in pictures]
@@ -210,7 +198,7 @@ def test_opening_shows_every_picture_with_every_drawer_open(el, display):
 
 
 def test_a_block_run_from_the_keyboard_redraws_its_picture_in_place(el, display, project):
-    assert wait_for(lambda: el("(not (test-busy))")), "the first blocks did not finish"
+    assert wait_for(lambda: el("(not (test-busy))"), 20), "the first blocks did not finish"
     # Pictures that must stay as they are: those of other blocks, and one of
     # another Org file, outside the project, showing the same picture.
     elsewhere = project.parent / f"{project.name}-elsewhere.org"
@@ -232,7 +220,7 @@ def test_a_block_run_from_the_keyboard_redraws_its_picture_in_place(el, display,
     def redrawn():
         return el('(with-current-buffer "README.org" (and (not (test-busy))'
                   ' (save-excursion (test-goto-block "plot") (gradients--drawer-text))))')
-    assert wait_for(redrawn) == "[[file:images/plot.png]]"
+    assert wait_for(redrawn, 20) == "[[file:images/plot.png]]"
     assert 'plt.title("Redrawn after a run")' in el(
         '(with-current-buffer "README.org" (buffer-string))')
     new = project / "images" / "plot.png"
