@@ -13,7 +13,6 @@ graphical Emacs can show pictures."""
 import os
 import shutil
 import subprocess
-import time
 
 import numpy as np
 import pytest
