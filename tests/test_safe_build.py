@@ -34,7 +34,7 @@ def snapshot(folder):
             if p.is_file() and not {".venv", ".build"} & set(p.relative_to(folder).parts)}
 
 
-def build(folder, target="tangle", env=None, timeout=60):
+def build(folder, target="tangle", timeout=60):
     return emacs("-l", "tools/build.el", "-f", f"gradients-build-{target}", "README.org",
                  cwd=folder, check=False, timeout=timeout)
 
