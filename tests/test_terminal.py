@@ -1,5 +1,9 @@
 """The notes in a real terminal Emacs, under tmux, as the author works:
-keys typed while an asynchronous block runs are acted on at once."""
+keys typed while an asynchronous block runs are acted on at once.
+
+The block naps far longer than the test lasts: the placeholder appears
+before the kernel has even started, and on a loaded machine a short nap
+could be over before the keys arrive."""
 
 import json
 import os
@@ -14,7 +18,7 @@ NAP = """
 #+name: nap
 #+begin_src jupyter-python :tangle no
 import time
-time.sleep(3)
+time.sleep(300)
 'rested'
 #+end_src
 """
