@@ -6,14 +6,16 @@ changed, nothing written elsewhere and nothing left running.
 Most cases use a small README.org of their own in a copy of the project,
 so that the build reaches the bad block at once."""
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
-from conftest import EMACS, emacs, gone
+from conftest import EMACS, ROOT, emacs, gone, wait_for
 import orgdoc
 
 HEADER = """#+PROPERTY: header-args:jupyter-python :session gradients
@@ -210,6 +212,29 @@ def test_a_kernel_killed_by_its_block_is_reported_as_died(kernel):
     import kernel_bridge
     with pytest.raises(kernel_bridge.KernelDied, match="the kernel died while running it"):
         kernel_bridge.execute(kernel, "import os\nos._exit(3)")
+
+
+def test_a_bridge_whose_emacs_is_gone_stops_its_kernel_in_the_middle_of_a_block(tmp_path):
+    """Emacs may end without telling the bridge (killed, or its terminal
+    closed before its exit hook ran): the end of the bridge's input is
+    enough to stop the kernel and what the block started."""
+    bridge = subprocess.Popen([sys.executable, str(ROOT / "tools" / "kernel_bridge.py")],
+                              cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        kernel = json.loads(bridge.stdout.readline())["kernel_pid"]
+        bridge.stdin.write(json.dumps({"id": 1, "code": CHILD + "\nimport time\ntime.sleep(300)"})
+                           + "\n")
+        bridge.stdin.flush()
+        child = tmp_path / "child.pid"
+        assert wait_for(child.exists)
+        time.sleep(0.2)
+        bridge.stdin.close()
+        assert bridge.wait(timeout=10) == 0
+        assert gone(kernel), "the kernel outlived its bridge"
+        assert gone(int(wait_for(child.read_text))), "what the block started outlived the bridge"
+    finally:
+        bridge.kill()
 
 
 def test_text_that_no_utf_8_file_can_hold_is_refused():

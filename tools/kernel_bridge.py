@@ -22,7 +22,8 @@ request it answers, so Emacs never writes one block's result into another.
 The first line the bridge prints is {"ready": true, "kernel_pid": PID}
 once the kernel answers; Emacs interrupts a running block by sending SIGINT
 to that process, as Jupyter does.  At the end of its input, or on SIGTERM,
-the bridge stops the kernel and every process the kernel started.
+the bridge stops the kernel and every process the kernel started, even in
+the middle of a block.
 
 The kernel listens on abstract Unix sockets (Linux), which live in no
 folder; the connection file's folder is removed as soon as the kernel has
@@ -41,6 +42,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -341,11 +343,24 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
     return org, outputs
 
 
+def read_requests(stdin, requests):
+    """Pass each line of STDIN to REQUESTS; at its end, stop this process
+    as SIGTERM does.  The end comes when Emacs exits, however it exits:
+    one killed, or one whose terminal vanished before its exit hook ran,
+    must not leave a kernel running a block for nobody."""
+    for line in stdin:
+        requests.put(line)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def serve(stdin, stdout):
     # Ctrl-C in a terminal reaches every process of the build; Emacs decides
     # what stops, and interrupts a block by signalling the kernel itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    requests = queue.Queue()
+    # Input is read while a block runs, so that its end is noticed then too.
+    threading.Thread(target=read_requests, args=(stdin, requests), daemon=True).start()
     kernel = None
     try:
         kernel = Kernel()
@@ -355,8 +370,8 @@ def serve(stdin, stdout):
             stdout.flush()
 
         send({"ready": True, "kernel_pid": kernel.pid})
-        for line in stdin:
-            request = json.loads(line)
+        while True:
+            request = json.loads(requests.get())
             reply = {"id": request.get("id")}
             try:
                 org, _ = execute(kernel, request["code"], request.get("file"),
