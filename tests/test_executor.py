@@ -80,6 +80,16 @@ exit()
 1 + 1
 #+end_src
 
+#+name: misspelt
+#+begin_src jupyter-python :fiel images/misspelt.png :tangle no
+open('misspelt-ran', 'w').close()
+#+end_src
+
+#+name: soon
+#+begin_src jupyter-python :timeout soon :tangle no
+open('soon-ran', 'w').close()
+#+end_src
+
 #+name: loose-plot
 #+begin_src jupyter-python :tangle no
 import matplotlib.pyplot as plt
@@ -226,6 +236,17 @@ def test_a_failing_block_says_where_in_one_line_and_keeps_its_result(el):
     waited = el('(test-run "fails-waiting")')
     line = doc_line(el, "fails-waiting")
     assert waited == f"README.org:{line}: block `fails-waiting' raised ValueError: nudged too far"
+
+
+@pytest.mark.parametrize("name, what", [("misspelt", "unknown header argument :fiel"),
+                                        ("soon", ":timeout soon is not a number of seconds")])
+def test_a_header_typo_is_named_and_the_block_does_not_run(el, project, name, what):
+    before = readme(el)
+    said = el(f'(test-run "{name}")')
+    assert said.startswith(f"README.org:{doc_line(el, name)}: block `{name}': {what}"), said
+    assert el("(test-wait 10)") is True
+    assert not (project / f"{name}-ran").exists()
+    assert readme(el) == before
 
 
 def doc_line(el, name):

@@ -81,6 +81,34 @@ def test_a_picture_outside_the_project_is_refused_before_any_block_runs(tiny, pa
     assert not os.path.exists(os.path.normpath(tiny / path))
 
 
+# Org ignores a header argument it does not know, without a word.  Each
+# case: the text added, the line named (as it reads), what is said.
+TYPOS = {
+    "block line": (block("x = 1", "typo", ":fiel images/x.png"),
+                   "#+begin_src jupyter-python :fiel images/x.png",
+                   "block `typo': unknown header argument :fiel"),
+    "#+header line": ("\n#+name: typo\n#+header: :exprts both\n#+begin_src jupyter-python\n"
+                      "x = 1\n#+end_src\n", "#+begin_src jupyter-python",
+                      "block `typo': unknown header argument :exprts"),
+    "property line": ("\n#+PROPERTY: header-args:jupyter-python+ :resluts drawer\n",
+                      "#+PROPERTY: header-args:jupyter-python+ :resluts drawer",
+                      "unknown header argument :resluts"),
+    "timeout": (block("x = 1", "typo", ":timeout soon"), "#+begin_src jupyter-python :timeout soon",
+                "block `typo': :timeout soon is not a number of seconds"),
+}
+
+
+@pytest.mark.parametrize("case", TYPOS, ids=list(TYPOS))
+def test_a_header_typo_is_refused_before_any_block_runs(tiny, case):
+    typo, named_line, what = TYPOS[case]
+    text = HEADER + block("open('ran', 'w').close()", "first") + typo
+    before = write_readme(tiny, text)
+    run = build(tiny)
+    line = text.split("\n").index(named_line) + 1
+    assert_failed_cleanly(run, tiny, before, f"README.org:{line}: {what}")
+    assert not (tiny / "ran").exists()
+
+
 MALFORMED = {
     "unterminated block": (HEADER + block("x = 1", "fine") + "\n#+begin_src jupyter-python\nx = 2\n",
                            "#+begin_src has no #+end_src"),

@@ -154,13 +154,35 @@ without :file: GitHub would show a broken picture."
 ;; into one must be able to make it there.
 (add-to-list 'org-babel-default-header-args '(:mkdirp . "yes"))
 
-(defun gradients-build--check-paths ()
-  "Fail on a :file or :tangle that would write outside the Org file's folder.
-Runs before any block, so a bad path costs nothing."
+(defun gradients-build--check-header-properties ()
+  "Fail on an unknown name in a header-args property, naming its line."
+  (save-excursion
+    (goto-char (point-min))
+    (let ((case-fold-search t))
+      (while (re-search-forward
+              (concat "^[ \t]*\\(?:#\\+PROPERTY:[ \t]+header-args\\(?::\\(\\S-+?\\)\\)?\\+?"
+                      "\\|:header-args\\(?::\\(\\S-+?\\)\\)?\\+?:\\)[ \t]+\\(.*\\)$")
+              nil t)
+        (let ((unknown (gradients-unknown-header-names
+                        (match-string 3) (or (match-string 1) (match-string 2)))))
+          (when unknown
+            (error "%s:%d: unknown header argument %s; Org would ignore it (a typo?)"
+                   (file-name-nondirectory (buffer-file-name)) (line-number-at-pos)
+                   (car unknown))))))))
+
+(defun gradients-build--check-headers ()
+  "Fail on a header argument that would go wrong: a name Org does not
+know, a :timeout that is not a number of seconds, a :file or :tangle that
+would write outside the Org file's folder.  Runs before any block, so a
+bad header costs nothing."
+  (gradients-build--check-header-properties)
   (let ((home (file-name-directory (buffer-file-name))))
     (org-babel-map-src-blocks nil
-      (let ((params (nth 2 (org-babel-get-src-block-info 'light)))
-            (org-babel-current-src-block-location beg-block))
+      (let ((org-babel-current-src-block-location beg-block)
+            (params (nth 2 (org-babel-get-src-block-info 'light))))
+        (gradients-check-header-names (org-element-at-point))
+        (when (equal lang "jupyter-python")
+          (gradients--timeout params))
         (dolist (key '(:file :tangle))
           (let ((path (cdr (assq key params))))
             (when (and (stringp path)
@@ -183,7 +205,7 @@ as UTF-8, so Emacs never asks for a coding system, not even on a terminal."
     (let ((coding-system-for-read 'utf-8-unix)
           (enable-local-variables :safe))
       (with-current-buffer (find-file-noselect copy)
-        (gradients-build--check-paths)
+        (gradients-build--check-headers)
         (current-buffer)))))
 
 ;;;; Installing the results

@@ -264,10 +264,19 @@ own, so a batch build can exit at once."
   (process-put process 'queue (append (process-get process 'queue) (list request)))
   (gradients--send-next process))
 
-(defun gradients--number (value)
-  (cond ((numberp value) value)
-        ((and (stringp value) (string-match-p "\\`[0-9.]+\\'" value))
-         (string-to-number value))))
+(defun gradients--timeout (params)
+  "The seconds PARAMS give the block with `:timeout', or nil for none.
+A value that is not a positive number is a typo to point at, not a
+reason to fall back on the default in silence."
+  (let ((value (cdr (assq :timeout params))))
+    (cond ((null value) nil)
+          ((and (numberp value) (> value 0)) value)
+          ((and (stringp value)
+                (string-match-p "\\`\\([0-9]+\\.?[0-9]*\\|\\.[0-9]+\\)\\'" value)
+                (> (string-to-number value) 0))
+           (string-to-number value))
+          (t (error "%s: :timeout %s is not a number of seconds, such as :timeout 60"
+                    (gradients-block-description) value)))))
 
 (defun gradients--new-request (body params)
   "A request to run BODY with PARAMS, from the block at point."
@@ -275,7 +284,7 @@ own, so a batch build can exit at once."
          (home (if (buffer-file-name)
                    (file-name-directory (buffer-file-name))
                  default-directory))
-         (timeout (or (gradients--number (cdr (assq :timeout params)))
+         (timeout (or (gradients--timeout params)
                       (and noninteractive gradients-batch-timeout)))
          (loose (and (not file) (not noninteractive)
                      `((folder . ,(expand-file-name gradients-loose-picture-folder home))
@@ -369,13 +378,45 @@ really stops, and its reply, when it comes, is dropped."
   (and (not noninteractive)
        (member (cdr (assq :async params)) '("yes" yes t))))
 
+;; A misspelt header argument is ignored by Org without a word: a block
+;; with `:fiel images/x.png' would draw nothing where the notes expect it.
+(defun gradients-unknown-header-names (arguments language)
+  "The names in header ARGUMENTS (a string) that neither Org nor LANGUAGE's
+backend knows; LANGUAGE nil stands for arguments given to every language."
+  (let* ((specific (intern-soft (format "org-babel-header-args:%s"
+                                        (or language "jupyter-python"))))
+         (known (append org-babel-header-arg-names
+                        (and specific (boundp specific)
+                             (mapcar #'car (symbol-value specific))))))
+    (cl-loop for (key . _) in (org-babel-parse-header-arguments arguments t)
+             for name = (intern (substring (symbol-name key) 1))
+             unless (memq name known) collect key)))
+
+(defun gradients-check-header-names (block)
+  "Fail on a name in the header of BLOCK, a src-block element, that Org
+would ignore."
+  (let ((unknown (gradients-unknown-header-names
+                  (string-trim
+                   (mapconcat #'identity
+                              (delq nil (cons (org-element-property :parameters block)
+                                              (org-element-property :header block)))
+                              " "))
+                  (org-element-property :language block))))
+    (when unknown
+      (error "%s: unknown header argument %s; Org would ignore it (a typo?)"
+             (gradients-block-description) (car unknown)))))
+
 (defun gradients-execute (body params)
   "Run BODY on the kernel of the session in PARAMS; return the drawer text.
 A picture block writes its :file from the display output.  With `:async
 yes', interactively, return a placeholder at once and put the result in
 its place when it comes."
-  (let* ((process (gradients--session-process params))
-         (request (gradients--new-request body params)))
+  (when org-babel-current-src-block-location
+    (save-excursion
+      (goto-char org-babel-current-src-block-location)
+      (gradients-check-header-names (org-element-at-point))))
+  (let* ((request (gradients--new-request body params))
+         (process (gradients--session-process params)))
     (if (gradients--async-p params)
         (gradients--execute-async process request params)
       (gradients--submit process request)
