@@ -154,8 +154,18 @@ without :file: GitHub would show a broken picture."
 ;; into one must be able to make it there.
 (add-to-list 'org-babel-default-header-args '(:mkdirp . "yes"))
 
+(defvar gradients-build--problems nil
+  "What the header checks found so far: (LINE . MESSAGE) pairs.")
+
+(defmacro gradients-build--noting-problem (&rest body)
+  "Run BODY; if it fails, note its message, at the current line, and go on."
+  `(condition-case err
+       (progn ,@body)
+     (error (push (cons (line-number-at-pos) (error-message-string err))
+                  gradients-build--problems))))
+
 (defun gradients-build--check-header-properties ()
-  "Fail on an unknown name in a header-args property, naming its line."
+  "Note each unknown name in a header-args property, naming its line."
   (save-excursion
     (goto-char (point-min))
     (let ((case-fold-search t))
@@ -163,35 +173,42 @@ without :file: GitHub would show a broken picture."
               (concat "^[ \t]*\\(?:#\\+PROPERTY:[ \t]+header-args\\(?::\\(\\S-+?\\)\\)?\\+?"
                       "\\|:header-args\\(?::\\(\\S-+?\\)\\)?\\+?:\\)[ \t]+\\(.*\\)$")
               nil t)
-        (let ((unknown (gradients-unknown-header-names
-                        (match-string 3) (or (match-string 1) (match-string 2)))))
-          (when unknown
-            (error "%s:%d: unknown header argument %s; Org would ignore it (a typo?)"
-                   (file-name-nondirectory (buffer-file-name)) (line-number-at-pos)
-                   (car unknown))))))))
+        (dolist (name (gradients-unknown-header-names
+                       (match-string 3) (or (match-string 1) (match-string 2))))
+          (gradients-build--noting-problem
+           (error "%s:%d: unknown header argument %s; Org would ignore it (a typo?)"
+                  (file-name-nondirectory (buffer-file-name)) (line-number-at-pos) name)))))))
+
+(defun gradients-build--check-path (key path home)
+  (when (and (stringp path)
+             (not (and (eq key :tangle) (member path '("yes" "no"))))
+             (or (file-name-absolute-p path)
+                 (not (file-in-directory-p (expand-file-name path home) home))))
+    (error "%s: %s %s is outside the project; use a path under this folder, such as images/%s"
+           (gradients-block-description) key path (file-name-nondirectory path))))
 
 (defun gradients-build--check-headers ()
-  "Fail on a header argument that would go wrong: a name Org does not
-know, a :timeout that is not a number of seconds, a :file or :tangle that
-would write outside the Org file's folder.  Runs before any block, so a
-bad header costs nothing."
-  (gradients-build--check-header-properties)
-  (let ((home (file-name-directory (buffer-file-name))))
+  "Fail on every header argument that would go wrong, each on a line of
+its own, as a linter does: a name Org does not know, a :timeout that is
+not a number of seconds, a :file or :tangle that would write outside the
+Org file's folder.  Runs before any block, so a bad header costs nothing."
+  (let ((home (file-name-directory (buffer-file-name)))
+        (gradients-build--problems nil))
+    (gradients-build--check-header-properties)
     (org-babel-map-src-blocks nil
       (let ((org-babel-current-src-block-location beg-block)
             (params (nth 2 (org-babel-get-src-block-info 'light))))
-        (gradients-check-header-names (org-element-at-point))
+        (gradients-build--noting-problem
+         (gradients-check-header-names (org-element-at-point)))
         (when (equal lang "jupyter-python")
-          (gradients--timeout params))
+          (gradients-build--noting-problem (gradients--timeout params)))
         (dolist (key '(:file :tangle))
-          (let ((path (cdr (assq key params))))
-            (when (and (stringp path)
-                       (not (and (eq key :tangle) (member path '("yes" "no"))))
-                       (or (file-name-absolute-p path)
-                           (not (file-in-directory-p (expand-file-name path home) home))))
-              (error "%s: %s %s is outside the project; use a path under this folder, such as images/%s"
-                     (gradients-block-description) key path
-                     (file-name-nondirectory path)))))))))
+          (gradients-build--noting-problem
+           (gradients-build--check-path key (cdr (assq key params)) home)))))
+    (when gradients-build--problems
+      (error "%s" (mapconcat #'cdr (sort (nreverse gradients-build--problems)
+                                         (lambda (a b) (< (car a) (car b))))
+                             "\n")))))
 
 (defun gradients-build--open-copy (org-file original scratch)
   "Visit a copy in SCRATCH of ORG-FILE, whose bytes are ORIGINAL; check

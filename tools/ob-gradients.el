@@ -403,8 +403,9 @@ would ignore."
                               " "))
                   (org-element-property :language block))))
     (when unknown
-      (error "%s: unknown header argument %s; Org would ignore it (a typo?)"
-             (gradients-block-description) (car unknown)))))
+      (error "%s: unknown header argument%s %s; Org would ignore %s (a typo?)"
+             (gradients-block-description) (if (cdr unknown) "s" "")
+             (mapconcat #'symbol-name unknown ", ") (if (cdr unknown) "them" "it")))))
 
 (defun gradients-execute (body params)
   "Run BODY on the kernel of the session in PARAMS; return the drawer text.
