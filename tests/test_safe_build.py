@@ -297,8 +297,10 @@ def test_ctrl_c_while_a_block_runs_changes_nothing_and_leaves_nothing(tiny):
         time.sleep(0.05)
     time.sleep(0.3)
     os.killpg(process.pid, signal.SIGINT)   # as Ctrl-C in a terminal does
+    pressed = time.monotonic()
     _, stderr = process.communicate(timeout=30)
     assert process.returncode != 0, stderr
+    assert time.monotonic() - pressed < 1.5, "the build was slow to stop"
     assert_no_leftovers(tiny, temporary)
     assert snapshot(tiny) == {**before, "child.pid": (tiny / "child.pid").read_bytes()}
 
