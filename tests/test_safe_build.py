@@ -300,7 +300,8 @@ def test_ctrl_c_while_a_block_runs_changes_nothing_and_leaves_nothing(tiny):
     pressed = time.monotonic()
     _, stderr = process.communicate(timeout=30)
     assert process.returncode != 0, stderr
-    assert time.monotonic() - pressed < 1.5, "the build was slow to stop"
+    # Well under the 2 s that Emacs gives its bridges to stop as it exits.
+    assert time.monotonic() - pressed < 1.9, "the build waited for a bridge that had stopped"
     assert_no_leftovers(tiny, temporary)
     assert snapshot(tiny) == {**before, "child.pid": (tiny / "child.pid").read_bytes()}
 
