@@ -89,6 +89,14 @@ BAD_HEADERS = [
     (block("plt.plot([1, 2])", "climbing", ":file ../../evil.png"),
      "#+begin_src jupyter-python :file ../../evil.png",
      "block `climbing': :file ../../evil.png is outside the project"),
+    # Org would write the drawer's link over the picture.
+    (block("plt.plot([1, 2])", "as-file", ":file images/as-file.png :results file"),
+     "#+begin_src jupyter-python :file images/as-file.png :results file",
+     "block `as-file': :results file would make Org write the link over the picture"),
+    # The Makefile reads the outputs split at spaces.
+    (block("plt.plot([1, 2])", "spaced", ':file "images/my plot.png"'),
+     '#+begin_src jupyter-python :file "images/my plot.png"',
+     "block `spaced': :file images/my plot.png has a space"),
 ]
 
 
@@ -146,6 +154,25 @@ def test_a_picture_saved_by_an_interactive_run_is_refused(tiny, target):
     assert_failed_cleanly(run, tiny, before, f"README.org:{line}: .build/pictures/0a1b2c.png "
                           "is a picture saved by an interactive run")
     assert "give its block a :file under images/" in run.stderr
+
+
+# Org would not see the first line's keyword behind a byte order mark,
+# and with CR LF not even #+end_src ends a block.
+LINE_ENDS = {
+    "byte order mark": ("\ufeff" + HEADER + block("x = 1", "fine"), 1,
+                        "the file starts with a byte order mark"),
+    "CR LF": ((HEADER + block("x = 1", "fine")).replace("\n", "\r\n"), 1,
+              "the line ends in CR LF (Windows line ends)"),
+    "one CR LF": (HEADER + block("x = 1", "fine").replace("x = 1\n", "x = 1\r\n"), 9,
+                  "the line ends in CR LF"),
+}
+
+
+@pytest.mark.parametrize("case", LINE_ENDS, ids=list(LINE_ENDS))
+def test_a_byte_order_mark_or_cr_lf_is_named_not_taken_for_an_open_block(tiny, case):
+    text, line, what = LINE_ENDS[case]
+    before = write_readme(tiny, text)
+    assert_failed_cleanly(build(tiny), tiny, before, f"README.org:{line}: {what}")
 
 
 @pytest.mark.parametrize("case", MALFORMED, ids=list(MALFORMED))
@@ -221,6 +248,11 @@ BAD_OUTPUT = {
     "too long": ("print('\\n'.join(map(str, range(2000))))", "output",
                  "produced 2000 lines, more than the 1000"),
     "SystemExit": ("raise SystemExit(2)", "raised", "SystemExit: 2 (the block called"),
+    # Org text that would close the results drawer and become notes text.
+    "Org out of its drawer": (
+        "class O:\n    def _repr_mimebundle_(self, include=None, exclude=None):\n"
+        "        return {'text/plain': 'O', 'text/org': '| 1 |\\n:end:\\n* Heading'}\nO()",
+        "output", "returned Org text with the line ':end:'"),
 }
 
 
@@ -233,6 +265,13 @@ def test_what_cannot_go_into_the_notes_fails_the_block(kernel, case):
         kernel_bridge.execute(kernel, code, max_lines=1000)
     assert failure.value.kind == kind and what in str(failure.value)
     assert "%tb" not in str(failure.value)
+
+
+def test_the_kernel_keeps_no_history_in_the_users_home(kernel):
+    """Every block of every build would go into ~/.ipython's database."""
+    import kernel_bridge
+    org, _ = kernel_bridge.execute(kernel, "get_ipython().history_manager.enabled")
+    assert org == ": False"
 
 
 def test_a_kernel_killed_by_its_block_is_reported_as_died(kernel):
@@ -283,6 +322,116 @@ def test_readme_edited_during_make_run_is_kept(tiny):
     assert "README.org changed on disk while the blocks ran" in run.stderr
     assert (tiny / "README.org").read_text() == text + "\nAn edit made meanwhile.\n"
     before["README.org"] = (tiny / "README.org").read_bytes()
+    assert snapshot(tiny) == before
+
+
+def test_readme_edited_during_make_tangle_is_built_by_the_next_one(tiny):
+    """The list of outputs is make's stamp: written after the edit, it
+    would tell make that the edit was built."""
+    text = HEADER + block("open('README.org', 'a').write('\\nAn edit made meanwhile.\\n')",
+                          "edits")
+    before = write_readme(tiny, text)
+    run = build(tiny)
+    assert run.returncode != 0
+    assert "README.org changed on disk while the blocks ran" in run.stderr
+    assert "run `make tangle' again" in run.stderr.replace("\u2018", "`").replace("\u2019", "'")
+    assert not (tiny / ".build" / "outputs").exists()
+    before["README.org"] = (tiny / "README.org").read_bytes()
+    assert snapshot(tiny) == before
+
+
+@pytest.mark.parametrize("case", ["symbolic link", "read-only"])
+def test_make_run_refuses_a_readme_it_would_replace_against_its_owners_wish(tiny, case):
+    """The install renames a new file over README.org."""
+    text = HEADER + block("print(1)", "one")
+    write_readme(tiny, text)
+    readme = tiny / "README.org"
+    if case == "symbolic link":
+        readme.rename(tiny / "notes.org")
+        readme.symlink_to("notes.org")
+    else:
+        readme.chmod(0o444)
+    before = snapshot(tiny)
+    run = build(tiny, "run")
+    assert_failed_cleanly(run, tiny, before, f"README.org is a {case}" if case != "read-only"
+                          else "README.org is read-only")
+    assert readme.is_symlink() == (case == "symbolic link")
+
+
+def test_make_run_keeps_the_permissions_of_readme(tiny):
+    write_readme(tiny, HEADER + block("print(1)", "one"))
+    (tiny / "README.org").chmod(0o664)
+    assert build(tiny, "run").returncode == 0
+    assert "1" in (tiny / "README.org").read_text().split("#+RESULTS: one")[1]
+    assert (tiny / "README.org").stat().st_mode & 0o777 == 0o664
+
+
+def test_every_kernel_runs_in_the_folder_of_the_notes(tiny, tmp_path_factory):
+    """Whatever folder Emacs starts in, and for a session started after the
+    build moved into its scratch folder, whose files would be taken for
+    outputs."""
+    code = "import os\nprint(os.getcwd())\nopen('{}.txt', 'w').close()"
+    write_readme(tiny, HEADER + block(code.format("first"), "first")
+                 + block(code.format("other"), "other", ":session other"))
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    run = emacs("-l", str(tiny / "tools" / "build.el"), "-f", "gradients-build-run",
+                str(tiny / "README.org"), cwd=elsewhere, check=False)
+    assert run.returncode == 0, run.stderr
+    text = (tiny / "README.org").read_text()
+    assert text.count(f": {tiny}\n") == 2, text
+    assert ".build" not in text
+    assert (tiny / "first.txt").exists() and (tiny / "other.txt").exists()
+    assert list(elsewhere.iterdir()) == []
+    assert "wrote other.txt" not in run.stderr
+
+
+def test_a_folder_the_build_cannot_write_to_stops_it_before_any_move(tiny):
+    picture = "from graphviz import Digraph\nd = Digraph()\nd.node('x')\nd"
+    before = write_readme(tiny, HEADER + block(picture, "a", ":file a/x.svg")
+                          + block(picture, "b", ":file b/x.svg"))
+    (tiny / "b").write_text("a file where the build wants a folder")
+    before = snapshot(tiny)
+    run = build(tiny)
+    assert_failed_cleanly(run, tiny, before, "Cannot write b/x.svg: b is not a folder")
+    assert not (tiny / "a").exists()
+
+
+FAIL_THE_SECOND_MOVE = """;;; -*- lexical-binding: t -*-
+(advice-add 'rename-file :before
+            (let ((moves 0))
+              (lambda (&rest _)
+                (when (= (setq moves (1+ moves)) 2)
+                  (signal 'file-error '("Renaming" "No space left on device"))))))
+"""
+
+
+def test_a_move_that_fails_anyway_is_reported_as_it_is(tiny):
+    """Not "Nothing was changed." after a first move, nor a backtrace, nor
+    a scratch folder left behind."""
+    write_readme(tiny, HEADER + block("print('new')", "one", ":tangle gradients.py")
+                 .replace("jupyter-python", "python")
+                 + block("print('new')", "two", ":tangle images/two.py")
+                 .replace("jupyter-python", "python"))
+    (tiny / "fail.el").write_text(FAIL_THE_SECOND_MOVE)
+    run = emacs("-l", "fail.el", "-l", "tools/build.el", "-f", "gradients-build-tangle",
+                "README.org", cwd=tiny, check=False)
+    assert run.returncode == 1, run.stderr
+    assert "No space left on device" in run.stderr
+    assert "Only some outputs were written: " in run.stderr
+    assert "Nothing was changed." not in run.stderr
+    assert "Debugger entered" not in run.stderr and "kill-emacs-hook" not in run.stderr
+    assert not list((tiny / ".build").glob("run-*"))
+
+
+def test_no_venv_is_said_in_one_line(tiny):
+    before = write_readme(tiny, HEADER + block("x = 1", "one"))
+    run = emacs("--eval", '(setq gradients-python "/nonexistent/python")',
+                "-l", "tools/build.el", "-f", "gradients-build-tangle", "README.org",
+                cwd=tiny, check=False)
+    assert run.returncode == 1
+    lines = run.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("No /nonexistent/python: run "), run.stderr
+    assert lines[1] == "Nothing was changed."
     assert snapshot(tiny) == before
 
 

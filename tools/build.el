@@ -68,6 +68,20 @@ outputs are.")
        (line-number-at-pos) "byte #x%X is not UTF-8; the notes must be saved as UTF-8"
        (- (char-before) #x3fff00)))))
 
+(defun gradients-build--check-line-ends ()
+  "Fail on a byte order mark or a CR LF line end: Org would not see the
+first line's keyword behind the mark, and would take each CR for part of
+its line, so that not even #+end_src ends a block."
+  (save-excursion
+    (goto-char (point-min))
+    (when (eq (char-after) #xFEFF)
+      (gradients-build--fail-at
+       1 "the file starts with a byte order mark, which hides this line from Org; save it as UTF-8 without one"))
+    (when (search-forward "\r\n" nil t)
+      (gradients-build--fail-at
+       (line-number-at-pos (match-beginning 0))
+       "the line ends in CR LF (Windows line ends), which Org reads as part of the line; save the notes with LF line ends"))))
+
 (defun gradients-build--check-structure ()
   "Fail on a block or drawer that is never closed: Org would quietly read
 it as plain text, and its code would neither run nor be tangled."
@@ -121,6 +135,7 @@ without :file: GitHub would show a broken picture."
     (with-temp-buffer
       (insert (decode-coding-string bytes 'utf-8-unix))
       (gradients-build--check-utf-8)
+      (gradients-build--check-line-ends)
       (gradients-build--check-structure)
       (gradients-build--check-links))
     bytes))
@@ -130,17 +145,24 @@ without :file: GitHub would show a broken picture."
 
 ;; A build that runs blocks starts its kernel as soon as the file passed
 ;; those checks: it boots while Emacs loads Org, opens the file and tangles.
+;; Every kernel runs in the Org file's folder: not the folder Emacs was
+;; started from, nor the scratch folder a later session would start in,
+;; whose name would show in results and whose files would be taken for
+;; outputs.
 (let ((org-file (cadr (or (member "gradients-build-tangle" command-line-args-left)
                           (member "gradients-build-run" command-line-args-left)))))
   (when org-file
     (condition-case err
-        (setq gradients-build--original
-              (gradients-build--read-and-check (expand-file-name org-file)))
+        (progn
+          (setq gradients-build--original
+                (gradients-build--read-and-check (expand-file-name org-file))
+                gradients-kernel-directory
+                (file-name-directory (expand-file-name org-file)))
+          (when (string-match-p "#\\+begin_src[ \t]+jupyter-python" gradients-build--original)
+            (gradients-start-session "gradients")))
       (error (message "%s" (error-message-string err))
              (message "Nothing was changed.")
-             (kill-emacs 1)))
-    (when (string-match-p "#\\+begin_src[ \t]+jupyter-python" gradients-build--original)
-      (gradients-start-session "gradients"))))
+             (kill-emacs 1)))))
 
 (require 'org)
 (require 'ob-tangle)
@@ -185,7 +207,20 @@ without :file: GitHub would show a broken picture."
              (or (file-name-absolute-p path)
                  (not (file-in-directory-p (expand-file-name path home) home))))
     (error "%s: %s %s is outside the project; use a path under this folder, such as images/%s"
-           (gradients-block-description) key path (file-name-nondirectory path))))
+           (gradients-block-description) key path (file-name-nondirectory path)))
+  ;; The Makefile reads the list of outputs split at spaces.
+  (when (and (stringp path) (string-match-p "[[:space:]]" path))
+    (error "%s: %s %s has a space, which make cannot tell from two files; use - or _ instead"
+           (gradients-block-description) key path)))
+
+(defun gradients-build--check-results (params)
+  "Fail on `:results file' with a :file: Org would write the drawer's
+text, the link, over the picture the block drew."
+  (let ((results (split-string (or (cdr (assq :results params)) ""))))
+    (when (and (member "file" results) (cdr (assq :file params))
+               (not (or (member "link" results) (member "graphics" results))))
+      (error "%s: :results file would make Org write the link over the picture; drop `file', :file alone draws it"
+             (gradients-block-description)))))
 
 (defun gradients-build--check-headers ()
   "Fail on every header argument that would go wrong, each on a line of
@@ -201,7 +236,8 @@ Org file's folder.  Runs before any block, so a bad header costs nothing."
         (gradients-build--noting-problem
          (gradients-check-header-names (org-element-at-point)))
         (when (equal lang "jupyter-python")
-          (gradients-build--noting-problem (gradients--timeout params)))
+          (gradients-build--noting-problem (gradients--timeout params))
+          (gradients-build--noting-problem (gradients-build--check-results params)))
         (dolist (key '(:file :tangle))
           (gradients-build--noting-problem
            (gradients-build--check-path key (cdr (assq key params)) home)))))
@@ -231,6 +267,9 @@ as UTF-8, so Emacs never asks for a coding system, not even on a terminal."
   (and (file-exists-p b)
        (string= (gradients-build--file-bytes a) (gradients-build--file-bytes b))))
 
+(defvar gradients-build--written nil
+  "The outputs moved into place so far, relative to the project.")
+
 (defun gradients-build--finish-moves ()
   "Make every move left in `gradients-build--moves'.  Also run from
 `kill-emacs-hook', so that Ctrl-C during the install completes it."
@@ -240,8 +279,28 @@ as UTF-8, so Emacs never asks for a coding system, not even on a terminal."
       (when (file-exists-p (car move))
         (make-directory (file-name-directory (cdr move)) t)
         (rename-file (car move) (cdr move) t)
-        (message "wrote %s" (file-relative-name (cdr move) gradients-build--project)))
+        (push (file-relative-name (cdr move) gradients-build--project)
+              gradients-build--written)
+        (message "wrote %s" (car gradients-build--written)))
       (setq gradients-build--moves (cdr gradients-build--moves)))))
+
+(defun gradients-build--check-replaceable (target project)
+  "Fail unless a rename can put a file at TARGET: its folder, or the
+nearest one that exists, must be writable, and TARGET no folder.  Checked
+for every output before the first move, so that a folder the build
+cannot write stops it with nothing changed, not halfway through."
+  (let ((relative (file-relative-name target project))
+        (folder (file-name-directory target)))
+    (when (file-directory-p target)
+      (error "Cannot write %s: it is a folder" relative))
+    (while (not (file-directory-p folder))
+      (when (file-exists-p (directory-file-name folder))
+        (error "Cannot write %s: %s is not a folder" relative
+               (file-relative-name (directory-file-name folder) project)))
+      (setq folder (file-name-directory (directory-file-name folder))))
+    (unless (file-writable-p folder)
+      (error "Cannot write %s: the folder %s is not writable" relative
+             (file-relative-name folder project)))))
 
 (defun gradients-build--install (scratch project)
   "Move every file under SCRATCH to the same place under PROJECT, unless
@@ -255,6 +314,8 @@ Each move is a rename on one disk, so no file is ever half written."
         (if (gradients-build--same-bytes-p new target)
             (message "unchanged %s" relative)
           (push (cons new target) moves))))
+    (dolist (move moves)
+      (gradients-build--check-replaceable (cdr move) project))
     (setq gradients-build--moves (nreverse moves))
     (gradients-build--finish-moves)
     (nreverse outputs)))
@@ -328,8 +389,13 @@ folder) and `scratch'."
              ,@body))
          (gradients-build--cleanup))
      (error
+      ;; A move that failed is not tried again on the way out.
+      (setq gradients-build--moves nil)
       (message "%s" (error-message-string err))
-      (message "Nothing was changed.")
+      (message "%s" (if gradients-build--written
+                        (format "Only some outputs were written: %s"
+                                (mapconcat #'identity (reverse gradients-build--written) ", "))
+                      "Nothing was changed."))
       (gradients-build--cleanup)
       (kill-emacs 1))))
 
@@ -340,6 +406,16 @@ folder) and `scratch'."
       (insert (mapconcat #'identity outputs "\n") "\n"))
     (rename-file temporary file t)))
 
+(defun gradients-build--check-unchanged (org-file original target)
+  "Fail if ORG-FILE no longer holds ORIGINAL, the bytes the build began
+with: an edit saved meanwhile is kept, and built by the next run of
+`make TARGET'.  For `make tangle' this matters as much as for `make
+run': the list of outputs, written last, is make's stamp, and would be
+newer than the edit, so make would never build it."
+  (unless (equal (gradients-build--file-bytes org-file) original)
+    (error "%s changed on disk while the blocks ran; it is kept as it is now, run `make %s' again"
+           (file-name-nondirectory org-file) target)))
+
 (defun gradients-build-tangle ()
   "Tangle gradients.py and draw every picture."
   (gradients-build--main
@@ -348,17 +424,31 @@ folder) and `scratch'."
    ;; The copy of the Org file is not an output: only `make run' writes it.
    (delete-file (buffer-file-name))
    (set-buffer-modified-p nil)
+   (gradients-build--check-unchanged org-file original "tangle")
    (gradients-build--write-outputs-list (gradients-build--install scratch project) project)))
+
+(defun gradients-build--check-rewritable (org-file)
+  "Fail unless ORG-FILE is a file its owner may write: the install renames
+the new copy over it, which would turn a link into a file and overwrite
+a file made read-only, as no editor would."
+  (let ((name (file-name-nondirectory org-file)))
+    (when (file-symlink-p org-file)
+      (error "%s is a symbolic link, which `make run' would replace with a file; run it where the link points (%s)"
+             name (file-truename org-file)))
+    (unless (and (file-writable-p org-file) (/= 0 (logand (file-modes org-file) #o200)))
+      (error "%s is read-only; make it writable (chmod u+w %s) for `make run' to rewrite it"
+             name name))))
 
 (defun gradients-build-run ()
   "Restart and run all: every results drawer and picture, from a fresh kernel."
   (gradients-build--main
+   (gradients-build--check-rewritable org-file)
    (gradients-build--run-results)
    (let ((coding-system-for-write 'utf-8-unix))
      (save-buffer))
-   (unless (equal (gradients-build--file-bytes org-file) original)
-     (error "%s changed on disk while the blocks ran; it is kept as it is now, run `make run' again"
-            (file-name-nondirectory org-file)))
+   ;; The new copy keeps the permissions of the file it replaces.
+   (set-file-modes (buffer-file-name) (file-modes org-file))
+   (gradients-build--check-unchanged org-file original "run")
    (gradients-build--install scratch project)))
 
 ;; For the tests: emacs --batch -l tools/build.el -f gradients-build-tangle-into

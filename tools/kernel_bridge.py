@@ -76,11 +76,14 @@ class KernelDied(BlockError):
 
 class ThisInterpreter(KernelSpecManager):
     """Always this interpreter's ipykernel: a "python3" kernelspec installed
-    elsewhere on the machine must not decide which Python runs the notes."""
+    elsewhere on the machine must not decide which Python runs the notes.
+    Its history stays in memory: the blocks of every build would otherwise
+    go into the user's ~/.ipython history database, outside the project."""
 
     def get_kernel_spec(self, kernel_name):
         return KernelSpec(
-            argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                  "--HistoryManager.enabled=False"],
             display_name="gradients",
             language="python",
         )
@@ -245,6 +248,24 @@ def pictures(outputs):
     return found
 
 
+# Lines of a text/org value that would not stay inside the results drawer:
+# an :end: closes it early, a headline ends it, and a source block in it
+# is one Org would run and tangle.  What followed would become part of the
+# notes' text, and each `make run` would add it once more.
+ORG_ESCAPES = re.compile(r"^[ \t]*:end:[ \t]*$|^\*+[ \t]|^[ \t]*#\+begin_src\b",
+                         re.IGNORECASE | re.MULTILINE)
+
+
+def check_org_value(text):
+    """Refuse a text/org value with a line that would break out of the drawer."""
+    found = ORG_ESCAPES.search(text)
+    if found:
+        raise BlockError(f"returned Org text with the line {found.group(0).strip()!r}, "
+                         "which would break out of its results drawer; show it as "
+                         "text/plain instead", "output")
+    return text
+
+
 def org_result(outputs, file=None, links=()):
     """The drawer text org-babel records for OUTPUTS: printed text and the
     value's IPython repr as fixed-width lines, a value that can show itself
@@ -264,7 +285,7 @@ def org_result(outputs, file=None, links=()):
             lines += fixed_width(printed)
             printed = ""
             data = content["data"]
-            lines += data["text/org"].splitlines() if "text/org" in data \
+            lines += check_org_value(data["text/org"]).splitlines() if "text/org" in data \
                 else fixed_width(data["text/plain"])
     lines += fixed_width(printed)
     if file:

@@ -54,6 +54,12 @@
   (expand-file-name ".venv/bin/python" gradients-project-directory)
   "The Python whose ipykernel runs the blocks: the project's venv.")
 
+(defvar gradients-kernel-directory nil
+  "The folder kernels start in, where a block's relative paths lead; nil
+for `default-directory' (interactively, the Org file's folder).  The
+batch build sets it to the Org file's folder, whatever folder Emacs was
+started from and whichever session a block asks for.")
+
 (defvar gradients-batch-timeout 300
   "Seconds a block may run in a batch build unless it says `:timeout N'.")
 
@@ -179,6 +185,7 @@ It returns at once: the kernel boots while Emacs does other work."
         (error "No %s: run `make venv' in %s first" gradients-python
                (abbreviate-file-name gradients-project-directory)))
       (let* ((stderr (get-buffer-create (format " *gradients-kernel %s*" name)))
+             (default-directory (or gradients-kernel-directory default-directory))
              (process (make-process
                        :name (format "gradients-kernel-%s" name)
                        :command (list gradients-python
