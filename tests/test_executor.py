@@ -90,6 +90,11 @@ open('misspelt-ran', 'w').close()
 open('soon-ran', 'w').close()
 #+end_src
 
+#+name: with-vars
+#+begin_src jupyter-python :var n=3 word="hi" :tangle no
+n * word
+#+end_src
+
 #+name: loose-plot
 #+begin_src jupyter-python :tangle no
 import matplotlib.pyplot as plt
@@ -247,6 +252,12 @@ def test_a_header_typo_is_named_and_the_block_does_not_run(el, project, name, wh
     assert el("(test-wait 10)") is True
     assert not (project / f"{name}-ran").exists()
     assert readme(el) == before
+
+
+def test_var_header_arguments_reach_the_kernel(el):
+    assert el('(test-run "with-vars")') == "done"
+    assert el("(test-wait 10)") is True
+    assert el('(test-drawer "with-vars")') == ": 'hihihi'"
 
 
 def doc_line(el, name):

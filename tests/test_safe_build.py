@@ -97,6 +97,14 @@ BAD_HEADERS = [
     (block("plt.plot([1, 2])", "spaced", ':file "images/my plot.png"'),
      '#+begin_src jupyter-python :file "images/my plot.png"',
      "block `spaced': :file images/my plot.png has a space"),
+    (block("plt.plot([1, 2])", "photo", ":file images/photo.jpg"),
+     "#+begin_src jupyter-python :file images/photo.jpg",
+     "block `photo': :file images/photo.jpg is not a picture the build can draw"),
+    # The second would silently replace the first.
+    (block("d", "drawn-once", ":file images/twice.svg")
+     + block("d", "drawn-twice", ":file images/twice.svg :exports both"),
+     "#+begin_src jupyter-python :file images/twice.svg :exports both",
+     "block `drawn-twice': :file images/twice.svg is drawn already by README.org:"),
 ]
 
 
@@ -173,6 +181,24 @@ def test_a_byte_order_mark_or_cr_lf_is_named_not_taken_for_an_open_block(tiny, c
     text, line, what = LINE_ENDS[case]
     before = write_readme(tiny, text)
     assert_failed_cleanly(build(tiny), tiny, before, f"README.org:{line}: {what}")
+
+
+# The build runs source blocks only: the result of a #+CALL line or an
+# inline block would never be refreshed, nor checked.  The line named.
+NOT_RUN = {
+    "#+CALL line": ("#+CALL: fine()", "a #+CALL line is not run by the build"),
+    "inline block": ("Two is src_jupyter-python{1 + 1}.",
+                     "an inline source block is not run by the build"),
+}
+
+
+@pytest.mark.parametrize("case", NOT_RUN, ids=list(NOT_RUN))
+def test_what_the_build_would_not_run_is_refused(tiny, case):
+    line, what = NOT_RUN[case]
+    text = HEADER + block("x = 1", "fine") + "\n" + line + "\n"
+    before = write_readme(tiny, text)
+    number = text.split("\n").index(line) + 1
+    assert_failed_cleanly(build(tiny), tiny, before, f"README.org:{number}: {what}")
 
 
 @pytest.mark.parametrize("case", MALFORMED, ids=list(MALFORMED))

@@ -122,6 +122,19 @@ without :file: GitHub would show a broken picture."
        "%s is a picture saved by an interactive run, which GitHub cannot show; give its block a :file under images/"
        (substring (match-string 0) 7)))))
 
+(defun gradients-build--check-calls ()
+  "Fail on a #+CALL line or an inline block: the build runs only source
+blocks, so their results would never be refreshed, nor checked."
+  (save-excursion
+    (goto-char (point-min))
+    (let ((case-fold-search t))
+      (when (re-search-forward "^[ \t]*#\\+call:\\|\\_<src_[-a-z0-9]+[[{]" nil t)
+        (gradients-build--fail-at
+         (line-number-at-pos)
+         "%s is not run by the build, so its result would go stale; use a source block"
+         (if (string-prefix-p "src_" (downcase (string-trim-left (match-string 0))))
+             "an inline source block" "a #+CALL line"))))))
+
 (defun gradients-build--file-bytes (file)
   (with-temp-buffer
     (set-buffer-multibyte nil)
@@ -137,7 +150,8 @@ without :file: GitHub would show a broken picture."
       (gradients-build--check-utf-8)
       (gradients-build--check-line-ends)
       (gradients-build--check-structure)
-      (gradients-build--check-links))
+      (gradients-build--check-links)
+      (gradients-build--check-calls))
     bytes))
 
 (defvar gradients-build--original nil
@@ -213,6 +227,24 @@ without :file: GitHub would show a broken picture."
     (error "%s: %s %s has a space, which make cannot tell from two files; use - or _ instead"
            (gradients-block-description) key path)))
 
+(defconst gradients-build--picture-extensions '("png" "svg")
+  "What a :file may end in: the pictures the kernel bridge can write.")
+
+(defun gradients-build--check-picture (file pictures)
+  "Fail on a :file the bridge cannot draw, or one an earlier block in
+PICTURES (an alist of file and description) draws already: the second
+would silently replace the first, and both drawers show the same picture."
+  (when (stringp file)
+    (unless (member (downcase (or (file-name-extension file) ""))
+                    gradients-build--picture-extensions)
+      (error "%s: :file %s is not a picture the build can draw; end it in .%s"
+             (gradients-block-description) file
+             (mapconcat #'identity gradients-build--picture-extensions " or .")))
+    (let ((earlier (assoc file pictures)))
+      (when earlier
+        (error "%s: :file %s is drawn already by %s; give each picture its own file"
+               (gradients-block-description) file (cdr earlier))))))
+
 (defun gradients-build--check-results (params)
   "Fail on `:results file' with a :file: Org would write the drawer's
 text, the link, over the picture the block drew."
@@ -228,7 +260,8 @@ its own, as a linter does: a name Org does not know, a :timeout that is
 not a number of seconds, a :file or :tangle that would write outside the
 Org file's folder.  Runs before any block, so a bad header costs nothing."
   (let ((home (file-name-directory (buffer-file-name)))
-        (gradients-build--problems nil))
+        (gradients-build--problems nil)
+        (pictures nil))
     (gradients-build--check-header-properties)
     (org-babel-map-src-blocks nil
       (let ((org-babel-current-src-block-location beg-block)
@@ -237,7 +270,12 @@ Org file's folder.  Runs before any block, so a bad header costs nothing."
          (gradients-check-header-names (org-element-at-point)))
         (when (equal lang "jupyter-python")
           (gradients-build--noting-problem (gradients--timeout params))
-          (gradients-build--noting-problem (gradients-build--check-results params)))
+          (gradients-build--noting-problem (gradients-build--check-results params))
+          (let ((file (cdr (assq :file params))))
+            (gradients-build--noting-problem
+             (gradients-build--check-picture file pictures))
+            (when (stringp file)
+              (push (cons file (gradients-block-description)) pictures))))
         (dolist (key '(:file :tangle))
           (gradients-build--noting-problem
            (gradients-build--check-path key (cdr (assq key params)) home)))))

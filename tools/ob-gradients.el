@@ -423,6 +423,12 @@ would ignore."
              (gradients-block-description) (if (cdr unknown) "s" "")
              (mapconcat #'symbol-name unknown ", ") (if (cdr unknown) "them" "it")))))
 
+(defun gradients-variable-assignments (params)
+  "Python statements that give each `:var' of PARAMS its value, written
+as ob-python writes them, so tables and lists arrive as lists."
+  (require 'ob-python)
+  (org-babel-variable-assignments:python params))
+
 (defun gradients-execute (body params)
   "Run BODY on the kernel of the session in PARAMS; return the drawer text.
 A picture block writes its :file from the display output.  With `:async
@@ -432,7 +438,10 @@ its place when it comes."
     (save-excursion
       (goto-char org-babel-current-src-block-location)
       (gradients-check-header-names (org-element-at-point))))
-  (let* ((request (gradients--new-request body params))
+  (let* ((request (gradients--new-request
+                   (org-babel-expand-body:generic
+                    body params (gradients-variable-assignments params))
+                   params))
          (process (gradients--session-process params)))
     (if (gradients--async-p params)
         (gradients--execute-async process request params)
@@ -627,6 +636,9 @@ emacs-jupyter already provides one."
                    (not (eq (symbol-function 'org-babel-execute:jupyter-python)
                             'gradients-execute))))
     (defalias 'org-babel-execute:jupyter-python #'gradients-execute)
+    ;; Tangling and C-c C-v v expand `:var' through this name too.
+    (defalias 'org-babel-variable-assignments:jupyter-python
+      #'gradients-variable-assignments)
     (with-eval-after-load 'ob-core
       (add-hook 'org-babel-after-execute-hook #'gradients-drop-empty-result))))
 
