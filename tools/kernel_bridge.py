@@ -21,9 +21,9 @@ request it answers, so Emacs never writes one block's result into another.
 
 The first line the bridge prints is {"ready": true, "kernel_pid": PID}
 once the kernel answers; Emacs interrupts a running block by sending SIGINT
-to that process, as Jupyter does.  At the end of its input, or on SIGTERM,
-the bridge stops the kernel and every process the kernel started, even in
-the middle of a block.
+to that process, as Jupyter does.  At the end of its input, or on SIGTERM
+or SIGHUP, the bridge stops the kernel and every process the kernel
+started, even in the middle of a block.
 
 The kernel listens on abstract Unix sockets (Linux), which live in no
 folder; the connection file's folder is removed as soon as the kernel has
@@ -185,9 +185,6 @@ class Kernel:
         manager = getattr(self, "manager", None)
         if manager is None:
             return
-        if getattr(self, "client", None) is not None:
-            self.client.stop_channels()
-            self.client = None
         pgid = getattr(manager.provisioner, "pgid", None)
         if pgid:
             # First, so that nothing the block started outlives a bridge
@@ -196,6 +193,9 @@ class Kernel:
                 os.killpg(pgid, signal.SIGKILL)
             except OSError:
                 pass
+        if getattr(self, "client", None) is not None:
+            self.client.stop_channels()
+            self.client = None
         try:
             manager.shutdown_kernel(now=True)
         except Exception:
@@ -364,6 +364,9 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
     return org, outputs
 
 
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 def read_requests(stdin, requests):
     """Pass each line of STDIN to REQUESTS; at its end, stop this process
     as SIGTERM does.  The end comes when Emacs exits, however it exits:
@@ -378,7 +381,16 @@ def serve(stdin, stdout):
     # Ctrl-C in a terminal reaches every process of the build; Emacs decides
     # what stops, and interrupts a block by signalling the kernel itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Emacs sends SIGHUP to its subprocesses as it exits, and does not wait;
+    # often right after the SIGTERM of its exit hook, which must not cut
+    # short the stopping that the first signal began.
+    def stop(*_):
+        for each in STOPPING_SIGNALS:
+            signal.signal(each, signal.SIG_IGN)
+        sys.exit(0)
+
+    for each in STOPPING_SIGNALS:
+        signal.signal(each, stop)
     requests = queue.Queue()
     # Input is read while a block runs, so that its end is noticed then too.
     threading.Thread(target=read_requests, args=(stdin, requests), daemon=True).start()

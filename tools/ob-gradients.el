@@ -227,24 +227,14 @@ own, so a batch build can exit at once."
   "Every bridge process, including those being stopped."
   (cl-remove-if-not (lambda (process) (process-get process 'session)) (process-list)))
 
-(defun gradients--running-p (process)
-  "Whether PROCESS still runs.  Asks the system, not only Emacs: when Emacs
-exits on a signal (Ctrl-C in a batch build), it no longer reaps its
-children, and a bridge that has finished would look alive until the end
-of the wait."
-  (and (process-live-p process)
-       (let ((state (alist-get 'state (process-attributes (process-id process)))))
-         (and state (not (equal state "Z"))))))
-
 (defun gradients--stop-on-exit ()
-  ;; Emacs kills its subprocesses with SIGKILL as it exits; a bridge
-  ;; stopped that way could not stop its kernel and what the kernel
-  ;; started.  So wait for them, shortly: stopping is fast.
+  ;; A bridge stops its kernel, with whatever the kernel started, on
+  ;; SIGTERM, on the SIGHUP Emacs sends its subprocesses as it exits, and
+  ;; at the end of its input: Emacs need not wait for it.  Nor could it
+  ;; reliably: an Emacs exiting on a signal (Ctrl-C in a batch build) may
+  ;; not notice for seconds that a child has finished.
   (dolist (process (gradients--bridges))
-    (gradients--stop process 'no-wait))
-  (with-timeout (2)
-    (while (cl-some #'gradients--running-p (gradients--bridges))
-      (accept-process-output nil 0.02))))
+    (gradients--stop process 'no-wait)))
 
 (add-hook 'kill-emacs-hook #'gradients--stop-on-exit)
 
