@@ -188,6 +188,13 @@ def project_copy(tmp_path):
     return copy_project(tmp_path)
 
 
+@pytest.fixture
+def tiny(project_copy):
+    """A copy of the project, for a README.org of the test's own (see
+    tiny_notes.py)."""
+    return project_copy
+
+
 def alive(pid):
     """Whether process PID runs (a zombie has finished)."""
     try:

@@ -1,0 +1,96 @@
+"""The kernel bridge on its own: what a block may not put in the notes,
+a kernel that dies, and a bridge whose Emacs is gone."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, gone, wait_for
+from tiny_notes import CHILD
+
+@pytest.fixture(scope="module")
+def kernel():
+    import kernel_bridge
+    kernel = kernel_bridge.Kernel()
+    yield kernel
+    kernel.kill()
+
+
+BAD_OUTPUT = {
+    "NUL": ("print('a\\x00b')", "output", "printed a NUL character"),
+    "too long": ("print('\\n'.join(map(str, range(2000))))", "output",
+                 "produced 2000 lines, more than the 1000"),
+    "SystemExit": ("raise SystemExit(2)", "raised", "SystemExit: 2 (the block called"),
+    # Org text that would close the results drawer and become notes text.
+    "Org out of its drawer": (
+        "class O:\n    def _repr_mimebundle_(self, include=None, exclude=None):\n"
+        "        return {'text/plain': 'O', 'text/org': '| 1 |\\n:end:\\n* Heading'}\nO()",
+        "output", "returned Org text with the line ':end:'"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_OUTPUT, ids=list(BAD_OUTPUT))
+def test_what_cannot_go_into_the_notes_fails_the_block(kernel, case):
+    """The bridge's side; the build names the block as for any failure."""
+    import kernel_bridge
+    code, kind, what = BAD_OUTPUT[case]
+    with pytest.raises(kernel_bridge.BlockError) as failure:
+        kernel_bridge.execute(kernel, code, max_lines=1000)
+    assert failure.value.kind == kind and what in str(failure.value)
+    assert "%tb" not in str(failure.value)
+
+
+def test_the_kernel_keeps_no_history_in_the_users_home(kernel):
+    """Every block of every build would go into ~/.ipython's database."""
+    import kernel_bridge
+    org, _ = kernel_bridge.execute(kernel, "get_ipython().history_manager.enabled")
+    assert org == ": False"
+
+
+def test_a_kernel_killed_by_its_block_is_reported_as_died(kernel):
+    """The last test of the module's kernel, which is gone afterwards."""
+    import kernel_bridge
+    with pytest.raises(kernel_bridge.KernelDied, match="the kernel died while running it"):
+        kernel_bridge.execute(kernel, "import os\nos._exit(3)")
+
+
+@pytest.mark.parametrize("ending", ["end of input", "SIGHUP"])
+def test_a_bridge_whose_emacs_is_gone_stops_its_kernel_in_the_middle_of_a_block(tmp_path, ending):
+    """Emacs may end without telling the bridge (killed, or its terminal
+    closed before its exit hook ran), or with the SIGHUP it sends every
+    subprocess as it exits: either is enough to stop the kernel and what
+    the block started."""
+    bridge = subprocess.Popen([sys.executable, str(ROOT / "tools" / "kernel_bridge.py")],
+                              cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        kernel = json.loads(bridge.stdout.readline())["kernel_pid"]
+        bridge.stdin.write(json.dumps({"id": 1, "code": CHILD + "\nimport time\ntime.sleep(300)"})
+                           + "\n")
+        bridge.stdin.flush()
+        child = tmp_path / "child.pid"
+        assert wait_for(child.exists)
+        time.sleep(0.2)
+        if ending == "SIGHUP":
+            bridge.send_signal(signal.SIGHUP)
+        else:
+            bridge.stdin.close()
+        assert bridge.wait(timeout=10) == 0
+        assert gone(kernel), "the kernel outlived its bridge"
+        assert gone(int(wait_for(child.read_text))), "what the block started outlived the bridge"
+    finally:
+        bridge.kill()
+
+
+def test_text_that_no_utf_8_file_can_hold_is_refused():
+    """ipykernel already replaces a lone surrogate in printed text; one in a
+    value's repr, or any other route, is still caught before Emacs."""
+    import kernel_bridge
+    for text in ("a\x00b", "\udc80"):
+        with pytest.raises(kernel_bridge.BlockError):
+            kernel_bridge.check_fits_the_notes(f": {text}", 1000)
+

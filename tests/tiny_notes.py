@@ -1,0 +1,54 @@
+"""Small README.org files of a test's own, built in a copy of the project
+(the `project_copy` fixture), so that a build reaches the case at hand at
+once; and what to check afterwards."""
+
+from conftest import emacs
+
+HEADER = """#+PROPERTY: header-args:jupyter-python :session gradients
+#+PROPERTY: header-args:jupyter-python+ :results raw drawer
+#+PROPERTY: header-args:jupyter-python+ :tangle gradients.py
+
+* Notes
+"""
+
+
+def block(code, name, args=""):
+    return f"\n#+name: {name}\n#+begin_src jupyter-python {args}\n{code}\n#+end_src\n"
+
+
+def snapshot(folder):
+    """Every file of the project copy but the venv and scratch files."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not {".venv", ".build"} & set(p.relative_to(folder).parts)}
+
+
+def build(folder, target="tangle", timeout=60):
+    return emacs("-l", "tools/build.el", "-f", f"gradients-build-{target}", "README.org",
+                 cwd=folder, check=False, timeout=timeout)
+
+
+def line_of(text, name):
+    """The line of block NAME's #+begin_src in TEXT."""
+    lines = text.split("\n")
+    return lines.index(f"#+name: {name}") + 2
+
+
+def assert_failed_cleanly(run, folder, before, where):
+    assert run.returncode != 0
+    assert where in run.stderr, run.stderr
+    assert "Nothing was changed." in run.stderr
+    assert snapshot(folder) == before
+    assert not list((folder / ".build").glob("run-*"))
+
+
+def write_readme(folder, text):
+    """Give FOLDER a README.org of TEXT (str or bytes); return the snapshot
+    to compare with after the build."""
+    (folder / "README.org").write_bytes(text.encode() if isinstance(text, str) else text)
+    return snapshot(folder)
+
+
+# A block that starts a process, to check that none outlives the build.
+CHILD = """import subprocess
+child = subprocess.Popen(['sleep', '300'])
+open('child.pid', 'w').write(str(child.pid))"""
