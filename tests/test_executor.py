@@ -101,6 +101,36 @@ import matplotlib.pyplot as plt
 plt.plot([1, 2, 3])
 plt.show()
 #+end_src
+
+#+name: fails-again
+#+begin_src jupyter-python :tangle no
+raise ValueError('still too far')
+#+end_src
+
+#+RESULTS: fails-again
+:results:
+: [waiting for the kernel: request 99999]
+:end:
+
+#+name: silent-value
+#+begin_src jupyter-python :results silent :tangle no
+6 * 7
+#+end_src
+
+#+name: none-raises
+#+begin_src jupyter-python :results none :tangle no
+raise ValueError('said anyway')
+#+end_src
+
+#+name: uses-one-plus-one
+#+begin_src emacs-lisp :var x=one-plus-one :tangle no
+x
+#+end_src
+
+#+name: on-broken-venv
+#+begin_src jupyter-python :session broken :async no :tangle no
+1
+#+end_src
 """
 
 # Evaluated with lexical binding: its timers' lambdas keep their arguments.
@@ -324,3 +354,56 @@ def test_stopping_leaves_no_kernel_and_no_folder(el):
     assert time.time() - started < 3
     assert gone(pid)
     assert el("gradients--sessions") is None
+
+
+def test_a_block_run_again_while_it_waits_and_failing_keeps_its_earlier_result(el):
+    # Both runs start before either reply can come: the second finds the
+    # first one's placeholder in the drawer, which is no earlier result.
+    assert el('(progn (test-run "fails") (test-run "fails"))') == "done"
+    assert el("(test-wait 10)") is True
+    assert el('(test-drawer "fails")') == ": an earlier result"
+    # A placeholder saved by an Emacs that quit before its reply came is
+    # no result either: the block that fails is left with none.
+    assert el('(test-run "fails-again")') == "done"
+    assert el("(test-wait 10)") is True
+    assert el('(test-drawer "fails-again")') is None
+
+
+def test_a_silent_block_shows_its_value_and_a_none_block_its_failure(el):
+    before = readme(el)
+    seen = len(el("(test-messages)"))
+    for name in ("silent-value", "none-raises"):
+        assert el(f'(test-run "{name}")') == "done"
+    assert el("(test-wait 10)") is True
+    messages = el("(test-messages)")[seen:]
+    assert "\n: 42\n" in messages
+    line = doc_line(el, "none-raises")
+    assert f"README.org:{line}: block `none-raises' raised ValueError: said anyway" in messages
+    assert "drawer changed" not in messages
+    assert readme(el) == before
+
+
+def test_a_block_used_as_a_value_or_called_is_waited_for(el):
+    # C-c C-c, which resolves the :var before Org says which block runs.
+    assert el('(with-current-buffer "README.org" (org-babel-goto-named-src-block '
+              '"uses-one-plus-one") (org-ctrl-c-ctrl-c) t)') is True
+    assert el('(with-current-buffer "README.org" (save-excursion (org-babel-goto-named-src-block '
+              '"uses-one-plus-one") (goto-char (org-babel-where-is-src-block-result)) '
+              '(org-babel-read-result)))') == ": 2"
+    assert el('(with-current-buffer "README.org" (goto-char (point-max)) '
+              '(insert "\n#+CALL: one-plus-one()\n") (forward-line -1) (org-ctrl-c-ctrl-c) '
+              '(forward-line 1) (buffer-substring-no-properties (point) (point-max)))') == \
+        "\n#+RESULTS:\n:results:\n: 2\n:end:\n"
+    assert el("(test-wait 10)") is True
+    assert "waiting for the kernel" not in readme(el)
+
+
+def test_a_kernel_that_does_not_start_says_why(el, project):
+    broken = project / "broken-python"
+    broken.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'jupyter_client'\" >&2\n"
+                      "exit 1\n")
+    broken.chmod(0o755)
+    said = el(f'(let ((gradients-python "{broken}")) (test-run "on-broken-venv"))')
+    assert said.startswith(f"README.org:{doc_line(el, 'on-broken-venv')}: block `on-broken-venv' "
+                           "did not run: its kernel did not start: ModuleNotFoundError: "
+                           "No module named 'jupyter_client'"), said

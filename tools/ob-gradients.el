@@ -11,6 +11,8 @@
 ;; With `:async yes' (the notes' default) C-c C-c returns at once, the
 ;; drawer says the block is waiting, and the result replaces that when it
 ;; arrives; blocks run one after another in the order they were started.
+;; A block whose value Org needs at once (a :var, a #+CALL line, an inline
+;; block) is waited for even so.
 ;; M-x gradients-interrupt stops the running block and drops the queued
 ;; ones; M-x gradients-restart starts a fresh kernel.  Batch builds always
 ;; wait for each block.  In a graphical Emacs a block's picture is redrawn
@@ -165,7 +167,20 @@ looking at, and only a :file under images/ goes on GitHub.")
                    (error . ,(if stopped "the kernel was stopped"
                                (concat "the kernel bridge stopped:\n"
                                        (gradients--stderr-tail process)))))))
-      (gradients--drop queue "its kernel stopped"))))
+      (gradients--drop queue (if (or stopped (process-get process 'ready))
+                                 "its kernel stopped"
+                               (gradients--start-failure process))))))
+
+(defun gradients--start-failure (process)
+  "Why the bridge PROCESS ended before its kernel was ready: the last
+line it wrote, which names the error (a venv without jupyter_client, a
+kernel that did not start in time)."
+  (let ((last (car (last (cl-remove-if
+                          (lambda (line) (string-prefix-p "Process " line))
+                          (split-string (gradients--stderr-tail process) "\n" t "[ \t]+"))))))
+    (format "its kernel did not start%s (more in the buffer `%s')"
+            (if last (concat ": " last) "")
+            (process-get process 'stderr-buffer))))
 
 (defun gradients--drop (requests why)
   "Tell every request in REQUESTS that it will not run, because WHY."
@@ -240,11 +255,17 @@ own, so a batch build can exit at once."
 
 ;;;; Running a block
 
+(defun gradients--block-head ()
+  "Where the block being run begins: the source block at point, or else
+the line Org runs it from (a #+CALL line).  Org's location names the
+block the user ran, which is another one when this block is the value
+of its :var."
+  (or (save-excursion (org-babel-where-is-src-block-head))
+      org-babel-current-src-block-location))
+
 (defun gradients-block-description ()
   "Where the block at point is, for messages: file, line and name."
-  (let* ((head (or org-babel-current-src-block-location
-                   (org-babel-where-is-src-block-head)
-                   (point)))
+  (let* ((head (or (gradients--block-head) (point)))
          (name (save-excursion
                  (goto-char head)
                  (org-element-property :name (org-element-at-point)))))
@@ -380,6 +401,25 @@ really stops, and its reply, when it comes, is dropped."
        (signal (car quit) (cdr quit))))
     (gradients-request-reply request)))
 
+(defvar gradients--resolving-reference nil
+  "Non-nil while Org computes the value of a reference to a block: a
+:var, a noweb <<name()>>, `org-sbe'.")
+
+(defun gradients--resolve-reference (resolve &rest arguments)
+  "Around `org-babel-ref-resolve': note that a block's value is wanted."
+  (let ((gradients--resolving-reference t))
+    (apply resolve arguments)))
+
+(defun gradients--own-drawer-p ()
+  "Whether Org puts the result below the source block at point, where a
+placeholder can wait for it.  A block that is the value of a reference,
+a #+CALL line and an inline block want the result itself: they wait."
+  (let ((head (save-excursion (org-babel-where-is-src-block-head)))
+        (location org-babel-current-src-block-location))
+    (and head (not gradients--resolving-reference)
+         (or (null location)
+             (= head (if (markerp location) (marker-position location) location))))))
+
 (defun gradients--async-p (params)
   (and (not noninteractive)
        (member (cdr (assq :async params)) '("yes" yes t))))
@@ -424,16 +464,17 @@ as ob-python writes them, so tables and lists arrive as lists."
 A picture block writes its :file from the display output.  With `:async
 yes', interactively, return a placeholder at once and put the result in
 its place when it comes."
-  (when org-babel-current-src-block-location
-    (save-excursion
-      (goto-char org-babel-current-src-block-location)
-      (gradients-check-header-names (org-element-at-point))))
+  (let ((head (gradients--block-head)))
+    (when head
+      (save-excursion
+        (goto-char head)
+        (gradients-check-header-names (org-element-at-point)))))
   (let* ((request (gradients--new-request
                    (org-babel-expand-body:generic
                     body params (gradients-variable-assignments params))
                    params))
          (process (gradients--session-process params)))
-    (if (gradients--async-p params)
+    (if (and (gradients--async-p params) (gradients--own-drawer-p))
         (gradients--execute-async process request params)
       (gradients--submit process request)
       (gradients--result-text request (gradients--wait process request)))))
@@ -442,6 +483,11 @@ its place when it comes."
 
 (defun gradients--placeholder (request)
   (format ": [waiting for the kernel: request %d]" (gradients-request-id request)))
+
+(defconst gradients--placeholder-regexp
+  "\\`: \\[waiting for the kernel: request \\([0-9]+\\)\\]\\'"
+  "Matches the drawer text of a block waiting for the kernel; group 1 is
+the request.")
 
 (defun gradients--drawer-text ()
   "The content of the results drawer of the block at point, or nil."
@@ -457,18 +503,49 @@ its place when it comes."
               (string-trim-right
                (buffer-substring-no-properties start (match-beginning 0))))))))))
 
+(defvar gradients--earlier-results (make-hash-table)
+  "The result each pending request's block had before it, by request id:
+what a block run again while it waits, and then failing, gets back.")
+
+(defun gradients--earlier-result ()
+  "The drawer text of the block at point before it was run, or nil.  A
+placeholder is no result: in its place the drawer's text before that
+request, if it is still waiting, or nothing (a placeholder saved in the
+file by an Emacs that quit before the reply came)."
+  (let ((text (gradients--drawer-text)))
+    (if (and text (string-match gradients--placeholder-regexp text))
+        (gethash (string-to-number (match-string 1 text)) gradients--earlier-results)
+      text)))
+
 (defun gradients--execute-async (process request params)
   "Queue REQUEST and return its placeholder.  The reply goes to the block
 that asked for it, found again by a marker, and only while its drawer
-still holds this request's placeholder."
-  (let ((marker (copy-marker (or (org-babel-where-is-src-block-head) (point))))
-        (previous (gradients--drawer-text))
-        (result-params (cdr (assq :result-params params))))
+still holds this request's placeholder.  A block whose result Org does
+not write (`:results silent' or `none') only says how it went."
+  (let* ((marker (copy-marker (or (org-babel-where-is-src-block-head) (point))))
+         (id (gradients-request-id request))
+         (previous (gradients--earlier-result))
+         (result-params (cdr (assq :result-params params)))
+         (silent (or (member "silent" result-params) (member "none" result-params))))
+    (puthash id previous gradients--earlier-results)
     (setf (gradients-request-callback request)
           (lambda (reply)
-            (gradients--fill-placeholder marker request reply previous result-params)))
+            (remhash id gradients--earlier-results)
+            (if silent
+                (gradients--report-silent request reply result-params marker)
+              (gradients--fill-placeholder marker request reply previous result-params))))
     (gradients--submit process request)
     (gradients--placeholder request)))
+
+(defun gradients--report-silent (request reply result-params marker)
+  "Say how REQUEST, whose result goes into no drawer, went: its failure,
+or with `:results silent' its result, as Org shows it."
+  (set-marker marker nil)
+  (condition-case failure
+      (let ((text (gradients--result-text request reply)))
+        (when (and text (member "silent" result-params))
+          (message "%s" text)))
+    (error (message "%s" (error-message-string failure)))))
 
 (defun gradients--fill-placeholder (marker request reply previous result-params)
   (let ((buffer (marker-buffer marker)))
@@ -481,8 +558,11 @@ still holds this request's placeholder."
             (widen)
             (goto-char marker)
             (if (not (equal (gradients--drawer-text) (gradients--placeholder request)))
-                (message "gradients: %s finished, but its results drawer changed meanwhile; not written"
-                         (gradients-request-where request))
+                ;; Not a word when the block was run again meanwhile.
+                (unless (string-match-p gradients--placeholder-regexp
+                                        (or (gradients--drawer-text) ""))
+                  (message "gradients: %s finished, but its results drawer changed meanwhile; not written"
+                           (gradients-request-where request)))
               (let ((text (condition-case failure
                               (gradients--result-text request reply)
                             (error (message "%s" (error-message-string failure))
@@ -618,6 +698,8 @@ emacs-jupyter already provides one."
   (add-hook 'org-mode-hook #'gradients-fit-pictures)
   (with-eval-after-load 'ob-core
     (add-hook 'org-babel-after-execute-hook #'gradients-show-result-pictures))
+  (with-eval-after-load 'ob-ref
+    (advice-add 'org-babel-ref-resolve :around #'gradients--resolve-reference))
   (dolist (buffer (buffer-list))
     (with-current-buffer buffer
       (when (derived-mode-p 'org-mode) (gradients-fit-pictures))))
