@@ -157,6 +157,18 @@ blocks, so their results would never be refreshed, nor checked."
 (defvar gradients-build--original nil
   "The bytes of the Org file being built, as they were read and checked.")
 
+(defun gradients-build--check-rewritable (org-file)
+  "Fail unless ORG-FILE is a file its owner may write: the install renames
+the new copy over it, which would turn a link into a file and overwrite
+a file made read-only, as no editor would."
+  (let ((name (file-name-nondirectory org-file)))
+    (when (file-symlink-p org-file)
+      (error "%s is a symbolic link, which `make run' would replace with a file; run it where the link points (%s)"
+             name (file-truename org-file)))
+    (unless (and (file-writable-p org-file) (/= 0 (logand (file-modes org-file) #o200)))
+      (error "%s is read-only; make it writable (chmod u+w %s) for `make run' to rewrite it"
+             name name))))
+
 ;; A build that runs blocks starts its kernel as soon as the file passed
 ;; those checks: it boots while Emacs loads Org, opens the file and tangles.
 ;; Every kernel runs in the Org file's folder: not the folder Emacs was
@@ -168,6 +180,8 @@ blocks, so their results would never be refreshed, nor checked."
   (when org-file
     (condition-case err
         (progn
+          (when (member "gradients-build-run" command-line-args-left)
+            (gradients-build--check-rewritable (expand-file-name org-file)))
           (setq gradients-build--original
                 (gradients-build--read-and-check (expand-file-name org-file))
                 gradients-kernel-directory
@@ -465,22 +479,9 @@ newer than the edit, so make would never build it."
    (gradients-build--check-unchanged org-file original "tangle")
    (gradients-build--write-outputs-list (gradients-build--install scratch project) project)))
 
-(defun gradients-build--check-rewritable (org-file)
-  "Fail unless ORG-FILE is a file its owner may write: the install renames
-the new copy over it, which would turn a link into a file and overwrite
-a file made read-only, as no editor would."
-  (let ((name (file-name-nondirectory org-file)))
-    (when (file-symlink-p org-file)
-      (error "%s is a symbolic link, which `make run' would replace with a file; run it where the link points (%s)"
-             name (file-truename org-file)))
-    (unless (and (file-writable-p org-file) (/= 0 (logand (file-modes org-file) #o200)))
-      (error "%s is read-only; make it writable (chmod u+w %s) for `make run' to rewrite it"
-             name name))))
-
 (defun gradients-build-run ()
   "Restart and run all: every results drawer and picture, from a fresh kernel."
   (gradients-build--main
-   (gradients-build--check-rewritable org-file)
    (gradients-build--run-results)
    (let ((coding-system-for-write 'utf-8-unix))
      (save-buffer))
