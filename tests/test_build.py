@@ -7,6 +7,7 @@ import re
 import subprocess
 
 from conftest import ROOT, emacs
+from tiny_notes import HEADER, assert_failed_cleanly, block, build, line_of, write_readme
 
 
 def test_gradients_py_is_what_readme_tangles_to(tmp_path):
@@ -30,26 +31,18 @@ def test_gradients_py_starts_with_shebang_and_header_and_is_executable():
     assert os.access(ROOT / "gradients.py", os.X_OK)
 
 
-def test_a_block_that_raises_stops_the_build_and_changes_nothing(project_copy, doc):
-    readme = project_copy / "README.org"
-    lines = readme.read_text().split("\n")
-    # The first block after a picture: the picture is drawn, then dropped.
-    line = doc.block("f-of-x-plus-h").line
-    lines.insert(line, "raise ValueError('nudged too far')")
-    readme.write_text("\n".join(lines))
-    before = {p: p.read_bytes() for p in project_copy.rglob("*")
-              if p.is_file() and ".venv" not in p.parts}
-
-    run = emacs("-l", "tools/build.el", "-f", "gradients-build-tangle", "README.org",
-                cwd=project_copy, check=False)
-
-    assert run.returncode != 0
-    assert f"README.org:{line}: block `f-of-x-plus-h' raised" in run.stderr
+def test_a_block_that_raises_stops_the_build_and_changes_nothing(tiny):
+    # A picture is drawn, and gradients.py tangled, before the block that
+    # raises: both are dropped.
+    text = HEADER + block("from graphviz import Digraph\nDigraph()", "drawn",
+                          ":file images/drawn.svg") \
+        + block("print('tangled')", "tangled") \
+        + block("raise ValueError('nudged too far')", "raises")
+    before = write_readme(tiny, text)
+    run = build(tiny)
+    assert_failed_cleanly(run, tiny, before, f"README.org:{line_of(text, 'raises')}: "
+                          "block `raises' raised")
     assert "ValueError: nudged too far" in run.stderr
-    after = {p: p.read_bytes() for p in project_copy.rglob("*")
-             if p.is_file() and ".venv" not in p.parts and ".build" not in p.parts}
-    assert after.keys() == before.keys()
-    assert [str(p) for p in after if after[p] != before[p]] == []
 
 
 def test_make_help_lists_every_target_once():
