@@ -339,6 +339,21 @@ def test_restart_gives_a_fresh_kernel(el):
     assert "NameError" in el('(with-current-buffer "*gradients-traceback*" (buffer-string))')
 
 
+def test_quitting_asks_while_a_block_runs_and_a_restart_names_the_block_it_stops(el):
+    asked = ('(let (asked) (cl-letf (((symbol-function (quote yes-or-no-p)) '
+             '(lambda (prompt) (setq asked prompt) nil))) '
+             '(list (run-hook-with-args-until-failure (quote kill-emacs-query-functions)) '
+             'asked)))')
+    assert el('(test-run "nap")') == "done"
+    assert el(asked) == [None, "1 block is still running or waiting for the kernel; "
+                               "quit anyway? "]
+    el("(gradients-restart)")
+    assert el("(test-wait 10)") is True
+    assert f"README.org:{doc_line(el, 'nap')}: block `nap' was stopped before it finished" \
+        in el("(test-messages)")
+    assert el(asked) == [True, None]
+
+
 def test_moving_through_blocks_guesses_no_indentation(el):
     el('(with-current-buffer "README.org" (font-lock-ensure) '
        '(org-babel-goto-named-src-block "value") (org-edit-special) (org-edit-src-exit))')

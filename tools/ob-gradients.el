@@ -163,7 +163,7 @@ looking at, and only a :file under images/ goes on GitHub.")
       (process-put process 'queue nil)
       (when current
         (gradients--deliver
-         current `((ok . nil) (kind . ,(if stopped "dropped" "died"))
+         current `((ok . nil) (kind . ,(if stopped "stopped" "died"))
                    (error . ,(if stopped "the kernel was stopped"
                                (concat "the kernel bridge stopped:\n"
                                        (gradients--stderr-tail process)))))))
@@ -252,6 +252,23 @@ own, so a batch build can exit at once."
     (gradients--stop process 'no-wait)))
 
 (add-hook 'kill-emacs-hook #'gradients--stop-on-exit)
+
+(defun gradients--pending-requests ()
+  "Every request running or waiting to run, in every session."
+  (cl-loop for (_ . process) in gradients--sessions
+           append (and (process-live-p process)
+                       (delq nil (cons (process-get process 'current)
+                                       (copy-sequence (process-get process 'queue)))))))
+
+(defun gradients--confirm-quit ()
+  "Ask before quitting while blocks run or wait: their results would be
+lost, and a file saved on the way out would keep their placeholders."
+  (let ((pending (length (gradients--pending-requests))))
+    (or (zerop pending)
+        (yes-or-no-p (format "%d block%s still running or waiting for the kernel; quit anyway? "
+                             pending (if (= pending 1) " is" "s are"))))))
+
+(add-hook 'kill-emacs-query-functions #'gradients--confirm-quit)
 
 ;;;; Running a block
 
@@ -344,6 +361,7 @@ reason to fall back on the default in silence."
                       (if noninteractive ""
                         ".  Its variables are gone; the next block starts a fresh kernel")))
       ("dropped" (format "%s did not run: %s" where error))
+      ("stopped" (format "%s was stopped before it finished: %s" where error))
       (_ (format "%s %s" where error)))))
 
 (defun gradients--show-failure (request reply)
