@@ -90,6 +90,12 @@ open('misspelt-ran', 'w').close()
 open('soon-ran', 'w').close()
 #+end_src
 
+#+name: where
+#+begin_src jupyter-python :tangle no
+import os
+os.getcwd()
+#+end_src
+
 #+name: with-vars
 #+begin_src jupyter-python :var n=3 word="hi" :tangle no
 n * word
@@ -329,14 +335,18 @@ def test_a_block_that_ends_the_kernel_is_named_and_the_next_starts_afresh(el, na
     assert gone(old_pid)
 
 
-def test_restart_gives_a_fresh_kernel(el):
+def test_restart_gives_a_fresh_kernel_in_the_same_folder(el, project):
     old_pid = el("(test-kernel-pid)")
-    el("(gradients-restart)")
+    # From a buffer elsewhere, as M-x from any buffer.
+    el('(with-temp-buffer (setq default-directory "/") (gradients-restart))')
     assert "restarted" in el("(test-messages)")
     assert el('(test-run "show-d")') == "done"
     assert el("(test-wait 30)") is True
     assert el("(test-kernel-pid)") != old_pid
     assert "NameError" in el('(with-current-buffer "*gradients-traceback*" (buffer-string))')
+    assert el('(test-run "where")') == "done"
+    assert el("(test-wait 10)") is True
+    assert el('(test-drawer "where")') == f": {str(project)!r}"
 
 
 def test_quitting_asks_while_a_block_runs_and_a_restart_names_the_block_it_stops(el):

@@ -214,6 +214,7 @@ It returns at once: the kernel boots while Emacs does other work."
         (with-current-buffer stderr (erase-buffer))
         (process-put process 'stderr-buffer (buffer-name stderr))
         (process-put process 'session name)
+        (process-put process 'directory default-directory)
         (setf (alist-get name gradients--sessions nil nil #'equal) process)
         process))))
 
@@ -626,7 +627,11 @@ behind it are dropped."
   "Replace the kernel of the current session with a fresh one."
   (interactive)
   (let* ((process (gradients--current-session))
-         (name (if process (process-get process 'session) "gradients")))
+         (name (if process (process-get process 'session) "gradients"))
+         ;; The fresh kernel works where the old one did, whichever
+         ;; buffer the command came from.
+         (default-directory (or (and process (process-get process 'directory))
+                                default-directory)))
     (when process (gradients--stop process))
     (gradients-start-session name)
     (message "gradients: restarted the kernel of session %s; its variables are gone" name)))
