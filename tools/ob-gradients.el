@@ -306,8 +306,14 @@ of its :var."
     process))
 
 (defun gradients--submit (process request)
-  (process-put process 'queue (append (process-get process 'queue) (list request)))
-  (gradients--send-next process))
+  (if (process-live-p process)
+      (progn
+        (process-put process 'queue (append (process-get process 'queue) (list request)))
+        (gradients--send-next process))
+    ;; A bridge that ended at once (a venv without jupyter_client) may
+    ;; have had its sentinel run already: nothing would answer a queue.
+    (gradients--deliver request `((ok . nil) (kind . "dropped")
+                                  (error . ,(gradients--start-failure process))))))
 
 (defun gradients--timeout (params)
   "The seconds PARAMS give the block with `:timeout', or nil for none.
@@ -405,6 +411,12 @@ really stops, and its reply, when it comes, is dropped."
     (condition-case quit
         (while (not (gradients-request-reply request))
           (accept-process-output process 0.5)
+          ;; Sentinels do not run inside another process's filter (code
+          ;; run by emacsclient -e, for one): see to a bridge that ended.
+          (unless (or (process-live-p process) (gradients-request-reply request))
+            (accept-process-output process 0.1)
+            (unless (gradients-request-reply request)
+              (gradients--sentinel process nil)))
           (when noninteractive
             (let ((seconds (truncate (- (float-time) start))))
               (when (>= seconds (+ said 10))
