@@ -145,7 +145,14 @@ looking at, and only a :file under images/ goes on GitHub.")
     (process-put process 'pending pending)))
 
 (defun gradients--stderr-tail (process)
-  (let ((buffer (get-buffer (process-get process 'stderr-buffer))))
+  "The end of what the bridge PROCESS wrote to its error output.  Its last
+words may still be on their way through their own pipe: a moment is
+given for them, never more."
+  (let* ((buffer (get-buffer (process-get process 'stderr-buffer)))
+         (pipe (and buffer (get-buffer-process buffer)))
+         (until (+ (float-time) 0.5)))
+    (while (and pipe (process-live-p pipe) (< (float-time) until))
+      (accept-process-output pipe 0.05 nil t))
     (if (buffer-live-p buffer)
         (with-current-buffer buffer
           (string-trim (buffer-substring (max (point-min) (- (point-max) 3000))
