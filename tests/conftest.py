@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -111,11 +112,18 @@ NO_NATIVE_COMPILATION = ("(setq native-comp-deferred-compilation nil"
                          " native-comp-jit-compilation nil)")
 
 
+def ctrl_c_as_in_a_terminal():
+    """For a child process: Ctrl-C (SIGINT) stops it, as in a terminal, even
+    when the tests were started where SIGINT is ignored (a background job
+    of a script), which the child would inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def emacs(*args, cwd=ROOT, check=True, timeout=120):
     """Run Emacs in batch mode the way the Makefile does."""
     return subprocess.run(
         [EMACS, "-Q", "--batch", *args], cwd=cwd, capture_output=True, text=True,
-        check=check, timeout=timeout)
+        check=check, timeout=timeout, preexec_fn=ctrl_c_as_in_a_terminal)
 
 
 def pytest_report_header(config):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import EMACS, emacs, gone, wait_for
+from conftest import EMACS, ctrl_c_as_in_a_terminal, emacs, gone, wait_for
 from tiny_notes import (CHILD, HEADER, assert_failed_cleanly, block, build, line_of, snapshot,
                         write_readme)
 
@@ -25,7 +25,8 @@ def build_with_tmpdir(folder, target="tangle"):
     process = subprocess.Popen(
         [EMACS, "-Q", "--batch", "-l", "tools/build.el", "-f", f"gradients-build-{target}",
          "README.org"], cwd=folder, env=dict(os.environ, TMPDIR=str(temporary)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=ctrl_c_as_in_a_terminal)
     return process, temporary
 
 

@@ -53,10 +53,11 @@ def timed(command, before=None, env=None):
         before()
     start = time.perf_counter()
     run = subprocess.run(command, cwd=ROOT, env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     elapsed = time.perf_counter() - start
     if run.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{run.stderr}")
+        tail = "\n".join(run.stdout.splitlines()[-60:])
+        sys.exit(f"{' '.join(command)} failed:\n{tail}")
     return elapsed
 
 
