@@ -2,6 +2,7 @@
 a kernel that dies, and a bridge whose Emacs is gone."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -63,10 +64,20 @@ def test_a_bridge_whose_emacs_is_gone_stops_its_kernel_in_the_middle_of_a_block(
     """Emacs may end without telling the bridge (killed, or its terminal
     closed before its exit hook ran), or with the SIGHUP it sends every
     subprocess as it exits: either is enough to stop the kernel and what
-    the block started."""
+    the block started.  And no folder is left in /tmp, not even one that a
+    bridge killed while its kernel started could not remove."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    finished = subprocess.Popen(["true"])
+    finished.wait()   # its number is now free: no process runs with it
+    stale = temporary / f"gradients-kernel-{finished.pid}-x1y2z3"
+    stale.mkdir()
+    (stale / "connection.json").write_text("{}")
+    running = temporary / f"gradients-kernel-{os.getpid()}-a1b2c3"
+    running.mkdir()
     bridge = subprocess.Popen([sys.executable, str(ROOT / "tools" / "kernel_bridge.py")],
                               cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
+                              text=True, env=dict(os.environ, TMPDIR=str(temporary)))
     try:
         kernel = json.loads(bridge.stdout.readline())["kernel_pid"]
         bridge.stdin.write(json.dumps({"id": 1, "code": CHILD + "\nimport time\ntime.sleep(300)"})
@@ -82,6 +93,7 @@ def test_a_bridge_whose_emacs_is_gone_stops_its_kernel_in_the_middle_of_a_block(
         assert bridge.wait(timeout=10) == 0
         assert gone(kernel), "the kernel outlived its bridge"
         assert gone(int(wait_for(child.read_text))), "what the block started outlived the bridge"
+        assert list(temporary.iterdir()) == [running], "a stale folder was kept, or one left"
     finally:
         bridge.kill()
 

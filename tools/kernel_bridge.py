@@ -34,6 +34,7 @@ so what the tests compare is produced exactly as the build produces it.
 """
 
 import base64
+import glob
 import json
 import os
 import queue
@@ -114,11 +115,32 @@ def kernel_environment():
     return env
 
 
+# The connection file's folder, named after the bridge that made it.
+FOLDER_PREFIX = "gradients-kernel-"
+
+
+def remove_stale_folders():
+    """Remove the connection folders of bridges that no longer run.  A
+    bridge removes its own once the kernel has started; one killed before
+    that (SIGKILL, a crash) cannot, and the next bridge cleans up after it."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), FOLDER_PREFIX + "*-*")):
+        pid = os.path.basename(path)[len(FOLDER_PREFIX):].split("-")[0]
+        if not pid.isdigit() or os.stat(path).st_uid != os.getuid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass   # a process of another user has that number now
+
+
 class Kernel:
     """One running kernel, as kernel_manager makes it."""
 
     def __init__(self):
-        folder = tempfile.mkdtemp(prefix="gradients-kernel-")
+        remove_stale_folders()
+        folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
         try:
             self.manager = kernel_manager(folder)
             self.manager.start_kernel(env=kernel_environment())
