@@ -318,6 +318,12 @@ def test_a_picture_without_a_file_is_saved_in_an_ignored_folder_and_linked(el, p
     assert link.startswith("[[file:.build/pictures/") and link.endswith(".png]]")
     picture = project / link[len("[[file:"):-2]
     assert picture.read_bytes().startswith(b"\x89PNG")
+    # Run again, the block links a new picture; the first one is gone.
+    assert el('(test-run "loose-plot")') == "done"
+    assert el("(test-wait 20)") is True
+    again = project / el('(test-drawer "loose-plot")')[len("[[file:"):-2]
+    assert again != picture and again.read_bytes().startswith(b"\x89PNG")
+    assert sorted(picture.parent.iterdir()) == [again]
 
 
 @pytest.mark.parametrize("name, why", [("crash", "died"), ("exits", "exit()")])

@@ -514,8 +514,39 @@ its place when it comes."
          (process (gradients--session-process params)))
     (if (and (gradients--async-p params) (gradients--own-drawer-p))
         (gradients--execute-async process request params)
-      (gradients--submit process request)
-      (gradients--result-text request (gradients--wait process request)))))
+      (let ((previous (and (gradients--own-drawer-p) (gradients--drawer-text))))
+        (gradients--submit process request)
+        (let ((text (gradients--result-text request (gradients--wait process request))))
+          (unless (gradients--silent-p params)
+            (gradients--forget-loose-pictures previous text))
+          text)))))
+
+(defun gradients--silent-p (params)
+  "Whether Org writes no drawer for a block with PARAMS."
+  (let ((result-params (cdr (assq :result-params params))))
+    (and (or (member "silent" result-params) (member "none" result-params)) t)))
+
+(defun gradients--loose-pictures (text)
+  "The pictures in `gradients-loose-picture-folder' that drawer TEXT links."
+  (let ((link (concat "\\[\\[file:\\(" (regexp-quote gradients-loose-picture-folder)
+                      "/[^]/]+\\)\\]\\]"))
+        (start 0) found)
+    (while (and text (string-match link text start))
+      (push (match-string 1 text) found)
+      (setq start (match-end 0)))
+    found))
+
+(defun gradients--forget-loose-pictures (old new)
+  "Delete the pictures that drawer text OLD linked and NEW does not: each
+run of a block without :file saves its pictures afresh, and those of
+earlier runs would otherwise pile up."
+  (let ((home (if (buffer-file-name) (file-name-directory (buffer-file-name))
+                default-directory)))
+    (dolist (picture (cl-set-difference (gradients--loose-pictures old)
+                                        (gradients--loose-pictures new) :test #'equal))
+      (let ((file (expand-file-name picture home)))
+        (when (file-exists-p file)
+          (delete-file file))))))
 
 ;;;; Asynchronous blocks
 
@@ -564,7 +595,7 @@ not write (`:results silent' or `none') only says how it went."
          (id (gradients-request-id request))
          (previous (gradients--earlier-result))
          (result-params (cdr (assq :result-params params)))
-         (silent (or (member "silent" result-params) (member "none" result-params))))
+         (silent (gradients--silent-p params)))
     (puthash id previous gradients--earlier-results)
     (setf (gradients-request-callback request)
           (lambda (reply)
@@ -611,6 +642,7 @@ or with `:results silent' its result, as Org shows it."
                 (if (memq text '(nil remove))
                     (org-babel-remove-result info)
                   (org-babel-insert-result text result-params info nil "jupyter-python"))
+                (gradients--forget-loose-pictures previous (and (stringp text) text))
                 (goto-char marker)
                 (run-hooks 'org-babel-after-execute-hook)))))
         (set-marker marker nil)))))
