@@ -336,12 +336,16 @@ reason to fall back on the default in silence."
           (t (error "%s: :timeout %s is not a number of seconds, such as :timeout 60"
                     (gradients-block-description) value)))))
 
+(defun gradients--notes-folder ()
+  "The folder of the Org file being worked on, where its links lead."
+  (if (buffer-file-name)
+      (file-name-directory (buffer-file-name))
+    default-directory))
+
 (defun gradients--new-request (body params)
   "A request to run BODY with PARAMS, from the block at point."
   (let* ((file (cdr (assq :file params)))
-         (home (if (buffer-file-name)
-                   (file-name-directory (buffer-file-name))
-                 default-directory))
+         (home (gradients--notes-folder))
          (timeout (or (gradients--timeout params)
                       (and noninteractive gradients-batch-timeout)))
          (loose (and (not file) (not noninteractive)
@@ -511,10 +515,11 @@ its place when it comes."
                    (org-babel-expand-body:generic
                     body params (gradients-variable-assignments params))
                    params))
-         (process (gradients--session-process params)))
-    (if (and (gradients--async-p params) (gradients--own-drawer-p))
+         (process (gradients--session-process params))
+         (own-drawer (gradients--own-drawer-p)))
+    (if (and own-drawer (gradients--async-p params))
         (gradients--execute-async process request params)
-      (let ((previous (and (gradients--own-drawer-p) (gradients--drawer-text))))
+      (let ((previous (and own-drawer (gradients--drawer-text))))
         (gradients--submit process request)
         (let ((text (gradients--result-text request (gradients--wait process request))))
           (unless (gradients--silent-p params)
@@ -540,8 +545,7 @@ its place when it comes."
   "Delete the pictures that drawer text OLD linked and NEW does not: each
 run of a block without :file saves its pictures afresh, and those of
 earlier runs would otherwise pile up."
-  (let ((home (if (buffer-file-name) (file-name-directory (buffer-file-name))
-                default-directory)))
+  (let ((home (gradients--notes-folder)))
     (dolist (picture (cl-set-difference (gradients--loose-pictures old)
                                         (gradients--loose-pictures new) :test #'equal))
       (let ((file (expand-file-name picture home)))
