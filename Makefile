@@ -54,6 +54,11 @@ MISSING      := $(filter-out $(wildcard $(OUTPUTS)),$(OUTPUTS))
 
 BUILD_TOOLS := tools/build.el tools/ob-gradients.el tools/kernel_bridge.py
 
+# Everything the notes make, and blocks.json, what Org read of each block
+# and what it produced: made without touching the committed outputs, for
+# `make test` to compare them with.  `make tangle` brings it up to date too.
+PRODUCED := $(BUILD)/produced/blocks.json
+
 # Debian packages, each with the check that tells it is there.
 BUILD_PACKAGES := 'emacs-nox=command -v $(firstword $(EMACS))' 'graphviz=command -v dot'
 TEST_PACKAGES  := 'ruby-github-markup=command -v github-markup' \
@@ -67,7 +72,7 @@ GUI_PACKAGES   := 'emacs-gtk=command -v $(GUI_EMACS)' 'xvfb=command -v Xvfb' \
 REQUIRE := tools/require-debian-packages
 
 .DEFAULT_GOAL := help
-.PHONY: help tangle run test notebook preview bench kernelspec venv lock clean FORCE
+.PHONY: help tangle run test check notebook preview bench kernelspec venv lock clean FORCE
 
 help:  ## list the targets
 	@sed -n 's/^\([a-z]*\):.*## \(.*\)/  make \1\t\2/p' $(MAKEFILE_LIST) | expand -t 20
@@ -82,14 +87,23 @@ run: $(VENV_STAMP)  ## restart and run all: rewrite every result and picture in 
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BATCH_EMACS) -l tools/build.el -f gradients-build-run README.org
 
-test: $(VENV_STAMP)  ## check every recorded result, picture and gradient
-	@$(REQUIRE) $(GUI_PACKAGES)
-	@$(REQUIRE) $(BUILD_PACKAGES) $(TEST_PACKAGES)
+$(PRODUCED): README.org $(BUILD_TOOLS) $(VENV_STAMP)
+	@$(REQUIRE) $(BUILD_PACKAGES)
+	$(BATCH_EMACS) -l tools/build.el -f gradients-build-produce README.org
+
+test: $(PRODUCED)  ## check the notes: every recorded result, output and gradient
 	$(PYTHON) -m pytest tests
+
+check: test  ## make test, then the tooling's own suite: executor, Emacs, browser, bad input
+	@$(REQUIRE) $(GUI_PACKAGES)
+	@$(REQUIRE) $(TEST_PACKAGES)
+	$(BATCH_EMACS) -l ert $(patsubst %,-l %,$(wildcard tests/ert/*-tests.el)) \
+	    -f ert-run-tests-batch-and-exit
+	$(PYTHON) -m pytest -n 2 --dist loadfile tests/tooling
 
 notebook: gradients.ipynb  ## gradients.ipynb for Jupyter users, from README.org
 
-gradients.ipynb: README.org tools/notebook.py $(filter images/%,$(OUTPUTS)) $(VENV_STAMP)
+gradients.ipynb: $(PRODUCED) tools/notebook.py $(filter images/%,$(OUTPUTS))
 	$(PYTHON) tools/notebook.py README.org $@
 
 preview: $(VENV_STAMP)  ## a screenshot of the README as GitHub renders it, in .build/preview/

@@ -1,5 +1,6 @@
-"""Shared fixtures: the parsed README.org, one fresh-kernel run of all its
-blocks (the way `make tangle` runs them), and the imported gradients.py."""
+"""Shared fixtures: the notes as the build read them (.build/produced/,
+which `make test` brings up to date first), and the imported gradients.py;
+and for the tooling's tests in tooling/, ways to drive Emacs."""
 
 import contextlib
 import importlib
@@ -11,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,8 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.org"
 sys.path.insert(0, str(ROOT / "tools"))
 
-import kernel_bridge  # noqa: E402
-import orgdoc  # noqa: E402
+import produced  # noqa: E402
 
 # No test may open a window or depend on one; Matplotlib then draws with
 # Agg in this process, and kernels pick their own inline backend.
@@ -35,58 +34,31 @@ def pytest_configure(config):
 
 
 def pytest_sessionstart(session):
-    """Malformed notes stop the run at once, with one line naming the line,
-    instead of every test that reads them failing on it."""
+    """Notes the build has not read as they are now stop the run at once,
+    with one line, instead of every test failing on them."""
     try:
-        orgdoc.parse(README)
-    except orgdoc.OrgError as error:
-        pytest.exit(f"{README.name}{str(error).split(README.name, 1)[1]}", returncode=1)
+        produced.load()
+    except produced.Stale as error:
+        pytest.exit(str(error), returncode=1)
 
 
 @pytest.fixture(scope="session")
 def doc():
-    return orgdoc.parse(README)
-
-
-@dataclass
-class Produced:
-    """What one block produced on the kernel."""
-    org: str | None = None        # the drawer text, when it ran
-    error: str | None = None      # the traceback, when it raised
-    outputs: list | None = None
-
-
-@pytest.fixture(scope="session")
-def produced(doc, tmp_path_factory):
-    """Every evaluated jupyter-python block, run in order on one fresh
-    kernel; pictures land under a scratch folder, keyed by their :file."""
-    pictures = tmp_path_factory.mktemp("pictures")
-    kernel = kernel_bridge.Kernel()
-    results = {}
-    try:
-        for block in doc.evaluated_blocks():
-            write_to = str(pictures / block.file) if block.file else None
-            try:
-                org, outputs = kernel_bridge.execute(kernel, block.code, block.file, write_to)
-                results[block.label] = Produced(org=org, outputs=outputs)
-            except kernel_bridge.BlockError as error:
-                results[block.label] = Produced(error=str(error))
-    finally:
-        kernel.shutdown()
-    return results, pictures
+    return produced.load()
 
 
 @pytest.fixture(scope="session")
 def gradients():
-    """The tangled module, imported; what it prints on import is kept."""
-    printed = io.StringIO()
+    """The tangled module, imported; what it writes on import is kept."""
+    printed, warned = io.StringIO(), io.StringIO()
     sys.path.insert(0, str(ROOT))
     try:
-        with contextlib.redirect_stdout(printed):
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(warned):
             module = importlib.import_module("gradients")
     finally:
         sys.path.remove(str(ROOT))
     module.printed_on_import = printed.getvalue()
+    module.warned_on_import = warned.getvalue()
     return module
 
 
@@ -127,9 +99,11 @@ def emacs(*args, cwd=ROOT, check=True, timeout=120):
 
 
 def pytest_report_header(config):
-    run = emacs("--eval", '(progn (require (quote org)) '
-                '(princ (format "Emacs %s, Org %s" emacs-version (org-version))))')
-    return f"{run.stdout} ({EMACS})"
+    try:
+        notes = produced.load()
+    except produced.Stale:
+        return None
+    return f"README.org read by Emacs {notes.emacs}, Org {notes.org} ({EMACS})"
 
 
 class Daemon:

@@ -1,18 +1,29 @@
-;;; build.el --- the batch build behind `make tangle' and `make run'  -*- lexical-binding: t -*-
+;;; build.el --- the batch build behind make tangle, make test and make run  -*- lexical-binding: t -*-
 
+;; emacs -Q --batch -l tools/build.el -f gradients-build-produce README.org
+;;     (make test) produce everything the notes make into .build/produced/:
+;;     the tangled files, the pictures, and blocks.json, what Org read of
+;;     each block and what the kernel made of it.  The committed outputs
+;;     are not touched.
 ;; emacs -Q --batch -l tools/build.el -f gradients-build-tangle README.org
+;;     (make tangle) the same, then copy every output that changed into
+;;     the project.
 ;; emacs -Q --batch -l tools/build.el -f gradients-build-run README.org
+;;     (make run) restart and run all, rewriting the results in README.org.
 ;;
-;; Both work on a copy of the Org file in a scratch folder under .build/:
-;; tangled files and pictures land beside the copy, however a release of
-;; Org resolves relative paths (Org 9.7 resolves :tangle against the Org
-;; file's folder, earlier releases against `default-directory'; here the
-;; two are the same folder).  Only once every block has run are the results
-;; moved into the project, and a file whose new bytes equal the old ones is
-;; not rewritten, so its timestamp keeps meaning "content changed".
-;; Anything that goes wrong, Ctrl-C included, leaves every output as it was;
-;; Ctrl-C during the final moves completes them instead, so the outputs are
-;; never half old and half new.
+;; Org visits the notes where they are, so that their folder is the one
+;; Lisp header values, #+SETUPFILE and relative paths see, as when the
+;; author runs a block.  Only the outputs are redirected: every output
+;; path goes through `gradients-build-output-path' once, and is written
+;; into a scratch folder under .build/; only once everything succeeded is
+;; anything moved into place, by renames, so no file is ever half
+;; written, and Ctrl-C during the moves completes them.
+;;
+;; The kernel run is what costs: its results and pictures are kept in
+;; .build/produced/ under a key of everything that can change them (the
+;; code and header arguments of every block in order, what is tangled,
+;; the lock, the build's own tools, Emacs and Org).  When only prose
+;; changed, the key is the same and no kernel starts.
 
 ;;; Code:
 
@@ -23,14 +34,30 @@
 ;; Rmail, EWW...) and version control looks for git: together most of the
 ;; start-up time of a batch run, and none of it is needed here.
 (setq org-modules nil
-      vc-handled-backends nil)
+      vc-handled-backends nil
+      ;; The notes are visited where they are: no lock file beside them.
+      create-lockfiles nil
+      make-backup-files nil)
 
 (load (expand-file-name "ob-gradients" gradients-build-directory) nil t)
 
+(defconst gradients-build-produced-folder ".build/produced"
+  "Where the last build put everything it produced, for `make test'.")
+
 (defconst gradients-build-outputs-file ".build/outputs"
-  "What the last successful `make tangle' produced, one path a line.
+  "What the last successful `make tangle' installed, one path a line.
 The Makefile reads it: the build, not a second parser, says what the
 outputs are.")
+
+(defconst gradients-build-protected
+  '("Makefile" "pyproject.toml" "requirements.lock" "tools" "tests")
+  "Sources of the project, relative to the notes' folder, that no output
+may replace or lie under.  So are the Org file being built and anything
+whose path has a part starting with a dot (.git, .build, .venv...).")
+
+(defconst gradients-build-tools '("build.el" "ob-gradients.el" "kernel_bridge.py")
+  "The files of tools/ that make the build: a change to one runs every
+block again.")
 
 (defvar gradients-build--scratch nil
   "The scratch folder of the running build, removed however the build ends.")
@@ -40,6 +67,9 @@ outputs are.")
 
 (defvar gradients-build--moves nil
   "The moves still to make once the install has begun: (FROM . TO) pairs.")
+
+(defvar gradients-build--org-name nil
+  "The Org file's name, for messages about the text being checked.")
 
 ;;;; Reading the Org file
 
@@ -51,9 +81,6 @@ outputs are.")
     (unless (and file (file-readable-p file))
       (error "Usage: emacs --batch -l tools/build.el -f FUNCTION README.org"))
     (expand-file-name file)))
-
-(defvar gradients-build--org-name nil
-  "The Org file's name, for messages about the text being checked.")
 
 (defun gradients-build--fail-at (line format-string &rest args)
   (error "%s:%d: %s" gradients-build--org-name line (apply #'format format-string args)))
@@ -154,9 +181,6 @@ blocks, so their results would never be refreshed, nor checked."
       (gradients-build--check-calls))
     bytes))
 
-(defvar gradients-build--original nil
-  "The bytes of the Org file being built, as they were read and checked.")
-
 (defun gradients-build--check-rewritable (org-file)
   "Fail unless ORG-FILE is a file its owner may write: the install renames
 the new copy over it, which would turn a link into a file and overwrite
@@ -169,50 +193,215 @@ a file made read-only, as no editor would."
       (error "%s is read-only; make it writable (chmod u+w %s) for `make run' to rewrite it"
              name name))))
 
-;; A build that runs blocks starts its kernel as soon as the file passed
-;; those checks: it boots while Emacs loads Org, opens the file and tangles.
-;; Every kernel runs in the Org file's folder: not the folder Emacs was
-;; started from, nor the scratch folder a later session would start in,
-;; whose name would show in results and whose files would be taken for
-;; outputs.
-(let ((org-file (cadr (or (member "gradients-build-tangle" command-line-args-left)
-                          (member "gradients-build-run" command-line-args-left)))))
-  (when org-file
-    (condition-case err
-        (progn
-          (when (member "gradients-build-run" command-line-args-left)
-            (gradients-build--check-rewritable (expand-file-name org-file)))
-          (setq gradients-build--original
-                (gradients-build--read-and-check (expand-file-name org-file))
-                gradients-kernel-directory
-                (file-name-directory (expand-file-name org-file)))
-          (when (string-match-p "#\\+begin_src[ \t]+jupyter-python" gradients-build--original)
-            (gradients-start-session "gradients")))
-      (error (message "%s" (error-message-string err))
-             (message "Nothing was changed.")
-             (kill-emacs 1)))))
+;;;; What was produced last time
 
-(require 'org)
-(require 'ob-tangle)
+(defun gradients-build--produced-file (project &optional name)
+  (expand-file-name (or name "blocks.json")
+                    (expand-file-name gradients-build-produced-folder project)))
 
-(setq org-confirm-babel-evaluate nil     ; batch: nobody to ask
-      make-backup-files nil
-      ;; Tangling visits python-mode, which would guess and complain.
-      python-indent-guess-indent-offset nil)
+(defun gradients-build--read-json (file)
+  "FILE's JSON as alists, or nil when it is missing or unreadable."
+  (ignore-errors
+    (with-temp-buffer
+      (insert-file-contents file)
+      (json-parse-buffer :object-type 'alist :array-type 'list
+                         :null-object nil :false-object nil))))
 
-;; The scratch folder has none of the project's folders: a block tangled
-;; into one must be able to make it there.
-(add-to-list 'org-babel-default-header-args '(:mkdirp . "yes"))
+(defun gradients-build--code-hint (text)
+  "A digest of the lines of TEXT that can change what blocks produce:
+keywords, property lines and whatever lies between #+begin_ and #+end_.
+Read without Org, before it loads, only to guess whether a kernel will
+be needed, so that it can boot meanwhile; the real key comes later."
+  (with-temp-buffer
+    (insert text)
+    (goto-char (point-min))
+    (let ((case-fold-search t) (inside nil) (kept nil))
+      (while (not (eobp))
+        (let ((line (buffer-substring-no-properties (point) (line-end-position))))
+          (cond (inside
+                 (push line kept)
+                 (when (string-match-p "\\`[ \t]*#\\+end_" line) (setq inside nil)))
+                ((string-match-p "\\`[ \t]*#\\+begin_" line)
+                 (setq inside t) (push line kept))
+                ((string-match-p "\\`[ \t]*\\(#\\+\\|:header-args\\)" line)
+                 (push line kept))))
+        (forward-line))
+      (secure-hash 'sha256 (mapconcat #'identity (nreverse kept) "\n")))))
+
+;;;; Scratch folders
+
+(defun gradients-build--remove-abandoned-scratch (project)
+  "Remove the scratch folders of builds that no longer run: one killed
+with SIGKILL ran no hook to remove its own.  Each is named after its
+Emacs's process id."
+  (dolist (folder (file-expand-wildcards
+                   (expand-file-name ".build/run-*" project)))
+    (when (and (string-match "/run-\\([0-9]+\\)-[^/]*\\'" folder)
+               (not (process-attributes (string-to-number (match-string 1 folder)))))
+      (delete-directory folder t))))
+
+(defun gradients-build--make-scratch (project)
+  (make-directory (expand-file-name ".build" project) t)
+  (gradients-build--remove-abandoned-scratch project)
+  (setq gradients-build--scratch
+        (file-name-as-directory
+         (make-temp-file (expand-file-name (format ".build/run-%d-" (emacs-pid)) project)
+                         t))))
+
+;;;; Output paths
+
+(defun gradients-build-output-path (name key where)
+  "The file an output NAME (given by header KEY of the block WHERE
+names) denotes, relative to the notes' folder; an error naming WHERE if
+it may not be an output.  This is the one place output paths are
+resolved and judged: relative names against the notes' folder, as Org
+resolves them when run from there, and symbolic links followed, so two
+spellings of one file are one output, and a link cannot lead outside."
+  (let* ((project (file-truename gradients-build--project))
+         (absolute (expand-file-name name gradients-build--project))
+         (real (file-truename absolute))
+         (relative (file-relative-name real project))
+         (complain (lambda (why &rest args)
+                     (error "%s: %s %s %s" where key name (apply #'format why args)))))
+    (unless (file-in-directory-p real project)
+      (funcall complain "is outside the project%s; use a path under the notes' folder, such as images/%s"
+               (if (equal real (directory-file-name absolute)) ""
+                 (format " (it leads to %s)" (abbreviate-file-name real)))
+               (file-name-nondirectory name)))
+    (let ((parts (split-string relative "/")))
+      (when (or (equal real (file-truename (buffer-file-name)))
+                (member (car parts) gradients-build-protected)
+                (cl-some (lambda (part) (string-prefix-p "." part)) parts))
+        (funcall complain "would replace a source of the project (%s); outputs go to files of their own, such as images/%s"
+                 relative (file-name-nondirectory name)))
+      ;; Make reads the list of outputs, and recipes hand them to the shell.
+      (let ((bad (cl-find-if (lambda (part)
+                               (string-match "[^[:alnum:]_.+-]" part))
+                             parts)))
+        (when bad
+          (string-match "[^[:alnum:]_.+-]" bad)
+          (funcall complain "has %s, which make or the shell cannot hold in a file name; use letters, digits, -, _, . and + only"
+                   (if (string-match-p "[[:space:]]" (match-string 0 bad)) "a space"
+                     (format "%S" (match-string 0 bad)))))))
+    (when (file-directory-p real)
+      (funcall complain "is a folder"))
+    relative))
+
+(defun gradients-build--scratch-path (relative)
+  "Where in the scratch folder the output RELATIVE is written."
+  (let ((file (expand-file-name relative gradients-build--scratch)))
+    (make-directory (file-name-directory file) t)
+    file))
+
+(defvar gradients-build--blocks nil
+  "The blocks of the notes, as `gradients-build--read-blocks' read them.")
+
+(defun gradients-build--tangle-into-scratch (groups)
+  "Around Org's collection of blocks to tangle: each file name of GROUPS,
+an alist of (FILE . BLOCKS), becomes its place in the scratch folder,
+and groups that name one file under two spellings become one."
+  (let (merged)
+    (dolist (group groups)
+      (when (car group)
+        (let* ((relative (gradients-build-output-path
+                          (car group) :tangle
+                          (format "%s: a block tangled" gradients-build--org-name)))
+               (target (gradients-build--scratch-path relative))
+               (known (assoc target merged)))
+          (if known
+              (setcdr known (append (cdr known) (cdr group)))
+            (push (cons target (cdr group)) merged)))))
+    (nreverse merged)))
+
+;;;; Reading the blocks, once
+
+(defmacro gradients-build--creating-no-folders (&rest body)
+  "Run BODY with `make-directory' doing nothing: Org makes a block's
+:output-dir as it reads its header, and nothing may be made before the
+checks passed."
+  `(cl-letf (((symbol-function 'make-directory) #'ignore))
+     ,@body))
+
+(defun gradients-build--recorded (info position)
+  "The results recorded for the block at POSITION with INFO: (TEXT FIRST
+LAST), its drawer's text and the lines of #+RESULTS and of its end."
+  (save-excursion
+    (goto-char position)
+    (let ((result (org-babel-where-is-src-block-result nil info)))
+      (when result
+        (goto-char result)
+        (let* ((element (org-element-at-point))
+               (end (save-excursion
+                      (goto-char (org-element-property :end element))
+                      (skip-chars-backward " \t\n")
+                      (point)))
+               (begin (org-element-property :contents-begin element))
+               (contents-end (org-element-property :contents-end element))
+               (text (cond ((and (eq (org-element-type element) 'drawer) begin)
+                            (buffer-substring-no-properties begin contents-end))
+                           ((eq (org-element-type element) 'drawer) "")
+                           (t (buffer-substring-no-properties
+                               (org-element-property :post-affiliated element) end)))))
+          (list (string-remove-suffix "\n" text)
+                (line-number-at-pos result)
+                (line-number-at-pos end)))))))
+
+(defun gradients-build--read-blocks ()
+  "Every source block of the buffer, read once from one parse by Org, as
+plists in document order.  Everything later (checks, runs, blocks.json)
+works from these."
+  (let ((name (file-name-nondirectory (buffer-file-name)))
+        blocks)
+    (gradients-build--creating-no-folders
+     (org-element-map (org-element-parse-buffer 'element) 'src-block
+       (lambda (element)
+         (let* ((position (org-element-property :post-affiliated element))
+                (info (org-babel-get-src-block-info 'light element))
+                (block-name (nth 4 info))
+                (line (line-number-at-pos position))
+                (where (format "%s:%d: block %s" name line
+                               (if block-name (format "`%s'" block-name) "(unnamed)")))
+                (recorded (gradients-build--recorded info position)))
+           (push (list :element element :info info :language (car info)
+                       :name block-name :line line :where where
+                       :marker (copy-marker position)
+                       :first-line (line-number-at-pos (org-element-property :begin element))
+                       :last-line (save-excursion
+                                    (goto-char (org-element-property :end element))
+                                    (skip-chars-backward " \t\n")
+                                    (line-number-at-pos))
+                       :recorded (car recorded) :results-lines (cdr recorded))
+                 blocks)))))
+    (nreverse blocks)))
+
+(defun gradients-build--runs-p (block)
+  "Whether the build runs BLOCK."
+  (and (equal (plist-get block :language) "jupyter-python")
+       (org-babel-check-evaluate (plist-get block :info))))
+
+(defun gradients-build--params (block)
+  "BLOCK's header arguments, processed as for running it (Lisp values
+evaluated, :var resolved), once."
+  (or (plist-get block :params)
+      (let ((params (save-excursion
+                      (goto-char (plist-get block :marker))
+                      (let ((org-babel-current-src-block-location (plist-get block :marker)))
+                        (gradients-build--creating-no-folders
+                         (org-babel-process-params (nth 2 (plist-get block :info))))))))
+        (plist-put block :params params)
+        params)))
+
+;;;; Checking the blocks
 
 (defvar gradients-build--problems nil
   "What the header checks found so far: (LINE . MESSAGE) pairs.")
 
-(defmacro gradients-build--noting-problem (&rest body)
-  "Run BODY; if it fails, note its message, at the current line, and go on."
+(defmacro gradients-build--noting-problem (line &rest body)
+  "Run BODY; if it fails, note its message at LINE, and go on."
+  (declare (indent 1))
   `(condition-case err
        (progn ,@body)
-     (error (push (cons (line-number-at-pos) (error-message-string err))
-                  gradients-build--problems))))
+     (error (push (cons ,line (error-message-string err)) gradients-build--problems))))
 
 (defun gradients-build--check-header-properties ()
   "Note each unknown name in a header-args property, naming its line."
@@ -225,93 +414,228 @@ a file made read-only, as no editor would."
               nil t)
         (dolist (name (gradients-unknown-header-names
                        (match-string 3) (or (match-string 1) (match-string 2))))
-          (gradients-build--noting-problem
-           (error "%s:%d: unknown header argument %s; Org would ignore it (a typo?)"
-                  (file-name-nondirectory (buffer-file-name)) (line-number-at-pos) name)))))))
-
-(defun gradients-build--check-path (key path home)
-  (when (and (stringp path)
-             (not (and (eq key :tangle) (member path '("yes" "no"))))
-             (or (file-name-absolute-p path)
-                 (not (file-in-directory-p (expand-file-name path home) home))))
-    (error "%s: %s %s is outside the project; use a path under this folder, such as images/%s"
-           (gradients-block-description) key path (file-name-nondirectory path)))
-  ;; The Makefile reads the list of outputs split at spaces.
-  (when (and (stringp path) (string-match-p "[[:space:]]" path))
-    (error "%s: %s %s has a space, which make cannot tell from two files; use - or _ instead"
-           (gradients-block-description) key path)))
+          (gradients-build--noting-problem (line-number-at-pos)
+            (error "%s:%d: unknown header argument %s; Org would ignore it (a typo?)"
+                   gradients-build--org-name (line-number-at-pos) name)))))))
 
 (defconst gradients-build--picture-extensions '("png" "svg")
   "What a :file may end in: the pictures the kernel bridge can write.")
 
-(defun gradients-build--check-picture (file pictures)
+(defun gradients-build--check-picture (block pictures)
   "Fail on a :file the bridge cannot draw, or one an earlier block in
-PICTURES (an alist of file and description) draws already: the second
-would silently replace the first, and both drawers show the same picture."
-  (when (stringp file)
-    (unless (member (downcase (or (file-name-extension file) ""))
-                    gradients-build--picture-extensions)
-      (error "%s: :file %s is not a picture the build can draw; end it in .%s"
-             (gradients-block-description) file
-             (mapconcat #'identity gradients-build--picture-extensions " or .")))
-    (let ((earlier (assoc file pictures)))
-      (when earlier
-        (error "%s: :file %s is drawn already by %s; give each picture its own file"
-               (gradients-block-description) file (cdr earlier))))))
+PICTURES (an alist of output path and block) draws already: the second
+would silently replace the first, and both drawers show the same picture.
+Return BLOCK's picture as an output path, or nil."
+  (let* ((where (plist-get block :where))
+         (file (cdr (assq :file (nth 2 (plist-get block :info))))))
+    (when (stringp file)
+      (unless (member (downcase (or (file-name-extension file) ""))
+                      gradients-build--picture-extensions)
+        (error "%s: :file %s is not a picture the build can draw; end it in .%s"
+               where file (mapconcat #'identity gradients-build--picture-extensions " or .")))
+      (let* ((relative (gradients-build-output-path file :file where))
+             (earlier (cdr (assoc relative pictures))))
+        (when earlier
+          (error "%s: :file %s is drawn already by %s; give each picture its own file"
+                 where file (plist-get earlier :where)))
+        relative))))
 
-(defun gradients-build--check-results (params)
+(defun gradients-build--check-results (block)
   "Fail on `:results file' with a :file: Org would write the drawer's
 text, the link, over the picture the block drew."
-  (let ((results (split-string (or (cdr (assq :results params)) ""))))
+  (let* ((params (nth 2 (plist-get block :info)))
+         (results (split-string (or (cdr (assq :results params)) ""))))
     (when (and (member "file" results) (cdr (assq :file params))
                (not (or (member "link" results) (member "graphics" results))))
       (error "%s: :results file would make Org write the link over the picture; drop `file', :file alone draws it"
-             (gradients-block-description)))))
+             (plist-get block :where)))))
 
-(defun gradients-build--check-headers ()
+(defun gradients-build--check-tangle (block)
+  "Fail on a :tangle that may not be an output, or whose folder is
+missing where the block forbids making it."
+  (let* ((params (nth 2 (plist-get block :info)))
+         (tangle (cdr (assq :tangle params))))
+    (when (and (stringp tangle) (not (member tangle '("yes" "no"))))
+      (let ((relative (gradients-build-output-path tangle :tangle (plist-get block :where))))
+        (when (and (equal (cdr (assq :mkdirp params)) "no")
+                   (not (file-directory-p
+                         (file-name-directory
+                          (expand-file-name relative gradients-build--project)))))
+          (error "%s: :tangle %s goes in a folder that does not exist, and :mkdirp no forbids making it"
+                 (plist-get block :where) tangle))))))
+
+(defun gradients-build--check-names (blocks)
+  "Fail on two blocks of one name: Org gives a named result, and a :var
+naming it, to the first only."
+  (let (seen)
+    (dolist (block blocks)
+      (let* ((name (plist-get block :name))
+             (earlier (and name (assoc name seen))))
+        (if earlier
+            (gradients-build--noting-problem (plist-get block :line)
+              (error "%s: its name is taken by %s; give each block a name of its own"
+                     (plist-get block :where) (plist-get (cdr earlier) :where)))
+          (when name (push (cons name block) seen)))))))
+
+(defun gradients-build--check-blocks (blocks)
   "Fail on every header argument that would go wrong, each on a line of
-its own, as a linter does: a name Org does not know, a :timeout that is
-not a number of seconds, a :file or :tangle that would write outside the
-Org file's folder.  Runs before any block, so a bad header costs nothing."
-  (let ((home (file-name-directory (buffer-file-name)))
-        (gradients-build--problems nil)
+its own, as a linter does.  Runs before any block, so a bad header costs
+nothing; return the pictures, an alist of output path and block."
+  (let ((gradients-build--problems nil)
         (pictures nil))
     (gradients-build--check-header-properties)
-    (org-babel-map-src-blocks nil
-      (let ((org-babel-current-src-block-location beg-block)
-            (params (nth 2 (org-babel-get-src-block-info 'light))))
-        (gradients-build--noting-problem
-         (gradients-check-header-names (org-element-at-point)))
-        (when (equal lang "jupyter-python")
-          (gradients-build--noting-problem (gradients--timeout params))
-          (gradients-build--noting-problem (gradients-build--check-results params))
-          (let ((file (cdr (assq :file params))))
-            (gradients-build--noting-problem
-             (gradients-build--check-picture file pictures))
-            (when (stringp file)
-              (push (cons file (gradients-block-description)) pictures))))
-        (dolist (key '(:file :tangle))
-          (gradients-build--noting-problem
-           (gradients-build--check-path key (cdr (assq key params)) home)))))
+    (gradients-build--check-names blocks)
+    (save-excursion
+      (dolist (block blocks)
+        ;; The executor's own checks name the block at point.
+        (goto-char (plist-get block :marker))
+        (let ((line (plist-get block :line)))
+          (gradients-build--noting-problem line
+            (gradients-check-header-names (plist-get block :element)))
+          (gradients-build--noting-problem line (gradients-build--check-tangle block))
+          (when (gradients-build--runs-p block)
+            (gradients-build--noting-problem line
+              (gradients--timeout (nth 2 (plist-get block :info))))
+            (gradients-build--noting-problem line (gradients-build--check-results block))
+            (gradients-build--noting-problem line
+              (let ((picture (gradients-build--check-picture block pictures)))
+                (when picture (push (cons picture block) pictures))))))))
     (when gradients-build--problems
       (error "%s" (mapconcat #'cdr (sort (nreverse gradients-build--problems)
                                          (lambda (a b) (< (car a) (car b))))
-                             "\n")))))
+                             "\n")))
+    (nreverse pictures)))
 
-(defun gradients-build--open-copy (org-file original scratch)
-  "Visit a copy in SCRATCH of ORG-FILE, whose bytes are ORIGINAL; check
-what needs Org, and return the copy's buffer.  The copy is always decoded
-as UTF-8, so Emacs never asks for a coding system, not even on a terminal."
-  (let ((copy (expand-file-name (file-name-nondirectory org-file) scratch)))
-    (with-temp-file copy
-      (set-buffer-multibyte nil)
-      (setq buffer-file-coding-system 'no-conversion)
-      (insert original))
-    (let ((coding-system-for-read 'utf-8-unix)
-          (enable-local-variables :safe))
-      (with-current-buffer (find-file-noselect copy)
-        (gradients-build--check-headers)
-        (current-buffer)))))
+;;;; Running the blocks
+
+(defun gradients-build--key (blocks tangled)
+  "A digest of everything the kernel's run of BLOCKS can depend on: the
+code and header arguments of each block it runs, in order, the TANGLED
+files, the lock, the build's tools, and Emacs and Org."
+  (with-temp-buffer
+    (insert emacs-version "\0" (org-version) "\0")
+    (dolist (file (append (list (expand-file-name "requirements.lock" gradients-build--project))
+                          (mapcar (lambda (tool) (expand-file-name tool gradients-build-directory))
+                                  gradients-build-tools)
+                          tangled))
+      (insert (file-name-nondirectory file) "\0")
+      (when (file-exists-p file)
+        (insert-file-contents-literally file)
+        (goto-char (point-max)))
+      (insert "\0"))
+    (dolist (block blocks)
+      (when (gradients-build--runs-p block)
+        (let ((print-length nil) (print-level nil))
+          (insert (prin1-to-string (list (nth 1 (plist-get block :info))
+                                         (nth 2 (plist-get block :info))))
+                  "\0"))))
+    (secure-hash 'sha256 (current-buffer))))
+
+(defun gradients-build--picture-destination (file)
+  "Where the build draws the picture of a block with :file FILE."
+  (gradients-build--scratch-path (gradients-build-output-path file :file "a block")))
+
+(defun gradients-build--run (blocks)
+  "Run every block of BLOCKS the build runs, in order, on a fresh kernel;
+record what each produced under :produced and :printed.  Pictures are
+drawn into the scratch folder."
+  (let ((gradients-picture-destination #'gradients-build--picture-destination))
+    (dolist (block blocks)
+      (when (gradients-build--runs-p block)
+        (message "running %s" (plist-get block :where))
+        (let* ((params (gradients-build--params block))
+               (reply (gradients-run-block (nth 1 (plist-get block :info)) params
+                                           (plist-get block :where))))
+          (plist-put block :produced (alist-get 'org reply))
+          (plist-put block :printed (alist-get 'printed reply)))))))
+
+(defun gradients-build--reuse (blocks pictures earlier)
+  "Take what each block produced from EARLIER, the blocks.json of a
+kernel run under the same key, and copy its PICTURES."
+  (let ((runs (cl-remove-if-not #'gradients-build--runs-p blocks))
+        (recorded (cl-remove-if-not (lambda (block) (alist-get 'runs block))
+                                    (alist-get 'blocks earlier))))
+    (cl-loop for block in runs
+             for old in recorded
+             do (plist-put block :produced (alist-get 'produced old))
+             (plist-put block :printed (alist-get 'printed old))))
+  (dolist (picture pictures)
+    (copy-file (gradients-build--produced-file gradients-build--project (car picture))
+               (gradients-build--scratch-path (car picture)) t t)))
+
+(defun gradients-build--reusable-p (earlier key pictures)
+  (and earlier (equal (alist-get 'key earlier) key)
+       (cl-every (lambda (picture)
+                   (file-exists-p (gradients-build--produced-file
+                                   gradients-build--project (car picture))))
+                 pictures)))
+
+;;;; blocks.json
+
+(defun gradients-build--json-value (value)
+  (cond ((null value) :null)
+        ((eq value t) t)
+        ((symbolp value) (symbol-name value))
+        ((stringp value) (substring-no-properties value))
+        ((numberp value) value)
+        (t (let ((print-length nil) (print-level nil)) (prin1-to-string value)))))
+
+(defun gradients-build--block-json (block)
+  (let* ((info (plist-get block :info))
+         (header (mapcar (lambda (pair)
+                           (cons (car pair) (gradients-build--json-value (cdr pair))))
+                         (cl-remove-duplicates (nth 2 info) :key #'car :from-end t))))
+    `((name . ,(or (plist-get block :name) :null))
+      (language . ,(plist-get block :language))
+      (line . ,(plist-get block :line))
+      (first_line . ,(plist-get block :first-line))
+      (last_line . ,(plist-get block :last-line))
+      (results_line . ,(or (car (plist-get block :results-lines)) :null))
+      (results_last_line . ,(or (cadr (plist-get block :results-lines)) :null))
+      (header . ,(or header :null))
+      (code . ,(substring-no-properties (nth 1 info)))
+      (runs . ,(if (gradients-build--runs-p block) t :false))
+      (recorded . ,(or (plist-get block :recorded) :null))
+      (produced . ,(or (plist-get block :produced) :null))
+      (printed . ,(or (plist-get block :printed) :null)))))
+
+(defun gradients-build--headings ()
+  (let (headings)
+    (org-element-map (org-element-parse-buffer 'headline) 'headline
+      (lambda (headline)
+        (push `((level . ,(org-element-property :level headline))
+                (title . ,(substring-no-properties
+                           (org-element-property :raw-value headline)))
+                (line . ,(line-number-at-pos (org-element-property :begin headline))))
+              headings)))
+    (vconcat (nreverse headings))))
+
+(defun gradients-build--write-blocks-json (blocks outputs key hint)
+  (let ((file (expand-file-name "blocks.json" gradients-build--scratch))
+        (json `((org_file . ,(file-name-nondirectory (buffer-file-name)))
+                (sha256 . ,(secure-hash 'sha256 (gradients-build--file-bytes (buffer-file-name))))
+                (key . ,key)
+                (hint . ,hint)
+                (emacs . ,emacs-version)
+                (org . ,(org-version))
+                (outputs . ,(vconcat outputs))
+                (headings . ,(gradients-build--headings))
+                (blocks . ,(vconcat (mapcar #'gradients-build--block-json blocks))))))
+    (with-temp-file file
+      (set-buffer-file-coding-system 'utf-8-unix)
+      (insert (json-serialize json) "\n"))))
+
+(defun gradients-build--keep-produced ()
+  "Make the scratch folder .build/produced/, in place of the last one."
+  (let* ((produced (directory-file-name
+                    (expand-file-name gradients-build-produced-folder gradients-build--project)))
+         (old (concat produced ".old-" (number-to-string (emacs-pid)))))
+    (when (file-exists-p produced)
+      (rename-file produced old))
+    (rename-file (directory-file-name gradients-build--scratch) produced)
+    (setq gradients-build--scratch nil)
+    (when (file-exists-p old)
+      (delete-directory old t))))
 
 ;;;; Installing the results
 
@@ -354,23 +678,26 @@ cannot write stops it with nothing changed, not halfway through."
       (error "Cannot write %s: the folder %s is not writable" relative
              (file-relative-name folder project)))))
 
-(defun gradients-build--install (scratch project)
-  "Move every file under SCRATCH to the same place under PROJECT, unless
-it is already there byte for byte; return the relative paths of them all.
-Each move is a rename on one disk, so no file is ever half written."
-  (let (moves outputs)
-    (dolist (new (directory-files-recursively scratch ""))
-      (let* ((relative (file-relative-name new scratch))
-             (target (expand-file-name relative project)))
-        (push relative outputs)
+(defun gradients-build--install (from relatives)
+  "Put each file RELATIVES names under FROM at the same place in the
+project, unless it is there byte for byte.  The new files are copied
+into the scratch folder first; then each move is a rename on one disk,
+so no file is ever half written."
+  (let (moves)
+    (dolist (relative relatives)
+      (let ((new (expand-file-name relative from))
+            (target (expand-file-name relative gradients-build--project)))
         (if (gradients-build--same-bytes-p new target)
             (message "unchanged %s" relative)
+          (unless (file-in-directory-p new gradients-build--scratch)
+            (let ((copy (gradients-build--scratch-path relative)))
+              (copy-file new copy t t)
+              (setq new copy)))
           (push (cons new target) moves))))
     (dolist (move moves)
-      (gradients-build--check-replaceable (cdr move) project))
+      (gradients-build--check-replaceable (cdr move) gradients-build--project))
     (setq gradients-build--moves (nreverse moves))
-    (gradients-build--finish-moves)
-    (nreverse outputs)))
+    (gradients-build--finish-moves)))
 
 (defun gradients-build--cleanup ()
   "Finish an install that was begun, remove the scratch folder, stop the
@@ -383,76 +710,8 @@ kernels.  Runs however the build ends, Ctrl-C included."
 
 (add-hook 'kill-emacs-hook #'gradients-build--cleanup)
 
-;;;; Running the blocks
-
-(defun gradients-build--jupyter-blocks ()
-  "Positions of the `jupyter-python' blocks to evaluate, in order."
-  (let (positions)
-    (org-babel-map-src-blocks nil
-      (when (and (string= lang "jupyter-python")
-                 (org-babel-check-evaluate (org-babel-get-src-block-info 'light)))
-        (push (copy-marker beg-block) positions)))
-    (nreverse positions)))
-
-(defun gradients-build--each-block (run)
-  "Call RUN with point on each block to evaluate, announcing each one.
-Org's own \"executing\" lines are silenced: not every release prints
-them, and the build's own lines say the same on all of them."
-  (dolist (position (gradients-build--jupyter-blocks))
-    (goto-char position)
-    (let ((org-babel-current-src-block-location position))
-      (message "running %s" (gradients-block-description))
-      (let ((inhibit-message t))
-        (funcall run position)))))
-
-(defun gradients-build--run-pictures ()
-  "Run every block of the current buffer, only writing the pictures."
-  (gradients-build--each-block
-   (lambda (_position)
-     (let* ((info (org-babel-get-src-block-info))
-            (params (org-babel-process-params (nth 2 info))))
-       (gradients-execute (org-babel--expand-body info) params)))))
-
-(defun gradients-build--run-results ()
-  "Run every block of the current buffer through org-babel, which writes
-the results drawers."
-  (gradients-build--each-block
-   (lambda (_position) (org-babel-execute-src-block))))
-
-(defmacro gradients-build--main (&rest body)
-  "Run BODY in a checked copy of the Org file named on the command line,
-in a scratch folder; exit 1 on error, having changed nothing.  BODY sees
-`org-file', `original' (its bytes when the build began), `project' (its
-folder) and `scratch'."
-  `(condition-case err
-       (let* ((org-file (gradients-build--org-file))
-              (project (file-name-directory org-file))
-              (original (or gradients-build--original
-                            (gradients-build--read-and-check org-file)))
-              (scratch (progn
-                         (make-directory (expand-file-name ".build" project) t)
-                         (file-name-as-directory
-                          (make-temp-file (expand-file-name ".build/run-" project) t)))))
-         (ignore original)
-         (setq gradients-build--scratch scratch
-               gradients-build--project project)
-         (with-current-buffer (gradients-build--open-copy org-file original scratch)
-           (let ((default-directory scratch))
-             ,@body))
-         (gradients-build--cleanup))
-     (error
-      ;; A move that failed is not tried again on the way out.
-      (setq gradients-build--moves nil)
-      (message "%s" (error-message-string err))
-      (message "%s" (if gradients-build--written
-                        (format "Only some outputs were written: %s"
-                                (mapconcat #'identity (reverse gradients-build--written) ", "))
-                      "Nothing was changed."))
-      (gradients-build--cleanup)
-      (kill-emacs 1))))
-
-(defun gradients-build--write-outputs-list (outputs project)
-  (let* ((file (expand-file-name gradients-build-outputs-file project))
+(defun gradients-build--write-outputs-list (outputs)
+  (let* ((file (expand-file-name gradients-build-outputs-file gradients-build--project))
          (temporary (make-temp-file (concat file "-"))))
     (with-temp-file temporary
       (insert (mapconcat #'identity outputs "\n") "\n"))
@@ -468,40 +727,146 @@ newer than the edit, so make would never build it."
     (error "%s changed on disk while the blocks ran; it is kept as it is now, run `make %s' again"
            (file-name-nondirectory org-file) target)))
 
+;;;; The builds
+
+(defun gradients-build--visit (org-file)
+  "Visit ORG-FILE where it is, decoded as UTF-8 (so Emacs never asks for
+a coding system, not even on a terminal); return its buffer."
+  (require 'org)
+  (require 'ob-tangle)
+  (setq org-confirm-babel-evaluate nil     ; batch: nobody to ask
+        ;; Tangling visits python-mode, which would guess and complain.
+        python-indent-guess-indent-offset nil
+        ;; Without its cache, each look at a block parses its section from
+        ;; the top: a build quadratic in the blocks under one heading.
+        org-element-use-cache t)
+  (let ((coding-system-for-read 'utf-8-unix)
+        (enable-local-variables :safe))
+    (find-file-noselect org-file)))
+
+(defmacro gradients-build--main (kernel-wanted &rest body)
+  "Run BODY with the Org file named on the command line visited, having
+checked what needs no Org; exit 1 on error, having changed nothing.
+KERNEL-WANTED, a form that sees `original' and `project', says whether
+to start the kernel at once, to boot while Org loads.  BODY sees
+`org-file', `original' (its bytes when the build began), `project' (its
+folder) and `scratch'."
+  (declare (indent 1))
+  `(condition-case err
+       (let* ((org-file (gradients-build--org-file))
+              (project (file-name-directory org-file))
+              (gradients-build--org-name (file-name-nondirectory org-file))
+              (original (gradients-build--read-and-check org-file))
+              (gradients-kernel-directory project))
+         (setq gradients-build--project project)
+         (when ,kernel-wanted
+           (gradients-start-session "gradients"))
+         (let ((scratch (gradients-build--make-scratch project)))
+           (ignore scratch)
+           (with-current-buffer (gradients-build--visit org-file)
+             (let ((default-directory project))
+               ,@body)))
+         (gradients-build--cleanup))
+     (error
+      ;; A move that failed is not tried again on the way out.
+      (setq gradients-build--moves nil)
+      (message "%s" (error-message-string err))
+      (message "%s" (if gradients-build--written
+                        (format "Only some outputs were written: %s"
+                                (mapconcat #'identity (reverse gradients-build--written) ", "))
+                      "Nothing was changed."))
+      (gradients-build--cleanup)
+      (kill-emacs 1))))
+
+(defun gradients-build--has-blocks-p (original)
+  (string-match-p "#\\+begin_src[ \t]+jupyter-python" original))
+
+(defun gradients-build--kernel-likely-p (original project)
+  "Whether the build will probably run the blocks: there are some, and no
+kernel run is kept whose code looks the same.  Only a guess, so that the
+kernel can boot while Org loads; a wrong one costs time, not results."
+  (and (gradients-build--has-blocks-p original)
+       (not (equal (alist-get 'hint (gradients-build--read-json
+                                     (gradients-build--produced-file project)))
+                   (gradients-build--code-hint (decode-coding-string original 'utf-8-unix))))))
+
+(defun gradients-build--produce (org-file original)
+  "Produce everything into the scratch folder and make it .build/produced/;
+return the outputs, relative to the notes' folder."
+  (let* ((blocks (gradients-build--read-blocks))
+         (pictures (gradients-build--check-blocks blocks))
+         (tangled (progn
+                    (advice-add 'org-babel-tangle-collect-blocks :filter-return
+                                #'gradients-build--tangle-into-scratch)
+                    (unwind-protect
+                        (let ((inhibit-message t))
+                          (org-babel-tangle))
+                      (advice-remove 'org-babel-tangle-collect-blocks
+                                     #'gradients-build--tangle-into-scratch))))
+         (key (gradients-build--key blocks tangled))
+         (earlier (gradients-build--read-json
+                   (gradients-build--produced-file gradients-build--project))))
+    (if (gradients-build--reusable-p earlier key pictures)
+        (progn
+          (message "%s" "the code of the blocks is as when they last ran: their results are reused")
+          (gradients-build--stop-unneeded-kernel)
+          (gradients-build--reuse blocks pictures earlier))
+      (gradients-build--run blocks))
+    (gradients-build--check-unchanged org-file original "tangle")
+    (let ((outputs (append (mapcar (lambda (file) (file-relative-name file gradients-build--scratch))
+                                   tangled)
+                           (mapcar #'car pictures))))
+      (gradients-build--write-blocks-json
+       blocks outputs key (gradients-build--code-hint
+                           (decode-coding-string original 'utf-8-unix)))
+      (gradients-build--keep-produced)
+      (mapc (lambda (block) (set-marker (plist-get block :marker) nil)) blocks)
+      outputs)))
+
+(defun gradients-build--stop-unneeded-kernel ()
+  (gradients-stop-sessions 'no-wait))
+
+(defun gradients-build-produce ()
+  "Produce everything the notes make into .build/produced/ (`make test')."
+  (gradients-build--main (gradients-build--kernel-likely-p original project)
+    (gradients-build--produce org-file original)))
+
 (defun gradients-build-tangle ()
-  "Tangle gradients.py and draw every picture."
-  (gradients-build--main
-   (org-babel-tangle)
-   (gradients-build--run-pictures)
-   ;; The copy of the Org file is not an output: only `make run' writes it.
-   (delete-file (buffer-file-name))
-   (set-buffer-modified-p nil)
-   (gradients-build--check-unchanged org-file original "tangle")
-   (gradients-build--write-outputs-list (gradients-build--install scratch project) project)))
+  "Produce everything, then install every output that changed (`make tangle')."
+  (gradients-build--main (gradients-build--kernel-likely-p original project)
+    (let ((outputs (gradients-build--produce org-file original)))
+      (gradients-build--make-scratch project)
+      (gradients-build--install
+       (expand-file-name gradients-build-produced-folder project) outputs)
+      (gradients-build--write-outputs-list outputs))))
 
 (defun gradients-build-run ()
-  "Restart and run all: every results drawer and picture, from a fresh kernel."
-  (gradients-build--main
-   (gradients-build--run-results)
-   (let ((coding-system-for-write 'utf-8-unix))
-     (save-buffer))
-   ;; The new copy keeps the permissions of the file it replaces.
-   (set-file-modes (buffer-file-name) (file-modes org-file))
-   (gradients-build--check-unchanged org-file original "run")
-   (gradients-build--install scratch project)))
-
-;; For the tests: emacs --batch -l tools/build.el -f gradients-build-tangle-into
-;; README.org DIR tangles into DIR and touches nothing else.
-(defun gradients-build-tangle-into ()
-  "Tangle the Org file named on the command line into the folder after it."
-  (let* ((org-file (gradients-build--org-file))
-         (target (file-name-as-directory (expand-file-name (pop command-line-args-left)))))
-    (make-directory target t)
-    (with-current-buffer (gradients-build--open-copy
-                          org-file (gradients-build--read-and-check org-file) target)
-      (let ((default-directory target))
-        (org-babel-tangle))
-      (delete-file (buffer-file-name))
-      (set-buffer-modified-p nil))))
+  "Restart and run all: every results drawer and picture, from a fresh
+kernel, written into the Org file (`make run')."
+  (gradients-build--main (progn (gradients-build--check-rewritable org-file)
+                                (gradients-build--has-blocks-p original))
+    (let* ((blocks (gradients-build--read-blocks))
+           (pictures (gradients-build--check-blocks blocks))
+           (gradients-picture-destination #'gradients-build--picture-destination))
+      ;; An edit saved meanwhile is found by `gradients-build--check-unchanged'
+      ;; and kept; Emacs must not ask about it as Org writes a result.
+      (load "userlock" nil t)
+      (cl-letf (((symbol-function 'userlock--ask-user-about-supersession-threat) #'ignore))
+        (dolist (block blocks)
+          (when (gradients-build--runs-p block)
+            (goto-char (plist-get block :marker))
+            (message "running %s" (plist-get block :where))
+            (let ((org-babel-current-src-block-location (plist-get block :marker))
+                  (inhibit-message t))
+              (org-babel-execute-src-block)))))
+      (let ((copy (expand-file-name (file-name-nondirectory org-file) scratch))
+            (coding-system-for-write 'utf-8-unix))
+        (write-region nil nil copy nil 'silent)
+        ;; The new copy keeps the permissions of the file it replaces.
+        (set-file-modes copy (file-modes org-file))
+        (set-buffer-modified-p nil)
+        (gradients-build--check-unchanged org-file original "run")
+        (gradients-build--install
+         scratch (cons (file-name-nondirectory org-file) (mapcar #'car pictures)))))))
 
 ;;; build.el ends here

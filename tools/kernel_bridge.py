@@ -316,6 +316,13 @@ def org_result(outputs, file=None, links=()):
     return "\n".join(lines)
 
 
+def printed_text(outputs):
+    """What the block wrote to its standard output, as the tangled script
+run on its own would write it."""
+    return "".join(content["text"] for kind, content in outputs
+                   if kind == "stream" and content.get("name") == "stdout")
+
+
 def check_fits_the_notes(org, max_lines):
     """Refuse a result that cannot or should not go into an Org file."""
     if "\x00" in org:
@@ -429,10 +436,10 @@ def serve(stdin, stdout):
             request = json.loads(requests.get())
             reply = {"id": request.get("id")}
             try:
-                org, _ = execute(kernel, request["code"], request.get("file"),
+                org, outputs = execute(kernel, request["code"], request.get("file"),
                                  request.get("write_to"), request.get("timeout"),
                                  request.get("max_lines"), request.get("loose_pictures"))
-                send({**reply, "ok": True, "org": org})
+                send({**reply, "ok": True, "org": org, "printed": printed_text(outputs)})
             except BlockError as error:
                 send({**reply, "ok": False, "kind": error.kind, "summary": error.summary,
                       "error": str(error)})

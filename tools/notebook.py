@@ -20,8 +20,12 @@ import pypandoc
 from nbformat import v4
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import orgdoc  # noqa: E402
+import produced  # noqa: E402
 from kernel_bridge import write_atomically  # noqa: E402
+
+
+class NotebookError(Exception):
+    pass
 
 # pandoc starts once for all the prose: the chunks go in as one Org text,
 # each followed by this raw HTML line, which pandoc copies to its output
@@ -62,7 +66,7 @@ def markdown(chunks):
             extra_args=[*PANDOC_ARGS, "--standalone", f"--template={template}"])
     parts = text.split(CELL_BREAK)
     if len(parts) != len(chunks) + 1 or parts[-1].strip():
-        raise orgdoc.OrgError(
+        raise NotebookError(
             f"pandoc gave {len(parts) - 1} prose cells for {len(chunks)} chunks: "
             f"does the prose itself contain {CELL_BREAK!r}?")
     return [part.strip("\n") for part in parts[:-1]]
@@ -70,10 +74,10 @@ def markdown(chunks):
 
 def outputs_for(block, root, doc_path):
     """The recorded result of BLOCK as notebook outputs."""
-    if not block.result:
+    if not block.recorded:
         return []
     outputs, text, table = [], [], []
-    for line in block.result.splitlines():
+    for line in block.recorded.splitlines():
         if line.startswith(":"):
             text.append(line[2:])
         elif line.startswith("|"):
@@ -81,7 +85,7 @@ def outputs_for(block, root, doc_path):
         elif m := re.fullmatch(r"\[\[file:(.*)\]\]", line):
             picture = root / m.group(1)
             if not picture.is_file():
-                raise orgdoc.OrgError(
+                raise NotebookError(
                     f"{block.where(doc_path)}: its result links {m.group(1)}, "
                     "which does not exist: run `make tangle`")
             if picture.suffix == ".png":
@@ -98,16 +102,17 @@ def outputs_for(block, root, doc_path):
 
 
 def notebook(org_file):
-    doc = orgdoc.parse(org_file)
+    """The notebook of ORG_FILE, from what the build read of it."""
     root = Path(org_file).resolve().parent
-    # Every jupyter-python block leaves the prose with its result, each as
-    # a range of lines: by first line, the last.
+    doc = produced.load(root)
+    # Every jupyter-python block leaves the prose with its name and its
+    # result, each as a range of lines: by first line, the last.
     taken_out = {}
     for block in doc.jupyter_blocks():
-        taken_out[block.line] = block.end_line
-        if block.result_line:
-            taken_out[block.result_line] = block.result_end
-    code_cells = {b.line: b for b in doc.jupyter_blocks() if b.exported}
+        taken_out[block.first_line] = block.last_line
+        if block.results_line:
+            taken_out[block.results_line] = block.results_last_line
+    code_cells = {b.first_line: b for b in doc.jupyter_blocks() if b.exported}
 
     # The cells in order: code cells, and for each prose chunk its index in
     # CHUNKS, until pandoc has made all of them Markdown.
@@ -122,8 +127,6 @@ def notebook(org_file):
     number = 1
     while number <= len(doc.lines):
         if number in taken_out:
-            if prose and orgdoc.NAME.match(prose[-1]):
-                prose.pop()   # the block's name goes with it
             if number in code_cells:
                 block = code_cells[number]
                 end_chunk()
@@ -155,7 +158,7 @@ if __name__ == "__main__":
     try:
         nb = notebook(org_file)
         nbformat.validate(nb)
-    except orgdoc.OrgError as error:
+    except (NotebookError, produced.Stale) as error:
         sys.exit(str(error))
     # Through a temporary file, so a failure leaves no half-written notebook.
     write_atomically(ipynb, (nbformat.writes(nb) + "\n").encode())

@@ -342,8 +342,14 @@ reason to fall back on the default in silence."
       (file-name-directory (buffer-file-name))
     default-directory))
 
-(defun gradients--new-request (body params)
-  "A request to run BODY with PARAMS, from the block at point."
+(defvar gradients-picture-destination nil
+  "Function of a block's :file (as its header gives it) returning the
+absolute file its picture is written to, or nil to write it beside the
+notes.  The batch build binds it, to draw into its scratch folder.")
+
+(defun gradients--new-request (body params &optional where)
+  "A request to run BODY with PARAMS, from the block at point, or from
+the block WHERE names."
   (let* ((file (cdr (assq :file params)))
          (home (gradients--notes-folder))
          (timeout (or (gradients--timeout params)
@@ -354,14 +360,17 @@ reason to fall back on the default in silence."
          (id (cl-incf gradients--last-id)))
     (gradients--make-request
      :id id
-     :where (gradients-block-description)
+     :where (or where (gradients-block-description))
      :json (json-serialize
             `((id . ,id)
               (code . ,body)
               (file . ,(or file :null))
               ;; Absolute, so the picture lands beside this Org file
               ;; whatever folder the session's kernel was started from.
-              (write_to . ,(if file (expand-file-name file home) :null))
+              (write_to . ,(cond ((null file) :null)
+                                 (gradients-picture-destination
+                                  (funcall gradients-picture-destination file))
+                                 (t (expand-file-name file home))))
               (timeout . ,(or timeout :null))
               (max_lines . ,gradients-max-result-lines)
               (loose_pictures . ,(or loose :null)))))))
@@ -525,6 +534,21 @@ its place when it comes."
           (unless (gradients--silent-p params)
             (gradients--forget-loose-pictures previous text))
           text)))))
+
+(defun gradients-run-block (body params where)
+  "Run BODY with PARAMS on its session's kernel and wait for it; return
+the reply, an alist with the drawer text under `org' and what the block
+printed under `printed'.  A block that fails signals an error naming
+WHERE.  For callers that read each block once themselves (the build)."
+  (let ((request (gradients--new-request
+                  (org-babel-expand-body:generic
+                   body params (gradients-variable-assignments params))
+                  params where))
+        (process (gradients--session-process params)))
+    (gradients--submit process request)
+    (let ((reply (gradients--wait process request)))
+      (gradients--result-text request reply)
+      reply)))
 
 (defun gradients--silent-p (params)
   "Whether Org writes no drawer for a block with PARAMS."

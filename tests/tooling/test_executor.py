@@ -306,7 +306,7 @@ def test_a_picture_block_writes_its_file_beside_the_notes_as_the_build_does(el, 
     for name in ("imports", "xs", "ys", "plot"):
         assert el(f'(test-run "{name}")') == "done"
     assert el("(test-wait 20)") is True
-    assert el('(test-drawer "plot")') == doc.block("plot").result
+    assert el('(test-drawer "plot")') == doc.block("plot").recorded
     assert (project / "images" / "plot.png").read_bytes() == \
         (ROOT / "images" / "plot.png").read_bytes()
 

@@ -16,8 +16,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from conftest import ROOT, README
-import orgdoc
+from conftest import ROOT
+import produced
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 LOCK = ROOT / "requirements.lock"
@@ -49,7 +49,7 @@ def requirements():
 
 def test_the_projects_dependencies_are_what_the_notes_import():
     imported = set()
-    for block in orgdoc.parse(README).evaluated_blocks():
+    for block in produced.load().evaluated_blocks():
         for node in ast.walk(ast.parse(block.code)):
             if isinstance(node, ast.Import):
                 imported |= {alias.name.split(".")[0] for alias in node.names}

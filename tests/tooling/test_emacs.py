@@ -90,5 +90,5 @@ def test_export_asks_about_no_block(project_copy, doc):
   (org-html-export-to-html))""", cwd=project_copy, check=False)
     assert run.returncode == 0, run.stderr
     html = (project_copy / "README.html").read_text()
-    assert doc.block("f-of-3").result.lstrip(": ") in html
+    assert doc.block("f-of-3").recorded.lstrip(": ") in html
     assert "gradients: starting a kernel" not in run.stderr

@@ -7,7 +7,6 @@ import os
 
 import pytest
 
-import orgdoc
 from tiny_notes import HEADER, assert_failed_cleanly, block, build, write_readme
 
 # Headers that would go wrong; Org itself ignores a name it does not know,
@@ -141,13 +140,3 @@ def test_what_the_build_would_not_run_is_refused(tiny, case):
     before = write_readme(tiny, text)
     number = text.split("\n").index(line) + 1
     assert_failed_cleanly(build(tiny), tiny, before, f"README.org:{number}: {what}")
-
-
-@pytest.mark.parametrize("case", MALFORMED, ids=list(MALFORMED))
-def test_malformed_input_is_named_by_the_tests_reader_too(tmp_path, case):
-    text, _ = MALFORMED[case]
-    path = tmp_path / "README.org"
-    path.write_bytes(text if isinstance(text, bytes) else text.encode())
-    with pytest.raises(orgdoc.OrgError, match=f"README.org:{malformed_line(text)}: "):
-        orgdoc.parse(path)
-

@@ -69,8 +69,8 @@ def test_the_notebook_runs_in_a_fresh_kernel_and_shows_the_recorded_results(
         errors = [o for o in cell.outputs if o.output_type == "error"]
         assert not errors, f"{block.label}: {errors[0].ename}: {errors[0].evalue}"
         shown = kernel_bridge.org_result(as_messages(cell.outputs), block.file)
-        if shown != (block.result or ""):
-            wrong.append((block.label, block.result, shown))
+        if shown != (block.recorded or ""):
+            wrong.append((block.label, block.recorded, shown))
     assert wrong == []
 
 
@@ -86,9 +86,9 @@ def prose_lines(doc):
     their line numbers: what a reader sees as the notes' text."""
     hidden = set()
     for block in doc.blocks:
-        hidden.update(range(block.line, block.end_line + 1))
-        if block.result_line:
-            hidden.update(range(block.result_line, block.result_end + 1))
+        hidden.update(range(block.line, block.last_line + 1))
+        if block.results_line:
+            hidden.update(range(block.results_line, block.results_last_line + 1))
     return [(n, line) for n, line in enumerate(doc.lines, 1) if n not in hidden]
 
 

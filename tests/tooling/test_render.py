@@ -50,7 +50,7 @@ def test_the_hidden_header_block_is_not_shown(doc, soup):
 def recorded_parts(block):
     """What a recorded result must show: its text, its table rows, its pictures."""
     text, rows, pictures = [], [], []
-    for line in block.result.splitlines():
+    for line in block.recorded.splitlines():
         if line.startswith(":"):
             text.append(line[2:])
         elif re.fullmatch(r"\|[-+]+\|", line):
@@ -69,7 +69,7 @@ def test_every_recorded_result_is_shown(doc, soup):
     images = [img["src"] for img in soup.find_all("img")]
     missing = []
     for block in doc.blocks:
-        if not block.result:
+        if not block.recorded:
             continue
         text, rows, pictures = recorded_parts(block)
         if text and text not in examples:

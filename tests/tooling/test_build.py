@@ -1,34 +1,11 @@
-"""gradients.py is what README.org tangles to, and a failing block stops
-the build without changing anything."""
+"""A failing block stops the build without changing anything, and make
+knows its own targets."""
 
-import difflib
-import os
 import re
 import subprocess
 
-from conftest import ROOT, emacs
+from conftest import ROOT
 from tiny_notes import HEADER, assert_failed_cleanly, block, build, line_of, write_readme
-
-
-def test_gradients_py_is_what_readme_tangles_to(tmp_path):
-    emacs("-l", "tools/build.el", "-f", "gradients-build-tangle-into",
-          "README.org", str(tmp_path))
-    tangled = (tmp_path / "gradients.py").read_text()
-    committed = (ROOT / "gradients.py").read_text()
-    diff = "\n".join(difflib.unified_diff(
-        committed.splitlines(), tangled.splitlines(),
-        "gradients.py (committed)", "gradients.py (tangled from README.org)",
-        lineterm=""))
-    assert committed == tangled, (
-        "gradients.py is not what README.org tangles to: run `make tangle` "
-        "(and edit README.org, not gradients.py)\n" + diff)
-
-
-def test_gradients_py_starts_with_shebang_and_header_and_is_executable():
-    lines = (ROOT / "gradients.py").read_text().splitlines()
-    assert lines[0] == "#!/usr/bin/env python"
-    assert "generated from README.org" in lines[1]
-    assert os.access(ROOT / "gradients.py", os.X_OK)
 
 
 def test_a_block_that_raises_stops_the_build_and_changes_nothing(tiny):

@@ -1,0 +1,126 @@
+"""The notes are what their code makes: every result recorded in README.org
+is what its block produces now, every committed output (gradients.py, the
+pictures in images/) is what README.org builds now, and gradients.py, run
+on its own, prints what the notes record.
+
+What "now" means comes from the build (.build/produced/, which `make test`
+brings up to date first): Org's reading of README.org and one run of its
+blocks on a fresh kernel, or the one kept from a build of the same code.
+No test here runs a block or reads README.org itself."""
+
+import difflib
+import os
+import re
+
+import pytest
+
+from conftest import ROOT
+import produced
+
+NOTES = produced.load()
+EVALUATED = NOTES.evaluated_blocks()
+PICTURES = [b for b in EVALUATED if b.file]
+
+# The only volatile part of a repr; a recorded one is a bug in itself
+# (see test_no_memory_address_is_recorded), so it is masked for comparison.
+ADDRESS = re.compile(r"\b0x[0-9a-f]{6,}\b")
+
+
+def comparable(text):
+    return ADDRESS.sub("0x…", text or "")
+
+
+def show(expected, actual, before="recorded in README.org", after="produced now"):
+    return "\n".join(difflib.unified_diff(
+        expected.splitlines(), actual.splitlines(), before, after, lineterm=""))
+
+
+@pytest.mark.parametrize("block", EVALUATED, ids=lambda b: b.label)
+def test_recorded_result(block):
+    if "none" in block.results or "silent" in block.results:
+        return
+    expected, actual = comparable(block.recorded), comparable(block.produced)
+    if block.recorded is None:
+        assert not actual, (
+            f"{block.where()} produces output but README.org records "
+            f"none; run `make run`:\n{actual}")
+    assert expected == actual, (
+        f"{block.where()}: the recorded result (line {block.results_line}) is "
+        f"not what the block produces; if the change is intended, run "
+        f"`make run`\n{show(expected, actual)}")
+
+
+def test_no_memory_address_is_recorded():
+    found = [b.label for b in NOTES.blocks if b.recorded and ADDRESS.search(b.recorded)]
+    assert not found, f"results with a memory address in README.org: {found}"
+
+
+@pytest.mark.parametrize("output", NOTES.outputs)
+def test_committed_output_is_what_the_notes_build(output):
+    committed, built = ROOT / output, NOTES.folder / output
+    assert committed.exists(), f"{output} is missing: run `make tangle`"
+    if committed.read_bytes() == built.read_bytes():
+        return
+    message = f"{output} is not what README.org builds now: run `make tangle`"
+    if output.endswith(".py"):
+        message += (" (and edit README.org, not the tangled file)\n"
+                    + show(committed.read_text(), built.read_text(),
+                           f"{output} (committed)", f"{output} (tangled from README.org)"))
+    pytest.fail(message)
+
+
+def test_every_picture_has_a_block():
+    on_disk = {f"images/{p.name}" for p in (ROOT / "images").iterdir()}
+    assert on_disk - set(NOTES.outputs) == set(), "pictures that no block draws (remove them)"
+
+
+def test_every_picture_is_drawn_by_a_block_that_runs():
+    drawn = {b.file for b in PICTURES}
+    assert {o for o in NOTES.outputs if o.startswith("images/")} == drawn
+
+
+@pytest.mark.parametrize("block", PICTURES, ids=lambda b: b.file)
+def test_picture_is_linked_where_recorded(block):
+    assert block.recorded and f"[[file:{block.file}]]" in block.recorded, (
+        f"{block.where()}: its result should link {block.file}")
+
+
+def test_every_picture_in_a_result_is_under_images():
+    """An interactive run links the picture of a block without :file from
+    .build/, which is not committed: GitHub would show it broken."""
+    stray = [f"{b.where()}: {link}" for b in NOTES.blocks if b.recorded
+             for link in re.findall(r"\[\[file:([^]]+)\]\]", b.recorded)
+             if not link.startswith("images/")]
+    assert stray == [], "give these blocks a :file under images/"
+
+
+def test_gradients_py_starts_with_shebang_and_header_and_is_executable():
+    lines = (ROOT / "gradients.py").read_text().splitlines()
+    assert lines[0] == "#!/usr/bin/env python"
+    assert "generated from README.org" in lines[1]
+    assert os.access(ROOT / "gradients.py", os.X_OK)
+
+
+def test_gradients_py_prints_what_the_document_records(gradients):
+    """Run on its own with no display, the script prints exactly the
+    recorded lines of the blocks that print, and warns of nothing."""
+    expected = []
+    for block in EVALUATED:
+        printed = (block.printed or "").count("\n")
+        recorded = (block.recorded or "").splitlines()[:printed]
+        expected += [re.sub(r"^: ?", "", line) for line in recorded]
+    assert gradients.warned_on_import == ""
+    assert gradients.printed_on_import.splitlines() == expected
+
+
+def test_every_block_that_runs_has_a_name_of_its_own():
+    """Names are how results, tests and messages find a block."""
+    names = [b.name for b in EVALUATED]
+    assert None not in names, [b.where() for b in EVALUATED if b.name is None]
+    assert len(set(names)) == len(names)
+
+
+def test_the_generated_file_says_where_it_comes_from_and_is_not_shown():
+    first = NOTES.jupyter_blocks()[0]
+    assert first.name == "generated-header" and not first.exported
+    assert "README.org" in first.code
