@@ -109,59 +109,6 @@ its line, so that not even #+end_src ends a block."
        (line-number-at-pos (match-beginning 0))
        "the line ends in CR LF (Windows line ends), which Org reads as part of the line; save the notes with LF line ends"))))
 
-(defun gradients-build--check-structure ()
-  "Fail on a block or drawer that is never closed: Org would quietly read
-it as plain text, and its code would neither run nor be tangled."
-  (save-excursion
-    (goto-char (point-min))
-    (let ((case-fold-search t) block block-line drawer drawer-line)
-      (while (not (eobp))
-        (cond
-         (block
-          (when (looking-at (format "[ \t]*#\\+end_%s[ \t]*$" (regexp-quote block)))
-            (setq block nil)))
-         ((looking-at "[ \t]*#\\+begin_\\(\\S-+\\)")
-          (setq block (match-string 1) block-line (line-number-at-pos)))
-         ((looking-at "[ \t]*:end:[ \t]*$")
-          (setq drawer nil))
-         ((or (looking-at "\\*+ ") (looking-at "[ \t]*:\\([-_[:alnum:]]+\\):[ \t]*$"))
-          (when drawer
-            (gradients-build--fail-at drawer-line "drawer :%s: has no :end:" drawer))
-          (when (match-beginning 1)
-            (setq drawer (match-string 1) drawer-line (line-number-at-pos)))))
-        (forward-line))
-      (when block
-        (gradients-build--fail-at block-line "#+begin_%s has no #+end_%s" block block))
-      (when drawer
-        (gradients-build--fail-at drawer-line "drawer :%s: has no :end:" drawer)))))
-
-(defun gradients-build--check-links ()
-  "Fail on a link to a picture an interactive run saved for a block
-without :file: GitHub would show a broken picture."
-  (save-excursion
-    (goto-char (point-min))
-    (when (re-search-forward
-           (concat "\\[\\[file:\\(?:\\./\\)?"
-                   (regexp-quote gradients-loose-picture-folder) "/[^]]*")
-           nil t)
-      (gradients-build--fail-at
-       (line-number-at-pos)
-       "%s is a picture saved by an interactive run, which GitHub cannot show; give its block a :file under images/"
-       (substring (match-string 0) 7)))))
-
-(defun gradients-build--check-calls ()
-  "Fail on a #+CALL line or an inline block: the build runs only source
-blocks, so their results would never be refreshed, nor checked."
-  (save-excursion
-    (goto-char (point-min))
-    (let ((case-fold-search t))
-      (when (re-search-forward "^[ \t]*#\\+call:\\|\\_<src_[-a-z0-9]+[[{]" nil t)
-        (gradients-build--fail-at
-         (line-number-at-pos)
-         "%s is not run by the build, so its result would go stale; use a source block"
-         (if (string-prefix-p "src_" (downcase (string-trim-left (match-string 0))))
-             "an inline source block" "a #+CALL line"))))))
-
 (defun gradients-build--file-bytes (file)
   (with-temp-buffer
     (set-buffer-multibyte nil)
@@ -175,10 +122,7 @@ blocks, so their results would never be refreshed, nor checked."
     (with-temp-buffer
       (insert (decode-coding-string bytes 'utf-8-unix))
       (gradients-build--check-utf-8)
-      (gradients-build--check-line-ends)
-      (gradients-build--check-structure)
-      (gradients-build--check-links)
-      (gradients-build--check-calls))
+      (gradients-build--check-line-ends))
     bytes))
 
 (defun gradients-build--check-rewritable (org-file)
@@ -464,18 +408,68 @@ missing where the block forbids making it."
           (error "%s: :tangle %s goes in a folder that does not exist, and :mkdirp no forbids making it"
                  (plist-get block :where) tangle))))))
 
-(defun gradients-build--check-names (blocks)
-  "Fail on two blocks of one name: Org gives a named result, and a :var
-naming it, to the first only."
-  (let (seen)
-    (dolist (block blocks)
-      (let* ((name (plist-get block :name))
-             (earlier (and name (assoc name seen))))
-        (if earlier
-            (gradients-build--noting-problem (plist-get block :line)
-              (error "%s: its name is taken by %s; give each block a name of its own"
-                     (plist-get block :where) (plist-get (cdr earlier) :where)))
-          (when name (push (cons name block) seen)))))))
+(defconst gradients-build-lint-checkers
+  '(invalid-block incomplete-drawer duplicate-name invalid-babel-call-block)
+  "The checkers of `org-lint' whose reports stop the build: a block or
+drawer Org reads as plain text (its code would neither run nor be
+tangled), and a name two blocks share (Org gives a named result and a
+:var naming it to the first only).")
+
+(defun gradients-build--check-with-org-lint ()
+  "Note every report of `gradients-build-lint-checkers', in the build's words."
+  (require 'org-lint)
+  (dolist (report (org-lint gradients-build-lint-checkers))
+    (let* ((fields (cadr report))
+           (line (string-to-number (aref fields 0)))
+           (description (aref fields 2))
+           (quoted (and (string-match "\"\\(.*\\)\"" description)
+                        (match-string 1 description))))
+      (gradients-build--noting-problem line
+        (gradients-build--fail-at
+         line "%s"
+         (pcase (org-lint-checker-name (aref fields 3))
+           ((and 'invalid-block
+                 (guard (and quoted (string-match "\\`#\\+begin_\\(\\S-+\\)" quoted))))
+            (format "#+begin_%s has no #+end_%s; Org reads it as plain text, so its code would neither run nor be tangled"
+                    (match-string 1 quoted) (match-string 1 quoted)))
+           ((and 'incomplete-drawer (guard quoted))
+            (format "drawer %s has no :end:; Org reads it as plain text" quoted))
+           ((and 'duplicate-name (guard quoted))
+            (format "the name `%s' is given to more than one block; Org would give its result, and a :var naming it, to the first only: give each its own"
+                    quoted))
+           (_ description)))))))
+
+(defun gradients-build--check-what-org-runs (blocks)
+  "Note what Org would run or show that the build cannot keep current,
+as Org parses it (text inside a fixed-width result or an example block
+is no call): a #+CALL line, an inline block, a link to a picture an
+interactive run saved, and a result saved while it still waited for the
+kernel."
+  (org-element-map (org-element-parse-buffer) '(babel-call inline-babel-call inline-src-block link)
+    (lambda (datum)
+      (let ((line (line-number-at-pos (org-element-property :begin datum))))
+        (gradients-build--noting-problem line
+          (pcase (org-element-type datum)
+            ((or 'babel-call 'inline-babel-call)
+             (gradients-build--fail-at line "a #+CALL line is not run by the build, so its result would go stale; use a source block"))
+            ('inline-src-block
+             (gradients-build--fail-at line "an inline source block is not run by the build, so its result would go stale; use a source block"))
+            ('link
+             (let ((path (org-element-property :path datum)))
+               (when (and (equal (org-element-property :type datum) "file")
+                          (string-prefix-p (file-name-as-directory gradients-loose-picture-folder)
+                                           (string-remove-prefix "./" path)))
+                 (gradients-build--fail-at
+                  line "%s is a picture saved by an interactive run, which GitHub cannot show; give its block a :file under images/"
+                  path)))))))))
+  (dolist (block blocks)
+    (let ((recorded (plist-get block :recorded)))
+      (when (and recorded (string-match-p gradients--placeholder-regexp recorded))
+        (let ((line (1+ (car (plist-get block :results-lines)))))
+          (gradients-build--noting-problem line
+            (gradients-build--fail-at
+             line "the result of block %s was saved while it still waited for the kernel; run the block again, or remove the drawer"
+             (if (plist-get block :name) (format "`%s'" (plist-get block :name)) "(unnamed)"))))))))
 
 (defun gradients-build--check-blocks (blocks)
   "Fail on every header argument that would go wrong, each on a line of
@@ -484,7 +478,8 @@ nothing; return the pictures, an alist of output path and block."
   (let ((gradients-build--problems nil)
         (pictures nil))
     (gradients-build--check-header-properties)
-    (gradients-build--check-names blocks)
+    (gradients-build--check-with-org-lint)
+    (gradients-build--check-what-org-runs blocks)
     (save-excursion
       (dolist (block blocks)
         ;; The executor's own checks name the block at point.
