@@ -17,9 +17,11 @@ def block(code, name, args=""):
 
 
 def snapshot(folder):
-    """Every file of the project copy but the venv and scratch files."""
+    """Every file of the project copy but the venv, scratch files and
+Python's bytecode (all ignored by git)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not {".venv", ".build"} & set(p.relative_to(folder).parts)}
+            if p.is_file()
+            and not {".venv", ".build", "__pycache__"} & set(p.relative_to(folder).parts)}
 
 
 def build(folder, target="tangle", timeout=60):

@@ -1,0 +1,108 @@
+"""`make test` builds into .build/produced/ without touching the committed
+outputs, keeps the kernel's run while the code is the same (a prose edit
+starts no kernel), and catches every planted fault."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ROOT, emacs
+from tiny_notes import HEADER, block, snapshot, write_readme
+
+# With this Python no kernel can start: a build that needs one fails.
+NO_KERNEL = ("--eval", '(setq gradients-python "/nonexistent/python")')
+
+
+def produce(folder, *options):
+    return emacs(*options, "-l", "tools/build.el", "-f", "gradients-build-produce",
+                 "README.org", cwd=folder, check=False, timeout=120)
+
+
+def blocks_json(folder):
+    return json.loads((folder / ".build" / "produced" / "blocks.json").read_text())
+
+
+NOTES = HEADER + "\nSome prose.\n" + block("x = 6 * 7\nprint(x)", "answer") \
+    + block("from graphviz import Digraph\nd = Digraph()\nd.node('x')\nd", "drawn",
+            ":file images/drawn.svg")
+
+
+def test_a_prose_edit_starts_no_kernel_and_a_code_edit_does(tiny):
+    write_readme(tiny, NOTES)
+    first = produce(tiny)
+    assert first.returncode == 0, first.stderr
+    before = snapshot(tiny)
+    produced = blocks_json(tiny)
+    assert produced["blocks"][0]["produced"] == ": 42"
+
+    # Prose only, and lines moved: no kernel could start, yet all is known.
+    write_readme(tiny, NOTES.replace("Some prose.", "Some prose,\nnow on two lines."))
+    again = produce(tiny, *NO_KERNEL)
+    assert again.returncode == 0, again.stderr
+    assert "results are reused" in again.stderr
+    after = blocks_json(tiny)
+    assert after["blocks"][0]["produced"] == ": 42"
+    assert after["blocks"][0]["line"] == produced["blocks"][0]["line"] + 1
+    assert (tiny / ".build/produced/images/drawn.svg").exists()
+    assert snapshot(tiny) == {**before, "README.org": (tiny / "README.org").read_bytes()}
+
+    # A code edit, a header argument, the lock: each runs the blocks again.
+    for edit in (lambda t: t.replace("6 * 7", "6 * 8"),
+                 lambda t: t.replace(":file images/drawn.svg", ":file images/drawn.svg :timeout 9")):
+        write_readme(tiny, edit(NOTES))
+        run = produce(tiny, *NO_KERNEL)
+        assert run.returncode != 0 and "No /nonexistent/python" in run.stderr, run.stderr
+    write_readme(tiny, NOTES)
+    with open(tiny / "requirements.lock", "a") as lock:
+        lock.write("# changed\n")
+    run = produce(tiny, *NO_KERNEL)
+    assert run.returncode != 0 and "No /nonexistent/python" in run.stderr, run.stderr
+
+
+def make(folder, target):
+    return subprocess.run(["make", "--no-print-directory", target], cwd=folder,
+                          capture_output=True, text=True, timeout=300)
+
+
+def plant(folder, path, old, new):
+    text = (folder / path).read_text()
+    assert old in text, f"{old!r} is not in {path}"
+    (folder / path).write_text(text.replace(old, new, 1))
+
+
+# Each fault `make test` must catch, and what its failure must say.
+FAULTS = {
+    "a digit of a recorded result": (
+        lambda f: plant(f, "README.org", ":results:\n: 20.0\n", ":results:\n: 21.0\n"),
+        r"block f-of-3: the recorded result .* is not what the block produces"),
+    "a constant in a block": (
+        lambda f: plant(f, "README.org", "h = 0.0001", "h = 0.001"),
+        r"is not what the block produces"),
+    "a hand edit to gradients.py": (
+        lambda f: plant(f, "gradients.py", "def f(x):", "def f(x):  # tuned"),
+        r"gradients.py is not what README.org builds now: run `make tangle`"),
+    "a missing picture": (
+        lambda f: (f / "images" / "plot.png").unlink(),
+        r"images/plot.png is missing: run `make tangle`"),
+    "a wrong hand-filled gradient": (
+        lambda f: plant(f, "README.org", "a.grad = 6.0", "a.grad = 6.5"),
+        r"block check-L: the recorded result .* is not what the block produces"),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=list(FAULTS))
+def test_make_test_catches_a_planted_fault_and_touches_nothing(project_copy, fault):
+    # The checkout's own kernel run, made by the `make test` before this
+    # suite, holds for the copy's code: only a planted change runs blocks.
+    shutil.copytree(ROOT / ".build" / "produced", project_copy / ".build" / "produced")
+    assert make(project_copy, "tangle").returncode == 0
+    plant_it, said = FAULTS[fault]
+    plant_it(project_copy)
+    before = snapshot(project_copy)
+    run = make(project_copy, "test")
+    assert run.returncode != 0, run.stdout[-3000:]
+    assert re.search(said, run.stdout), run.stdout[-3000:]
+    assert snapshot(project_copy) == before, "make test changed a committed file"
