@@ -58,6 +58,12 @@ BUILD_TOOLS := tools/build.el tools/ob-gradients.el tools/kernel_bridge.py
 # and what it produced: made without touching the committed outputs, for
 # `make test` to compare them with.  `make tangle` brings it up to date too.
 PRODUCED := $(BUILD)/produced/blocks.json
+# Which Emacs and Org read the notes last: with another one (`make test
+# EMACS=...`, an Org on EMACSLOADPATH) the build reads them again.
+EMACS_ID := $(BUILD)/emacs-id
+ifneq ($(EMACS) $(EMACSLOADPATH),$(shell cat $(EMACS_ID) 2>/dev/null))
+$(shell mkdir -p $(BUILD) && echo '$(EMACS) $(EMACSLOADPATH)' > $(EMACS_ID))
+endif
 
 # Debian packages, each with the check that tells it is there.
 BUILD_PACKAGES := 'emacs-nox=command -v $(firstword $(EMACS))' 'graphviz=command -v dot'
@@ -79,7 +85,7 @@ help:  ## list the targets
 
 tangle: $(OUTPUTS_LIST)  ## gradients.py and the pictures in images/, from README.org
 
-$(OUTPUTS_LIST): README.org $(BUILD_TOOLS) $(VENV_STAMP) $(wildcard $(OUTPUTS)) $(if $(MISSING),FORCE)
+$(OUTPUTS_LIST): README.org $(BUILD_TOOLS) $(VENV_STAMP) $(EMACS_ID) $(wildcard $(OUTPUTS)) $(if $(MISSING),FORCE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BATCH_EMACS) -l tools/build.el -f gradients-build-tangle README.org
 
@@ -87,7 +93,7 @@ run: $(VENV_STAMP)  ## restart and run all: rewrite every result and picture in 
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BATCH_EMACS) -l tools/build.el -f gradients-build-run README.org
 
-$(PRODUCED): README.org $(BUILD_TOOLS) $(VENV_STAMP)
+$(PRODUCED): README.org $(BUILD_TOOLS) $(VENV_STAMP) $(EMACS_ID)
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BATCH_EMACS) -l tools/build.el -f gradients-build-produce README.org
 
