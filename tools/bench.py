@@ -1,21 +1,26 @@
-"""How fast is the build?  `make bench` times, several rounds each:
+"""How fast are the build and its checks?  `make bench` times, in a copy
+of the project under .build/bench/ (the checkout is not touched), several
+interleaved rounds each, against `jupyter nbconvert --to notebook
+--execute` of a notebook of the same blocks, made here from what the
+build read of README.org:
 
-- a cold `make tangle` (the stamp removed, so it tangles and runs every
-  block), against `jupyter nbconvert --to notebook --execute` on a notebook
-  of the same `jupyter-python` blocks, made here from README.org;
+- a cold `make tangle` (no kept kernel run, no stamp);
+- `make test` after a prose-only edit (no kernel may start), and after an
+  edit that makes every block run again (a header argument of one block);
 - a no-op `make tangle`;
-- `make test`;
-- once, with nothing cached: the venv as `make venv` makes it from
-  requirements.lock with uv, the same when uv has to be installed from
-  PyPI first, against `python3 -m venv` and pip installing the same lock.
+- `make tangle` of notes of 30 and of 300 small blocks under one heading;
+- once: `make check`, and the venv as `make venv` makes it from
+  requirements.lock with uv (also installing uv first) against
+  `python3 -m venv` and pip, every package downloaded afresh
+  (BENCH_VENVS=0 leaves these out).
 
-It prints a table with medians and the ratios (to nbconvert for the build,
-to pip for the venv), and writes it to .build/bench/bench.csv.
+It prints a table with medians and ratios and writes .build/bench/bench.csv.
 """
 
 import csv
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,17 +33,32 @@ from nbformat import v4
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-import orgdoc  # noqa: E402
+import produced  # noqa: E402
 
 OUT = ROOT / ".build" / "bench"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 VENV_BIN = ROOT / ".venv" / "bin"
 
 
+def copy_project(folder, keep_produced=True):
+    """The tracked files of the checkout in FOLDER, with its venv, and the
+    kernel run the checkout keeps (so a copy starts where the checkout is)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout.split("\0")
+    for name in filter(None, tracked):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, folder / name)
+    (folder / ".venv").symlink_to(ROOT / ".venv")
+    if keep_produced:
+        shutil.copytree(ROOT / ".build" / "produced", folder / ".build" / "produced")
+    return folder
+
+
 def blocks_notebook(path):
-    """The evaluated jupyter-python blocks of README.org as a notebook."""
-    doc = orgdoc.parse(ROOT / "README.org")
-    cells = [v4.new_code_cell(b.code) for b in doc.evaluated_blocks()]
+    """The blocks the build runs, as a notebook."""
+    cells = [v4.new_code_cell(b.code) for b in produced.load().evaluated_blocks()]
     nb = v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
@@ -46,58 +66,37 @@ def blocks_notebook(path):
     return len(cells)
 
 
-def timed(command, before=None, env=None):
-    """Seconds COMMAND takes, after running BEFORE (untimed)."""
+def timed(command, cwd, before=None, env=None):
+    """Seconds COMMAND takes in CWD, after running BEFORE (untimed)."""
     command = [str(part) for part in command]
     if before:
         before()
     start = time.perf_counter()
-    run = subprocess.run(command, cwd=ROOT, env=env,
+    run = subprocess.run(command, cwd=cwd, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     elapsed = time.perf_counter() - start
     if run.returncode != 0:
         tail = "\n".join(run.stdout.splitlines()[-60:])
-        sys.exit(f"{' '.join(command)} failed:\n{tail}")
+        sys.exit(f"{' '.join(command)} failed in {cwd}:\n{tail}")
     return elapsed
 
 
-def forget_tangle():
-    (ROOT / ".build" / "outputs").unlink(missing_ok=True)
+def edit(path, old, new):
+    text = path.read_text()
+    assert old in text, f"{old!r} is not in {path}"
+    path.write_text(text.replace(old, new, 1))
 
 
-def phases():
-    """Where a cold `make tangle` spends its time, part by part."""
-    import kernel_bridge
-    parts = {}
-    parts["Emacs start, Org and the build loaded"] = timed(
-        ["emacs", "-Q", "--batch", "-l", "tools/build.el"])
-    tangle = timed(["emacs", "-Q", "--batch", "-l", "tools/build.el", "-f",
-                    "gradients-build-tangle-into", "README.org", str(OUT / "tangled")])
-    parts["README.org opened and tangled"] = tangle - parts["Emacs start, Org and the build loaded"]
-    start = time.perf_counter()
-    kernel = kernel_bridge.Kernel()
-    parts["kernel start (overlaps the two above)"] = time.perf_counter() - start
-    doc = orgdoc.parse(ROOT / "README.org")
-    groups = {"imports block": 0.0, "Matplotlib pictures": 0.0, "Graphviz pictures": 0.0,
-              "other blocks": 0.0}
-    try:
-        for block in doc.evaluated_blocks():
-            start = time.perf_counter()
-            kernel_bridge.execute(kernel, block.code, block.file,
-                                  str(OUT / "pictures" / block.file) if block.file else None)
-            elapsed = time.perf_counter() - start
-            if block.name == "imports":
-                groups["imports block"] += elapsed
-            elif block.file and block.file.endswith(".png"):
-                groups["Matplotlib pictures"] += elapsed
-            elif block.file:
-                groups["Graphviz pictures"] += elapsed
-            else:
-                groups["other blocks"] += elapsed
-    finally:
-        kernel.shutdown()
-    parts.update(groups)
-    return parts
+def small_notes(folder, blocks):
+    """A project whose README.org is BLOCKS small blocks under one heading."""
+    copy_project(folder, keep_produced=False)
+    header = "#+PROPERTY: header-args:jupyter-python :session gradients\n" \
+             "#+PROPERTY: header-args:jupyter-python+ :tangle gradients.py\n\n* Notes\n"
+    body = "".join(f"\n#+name: b{n}\n#+begin_src jupyter-python\nx{n} = {n}\n#+end_src\n"
+                   for n in range(blocks))
+    (folder / "README.org").write_text(header + body)
+    shutil.rmtree(folder / "images")
+    return folder
 
 
 def cold_venvs(scratch):
@@ -108,68 +107,91 @@ def cold_venvs(scratch):
     cold = dict(os.environ, UV_CACHE_DIR=str(scratch / "uv-cache"), PIP_NO_CACHE_DIR="1")
     uv_home = scratch / "uv"
     uv = uv_home / "bin" / "uv"
-    install_uv = timed(["make", "--no-print-directory", f"UV_HOME={uv_home}", uv], env=cold)
+    install_uv = timed(["make", "--no-print-directory", f"UV_HOME={uv_home}", uv], ROOT, env=cold)
     with_uv = timed(["make", "--no-print-directory", "venv", f"UV={uv}",
-                     f"VENV={scratch / 'uv-venv'}"], env=cold)
+                     f"VENV={scratch / 'uv-venv'}"], ROOT, env=cold)
     # Isolated from pip's configuration, so that pip too fetches every
     # package from PyPI rather than from a mirror or folder on this machine.
     pip_venv = scratch / "pip-venv"
-    with_pip = timed(["python3", "-m", "venv", pip_venv], env=cold) + timed(
+    with_pip = timed(["python3", "-m", "venv", pip_venv], ROOT, env=cold) + timed(
         [pip_venv / "bin" / "python", "-m", "pip", "install", "--isolated", "--no-cache-dir",
-         "--disable-pip-version-check", "--quiet", "-r", "requirements.lock"], env=cold)
+         "--disable-pip-version-check", "--quiet", "-r", "requirements.lock"], ROOT, env=cold)
     return {"make venv, uv, empty cache": with_uv,
             "the same, installing uv first": install_uv + with_uv,
             "python3 -m venv + pip, no cache": with_pip}
 
 
-def trace_chain():
-    """Seconds gradients.trace takes on a chain of 100,000 additions."""
-    code = ("import time, contextlib, io\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n"
-            "    import gradients\n"
-            "chain = gradients.Value(0.0)\n"
-            "for _ in range(100_000):\n"
-            "    chain = chain + 1\n"
-            "start = time.perf_counter()\n"
-            "gradients.trace(chain)\n"
-            "print(time.perf_counter() - start)\n")
-    run = subprocess.run([str(VENV_BIN / "python"), "-c", code], cwd=ROOT, check=True,
-                         capture_output=True, text=True, env=dict(os.environ, MPLBACKEND="Agg"))
-    return float(run.stdout)
-
-
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
-    # Before the PATH below puts the venv's python3 first.
-    with tempfile.TemporaryDirectory(prefix="venvs-", dir=OUT) as scratch:
-        venvs = cold_venvs(Path(scratch))
+    venvs = {}
+    if os.environ.get("BENCH_VENVS", "1") != "0":
+        # Before the PATH below puts the venv's python3 first.
+        with tempfile.TemporaryDirectory(prefix="venvs-", dir=OUT) as scratch:
+            venvs = cold_venvs(Path(scratch))
+    subprocess.run(["make", "test"], cwd=ROOT, check=True, capture_output=True)
     notebook = OUT / "blocks.ipynb"
     cells = blocks_notebook(notebook)
-    env_path = f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"
-    os.environ["PATH"] = env_path
-    nbconvert = [str(VENV_BIN / "jupyter"), "nbconvert", "--to", "notebook", "--execute",
-                 str(notebook), "--output", str(OUT / "blocks.executed.ipynb")]
+    os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"
+    nbconvert = [VENV_BIN / "jupyter", "nbconvert", "--to", "notebook", "--execute",
+                 notebook, "--output", OUT / "blocks.executed.ipynb"]
 
-    subprocess.run(["make", "tangle"], cwd=ROOT, check=True, capture_output=True)
-    rounds = {"cold make tangle": [], f"nbconvert --execute ({cells} cells)": [],
-              "no-op make tangle": [], "make test": []}
-    # Interleaved rounds, so a slow moment of the machine hits both sides.
+    project = copy_project(OUT / "project")
+    readme = project / "README.org"
+    original = readme.read_text()
+    prose = ("These are my notes", "These are my own notes")
+    code = ("#+begin_src jupyter-python :exports both\nimport math",
+            "#+begin_src jupyter-python :exports both :timeout 600\nimport math")
+
+    def forget_everything():
+        shutil.rmtree(project / ".build", ignore_errors=True)
+
+    def prose_edited():
+        readme.write_text(original)
+        subprocess.run(["make", "test"], cwd=project, check=True, capture_output=True)
+        edit(readme, *prose)
+
+    def code_edited():
+        readme.write_text(original)
+        subprocess.run(["make", "test"], cwd=project, check=True, capture_output=True)
+        edit(readme, *code)
+
+    baseline_name = f"jupyter nbconvert --execute, {cells} cells"
+    rounds = {"make tangle, from cold": [], baseline_name: [],
+              "make test after a prose-only edit": [], "make test after a code edit": [],
+              "make tangle, nothing changed": []}
+    # Interleaved rounds, so a slow moment of the machine hits every side.
     for _ in range(ROUNDS):
-        rounds["cold make tangle"].append(timed(["make", "tangle"], before=forget_tangle))
-        rounds[f"nbconvert --execute ({cells} cells)"].append(timed(nbconvert))
-        rounds["no-op make tangle"].append(timed(["make", "tangle"]))
-    for _ in range(max(1, ROUNDS // 2)):
-        rounds["make test"].append(timed(["make", "test"]))
-    rounds["trace, 100,000 additions"] = [trace_chain() for _ in range(ROUNDS)]
+        rounds["make tangle, from cold"].append(
+            timed(["make", "tangle"], project, before=forget_everything))
+        rounds[baseline_name].append(timed(nbconvert, ROOT))
+        rounds["make tangle, nothing changed"].append(timed(["make", "tangle"], project))
+        rounds["make test after a prose-only edit"].append(
+            timed(["make", "test"], project, before=prose_edited))
+        rounds["make test after a code edit"].append(
+            timed(["make", "test"], project, before=code_edited))
+    readme.write_text(original)
 
-    baseline = statistics.median(rounds[f"nbconvert --execute ({cells} cells)"])
+    for blocks in (30, 300):
+        folder = small_notes(OUT / f"notes-{blocks}", blocks)
+        rounds[f"make tangle, {blocks} blocks under one heading"] = [
+            timed(["make", "tangle"], folder, before=lambda: shutil.rmtree(
+                folder / ".build", ignore_errors=True)) for _ in range(max(1, ROUNDS // 2))]
+    rounds[f"make check, {os.cpu_count()} cores"] = [timed(["make", "check"], project)]
+
+    baseline = statistics.median(rounds[baseline_name])
+    thirty = statistics.median(rounds["make tangle, 30 blocks under one heading"])
     rows = []
     for name, times in rounds.items():
         median = statistics.median(times)
-        ratio = f"{median / baseline:.2f}" if "tangle" in name and "no-op" not in name else ""
+        if "300 blocks" in name:
+            ratio = f"{median / thirty:.2f} × 30"
+        elif "nothing changed" in name or "blocks under" in name:
+            ratio = ""
+        else:
+            ratio = f"{median / baseline:.2f}"
         rows.append([name, len(times), f"{median:.3f}", f"{min(times):.3f}",
                      f"{max(times):.3f}", ratio])
-    pip = venvs["python3 -m venv + pip, no cache"]
+    pip = venvs.get("python3 -m venv + pip, no cache")
     for name, seconds in venvs.items():
         rows.append([name, 1, f"{seconds:.3f}", f"{seconds:.3f}", f"{seconds:.3f}",
                      f"{seconds / pip:.2f}"])
@@ -185,12 +207,8 @@ def main():
     for row in [header, *rows]:
         print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
                         for i, (c, w) in enumerate(zip(row, widths))))
-    print("ratio: to nbconvert for the build, to pip for the venv")
+    print("ratio: to nbconvert, for the venvs to pip, for 300 blocks to 30")
     print(f"written to {OUT / 'bench.csv'}")
-
-    print("\nwhere a cold make tangle spends its time (one round):")
-    for part, seconds in phases().items():
-        print(f"  {part:40} {seconds:6.3f}")
 
 
 if __name__ == "__main__":
