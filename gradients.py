@@ -232,7 +232,8 @@ def leaves_of(root):
     nodes, _ = trace(root)
     return {node.label: node for node in nodes if not node._prev}
 
-
+# A table that shows itself as an Org table (as below), as Markdown in
+# Jupyter, and as plain text anywhere else.
 class Table:
     def __init__(self, header, rows):
         self.header = header

@@ -4,8 +4,8 @@
 
 Each exported `jupyter-python` block becomes a code cell, in document order,
 carrying its recorded result: text as output, tables as Markdown, pictures
-embedded from images/.  Blocks not exported (the generated-file header) are
-left out.  The prose between the cells becomes Markdown cells, written by
+embedded from images/.  A block the page does not show becomes a cell with
+its code hidden, unless it holds only comments (the generated-file header).  The prose between the cells becomes Markdown cells, written by
 pandoc from the Org text (GitHub-flavoured Markdown, which Jupyter renders).
 """
 
@@ -101,6 +101,16 @@ def outputs_for(block, root, doc_path):
     return outputs
 
 
+def in_notebook(block):
+    """Whether BLOCK is a code cell: when it is shown, or when it runs and
+    has code (not only comments) that later cells may need."""
+    if block.exported:
+        return True
+    code = [line for line in block.code.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+    return block.runs and bool(code)
+
+
 def notebook(org_file):
     """The notebook of ORG_FILE, from what the build read of it."""
     root = Path(org_file).resolve().parent
@@ -112,7 +122,7 @@ def notebook(org_file):
         taken_out[block.first_line] = block.last_line
         if block.results_line:
             taken_out[block.results_line] = block.results_last_line
-    code_cells = {b.first_line: b for b in doc.jupyter_blocks() if b.exported}
+    code_cells = {b.first_line: b for b in doc.jupyter_blocks() if in_notebook(b)}
 
     # The cells in order: code cells, and for each prose chunk its index in
     # CHUNKS, until pandoc has made all of them Markdown.
@@ -132,6 +142,9 @@ def notebook(org_file):
                 end_chunk()
                 cell = v4.new_code_cell(block.code.strip("\n"))
                 cell.outputs = outputs_for(block, root, org_file)
+                if not block.exported:
+                    # Code the page leaves out, but later cells need.
+                    cell.metadata["jupyter"] = {"source_hidden": True}
                 cells.append(cell)
             number = taken_out[number] + 1
             continue

@@ -13,6 +13,7 @@ from nbconvert.filters import markdown2html_mistune
 
 from conftest import README, ROOT
 import kernel_bridge
+import notebook as notebook_module
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,8 @@ def notebook(tmp_path_factory):
 
 
 def exported(doc):
-    return [b for b in doc.jupyter_blocks() if b.exported]
+    """The blocks that are code cells."""
+    return [b for b in doc.jupyter_blocks() if notebook_module.in_notebook(b)]
 
 
 def as_messages(outputs):
