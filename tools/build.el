@@ -386,12 +386,18 @@ Return BLOCK's picture as an output path, or nil."
 
 (defun gradients-build--check-results (block)
   "Fail on `:results file' with a :file: Org would write the drawer's
-text, the link, over the picture the block drew."
+text, the link, over the picture the block drew.  And on `:results raw'
+outside a drawer: Org cannot tell where such a result ends, so a result
+of several paragraphs would be written again below itself on every run."
   (let* ((params (nth 2 (plist-get block :info)))
          (results (split-string (or (cdr (assq :results params)) ""))))
     (when (and (member "file" results) (cdr (assq :file params))
                (not (or (member "link" results) (member "graphics" results))))
       (error "%s: :results file would make Org write the link over the picture; drop `file', :file alone draws it"
+             (plist-get block :where)))
+    (when (and (member "raw" results)
+               (not (cl-intersection '("drawer" "silent" "none") results :test #'equal)))
+      (error "%s: :results raw outside a drawer has no end Org can find, so each run would add it again; use :results raw drawer"
              (plist-get block :where)))))
 
 (defun gradients-build--check-tangle (block)

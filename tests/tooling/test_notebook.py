@@ -1,6 +1,7 @@
 """gradients.ipynb, made from README.org, runs in Jupyter and shows what
 README.org records."""
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -149,13 +150,18 @@ def what_is_wrong(doc, pages):
 
 
 def test_markdown_cells_show_tables_and_links_and_no_org_markup(doc, notebook):
-    assert org_tables(doc) and org_links(doc), "README.org's prose has no table or no link"
+    assert org_links(doc), "README.org's prose has no link"
     pages = rendered(c.source for c in notebook.cells if c.cell_type == "markdown")
     assert what_is_wrong(doc, pages) == {"tables": [], "links": [], "markup": []}
 
 
+# The notes' prose may hold no table; the check must still see one.
+A_TABLE = ["", "| input | slope |", "|-------+-------|", "| =a=   |    -3 |", ""]
+
+
 def test_the_rendering_check_sees_org_that_was_left_as_it_is(doc):
     """The check above, fed the prose as Org text, finds every kind of fault."""
+    doc = dataclasses.replace(doc, lines=doc.lines + A_TABLE)
     pages = rendered(["\n".join(line for _, line in prose_lines(doc))])
     wrong = what_is_wrong(doc, pages)
     assert all(wrong[kind] for kind in ("tables", "links", "markup")), wrong

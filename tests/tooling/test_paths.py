@@ -152,3 +152,12 @@ def test_a_scratch_folder_left_by_a_killed_build_is_removed(tiny):
     write_readme(tiny, HEADER + block("x = 1", "one"))
     assert build(tiny).returncode == 0
     assert not abandoned.exists() and mine.exists()
+
+
+def test_a_raw_result_outside_a_drawer_is_refused(tiny):
+    """Org cannot find where it ends: each `make run` would add it again."""
+    text = HEADER + block("print('one')", "fine") + block("x = 1", "raw", ":results raw replace")
+    before = write_readme(tiny, text)
+    assert_failed_cleanly(build(tiny, "run"), tiny, before,
+                          f"README.org:{line_of(text, 'raw')}: block `raw': :results raw "
+                          "outside a drawer")
