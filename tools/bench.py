@@ -1,5 +1,6 @@
 """How fast are the build and its checks?  `make bench` times, in a copy
-of the project under .build/bench/ (the checkout is not touched), several
+of the project's last commit in a temporary folder (the checkout is not
+touched), several
 interleaved rounds each, against `jupyter nbconvert --to notebook
 --execute` of a notebook of the same blocks, made here from what the
 build read of README.org:
@@ -41,15 +42,12 @@ VENV_BIN = ROOT / ".venv" / "bin"
 
 
 def copy_project(folder, keep_produced=True):
-    """The tracked files of the checkout in FOLDER, with its venv, and the
-    kernel run the checkout keeps (so a copy starts where the checkout is)."""
+    """A clone of the checkout's last commit in FOLDER (the tooling's tests
+    copy the project by asking git), with its venv and the kernel run the
+    checkout keeps, so that a copy starts where the checkout is."""
     if folder.exists():
         shutil.rmtree(folder)
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True,
-                             capture_output=True, text=True).stdout.split("\0")
-    for name in filter(None, tracked):
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, folder / name)
+    subprocess.run(["git", "clone", "--quiet", ROOT, folder], check=True)
     (folder / ".venv").symlink_to(ROOT / ".venv")
     if keep_produced:
         shutil.copytree(ROOT / ".build" / "produced", folder / ".build" / "produced")
@@ -135,7 +133,8 @@ def main():
     nbconvert = [VENV_BIN / "jupyter", "nbconvert", "--to", "notebook", "--execute",
                  notebook, "--output", OUT / "blocks.executed.ipynb"]
 
-    project = copy_project(OUT / "project")
+    scratch = Path(tempfile.mkdtemp(prefix="gradients-bench-"))
+    project = copy_project(scratch / "project")
     readme = project / "README.org"
     original = readme.read_text()
     prose = ("These are my notes", "These are my own notes")
@@ -172,11 +171,12 @@ def main():
     readme.write_text(original)
 
     for blocks in (30, 300):
-        folder = small_notes(OUT / f"notes-{blocks}", blocks)
+        folder = small_notes(scratch / f"notes-{blocks}", blocks)
         rounds[f"make tangle, {blocks} blocks under one heading"] = [
             timed(["make", "tangle"], folder, before=lambda: shutil.rmtree(
                 folder / ".build", ignore_errors=True)) for _ in range(max(1, ROUNDS // 2))]
     rounds[f"make check, {os.cpu_count()} cores"] = [timed(["make", "check"], project)]
+    shutil.rmtree(scratch)
 
     baseline = statistics.median(rounds[baseline_name])
     thirty = statistics.median(rounds["make tangle, 30 blocks under one heading"])
