@@ -1,0 +1,80 @@
+;;; build-tests.el --- ERT tests of the build's pure parts  -*- lexical-binding: t -*-
+
+;; emacs -Q --batch -l tests/ert/build-tests.el -f ert-run-tests-batch-and-exit
+
+;;; Code:
+
+(require 'ert)
+(require 'cl-lib)
+
+(load (expand-file-name "../../tools/build.el"
+                        (file-name-directory (or load-file-name buffer-file-name)))
+      nil t)
+
+(defmacro build-tests--in-project (&rest body)
+  "Run BODY in a fresh project folder holding README.org, visited."
+  (declare (indent 0))
+  `(let* ((project (file-name-as-directory (make-temp-file "build-tests-" t)))
+          (gradients-build--project project)
+          (gradients-build--org-name "README.org"))
+     (unwind-protect
+         (progn
+           (make-directory (expand-file-name "images" project))
+           (make-directory (expand-file-name "tools" project))
+           (with-temp-file (expand-file-name "README.org" project) (insert "* Notes\n"))
+           (with-current-buffer (find-file-noselect (expand-file-name "README.org" project))
+             (unwind-protect (progn ,@body)
+               (kill-buffer))))
+       (delete-directory project t))))
+
+(defun build-tests--path (name)
+  (gradients-build-output-path name :file "README.org:1: block `x'"))
+
+(defun build-tests--refusal (name)
+  (condition-case err (progn (build-tests--path name) nil)
+    (error (error-message-string err))))
+
+(ert-deftest build-tests-one-file-has-one-name-however-it-is-spelt ()
+  (build-tests--in-project
+    (dolist (spelling (list "images/x.png" "./images/x.png" "images//x.png"
+                            "images/../images/x.png" "images/./x.png"
+                            (expand-file-name "images/x.png" project)))
+      (should (equal (build-tests--path spelling) "images/x.png")))))
+
+(ert-deftest build-tests-a-link-is-followed-to-where-it-leads ()
+  (build-tests--in-project
+    (let ((outside (make-temp-file "outside-" t)))
+      (unwind-protect
+          (progn
+            (make-symbolic-link outside (expand-file-name "pictures" project))
+            (make-symbolic-link (expand-file-name "images" project)
+                                (expand-file-name "figures" project))
+            (should (string-match-p "is outside the project (it leads to "
+                                    (build-tests--refusal "pictures/x.png")))
+            (should (equal (build-tests--path "figures/x.png") "images/x.png")))
+        (delete-directory outside t)))))
+
+(ert-deftest build-tests-no-output-is-a-source-or-outside ()
+  (build-tests--in-project
+    (dolist (name '("README.org" "./README.org" "Makefile" "pyproject.toml"
+                    "requirements.lock" "tools/build.el" "tests/x.py" "tools"
+                    ".git/config" ".gitignore" ".build/outputs" "images/.hidden.png"
+                    ".ci/run"))
+      (should (string-match-p "would replace a source of the project\\|is a folder"
+                              (or (build-tests--refusal name) "accepted"))))
+    (dolist (name '("/tmp/x.png" "../x.png" "images/../../x.png" "~/x.png"))
+      (should (string-match-p "is outside the project"
+                              (or (build-tests--refusal name) "accepted"))))))
+
+(ert-deftest build-tests-names-make-cannot-hold-are-refused ()
+  (build-tests--in-project
+    (dolist (name '("images/a b.png" "images/a:b.png" "images/a#b.png" "images/a%b.png"
+                    "images/a$b.png" "images/a;b.png" "images/a*b.png" "images/a?b.png"
+                    "images/a=b.png" "images/a\\b.png" "images/a'b.png" "images/a\"b.png"
+                    "images/a\tb.png" "images/a|b.png" "images/a(b).png"))
+      (should (string-match-p "make or the shell cannot hold"
+                              (or (build-tests--refusal name) "accepted"))))
+    (dolist (name '("images/a-b_c.d+e.png" "images/été.png"))
+      (should (equal (build-tests--path name) name)))))
+
+;;; build-tests.el ends here
