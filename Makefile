@@ -98,7 +98,7 @@ $(PRODUCED): README.org $(BUILD_TOOLS) $(VENV_STAMP) $(EMACS_ID)
 	$(BATCH_EMACS) -l tools/build.el -f gradients-build-produce README.org
 
 test: $(PRODUCED)  ## check the notes: every recorded result, output and gradient
-	$(PYTHON) -m pytest tests
+	$(PYTHON) -m pytest -p no:xdist tests
 
 check: test  ## make test, then the tooling's own suite: executor, Emacs, browser, bad input
 	@$(REQUIRE) $(GUI_PACKAGES)
