@@ -6,7 +6,8 @@ one JSON object per line each way:
     request:  {"id": 7, "code": "...",
                "file": "images/x.png" or null,
                "write_to": "/where/the/picture/goes.png" or null,
-               "timeout": seconds or null, "max_lines": 1000 or null}
+               "timeout": seconds or null, "max_lines": 1000 or null,
+               "results": the block's :results words, "wrap": whether it has a :wrap}
     reply:    {"id": 7, "ok": true,  "org": "<text for the results drawer>"}
               {"id": 7, "ok": false, "kind": KIND, "error": "<message>"}
 
@@ -49,9 +50,6 @@ import uuid
 
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import KernelManager
-
-# Terminal colour codes in IPython tracebacks.
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 # A picture's mime type follows from the extension of its :file.
 MIME_BY_EXTENSION = {".png": "image/png", ".svg": "image/svg+xml"}
@@ -238,7 +236,8 @@ def failure(outputs):
                 text = (f"{summary} (the block called sys.exit() or raised "
                         f"SystemExit; the kernel goes on)")
             else:
-                text = ANSI_ESCAPE.sub("", "\n".join(content["traceback"]))
+                # IPython colours them, as for a terminal.
+                text = "\n".join(terminal_lines("\n".join(content["traceback"])))
             kind = "interrupted" if ename == "KeyboardInterrupt" else "raised"
             return BlockError(text, kind, summary)
     return None
@@ -249,71 +248,190 @@ def decoded(mime, data):
     return base64.b64decode(data) if mime == "image/png" else data.encode()
 
 
-def picture(outputs, mime):
-    """The last picture of type MIME in OUTPUTS, as bytes, or None."""
-    found = None
-    for kind, content in outputs:
-        if kind in ("display_data", "execute_result") and mime in content["data"]:
-            found = content["data"][mime]
-    return None if found is None else decoded(mime, found)
+def shown_pictures(outputs):
+    """The data of each picture OUTPUTS show, in order: one per display
+    (a figure shown as PNG and as SVG at once is one picture)."""
+    return [content["data"] for kind, content in outputs
+            if kind in ("display_data", "execute_result")
+            and any(mime in content["data"] for mime in MIME_BY_EXTENSION.values())]
+
+
+def picture(outputs, file):
+    """The bytes of the one picture OUTPUTS show, for a block with :file
+    FILE.  A :file holds one picture: of several, all but one would be
+    lost without a word."""
+    mime = mime_for(file)
+    shown = shown_pictures(outputs)
+    if len(shown) > 1:
+        raise BlockError(f"has :file {file} but displayed {len(shown)} pictures, and a "
+                         ":file holds one; give each picture a block of its own", "output")
+    if not shown or mime not in shown[0]:
+        raise BlockError(f"has :file {file} but displayed no {mime}", "output")
+    return decoded(mime, shown[0][mime])
 
 
 def pictures(outputs):
     """Every picture in OUTPUTS, as (extension, bytes), in order."""
     found = []
-    for kind, content in outputs:
-        if kind in ("display_data", "execute_result"):
-            for extension, mime in MIME_BY_EXTENSION.items():
-                if mime in content["data"]:
-                    found.append((extension, decoded(mime, content["data"][mime])))
-                    break
+    for data in shown_pictures(outputs):
+        for extension, mime in MIME_BY_EXTENSION.items():
+            if mime in data:
+                found.append((extension, decoded(mime, data[mime])))
+                break
     return found
 
 
-# Lines of a text/org value that would not stay inside the results drawer:
-# an :end: closes it early, a headline ends it, and a source block in it
-# is one Org would run and tangle.  What followed would become part of the
-# notes' text, and each `make run` would add it once more.
-ORG_ESCAPES = re.compile(r"^[ \t]*:end:[ \t]*$|^\*+[ \t]|^[ \t]*#\+begin_src\b",
-                         re.IGNORECASE | re.MULTILINE)
+# ---- Output as a terminal shows it -------------------------------------
+#
+# Every text a block produces (what it prints, a value's text/plain or
+# text/org, a traceback) becomes lines through terminal_lines alone, so
+# that there is one notion of where a line ends and of which characters
+# may reach the notes.  The line breaks are those of str.splitlines, less
+# a lone CR: LF, CR LF, VT, FF, the separators FS, GS and RS, NEL, and
+# Unicode's LINE and PARAGRAPH SEPARATOR.  Each ends a line here, and in
+# the drawer only LF does, which is the one break Emacs and Org know.
+# A lone CR moves back to the line's start, where what follows overwrites
+# the line as it does in a terminal and in Jupyter (a progress bar keeps
+# its last state); BS moves back one character the same way, without
+# erasing.  ESC[K erases to the end of the line (ESC[1K to its start,
+# ESC[2K all of it), as progress bars that shrink rely on; every other
+# escape sequence (colours, cursor moves, titles and links of OSC, DCS
+# strings) and every other C0 and C1 control, NUL, BEL and DEL included,
+# is dropped, as a terminal shows nothing for them.  A TAB stays a TAB.
+
+LINE_BREAK = r"\r\n|[\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]"
+CSI = r"(?:\x1b\[|\x9b)"
+TERMINAL_CODE = re.compile(
+    rf"(?P<break>{LINE_BREAK})"
+    r"|(?P<return>\r)"
+    r"|(?P<back>\x08)"
+    rf"|{CSI}(?P<erase>[012]?)K"
+    # Other control sequences: parameters, intermediates, a final byte.
+    rf"|{CSI}[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]"
+    # OSC, DCS, SOS, PM and APC strings, to BEL or ST; one left open ends
+    # with its line, so that it cannot swallow the rest of the output.
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?"
+    # Two- and three-character escapes: ESC 7, ESC ( B, ...
+    r"|\x1b[\x20-\x2f]*[\x30-\x7e]"
+    r"|[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+
+
+def terminal_lines(text):
+    """TEXT's lines as a terminal shows them (see above), without their
+    line breaks; a last line that shows nothing is no line."""
+    lines, line, column = [], [], 0
+    position = 0
+
+    def write(chunk):
+        nonlocal column
+        line[column:column + len(chunk)] = chunk
+        column += len(chunk)
+
+    for code in TERMINAL_CODE.finditer(text):
+        write(text[position:code.start()])
+        position = code.end()
+        if code["break"]:
+            lines.append("".join(line))
+            line, column = [], 0
+        elif code["return"]:
+            column = 0
+        elif code["back"]:
+            column = max(column - 1, 0)
+        elif code["erase"] is not None:
+            if code["erase"] in ("", "0"):
+                del line[column:]
+            elif code["erase"] == "1":
+                line[:column + 1] = " " * min(column + 1, len(line))
+            else:
+                line[:] = " " * len(line)
+    write(text[position:])
+    if line:
+        lines.append("".join(line))
+    return lines
+
+
+# The characters terminal_lines never lets through: a last guard, in
+# check_fits_the_notes, that nothing reached the drawer another way.
+NOT_FOR_THE_NOTES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+# ---- What goes into the drawer ------------------------------------------
+#
+# Printed text and text/plain become fixed-width lines (": "), which Org
+# shows verbatim and never reads further: no line of them can close the
+# drawer, start a section or a block, or be run.  A text/org value is Org
+# of the block's own making, and goes in as it is: so a line of it that
+# Org would read as more than the value's own text is refused, naming the
+# line, rather than mangled into something the author did not write.
+
+ORG_STRUCTURE = [
+    # (what Org reads the line as, its pattern)
+    ("would close its results drawer", re.compile(r"\s*:end:\s*$", re.IGNORECASE)),
+    ("would open a drawer inside its results drawer", re.compile(r"\s*:[-\w]+:\s*$")),
+    ("would start a new section of the notes", re.compile(r"\*+(?:\s|$)")),
+    ("would open or close a block, which the build would run or tangle "
+     "if it is a source block", re.compile(r"\s*#\+(?:begin|end)", re.IGNORECASE)),
+    ("is a #+ line (a keyword, a #+CALL:, a #+RESULTS:), which Org would act on",
+     re.compile(r"\s*#\+\S")),
+    ("holds an inline source block, which Org would run",
+     re.compile(r".*src_[^\s\[{]+[\[{]")),
+    ("holds an inline call of a block, which Org would run",
+     re.compile(r".*call_[^\s\[(]+[\[(]")),
+]
 
 
 def check_org_value(text):
-    """Refuse a text/org value with a line that would break out of the drawer."""
-    found = ORG_ESCAPES.search(text)
-    if found:
-        raise BlockError(f"returned Org text with the line {found.group(0).strip()!r}, "
-                         "which would break out of its results drawer; show it as "
-                         "text/plain instead", "output")
-    return text
+    """The lines of a text/org value, once no line of it would escape its
+    results drawer or change the structure of the notes."""
+    lines = [line.rstrip() for line in terminal_lines(text)]
+    # Blank lines around the value are no part of it.
+    while lines and not lines[-1]:
+        lines.pop()
+    while lines and not lines[0]:
+        lines.pop(0)
+    for number, line in enumerate(lines, 1):
+        for reason, pattern in ORG_STRUCTURE:
+            if pattern.match(line):
+                raise BlockError(
+                    f"returned Org text whose line {number}, {line.strip()!r}, {reason}; "
+                    "return it as text/plain instead, which the drawer shows as it is",
+                    "output")
+    return lines
 
 
-def org_result(outputs, file=None, links=()):
-    """The drawer text org-babel records for OUTPUTS: printed text and the
-    value's IPython repr as fixed-width lines, a value that can show itself
-    as Org (text/org) as it is, a picture as a link.  A block with a :file
+def fixed_width(text):
+    return [(": " + line).rstrip() for line in terminal_lines(text)]
+
+
+def org_result(outputs, file=None, links=(), max_lines=None, results=None, wrap=False):
+    """The drawer text org-babel records for OUTPUTS, the one path from
+    anything a block produced to the notes: printed text and the value's
+    IPython repr as fixed-width lines, a value that can show itself as Org
+    (text/org) as it is, a picture as a link.  A block with a :file
     records only what it prints and the picture: its value's repr (a
     Line2D, a Digraph) would carry a memory address.  LINKS are pictures
-    saved for a block without a :file."""
-    def fixed_width(text):
-        return [(": " + line).rstrip() for line in text.splitlines()]
-
+    saved for a block without a :file.  RESULTS (the block's :results
+    words) and WRAP (whether it has a :wrap) say how Org inserts the
+    text; the default is the notes' own, a drawer."""
     lines, printed = [], ""
     for kind, content in outputs:
         if kind == "stream":
-            # One print can arrive in several messages: join before splitting.
+            # One print can arrive in several messages, and a progress bar
+            # goes back over what earlier ones wrote: join before reading.
             printed += content["text"]
         elif kind == "execute_result" and not file:
             lines += fixed_width(printed)
             printed = ""
             data = content["data"]
-            lines += check_org_value(data["text/org"]).splitlines() if "text/org" in data \
+            lines += check_org_value(data["text/org"]) if "text/org" in data \
                 else fixed_width(data["text/plain"])
     lines += fixed_width(printed)
     if file:
         lines.append(f"[[file:{file}]]")
     lines += [f"[[file:{link}]]" for link in links]
-    return "\n".join(lines)
+    org = "\n".join(lines)
+    check_fits_the_notes(org, max_lines, results, wrap)
+    return org
 
 
 def printed_text(outputs):
@@ -323,22 +441,45 @@ run on its own would write it."""
                    if kind == "stream" and content.get("name") == "stdout")
 
 
-def check_fits_the_notes(org, max_lines):
-    """Refuse a result that cannot or should not go into an Org file."""
-    if "\x00" in org:
-        raise BlockError("printed a NUL character, which an Org file cannot "
-                         "hold; print repr() of the text instead", "output")
+def inserted_bare(results, wrap):
+    """Whether Org puts the result text into the notes with nothing around
+    it (`:results raw`), as ob-core's org-babel-insert-result decides."""
+    results = set(results or ())
+    return "raw" in results and not wrap and not results & {"html", "latex", "org", "code"}
+
+
+def one_replaceable_element(lines):
+    """Whether Org, finding LINES after #+RESULTS:, would take all of them
+    for the result it replaces on the next run: one fixed-width area, one
+    table, or one link.  Of anything else it removes the first element
+    only, or nothing, and each run would add the text once more."""
+    return (all(line == ":" or line.startswith(": ") for line in lines)
+            or all(line.lstrip().startswith("|") for line in lines)
+            or (len(lines) == 1 and re.fullmatch(r"\[\[[^]]*\]\]", lines[0]) is not None))
+
+
+def check_fits_the_notes(org, max_lines=None, results=None, wrap=False):
+    """Refuse a drawer text that cannot or should not go into an Org file."""
+    unfit = NOT_FOR_THE_NOTES.search(org)
+    if unfit:
+        raise BlockError(f"produced the control character {unfit.group()!r}, which the "
+                         "notes cannot show; print repr() of the text instead", "output")
     try:
         org.encode("utf-8")
     except UnicodeEncodeError as error:
         raise BlockError(f"printed {org[error.start]!r}, which is not valid "
                          "Unicode (a lone surrogate); print repr() of the text instead",
                          "output") from None
-    count = org.count("\n") + 1 if org else 0
-    if max_lines and count > max_lines:
-        raise BlockError(f"produced {count} lines, more than the {max_lines} "
+    lines = org.split("\n") if org else []
+    if max_lines and len(lines) > max_lines:
+        raise BlockError(f"produced {len(lines)} lines, more than the {max_lines} "
                          "a result may have in the notes; print less (a summary, "
                          "or a slice)", "output")
+    if lines and inserted_bare(results, wrap) and not one_replaceable_element(lines):
+        raise BlockError("has :results raw, which puts its result into the notes without "
+                         "a drawer, and Org would replace only the first part of this one "
+                         "on the next run, adding the rest again each time; "
+                         "use :results drawer", "output")
 
 
 def mime_for(file):
@@ -366,7 +507,7 @@ def write_atomically(path, data):
 
 
 def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None,
-            loose_pictures=None):
+            loose_pictures=None, results=None, wrap=False):
     """Run CODE; write its picture to WRITE_TO (default FILE); return the
     org text and the raw outputs.  Raise BlockError if the code raised or
     its result cannot go into the notes.  With LOOSE_PICTURES, {"folder":
@@ -376,20 +517,19 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
     error = failure(outputs)
     if error:
         raise error
-    links = []
+    # Every check first: a block refused writes no picture.
+    writes = []
     if file:
-        mime = mime_for(file)
-        data = picture(outputs, mime)
-        if data is None:
-            raise BlockError(f"has :file {file} but displayed no {mime}", "output")
-        write_atomically(write_to or file, data)
+        writes.append((write_to or file, picture(outputs, file)))
     elif loose_pictures:
         for extension, data in pictures(outputs):
             name = uuid.uuid4().hex[:12] + extension
-            write_atomically(os.path.join(loose_pictures["folder"], name), data)
-            links.append(f"{loose_pictures['link']}/{name}")
-    org = org_result(outputs, file, links)
-    check_fits_the_notes(org, max_lines)
+            writes.append((os.path.join(loose_pictures["folder"], name), data))
+    links = [f"{loose_pictures['link']}/{os.path.basename(path)}" for path, _ in writes
+             if not file]
+    org = org_result(outputs, file, links, max_lines, results, wrap)
+    for path, data in writes:
+        write_atomically(path, data)
     return org, outputs
 
 
@@ -438,7 +578,8 @@ def serve(stdin, stdout):
             try:
                 org, outputs = execute(kernel, request["code"], request.get("file"),
                                  request.get("write_to"), request.get("timeout"),
-                                 request.get("max_lines"), request.get("loose_pictures"))
+                                 request.get("max_lines"), request.get("loose_pictures"),
+                                 request.get("results"), request.get("wrap", False))
                 send({**reply, "ok": True, "org": org, "printed": printed_text(outputs)})
             except BlockError as error:
                 send({**reply, "ok": False, "kind": error.kind, "summary": error.summary,

@@ -373,7 +373,11 @@ the block WHERE names."
                                  (t (expand-file-name file home))))
               (timeout . ,(or timeout :null))
               (max_lines . ,gradients-max-result-lines)
-              (loose_pictures . ,(or loose :null)))))))
+              (loose_pictures . ,(or loose :null))
+              ;; How Org will insert the text: the bridge refuses one it
+              ;; could not replace on the next run.
+              (results . ,(vconcat (cdr (assq :result-params params))))
+              (wrap . ,(if (assq :wrap params) t :false)))))))
 
 (defun gradients--failure-message (request reply)
   "The one line that says why REQUEST failed; the traceback is shown apart."
