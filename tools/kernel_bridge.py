@@ -318,7 +318,8 @@ TERMINAL_CODE = re.compile(
 
 def terminal_lines(text):
     """TEXT's lines as a terminal shows them (see above), without their
-    line breaks; a last line that shows nothing is no line."""
+    line breaks or trailing blanks; a last line that shows nothing is no
+    line."""
     lines, line, column = [], [], 0
     position = 0
 
@@ -345,8 +346,11 @@ def terminal_lines(text):
             else:
                 line[:] = " " * len(line)
     write(text[position:])
-    if line:
-        lines.append("".join(line))
+    lines.append("".join(line))
+    # Blanks at a line's end show as nothing, in a terminal as in Org.
+    lines = [each.rstrip() for each in lines]
+    if not lines[-1]:
+        lines.pop()
     return lines
 
 
@@ -383,7 +387,7 @@ ORG_STRUCTURE = [
 def check_org_value(text):
     """The lines of a text/org value, once no line of it would escape its
     results drawer or change the structure of the notes."""
-    lines = [line.rstrip() for line in terminal_lines(text)]
+    lines = terminal_lines(text)
     # Blank lines around the value are no part of it.
     while lines and not lines[-1]:
         lines.pop()

@@ -22,7 +22,6 @@ def kernel():
 
 
 BAD_OUTPUT = {
-    "NUL": ("print('a\\x00b')", "output", "printed a NUL character"),
     "too long": ("print('\\n'.join(map(str, range(2000))))", "output",
                  "produced 2000 lines, more than the 1000"),
     "SystemExit": ("raise SystemExit(2)", "raised", "SystemExit: 2 (the block called"),
@@ -30,7 +29,7 @@ BAD_OUTPUT = {
     "Org out of its drawer": (
         "class O:\n    def _repr_mimebundle_(self, include=None, exclude=None):\n"
         "        return {'text/plain': 'O', 'text/org': '| 1 |\\n:end:\\n* Heading'}\nO()",
-        "output", "returned Org text with the line ':end:'"),
+        "output", "returned Org text whose line 2, ':end:'"),
 }
 
 

@@ -1,0 +1,275 @@
+"""What a block produces becomes drawer lines one way only: read as a
+terminal reads it (every line break Python or Unicode knows ends a line,
+CR and BS move back, escape sequences and control characters show
+nothing), printed text made fixed-width, Org text refused where Org would
+read more into it than the value's text.  Then: a build of such blocks
+writes the same README.org each time."""
+
+import re
+import sys
+
+import pytest
+
+from conftest import ROOT
+from tiny_notes import HEADER, assert_failed_cleanly, block, build, line_of, write_readme
+
+sys.path.insert(0, str(ROOT / "tools"))
+import kernel_bridge  # noqa: E402
+from kernel_bridge import BlockError, org_result, terminal_lines  # noqa: E402
+
+# Every line break of str.splitlines, CR LF as one, and the lone CR apart.
+SEPARATORS = ["\n", "\r\n", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+# What no line of README.org may hold, whatever a block printed.
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printed(*texts, name="stdout"):
+    return [("stream", {"name": name, "text": text}) for text in texts]
+
+
+def value(**data):
+    return [("execute_result", {"data": data, "metadata": {}, "execution_count": 1})]
+
+
+def org_value(text):
+    return value(**{"text/org": text, "text/plain": "<object>"})
+
+
+@pytest.mark.parametrize("separator", SEPARATORS, ids=repr)
+def test_every_line_break_ends_a_line_and_only_lf_reaches_the_drawer(separator):
+    assert terminal_lines(f"a{separator}b{separator}") == ["a", "b"]
+    assert org_result(printed(f"one{separator}:end:{separator}* two")) == \
+        ": one\n: :end:\n: * two"
+    assert org_result(value(**{"text/plain": f"x{separator}y"})) == ": x\n: y"
+
+
+@pytest.mark.parametrize("separator", SEPARATORS, ids=repr)
+def test_org_text_cannot_leave_its_drawer_by_any_line_break(separator):
+    with pytest.raises(BlockError) as refused:
+        org_result(org_value(f"| a | b |{separator}:end:{separator}Leaked paragraph"))
+    assert refused.value.kind == "output"
+    assert "line 2, ':end:', would close its results drawer" in str(refused.value)
+
+
+def test_a_progress_bar_records_its_last_state_as_one_line():
+    bar = printed(*(f"\r{i}/1500" for i in range(1501)), name="stderr")
+    assert org_result(bar, max_lines=1000) == ": 1500/1500"
+    # The limit counts the lines that remain.
+    lines = printed("".join(f"{i}\r{i}\n" for i in range(1000)))
+    assert len(org_result(lines, max_lines=1000).split("\n")) == 1000
+    with pytest.raises(BlockError, match="produced 1001 lines, more than the 1000"):
+        org_result(lines + printed("last\n"), max_lines=1000)
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("abc\rX", ["Xbc"]),                       # CR overwrites, as a terminal does
+    ("50%\r100%\n", ["100%"]),
+    ("Loading 9 files\r\x1b[KDone", ["Done"]),  # ESC[K erases the rest
+    ("Loading\r\x1b[2KDone", ["Done"]),
+    ("abc\r\n", ["abc"]),                      # CR LF is a line end
+    ("abc\r", ["abc"]),
+    ("a\x08b", ["b"]),                         # BS goes back one, not erasing
+    ("ab\x08", ["ab"]),
+    ("\x08\x08x", ["x"]),
+    ("tab\tstays", ["tab\tstays"]),
+    ("\x1b[0m", []),                           # a last line showing nothing
+    ("", []),
+    ("\n\n", ["", ""]),
+], ids=repr)
+def test_cr_bs_and_erasing_work_as_in_a_terminal(text, shown):
+    assert terminal_lines(text) == shown
+
+
+@pytest.mark.parametrize("code", [
+    "\x1b[31m", "\x1b[1;38;5;208m", "\x1b[0m", "\x1b[2A", "\x1b[10G", "\x1b[?25l",
+    "\x9b31m",                                  # CSI as one C1 character
+    "\x1b]0;a window title\x07", "\x1b]8;;https://example.com\x1b\\",
+    "\x1b]2;title\x9c", "\x1bP1$r0m\x1b\\", "\x1b_an APC\x1b\\", "\x9d0;title\x07",
+    "\x1b(B", "\x1b7", "\x1b8", "\x1bc", "\x1b=",
+    "\x00", "\x01", "\x07", "\x0e", "\x1a", "\x1f", "\x7f", "\x80", "\x81", "\x9c",
+], ids=repr)
+def test_escape_sequences_and_controls_show_nothing(code):
+    assert terminal_lines(f"be{code}fore{code}\nafter") == ["before", "after"]
+    assert org_result(printed(f"be{code}fore")) == ": before"
+    assert org_result(value(**{"text/plain": f"be{code}fore"})) == ": before"
+    assert org_result(org_value(f"be{code}fore")) == "before"
+
+
+def test_unfinished_escapes_end_with_their_line():
+    assert terminal_lines("a\x1b]0;never closed\nb") == ["a", "b"]
+    assert terminal_lines("a\x9fan APC never closed\nb") == ["a", "b"]
+    assert terminal_lines("a\x1b[12\nb\x1b") == ["a12", "b"]
+
+
+def test_no_control_character_reaches_the_drawer_whatever_is_printed():
+    everything = "".join(map(chr, range(0xA0))) + "\u2028\u2029"
+    for outputs in (printed(everything), value(**{"text/plain": everything}),
+                    printed(*everything), org_value(everything.replace("*", ""))):
+        org = org_result(outputs)
+        assert not CONTROL.search(org), repr(org)
+
+
+def test_a_traceback_is_read_the_same_way():
+    error = ("error", {"ename": "ValueError", "evalue": "bad",
+                       "traceback": ["\x1b[0;31mValueError\x1b[0m\u2028Traceback",
+                                     "line\x07 two\r\x1b[Kline 2"]})
+    failure = kernel_bridge.failure([error])
+    assert str(failure) == "ValueError\nTraceback\nline 2"
+
+
+# Lines of Org that would be more than text inside a results drawer: the
+# drawer's end, another drawer, a headline, a block, a keyword, a call,
+# inline code Org runs.
+ESCAPING = [
+    ":end:", ":END:", "  :end:  ", ":note:", ":PROPERTIES:", ":results:",
+    "* Heading", "** Sub", "*", "*\tTab",
+    "#+begin_src jupyter-python", "#+BEGIN_EXAMPLE", "  #+end_quote", "#+begin: clocktable",
+    "#+CALL: other()", "#+RESULTS: name", "#+TITLE: x", "#+PROPERTY: header-args :eval yes",
+    "#+name: dupe", "#+SETUPFILE: elsewhere.org", "#+INCLUDE: \"x.org\"",
+    "see src_python{1} here", "src_sh[:results raw]{ls}", "x_src_elisp{(kill-emacs)}",
+    "call_other()", "then call_other[:eval yes](n=1)",
+]
+
+
+@pytest.mark.parametrize("line", ESCAPING, ids=repr)
+@pytest.mark.parametrize("separator", ["\n", "\u2028", "\r\n", "\f"], ids=repr)
+def test_org_text_that_would_change_the_notes_is_refused_naming_its_line(line, separator):
+    with pytest.raises(BlockError) as refused:
+        org_result(org_value(f"| a |{separator}{line}{separator}after"))
+    assert refused.value.kind == "output"
+    assert f"line 2, {line.strip()!r}" in str(refused.value)
+
+
+@pytest.mark.parametrize("line", ESCAPING, ids=repr)
+def test_printed_text_is_inert_whatever_it_holds(line):
+    """Fixed-width lines, which Org shows verbatim and never reads."""
+    org = org_result(printed(f"{line}\n") + value(**{"text/plain": line}))
+    assert org == f": {line}\n: {line}".replace("  :end:  ", "  :end:").rstrip()
+    assert all(row.startswith(": ") for row in org.split("\n"))
+
+
+def test_org_text_that_stays_text_goes_in_as_it_is():
+    text = "\n\n| a | b |\n|---+---|\n| 1 | 2 |\n\nA paragraph, [[https://x.org][a link]].\n\n" \
+           "- an item\n# a comment\n: fixed\nmy_src is call_me maybe\n\n"
+    assert org_result(org_value(text)) == text.strip("\n")
+
+
+@pytest.mark.parametrize("results, wrap", [
+    (["raw", "value", "replace"], False), (["raw", "output", "replace"], False)])
+def test_raw_results_org_could_not_replace_are_refused(results, wrap):
+    for outputs in (org_value("first\n\nsecond paragraph"), org_value("one paragraph"),
+                    printed("printed\n") + org_value("| a |"),
+                    printed("printed\n") + value(**{"text/plain": "1"}) + printed("x")):
+        if all(kind == "stream" or "text/plain" in c["data"] and "text/org" not in c["data"]
+               for kind, c in outputs):
+            continue
+        with pytest.raises(BlockError, match="has :results raw") as refused:
+            org_result(outputs, results=results, wrap=wrap)
+        assert refused.value.kind == "output"
+
+
+@pytest.mark.parametrize("results, wrap", [
+    (None, False), (["drawer", "replace"], False), (["raw", "replace"], True),
+    (["org", "raw"], False), (["value", "replace"], False)])
+def test_results_org_can_replace_whole_are_kept(results, wrap):
+    for outputs in (org_value("first\n\nsecond paragraph"),
+                    printed("a\n\nb\n") + org_value("| a |")):
+        assert org_result(outputs, results=results, wrap=wrap)
+
+
+def test_raw_results_of_one_element_are_kept():
+    raw = ["raw", "value", "replace"]
+    assert org_result(printed("a\n\nb"), results=raw) == ": a\n:\n: b"
+    assert org_result(org_value("| a |\n| b |"), results=raw) == "| a |\n| b |"
+    assert org_result(printed(""), file="images/x.png", results=raw) == "[[file:images/x.png]]"
+
+
+def figure(png=True, svg=False):
+    data = {"text/plain": "<Figure>"}
+    if png:
+        data["image/png"] = "iVBORw0KGgo="
+    if svg:
+        data["image/svg+xml"] = "<svg/>"
+    return ("display_data", {"data": data, "metadata": {}})
+
+
+def test_a_file_block_showing_several_pictures_is_refused():
+    assert kernel_bridge.picture([figure(svg=True)], "images/x.svg") == b"<svg/>"
+    for shown in ([figure(), figure()], [figure(png=False, svg=True), figure()]):
+        with pytest.raises(BlockError, match="displayed 2 pictures") as refused:
+            kernel_bridge.picture(shown, "images/x.png")
+        assert refused.value.kind == "output"
+    with pytest.raises(BlockError, match="displayed no image/png"):
+        kernel_bridge.picture([figure(png=False, svg=True)], "images/x.png")
+
+
+# Built as `make run` builds: the same notes twice, the same bytes twice.
+
+# A value that shows itself as the Org text {}.
+ORG = ("class Org:\n    def _repr_mimebundle_(self, **kwargs):\n"
+       "        return {{'text/org': {}, 'text/plain': 'Org'}}\nOrg()")
+
+
+NOISY = [
+    ("import sys\nfor i in range(1501):\n    sys.stderr.write(f'\\r{i}/1500')", "bar", ""),
+    ("print('\\x1b[31mred\\x1b[0m, bell\\x07, a\\x08b, del\\x7f, form\\x0cfeed, "
+     "nul\\x00, sep\\u2028arated, nel\\x85line')", "noise", ""),
+    ("print(':end:\\n* Heading\\n#+begin_src jupyter-python\\n#+CALL: x()\\n:note:')",
+     "inert", ""),
+    (ORG.format("'| a | b |\\n\\nA paragraph.\\n\\nAnother.'"), "org", ""),
+    ("'first\\n\\nsecond'", "raw", ":results value raw"),
+]
+
+
+def test_make_run_twice_writes_the_same_readme(tiny):
+    write_readme(tiny, HEADER + "".join(block(*each) for each in NOISY))
+    first = build(tiny, "run", timeout=120)
+    assert first.returncode == 0, first.stderr
+    once = (tiny / "README.org").read_text()
+    second = build(tiny, "run", timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert (tiny / "README.org").read_text() == once
+    assert not CONTROL.search(once)
+    assert ":results:\n: 1500/1500\n:end:" in once
+    assert ": red, bell, b, del, form\n: feed, nul, sep\n: arated, nel\n: line\n" in once
+    assert ":results:\n| a | b |\n\nA paragraph.\n\nAnother.\n:end:" in once
+    assert "#+RESULTS: raw\n: 'first\\n\\nsecond'\n" in once
+
+
+def test_printed_org_syntax_leaves_a_readme_the_next_build_accepts(tiny):
+    """Printed text is fixed-width, which Org never runs: a later build
+    must not take it for an inline block or a call."""
+    # Put together, so that the block's own code holds no such text.
+    code = ("s, c = 'src_', 'call_'\n"
+            "print(s + 'python{1} and ' + c + 'f() and ' + s + 'sh[:results raw]{ls}')\n"
+            "print('#+' + 'CALL: f()')")
+    write_readme(tiny, HEADER + block(code, "prints"))
+    first = build(tiny, "run", timeout=120)
+    assert first.returncode == 0, first.stderr
+    once = (tiny / "README.org").read_text()
+    assert ": src_python{1} and call_f() and src_sh[:results raw]{ls}\n: #+CALL: f()" in once
+    second = build(tiny, "run", timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert (tiny / "README.org").read_text() == once
+
+
+@pytest.mark.parametrize("code, args, message", [
+    (ORG.format("'ok\\u2028:end:\\u2028Leaked'"),
+     "", "returned Org text whose line 2, ':end:', would close its results drawer"),
+    (ORG.format("'ok\\n:note:\\nx'"),
+     "", "returned Org text whose line 2, ':note:', would open a drawer"),
+    (ORG.format("'first\\n\\nsecond'"),
+     ":results value raw", "has :results raw"),
+    ("import matplotlib.pyplot as plt\nplt.figure(); plt.plot([1, 2]); plt.show()\n"
+     "plt.figure(); plt.plot([2, 1]); plt.show()", ":file images/two.png",
+     "has :file images/two.png but displayed 2 pictures"),
+], ids=["org-u2028-end", "org-drawer", "raw-paragraphs", "two-figures"])
+def test_output_that_cannot_go_into_the_notes_fails_the_build_cleanly(tiny, code, args,
+                                                                      message):
+    text = HEADER + block("x = 1", "before") + block(code, "bad", args)
+    before = write_readme(tiny, text)
+    run = build(tiny, "run", timeout=120)
+    assert_failed_cleanly(run, tiny, before,
+                          f"README.org:{line_of(text, 'bad')}: block `bad' {message}")
+    assert not (tiny / "images" / "two.png").exists()
