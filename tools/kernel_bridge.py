@@ -101,15 +101,47 @@ def kernel_manager(folder):
     )
 
 
-def kernel_environment():
-    """Pictures come from the inline backend's display output, whatever
-    backend the caller's environment asks for.  The kernel keeps the
-    bytecode of the packages it imports even where PYTHONDONTWRITEBYTECODE
-    is set: uv installs them uncompiled, and compiling NumPy, Matplotlib and
-    IPython again would add seconds to every start.  The blocks themselves
-    run from strings, so this leaves no bytecode beside the notes."""
+# The project's scratch folder, beside this file's tools/ folder.
+BUILD_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            ".build")
+
+# Where the kernel, and what it runs, keep their settings and caches: each
+# variable names a folder under .build/kernel/.  Not the user's home, which
+# may be unwritable (a service user's HOME=/nonexistent): each library would
+# then say so in the first drawer, with a random path, and leave a folder
+# of its own in /tmp behind.  Nor the user's own settings, such as a
+# matplotlibrc or an IPython start-up file, which would change what the
+# notes record on that one machine.
+KERNEL_FOLDERS = {
+    "MPLCONFIGDIR": "matplotlib",          # its settings and font cache
+    "IPYTHONDIR": "ipython",               # the profile ipykernel loads
+    "JUPYTER_CONFIG_DIR": "jupyter/config",
+    "JUPYTER_DATA_DIR": "jupyter/data",
+    "JUPYTER_RUNTIME_DIR": "jupyter/runtime",
+    # For everything else that follows the XDG rules: fontconfig, which
+    # Graphviz's dot uses, and the libraries the notes may import later.
+    "XDG_CONFIG_HOME": "config",
+    "XDG_CACHE_HOME": "cache",
+    "XDG_DATA_HOME": "data",
+    "XDG_STATE_HOME": "state",
+}
+
+
+def kernel_environment(build_folder=BUILD_FOLDER):
+    """The environment a kernel runs in: the caller's, with the folders of
+    KERNEL_FOLDERS made under BUILD_FOLDER.  Pictures come from the inline
+    backend's display output, whatever backend the caller's environment
+    asks for.  The kernel keeps the bytecode of the packages it imports
+    even where PYTHONDONTWRITEBYTECODE is set: uv installs them uncompiled,
+    and compiling NumPy, Matplotlib and IPython again would add seconds to
+    every start.  The blocks themselves run from strings, so this leaves no
+    bytecode beside the notes."""
     env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline")
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    for variable, folder in KERNEL_FOLDERS.items():
+        path = os.path.join(build_folder, "kernel", folder)
+        os.makedirs(path, exist_ok=True)
+        env[variable] = path
     return env
 
 
