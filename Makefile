@@ -20,8 +20,12 @@ BATCH_EMACS := $(EMACS) -Q --batch
 LOCK := requirements.lock
 # uv from the PATH; without one, the copy `make` installs under .build/
 # (not in the venv, whose packages `uv pip sync` keeps to the lock).
-UV_HOME := $(BUILD)/uv
-UV      := $(or $(shell command -v uv),$(UV_HOME)/bin/uv)
+# Recipes quote it, as a path that may hold a space; only the copy of our
+# own, a relative path, is ever a prerequisite.
+UV_HOME  := $(BUILD)/uv
+UV_OURS  := $(UV_HOME)/bin/uv
+UV       := $(or $(shell command -v uv),$(UV_OURS))
+UV_MADE  := $(if $(filter $(UV_OURS),$(UV)),$(UV_OURS))
 # uv runs the machine's python3 and never downloads a Python of its own.
 export UV_PYTHON_DOWNLOADS  := never
 export UV_PYTHON_PREFERENCE := only-system
@@ -32,17 +36,35 @@ LOCK_GROUPS = $(shell sed -n '/^\[dependency-groups\]/,/^\[/s/^\([A-Za-z0-9_.-]*
 LOCK_SOURCE = \# compiled from the pyproject.toml with sha256 $$(sha256sum < pyproject.toml | cut -c1-64)
 
 # The venv matches the lock when its stamp is newer than pyproject.toml,
-# the lock, its interpreter and site-packages, which changes whenever a
-# package is added or removed: make compares them without running anything.
-# uv installs no bytecode: Python writes it on first import, for the
-# modules directly in site-packages into its __pycache__, which is made
-# with the venv so that writing there later is no change of site-packages.
+# the lock, its interpreter, site-packages and each folder in it (a
+# package's own), and bin/: a folder changes whenever something in it is
+# added or removed, so a package added, removed or with a file of its top
+# folder gone is noticed, and make compares them without running anything.
+# uv installs no bytecode: Python writes it on first import, into a
+# __pycache__ in each folder of modules, which is made with the venv for
+# site-packages and each package's top folder, so that writing there later
+# changes none of those folders.
 VENV_STAMP    := $(VENV)/.installed
 # Python writes that bytecode only where the environment lets it: without
 # this, a machine that sets PYTHONDONTWRITEBYTECODE would compile NumPy,
 # Jupyter and the rest anew in every process of every build and test.
 unexport PYTHONDONTWRITEBYTECODE
 SITE_PACKAGES := $(wildcard $(VENV)/lib/python3*/site-packages)
+VENV_FOLDERS  := $(SITE_PACKAGES) $(wildcard $(VENV)/bin) \
+                 $(filter-out %/__pycache__/,$(wildcard $(addsuffix /*/,$(SITE_PACKAGES))))
+
+# The installed packages one of whose files is gone, by name, one a line:
+# uv, like pip, trusts a package's metadata, and would keep a NumPy whose
+# folder was deleted.  Each package's RECORD lists its files.
+define BROKEN_PACKAGES
+import csv, pathlib, sys
+for record in pathlib.Path(sys.argv[1]).glob("*.dist-info/RECORD"):
+    with open(record, newline="") as rows:
+        files = [row[0] for row in csv.reader(rows) if row and not row[0].endswith(".pyc")]
+    if not all((record.parent.parent / name).exists() for name in files):
+        print(record.parent.name.split("-")[0])
+endef
+export BROKEN_PACKAGES
 
 # What the last successful `make tangle` produced, listed by the build
 # itself (so no second reading of README.org can disagree with Org's) and
@@ -98,43 +120,54 @@ $(PRODUCED): README.org $(BUILD_TOOLS) $(VENV_STAMP) $(EMACS_ID)
 	$(BATCH_EMACS) -l tools/build.el -f gradients-build-produce README.org
 
 test: $(PRODUCED)  ## check the notes: every recorded result, output and gradient
-	$(PYTHON) -m pytest -p no:xdist tests
+	"$(PYTHON)" -m pytest -p no:xdist tests
 
 check: test  ## make test, then the tooling's own suite: executor, Emacs, browser, bad input
 	@$(REQUIRE) $(GUI_PACKAGES)
 	@$(REQUIRE) $(TEST_PACKAGES)
 	$(BATCH_EMACS) -l ert $(patsubst %,-l %,$(wildcard tests/ert/*-tests.el)) \
 	    -f ert-run-tests-batch-and-exit
-	$(PYTHON) -m pytest -n 2 --dist loadfile tests/tooling
+	"$(PYTHON)" -m pytest -n 2 --dist loadfile tests/tooling
 
 notebook: gradients.ipynb  ## gradients.ipynb for Jupyter users, from README.org
 
 gradients.ipynb: $(PRODUCED) tools/notebook.py $(filter images/%,$(OUTPUTS))
-	$(PYTHON) tools/notebook.py README.org $@
+	"$(PYTHON)" tools/notebook.py README.org "$@"
 
 preview: $(VENV_STAMP)  ## a screenshot of the README as GitHub renders it, in .build/preview/
 	@$(REQUIRE) $(BUILD_PACKAGES) $(TEST_PACKAGES)
-	$(PYTHON) tools/preview.py README.org $(BUILD)/preview
+	"$(PYTHON)" tools/preview.py README.org "$(BUILD)/preview"
 
-bench: $(VENV_STAMP) | $(UV)  ## time the build against jupyter nbconvert, the venv against pip; in .build/bench/
+bench: $(VENV_STAMP) | $(UV_MADE)  ## time the build against jupyter nbconvert, the venv against pip; in .build/bench/
 	@$(REQUIRE) $(BUILD_PACKAGES)
-	$(PYTHON) tools/bench.py
+	"$(PYTHON)" tools/bench.py
 
 kernelspec: $(VENV_STAMP)  ## a Jupyter kernel "gradients" on the venv, for emacs-jupyter
-	$(PYTHON) -m ipykernel install --user --name gradients --display-name "Python (gradients)"
+	"$(PYTHON)" -m ipykernel install --user --name gradients --display-name "Python (gradients)"
 
 venv: $(VENV_STAMP)  ## the Python environment, exactly as requirements.lock says
 
-# uv is made only when the venv is: a venv that matches needs no uv.
-$(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(SITE_PACKAGES)
+# uv is made only when the venv is: a venv that matches needs no uv.  A
+# package whose files are gone is installed again: it still counts as
+# installed for uv, whose sync would leave it broken.
+$(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(VENV_FOLDERS)
 	@grep -qxF "$(LOCK_SOURCE)" $(LOCK) || \
 	    { echo "$(LOCK) is older than pyproject.toml: run \`make lock\`" >&2; exit 1; }
-	@[ -x "$(UV)" ] || $(MAKE) --no-print-directory $(UV)
+	@[ -x "$(UV)" ] || $(MAKE) --no-print-directory $(UV_OURS)
 	@$(REQUIRE) 'python3=command -v python3'
-	$(UV) venv --quiet --allow-existing --python python3 $(VENV)
-	$(UV) pip sync --quiet --python $(PYTHON) $(LOCK)
-	@for dir in $(VENV)/lib/python3*/site-packages; do mkdir -p $$dir/__pycache__; done
-	@touch $@
+	"$(UV)" venv --quiet --allow-existing --python python3 "$(VENV)"
+	"$(UV)" pip sync --quiet --python "$(PYTHON)" $(LOCK)
+	@broken=$$(for dir in "$(VENV)"/lib/python3*/site-packages; do \
+	               "$(PYTHON)" -I -c "$$BROKEN_PACKAGES" "$$dir"; done) || exit 1; \
+	if [ -n "$$broken" ]; then \
+	    echo "files of" $$broken "are missing from $(VENV): installing them again"; \
+	    "$(UV)" pip sync --quiet --python "$(PYTHON)" \
+	        $$(for name in $$broken; do echo --reinstall-package $$name; done) $(LOCK); \
+	fi
+	@for dir in "$(VENV)"/lib/python3*/site-packages "$(VENV)"/lib/python3*/site-packages/*/; do \
+	    case $$dir in *.dist-info/|*/__pycache__/) ;; *) mkdir -p "$$dir/__pycache__";; esac; \
+	done
+	@touch "$@"
 
 # A missing or dangling interpreter counts as changed, so the venv is
 # made again instead of every target failing on it.
@@ -143,8 +176,8 @@ $(PYTHON): ;
 # For Debian 12 on x86_64 and its Python 3.11, whatever machine runs it,
 # so that the same pyproject.toml always compiles to the same bytes.  Its
 # hashes cover every platform's files of each version.
-lock: | $(UV)  ## compile requirements.lock again from pyproject.toml
-	$(UV) pip compile --quiet pyproject.toml $(LOCK_GROUPS) \
+lock: | $(UV_MADE)  ## compile requirements.lock again from pyproject.toml
+	"$(UV)" pip compile --quiet pyproject.toml $(LOCK_GROUPS) \
 	    --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
 	    --generate-hashes --custom-compile-command 'make lock' --output-file $(LOCK)
 	@echo "$(LOCK_SOURCE)" >> $(LOCK)
@@ -152,7 +185,7 @@ lock: | $(UV)  ## compile requirements.lock again from pyproject.toml
 # Into a folder of its own: Debian's python3 refuses packages installed
 # into itself (PEP 668), and a venv for uv would first spend seconds
 # installing pip.
-$(UV_HOME)/bin/uv:
+$(UV_OURS):
 	@echo "uv is not on the PATH: installing it from PyPI into $(UV_HOME)/"
 	@$(REQUIRE) 'python3-pip=python3 -m pip --version'
 	@rm -rf $(UV_HOME).new
@@ -160,6 +193,6 @@ $(UV_HOME)/bin/uv:
 	@rm -rf $(UV_HOME) && mv $(UV_HOME).new $(UV_HOME)
 
 clean:  ## remove the venv and scratch files (not the committed outputs)
-	rm -rf $(VENV) $(BUILD) gradients.ipynb
+	rm -rf "$(VENV)" "$(BUILD)" gradients.ipynb
 
 FORCE:

@@ -1,0 +1,119 @@
+"""`make` keeps the venv to the lock by its files, not only by what its
+packages' metadata say, and works in a checkout, and with a uv, whose path
+holds a space."""
+
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT, copy_project
+
+LOCK = ROOT / "requirements.lock"
+
+
+def make(*args, cwd, env=None, timeout=300):
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def the_build_uv():
+    """The uv the project's make uses, as an absolute path."""
+    uv = make("-s", "--eval", "print-uv: ; @echo $(UV)", "print-uv", cwd=ROOT).stdout.strip()
+    return ROOT / uv
+
+
+def uv_in(folder):
+    """The build's uv, reached through FOLDER/uv."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "uv").symlink_to(the_build_uv())
+    return folder / "uv"
+
+
+def small_project(folder):
+    """The build's files in FOLDER, with a lock of graphviz alone."""
+    for name in ("Makefile", "README.org", "pyproject.toml", "tools/require-debian-packages"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, folder / name)
+    lock = LOCK.read_text()
+    graphviz = re.search(r"^graphviz==.*?(?=\n\S)", lock, re.M | re.S).group()
+    (folder / "requirements.lock").write_text(f"{graphviz}\n{lock.splitlines()[-1]}\n")
+    return folder
+
+
+def imports_graphviz(project):
+    return subprocess.run([project / ".venv" / "bin" / "python", "-c", "from graphviz import Digraph"],
+                          capture_output=True).returncode == 0
+
+
+def package_folder(project):
+    return next(project.glob(".venv/lib/python3*/site-packages/graphviz"))
+
+
+DAMAGE = {
+    "its folder": lambda folder: shutil.rmtree(folder),
+    "a file of its folder": lambda folder: (folder / "__init__.py").unlink(),
+    "its folder's files": lambda folder: [p.unlink() for p in folder.glob("*.py")],
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
+def test_make_installs_again_a_package_whose_files_are_gone(tmp_path, damage):
+    project = small_project(tmp_path)
+    uv = f"UV={the_build_uv()}"
+    assert make("venv", uv, cwd=project).returncode == 0
+    assert imports_graphviz(project)
+    DAMAGE[damage](package_folder(project))
+    assert not imports_graphviz(project)
+    assert make("-q", "venv", uv, cwd=project).returncode != 0, "the damage went unnoticed"
+    run = make("venv", uv, cwd=project)
+    assert run.returncode == 0, run.stderr
+    assert "files of graphviz are missing from .venv: installing them again" in run.stdout
+    assert imports_graphviz(project)
+    # Repaired for good: the next make has nothing to do, at once, even
+    # once Python wrote bytecode beside the modules it imported.
+    subprocess.run([project / ".venv" / "bin" / "python", "-c", "import graphviz.backend"],
+                   check=True, env={name: value for name, value in os.environ.items()
+                                    if name != "PYTHONDONTWRITEBYTECODE"})
+    assert list(package_folder(project).glob("__pycache__/*.pyc"))
+    start = time.perf_counter()
+    assert make("-q", "venv", uv, cwd=project).returncode == 0
+    assert time.perf_counter() - start < 1
+
+
+def test_make_works_with_a_uv_whose_path_has_a_space(tmp_path):
+    spaced = tmp_path / "a b"
+    project = small_project(spaced / "clone")
+    uv = uv_in(spaced / "tools dir")
+    run = make("venv", f"UV={uv}", cwd=project)
+    assert run.returncode == 0, run.stderr
+    assert imports_graphviz(project)
+    # The same uv found on the PATH.
+    shutil.rmtree(project / ".venv")
+    on_path = dict(os.environ, PATH=f"{uv.parent}:{os.environ['PATH']}")
+    run = make("venv", cwd=project, env=on_path)
+    assert run.returncode == 0, run.stderr
+    assert imports_graphviz(project)
+    # Targets that need uv name it as a prerequisite only when make makes it.
+    for target in ("lock", "bench"):
+        run = make("-n", target, cwd=project, env=on_path)
+        assert run.returncode == 0, run.stderr
+        assert f'"{uv}"' in run.stdout or target == "bench"
+
+
+def test_make_tangle_works_in_a_checkout_whose_path_has_a_space(tmp_path):
+    """From a checkout without a venv, as after `git clone`: make makes
+    the venv, then builds, and has nothing left to do."""
+    project = tmp_path / "a b" / "clone"
+    project.mkdir(parents=True)
+    copy_project(project)
+    (project / ".venv").unlink()
+    uv = uv_in(tmp_path / "a b" / "tools dir")
+    outputs = {name: (project / name).read_bytes() for name in ("gradients.py", "README.org")}
+    run = make("tangle", f"UV={uv}", cwd=project, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert {name: (project / name).read_bytes() for name in outputs} == outputs
+    assert make("-q", "tangle", f"UV={uv}", cwd=project).returncode == 0
