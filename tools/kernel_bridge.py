@@ -409,10 +409,11 @@ ORG_STRUCTURE = [
      "if it is a source block", re.compile(r"\s*#\+(?:begin|end)", re.IGNORECASE)),
     ("is a #+ line (a keyword, a #+CALL:, a #+RESULTS:), which Org would act on",
      re.compile(r"\s*#\+\S")),
+    # Inline code starts a word for Org, for which _ is no part of one.
     ("holds an inline source block, which Org would run",
-     re.compile(r".*src_[^\s\[{]+[\[{]")),
+     re.compile(r".*?(?<![^\W_])src_[^\s\[{]+[\[{]")),
     ("holds an inline call of a block, which Org would run",
-     re.compile(r".*call_[^\s\[(]+[\[(]")),
+     re.compile(r".*?(?<![^\W_])call_[^\s\[(]+[\[(]")),
 ]
 
 
