@@ -262,16 +262,17 @@ def failure(outputs):
     for kind, content in outputs:
         if kind == "error":
             ename, evalue = content["ename"], content["evalue"]
-            summary = f"{ename}: {evalue}" if evalue else ename
+            # An exception's text is read as printed text is: IPython
+            # colours a traceback, as for a terminal.
+            summary = "\n".join(terminal_lines(f"{ename}: {evalue}" if evalue else ename))
             if ename == "SystemExit":
                 # IPython's text asks for %tb, which a build cannot type.
                 text = (f"{summary} (the block called sys.exit() or raised "
                         f"SystemExit; the kernel goes on)")
             else:
-                # IPython colours them, as for a terminal.
                 text = "\n".join(terminal_lines("\n".join(content["traceback"])))
             kind = "interrupted" if ename == "KeyboardInterrupt" else "raised"
-            return BlockError(text, kind, summary)
+            return BlockError(readable_by_emacs(text), kind, readable_by_emacs(summary))
     return None
 
 
@@ -474,8 +475,15 @@ def org_result(outputs, file=None, links=(), max_lines=None, results=None, wrap=
 def printed_text(outputs):
     """What the block wrote to its standard output, as the tangled script
 run on its own would write it."""
-    return "".join(content["text"] for kind, content in outputs
-                   if kind == "stream" and content.get("name") == "stdout")
+    return readable_by_emacs("".join(content["text"] for kind, content in outputs
+                                     if kind == "stream" and content.get("name") == "stdout"))
+
+
+def readable_by_emacs(text):
+    """TEXT as a reply to Emacs can hold it: Emacs's JSON reader refuses a
+    NUL (which a terminal shows as nothing) and a lone surrogate (written
+    out here as its escape), and would lose the whole reply to either."""
+    return text.replace("\x00", "").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def inserted_bare(results, wrap):

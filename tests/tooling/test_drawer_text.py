@@ -5,12 +5,14 @@ nothing), printed text made fixed-width, Org text refused where Org would
 read more into it than the value's text.  Then: a build of such blocks
 writes the same README.org each time."""
 
+import json
 import re
+import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import EMACS, ROOT
 from tiny_notes import HEADER, assert_failed_cleanly, block, build, line_of, write_readme
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -116,6 +118,32 @@ def test_a_traceback_is_read_the_same_way():
                                      "line\x07 two\r\x1b[Kline 2"]})
     failure = kernel_bridge.failure([error])
     assert str(failure) == "ValueError\nTraceback\nline 2"
+    assert failure.summary == "ValueError: bad"
+
+
+def test_every_text_of_a_reply_is_one_emacs_can_read(tmp_path):
+    """Emacs's JSON reader refuses a NUL and a lone surrogate, and would
+    lose the whole reply to either."""
+    error = ("error", {"ename": "ValueError", "evalue": "a\x00b\udc80",
+                       "traceback": ["ValueError: a\x00b\udc80"]})
+    failure = kernel_bridge.failure([error])
+    stream = printed("x\x00y\udc80\n")
+    reply = {"error": str(failure), "summary": failure.summary,
+             "printed": kernel_bridge.printed_text(stream)}
+    assert reply == {"error": "ValueError: ab\\udc80", "summary": "ValueError: ab\\udc80",
+                     "printed": "xy\\udc80\n"}
+    # The drawer's text refuses it, naming it.
+    with pytest.raises(BlockError, match="a lone surrogate"):
+        org_result(stream)
+    answer = tmp_path / "reply.json"
+    answer.write_text(json.dumps(reply))
+    read = subprocess.run(
+        [EMACS, "-Q", "--batch", "--eval",
+         f'(with-temp-buffer (insert-file-contents "{answer}")'
+         f' (princ (alist-get (quote printed) (json-parse-buffer :object-type (quote alist)))))'],
+        capture_output=True, text=True)
+    assert read.returncode == 0, read.stderr
+    assert read.stdout == "xy\\udc80\n"
 
 
 # Lines of Org that would be more than text inside a results drawer: the
