@@ -165,7 +165,7 @@ $(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(VENV_FOLDERS)
 	        $$(for name in $$broken; do echo --reinstall-package $$name; done) $(LOCK); \
 	fi
 	@for dir in "$(VENV)"/lib/python3*/site-packages "$(VENV)"/lib/python3*/site-packages/*/; do \
-	    case $$dir in *.dist-info/|*/__pycache__/) ;; *) mkdir -p "$$dir/__pycache__";; esac; \
+	    for module in "$${dir%/}"/*.py; do [ -e "$$module" ] && mkdir -p "$${dir%/}/__pycache__"; break; done; \
 	done
 	@touch "$@"
 
