@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import EMACS, ROOT
+from conftest import EMACS, ROOT, emacs
 from tiny_notes import HEADER, assert_failed_cleanly, block, build, line_of, write_readme
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -247,7 +247,6 @@ NOISY = [
     ("print(':end:\\n* Heading\\n#+begin_src jupyter-python\\n#+CALL: x()\\n:note:')",
      "inert", ""),
     (ORG.format("'| a | b |\\n\\nA paragraph.\\n\\nAnother.'"), "org", ""),
-    ("'first\\n\\nsecond'", "raw", ":results value raw"),
 ]
 
 
@@ -263,7 +262,6 @@ def test_make_run_twice_writes_the_same_readme(tiny):
     assert ":results:\n: 1500/1500\n:end:" in once
     assert ": red, bell, b, del, form\n: feed, nul, sep\n: arated, nel\n: line\n" in once
     assert ":results:\n| a | b |\n\nA paragraph.\n\nAnother.\n:end:" in once
-    assert "#+RESULTS: raw\n: 'first\\n\\nsecond'\n" in once
 
 
 def test_printed_org_syntax_leaves_a_readme_the_next_build_accepts(tiny):
@@ -288,12 +286,10 @@ def test_printed_org_syntax_leaves_a_readme_the_next_build_accepts(tiny):
      "", "returned Org text whose line 2, ':end:', would close its results drawer"),
     (ORG.format("'ok\\n:note:\\nx'"),
      "", "returned Org text whose line 2, ':note:', would open a drawer"),
-    (ORG.format("'first\\n\\nsecond'"),
-     ":results value raw", "has :results raw"),
     ("import matplotlib.pyplot as plt\nplt.figure(); plt.plot([1, 2]); plt.show()\n"
      "plt.figure(); plt.plot([2, 1]); plt.show()", ":file images/two.png",
      "has :file images/two.png but displayed 2 pictures"),
-], ids=["org-u2028-end", "org-drawer", "raw-paragraphs", "two-figures"])
+], ids=["org-u2028-end", "org-drawer", "two-figures"])
 def test_output_that_cannot_go_into_the_notes_fails_the_build_cleanly(tiny, code, args,
                                                                       message):
     text = HEADER + block("x = 1", "before") + block(code, "bad", args)
@@ -302,3 +298,33 @@ def test_output_that_cannot_go_into_the_notes_fails_the_build_cleanly(tiny, code
     assert_failed_cleanly(run, tiny, before,
                           f"README.org:{line_of(text, 'bad')}: block `bad' {message}")
     assert not (tiny / "images" / "two.png").exists()
+
+
+# The build refuses `:results raw' outside a drawer before anything runs;
+# C-c C-c asks the bridge, which refuses what Org could not replace.
+RUN_FIRST_BLOCK = """(progn
+  (setq org-confirm-babel-evaluate nil)
+  (goto-char (point-min))
+  (re-search-forward "^#\\\\+begin_src")
+  (condition-case failure
+      (progn (org-babel-execute-src-block) (princ "ran"))
+    (error (princ (error-message-string failure))))
+  (princ (if (buffer-modified-p) "; changed" "; unchanged"))
+  (gradients-stop-sessions))"""
+
+
+@pytest.mark.parametrize("code, refused", [
+    (ORG.format("'first\\n\\nsecond'"), True),
+    ("print('one')\n" + ORG.format("'| a |'"), True),
+    ("print('a\\n\\nb')", False),
+])
+def test_c_c_c_refuses_a_raw_result_org_could_not_replace(tiny, code, refused):
+    write_readme(tiny, HEADER + block(code, "raw", ":results value raw"))
+    run = emacs("-l", "tools/ob-gradients.el", "README.org", "--eval", RUN_FIRST_BLOCK,
+                cwd=tiny, check=False)
+    if refused:
+        assert run.stdout.startswith("README.org:8: block `raw' has :results raw, which puts"), \
+            run.stdout + run.stderr
+        assert run.stdout.endswith("; unchanged")
+    else:
+        assert run.stdout == "ran; changed", run.stdout + run.stderr
