@@ -396,8 +396,12 @@ of several paragraphs would be written again below itself on every run."
       (error "%s: :results file would make Org write the link over the picture; drop `file', :file alone draws it"
              (plist-get block :where)))
     (when (and (member "raw" results)
-               (not (cl-intersection '("drawer" "silent" "none") results :test #'equal)))
+               (not (cl-intersection '("drawer" "silent" "none") results :test #'equal))
+               (not (cdr (assq :wrap params))))
       (error "%s: :results raw outside a drawer has no end Org can find, so each run would add it again; use :results raw drawer"
+             (plist-get block :where)))
+    (when (member "code" results)
+      (error "%s: :results code would record the result as a source block, which the build would run and tangle; use :results drawer"
              (plist-get block :where)))))
 
 (defun gradients-build--check-tangle (block)

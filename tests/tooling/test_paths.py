@@ -154,10 +154,16 @@ def test_a_scratch_folder_left_by_a_killed_build_is_removed(tiny):
     assert not abandoned.exists() and mine.exists()
 
 
-def test_a_raw_result_outside_a_drawer_is_refused(tiny):
-    """Org cannot find where it ends: each `make run` would add it again."""
-    text = HEADER + block("print('one')", "fine") + block("x = 1", "raw", ":results raw replace")
+def test_a_result_org_cannot_replace_or_would_run_is_refused(tiny):
+    """Raw text outside a drawer has no end Org can find: each `make run`
+    would add it again.  A result recorded as code would be run and tangled."""
+    text = HEADER + block("print('one')", "fine") + block("x = 1", "raw", ":results raw replace") \
+        + block("x = 1", "wrapped", ":results raw replace :wrap example") \
+        + block("x = 1", "code", ":results code")
     before = write_readme(tiny, text)
-    assert_failed_cleanly(build(tiny, "run"), tiny, before,
+    run = build(tiny, "run")
+    assert_failed_cleanly(run, tiny, before,
                           f"README.org:{line_of(text, 'raw')}: block `raw': :results raw "
                           "outside a drawer")
+    assert f"README.org:{line_of(text, 'code')}: block `code': :results code" in run.stderr
+    assert "`wrapped'" not in run.stderr
