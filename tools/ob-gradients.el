@@ -52,9 +52,15 @@
 (defconst gradients-project-directory
   (file-name-directory (directory-file-name gradients-tools-directory)))
 
-(defvar gradients-python
+(defgroup gradients nil
+  "Running the notes' `jupyter-python' blocks on the project's kernel."
+  :group 'org-babel
+  :prefix "gradients-")
+
+(defcustom gradients-python
   (expand-file-name ".venv/bin/python" gradients-project-directory)
-  "The Python whose ipykernel runs the blocks: the project's venv.")
+  "The Python whose ipykernel runs the blocks: the project's venv."
+  :type 'file)
 
 (defvar gradients-kernel-directory nil
   "The folder kernels start in, where a block's relative paths lead; nil
@@ -62,16 +68,25 @@ for `default-directory' (interactively, the Org file's folder).  The
 batch build sets it to the Org file's folder, whatever folder Emacs was
 started from and whichever session a block asks for.")
 
-(defvar gradients-batch-timeout 300
-  "Seconds a block may run in a batch build unless it says `:timeout N'.")
+(defcustom gradients-batch-timeout 300
+  "Seconds a block may run in a batch build unless it says `:timeout N'."
+  :type 'number)
 
-(defvar gradients-max-result-lines 1000
-  "A block whose result is longer fails: the notes are for people to read.")
+(defcustom gradients-max-result-lines 1000
+  "A block whose result is longer fails: the notes are for people to read."
+  :type 'natnum)
 
-(defvar gradients-loose-picture-folder ".build/pictures"
+(defcustom gradients-loose-picture-folder ".build/pictures"
   "Where an interactive run saves the pictures of a block without :file,
 relative to the Org file.  It is ignored by git: such pictures are for
-looking at, and only a :file under images/ goes on GitHub.")
+looking at, and only a :file under images/ goes on GitHub."
+  :type 'string)
+
+(defcustom gradients-interrupt-patience 3
+  "Seconds after `gradients-interrupt' before saying that a block which
+has not stopped (one that catches KeyboardInterrupt, or is stuck in C
+code) needs `gradients-restart'."
+  :type 'number)
 
 (defconst gradients-traceback-buffer "*gradients-traceback*")
 
@@ -87,7 +102,20 @@ looking at, and only a :file under images/ goes on GitHub.")
   where       ; "README.org:LINE: block NAME", for messages
   callback    ; called with the reply; nil while someone waits for it
   reply       ; the reply, once it came
-  abandoned)  ; its waiter gave up (C-g): the reply goes nowhere
+  abandoned   ; its waiter gave up (C-g): the reply goes nowhere
+  value-of)   ; the result params of a block whose value Org wants, or nil
+
+(defconst gradients--raise
+  (lambda (text) (signal 'user-error (list text)))
+  "Signal TEXT as an error from a function without a name.  Emacs logs an
+error in *Messages* behind the name of the function that signalled it,
+which is a special form (\"progn: README.org:12: ...\") when this file
+is loaded as source; a closure has no name to show.")
+
+(defun gradients--fail (format-string &rest arguments)
+  "Fail with the message FORMAT-STRING makes of ARGUMENTS, as the block's
+own words: no Lisp function name before it, no debugger."
+  (funcall gradients--raise (apply #'format format-string arguments)))
 
 ;;;; The bridge process
 
@@ -122,17 +150,37 @@ looking at, and only a :file under images/ goes on GitHub.")
     (if (alist-get 'ready reply)
         (progn (process-put process 'ready t)
                (process-put process 'kernel-pid (alist-get 'kernel_pid reply)))
-      (when (equal (alist-get 'kind reply) "died")
-        ;; The bridge exits after this reply; the next block must not be
-        ;; queued on it, but start a fresh one.
-        (process-put process 'dead t)
-        (setq gradients--sessions (cl-remove process gradients--sessions :key #'cdr)))
-      ;; A reply that names another request than the one running has
-      ;; nowhere to go: it is never written into some other block.
-      (when (and request (equal (alist-get 'id reply) (gradients-request-id request)))
-        (process-put process 'current nil)
-        (gradients--deliver request reply)))
+      (let ((queue (and (equal (alist-get 'kind reply) "died")
+                        (process-get process 'queue))))
+        (when (equal (alist-get 'kind reply) "died")
+          ;; The bridge exits after this reply; no block may be sent to
+          ;; it, and those queued behind go to a fresh one.
+          (process-put process 'dead t)
+          (process-put process 'queue nil)
+          (setq gradients--sessions (cl-remove process gradients--sessions :key #'cdr))
+          (push (cons 'requeued (length queue)) reply))
+        ;; A reply that names another request than the one running has
+        ;; nowhere to go: it is never written into some other block.
+        (when (and request (equal (alist-get 'id reply) (gradients-request-id request)))
+          (process-put process 'current nil)
+          (gradients--deliver request reply))
+        (when queue
+          (gradients--requeue process queue))))
     (gradients--send-next process)))
+
+(defun gradients--requeue (process requests)
+  "Send REQUESTS, queued on PROCESS whose kernel died, to a fresh kernel
+of the same session, in the same folder."
+  (let* ((default-directory (process-get process 'directory))
+         (gradients-kernel-directory nil)
+         (fresh (condition-case failure
+                    (gradients-start-session (process-get process 'session))
+                  (error (gradients--drop requests (error-message-string failure))
+                         nil))))
+    (when fresh
+      (process-put fresh 'announced t)
+      (dolist (request requests)
+        (gradients--submit fresh request)))))
 
 (defun gradients--filter (process output)
   "Collect OUTPUT of PROCESS; each complete line is a reply."
@@ -197,33 +245,69 @@ kernel that did not start in time)."
     (message "gradients: %d queued block%s dropped: %s" (length requests)
              (if (cdr requests) "s" "") why)))
 
+(defun gradients--kernel-folder ()
+  "The folder a kernel started from here works in: where the Org file's
+relative paths lead."
+  (file-name-as-directory
+   (expand-file-name (or gradients-kernel-directory default-directory))))
+
+(defun gradients--find-session (name folder)
+  "The live bridge of session NAME working in FOLDER, or nil.  A session
+is a name and a folder: notes in two folders that both say `:session
+gradients' get a kernel each, so neither runs in the other's folder or
+sees the other's variables."
+  (cdr (cl-find-if (lambda (session)
+                     (and (equal (car session) name)
+                          (process-live-p (cdr session))
+                          (equal (process-get (cdr session) 'directory) folder)))
+                   gradients--sessions)))
+
 (defun gradients-start-session (name)
-  "Start the bridge for session NAME unless it runs; return its process.
-It returns at once: the kernel boots while Emacs does other work."
-  (let ((process (cdr (assoc name gradients--sessions))))
-    (if (process-live-p process)
-        process
-      (unless (file-executable-p gradients-python)
-        (error "No %s: run `make venv' in %s first" gradients-python
-               (abbreviate-file-name gradients-project-directory)))
-      (let* ((stderr (get-buffer-create (format " *gradients-kernel %s*" name)))
-             (default-directory (or gradients-kernel-directory default-directory))
-             (process (make-process
-                       :name (format "gradients-kernel-%s" name)
-                       :command (list gradients-python
-                                      (expand-file-name "kernel_bridge.py"
-                                                        gradients-tools-directory))
-                       :connection-type 'pipe
-                       :noquery t
-                       :stderr stderr
-                       :filter #'gradients--filter
-                       :sentinel #'gradients--sentinel)))
-        (with-current-buffer stderr (erase-buffer))
-        (process-put process 'stderr-buffer (buffer-name stderr))
-        (process-put process 'session name)
-        (process-put process 'directory default-directory)
-        (setf (alist-get name gradients--sessions nil nil #'equal) process)
-        process))))
+  "Start the bridge for session NAME in this folder unless it runs;
+return its process.  It returns at once: the kernel boots while Emacs
+does other work."
+  (let ((folder (gradients--kernel-folder)))
+    (or (gradients--find-session name folder)
+        (progn
+          (unless (file-executable-p gradients-python)
+            (gradients--fail "No %s: run `make venv' in %s first" gradients-python
+                        (abbreviate-file-name gradients-project-directory)))
+          (let* ((stderr (get-buffer-create
+                          (format " *gradients-kernel %s in %s*" name
+                                  (abbreviate-file-name folder))))
+                 (default-directory folder)
+                 (process (make-process
+                           :name (format "gradients-kernel-%s" name)
+                           :command (list gradients-python
+                                          (expand-file-name "kernel_bridge.py"
+                                                            gradients-tools-directory))
+                           :connection-type 'pipe
+                           :noquery t
+                           :stderr stderr
+                           :filter #'gradients--filter
+                           :sentinel #'gradients--sentinel)))
+            (with-current-buffer stderr (erase-buffer))
+            (process-put process 'stderr-buffer (buffer-name stderr))
+            (process-put process 'session name)
+            (process-put process 'directory folder)
+            (setq gradients--sessions
+                  (cons (cons name process)
+                        (cl-remove-if-not (lambda (session) (process-live-p (cdr session)))
+                                          gradients--sessions)))
+            process)))))
+
+(defun gradients--session-label (process)
+  "How messages name the session of PROCESS: its name, and its folder
+when another session of that name works elsewhere."
+  (let ((name (process-get process 'session))
+        (folder (process-get process 'directory)))
+    (if (cl-some (lambda (session)
+                   (and (equal (car session) name)
+                        (not (eq (cdr session) process))
+                        (process-live-p (cdr session))))
+                 gradients--sessions)
+        (format "%s (in %s)" name (abbreviate-file-name folder))
+      name)))
 
 (defun gradients--stop (process &optional no-wait)
   "Stop PROCESS and its kernel: SIGTERM makes the bridge kill the kernel
@@ -242,9 +326,22 @@ with everything it started, even in the middle of a block."
 With NO-WAIT, only tell them to: each bridge stops its kernel on its
 own, so a batch build can exit at once."
   (interactive)
-  (dolist (session gradients--sessions)
-    (gradients--stop (cdr session) no-wait))
-  (setq gradients--sessions nil))
+  (let* ((processes (cl-remove-if-not #'process-live-p (mapcar #'cdr gradients--sessions)))
+         (labels (mapcar #'gradients--session-label processes))
+         (unfinished (length (gradients--pending-requests))))
+    (dolist (process processes)
+      (gradients--stop process no-wait))
+    (setq gradients--sessions nil)
+    (unless noninteractive
+      (message "gradients: %s"
+               (if (null processes)
+                   "no kernel was running"
+                 (format "stopped the kernel%s of session%s %s%s"
+                         (if (cdr processes) "s" "") (if (cdr processes) "s" "")
+                         (mapconcat #'identity labels ", ")
+                         (if (zerop unfinished) ""
+                           (format "; %d block%s did not finish" unfinished
+                                   (if (= unfinished 1) "" "s")))))))))
 
 (defun gradients--bridges ()
   "Every bridge process, including those being stopped."
@@ -268,34 +365,118 @@ own, so a batch build can exit at once."
                        (delq nil (cons (process-get process 'current)
                                        (copy-sequence (process-get process 'queue)))))))
 
+(defvar gradients--quit-confirmed nil
+  "Non-nil while Emacs quits after the user agreed to stop the blocks.")
+
 (defun gradients--confirm-quit ()
-  "Ask before quitting while blocks run or wait: their results would be
-lost, and a file saved on the way out would keep their placeholders."
+  "Ask before quitting while blocks run or wait, and if the answer is
+yes, stop them: each drawer goes back to what it held before, so that a
+file saved on the way out keeps no placeholder."
   (let ((pending (length (gradients--pending-requests))))
     (or (zerop pending)
-        (yes-or-no-p (format "%d block%s still running or waiting for the kernel; quit anyway? "
-                             pending (if (= pending 1) " is" "s are"))))))
+        gradients--quit-confirmed
+        (and (yes-or-no-p
+              (format "%d block%s still running or waiting for the kernel; stop %s and quit? "
+                      pending (if (= pending 1) " is" "s are")
+                      (if (= pending 1) "it" "them")))
+             (progn (gradients-stop-sessions) t)))))
 
 (add-hook 'kill-emacs-query-functions #'gradients--confirm-quit)
 
+(defun gradients--ask-before-saving-on-quit (quit &rest arguments)
+  "Around `save-buffers-kill-emacs': ask about running blocks before
+Emacs offers to save files.  Asked after, as `kill-emacs-query-functions'
+is, the question came too late: a file saved first kept the blocks'
+placeholders."
+  (when (gradients--confirm-quit)
+    (let ((gradients--quit-confirmed t))
+      (apply quit arguments))))
+
+(advice-add 'save-buffers-kill-emacs :around #'gradients--ask-before-saving-on-quit)
+
+;;;; Placeholders in saved files
+
+(defconst gradients-placeholder-line-regexp
+  "^[ \t]*: \\[waiting for the kernel: request \\([0-9]+\\)\\][ \t]*$"
+  "Matches a line of a results drawer whose block is waiting for the
+kernel; group 1 is the request.  Such a line in a saved file means that
+a result never arrived: the build refuses it.")
+
+(defun gradients-placeholder-lines ()
+  "The line numbers of the placeholders in the current buffer, all of it."
+  (save-excursion
+    (save-restriction
+      (widen)
+      (goto-char (point-min))
+      (let ((case-fold-search nil) lines)
+        (while (re-search-forward gradients-placeholder-line-regexp nil t)
+          (push (line-number-at-pos (match-beginning 0)) lines))
+        (nreverse lines)))))
+
+(defun gradients--warn-of-saved-placeholders ()
+  "After saving an Org file, say which of its lines are placeholders:
+those results are not in the file.  Saving is not refused: an author
+saves while a long block runs, and saves again when it is done."
+  (when (derived-mode-p 'org-mode)
+    (let ((lines (gradients-placeholder-lines)))
+      (when lines
+        (let* ((pending (mapcar #'gradients-request-id (gradients--pending-requests)))
+               (stale (cl-count-if-not
+                       (lambda (line)
+                         (save-excursion
+                           (save-restriction
+                             (widen)
+                             (goto-char (point-min))
+                             (forward-line (1- line))
+                             (looking-at gradients-placeholder-line-regexp)
+                             (memq (string-to-number (match-string 1)) pending))))
+                       lines)))
+          (message "gradients: %s was saved with %d block%s waiting for the kernel (line%s %s)%s"
+                   (buffer-name) (length lines) (if (cdr lines) "s" "")
+                   (if (cdr lines) "s" "") (mapconcat #'number-to-string lines ", ")
+                   (if (zerop stale)
+                       "; save again once their results are in"
+                     (format "; %d of them will never get a result: run %s again"
+                             stale (if (= stale 1) "that block" "those blocks")))))))))
+
+(add-hook 'after-save-hook #'gradients--warn-of-saved-placeholders)
+
 ;;;; Running a block
 
-(defun gradients--block-head ()
+(defun gradients--own-head (&optional element)
+  "Where the source block at point begins, or nil.  ELEMENT, when given,
+is the element at point: Org 9.5 keeps no parse, and each look costs a
+parse of the section."
+  (save-excursion (org-babel-where-is-src-block-head
+                   (or element (org-element-at-point)))))
+
+(defun gradients--block-head (&optional element)
   "Where the block being run begins: the source block at point, or else
 the line Org runs it from (a #+CALL line).  Org's location names the
 block the user ran, which is another one when this block is the value
-of its :var."
-  (or (save-excursion (org-babel-where-is-src-block-head))
+of its :var.  ELEMENT is as for `gradients--own-head'."
+  (or (gradients--own-head element)
       org-babel-current-src-block-location))
 
-(defun gradients-block-description ()
-  "Where the block at point is, for messages: file, line and name."
-  (let* ((head (or (gradients--block-head) (point)))
-         (name (save-excursion
-                 (goto-char head)
-                 (org-element-property :name (org-element-at-point)))))
+(defun gradients--file-label ()
+  "The name of the Org file being worked on, for messages; an indirect
+buffer (C-c C-x b) is named after the file it shows."
+  (let ((base (or (buffer-base-buffer) (current-buffer))))
+    (file-name-nondirectory (or (buffer-file-name base) (buffer-name base)))))
+
+(defun gradients-block-description (&optional element)
+  "Where the block at point is, for messages: file, line and name.
+ELEMENT is as for `gradients--own-head'."
+  (let* ((element (or element (org-element-at-point)))
+         (own (gradients--own-head element))
+         (head (or own (gradients--block-head element) (point)))
+         (name (if own
+                   (org-element-property :name element)
+                 (save-excursion
+                   (goto-char head)
+                   (org-element-property :name (org-element-at-point))))))
     (format "%s:%d: block %s"
-            (file-name-nondirectory (or (buffer-file-name) (buffer-name)))
+            (gradients--file-label)
             (org-current-line head)
             (if name (format "`%s'" name) "(unnamed)"))))
 
@@ -309,7 +490,21 @@ of its :var."
     (unless (process-get process 'announced)
       (process-put process 'announced t)
       (unless noninteractive
-        (message "gradients: starting a kernel for session %s" name)))
+        (message "gradients: starting a kernel for session %s in %s%s" name
+                 (abbreviate-file-name (process-get process 'directory))
+                 (let ((others (cl-remove-if
+                                (lambda (session)
+                                  (or (eq (cdr session) process)
+                                      (not (equal (car session) name))
+                                      (not (process-live-p (cdr session)))))
+                                gradients--sessions)))
+                   (if others
+                       (format " (the session %s in %s has a kernel of its own)" name
+                               (mapconcat (lambda (session)
+                                            (abbreviate-file-name
+                                             (process-get (cdr session) 'directory)))
+                                          others ", "))
+                     "")))))
     process))
 
 (defun gradients--submit (process request)
@@ -333,37 +528,42 @@ reason to fall back on the default in silence."
                 (string-match-p "\\`\\([0-9]+\\.?[0-9]*\\|\\.[0-9]+\\)\\'" value)
                 (> (string-to-number value) 0))
            (string-to-number value))
-          (t (error "%s: :timeout %s is not a number of seconds, such as :timeout 60"
+          (t (gradients--fail "%s: :timeout %s is not a number of seconds, such as :timeout 60"
                     (gradients-block-description) value)))))
 
 (defun gradients--notes-folder ()
   "The folder of the Org file being worked on, where its links lead."
-  (if (buffer-file-name)
-      (file-name-directory (buffer-file-name))
-    default-directory))
+  (let ((file (buffer-file-name (or (buffer-base-buffer) (current-buffer)))))
+    (if file (file-name-directory file) default-directory)))
 
 (defvar gradients-picture-destination nil
   "Function of a block's :file (as its header gives it) returning the
 absolute file its picture is written to, or nil to write it beside the
 notes.  The batch build binds it, to draw into its scratch folder.")
 
-(defun gradients--new-request (body params &optional where)
+(defun gradients--new-request (body params &optional where value-of element)
   "A request to run BODY with PARAMS, from the block at point, or from
-the block WHERE names."
+the block WHERE names.  With VALUE-OF, the result params of a block
+whose value Org wants, the request asks for that value, not for drawer
+text.  ELEMENT is as for `gradients--own-head'."
   (let* ((file (cdr (assq :file params)))
          (home (gradients--notes-folder))
          (timeout (or (gradients--timeout params)
                       (and noninteractive gradients-batch-timeout)))
-         (loose (and (not file) (not noninteractive)
+         (loose (and (not file) (not noninteractive) (not value-of)
                      `((folder . ,(expand-file-name gradients-loose-picture-folder home))
                        (link . ,gradients-loose-picture-folder))))
          (id (cl-incf gradients--last-id)))
     (gradients--make-request
      :id id
-     :where (or where (gradients-block-description))
+     :where (or where (gradients-block-description element))
+     :value-of value-of
      :json (json-serialize
             `((id . ,id)
-              (code . ,body)
+              (code . ,(if value-of
+                           (gradients--value-code body (assq :result-type params)
+                                                  (member "pp" value-of))
+                         body))
               (file . ,(or file :null))
               ;; Absolute, so the picture lands beside this Org file
               ;; whatever folder the session's kernel was started from.
@@ -388,9 +588,14 @@ the block WHERE names."
     (pcase kind
       ("raised" (format "%s raised %s" where summary))
       ("interrupted" (format "%s was interrupted (KeyboardInterrupt)" where))
-      ("died" (format "%s stopped the kernel: %s%s" where (car (split-string error "\n"))
-                      (if noninteractive ""
-                        ".  Its variables are gone; the next block starts a fresh kernel")))
+      ("died" (let ((requeued (or (alist-get 'requeued reply) 0)))
+                (format "%s stopped the kernel: %s%s" where (car (split-string error "\n"))
+                        (cond (noninteractive "")
+                              ((zerop requeued)
+                               ".  Its variables are gone; the next block starts a fresh kernel")
+                              (t (format ".  Its variables are gone; the %s queued behind it %s on a fresh kernel"
+                                         (if (= requeued 1) "block" (format "%d blocks" requeued))
+                                         (if (= requeued 1) "runs" "run")))))))
       ("dropped" (format "%s did not run: %s" where error))
       ("stopped" (format "%s was stopped before it finished: %s" where error))
       (_ (format "%s %s" where error)))))
@@ -406,9 +611,18 @@ the traceback buffer the whole story."
           line)
       (when (member (alist-get 'kind reply) '("raised" "interrupted" "died"))
         (with-current-buffer (get-buffer-create gradients-traceback-buffer)
-          (let ((inhibit-read-only t))
+          (let ((inhibit-read-only t)
+                ;; A dead kernel's reason is in LINE already; only what
+                ;; follows it (the bridge's last words) is news.
+                (details (if (equal (alist-get 'kind reply) "died")
+                             (string-trim (mapconcat #'identity
+                                                     (cdr (split-string error "\n"))
+                                                     "\n"))
+                           error)))
             (erase-buffer)
-            (insert line "\n\n" error "\n"))
+            (insert line "\n")
+            (unless (string-empty-p details)
+              (insert "\n" details "\n")))
           (goto-char (point-min))
           (special-mode))
         (display-buffer gradients-traceback-buffer
@@ -416,11 +630,72 @@ the traceback buffer the whole story."
       line)))
 
 (defun gradients--result-text (request reply)
-  "The drawer text of REPLY, or an error for REQUEST's block."
+  "The drawer text of REPLY, or the value when REQUEST asked for one, or
+an error for REQUEST's block."
   (if (alist-get 'ok reply)
       (let ((org (alist-get 'org reply)))
-        (if (string-empty-p org) nil org))
-    (error "%s" (gradients--show-failure request reply))))
+        (cond ((gradients-request-value-of request)
+               (gradients--reply-value org (gradients-request-value-of request)))
+              ((string-empty-p org) nil)
+              (t org)))
+    (gradients--fail "%s" (gradients--show-failure request reply))))
+
+(defconst gradients--value-mark "gradients-value-of-block:"
+  "Begins the line on which a block run for its value prints the value.")
+
+(defun gradients--value-code (code result-type pretty)
+  "Python that runs CODE as ob-python runs a session block whose value is
+wanted, and prints that value, as JSON, on a line of its own.  The value
+is str() of the last expression (pprint's form with PRETTY), or with
+RESULT-TYPE `output' what CODE printed.  What CODE prints goes nowhere
+else: a value is all a reference gets."
+  (format "def __gradients_value(source, output, pretty):
+    import ast, contextlib, io, json, pprint
+    shell = get_ipython()
+    tree = ast.parse(shell.transform_cell(source))
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(tree, '<block>', 'exec'), shell.user_ns)
+        value = None if last is None else \\
+            eval(compile(ast.Expression(last.value), '<block>', 'eval'), shell.user_ns)
+    if output:
+        text = printed.getvalue()
+    elif last is None:
+        text = ''
+    else:
+        text = pprint.pformat(value) if pretty else str(value)
+    print(%s + json.dumps(text))
+try:
+    __gradients_value(%s, %s, %s)
+finally:
+    del __gradients_value
+"
+          (json-encode gradients--value-mark)
+          (json-encode code)
+          (if (eq (cdr result-type) 'output) "True" "False")
+          (if pretty "True" "False")))
+
+(defun gradients--scalar-result-p (result-params)
+  "Whether Org takes a value with RESULT-PARAMS as one string, as
+`org-babel-result-cond' decides."
+  (or (cl-intersection '("scalar" "verbatim" "html" "code" "pp" "file") result-params
+                       :test #'equal)
+      (and (cl-intersection '("output" "raw" "org" "drawer") result-params :test #'equal)
+           (not (member "table" result-params)))))
+
+(defun gradients--reply-value (org result-params)
+  "The value in drawer text ORG of a block run for its value, as
+ob-python gives it for RESULT-PARAMS: a string, or a number, list or
+table read from it."
+  (let ((text (if (string-match (concat "^: " (regexp-quote gradients--value-mark) "\\(.*\\)$")
+                                org)
+                  (json-parse-string (match-string 1 org))
+                org)))
+    (cond ((member "none" result-params) nil)
+          ((gradients--scalar-result-p result-params) text)
+          (t (require 'ob-python)
+             (org-babel-python-table-or-string (string-trim text))))))
 
 (defun gradients--interrupt-process (process)
   "Interrupt the block PROCESS's kernel is running, as Jupyter does."
@@ -465,11 +740,12 @@ really stops, and its reply, when it comes, is dropped."
   (let ((gradients--resolving-reference t))
     (apply resolve arguments)))
 
-(defun gradients--own-drawer-p ()
+(defun gradients--own-drawer-p (&optional element)
   "Whether Org puts the result below the source block at point, where a
 placeholder can wait for it.  A block that is the value of a reference,
-a #+CALL line and an inline block want the result itself: they wait."
-  (let ((head (save-excursion (org-babel-where-is-src-block-head)))
+a #+CALL line and an inline block want the result itself: they wait.
+ELEMENT is as for `gradients--own-head'."
+  (let ((head (gradients--own-head element))
         (location org-babel-current-src-block-location))
     (and head (not gradients--resolving-reference)
          (or (null location)
@@ -493,9 +769,10 @@ backend knows; LANGUAGE nil stands for arguments given to every language."
              for name = (intern (substring (symbol-name key) 1))
              unless (memq name known) collect key)))
 
-(defun gradients-check-header-names (block)
+(defun gradients-check-header-names (block &optional at-point)
   "Fail on a name in the header of BLOCK, a src-block element, that Org
-would ignore."
+would ignore.  AT-POINT, the element at point, saves a parse when the
+failure is described."
   (let ((unknown (gradients-unknown-header-names
                   (string-trim
                    (mapconcat #'identity
@@ -504,34 +781,49 @@ would ignore."
                               " "))
                   (org-element-property :language block))))
     (when unknown
-      (error "%s: unknown header argument%s %s; Org would ignore %s (a typo?)"
-             (gradients-block-description) (if (cdr unknown) "s" "")
+      (gradients--fail "%s: unknown header argument%s %s; Org would ignore %s (a typo?)"
+             (gradients-block-description at-point) (if (cdr unknown) "s" "")
              (mapconcat #'symbol-name unknown ", ") (if (cdr unknown) "them" "it")))))
 
 (defun gradients-variable-assignments (params)
   "Python statements that give each `:var' of PARAMS its value, written
 as ob-python writes them, so tables and lists arrive as lists."
-  (require 'ob-python)
-  (org-babel-variable-assignments:python params))
+  ;; Most blocks have no :var: they need not wait for ob-python to load.
+  (when (assq :var params)
+    (require 'ob-python)
+    (org-babel-variable-assignments:python params)))
 
 (defun gradients-execute (body params)
   "Run BODY on the kernel of the session in PARAMS; return the drawer text.
 A picture block writes its :file from the display output.  With `:async
 yes', interactively, return a placeholder at once and put the result in
 its place when it comes."
-  (let ((head (gradients--block-head)))
+  (setq gradients--placeholder-inserted nil)
+  (let* ((element (org-element-at-point))
+         (head (gradients--block-head element)))
     (when head
-      (save-excursion
-        (goto-char head)
-        (gradients-check-header-names (org-element-at-point)))))
-  (let* ((request (gradients--new-request
+      (gradients-check-header-names
+       (if (gradients--own-head element)
+           element
+         (save-excursion (goto-char head) (org-element-at-point)))
+       element))
+    (gradients--run body params element)))
+
+(defun gradients--run (body params element)
+  "The rest of `gradients-execute', with the ELEMENT at point."
+  (let* ((own-drawer (gradients--own-drawer-p element))
+         (request (gradients--new-request
                    (org-babel-expand-body:generic
                     body params (gradients-variable-assignments params))
-                   params))
-         (process (gradients--session-process params))
-         (own-drawer (gradients--own-drawer-p)))
+                   params nil
+                   ;; A block run for its value: a :var, noweb <<name()>>,
+                   ;; org-sbe.  #+CALL lines and inline blocks want text.
+                   (and gradients--resolving-reference (not own-drawer)
+                        (or (cdr (assq :result-params params)) '("replace")))
+                   element))
+         (process (gradients--session-process params)))
     (if (and own-drawer (gradients--async-p params))
-        (gradients--execute-async process request params)
+        (gradients--execute-async process request params element)
       (let ((previous (and own-drawer (gradients--drawer-text))))
         (gradients--submit process request)
         (let ((text (gradients--result-text request (gradients--wait process request))))
@@ -592,8 +884,7 @@ the request.")
 
 (defun gradients--drawer-text ()
   "The content of the results drawer of the block at point, or nil."
-  (let* ((info (org-babel-get-src-block-info 'light))
-         (result (and info (org-babel-where-is-src-block-result nil info))))
+  (let ((result (org-babel-where-is-src-block-result)))
     (when result
       (save-excursion
         (goto-char result)
@@ -608,33 +899,44 @@ the request.")
   "The result each pending request's block had before it, by request id:
 what a block run again while it waits, and then failing, gets back.")
 
-(defun gradients--earlier-result ()
-  "The drawer text of the block at point before it was run, or nil.  A
-placeholder is no result: in its place the drawer's text before that
-request, if it is still waiting, or nothing (a placeholder saved in the
-file by an Emacs that quit before the reply came)."
-  (let ((text (gradients--drawer-text)))
+(defun gradients--earlier-result (text)
+  "The result of a block whose drawer holds TEXT, or nil.  A placeholder
+is no result: in its place the drawer's text before that request, if it
+is still waiting, or nothing (a placeholder saved in the file by an
+Emacs that quit before the reply came)."
+  (progn
     (if (and text (string-match gradients--placeholder-regexp text))
         (gethash (string-to-number (match-string 1 text)) gradients--earlier-results)
       text)))
 
-(defun gradients--execute-async (process request params)
+(defvar gradients--superseded (make-hash-table)
+  "Ids of pending requests whose block was run again before they
+finished: their placeholder made way for the newer one's.")
+
+(defun gradients--execute-async (process request params element)
   "Queue REQUEST and return its placeholder.  The reply goes to the block
-that asked for it, found again by a marker, and only while its drawer
-still holds this request's placeholder.  A block whose result Org does
-not write (`:results silent' or `none') only says how it went."
-  (let* ((marker (copy-marker (or (org-babel-where-is-src-block-head) (point))))
+whose drawer holds this request's placeholder, in the file's own buffer:
+an indirect buffer the block was run from may be gone by then.  A block
+whose result Org does not write (`:results silent' or `none') only says
+how it went."
+  (let* ((base (or (buffer-base-buffer) (current-buffer)))
+         (marker (set-marker (make-marker)
+                             (or (gradients--own-head element) (point)) base))
          (id (gradients-request-id request))
-         (previous (gradients--earlier-result))
+         (shown (gradients--drawer-text))
+         (previous (gradients--earlier-result shown))
          (result-params (cdr (assq :result-params params)))
          (silent (gradients--silent-p params)))
+    (when (and shown (string-match gradients--placeholder-regexp shown))
+      (puthash (string-to-number (match-string 1 shown)) t gradients--superseded))
     (puthash id previous gradients--earlier-results)
     (setf (gradients-request-callback request)
           (lambda (reply)
             (remhash id gradients--earlier-results)
             (if silent
                 (gradients--report-silent request reply result-params marker)
-              (gradients--fill-placeholder marker request reply previous result-params))))
+              (gradients--fill-placeholder marker request reply previous params))
+            (remhash id gradients--superseded)))
     (gradients--submit process request)
     (gradients--placeholder request)))
 
@@ -648,51 +950,148 @@ or with `:results silent' its result, as Org shows it."
           (message "%s" text)))
     (error (message "%s" (error-message-string failure)))))
 
-(defun gradients--fill-placeholder (marker request reply previous result-params)
-  (let ((buffer (marker-buffer marker)))
-    (if (not (buffer-live-p buffer))
-        (message "gradients: %s finished, but its buffer is gone"
-                 (gradients-request-where request))
+(defun gradients--drawer-block ()
+  "The head of the source block whose results drawer holds point, or nil."
+  (save-excursion
+    (when (re-search-backward "^[ \t]*#\\+results\\(?:\\[[^]\n]*\\]\\)?:[ \t]*\\(.*?\\)[ \t]*$"
+                              nil t)
+      (let ((name (match-string-no-properties 1)))
+        (if (string-empty-p name)
+            ;; An unnamed result belongs to the block right above it.
+            (progn (skip-chars-backward " \t\n")
+                   (beginning-of-line)
+                   (and (looking-at-p "[ \t]*#\\+end_src")
+                        (org-babel-where-is-src-block-head)))
+          (org-babel-find-named-block name))))))
+
+(defun gradients--placeholder-block (marker request)
+  "The head of the block whose results drawer holds REQUEST's placeholder,
+in the current buffer, or nil.  MARKER, left at the block's head when it
+was run, is looked at first; the placeholder itself is the proof, since
+a marker follows deleted text onto whatever block comes next."
+  (let ((placeholder (gradients--placeholder request)))
+    (cl-flet ((holds-it (head)
+                (and head (save-excursion
+                            (goto-char head)
+                            (equal (gradients--drawer-text) placeholder))
+                     head)))
+      (or (holds-it (save-excursion (goto-char marker)
+                                    (org-babel-where-is-src-block-head)))
+          (save-excursion
+            (goto-char (point-min))
+            (let (found)
+              (while (and (not found) (search-forward (substring placeholder 2) nil t))
+                (setq found (holds-it (gradients--drawer-block))))
+              found))))))
+
+(defconst gradients-unwritten-buffer "*gradients-unwritten*"
+  "Where the results that could not go into their drawers are kept.")
+
+(defun gradients--report-unwritten (request reply why)
+  "Say that REQUEST's result goes into no drawer, because WHY; keep it in
+`gradients-unwritten-buffer', where it can be copied from."
+  (let ((text (condition-case failure
+                  (gradients--result-text request reply)
+                (error (error-message-string failure)))))
+    (with-current-buffer (get-buffer-create gradients-unwritten-buffer)
+      (let ((inhibit-read-only t))
+        (goto-char (point-max))
+        (insert (format "%s, %s:\n%s\n\n" (gradients-request-where request)
+                        (format-time-string "%T") (or text "(no output)"))))
+      (special-mode))
+    (message "gradients: %s finished, but %s; its result is in the buffer %s"
+             (gradients-request-where request) why gradients-unwritten-buffer)))
+
+(defun gradients--fill-placeholder (marker request reply previous params)
+  "Put REQUEST's REPLY where its placeholder is, in the buffer of MARKER.
+PREVIOUS is the drawer text before the block ran, kept if it fails;
+PARAMS are those Org ran the block with.  A result that cannot be
+written is reported, never dropped in silence."
+  (let ((buffer (marker-buffer marker))
+        (id (gradients-request-id request)))
+    (unwind-protect
+        (gradients--fill-placeholder-in buffer marker request reply previous params id)
+      (set-marker marker nil))))
+
+(defun gradients--fill-placeholder-in (buffer marker request reply previous params id)
+  (cond
+     ((not (buffer-live-p buffer))
+      (gradients--report-unwritten request reply "its file's buffer was killed"))
+     (t
       (with-current-buffer buffer
         (save-excursion
           (save-restriction
             (widen)
-            (goto-char marker)
-            (if (not (equal (gradients--drawer-text) (gradients--placeholder request)))
-                ;; Not a word when the block was run again meanwhile.
-                (unless (string-match-p gradients--placeholder-regexp
-                                        (or (gradients--drawer-text) ""))
-                  (message "gradients: %s finished, but its results drawer changed meanwhile; not written"
-                           (gradients-request-where request)))
-              (let ((text (condition-case failure
-                              (gradients--result-text request reply)
-                            (error (message "%s" (error-message-string failure))
-                                   ;; A block that fails keeps its earlier
-                                   ;; result, as when Emacs waits for it.
-                                   (or previous 'remove))))
-                    (info (org-babel-get-src-block-info)))
-                (if (memq text '(nil remove))
-                    (org-babel-remove-result info)
-                  (org-babel-insert-result text result-params info nil "jupyter-python"))
-                (gradients--forget-loose-pictures previous (and (stringp text) text))
-                (goto-char marker)
-                (run-hooks 'org-babel-after-execute-hook)))))
-        (set-marker marker nil)))))
+            (let ((head (gradients--placeholder-block marker request)))
+              (cond
+               (head
+                (goto-char head)
+                (gradients--write-result request reply previous params))
+               ((gethash id gradients--superseded)
+                ;; Run again meanwhile: the newer run's result goes there.
+                (let ((inhibit-message t))
+                  (message "gradients: %s was run again before it finished; the earlier run's result is not written"
+                           (gradients-request-where request))))
+               (t
+                (gradients--report-unwritten
+                 request reply
+                 (format "its placeholder is no longer in %s (the block or its results were edited or deleted)"
+                         (buffer-name))))))))))))
+
+(defun gradients--write-result (request reply previous params)
+  "Write REPLY into the drawer of the block at point, as Org would have."
+  (let ((text (condition-case failure
+                  (gradients--result-text request reply)
+                (error (message "%s" (error-message-string failure))
+                       ;; A block that fails keeps its earlier result, as
+                       ;; when Emacs waits for it.
+                       (or previous 'remove))))
+        ;; The light info reads no :var: the full one would run the
+        ;; blocks they name once more, here, in a process filter.  The
+        ;; params are those the block ran with.
+        (info (org-babel-get-src-block-info 'light)))
+    (setf (nth 2 info) params)
+    (if (memq text '(nil remove))
+        (org-babel-remove-result info)
+      (org-babel-insert-result text (cdr (assq :result-params params)) info nil
+                               "jupyter-python"))
+    (gradients--forget-loose-pictures previous (and (stringp text) text))
+    (goto-char (org-babel-where-is-src-block-head))
+    (run-hooks 'org-babel-after-execute-hook)))
 
 ;;;; Commands
 
 (defun gradients--current-session ()
-  "The process of the session the block at point uses, or the only one."
-  (or (and (derived-mode-p 'org-mode)
-           (let ((info (ignore-errors (org-babel-get-src-block-info 'light))))
-             (and info (equal (car info) "jupyter-python")
-                  (cdr (assoc (gradients--session-name (nth 2 info)) gradients--sessions)))))
-      (cdr (car gradients--sessions))))
+  "The process of the session the block at point uses, in this folder;
+or else the only session there is, or the one this buffer's folder runs;
+or, when that leaves several, the one the user picks."
+  (let ((live (cl-remove-if-not (lambda (session) (process-live-p (cdr session)))
+                                gradients--sessions)))
+    (or (and (derived-mode-p 'org-mode)
+             (let ((info (ignore-errors (org-babel-get-src-block-info 'light))))
+               (and info (equal (car info) "jupyter-python")
+                    (gradients--find-session (gradients--session-name (nth 2 info))
+                                             (gradients--kernel-folder)))))
+        (and (null (cdr live)) (cdr (car live)))
+        (let ((here (cl-remove-if-not
+                     (lambda (session)
+                       (equal (process-get (cdr session) 'directory)
+                              (gradients--kernel-folder)))
+                     live)))
+          (and here (null (cdr here)) (cdr (car here))))
+        (let ((choices (mapcar (lambda (session)
+                                 (cons (format "%s in %s" (car session)
+                                               (abbreviate-file-name
+                                                (process-get (cdr session) 'directory)))
+                                       (cdr session)))
+                               live)))
+          (cdr (assoc (completing-read "Kernel of session: " choices nil t) choices))))))
 
 (defun gradients-interrupt ()
   "Interrupt the running block, as Jupyter's interrupt does: it ends with
 KeyboardInterrupt and the kernel keeps its variables.  Blocks queued
-behind it are dropped."
+behind it are dropped.  A block that has not stopped after
+`gradients-interrupt-patience' seconds is named, with the way out."
   (interactive)
   (let ((process (gradients--current-session)))
     (if (not (process-live-p process))
@@ -700,31 +1099,46 @@ behind it are dropped."
       (let ((queue (process-get process 'queue)))
         (process-put process 'queue nil)
         (gradients--drop queue "the kernel was interrupted"))
-      (if (process-get process 'current)
-          (progn (gradients--interrupt-process process)
-                 (message "gradients: interrupted %s"
-                          (gradients-request-where (process-get process 'current))))
-        (message "gradients: no block is running")))))
+      (let ((running (process-get process 'current)))
+        (if (not running)
+            (message "gradients: no block is running")
+          (gradients--interrupt-process process)
+          (run-at-time gradients-interrupt-patience nil
+                       #'gradients--check-interrupted process running)
+          (message "gradients: interrupted %s" (gradients-request-where running)))))))
+
+(defun gradients--check-interrupted (process request)
+  "Say so when REQUEST still runs on PROCESS after an interrupt."
+  (when (and (process-live-p process) (eq (process-get process 'current) request))
+    (message "gradients: %s is still running %gs after the interrupt (it may catch KeyboardInterrupt, or be stuck outside Python); M-x gradients-restart stops it, with the kernel's variables"
+             (gradients-request-where request) gradients-interrupt-patience)))
 
 (defun gradients-restart ()
-  "Replace the kernel of the current session with a fresh one."
+  "Replace the kernel of the current session with a fresh one, in the
+folder the old one worked in."
   (interactive)
   (let* ((process (gradients--current-session))
          (name (if process (process-get process 'session) "gradients"))
-         ;; The fresh kernel works where the old one did, whichever
-         ;; buffer the command came from.
          (default-directory (or (and process (process-get process 'directory))
-                                default-directory)))
+                                default-directory))
+         (gradients-kernel-directory (and (not process) gradients-kernel-directory)))
     (when process (gradients--stop process))
-    (gradients-start-session name)
-    (message "gradients: restarted the kernel of session %s; its variables are gone" name)))
+    (let ((fresh (gradients-start-session name)))
+      (process-put fresh 'announced t)
+      (message "gradients: restarted the kernel of session %s in %s; its variables are gone"
+               name (abbreviate-file-name (process-get fresh 'directory))))))
 
 ;;;; Setting up Emacs for the notes
+
+(defvar gradients--placeholder-inserted nil
+  "Non-nil right after Org wrote a placeholder, until the hooks that
+follow have run: a placeholder is neither empty nor a picture.")
 
 (defun gradients-drop-empty-result ()
   "Remove the results drawer of a block that printed and returned nothing,
 so that definitions carry no empty drawers."
-  (let ((info (org-babel-get-src-block-info 'light)))
+  (let ((info (and (not gradients--placeholder-inserted)
+                   (org-babel-get-src-block-info 'light))))
     (when (and info (equal (car info) "jupyter-python"))
       (let ((result (org-babel-where-is-src-block-result nil info)))
         ;; org-babel-remove-result finds the result from the block at
@@ -769,7 +1183,8 @@ decoded images keyed by file name: without dropping that file from the
 image cache the old picture would stay on screen.  Only this block's
 results are redrawn, and only in buffers of the notes: the user's other
 Org files keep whatever they show."
-  (when (and (display-graphic-p) (gradients--notes-buffer-p))
+  (when (and (display-graphic-p) (gradients--notes-buffer-p)
+             (not gradients--placeholder-inserted))
     (save-excursion
       (let* ((info (org-babel-get-src-block-info 'light))
              (result (and info (org-babel-where-is-src-block-result nil info))))
@@ -792,6 +1207,46 @@ Org files keep whatever they show."
                     (when file (clear-image-cache file))))))
             (set-marker end nil)))))))
 
+(defun gradients--insert-placeholder-quietly (insert result &rest arguments)
+  "Around `org-babel-insert-result': a placeholder is no result, so Org's
+\"Code block evaluation complete.\" is not said for it; what is said is
+where the block stands."
+  (if (not (and (stringp result) (string-match gradients--placeholder-regexp result)))
+      (apply insert result arguments)
+    (let ((id (string-to-number (match-string 1 result))))
+      (let ((inhibit-message t)
+            (message-log-max nil))
+        (apply insert result arguments))
+      ;; Cleared by the last of `org-babel-after-execute-hook', which
+      ;; Org runs next.
+      (setq gradients--placeholder-inserted t)
+      (cl-loop for (_ . process) in gradients--sessions
+               for current = (process-get process 'current)
+               for queue = (process-get process 'queue)
+               for place = (cl-position id queue :key #'gradients-request-id)
+               when (and current (= id (gradients-request-id current)))
+               return (message "gradients: %s is running; its result will replace the placeholder"
+                               (gradients-request-where current))
+               when place
+               return (message "gradients: %s is queued%s; its result will replace the placeholder"
+                               (gradients-request-where (nth place queue))
+                               (let ((ahead (+ place (if current 1 0))))
+                                 (if (zerop ahead) ""
+                                   (format " behind %d block%s" ahead
+                                           (if (= ahead 1) "" "s")))))))))
+
+(defun gradients--placeholder-done ()
+  (setq gradients--placeholder-inserted nil))
+
+(defun gradients--run-blocks-collecting-less (run &rest arguments)
+  "Around `org-babel-execute-buffer' and `org-babel-execute-subtree':
+queuing a block makes Org parse and allocate a lot, and a garbage
+collection every few blocks, each of which scans all of Emacs, cost more
+than the rest together.  One collection after the command does the same
+work once."
+  (let ((gc-cons-threshold (max gc-cons-threshold (* 64 1024 1024))))
+    (apply run arguments)))
+
 (defvar org-babel-header-args:jupyter-python
   '((timeout . :any) (async . ((yes no))) (kernel . :any))
   "Header arguments of `jupyter-python' blocks beyond Org's own.")
@@ -803,9 +1258,14 @@ emacs-jupyter already provides one."
     (add-to-list 'org-src-lang-modes '("jupyter-python" . gradients-python)))
   (add-hook 'org-mode-hook #'gradients-fit-pictures)
   (with-eval-after-load 'ob-core
-    (add-hook 'org-babel-after-execute-hook #'gradients-show-result-pictures))
+    (add-hook 'org-babel-after-execute-hook #'gradients-show-result-pictures)
+    (add-hook 'org-babel-after-execute-hook #'gradients--placeholder-done 90))
   (with-eval-after-load 'ob-ref
     (advice-add 'org-babel-ref-resolve :around #'gradients--resolve-reference))
+  (with-eval-after-load 'ob-core
+    (advice-add 'org-babel-insert-result :around #'gradients--insert-placeholder-quietly)
+    (advice-add 'org-babel-execute-buffer :around #'gradients--run-blocks-collecting-less)
+    (advice-add 'org-babel-execute-subtree :around #'gradients--run-blocks-collecting-less))
   (dolist (buffer (buffer-list))
     (with-current-buffer buffer
       (when (derived-mode-p 'org-mode) (gradients-fit-pictures))))

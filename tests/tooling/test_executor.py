@@ -362,7 +362,7 @@ def test_quitting_asks_while_a_block_runs_and_a_restart_names_the_block_it_stops
              'asked)))')
     assert el('(test-run "nap")') == "done"
     assert el(asked) == [None, "1 block is still running or waiting for the kernel; "
-                               "quit anyway? "]
+                               "stop it and quit? "]
     el("(gradients-restart)")
     assert el("(test-wait 10)") is True
     assert f"README.org:{doc_line(el, 'nap')}: block `nap' was stopped before it finished" \
@@ -420,7 +420,7 @@ def test_a_block_used_as_a_value_or_called_is_waited_for(el):
               '"uses-one-plus-one") (org-ctrl-c-ctrl-c) t)') is True
     assert el('(with-current-buffer "README.org" (save-excursion (org-babel-goto-named-src-block '
               '"uses-one-plus-one") (goto-char (org-babel-where-is-src-block-result)) '
-              '(org-babel-read-result)))') == ": 2"
+              '(org-babel-read-result)))') == 2, "the :var got the drawer text, not the value"
     assert el('(with-current-buffer "README.org" (goto-char (point-max)) '
               '(insert "\n#+CALL: one-plus-one()\n") (forward-line -1) (org-ctrl-c-ctrl-c) '
               '(forward-line 1) (buffer-substring-no-properties (point) (point-max)))') == \
