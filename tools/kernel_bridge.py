@@ -458,6 +458,10 @@ def org_result(outputs, file=None, links=(), max_lines=None, results=None, wrap=
             # goes back over what earlier ones wrote: join before reading.
             printed += content["text"]
         elif kind == "execute_result" and not file:
+            if links and any(mime in content["data"] for mime in MIME_BY_EXTENSION.values()):
+                # Linked as a picture, which is all Jupyter shows of it;
+                # its text/plain would add a memory address beside it.
+                continue
             lines += fixed_width(printed)
             printed = ""
             data = content["data"]

@@ -1,0 +1,482 @@
+;;; ob-gradients-tests.el --- the interactive executor, on a real kernel  -*- lexical-binding: t -*-
+
+;; emacs -Q --batch -l tests/ert/ob-gradients-tests.el -f ert-run-tests-batch-and-exit
+;;
+;; Each test writes small notes of its own into a scratch folder and runs
+;; their blocks as C-c C-c does in an interactive Emacs: `noninteractive'
+;; is bound to nil around the runs, so `:async yes' blocks return a
+;; placeholder at once and their results arrive later.  The tests share
+;; one kernel where they can (one scratch folder, one session name), so
+;; a test must not rely on a fresh kernel unless it restarts one.
+
+(require 'ert)
+(require 'cl-lib)
+(require 'org)
+(require 'ob-core)
+
+(defconst obgt-root
+  (expand-file-name "../.." (file-name-directory (or load-file-name buffer-file-name)))
+  "The project this file tests.")
+
+(setq native-comp-deferred-compilation nil)
+(load (expand-file-name "tools/ob-gradients.el" obgt-root) nil t)
+(setq org-confirm-babel-evaluate nil)
+
+(defconst obgt-scratch (make-temp-file "ob-gradients-tests-" t)
+  "Where the tests' notes live; removed when Emacs exits.")
+
+(add-hook 'kill-emacs-hook
+          (lambda ()
+            (gradients-stop-sessions)
+            (delete-directory obgt-scratch t)))
+
+(defconst obgt-header
+  "#+PROPERTY: header-args:jupyter-python :session gradients
+#+PROPERTY: header-args:jupyter-python+ :async yes
+#+PROPERTY: header-args:jupyter-python+ :results raw drawer
+"
+  "The notes' own defaults, as README.org sets them.")
+
+(defmacro obgt-with-notes (spec &rest body)
+  "Visit notes made of SPEC, (FILE TEXT), under `obgt-scratch', and run
+BODY there as an interactive Emacs would; kill the buffer after, unsaved."
+  (declare (indent 1))
+  `(let* ((file (expand-file-name ,(car spec) obgt-scratch))
+          (noninteractive nil))
+     (make-directory (file-name-directory file) t)
+     (with-temp-file file (insert obgt-header ,(cadr spec)))
+     (let ((buffer (find-file-noselect file)))
+       (unwind-protect
+           (with-current-buffer buffer ,@body)
+         (obgt-wait)
+         (with-current-buffer buffer (set-buffer-modified-p nil))
+         (kill-buffer buffer)))))
+
+(defun obgt-busy ()
+  "Whether a block runs or waits to run."
+  (and (gradients--pending-requests) t))
+
+(defun obgt-wait (&optional seconds)
+  "Let replies in until no block runs, for at most SECONDS (30)."
+  (let ((end (+ (float-time) (or seconds 30))))
+    (while (and (obgt-busy) (< (float-time) end))
+      (accept-process-output nil 0.05)))
+  (not (obgt-busy)))
+
+(defun obgt-pause (seconds)
+  "Let replies and timers in for SECONDS."
+  (let ((end (+ (float-time) seconds)))
+    (while (< (float-time) end)
+      (accept-process-output nil 0.05))))
+
+(defun obgt-run (name)
+  "C-c C-c on block NAME."
+  (save-excursion
+    (org-babel-goto-named-src-block name)
+    (org-babel-execute-src-block)))
+
+(defun obgt-drawer (name)
+  "The text of block NAME's results drawer, or nil."
+  (save-excursion
+    (save-restriction
+      (widen)
+      (org-babel-goto-named-src-block name)
+      (gradients--drawer-text))))
+
+(defmacro obgt-messages (&rest body)
+  "Run BODY; return every message it showed or logged, in order."
+  `(let ((said nil))
+     (cl-letf* ((real-message (symbol-function 'message))
+                ((symbol-function 'message)
+                 (lambda (format-string &rest arguments)
+                   (when (and format-string (or (not inhibit-message) message-log-max))
+                     (push (apply #'format-message format-string arguments) said))
+                   (apply real-message format-string arguments))))
+       ,@body)
+     (nreverse said)))
+
+(defun obgt-said-p (regexp messages)
+  (cl-some (lambda (text) (string-match-p regexp text)) messages))
+
+;;;; References
+
+(ert-deftest obgt-a-reference-gets-the-value-and-runs-once ()
+  (obgt-with-notes ("references.org" "
+#+name: ref-count
+#+begin_src jupyter-python
+import time
+time.sleep(0.5)
+ref_runs = globals().get('ref_runs', 0) + 1
+ref_runs
+#+end_src
+
+#+name: uses-ref
+#+begin_src jupyter-python :var v=ref-count
+print(repr(v), ref_runs)
+#+end_src
+
+#+name: ref-list
+#+begin_src jupyter-python :results table
+[1, 2, 3]
+#+end_src
+
+#+name: uses-list
+#+begin_src jupyter-python :var xs=ref-list
+print(sum(xs))
+#+end_src
+
+#+name: runs-so-far
+#+begin_src jupyter-python
+print(ref_runs)
+#+end_src
+")
+    (obgt-run "uses-ref")
+    (obgt-run "uses-list")
+    (should (obgt-wait))
+    ;; As ob-python gives it: str() of the value, a string under
+    ;; `:results raw', a list where the block's results are a table.
+    (should (equal (obgt-drawer "uses-ref") ": '1' 1"))
+    (should (equal (obgt-drawer "uses-list") ": 6"))
+    ;; Writing the result did not run the reference a second time.
+    (obgt-run "runs-so-far")
+    (should (obgt-wait))
+    (should (equal (obgt-drawer "runs-so-far") ": 1"))))
+
+;;;; Where results go
+
+(defconst obgt-two-naps "
+* One
+
+#+name: first
+#+begin_src jupyter-python
+import time
+time.sleep(1)
+'one'
+#+end_src
+
+* Two
+
+#+name: second
+#+begin_src jupyter-python
+import time
+time.sleep(0.2)
+'two'
+#+end_src
+")
+
+(ert-deftest obgt-a-result-run-from-an-indirect-buffer-reaches-the-file ()
+  (obgt-with-notes ("indirect.org" obgt-two-naps)
+    (let ((indirect (make-indirect-buffer (current-buffer) "indirect-notes" t)))
+      (with-current-buffer indirect
+        (org-babel-goto-named-src-block "first")
+        (org-narrow-to-subtree)
+        (org-babel-execute-src-block))
+      (kill-buffer indirect))
+    ;; The file's own buffer, narrowed elsewhere meanwhile.
+    (org-babel-goto-named-src-block "second")
+    (org-narrow-to-subtree)
+    (obgt-run "second")
+    (should (obgt-wait))
+    (should (equal (obgt-drawer "first") ": 'one'"))
+    (should (equal (obgt-drawer "second") ": 'two'"))
+    (should (buffer-narrowed-p))))
+
+(defun obgt-kill-block (name)
+  "Kill the text of block NAME with its results, from its name to the
+next block's name or the next heading."
+  (widen)
+  (goto-char (point-min))
+  (re-search-forward (format "^#\\+name: %s$" name))
+  (let ((start (line-beginning-position)))
+    (forward-line)
+    (re-search-forward "^\\(#\\+name:\\|\\*\\)" nil 'move)
+    (beginning-of-line)
+    (kill-region start (point))))
+
+(ert-deftest obgt-a-result-whose-block-was-killed-is-reported ()
+  ;; No heading between the blocks: the first one's marker falls onto
+  ;; the second, which is still waiting when the first one's result comes.
+  (obgt-with-notes ("killed.org" (replace-regexp-in-string "^\\* .*\n\n" "" obgt-two-naps))
+    (obgt-run "first")
+    (obgt-run "second")
+    (obgt-kill-block "first")
+    (let ((said (obgt-messages (should (obgt-wait)))))
+      (should (obgt-said-p "killed\\.org:[0-9]+: block `first' finished, but its placeholder is no longer in killed\\.org"
+                           said)))
+    (should (equal (obgt-drawer "second") ": 'two'"))
+    (should (string-match-p "'one'" (with-current-buffer gradients-unwritten-buffer
+                                      (buffer-string))))))
+
+(ert-deftest obgt-a-result-whose-block-was-moved-follows-it ()
+  (obgt-with-notes ("moved.org" obgt-two-naps)
+    (obgt-run "first")
+    (obgt-run "second")
+    (obgt-kill-block "first")
+    (goto-char (point-max))
+    (insert "\n")
+    (yank)
+    (should (obgt-wait))
+    (should (equal (obgt-drawer "first") ": 'one'"))
+    (should (equal (obgt-drawer "second") ": 'two'"))))
+
+;;;; One kernel per session and folder
+
+(defconst obgt-folder-notes "
+#+name: where
+#+begin_src jupyter-python
+import os
+os.getcwd()
+#+end_src
+
+#+name: mark
+#+begin_src jupyter-python
+here = os.path.basename(os.getcwd())
+#+end_src
+
+#+name: peek
+#+begin_src jupyter-python
+print(globals().get('here'))
+#+end_src
+")
+
+(ert-deftest obgt-notes-in-two-folders-get-a-kernel-each ()
+  (let ((a (expand-file-name "a/" obgt-scratch))
+        (b (expand-file-name "b/" obgt-scratch)))
+    (obgt-with-notes ("a/notes.org" obgt-folder-notes)
+      (obgt-run "where")
+      (obgt-run "mark")
+      (should (obgt-wait))
+      (should (equal (obgt-drawer "where") (format ": '%s'" (directory-file-name a))))
+      (obgt-with-notes ("b/notes.org" obgt-folder-notes)
+        (obgt-run "where")
+        (obgt-run "peek")
+        (should (obgt-wait))
+        (should (equal (obgt-drawer "where") (format ": '%s'" (directory-file-name b))))
+        (should (equal (obgt-drawer "peek") ": None"))
+        ;; A restart from b's notes restarts b's kernel, in b.
+        (org-babel-goto-named-src-block "where")
+        (gradients-restart)
+        (obgt-run "where")
+        (should (obgt-wait))
+        (should (equal (obgt-drawer "where") (format ": '%s'" (directory-file-name b)))))
+      ;; a's kernel kept its variables.
+      (obgt-run "peek")
+      (should (obgt-wait))
+      (should (equal (obgt-drawer "peek") ": a")))))
+
+;;;; Quitting and saving
+
+(ert-deftest obgt-quitting-asks-about-running-blocks-before-saving ()
+  (obgt-with-notes ("quit.org" "
+#+name: long
+#+begin_src jupyter-python
+import time
+time.sleep(30)
+#+end_src
+
+#+RESULTS: long
+:results:
+: slept before
+:end:
+")
+    (obgt-run "long")
+    (should (string-prefix-p ": [waiting for the kernel" (obgt-drawer "long")))
+    (let ((steps nil)
+          (notes (current-buffer)))
+      (cl-letf (((symbol-function 'yes-or-no-p)
+                 (lambda (prompt) (push (cons 'asked prompt) steps) t))
+                ((symbol-function 'y-or-n-p)
+                 (lambda (prompt) (push (cons 'asked prompt) steps) t))
+                ((symbol-function 'save-some-buffers)
+                 (lambda (&rest _)
+                   (push (cons 'save (with-current-buffer notes (buffer-string))) steps)))
+                ((symbol-function 'kill-emacs)
+                 (lambda (&rest _) (push (list 'kill) steps))))
+        (save-buffers-kill-emacs))
+      (setq steps (nreverse steps))
+      (should (eq (car (nth 0 steps)) 'asked))
+      (should (string-match-p "still running" (cdr (nth 0 steps))))
+      (should (eq (car (nth 1 steps)) 'save))
+      ;; What the file would be saved with: the result it had before.
+      (should-not (string-match-p "waiting for the kernel" (cdr (nth 1 steps))))
+      (should (string-match-p ": slept before" (cdr (nth 1 steps))))
+      (should (equal (car (car (last steps))) 'kill)))))
+
+(ert-deftest obgt-saving-a-placeholder-says-so ()
+  (obgt-with-notes ("saved.org" "
+#+name: nap
+#+begin_src jupyter-python
+import time
+time.sleep(1)
+'rested'
+#+end_src
+")
+    (obgt-run "nap")
+    (let ((line (save-excursion
+                  (goto-char (point-min))
+                  (search-forward "[waiting for the kernel")
+                  (line-number-at-pos)))
+          (said (obgt-messages (save-buffer))))
+      (should (obgt-said-p (format "saved\\.org was saved with 1 block waiting for the kernel (line %d)"
+                                   line)
+                           said))
+      ;; What the build refuses.
+      (should (equal (gradients-placeholder-lines) (list line))))
+    (should (obgt-wait))
+    (should (null (gradients-placeholder-lines)))))
+
+;;;; C-c C-v b
+
+(ert-deftest obgt-queuing-every-block-of-the-notes-is-cheap ()
+  "C-c C-v b on README.org: each block is parsed once or twice to be
+queued (Org 9.5 keeps no parse), and no garbage collection runs."
+  (let* ((folder (expand-file-name "readme/" obgt-scratch))
+         (file (expand-file-name "README.org" folder))
+         (noninteractive nil)
+         (parses 0)
+         (count (lambda (&rest _) (cl-incf parses))))
+    (make-directory folder t)
+    (copy-file (expand-file-name "README.org" obgt-root) file t)
+    (let ((buffer (find-file-noselect file))
+          (blocks 0))
+      (unwind-protect
+          (with-current-buffer buffer
+            (org-babel-map-src-blocks nil
+              (when (equal lang "jupyter-python") (cl-incf blocks)))
+            (gradients-start-session "gradients")
+            (advice-add 'gradients-execute :around
+                        (lambda (run &rest arguments)
+                          (advice-add 'org-element-at-point :before count)
+                          (unwind-protect (apply run arguments)
+                            (advice-remove 'org-element-at-point count)))
+                        '((name . obgt-count)))
+            (garbage-collect)
+            (let ((collections nil))
+              ;; Counted inside the command: the collection that the
+              ;; garbage calls for comes after it, when Emacs is idle.
+              (advice-add 'org-babel-execute-buffer :around
+                          (lambda (run &rest arguments)
+                            (let ((before gcs-done))
+                              (prog1 (apply run arguments)
+                                (setq collections (- gcs-done before)))))
+                          '((name . obgt-gc) (depth . 100)))
+              (unwind-protect (org-babel-execute-buffer)
+                (advice-remove 'org-babel-execute-buffer 'obgt-gc))
+              (should (equal collections 0)))
+            (should (> blocks 20))
+            (should (<= parses (* 3 blocks))))
+        (advice-remove 'gradients-execute 'obgt-count)
+        (let ((directory (with-current-buffer buffer default-directory)))
+          (dolist (session gradients--sessions)
+            (when (equal (process-get (cdr session) 'directory) directory)
+              (gradients--stop (cdr session)))))
+        (with-current-buffer buffer (set-buffer-modified-p nil))
+        (kill-buffer buffer)))))
+
+;;;; Messages
+
+(ert-deftest obgt-a-queued-block-is-not-said-to-be-complete ()
+  (obgt-with-notes ("queued.org" "
+#+name: nap
+#+begin_src jupyter-python
+import time
+time.sleep(0.5)
+#+end_src
+")
+    (let ((said (obgt-messages (obgt-run "nap"))))
+      (should-not (obgt-said-p "evaluation complete" said))
+      (should (obgt-said-p "queued\\.org:[0-9]+: block `nap' is \\(running\\|queued\\)" said)))))
+
+(ert-deftest obgt-stopping-the-kernels-says-what-it-stopped ()
+  (obgt-with-notes ("stop.org" "
+#+name: one
+#+begin_src jupyter-python
+1
+#+end_src
+")
+    (obgt-run "one")
+    (should (obgt-wait))
+    (let ((said (obgt-messages (gradients-stop-sessions))))
+      (should (obgt-said-p "stopped the kernel of session gradients" said)))
+    (let ((said (obgt-messages (gradients-stop-sessions))))
+      (should (obgt-said-p "no kernel was running" said)))))
+
+(ert-deftest obgt-an-interrupt-that-does-not-stop-the-block-says-so ()
+  (obgt-with-notes ("stubborn.org" "
+#+name: stubborn
+#+begin_src jupyter-python
+import signal, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+time.sleep(30)
+#+end_src
+")
+    (obgt-run "stubborn")
+    ;; Until the block is on the kernel, not waiting for it to start.
+    (let ((end (+ (float-time) 30)))
+      (while (and (< (float-time) end)
+                  (not (cl-some (lambda (session) (process-get (cdr session) 'current))
+                                gradients--sessions)))
+        (accept-process-output nil 0.05)))
+    (obgt-pause 0.5)
+    (let* ((gradients-interrupt-patience 0.5)
+           (said (obgt-messages
+                  (org-babel-goto-named-src-block "stubborn")
+                  (gradients-interrupt)
+                  (obgt-pause 1.5))))
+      (should (obgt-said-p "stubborn\\.org:[0-9]+: block `stubborn' is still running .*gradients-restart"
+                           said)))
+    (gradients-restart)
+    (should (obgt-wait 10))))
+
+(defconst obgt-crash-notes "
+#+name: crash
+#+begin_src jupyter-python
+import os
+os._exit(1)
+#+end_src
+
+#+name: after-crash
+#+begin_src jupyter-python
+1 + 1
+#+end_src
+")
+
+(ert-deftest obgt-a-block-queued-behind-a-crash-runs-on-a-fresh-kernel ()
+  (obgt-with-notes ("crash.org" obgt-crash-notes)
+    (let ((said (obgt-messages
+                 (obgt-run "crash")
+                 (obgt-run "after-crash")
+                 (should (obgt-wait)))))
+      (should (obgt-said-p "block `crash' stopped the kernel.*the block queued behind it runs on a fresh kernel"
+                           said))
+      (should-not (obgt-said-p "dropped" said)))
+    (should (equal (obgt-drawer "after-crash") ": 2"))))
+
+(ert-deftest obgt-the-dead-kernel-buffer-says-it-once ()
+  (obgt-with-notes ("dead.org" obgt-crash-notes)
+    (obgt-run "crash")
+    (should (obgt-wait))
+    (with-current-buffer gradients-traceback-buffer
+      (let ((text (buffer-string)) (start 0) (count 0))
+        (while (string-match "the kernel died while running it" text start)
+          (cl-incf count)
+          (setq start (match-end 0)))
+        (should (= count 1))))))
+
+(ert-deftest obgt-a-picture-without-file-is-only-its-link ()
+  (obgt-with-notes ("picture.org" "
+#+name: graph
+#+begin_src jupyter-python
+import graphviz
+graph = graphviz.Digraph()
+graph.edge('a', 'b')
+graph
+#+end_src
+")
+    (obgt-run "graph")
+    (should (obgt-wait))
+    (should (string-match-p "\\`\\[\\[file:\\.build/pictures/[0-9a-f]+\\.svg\\]\\]\\'"
+                            (obgt-drawer "graph")))))
+
+(provide 'ob-gradients-tests)
+;;; ob-gradients-tests.el ends here
