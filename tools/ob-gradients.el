@@ -13,10 +13,19 @@
 ;; arrives; blocks run one after another in the order they were started.
 ;; A block whose value Org needs at once (a :var, a #+CALL line, an inline
 ;; block) is waited for even so.
+;; A block that is the value of a :var gets the value as ob-python gives
+;; it (str() of the last expression), and runs once.
+;; A result goes to the drawer that holds its placeholder, in the file's
+;; own buffer, wherever the block moved meanwhile; one that has nowhere
+;; to go is reported and kept in the buffer *gradients-unwritten*.
+;; Each session name gets one kernel per folder: notes elsewhere that
+;; say `:session gradients' never share the kernel of README.org.
 ;; M-x gradients-interrupt stops the running block and drops the queued
-;; ones; M-x gradients-restart starts a fresh kernel.  Batch builds always
-;; wait for each block.  In a graphical Emacs a block's picture is redrawn
-;; in place each time it runs.
+;; ones; M-x gradients-restart starts a fresh kernel in the same folder.
+;; C-x C-c while blocks run asks first whether to stop them, and puts
+;; their earlier results back before Emacs offers to save.  Batch builds
+;; always wait for each block.  In a graphical Emacs a block's picture is
+;; redrawn in place each time it runs.
 
 ;;; Code:
 
@@ -928,7 +937,11 @@ how it went."
          (result-params (cdr (assq :result-params params)))
          (silent (gradients--silent-p params)))
     (when (and shown (string-match gradients--placeholder-regexp shown))
-      (puthash (string-to-number (match-string 1 shown)) t gradients--superseded))
+      (let ((earlier (string-to-number (match-string 1 shown))))
+        ;; Only a request of this Emacs: a placeholder saved by another
+        ;; may carry the number of an unrelated request here.
+        (when (memq earlier (mapcar #'gradients-request-id (gradients--pending-requests)))
+          (puthash earlier t gradients--superseded))))
     (puthash id previous gradients--earlier-results)
     (setf (gradients-request-callback request)
           (lambda (reply)
