@@ -685,13 +685,12 @@ finally:
           (if (eq (cdr result-type) 'output) "True" "False")
           (if pretty "True" "False")))
 
-(defun gradients--scalar-result-p (result-params)
-  "Whether Org takes a value with RESULT-PARAMS as one string, as
-`org-babel-result-cond' decides."
-  (or (cl-intersection '("scalar" "verbatim" "html" "code" "pp" "file") result-params
-                       :test #'equal)
-      (and (cl-intersection '("output" "raw" "org" "drawer") result-params :test #'equal)
-           (not (member "table" result-params)))))
+(defun gradients--value-form (result-params)
+  "How Org takes a value with RESULT-PARAMS, as `org-babel-result-cond'
+of the Org that runs decides: `scalar' (one string), `table' (read into
+numbers, lists and tables) or nil (none at all).  The macro is expanded
+here, when called, since its rules change between Org releases."
+  (eval `(org-babel-result-cond ',result-params 'scalar 'table) t))
 
 (defun gradients--reply-value (org result-params)
   "The value in drawer text ORG of a block run for its value, as
@@ -701,10 +700,10 @@ table read from it."
                                 org)
                   (json-parse-string (match-string 1 org))
                 org)))
-    (cond ((member "none" result-params) nil)
-          ((gradients--scalar-result-p result-params) text)
-          (t (require 'ob-python)
-             (org-babel-python-table-or-string (string-trim text))))))
+    (pcase (gradients--value-form result-params)
+      ('scalar text)
+      ('table (require 'ob-python)
+              (org-babel-python-table-or-string (string-trim text))))))
 
 (defun gradients--interrupt-process (process)
   "Interrupt the block PROCESS's kernel is running, as Jupyter does."
