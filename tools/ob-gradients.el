@@ -328,7 +328,11 @@ with everything it started, even in the middle of a block."
     (unless no-wait
       (with-timeout (3 (delete-process process))
         (while (process-live-p process)
-          (accept-process-output process 0.05))))))
+          (accept-process-output process 0.05)))
+      ;; A process can be seen to have ended before its sentinel ran;
+      ;; whoever stops it counts on its blocks' drawers being restored
+      ;; (before a save, on the way out).  The sentinel does nothing twice.
+      (gradients--sentinel process nil))))
 
 (defun gradients-stop-sessions (&optional no-wait)
   "Stop every bridge and its kernel; the next block starts a fresh one.
