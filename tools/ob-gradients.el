@@ -100,7 +100,8 @@ code) needs `gradients-restart'."
 (defconst gradients-traceback-buffer "*gradients-traceback*")
 
 (defvar gradients--sessions nil
-  "Alist of (SESSION-NAME . PROCESS), one bridge per org-babel session.")
+  "Alist of (SESSION-NAME . PROCESS): a bridge per session name and per
+folder (the process property `directory'), newest first.")
 
 (defvar gradients--last-id 0
   "The id of the last request; ids are never reused within an Emacs.")
@@ -911,15 +912,24 @@ the request.")
   "The result each pending request's block had before it, by request id:
 what a block run again while it waits, and then failing, gets back.")
 
+(defun gradients--waiting-request (text)
+  "The id of the request of this Emacs still pending whose placeholder
+drawer TEXT is, or nil.  A placeholder saved by another Emacs may carry
+the number of an unrelated request here."
+  (and text (string-match gradients--placeholder-regexp text)
+       (car (memq (string-to-number (match-string 1 text))
+                  (mapcar #'gradients-request-id (gradients--pending-requests))))))
+
 (defun gradients--earlier-result (text)
   "The result of a block whose drawer holds TEXT, or nil.  A placeholder
 is no result: in its place the drawer's text before that request, if it
 is still waiting, or nothing (a placeholder saved in the file by an
 Emacs that quit before the reply came)."
-  (progn
-    (if (and text (string-match gradients--placeholder-regexp text))
-        (gethash (string-to-number (match-string 1 text)) gradients--earlier-results)
-      text)))
+  (cond ((null text) nil)
+        ((string-match-p gradients--placeholder-regexp text)
+         (let ((waiting (gradients--waiting-request text)))
+           (and waiting (gethash waiting gradients--earlier-results))))
+        (t text)))
 
 (defvar gradients--superseded (make-hash-table)
   "Ids of pending requests whose block was run again before they
@@ -939,12 +949,9 @@ how it went."
          (previous (gradients--earlier-result shown))
          (result-params (cdr (assq :result-params params)))
          (silent (gradients--silent-p params)))
-    (when (and shown (string-match gradients--placeholder-regexp shown))
-      (let ((earlier (string-to-number (match-string 1 shown))))
-        ;; Only a request of this Emacs: a placeholder saved by another
-        ;; may carry the number of an unrelated request here.
-        (when (memq earlier (mapcar #'gradients-request-id (gradients--pending-requests)))
-          (puthash earlier t gradients--superseded))))
+    (let ((earlier (gradients--waiting-request shown)))
+      (when earlier
+        (puthash earlier t gradients--superseded)))
     (puthash id previous gradients--earlier-results)
     (setf (gradients-request-callback request)
           (lambda (reply)
