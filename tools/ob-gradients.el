@@ -1072,14 +1072,17 @@ written is reported, never dropped in silence."
         ;; The light info reads no :var: the full one would run the
         ;; blocks they name once more, here, in a process filter.  The
         ;; params are those the block ran with.
-        (info (org-babel-get-src-block-info 'light)))
+        (info (org-babel-get-src-block-info 'light))
+        (head (point-marker)))
     (setf (nth 2 info) params)
     (if (memq text '(nil remove))
         (org-babel-remove-result info)
       (org-babel-insert-result text (cdr (assq :result-params params)) info nil
                                "jupyter-python"))
     (gradients--forget-loose-pictures previous (and (stringp text) text))
-    (goto-char (org-babel-where-is-src-block-head))
+    ;; The hooks look at the block at point, as after Org's own run.
+    (goto-char head)
+    (set-marker head nil)
     (run-hooks 'org-babel-after-execute-hook)))
 
 ;;;; Commands
