@@ -806,6 +806,10 @@ as ob-python writes them, so tables and lists arrive as lists."
     (require 'ob-python)
     (org-babel-variable-assignments:python params)))
 
+(defvar gradients--placeholder-inserted nil
+  "Non-nil right after Org wrote a placeholder, until the hooks that
+follow have run: a placeholder is neither empty nor a picture.")
+
 (defun gradients-execute (body params)
   "Run BODY on the kernel of the session in PARAMS; return the drawer text.
 A picture block writes its :file from the display output.  With `:async
@@ -1155,10 +1159,6 @@ folder the old one worked in."
                name (abbreviate-file-name (process-get fresh 'directory))))))
 
 ;;;; Setting up Emacs for the notes
-
-(defvar gradients--placeholder-inserted nil
-  "Non-nil right after Org wrote a placeholder, until the hooks that
-follow have run: a placeholder is neither empty nor a picture.")
 
 (defun gradients-drop-empty-result ()
   "Remove the results drawer of a block that printed and returned nothing,

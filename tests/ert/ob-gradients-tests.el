@@ -21,6 +21,7 @@
 (setq native-comp-deferred-compilation nil)
 (load (expand-file-name "tools/ob-gradients.el" obgt-root) nil t)
 (setq org-confirm-babel-evaluate nil)
+(defvar gradients-interrupt-patience)
 
 (defconst obgt-scratch (make-temp-file "ob-gradients-tests-" t)
   "Where the tests' notes live; removed when Emacs exits.")
