@@ -226,15 +226,21 @@ given for them, never more."
           (stopped (process-get process 'stopped)))
       (process-put process 'current nil)
       (process-put process 'queue nil)
-      (when current
-        (gradients--deliver
-         current `((ok . nil) (kind . ,(if stopped "stopped" "died"))
-                   (error . ,(if stopped "the kernel was stopped"
-                               (concat "the kernel bridge stopped:\n"
-                                       (gradients--stderr-tail process)))))))
-      (gradients--drop queue (if (or stopped (process-get process 'ready))
-                                 "its kernel stopped"
-                               (gradients--start-failure process))))))
+      (let ((requeue (and queue (not stopped) (process-get process 'ready))))
+        (when current
+          (gradients--deliver
+           current `((ok . nil) (kind . ,(if stopped "stopped" "died"))
+                     (requeued . ,(if requeue (length queue) 0))
+                     (error . ,(if stopped "the kernel was stopped"
+                                 (concat "the kernel bridge stopped:\n"
+                                         (gradients--stderr-tail process)))))))
+        ;; A bridge that ended of itself is replaced, as a kernel that
+        ;; died is; one that was told to stop takes its queue with it.
+        (if requeue
+            (gradients--requeue process queue)
+          (gradients--drop queue (if (or stopped (process-get process 'ready))
+                                     "its kernel stopped"
+                                   (gradients--start-failure process))))))))
 
 (defun gradients--start-failure (process)
   "Why the bridge PROCESS ended before its kernel was ready: the last
@@ -373,11 +379,12 @@ own, so a batch build can exit at once."
 (add-hook 'kill-emacs-hook #'gradients--stop-on-exit)
 
 (defun gradients--pending-requests ()
-  "Every request running or waiting to run, in every session."
+  "Every request running or waiting to run, in every session.  A bridge
+that has just ended still counts until its sentinel has run: then its
+requests are answered, or sent to a fresh kernel."
   (cl-loop for (_ . process) in gradients--sessions
-           append (and (process-live-p process)
-                       (delq nil (cons (process-get process 'current)
-                                       (copy-sequence (process-get process 'queue)))))))
+           append (delq nil (cons (process-get process 'current)
+                                  (copy-sequence (process-get process 'queue))))))
 
 (defvar gradients--quit-confirmed nil
   "Non-nil while Emacs quits after the user agreed to stop the blocks.")

@@ -453,6 +453,36 @@ os._exit(1)
       (should-not (obgt-said-p "dropped" said)))
     (should (equal (obgt-drawer "after-crash") ": 2"))))
 
+(ert-deftest obgt-a-block-queued-behind-a-killed-bridge-runs-on-a-fresh-kernel ()
+  (obgt-with-notes ("bridge.org" "
+#+name: nap
+#+begin_src jupyter-python
+import time
+time.sleep(30)
+#+end_src
+
+#+name: after-bridge
+#+begin_src jupyter-python
+3 * 3
+#+end_src
+")
+    (obgt-run "nap")
+    (obgt-run "after-bridge")
+    (let ((end (+ (float-time) 30)) process)
+      (while (and (< (float-time) end)
+                  (not (setq process
+                             (car (cl-remove-if-not
+                                   (lambda (process) (process-get process 'current))
+                                   (mapcar #'cdr gradients--sessions))))))
+        (accept-process-output nil 0.05))
+      (should process)
+      (let ((said (obgt-messages
+                   (signal-process process 'SIGKILL)
+                   (should (obgt-wait)))))
+        (should (obgt-said-p "block `nap' stopped the kernel: the kernel bridge stopped.*the block queued behind it runs on a fresh kernel"
+                             said))))
+    (should (equal (obgt-drawer "after-bridge") ": 9"))))
+
 (ert-deftest obgt-the-dead-kernel-buffer-says-it-once ()
   (obgt-with-notes ("dead.org" obgt-crash-notes)
     (obgt-run "crash")
