@@ -41,6 +41,19 @@
 
 (load (expand-file-name "ob-gradients" gradients-build-directory) nil t)
 
+(defmacro gradients-build--as-a-build (&rest body)
+  "Run BODY with the executor behaving as a build needs: every block
+waited for, within its time limit, tracebacks in the log, no pictures
+saved for blocks without :file, progress said every ten seconds and
+nothing else said."
+  `(let ((gradients-default-timeout gradients-batch-timeout)
+         (gradients-allow-async nil)
+         (gradients-save-loose-pictures nil)
+         (gradients-tracebacks-in-errors t)
+         (gradients-progress-interval 10)
+         (gradients-chatty nil))
+     ,@body))
+
 (defconst gradients-build-produced-folder ".build/produced"
   "Where the last build put everything it produced, for `make test'.")
 
@@ -707,11 +720,12 @@ so no file is ever half written."
 (defun gradients-build--cleanup ()
   "Finish an install that was begun, remove the scratch folder, stop the
 kernels.  Runs however the build ends, Ctrl-C included."
-  (gradients-build--finish-moves)
-  (when gradients-build--scratch
-    (delete-directory gradients-build--scratch t)
-    (setq gradients-build--scratch nil))
-  (gradients-stop-sessions 'no-wait))
+  (gradients-build--as-a-build
+   (gradients-build--finish-moves)
+   (when gradients-build--scratch
+     (delete-directory gradients-build--scratch t)
+     (setq gradients-build--scratch nil))
+   (gradients-stop-sessions 'no-wait)))
 
 (add-hook 'kill-emacs-hook #'gradients-build--cleanup)
 
@@ -757,7 +771,8 @@ to start the kernel at once, to boot while Org loads.  BODY sees
 `org-file', `original' (its bytes when the build began), `project' (its
 folder) and `scratch'."
   (declare (indent 1))
-  `(condition-case err
+  `(gradients-build--as-a-build
+    (condition-case err
        (let* ((org-file (gradients-build--org-file))
               (project (file-name-directory org-file))
               (gradients-build--org-name (file-name-nondirectory org-file))
@@ -781,7 +796,7 @@ folder) and `scratch'."
                                 (mapconcat #'identity (reverse gradients-build--written) ", "))
                       "Nothing was changed."))
       (gradients-build--cleanup)
-      (kill-emacs 1))))
+      (kill-emacs 1)))))
 
 (defun gradients-build--has-blocks-p (original)
   (string-match-p "#\\+begin_src[ \t]+jupyter-python" original))

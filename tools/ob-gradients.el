@@ -29,18 +29,20 @@
 
 ;;; Code:
 
-;; Org itself is not required here: the batch build starts the kernel
-;; first and loads Org while it boots.  Everything Org-related below runs
-;; only once Org is there.
+;; Three files, one concern each: gradients-kernel.el is the kernel
+;; client, this file the Org Babel executor, gradients-editing.el the
+;; editor's set-up.  Org itself is not required here: the batch build
+;; starts the kernel first and loads Org while it boots.  Everything
+;; Org-related below runs only once Org is there.
 (require 'cl-lib)
 (require 'json)
+(let ((load-path (cons (file-name-directory (or load-file-name buffer-file-name))
+                       load-path)))
+  (load "gradients-kernel" nil t)
+  (load "gradients-editing" nil t))
 
 (defvar org-babel-current-src-block-location)
 (defvar org-babel-after-execute-hook)
-(defvar org-src-lang-modes)
-(defvar org-image-actual-width)
-(defvar org-inline-image-overlays)
-(defvar python-indent-guess-indent-offset)
 (declare-function org-babel-where-is-src-block-head "ob-core")
 (declare-function org-babel-get-src-block-info "ob-core")
 (declare-function org-babel-where-is-src-block-result "ob-core")
@@ -50,36 +52,25 @@
 (declare-function org-element-property "org-element")
 (declare-function org-current-line "org-macs")
 (declare-function org-babel-result-end "ob-core")
-(declare-function org-display-inline-images "org")
-(declare-function org-remove-inline-images "org")
-(declare-function python-mode "python")
-
-(defconst gradients-tools-directory
-  (file-name-directory (or load-file-name buffer-file-name))
-  "The folder holding this file and the kernel bridge.")
-
-(defconst gradients-project-directory
-  (file-name-directory (directory-file-name gradients-tools-directory)))
-
-(defgroup gradients nil
-  "Running the notes' `jupyter-python' blocks on the project's kernel."
-  :group 'org-babel
-  :prefix "gradients-")
-
-(defcustom gradients-python
-  (expand-file-name ".venv/bin/python" gradients-project-directory)
-  "The Python whose ipykernel runs the blocks: the project's venv."
-  :type 'file)
-
-(defvar gradients-kernel-directory nil
-  "The folder kernels start in, where a block's relative paths lead; nil
-for `default-directory' (interactively, the Org file's folder).  The
-batch build sets it to the Org file's folder, whatever folder Emacs was
-started from and whichever session a block asks for.")
 
 (defcustom gradients-batch-timeout 300
   "Seconds a block may run in a batch build unless it says `:timeout N'."
   :type 'number)
+
+;; What the batch build does differently, each bound by build.el: the
+;; executor itself never asks whether Emacs runs in batch.
+(defvar gradients-default-timeout nil
+  "Seconds a block may run unless it says `:timeout N'; nil for no limit.")
+
+(defvar gradients-allow-async t
+  "Whether `:async yes' is honoured; nil makes every block wait.")
+
+(defvar gradients-save-loose-pictures t
+  "Whether the pictures of a block without :file are saved and linked.")
+
+(defvar gradients-tracebacks-in-errors nil
+  "Whether a failing block's error carries its whole traceback, rather
+than one line, with the traceback shown in its own buffer.")
 
 (defcustom gradients-max-result-lines 1000
   "A block whose result is longer fails: the notes are for people to read."
@@ -91,329 +82,7 @@ relative to the Org file.  It is ignored by git: such pictures are for
 looking at, and only a :file under images/ goes on GitHub."
   :type 'string)
 
-(defcustom gradients-interrupt-patience 3
-  "Seconds after `gradients-interrupt' before saying that a block which
-has not stopped (one that catches KeyboardInterrupt, or is stuck in C
-code) needs `gradients-restart'."
-  :type 'number)
-
 (defconst gradients-traceback-buffer "*gradients-traceback*")
-
-(defvar gradients--sessions nil
-  "Alist of (SESSION-NAME . PROCESS): a bridge per session name and per
-folder (the process property `directory'), newest first.")
-
-(defvar gradients--last-id 0
-  "The id of the last request; ids are never reused within an Emacs.")
-
-(cl-defstruct (gradients-request (:constructor gradients--make-request))
-  id          ; matches the reply to this request and no other
-  json        ; what is sent to the bridge
-  where       ; "README.org:LINE: block NAME", for messages
-  callback    ; called with the reply; nil while someone waits for it
-  reply       ; the reply, once it came
-  abandoned   ; its waiter gave up (C-g): the reply goes nowhere
-  value-of)   ; the result params of a block whose value Org wants, or nil
-
-(defconst gradients--raise
-  (lambda (text) (signal 'user-error (list text)))
-  "Signal TEXT as an error from a function without a name.  Emacs logs an
-error in *Messages* behind the name of the function that signalled it,
-which is a special form (\"progn: README.org:12: ...\") when this file
-is loaded as source; a closure has no name to show.")
-
-(defun gradients--fail (format-string &rest arguments)
-  "Fail with the message FORMAT-STRING makes of ARGUMENTS, as the block's
-own words: no Lisp function name before it, no debugger."
-  (funcall gradients--raise (apply #'format format-string arguments)))
-
-;;;; The bridge process
-
-(defun gradients--deliver (request reply)
-  (setf (gradients-request-reply request) reply)
-  (cond ((gradients-request-abandoned request)
-         (message "gradients: the result of %s came after its wait was given up; dropped"
-                  (gradients-request-where request)))
-        ((gradients-request-callback request)
-         (funcall (gradients-request-callback request) reply))))
-
-(defun gradients--send-next (process)
-  "Send the next queued request to PROCESS, when it is free for one."
-  (when (and (process-get process 'ready)
-             (null (process-get process 'current))
-             (process-live-p process)
-             (not (process-get process 'dead)))
-    (let ((request (pop (process-get process 'queue))))
-      (when request
-        (process-put process 'current request)
-        (process-send-string process (concat (gradients-request-json request) "\n"))))))
-
-(defun gradients--handle-line (process line)
-  (let* ((request (process-get process 'current))
-         (reply (condition-case nil
-                    (json-parse-string line :object-type 'alist :false-object nil
-                                       :null-object nil)
-                  ;; Only the running block can have produced it.
-                  (error `((id . ,(and request (gradients-request-id request)))
-                           (ok . nil) (kind . "output")
-                           (error . "made the kernel bridge send a reply Emacs could not read"))))))
-    (if (alist-get 'ready reply)
-        (progn (process-put process 'ready t)
-               (process-put process 'kernel-pid (alist-get 'kernel_pid reply)))
-      (let ((queue (and (equal (alist-get 'kind reply) "died")
-                        (process-get process 'queue))))
-        (when (equal (alist-get 'kind reply) "died")
-          ;; The bridge exits after this reply; no block may be sent to
-          ;; it, and those queued behind go to a fresh one.
-          (process-put process 'dead t)
-          (process-put process 'queue nil)
-          (setq gradients--sessions (cl-remove process gradients--sessions :key #'cdr))
-          (push (cons 'requeued (length queue)) reply))
-        ;; A reply that names another request than the one running has
-        ;; nowhere to go: it is never written into some other block.
-        (when (and request (equal (alist-get 'id reply) (gradients-request-id request)))
-          (process-put process 'current nil)
-          (gradients--deliver request reply))
-        (when queue
-          (gradients--requeue process queue))))
-    (gradients--send-next process)))
-
-(defun gradients--requeue (process requests)
-  "Send REQUESTS, queued on PROCESS whose kernel died, to a fresh kernel
-of the same session, in the same folder."
-  (let* ((default-directory (process-get process 'directory))
-         (gradients-kernel-directory nil)
-         (fresh (condition-case failure
-                    (gradients-start-session (process-get process 'session))
-                  (error (gradients--drop requests (error-message-string failure))
-                         nil))))
-    (when fresh
-      (process-put fresh 'announced t)
-      (dolist (request requests)
-        (gradients--submit fresh request)))))
-
-(defun gradients--filter (process output)
-  "Collect OUTPUT of PROCESS; each complete line is a reply."
-  (let ((pending (concat (process-get process 'pending) output)))
-    (process-put process 'pending "")
-    (while (string-match "\n" pending)
-      (let ((line (substring pending 0 (match-beginning 0))))
-        (setq pending (substring pending (match-end 0)))
-        (gradients--handle-line process line)))
-    (process-put process 'pending pending)))
-
-(defun gradients--stderr-tail (process)
-  "The end of what the bridge PROCESS wrote to its error output.  Its last
-words may still be on their way through their own pipe: a moment is
-given for them, never more."
-  (let* ((buffer (get-buffer (process-get process 'stderr-buffer)))
-         (pipe (and buffer (get-buffer-process buffer)))
-         (until (+ (float-time) 0.5)))
-    (while (and pipe (process-live-p pipe) (< (float-time) until))
-      (accept-process-output pipe 0.05 nil t))
-    (if (buffer-live-p buffer)
-        (with-current-buffer buffer
-          (string-trim (buffer-substring (max (point-min) (- (point-max) 3000))
-                                         (point-max))))
-      "")))
-
-(defun gradients--sentinel (process _event)
-  "When a bridge ends, its running block fails and its queue is dropped."
-  (unless (process-live-p process)
-    (setq gradients--sessions (cl-remove process gradients--sessions :key #'cdr))
-    (let ((current (process-get process 'current))
-          (queue (process-get process 'queue))
-          (stopped (process-get process 'stopped)))
-      (process-put process 'current nil)
-      (process-put process 'queue nil)
-      (let ((requeue (and queue (not stopped) (process-get process 'ready))))
-        (when current
-          (gradients--deliver
-           current `((ok . nil) (kind . ,(if stopped "stopped" "died"))
-                     (requeued . ,(if requeue (length queue) 0))
-                     (error . ,(if stopped "the kernel was stopped"
-                                 (concat "the kernel bridge stopped:\n"
-                                         (gradients--stderr-tail process)))))))
-        ;; A bridge that ended of itself is replaced, as a kernel that
-        ;; died is; one that was told to stop takes its queue with it.
-        (if requeue
-            (gradients--requeue process queue)
-          (gradients--drop queue (if (or stopped (process-get process 'ready))
-                                     "its kernel stopped"
-                                   (gradients--start-failure process))))))))
-
-(defun gradients--start-failure (process)
-  "Why the bridge PROCESS ended before its kernel was ready: the last
-line it wrote, which names the error (a venv without jupyter_client, a
-kernel that did not start in time)."
-  (let ((last (car (last (cl-remove-if
-                          (lambda (line) (string-prefix-p "Process " line))
-                          (split-string (gradients--stderr-tail process) "\n" t "[ \t]+"))))))
-    (format "its kernel did not start%s (more in the buffer `%s')"
-            (if last (concat ": " last) "")
-            (process-get process 'stderr-buffer))))
-
-(defun gradients--drop (requests why)
-  "Tell every request in REQUESTS that it will not run, because WHY."
-  (when requests
-    (dolist (request requests)
-      (gradients--deliver request `((ok . nil) (kind . "dropped") (error . ,why))))
-    (message "gradients: %d queued block%s dropped: %s" (length requests)
-             (if (cdr requests) "s" "") why)))
-
-(defun gradients--kernel-folder ()
-  "The folder a kernel started from here works in: where the Org file's
-relative paths lead."
-  (file-name-as-directory
-   (expand-file-name (or gradients-kernel-directory default-directory))))
-
-(defun gradients--find-session (name folder)
-  "The live bridge of session NAME working in FOLDER, or nil.  A session
-is a name and a folder: notes in two folders that both say `:session
-gradients' get a kernel each, so neither runs in the other's folder or
-sees the other's variables."
-  (cdr (cl-find-if (lambda (session)
-                     (and (equal (car session) name)
-                          (process-live-p (cdr session))
-                          (equal (process-get (cdr session) 'directory) folder)))
-                   gradients--sessions)))
-
-(defun gradients-start-session (name)
-  "Start the bridge for session NAME in this folder unless it runs;
-return its process.  It returns at once: the kernel boots while Emacs
-does other work."
-  (let ((folder (gradients--kernel-folder)))
-    (or (gradients--find-session name folder)
-        (progn
-          (unless (file-executable-p gradients-python)
-            (gradients--fail "No %s: run `make venv' in %s first" gradients-python
-                        (abbreviate-file-name gradients-project-directory)))
-          (let* ((stderr (get-buffer-create
-                          (format " *gradients-kernel %s in %s*" name
-                                  (abbreviate-file-name folder))))
-                 (default-directory folder)
-                 (process (make-process
-                           :name (format "gradients-kernel-%s" name)
-                           :command (list gradients-python
-                                          (expand-file-name "kernel_bridge.py"
-                                                            gradients-tools-directory))
-                           :connection-type 'pipe
-                           :noquery t
-                           :stderr stderr
-                           :filter #'gradients--filter
-                           :sentinel #'gradients--sentinel)))
-            (with-current-buffer stderr (erase-buffer))
-            (process-put process 'stderr-buffer (buffer-name stderr))
-            (process-put process 'session name)
-            (process-put process 'directory folder)
-            (setq gradients--sessions
-                  (cons (cons name process)
-                        (cl-remove-if-not (lambda (session) (process-live-p (cdr session)))
-                                          gradients--sessions)))
-            process)))))
-
-(defun gradients--session-label (process)
-  "How messages name the session of PROCESS: its name, and its folder
-when another session of that name works elsewhere."
-  (let ((name (process-get process 'session))
-        (folder (process-get process 'directory)))
-    (if (cl-some (lambda (session)
-                   (and (equal (car session) name)
-                        (not (eq (cdr session) process))
-                        (process-live-p (cdr session))))
-                 gradients--sessions)
-        (format "%s (in %s)" name (abbreviate-file-name folder))
-      name)))
-
-(defun gradients--stop (process &optional no-wait)
-  "Stop PROCESS and its kernel: SIGTERM makes the bridge kill the kernel
-with everything it started, even in the middle of a block."
-  (when (process-live-p process)
-    (unless (process-get process 'stopped)
-      (process-put process 'stopped t)
-      (signal-process process 'SIGTERM))
-    (unless no-wait
-      (with-timeout (3 (delete-process process))
-        (while (process-live-p process)
-          (accept-process-output process 0.05)))
-      ;; A process can be seen to have ended before its sentinel ran;
-      ;; whoever stops it counts on its blocks' drawers being restored
-      ;; (before a save, on the way out).  The sentinel does nothing twice.
-      (gradients--sentinel process nil))))
-
-(defun gradients-stop-sessions (&optional no-wait)
-  "Stop every bridge and its kernel; the next block starts a fresh one.
-With NO-WAIT, only tell them to: each bridge stops its kernel on its
-own, so a batch build can exit at once."
-  (interactive)
-  (let* ((processes (cl-remove-if-not #'process-live-p (mapcar #'cdr gradients--sessions)))
-         (labels (mapcar #'gradients--session-label processes))
-         (unfinished (length (gradients--pending-requests))))
-    (dolist (process processes)
-      (gradients--stop process no-wait))
-    (setq gradients--sessions nil)
-    (unless noninteractive
-      (message "gradients: %s"
-               (if (null processes)
-                   "no kernel was running"
-                 (format "stopped the kernel%s of session%s %s%s"
-                         (if (cdr processes) "s" "") (if (cdr processes) "s" "")
-                         (mapconcat #'identity labels ", ")
-                         (if (zerop unfinished) ""
-                           (format "; %d block%s did not finish" unfinished
-                                   (if (= unfinished 1) "" "s")))))))))
-
-(defun gradients--bridges ()
-  "Every bridge process, including those being stopped."
-  (cl-remove-if-not (lambda (process) (process-get process 'session)) (process-list)))
-
-(defun gradients--stop-on-exit ()
-  ;; A bridge stops its kernel, with whatever the kernel started, on
-  ;; SIGTERM, on the SIGHUP Emacs sends its subprocesses as it exits, and
-  ;; at the end of its input: Emacs need not wait for it.  Nor could it
-  ;; reliably: an Emacs exiting on a signal (Ctrl-C in a batch build) may
-  ;; not notice for seconds that a child has finished.
-  (dolist (process (gradients--bridges))
-    (gradients--stop process 'no-wait)))
-
-(add-hook 'kill-emacs-hook #'gradients--stop-on-exit)
-
-(defun gradients--pending-requests ()
-  "Every request running or waiting to run, in every session.  A bridge
-that has just ended still counts until its sentinel has run: then its
-requests are answered, or sent to a fresh kernel."
-  (cl-loop for (_ . process) in gradients--sessions
-           append (delq nil (cons (process-get process 'current)
-                                  (copy-sequence (process-get process 'queue))))))
-
-(defvar gradients--quit-confirmed nil
-  "Non-nil while Emacs quits after the user agreed to stop the blocks.")
-
-(defun gradients--confirm-quit ()
-  "Ask before quitting while blocks run or wait, and if the answer is
-yes, stop them: each drawer goes back to what it held before, so that a
-file saved on the way out keeps no placeholder."
-  (let ((pending (length (gradients--pending-requests))))
-    (or (zerop pending)
-        gradients--quit-confirmed
-        (and (yes-or-no-p
-              (format "%d block%s still running or waiting for the kernel; stop %s and quit? "
-                      pending (if (= pending 1) " is" "s are")
-                      (if (= pending 1) "it" "them")))
-             (progn (gradients-stop-sessions) t)))))
-
-(add-hook 'kill-emacs-query-functions #'gradients--confirm-quit)
-
-(defun gradients--ask-before-saving-on-quit (quit &rest arguments)
-  "Around `save-buffers-kill-emacs': ask about running blocks before
-Emacs offers to save files.  Asked after, as `kill-emacs-query-functions'
-is, the question came too late: a file saved first kept the blocks'
-placeholders."
-  (when (gradients--confirm-quit)
-    (let ((gradients--quit-confirmed t))
-      (apply quit arguments))))
-
-(advice-add 'save-buffers-kill-emacs :around #'gradients--ask-before-saving-on-quit)
 
 ;;;; Placeholders in saved files
 
@@ -510,7 +179,7 @@ ELEMENT is as for `gradients--own-head'."
          (process (gradients-start-session name)))
     (unless (process-get process 'announced)
       (process-put process 'announced t)
-      (unless noninteractive
+      (when gradients-chatty
         (message "gradients: starting a kernel for session %s in %s%s" name
                  (abbreviate-file-name (process-get process 'directory))
                  (let ((others (cl-remove-if
@@ -527,16 +196,6 @@ ELEMENT is as for `gradients--own-head'."
                                           others ", "))
                      "")))))
     process))
-
-(defun gradients--submit (process request)
-  (if (process-live-p process)
-      (progn
-        (process-put process 'queue (append (process-get process 'queue) (list request)))
-        (gradients--send-next process))
-    ;; A bridge that ended at once (a venv without jupyter_client) may
-    ;; have had its sentinel run already: nothing would answer a queue.
-    (gradients--deliver request `((ok . nil) (kind . "dropped")
-                                  (error . ,(gradients--start-failure process))))))
 
 (defun gradients--timeout (params)
   "The seconds PARAMS give the block with `:timeout', or nil for none.
@@ -570,8 +229,8 @@ text.  ELEMENT is as for `gradients--own-head'."
   (let* ((file (cdr (assq :file params)))
          (home (gradients--notes-folder))
          (timeout (or (gradients--timeout params)
-                      (and noninteractive gradients-batch-timeout)))
-         (loose (and (not file) (not noninteractive) (not value-of)
+                      gradients-default-timeout))
+         (loose (and (not file) gradients-save-loose-pictures (not value-of)
                      `((folder . ,(expand-file-name gradients-loose-picture-folder home))
                        (link . ,gradients-loose-picture-folder))))
          (id (cl-incf gradients--last-id)))
@@ -611,7 +270,7 @@ text.  ELEMENT is as for `gradients--own-head'."
       ("interrupted" (format "%s was interrupted (KeyboardInterrupt)" where))
       ("died" (let ((requeued (or (alist-get 'requeued reply) 0)))
                 (format "%s stopped the kernel: %s%s" where (car (split-string error "\n"))
-                        (cond (noninteractive "")
+                        (cond ((not gradients-chatty) "")
                               ((zerop requeued)
                                ".  Its variables are gone; the next block starts a fresh kernel")
                               (t (format ".  Its variables are gone; the %s queued behind it %s on a fresh kernel"
@@ -626,7 +285,7 @@ text.  ELEMENT is as for `gradients--own-head'."
 the traceback buffer the whole story."
   (let ((line (gradients--failure-message request reply))
         (error (alist-get 'error reply)))
-    (if noninteractive
+    (if gradients-tracebacks-in-errors
         (if (member (alist-get 'kind reply) '("raised" "interrupted"))
             (concat line "\n" error)
           line)
@@ -717,40 +376,6 @@ table read from it."
       ('table (require 'ob-python)
               (org-babel-python-table-or-string (string-trim text))))))
 
-(defun gradients--interrupt-process (process)
-  "Interrupt the block PROCESS's kernel is running, as Jupyter does."
-  (let ((pid (process-get process 'kernel-pid)))
-    (when (and pid (process-get process 'current))
-      (signal-process pid 'SIGINT))))
-
-(defun gradients--wait (process request)
-  "Wait for REQUEST's reply.  C-g interrupts the kernel, so the block
-really stops, and its reply, when it comes, is dropped."
-  (let ((start (float-time)) (said 0))
-    (condition-case quit
-        (while (not (gradients-request-reply request))
-          (accept-process-output process 0.5)
-          ;; Sentinels do not run inside another process's filter (code
-          ;; run by emacsclient -e, for one): see to a bridge that ended.
-          (unless (or (process-live-p process) (gradients-request-reply request))
-            (accept-process-output process 0.1)
-            (unless (gradients-request-reply request)
-              (gradients--sentinel process nil)))
-          (when noninteractive
-            (let ((seconds (truncate (- (float-time) start))))
-              (when (>= seconds (+ said 10))
-                (setq said seconds)
-                (let ((inhibit-message nil))
-                  (message "%s: still running after %d s"
-                           (gradients-request-where request) seconds))))))
-      (quit
-       (setf (gradients-request-abandoned request) t)
-       (if (eq (process-get process 'current) request)
-           (gradients--interrupt-process process)
-         (process-put process 'queue (delq request (process-get process 'queue))))
-       (signal (car quit) (cdr quit))))
-    (gradients-request-reply request)))
-
 (defvar gradients--resolving-reference nil
   "Non-nil while Org computes the value of a reference to a block: a
 :var, a noweb <<name()>>, `org-sbe'.")
@@ -772,7 +397,7 @@ ELEMENT is as for `gradients--own-head'."
              (= head (if (markerp location) (marker-position location) location))))))
 
 (defun gradients--async-p (params)
-  (and (not noninteractive)
+  (and gradients-allow-async
        (member (cdr (assq :async params)) '("yes" yes t))))
 
 ;; A misspelt header argument is ignored by Org without a word: a block
@@ -1165,7 +790,7 @@ folder the old one worked in."
       (message "gradients: restarted the kernel of session %s in %s; its variables are gone"
                name (abbreviate-file-name (process-get fresh 'directory))))))
 
-;;;; Setting up Emacs for the notes
+;;;; Making this the executor
 
 (defun gradients-drop-empty-result ()
   "Remove the results drawer of a block that printed and returned nothing,
@@ -1182,63 +807,6 @@ so that definitions carry no empty drawers."
                      (forward-line)
                      (looking-at-p "[ \t]*:results:[ \t]*\n[ \t]*:end:[ \t]*$")))
           (org-babel-remove-result info))))))
-
-(defun gradients-python-mode ()
-  "python-mode for the notes' blocks, without guessing the indentation:
-Org fontifies and edits blocks in buffers that have no file, so no
-directory setting reaches them, and the guess would say it failed."
-  (let ((python-indent-guess-indent-offset nil))
-    (python-mode)))
-
-(defun gradients--notes-buffer-p ()
-  "Whether the current buffer visits a file of this project."
-  (and buffer-file-name
-       (file-in-directory-p buffer-file-name gradients-project-directory)))
-
-(defun gradients-fit-pictures ()
-  "Show the notes' inline pictures at most 640 pixels wide.
-This lives here, not in .dir-locals.el, because Org 9.5 does not mark
-`org-image-actual-width' safe, and Emacs would ask about it on opening."
-  (when (gradients--notes-buffer-p)
-    (setq-local org-image-actual-width '(640))
-    ;; `#+STARTUP: inlineimages' showed them before this hook could set
-    ;; the width.  No picture is decoded before the next redisplay, so
-    ;; showing them again costs next to nothing.
-    (when (bound-and-true-p org-inline-image-overlays)
-      (org-remove-inline-images)
-      (org-display-inline-images))))
-
-(defun gradients-show-result-pictures ()
-  "Show the pictures in the results of the block at point, afresh.
-Run after each block, including when an asynchronous result arrives.
-A block rewrites its picture under the same file name, and Emacs keeps
-decoded images keyed by file name: without dropping that file from the
-image cache the old picture would stay on screen.  Only this block's
-results are redrawn, and only in buffers of the notes: the user's other
-Org files keep whatever they show."
-  (when (and (display-graphic-p) (gradients--notes-buffer-p)
-             (not gradients--placeholder-inserted))
-    (save-excursion
-      (let* ((info (org-babel-get-src-block-info 'light))
-             (result (and info (org-babel-where-is-src-block-result nil info))))
-        (when result
-          (goto-char result)
-          (let ((end (copy-marker (org-babel-result-end))))
-            (dolist (overlay (overlays-in result end))
-              (when (memq overlay org-inline-image-overlays)
-                (setq org-inline-image-overlays (delq overlay org-inline-image-overlays))
-                (delete-overlay overlay)))
-            ;; A text result has no picture, and Org 9.6 and later clear
-            ;; the whole image cache of the frame on every refresh.
-            (when (re-search-forward "\\[\\[" end t)
-              ;; Org 9.5 removes every picture of the buffer unless asked
-              ;; to refresh; with REFRESH, all releases leave the rest be.
-              (org-display-inline-images nil t result end)
-              (dolist (overlay (overlays-in result end))
-                (when (memq overlay org-inline-image-overlays)
-                  (let ((file (plist-get (cdr (overlay-get overlay 'display)) :file)))
-                    (when file (clear-image-cache file))))))
-            (set-marker end nil)))))))
 
 (defun gradients--insert-placeholder-quietly (insert result &rest arguments)
   "Around `org-babel-insert-result': a placeholder is no result, so Org's
@@ -1287,11 +855,8 @@ work once."
 (defun gradients-install ()
   "Make this file org-babel's `jupyter-python' executor, unless
 emacs-jupyter already provides one."
-  (with-eval-after-load 'org-src
-    (add-to-list 'org-src-lang-modes '("jupyter-python" . gradients-python)))
-  (add-hook 'org-mode-hook #'gradients-fit-pictures)
+  (gradients-editing-install)
   (with-eval-after-load 'ob-core
-    (add-hook 'org-babel-after-execute-hook #'gradients-show-result-pictures)
     (add-hook 'org-babel-after-execute-hook #'gradients--placeholder-done 90))
   (with-eval-after-load 'ob-ref
     (advice-add 'org-babel-ref-resolve :around #'gradients--resolve-reference))
@@ -1299,9 +864,6 @@ emacs-jupyter already provides one."
     (advice-add 'org-babel-insert-result :around #'gradients--insert-placeholder-quietly)
     (advice-add 'org-babel-execute-buffer :around #'gradients--run-blocks-collecting-less)
     (advice-add 'org-babel-execute-subtree :around #'gradients--run-blocks-collecting-less))
-  (dolist (buffer (buffer-list))
-    (with-current-buffer buffer
-      (when (derived-mode-p 'org-mode) (gradients-fit-pictures))))
   (unless (or (featurep 'jupyter) (featurep 'ob-jupyter)
               (and (fboundp 'org-babel-execute:jupyter-python)
                    (not (eq (symbol-function 'org-babel-execute:jupyter-python)

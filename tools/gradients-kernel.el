@@ -1,0 +1,415 @@
+;;; gradients-kernel.el --- the kernel client: one bridge per session  -*- lexical-binding: t -*-
+
+;; Each session is one tools/kernel_bridge.py process, which runs a Jupyter
+;; kernel from the project's venv.  Requests go to it one JSON line each
+;; and replies come back the same way (the protocol is in the bridge's
+;; docstring).  This file starts and stops bridges, queues requests, and
+;; waits for replies; it knows nothing of Org, so the batch build can
+;; start a kernel before Org has loaded.
+
+;;; Code:
+
+(require 'cl-lib)
+(require 'json)
+
+(defconst gradients-tools-directory
+  (file-name-directory (or load-file-name buffer-file-name))
+  "The folder holding this file and the kernel bridge.")
+
+(defconst gradients-project-directory
+  (file-name-directory (directory-file-name gradients-tools-directory)))
+
+(defgroup gradients nil
+  "Running the notes' `jupyter-python' blocks on the project's kernel."
+  :group 'org-babel
+  :prefix "gradients-")
+
+(defcustom gradients-python
+  (expand-file-name ".venv/bin/python" gradients-project-directory)
+  "The Python whose ipykernel runs the blocks: the project's venv."
+  :type 'file)
+
+(defvar gradients-kernel-directory nil
+  "The folder kernels start in, where a block's relative paths lead; nil
+for `default-directory' (interactively, the Org file's folder).  The
+batch build sets it to the Org file's folder, whatever folder Emacs was
+started from and whichever session a block asks for.")
+
+(defcustom gradients-interrupt-patience 3
+  "Seconds after `gradients-interrupt' before saying that a block which
+has not stopped (one that catches KeyboardInterrupt, or is stuck in C
+code) needs `gradients-restart'."
+  :type 'number)
+
+(defvar gradients-chatty t
+  "Whether to say when a kernel starts or stops, and what a user can do
+next.  The batch build binds it to nil: its log names each block.")
+
+(defvar gradients-progress-interval nil
+  "Seconds between lines saying that a block waited for still runs, or
+nil for none.  The batch build, whose log is all a person sees, sets it.")
+
+(defvar gradients--sessions nil
+  "Alist of (SESSION-NAME . PROCESS): a bridge per session name and per
+folder (the process property `directory'), newest first.")
+
+(defvar gradients--last-id 0
+  "The id of the last request; ids are never reused within an Emacs.")
+
+(cl-defstruct (gradients-request (:constructor gradients--make-request))
+  id          ; matches the reply to this request and no other
+  json        ; what is sent to the bridge
+  where       ; "README.org:LINE: block NAME", for messages
+  callback    ; called with the reply; nil while someone waits for it
+  reply       ; the reply, once it came
+  abandoned   ; its waiter gave up (C-g): the reply goes nowhere
+  value-of)   ; the result params of a block whose value Org wants, or nil
+
+(defconst gradients--raise
+  (lambda (text) (signal 'user-error (list text)))
+  "Signal TEXT as an error from a function without a name.  Emacs logs an
+error in *Messages* behind the name of the function that signalled it,
+which is a special form (\"progn: README.org:12: ...\") when this file
+is loaded as source; a closure has no name to show.")
+
+(defun gradients--fail (format-string &rest arguments)
+  "Fail with the message FORMAT-STRING makes of ARGUMENTS, as the block's
+own words: no Lisp function name before it, no debugger."
+  (funcall gradients--raise (apply #'format format-string arguments)))
+
+;;;; The bridge process
+
+(defun gradients--deliver (request reply)
+  (setf (gradients-request-reply request) reply)
+  (cond ((gradients-request-abandoned request)
+         (message "gradients: the result of %s came after its wait was given up; dropped"
+                  (gradients-request-where request)))
+        ((gradients-request-callback request)
+         (funcall (gradients-request-callback request) reply))))
+
+(defun gradients--send-next (process)
+  "Send the next queued request to PROCESS, when it is free for one."
+  (when (and (process-get process 'ready)
+             (null (process-get process 'current))
+             (process-live-p process)
+             (not (process-get process 'dead)))
+    (let ((request (pop (process-get process 'queue))))
+      (when request
+        (process-put process 'current request)
+        (process-send-string process (concat (gradients-request-json request) "\n"))))))
+
+(defun gradients--handle-line (process line)
+  (let* ((request (process-get process 'current))
+         (reply (condition-case nil
+                    (json-parse-string line :object-type 'alist :false-object nil
+                                       :null-object nil)
+                  ;; Only the running block can have produced it.
+                  (error `((id . ,(and request (gradients-request-id request)))
+                           (ok . nil) (kind . "output")
+                           (error . "made the kernel bridge send a reply Emacs could not read"))))))
+    (if (alist-get 'ready reply)
+        (progn (process-put process 'ready t)
+               (process-put process 'kernel-pid (alist-get 'kernel_pid reply)))
+      (let ((queue (and (equal (alist-get 'kind reply) "died")
+                        (process-get process 'queue))))
+        (when (equal (alist-get 'kind reply) "died")
+          ;; The bridge exits after this reply; no block may be sent to
+          ;; it, and those queued behind go to a fresh one.
+          (process-put process 'dead t)
+          (process-put process 'queue nil)
+          (setq gradients--sessions (cl-remove process gradients--sessions :key #'cdr))
+          (push (cons 'requeued (length queue)) reply))
+        ;; A reply that names another request than the one running has
+        ;; nowhere to go: it is never written into some other block.
+        (when (and request (equal (alist-get 'id reply) (gradients-request-id request)))
+          (process-put process 'current nil)
+          (gradients--deliver request reply))
+        (when queue
+          (gradients--requeue process queue))))
+    (gradients--send-next process)))
+
+(defun gradients--requeue (process requests)
+  "Send REQUESTS, queued on PROCESS whose kernel died, to a fresh kernel
+of the same session, in the same folder."
+  (let* ((default-directory (process-get process 'directory))
+         (gradients-kernel-directory nil)
+         (fresh (condition-case failure
+                    (gradients-start-session (process-get process 'session))
+                  (error (gradients--drop requests (error-message-string failure))
+                         nil))))
+    (when fresh
+      (process-put fresh 'announced t)
+      (dolist (request requests)
+        (gradients--submit fresh request)))))
+
+(defun gradients--filter (process output)
+  "Collect OUTPUT of PROCESS; each complete line is a reply."
+  (let ((pending (concat (process-get process 'pending) output)))
+    (process-put process 'pending "")
+    (while (string-match "\n" pending)
+      (let ((line (substring pending 0 (match-beginning 0))))
+        (setq pending (substring pending (match-end 0)))
+        (gradients--handle-line process line)))
+    (process-put process 'pending pending)))
+
+(defun gradients--stderr-tail (process)
+  "The end of what the bridge PROCESS wrote to its error output.  Its last
+words may still be on their way through their own pipe: a moment is
+given for them, never more."
+  (let* ((buffer (get-buffer (process-get process 'stderr-buffer)))
+         (pipe (and buffer (get-buffer-process buffer)))
+         (until (+ (float-time) 0.5)))
+    (while (and pipe (process-live-p pipe) (< (float-time) until))
+      (accept-process-output pipe 0.05 nil t))
+    (if (buffer-live-p buffer)
+        (with-current-buffer buffer
+          (string-trim (buffer-substring (max (point-min) (- (point-max) 3000))
+                                         (point-max))))
+      "")))
+
+(defun gradients--sentinel (process _event)
+  "When a bridge ends, its running block fails and its queue is dropped."
+  (unless (process-live-p process)
+    (setq gradients--sessions (cl-remove process gradients--sessions :key #'cdr))
+    (let ((current (process-get process 'current))
+          (queue (process-get process 'queue))
+          (stopped (process-get process 'stopped)))
+      (process-put process 'current nil)
+      (process-put process 'queue nil)
+      (let ((requeue (and queue (not stopped) (process-get process 'ready))))
+        (when current
+          (gradients--deliver
+           current `((ok . nil) (kind . ,(if stopped "stopped" "died"))
+                     (requeued . ,(if requeue (length queue) 0))
+                     (error . ,(if stopped "the kernel was stopped"
+                                 (concat "the kernel bridge stopped:\n"
+                                         (gradients--stderr-tail process)))))))
+        ;; A bridge that ended of itself is replaced, as a kernel that
+        ;; died is; one that was told to stop takes its queue with it.
+        (if requeue
+            (gradients--requeue process queue)
+          (gradients--drop queue (if (or stopped (process-get process 'ready))
+                                     "its kernel stopped"
+                                   (gradients--start-failure process))))))))
+
+(defun gradients--start-failure (process)
+  "Why the bridge PROCESS ended before its kernel was ready: the last
+line it wrote, which names the error (a venv without jupyter_client, a
+kernel that did not start in time)."
+  (let ((last (car (last (cl-remove-if
+                          (lambda (line) (string-prefix-p "Process " line))
+                          (split-string (gradients--stderr-tail process) "\n" t "[ \t]+"))))))
+    (format "its kernel did not start%s (more in the buffer `%s')"
+            (if last (concat ": " last) "")
+            (process-get process 'stderr-buffer))))
+
+(defun gradients--drop (requests why)
+  "Tell every request in REQUESTS that it will not run, because WHY."
+  (when requests
+    (dolist (request requests)
+      (gradients--deliver request `((ok . nil) (kind . "dropped") (error . ,why))))
+    (message "gradients: %d queued block%s dropped: %s" (length requests)
+             (if (cdr requests) "s" "") why)))
+
+(defun gradients--kernel-folder ()
+  "The folder a kernel started from here works in: where the Org file's
+relative paths lead."
+  (file-name-as-directory
+   (expand-file-name (or gradients-kernel-directory default-directory))))
+
+(defun gradients--find-session (name folder)
+  "The live bridge of session NAME working in FOLDER, or nil.  A session
+is a name and a folder: notes in two folders that both say `:session
+gradients' get a kernel each, so neither runs in the other's folder or
+sees the other's variables."
+  (cdr (cl-find-if (lambda (session)
+                     (and (equal (car session) name)
+                          (process-live-p (cdr session))
+                          (equal (process-get (cdr session) 'directory) folder)))
+                   gradients--sessions)))
+
+(defun gradients-start-session (name)
+  "Start the bridge for session NAME in this folder unless it runs;
+return its process.  It returns at once: the kernel boots while Emacs
+does other work."
+  (let ((folder (gradients--kernel-folder)))
+    (or (gradients--find-session name folder)
+        (progn
+          (unless (file-executable-p gradients-python)
+            (gradients--fail "No %s: run `make venv' in %s first" gradients-python
+                        (abbreviate-file-name gradients-project-directory)))
+          (let* ((stderr (get-buffer-create
+                          (format " *gradients-kernel %s in %s*" name
+                                  (abbreviate-file-name folder))))
+                 (default-directory folder)
+                 (process (make-process
+                           :name (format "gradients-kernel-%s" name)
+                           :command (list gradients-python
+                                          (expand-file-name "kernel_bridge.py"
+                                                            gradients-tools-directory))
+                           :connection-type 'pipe
+                           :noquery t
+                           :stderr stderr
+                           :filter #'gradients--filter
+                           :sentinel #'gradients--sentinel)))
+            (with-current-buffer stderr (erase-buffer))
+            (process-put process 'stderr-buffer (buffer-name stderr))
+            (process-put process 'session name)
+            (process-put process 'directory folder)
+            (setq gradients--sessions
+                  (cons (cons name process)
+                        (cl-remove-if-not (lambda (session) (process-live-p (cdr session)))
+                                          gradients--sessions)))
+            process)))))
+
+(defun gradients--session-label (process)
+  "How messages name the session of PROCESS: its name, and its folder
+when another session of that name works elsewhere."
+  (let ((name (process-get process 'session))
+        (folder (process-get process 'directory)))
+    (if (cl-some (lambda (session)
+                   (and (equal (car session) name)
+                        (not (eq (cdr session) process))
+                        (process-live-p (cdr session))))
+                 gradients--sessions)
+        (format "%s (in %s)" name (abbreviate-file-name folder))
+      name)))
+
+(defun gradients--stop (process &optional no-wait)
+  "Stop PROCESS and its kernel: SIGTERM makes the bridge kill the kernel
+with everything it started, even in the middle of a block."
+  (when (process-live-p process)
+    (unless (process-get process 'stopped)
+      (process-put process 'stopped t)
+      (signal-process process 'SIGTERM))
+    (unless no-wait
+      (with-timeout (3 (delete-process process))
+        (while (process-live-p process)
+          (accept-process-output process 0.05)))
+      ;; A process can be seen to have ended before its sentinel ran;
+      ;; whoever stops it counts on its blocks' drawers being restored
+      ;; (before a save, on the way out).  The sentinel does nothing twice.
+      (gradients--sentinel process nil))))
+
+(defun gradients-stop-sessions (&optional no-wait)
+  "Stop every bridge and its kernel; the next block starts a fresh one.
+With NO-WAIT, only tell them to: each bridge stops its kernel on its
+own, so a batch build can exit at once."
+  (interactive)
+  (let* ((processes (cl-remove-if-not #'process-live-p (mapcar #'cdr gradients--sessions)))
+         (labels (mapcar #'gradients--session-label processes))
+         (unfinished (length (gradients--pending-requests))))
+    (dolist (process processes)
+      (gradients--stop process no-wait))
+    (setq gradients--sessions nil)
+    (when gradients-chatty
+      (message "gradients: %s"
+               (if (null processes)
+                   "no kernel was running"
+                 (format "stopped the kernel%s of session%s %s%s"
+                         (if (cdr processes) "s" "") (if (cdr processes) "s" "")
+                         (mapconcat #'identity labels ", ")
+                         (if (zerop unfinished) ""
+                           (format "; %d block%s did not finish" unfinished
+                                   (if (= unfinished 1) "" "s")))))))))
+
+(defun gradients--bridges ()
+  "Every bridge process, including those being stopped."
+  (cl-remove-if-not (lambda (process) (process-get process 'session)) (process-list)))
+
+(defun gradients--stop-on-exit ()
+  ;; A bridge stops its kernel, with whatever the kernel started, on
+  ;; SIGTERM, on the SIGHUP Emacs sends its subprocesses as it exits, and
+  ;; at the end of its input: Emacs need not wait for it.  Nor could it
+  ;; reliably: an Emacs exiting on a signal (Ctrl-C in a batch build) may
+  ;; not notice for seconds that a child has finished.
+  (dolist (process (gradients--bridges))
+    (gradients--stop process 'no-wait)))
+
+(add-hook 'kill-emacs-hook #'gradients--stop-on-exit)
+
+(defun gradients--pending-requests ()
+  "Every request running or waiting to run, in every session.  A bridge
+that has just ended still counts until its sentinel has run: then its
+requests are answered, or sent to a fresh kernel."
+  (cl-loop for (_ . process) in gradients--sessions
+           append (delq nil (cons (process-get process 'current)
+                                  (copy-sequence (process-get process 'queue))))))
+
+(defvar gradients--quit-confirmed nil
+  "Non-nil while Emacs quits after the user agreed to stop the blocks.")
+
+(defun gradients--confirm-quit ()
+  "Ask before quitting while blocks run or wait, and if the answer is
+yes, stop them: each drawer goes back to what it held before, so that a
+file saved on the way out keeps no placeholder."
+  (let ((pending (length (gradients--pending-requests))))
+    (or (zerop pending)
+        gradients--quit-confirmed
+        (and (yes-or-no-p
+              (format "%d block%s still running or waiting for the kernel; stop %s and quit? "
+                      pending (if (= pending 1) " is" "s are")
+                      (if (= pending 1) "it" "them")))
+             (progn (gradients-stop-sessions) t)))))
+
+(add-hook 'kill-emacs-query-functions #'gradients--confirm-quit)
+
+(defun gradients--ask-before-saving-on-quit (quit &rest arguments)
+  "Around `save-buffers-kill-emacs': ask about running blocks before
+Emacs offers to save files.  Asked after, as `kill-emacs-query-functions'
+is, the question came too late: a file saved first kept the blocks'
+placeholders."
+  (when (gradients--confirm-quit)
+    (let ((gradients--quit-confirmed t))
+      (apply quit arguments))))
+
+(advice-add 'save-buffers-kill-emacs :around #'gradients--ask-before-saving-on-quit)
+
+;;;; Waiting for a reply
+
+(defun gradients--submit (process request)
+  (if (process-live-p process)
+      (progn
+        (process-put process 'queue (append (process-get process 'queue) (list request)))
+        (gradients--send-next process))
+    ;; A bridge that ended at once (a venv without jupyter_client) may
+    ;; have had its sentinel run already: nothing would answer a queue.
+    (gradients--deliver request `((ok . nil) (kind . "dropped")
+                                  (error . ,(gradients--start-failure process))))))
+
+(defun gradients--interrupt-process (process)
+  "Interrupt the block PROCESS's kernel is running, as Jupyter does."
+  (let ((pid (process-get process 'kernel-pid)))
+    (when (and pid (process-get process 'current))
+      (signal-process pid 'SIGINT))))
+
+(defun gradients--wait (process request)
+  "Wait for REQUEST's reply.  C-g interrupts the kernel, so the block
+really stops, and its reply, when it comes, is dropped."
+  (let ((start (float-time)) (said 0))
+    (condition-case quit
+        (while (not (gradients-request-reply request))
+          (accept-process-output process 0.5)
+          ;; Sentinels do not run inside another process's filter (code
+          ;; run by emacsclient -e, for one): see to a bridge that ended.
+          (unless (or (process-live-p process) (gradients-request-reply request))
+            (accept-process-output process 0.1)
+            (unless (gradients-request-reply request)
+              (gradients--sentinel process nil)))
+          (when gradients-progress-interval
+            (let ((seconds (truncate (- (float-time) start))))
+              (when (>= seconds (+ said gradients-progress-interval))
+                (setq said seconds)
+                (let ((inhibit-message nil))
+                  (message "%s: still running after %d s"
+                           (gradients-request-where request) seconds))))))
+      (quit
+       (setf (gradients-request-abandoned request) t)
+       (if (eq (process-get process 'current) request)
+           (gradients--interrupt-process process)
+         (process-put process 'queue (delq request (process-get process 'queue))))
+       (signal (car quit) (cdr quit))))
+    (gradients-request-reply request)))
+
+(provide 'gradients-kernel)
+;;; gradients-kernel.el ends here
