@@ -87,6 +87,11 @@ ifneq ($(EMACS) $(EMACSLOADPATH),$(shell cat $(EMACS_ID) 2>/dev/null))
 $(shell mkdir -p $(BUILD) && echo '$(EMACS) $(EMACSLOADPATH)' > $(EMACS_ID))
 endif
 
+# What the last build read besides README.org (a #+SETUPFILE, .dir-locals.el),
+# and README.org's digest then: a change to either builds again.
+-include $(BUILD)/produced/inputs.mk
+STALE := $(if $(filter $(PRODUCED_FROM),$(shell sha256sum < README.org 2>/dev/null | cut -c1-64)),,FORCE)
+
 # Debian packages, each with the check that tells it is there.
 BUILD_PACKAGES := 'emacs-nox=command -v $(firstword $(EMACS))' 'graphviz=command -v dot'
 TEST_PACKAGES  := 'ruby-github-markup=command -v github-markup' \
@@ -107,7 +112,7 @@ help:  ## list the targets
 
 tangle: $(OUTPUTS_LIST)  ## gradients.py and the pictures in images/, from README.org
 
-$(OUTPUTS_LIST): README.org $(BUILD_TOOLS) $(VENV_STAMP) $(EMACS_ID) $(wildcard $(OUTPUTS)) $(if $(MISSING),FORCE)
+$(OUTPUTS_LIST): README.org $(BUILD_TOOLS) $(VENV_STAMP) $(EMACS_ID) $(wildcard $(OUTPUTS)) $(if $(MISSING),FORCE) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BATCH_EMACS) -l tools/build.el -f gradients-build-tangle README.org
 
@@ -115,7 +120,7 @@ run: $(VENV_STAMP)  ## restart and run all: rewrite every result and picture in 
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BATCH_EMACS) -l tools/build.el -f gradients-build-run README.org
 
-$(PRODUCED): README.org $(BUILD_TOOLS) $(VENV_STAMP) $(EMACS_ID)
+$(PRODUCED): README.org $(BUILD_TOOLS) $(VENV_STAMP) $(EMACS_ID) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BATCH_EMACS) -l tools/build.el -f gradients-build-produce README.org
 

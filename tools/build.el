@@ -40,6 +40,7 @@
       make-backup-files nil)
 
 (load (expand-file-name "ob-gradients" gradients-build-directory) nil t)
+(require 'ucs-normalize)
 
 (defmacro gradients-build--as-a-build (&rest body)
   "Run BODY with the executor behaving as a build needs: every block
@@ -47,6 +48,8 @@ waited for, within its time limit, tracebacks in the log, no pictures
 saved for blocks without :file, progress said every ten seconds and
 nothing else said."
   `(let ((gradients-default-timeout gradients-batch-timeout)
+         ;; Messages keep `quotes' as typed: logs are plain text.
+         (text-quoting-style 'grave)
          (gradients-allow-async nil)
          (gradients-save-loose-pictures nil)
          (gradients-tracebacks-in-errors t)
@@ -56,6 +59,9 @@ nothing else said."
 
 (defconst gradients-build-produced-folder ".build/produced"
   "Where the last build put everything it produced, for `make test'.")
+
+(defconst gradients-build-produced-file-for-make ".build/produced/blocks.json"
+  "The file make knows the produced folder by.")
 
 (defconst gradients-build-outputs-file ".build/outputs"
   "What the last successful `make tangle' installed, one path a line.
@@ -185,6 +191,46 @@ be needed, so that it can boot meanwhile; the real key comes later."
         (forward-line))
       (secure-hash 'sha256 (mapconcat #'identity (nreverse kept) "\n")))))
 
+;;;; What the notes read besides themselves
+
+(defvar gradients-build--inputs nil
+  "The project's files Emacs read while reading the notes (a #+SETUPFILE,
+.dir-locals.el, a file a Lisp header value reads): what the results
+depend on besides the notes.")
+
+(defun gradients-build--note-input (file &rest _)
+  "Before `insert-file-contents': note FILE if it is one of the project's."
+  (let ((file (expand-file-name file)))
+    (when (and gradients-build--project
+               (file-in-directory-p file gradients-build--project))
+      (let ((relative (file-relative-name file gradients-build--project)))
+        ;; The build's own files are make's prerequisites already.
+        (unless (or (member relative (list gradients-build--org-name "Makefile"
+                                           "requirements.lock"))
+                    (cl-some (lambda (part) (string-prefix-p "." part))
+                             (split-string relative "/"))
+                    (string-prefix-p "tools/" relative))
+          (cl-pushnew relative gradients-build--inputs :test #'equal))))))
+
+(defun gradients-build--make-quoted (file)
+  (replace-regexp-in-string "\\([ #$:%\\\\]\\)" "\\\\\\1" file))
+
+(defun gradients-build--write-inputs (org-file)
+  "Write inputs.mk into the scratch folder: make's prerequisites of the
+build besides ORG-FILE, with an empty rule for each so that a file that
+goes away makes the build run again rather than make fail; and the
+notes' own digest, which make compares, since a file restored with its
+old time (cp -p) is no older than the build."
+  (with-temp-file (expand-file-name "inputs.mk" gradients-build--scratch)
+    (insert "# Written by tools/build.el: what the last build read besides the notes.\n")
+    (let ((inputs (mapcar #'gradients-build--make-quoted
+                          (sort (copy-sequence gradients-build--inputs) #'string<))))
+      (insert (format "%s %s: %s\n" gradients-build-produced-file-for-make
+                      gradients-build-outputs-file (mapconcat #'identity inputs " ")))
+      (dolist (input inputs) (insert input ":\n"))
+      (insert (format "PRODUCED_FROM := %s\n"
+                      (secure-hash 'sha256 (gradients-build--file-bytes org-file)))))))
+
 ;;;; Scratch folders
 
 (defun gradients-build--remove-abandoned-scratch (project)
@@ -225,12 +271,21 @@ spellings of one file are one output, and a link cannot lead outside."
                (if (equal real (directory-file-name absolute)) ""
                  (format " (it leads to %s)" (abbreviate-file-name real)))
                (file-name-nondirectory name)))
+    (when (or (file-directory-p real) (string-suffix-p "/" name))
+      (funcall complain "is a folder; name a file in it"))
     (let ((parts (split-string relative "/")))
       (when (or (equal real (file-truename (buffer-file-name)))
                 (member (car parts) gradients-build-protected)
-                (cl-some (lambda (part) (string-prefix-p "." part)) parts))
+                (cl-some (lambda (part) (string-prefix-p "." part)) parts)
+                (and (null (cdr parts)) (member (car parts) (gradients-build--make-targets))))
         (funcall complain "would replace a source of the project (%s); outputs go to files of their own, such as images/%s"
                  relative (file-name-nondirectory name)))
+      (when (gradients-build--ignored-by-git-p relative)
+        (funcall complain "is ignored by git (.gitignore), so it would never be committed; choose another name"))
+      (let ((long (cl-find-if (lambda (part) (> (string-bytes part) 200)) parts)))
+        (when long
+          (funcall complain "has a part of %d bytes, longer than a file name may be"
+                   (string-bytes long))))
       ;; Make reads the list of outputs, and recipes hand them to the shell.
       (let ((bad (cl-find-if (lambda (part)
                                (string-match "[^[:alnum:]_.+-]" part))
@@ -240,9 +295,31 @@ spellings of one file are one output, and a link cannot lead outside."
           (funcall complain "has %s, which make or the shell cannot hold in a file name; use letters, digits, -, _, . and + only"
                    (if (string-match-p "[[:space:]]" (match-string 0 bad)) "a space"
                      (format "%S" (match-string 0 bad)))))))
-    (when (file-directory-p real)
-      (funcall complain "is a folder"))
     relative))
+
+(defun gradients-build--make-targets ()
+  "The names the Makefile gives its own targets (make help, make tangle...):
+a file of that name would be taken for the target."
+  (let ((makefile (expand-file-name "Makefile" gradients-build--project)))
+    (when (file-readable-p makefile)
+      (with-temp-buffer
+        (insert-file-contents makefile)
+        (let (targets)
+          (while (re-search-forward "^\\.PHONY:\\(.*\\)$" nil t)
+            (setq targets (append (split-string (match-string 1)) targets)))
+          targets)))))
+
+(defun gradients-build--ignored-by-git-p (relative)
+  "Whether git ignores the output RELATIVE (when the notes are in a checkout)."
+  (and (file-exists-p (expand-file-name ".git" gradients-build--project))
+       (executable-find "git")
+       (let ((default-directory gradients-build--project))
+         (eql 0 (call-process "git" nil nil nil "check-ignore" "-q" "--no-index" relative)))))
+
+(defun gradients-build--same-file-key (relative)
+  "What two output paths share when they would be one file on some disk:
+case and Unicode composition aside (macOS and Windows)."
+  (downcase (ucs-normalize-NFC-string relative)))
 
 (defun gradients-build--scratch-path (relative)
   "Where in the scratch folder the output RELATIVE is written."
@@ -331,10 +408,23 @@ works from these."
                  blocks)))))
     (nreverse blocks)))
 
+(defun gradients-build--code (block)
+  "The code BLOCK runs: its body with noweb references expanded (where
+its :noweb says so) and code references removed, as Org runs it; once."
+  (or (plist-get block :code)
+      (let ((code (with-current-buffer (marker-buffer (plist-get block :marker))
+                    (save-excursion
+                      (goto-char (plist-get block :marker))
+                      (org-babel--expand-body (plist-get block :info))))))
+        (plist-put block :code code)
+        code)))
+
 (defun gradients-build--runs-p (block)
-  "Whether the build runs BLOCK."
+  "Whether the build runs BLOCK: a `jupyter-python' block whose :eval
+allows it outside an export (Org's `org-babel-check-evaluate', which
+says so in a message each time it is asked)."
   (and (equal (plist-get block :language) "jupyter-python")
-       (org-babel-check-evaluate (plist-get block :info))))
+       (not (member (cdr (assq :eval (nth 2 (plist-get block :info)))) '("no" "never")))))
 
 (defun gradients-build--params (block)
   "BLOCK's header arguments, processed as for running it (Lisp values
@@ -391,11 +481,21 @@ Return BLOCK's picture as an output path, or nil."
         (error "%s: :file %s is not a picture the build can draw; end it in .%s"
                where file (mapconcat #'identity gradients-build--picture-extensions " or .")))
       (let* ((relative (gradients-build-output-path file :file where))
-             (earlier (cdr (assoc relative pictures))))
+             (earlier (cdr (assoc (gradients-build--same-file-key relative) pictures
+                                  (lambda (a b) (equal (gradients-build--same-file-key a) b))))))
         (when earlier
-          (error "%s: :file %s is drawn already by %s; give each picture its own file"
-                 where file (plist-get earlier :where)))
+          (error "%s: :file %s is %s already by %s; give each output its own file"
+                 where file (if (eq (plist-get earlier :kind) :tangle) "tangled" "drawn")
+                 (plist-get earlier :where)))
         relative))))
+
+(defun gradients-build--check-dir (block)
+  "Fail on :dir in a block the build runs: its kernel works in the notes'
+folder, where every relative path leads, whatever a block asks."
+  (when (and (gradients-build--runs-p block)
+             (cdr (assq :dir (nth 2 (plist-get block :info)))))
+    (error "%s: :dir %s is not followed by the kernel, which runs every block in the notes' folder; use paths relative to it"
+           (plist-get block :where) (cdr (assq :dir (nth 2 (plist-get block :info)))))))
 
 (defun gradients-build--check-results (block)
   "Fail on `:results file' with a :file: Org would write the drawer's
@@ -417,19 +517,36 @@ of several paragraphs would be written again below itself on every run."
       (error "%s: :results code would record the result as a source block, which the build would run and tangle; use :results drawer"
              (plist-get block :where)))))
 
-(defun gradients-build--check-tangle (block)
-  "Fail on a :tangle that may not be an output, or whose folder is
-missing where the block forbids making it."
+(defun gradients-build--check-tangle (block tangled)
+  "Fail on a :tangle that may not be an output, that one name holds
+apart from another tangled file only by case, or whose folder is missing
+where the block forbids making it.  TANGLED is an alist of the files
+tangled so far and their first blocks; return BLOCK's file, or nil."
   (let* ((params (nth 2 (plist-get block :info)))
          (tangle (cdr (assq :tangle params))))
-    (when (and (stringp tangle) (not (member tangle '("yes" "no"))))
-      (let ((relative (gradients-build-output-path tangle :tangle (plist-get block :where))))
+    (when (and (stringp tangle) (not (equal tangle "no")))
+      (let* ((name (if (equal tangle "yes")
+                       (concat (file-name-sans-extension (buffer-file-name)) "."
+                               (or (cdr (assoc (plist-get block :language)
+                                               org-babel-tangle-lang-exts))
+                                   (plist-get block :language)))
+                     tangle))
+             (relative (gradients-build-output-path name :tangle (plist-get block :where)))
+             (twin (cl-find-if (lambda (known)
+                                 (and (not (equal (car known) relative))
+                                      (equal (gradients-build--same-file-key (car known))
+                                             (gradients-build--same-file-key relative))))
+                               tangled)))
+        (when twin
+          (error "%s: :tangle %s and %s, tangled by %s, differ only by case or accents, which some disks do not tell apart"
+                 (plist-get block :where) tangle (car twin) (plist-get (cdr twin) :where)))
         (when (and (equal (cdr (assq :mkdirp params)) "no")
                    (not (file-directory-p
                          (file-name-directory
                           (expand-file-name relative gradients-build--project)))))
           (error "%s: :tangle %s goes in a folder that does not exist, and :mkdirp no forbids making it"
-                 (plist-get block :where) tangle))))))
+                 (plist-get block :where) tangle))
+        relative))))
 
 (defconst gradients-build-lint-checkers
   '(invalid-block incomplete-drawer duplicate-name invalid-babel-call-block)
@@ -485,6 +602,30 @@ kernel."
                  (gradients-build--fail-at
                   line "%s is a picture saved by an interactive run, which GitHub cannot show; give its block a :file under images/"
                   path)))))))))
+  (let ((names (make-hash-table :test #'equal)))
+    (dolist (block blocks)
+      (let ((name (plist-get block :name)))
+        (when name
+          (push block (gethash (downcase name) names)))))
+    ;; Org finds a named result whatever the case of its name: two names
+    ;; that differ only in case are one (exact twins are org-lint's).
+    (maphash (lambda (_ same)
+               (when (cdr (delete-dups (mapcar (lambda (b) (plist-get b :name)) same)))
+                 (dolist (block same)
+                   (gradients-build--noting-problem (plist-get block :line)
+                     (error "%s: its name differs only in case from another block's, and Org takes them for one: give each its own"
+                            (plist-get block :where))))))
+             names)
+    (org-element-map (org-element-parse-buffer 'element) org-element-all-elements
+      (lambda (element)
+        (let ((name (car (org-element-property :results element))))
+          (when (and name (not (string-empty-p name))
+                     (not (gethash (downcase name) names)))
+            (let ((line (line-number-at-pos (org-element-property :begin element))))
+              (gradients-build--noting-problem line
+                (gradients-build--fail-at
+                 line "#+RESULTS: %s belongs to no block (was the block renamed?); remove it"
+                 name))))))))
   (dolist (block blocks)
     (let ((recorded (plist-get block :recorded)))
       (when (and recorded (string-match-p gradients--placeholder-regexp recorded))
@@ -499,7 +640,8 @@ kernel."
 its own, as a linter does.  Runs before any block, so a bad header costs
 nothing; return the pictures, an alist of output path and block."
   (let ((gradients-build--problems nil)
-        (pictures nil))
+        (pictures nil)
+        (tangled nil))
     (gradients-build--check-header-properties)
     (gradients-build--check-with-org-lint)
     (gradients-build--check-what-org-runs blocks)
@@ -510,14 +652,37 @@ nothing; return the pictures, an alist of output path and block."
         (let ((line (plist-get block :line)))
           (gradients-build--noting-problem line
             (gradients-check-header-names (plist-get block :element)))
-          (gradients-build--noting-problem line (gradients-build--check-tangle block))
+          (gradients-build--noting-problem line
+            (let ((file (gradients-build--check-tangle block tangled)))
+              (when (and file (not (assoc file tangled)))
+                (push (cons file block) tangled))))
+          (gradients-build--noting-problem line (gradients-build--check-dir block))
           (when (gradients-build--runs-p block)
             (gradients-build--noting-problem line
               (gradients--timeout (nth 2 (plist-get block :info))))
             (gradients-build--noting-problem line (gradients-build--check-results block))
             (gradients-build--noting-problem line
-              (let ((picture (gradients-build--check-picture block pictures)))
-                (when picture (push (cons picture block) pictures))))))))
+              (let ((picture (gradients-build--check-picture
+                              block (append pictures
+                                            (mapcar (lambda (known)
+                                                      (cons (car known)
+                                                            (list :where (plist-get (cdr known) :where)
+                                                                  :kind :tangle)))
+                                                    tangled)))))
+                (when picture (push (cons picture block) pictures)))))))
+      ;; A picture drawn before a later block tangles into its file.
+      (dolist (picture pictures)
+        (let ((twin (cl-find-if (lambda (known)
+                                  (and (equal (gradients-build--same-file-key (car known))
+                                              (gradients-build--same-file-key (car picture)))
+                                       (< (plist-get (cdr picture) :line)
+                                          (plist-get (cdr known) :line))))
+                                tangled)))
+          (when twin
+            (gradients-build--noting-problem (plist-get (cdr twin) :line)
+              (error "%s: :tangle %s is drawn already by %s; give each output its own file"
+                     (plist-get (cdr twin) :where) (car twin)
+                     (plist-get (cdr picture) :where)))))))
     (when gradients-build--problems
       (error "%s" (mapconcat #'cdr (sort (nreverse gradients-build--problems)
                                          (lambda (a b) (< (car a) (car b))))
@@ -544,7 +709,7 @@ files, the lock, the build's tools, and Emacs and Org."
     (dolist (block blocks)
       (when (gradients-build--runs-p block)
         (let ((print-length nil) (print-level nil))
-          (insert (prin1-to-string (list (nth 1 (plist-get block :info))
+          (insert (prin1-to-string (list (gradients-build--code block)
                                          (nth 2 (plist-get block :info))))
                   "\0"))))
     (secure-hash 'sha256 (current-buffer))))
@@ -562,7 +727,7 @@ drawn into the scratch folder."
       (when (gradients-build--runs-p block)
         (message "running %s" (plist-get block :where))
         (let* ((params (gradients-build--params block))
-               (reply (gradients-run-block (nth 1 (plist-get block :info)) params
+               (reply (gradients-run-block (gradients-build--code block) params
                                            (plist-get block :where))))
           (plist-put block :produced (alist-get 'org reply))
           (plist-put block :printed (alist-get 'printed reply)))))))
@@ -779,6 +944,7 @@ folder) and `scratch'."
               (original (gradients-build--read-and-check org-file))
               (gradients-kernel-directory project))
          (setq gradients-build--project project)
+         (advice-add 'insert-file-contents :before #'gradients-build--note-input)
          (when ,kernel-wanted
            (gradients-start-session "gradients"))
          (let ((scratch (gradients-build--make-scratch project)))
@@ -839,6 +1005,7 @@ return the outputs, relative to the notes' folder."
       (gradients-build--write-blocks-json
        blocks outputs key (gradients-build--code-hint
                            (decode-coding-string original 'utf-8-unix)))
+      (gradients-build--write-inputs org-file)
       (gradients-build--keep-produced)
       (mapc (lambda (block) (set-marker (plist-get block :marker) nil)) blocks)
       outputs)))

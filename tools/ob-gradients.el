@@ -856,6 +856,9 @@ work once."
   "Make this file org-babel's `jupyter-python' executor, unless
 emacs-jupyter already provides one."
   (gradients-editing-install)
+  ;; `:tangle yes' names the file after the notes, with Python's extension.
+  (with-eval-after-load 'ob-tangle
+    (add-to-list 'org-babel-tangle-lang-exts '("jupyter-python" . "py")))
   (with-eval-after-load 'ob-core
     (add-hook 'org-babel-after-execute-hook #'gradients--placeholder-done 90))
   (with-eval-after-load 'ob-ref

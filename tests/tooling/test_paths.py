@@ -167,3 +167,65 @@ def test_a_result_org_cannot_replace_or_would_run_is_refused(tiny):
                           "outside a drawer")
     assert f"README.org:{line_of(text, 'code')}: block `code': :results code" in run.stderr
     assert "`wrapped'" not in run.stderr
+
+
+# Found by probing: more members of the same families, one build for all.
+MORE = [
+    ("Dup", "", "its name differs only in case from another block's"),
+    ("dup", "", "its name differs only in case from another block's"),
+    ("pic", ":file images/x.png", None),
+    ("tan", ":tangle images/x.png", ":tangle images/x.png is drawn already by"),
+    ("in-sub", ":dir sub", ":dir sub is not followed by the kernel"),
+    ("target", ":tangle tangle", ":tangle tangle would replace a source of the project"),
+    ("ignored", ":tangle gradients.ipynb", ":tangle gradients.ipynb is ignored by git"),
+    ("folder", ":tangle out/", ":tangle out/ is a folder"),
+    ("shouting", ":tangle GRADIENTS.py", ":tangle GRADIENTS.py and gradients.py, tangled by"),
+]
+
+
+def test_more_outputs_and_names_that_would_go_wrong_are_refused(tiny):
+    subprocess.run(["git", "init", "-q"], cwd=tiny, check=True)
+    text = HEADER + "".join(block("1", name, args) for name, args, _ in MORE) \
+        + "\n#+RESULTS: renamed\n:results:\n: 1\n:end:\n"
+    before = write_readme(tiny, text)
+    run = build(tiny)
+    said = [f"README.org:{line_of(text, name)}: block `{name}': {what}"
+            for name, _, what in MORE if what]
+    said.insert(2, f"README.org:{text.split(chr(10)).index('#+RESULTS: renamed') + 1}: "
+                   "#+RESULTS: renamed belongs to no block")
+    assert_failed_cleanly(run, tiny, before, said[0])
+    lines = reported(run)
+    for expected in said:
+        assert any(line.startswith(expected) for line in lines), (expected, run.stderr)
+
+
+def test_noweb_references_are_expanded_as_org_expands_them(tiny):
+    text = HEADER + block("X = 41", "helper", ":eval no :tangle no") \
+        + block("<<helper>>\nprint(X + 1)", "uses", ":noweb yes")
+    write_readme(tiny, text)
+    run = build(tiny, "run")
+    assert run.returncode == 0, run.stderr
+    assert ":results:\n: 42\n:end:" in (tiny / "README.org").read_text()
+    tangled = build(tiny)
+    assert tangled.returncode == 0, tangled.stderr
+    assert "X = 41\nprint(X + 1)" in (tiny / "gradients.py").read_text()
+
+
+def test_make_builds_again_when_a_file_the_notes_read_changes(tiny):
+    (tiny / "setup.org").write_text("#+PROPERTY: header-args:jupyter-python+ :var n=1\n")
+    text = HEADER.replace("* Notes", "#+SETUPFILE: setup.org\n\n* Notes") \
+        + block("print(n)", "reads")
+    write_readme(tiny, text)
+    assert build(tiny, "run").returncode == 0
+    make = ["make", "--no-print-directory", "-q", "tangle"]
+    assert subprocess.run(make[:2] + ["tangle"], cwd=tiny, capture_output=True).returncode == 0
+    assert subprocess.run(make, cwd=tiny).returncode == 0
+    (tiny / "setup.org").write_text("#+PROPERTY: header-args:jupyter-python+ :var n=2\n")
+    assert subprocess.run(make, cwd=tiny).returncode == 1, "make missed the #+SETUPFILE"
+    # README.org put back with an older time: its digest tells.
+    os.utime(tiny / "setup.org", (0, 0))
+    subprocess.run(make[:2] + ["tangle"], cwd=tiny, capture_output=True)
+    original = (tiny / "README.org").read_text()
+    (tiny / "README.org").write_text(original.replace("print(n)", "print(n + 1)"))
+    os.utime(tiny / "README.org", (0, 0))
+    assert subprocess.run(make, cwd=tiny).returncode == 1, "make missed an older README.org"
