@@ -24,7 +24,10 @@ The first line the bridge prints is {"ready": true, "kernel_pid": PID}
 once the kernel answers; Emacs interrupts a running block by sending SIGINT
 to that process, as Jupyter does.  At the end of its input, or on SIGTERM
 or SIGHUP, the bridge stops the kernel and every process the kernel
-started, even in the middle of a block.
+started, even in the middle of a block, and exits.  The kernel runs below
+kernel_supervisor.py, which Linux gives every process that leaves the
+kernel's family, and which ends them all with the kernel, or with the
+bridge, however the bridge ends (SIGKILL included).
 
 The kernel listens on abstract Unix sockets (Linux), which live in no
 folder; the connection file's folder is removed as soon as the kernel has
@@ -42,6 +45,7 @@ import queue
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -51,11 +55,25 @@ import uuid
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import KernelManager
 
+import kernel_supervisor
+
 # A picture's mime type follows from the extension of its :file.
 MIME_BY_EXTENSION = {".png": "image/png", ".svg": "image/svg+xml"}
 
 # How long an interrupted kernel gets to finish its block before it is killed.
 INTERRUPT_GRACE = 5
+
+# Python runs a signal's handler in the main thread, between two steps of
+# its code.  A signal that the system hands to another thread (it may, when
+# two come together) does not wake a main thread blocked in a wait, so the
+# main thread never waits longer than this at a time.
+WAKE_UP = 0.2
+
+SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_supervisor.py")
+
+# How long the supervisor gets to kill what the kernel started (it insists
+# on each process for KILL_PATIENCE) before the bridge kills it instead.
+SUPERVISOR_PATIENCE = kernel_supervisor.KILL_PATIENCE + 5
 
 
 class BlockError(Exception):
@@ -73,15 +91,23 @@ class KernelDied(BlockError):
         super().__init__(message, "died")
 
 
+class Stopped(Exception):
+    """The bridge was asked to stop while its kernel started or a block ran."""
+
+
 class ThisInterpreter(KernelSpecManager):
     """Always this interpreter's ipykernel: a "python3" kernelspec installed
     elsewhere on the machine must not decide which Python runs the notes.
     Its history stays in memory: the blocks of every build would otherwise
-    go into the user's ~/.ipython history database, outside the project."""
+    go into the user's ~/.ipython history database, outside the project.
+    The kernel runs below kernel_supervisor.py, which this process starts
+    (isolated from the environment, for it needs nothing but the standard
+    library) and which ends when this process, or rather this thread, ends."""
 
     def get_kernel_spec(self, kernel_name):
         return KernelSpec(
-            argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+            argv=[sys.executable, "-I", "-S", SUPERVISOR, str(os.getpid()),
+                  sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
                   "--HistoryManager.enabled=False"],
             display_name="gradients",
             language="python",
@@ -165,28 +191,82 @@ def remove_stale_folders():
             pass   # a process of another user has that number now
 
 
-class Kernel:
-    """One running kernel, as kernel_manager makes it."""
+# Set by a bridge (serve), which is given the orphans of a supervisor that
+# was killed before it could kill them itself.
+ADOPTS_ORPHANS = False
 
-    def __init__(self):
+
+def first_child(parent):
+    """The process PARENT started first among its children that run."""
+    children = [pid for pid, its_parent in kernel_supervisor.process_table().items()
+                if its_parent == parent]
+
+    def started(pid):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                return int(stat.read().rsplit(b") ", 1)[1].split()[19])
+        except (FileNotFoundError, ProcessLookupError):
+            return float("inf")
+    return min(children, key=started, default=None)
+
+
+class Kernel:
+    """One running kernel, as kernel_manager makes it.  STOP_REQUESTED,
+    when given, is asked while the kernel starts and while a block runs:
+    once it says yes, they end at once, raising Stopped."""
+
+    def __init__(self, stop_requested=None):
+        self.stop_requested = stop_requested or (lambda: False)
+        self.manager = self.client = self.supervisor = None
         remove_stale_folders()
         folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
         try:
             self.manager = kernel_manager(folder)
             self.manager.start_kernel(env=kernel_environment())
+            self.supervisor = self.manager.provisioner.process
             self.client = self.manager.client()
             self.client.start_channels()
-            self.client.wait_for_ready(timeout=60)
+            self.wait_for_ready(timeout=60)
+            # Nothing else runs below the supervisor before a block does.
+            self.pid = first_child(self.supervisor.pid)
         except BaseException:
-            self.shutdown()
+            self.kill()
             raise
         finally:
             # The kernel read its connection file when it started.
             shutil.rmtree(folder, ignore_errors=True)
 
-    @property
-    def pid(self):
-        return self.manager.provisioner.pid
+    def check_stop(self):
+        if self.stop_requested():
+            raise Stopped()
+
+    def wait_for_ready(self, timeout):
+        """Jupyter's wait for a kernel's first answer, asking meanwhile
+        whether to stop."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_stop()
+            self.client.kernel_info()
+            try:
+                reply = self.client.get_shell_msg(timeout=WAKE_UP)
+            except queue.Empty:
+                reply = None
+            if reply is not None and reply["msg_type"] == "kernel_info_reply":
+                # Answered on the shell channel; now heard on IOPub too?
+                try:
+                    self.client.get_iopub_msg(timeout=0.2)
+                    break
+                except queue.Empty:
+                    pass
+            if not self.manager.is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
+        while True:
+            try:
+                self.client.get_iopub_msg(timeout=0.2)
+            except queue.Empty:
+                break
 
     def run(self, code, timeout=None):
         """Execute CODE; return its outputs as a list of (kind, content).
@@ -196,8 +276,9 @@ class Kernel:
         interrupted_at = None
         outputs = []
         while True:
+            self.check_stop()
             try:
-                msg = self.client.get_iopub_msg(timeout=0.2)
+                msg = self.client.get_iopub_msg(timeout=WAKE_UP)
             except queue.Empty:
                 if not self.manager.is_alive():
                     raise KernelDied("the kernel died while running it "
@@ -232,26 +313,38 @@ class Kernel:
         return outputs
 
     def kill(self):
-        """Stop the kernel at once, with every process it started (they
-        share its process group, which outlives a kernel that died)."""
-        manager = getattr(self, "manager", None)
-        if manager is None:
-            return
-        pgid = getattr(manager.provisioner, "pgid", None)
-        if pgid:
-            # First, so that nothing the block started outlives a bridge
-            # that is being stopped and may not get to finish.
+        """Stop the kernel at once, with every process it started, however
+        they detached themselves.  The one place where what a session
+        started is stopped: every way a session ends comes here (a stop
+        asked for, the end of input, the kernel's death, a timeout, exit(),
+        a kernel that did not start), and may come here more than once."""
+        if self.supervisor is not None and self.supervisor.poll() is None:
+            # It kills everything below it, then ends.
+            self.supervisor.send_signal(signal.SIGTERM)
             try:
-                os.killpg(pgid, signal.SIGKILL)
-            except OSError:
+                self.supervisor.wait(timeout=SUPERVISOR_PATIENCE)
+            except subprocess.TimeoutExpired:
                 pass
-        if getattr(self, "client", None) is not None:
-            self.client.stop_channels()
-            self.client = None
-        try:
-            manager.shutdown_kernel(now=True)
-        except Exception:
-            pass   # a kernel that died already cannot be shut down
+        manager, self.manager = self.manager, None
+        if manager is not None:
+            pgid = getattr(manager.provisioner, "pgid", None)
+            if pgid:
+                # A supervisor that did not end, and the processes of the
+                # kernel's process group with it.
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except OSError:
+                    pass
+            if self.client is not None:
+                self.client.stop_channels()
+                self.client = None
+            try:
+                manager.shutdown_kernel(now=True)
+            except Exception:
+                pass   # a kernel that died already cannot be shut down
+        if ADOPTS_ORPHANS:
+            # Whatever a killed supervisor left; a bridge starts nothing else.
+            kernel_supervisor.kill_tree(os.getpid(), reap=True)
 
     shutdown = kill
 
@@ -585,36 +678,54 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
 STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
-def read_requests(stdin, requests):
-    """Pass each line of STDIN to REQUESTS; at its end, stop this process
-    as SIGTERM does.  The end comes when Emacs exits, however it exits:
-    one killed, or one whose terminal vanished before its exit hook ran,
-    must not leave a kernel running a block for nobody."""
-    for line in stdin:
-        requests.put(line)
-    os.kill(os.getpid(), signal.SIGTERM)
+class StopRequest:
+    """How the bridge learns that it must stop, from a stopping signal or
+    from the end of its input: calling it sets a flag, which the main loop
+    and a block that runs look at, and wakes the main loop by putting None
+    in its queue of requests.  Nothing is raised through the code a signal
+    interrupts, where it could be caught and lost, and the flag cannot be
+    unset: a second signal, or the end of input after a signal, changes
+    nothing.  SimpleQueue.put is reentrant, so the handler may run
+    wherever the main thread is, even inside the same queue's get.  The
+    end of input wakes the main loop at once; a signal within WAKE_UP."""
+
+    def __init__(self):
+        self.requested = False
+        self.requests = queue.SimpleQueue()
+
+    def __call__(self, *_):
+        self.requested = True
+        self.requests.put(None)
+
+
+def read_requests(stdin, requests, stop):
+    """Pass each line of STDIN to REQUESTS; at its end (Emacs exited,
+    however it exited), or if reading fails, request the stop."""
+    try:
+        for line in stdin:
+            requests.put(line)
+    finally:
+        stop()
 
 
 def serve(stdin, stdout):
+    global ADOPTS_ORPHANS
     # Ctrl-C in a terminal reaches every process of the build; Emacs decides
     # what stops, and interrupts a block by signalling the kernel itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Emacs sends SIGHUP to its subprocesses as it exits, and does not wait;
-    # often right after the SIGTERM of its exit hook, which must not cut
-    # short the stopping that the first signal began.
-    def stop(*_):
-        for each in STOPPING_SIGNALS:
-            signal.signal(each, signal.SIG_IGN)
-        sys.exit(0)
-
+    # Emacs sends SIGTERM to stop a session, and SIGHUP to its subprocesses
+    # as it exits, often right after the SIGTERM of its exit hook.
+    stop = StopRequest()
     for each in STOPPING_SIGNALS:
         signal.signal(each, stop)
-    requests = queue.Queue()
+    kernel_supervisor.adopt_orphans()
+    ADOPTS_ORPHANS = True
     # Input is read while a block runs, so that its end is noticed then too.
-    threading.Thread(target=read_requests, args=(stdin, requests), daemon=True).start()
+    threading.Thread(target=read_requests, args=(stdin, stop.requests, stop),
+                     daemon=True).start()
     kernel = None
     try:
-        kernel = Kernel()
+        kernel = Kernel(lambda: stop.requested)
 
         def send(obj):
             stdout.write(json.dumps(obj) + "\n")
@@ -622,7 +733,15 @@ def serve(stdin, stdout):
 
         send({"ready": True, "kernel_pid": kernel.pid})
         while True:
-            request = json.loads(requests.get())
+            try:
+                line = stop.requests.get(timeout=WAKE_UP)
+            except queue.Empty:
+                line = None
+            if stop.requested:
+                break
+            if line is None:
+                continue
+            request = json.loads(line)
             reply = {"id": request.get("id")}
             try:
                 org, outputs = execute(kernel, request["code"], request.get("file"),
@@ -635,7 +754,10 @@ def serve(stdin, stdout):
                       "error": str(error)})
                 if isinstance(error, KernelDied):
                     break
+    except Stopped:
+        pass
     finally:
+        # A kernel that did not start was killed as Kernel() failed.
         if kernel is not None:
             kernel.kill()
 

@@ -1,0 +1,341 @@
+"""Nothing a session started outlives it: not the bridge, not its kernel,
+not a process a block started, however that process detached itself (a
+session of its own, `setsid ... &`, a double fork), and however the
+session ended (end of input, SIGTERM, SIGHUP, both, the kernel's own end,
+a timeout, SIGKILL of the bridge, the Emacs gone, a build that succeeded
+or failed)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, Daemon, alive, gone, wait_for
+from tiny_notes import HEADER, block, build, write_readme
+
+BRIDGE = ROOT / "tools" / "kernel_bridge.py"
+
+
+def parents():
+    """{pid: parent pid} of every process that runs (zombies left out)."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as stat:
+                    fields = stat.read().rsplit(") ", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if fields[0] != "Z":
+                found[int(name)] = int(fields[1])
+    return found
+
+
+def descendants(root):
+    """Every process below ROOT, now."""
+    children = {}
+    for pid, parent in parents().items():
+        children.setdefault(parent, []).append(pid)
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def command_line(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def detaching(pids):
+    """A block that starts four sleeps, each recording its number in the
+    file PIDS: one in a session of its own, one through `setsid ... &`, one
+    by a double fork (its parent gone at once), and one plain child."""
+    return f"""import os, subprocess
+def record(pid):
+    with open({str(pids)!r}, 'a') as out:
+        out.write(f'{{pid}}\\n')
+record(subprocess.Popen(['sleep', '600'], start_new_session=True).pid)
+os.system("setsid sh -c 'echo $$ >> {pids}; exec sleep 600' >/dev/null 2>&1 </dev/null &")
+middle = os.fork()
+if middle == 0:
+    try:
+        os.setsid()
+        if os.fork() == 0:
+            record(os.getpid())
+            os.execvp('sleep', ['sleep', '600'])
+    finally:
+        os._exit(0)
+os.waitpid(middle, 0)
+record(subprocess.Popen(['sleep', '600']).pid)"""
+
+
+def recorded(pids, count=4):
+    """The numbers the block recorded in PIDS, once all COUNT are there."""
+    assert wait_for(lambda: pids.exists() and len(pids.read_text().split()) >= count, 30), \
+        "the block did not start its processes"
+    return {int(pid) for pid in pids.read_text().split()}
+
+
+class Bridge:
+    """A kernel bridge as Emacs runs it, in FOLDER."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.stderr = open(folder / "bridge-stderr.log", "w")
+        self.process = subprocess.Popen(
+            [sys.executable, str(BRIDGE)], cwd=folder, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+        self.pid = self.process.pid
+        self.seen = {self.pid}
+
+    def look(self):
+        """Note every process below the bridge now; return them."""
+        found = descendants(self.pid)
+        self.seen |= found
+        return found
+
+    def ready(self):
+        line = self.process.stdout.readline()
+        assert line, f"the bridge ended before its kernel was ready: {self.log()}"
+        kernel = json.loads(line)["kernel_pid"]
+        self.look()
+        assert kernel in self.seen
+        return kernel
+
+    def send(self, code, id=1, **options):
+        self.process.stdin.write(json.dumps({"id": id, "code": code, **options}) + "\n")
+        self.process.stdin.flush()
+
+    def reply(self):
+        line = self.process.stdout.readline()
+        assert line, f"the bridge ended without a reply: {self.log()}"
+        return json.loads(line)
+
+    def close_input(self):
+        self.process.stdin.close()
+
+    def signal(self, signum):
+        self.process.send_signal(signum)
+
+    def log(self):
+        return (self.folder / "bridge-stderr.log").read_text()
+
+    def kill(self):
+        self.process.kill()
+        self.process.wait()
+        self.stderr.close()
+
+
+def assert_all_gone(pids):
+    # The time allowed is for a loaded machine: the bridge waits for nothing.
+    left = {pid: command_line(pid) for pid in pids if not gone(pid, 15)}
+    assert not left, f"left running: {left}"
+
+
+def kill_leftovers(pids):
+    """Whatever a failing test left behind, the next one must not meet."""
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def leftovers():
+    """A set for a test to put the processes it started in."""
+    pids = set()
+    yield pids
+    kill_leftovers(pids)
+
+
+@pytest.fixture
+def bridge(tmp_path):
+    started = Bridge(tmp_path)
+    yield started
+    started.kill()
+    kill_leftovers(started.seen - {started.pid})
+
+
+def during_the_kernels_start(bridge, stop):
+    """STOP once the kernel process exists, before it answers."""
+    assert wait_for(lambda: any("ipykernel_launcher" in command_line(pid)
+                                for pid in bridge.look()), 30)
+    stop()
+
+
+def while_a_block_runs(bridge, stop):
+    pids = bridge.folder / "pids"
+    bridge.ready()
+    bridge.send(detaching(pids) + "\nimport time\ntime.sleep(600)")
+    bridge.seen |= recorded(pids)
+    bridge.look()
+    stop()
+
+
+def right_after_a_reply(bridge, stop):
+    pids = bridge.folder / "pids"
+    bridge.ready()
+    bridge.send(detaching(pids))
+    bridge.seen |= recorded(pids)
+    bridge.look()
+    assert bridge.reply()["ok"] is True
+    stop()
+
+
+def while_idle(bridge, stop):
+    pids = bridge.folder / "pids"
+    bridge.ready()
+    bridge.send(detaching(pids))
+    assert bridge.reply()["ok"] is True
+    bridge.seen |= recorded(pids)
+    bridge.look()
+    time.sleep(0.5)
+    stop()
+
+
+MOMENTS = {"during the kernel's start": during_the_kernels_start,
+           "while a block runs": while_a_block_runs,
+           "right after a reply": right_after_a_reply,
+           "while idle": while_idle}
+
+ENDINGS = {
+    "SIGTERM": lambda bridge: bridge.signal(signal.SIGTERM),
+    "SIGHUP": lambda bridge: bridge.signal(signal.SIGHUP),
+    "end of input": lambda bridge: bridge.close_input(),
+    "SIGHUP and SIGTERM together": lambda bridge: (bridge.signal(signal.SIGHUP),
+                                                    bridge.signal(signal.SIGTERM)),
+    "input closed, then SIGTERM": lambda bridge: (bridge.close_input(),
+                                                  bridge.signal(signal.SIGTERM)),
+    "SIGHUP, then input closed": lambda bridge: (bridge.signal(signal.SIGHUP),
+                                                 bridge.close_input()),
+    "SIGKILL of the bridge": lambda bridge: bridge.signal(signal.SIGKILL),
+}
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_a_stopped_bridge_leaves_nothing_running(bridge, moment, ending):
+    MOMENTS[moment](bridge, lambda: ENDINGS[ending](bridge))
+    code = bridge.process.wait(timeout=30)
+    if ending != "SIGKILL of the bridge":
+        assert code == 0, bridge.log()
+    assert_all_gone(bridge.seen)
+
+
+ENDS_ITS_KERNEL = {
+    "os._exit": ("import os\nos._exit(3)", {}, "died"),
+    "exit()": ("exit()", {}, "died"),
+    "a timeout it ignores": (
+        "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(600)",
+        {"timeout": 0.5}, "died"),
+}
+
+
+@pytest.mark.parametrize("case", ENDS_ITS_KERNEL)
+def test_a_block_that_ends_its_kernel_leaves_nothing_running(bridge, case):
+    code, options, kind = ENDS_ITS_KERNEL[case]
+    pids = bridge.folder / "pids"
+    bridge.ready()
+    bridge.send(detaching(pids) + "\n" + code, **options)
+    reply = bridge.reply()
+    bridge.seen |= recorded(pids)
+    assert (reply["ok"], reply["kind"]) == (False, kind), reply
+    assert bridge.process.wait(timeout=30) == 0, bridge.log()
+    assert_all_gone(bridge.seen)
+
+
+def test_a_kernel_of_this_process_is_killed_with_what_it_started(tmp_path, leftovers):
+    """The tests' own kernels (conftest), as much as the bridge's."""
+    import kernel_bridge
+    pids = tmp_path / "pids"
+    kernel = kernel_bridge.Kernel()
+    try:
+        leftovers.add(kernel.pid)
+        kernel_bridge.execute(kernel, detaching(pids))
+        leftovers.update(recorded(pids))
+    finally:
+        kernel.kill()
+    assert_all_gone(leftovers)
+
+
+# Emacs's side: the bridges it starts, stopped by the author or by the
+# Emacs ending.
+
+SETUP = r"""
+(progn
+  (setq org-modules nil org-confirm-babel-evaluate nil)
+  (load-file "tools/ob-gradients.el")
+  (find-file "README.org")
+  (org-babel-goto-named-src-block "detaches")
+  (org-babel-execute-src-block)
+  t)
+"""
+
+
+@pytest.fixture
+def emacs_with_a_session(tiny, tmp_path_factory):
+    """An interactive Emacs (a daemon) that ran a block starting detached
+    processes; with the processes it started, all recorded."""
+    pids = tmp_path_factory.mktemp("pids") / "pids"
+    write_readme(tiny, HEADER + block(detaching(pids) + "\nimport time\ntime.sleep(600)",
+                                      "detaches", ":async yes :tangle no"))
+    daemon = Daemon(tiny)
+    started = set()
+    try:
+        assert daemon(SETUP) is True
+        started = recorded(pids) | descendants(daemon.process.pid)
+        assert any("kernel_bridge.py" in command_line(pid) for pid in started)
+        yield daemon, started
+    finally:
+        daemon.close()
+        kill_leftovers(started)
+
+
+@pytest.mark.parametrize("command", ["gradients-stop-sessions", "gradients-restart"])
+def test_stopping_a_session_leaves_nothing_of_it_running(emacs_with_a_session, command):
+    daemon, started = emacs_with_a_session
+    daemon(f'(with-current-buffer "README.org" ({command}))')
+    assert_all_gone(started)
+
+
+def test_an_emacs_killed_leaves_nothing_running(emacs_with_a_session):
+    daemon, started = emacs_with_a_session
+    daemon.process.kill()
+    daemon.process.wait()
+    assert_all_gone(started)
+
+
+@pytest.mark.parametrize("outcome", ["succeeds", "fails"])
+def test_a_build_leaves_nothing_running(tiny, tmp_path_factory, leftovers, outcome):
+    pids = tmp_path_factory.mktemp("pids") / "pids"
+    ending = "\nraise ValueError('nudged too far')" if outcome == "fails" else ""
+    write_readme(tiny, HEADER + block(detaching(pids) + ending, "detaches"))
+    run = build(tiny)
+    assert (run.returncode == 0) == (outcome == "succeeds"), run.stderr
+    leftovers.update(recorded(pids))
+    assert_all_gone(leftovers)
+    assert wait_for(lambda: not [pid for pid in parents()
+                                 if str(tiny) in command_line(pid)], 15), \
+        "a bridge or kernel outlived the build"
+
+
+def test_a_supervisor_whose_bridge_is_already_gone_starts_nothing(tmp_path):
+    """A bridge may die before its supervisor asks to be told of that
+    death; the supervisor then sees it has another parent already."""
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    marker = tmp_path / "ran"
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / "kernel_supervisor.py"),
+                          str(finished.pid), "touch", str(marker)], timeout=30)
+    assert run.returncode != 0
+    assert not marker.exists()
