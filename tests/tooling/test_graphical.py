@@ -282,10 +282,13 @@ def distance(shot, picture, window, png, title_from):
     frame = next(row for row, line in enumerate(layout < 100) if line.mean() > 0.5)
     # A pixel short of the frame: resampling blurs its line by about one.
     title_height = frame * height // layout.shape[0] - 2
-    right = min(x + width, left + window_width)
-    bottom = min(y + title_height, top + window_height)
-    assert right > x and bottom > y, f"no part of the plot's title is in its window {window}"
+    shown_left, shown_top = max(x, left), max(y, top)
+    shown_right = min(x + width, left + window_width)
+    shown_bottom = min(y + title_height, top + window_height)
+    assert shown_right > shown_left and shown_bottom > shown_top, \
+        f"no part of the plot's title is in its window {window}"
     drawn = np.asarray(Image.open(png).convert("L").resize((width, height)), dtype=float)
-    expected = drawn[: bottom - y, : right - x]
-    on_screen = np.asarray(shot.crop((x, y, right, bottom)).convert("L"), dtype=float)
+    expected = drawn[shown_top - y: shown_bottom - y, shown_left - x: shown_right - x]
+    on_screen = np.asarray(
+        shot.crop((shown_left, shown_top, shown_right, shown_bottom)).convert("L"), dtype=float)
     return np.abs(on_screen - expected).mean()
