@@ -4,6 +4,7 @@ cannot write, Ctrl-C.  Each case ends in one clear line naming README.org
 and the line, with nothing changed, nothing written elsewhere and nothing
 left running.  (Input refused before any block runs: test_bad_input.py.)"""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -53,10 +54,27 @@ def assert_no_leftovers(folder, temporary):
     assert gone(child, PATIENCE), "a process started by a block outlived the build"
     assert list(temporary.iterdir()) == []
     assert not list((folder / ".build").glob("run-*"))
-    # The bridge stops its kernel just after Emacs exits, in a moment.
-    assert wait_for(lambda: subprocess.run(["pgrep", "-f", str(folder)],
-                                           capture_output=True).returncode == 1, PATIENCE), \
-        "a bridge or kernel outlived the build"
+
+
+def running_from(folder):
+    """The processes whose command line names FOLDER: bridges, kernels."""
+    found = subprocess.run(["pgrep", "-a", "-f", str(folder)], capture_output=True, text=True)
+    return found.stdout.splitlines()
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_running(tiny):
+    """After every build of this file, however it ended: no bridge or kernel
+    of its project copy outlives it.  The bridge stops its kernel just after
+    Emacs exits, in a moment; any left are ended, not to pile up."""
+    yield
+    try:
+        assert wait_for(lambda: not running_from(tiny), PATIENCE), \
+            f"a bridge or kernel outlived the build: {running_from(tiny)}"
+    finally:
+        for line in running_from(tiny):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split()[0]), signal.SIGKILL)
 
 
 def test_a_runaway_block_times_out_naming_itself_and_leaves_nothing(tiny):
