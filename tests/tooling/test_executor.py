@@ -389,8 +389,8 @@ def test_quitting_asks_while_a_block_runs_and_a_restart_names_the_block_it_stops
     assert el(f'(list (test-run "nap") {asked} (progn (gradients-restart) t))') == \
         ["done", [None, "1 block is still running or waiting for the kernel; stop it and quit? "],
          True]
-    # The old bridge's end is seen when Emacs next waits, some time after
-    # the fresh session, which has nothing to run, took its place.
+    # Said once the old bridge's end is seen, which may be after the fresh
+    # session, with nothing to run, has taken its place.
     said = f"README.org:{doc_line(el, 'nap')}: block `nap' was stopped before it finished"
     assert wait_for(lambda: said in el("(test-messages)"), WAIT), el("(test-messages)")
     assert el(asked) == [True, None]
