@@ -43,6 +43,12 @@ time.sleep(1.5)
 'rested'
 #+end_src
 
+#+name: long-nap
+#+begin_src jupyter-python :tangle no
+import time
+time.sleep(300)
+#+end_src
+
 #+name: trail-a
 #+begin_src jupyter-python :tangle no
 trail = ['a']
@@ -385,13 +391,15 @@ def test_quitting_asks_while_a_block_runs_and_a_restart_names_the_block_it_stops
              '(lambda (prompt) (setq asked prompt) nil))) '
              '(list (run-hook-with-args-until-failure (quote kill-emacs-query-functions)) '
              'asked)))')
-    # In one request: the nap cannot end before the question and the restart.
-    assert el(f'(list (test-run "nap") {asked} (progn (gradients-restart) t))') == \
+    # In one request, and a nap longer than any test: it cannot end before
+    # the question and the restart, however slowly a busy machine stops it.
+    assert el(f'(list (test-run "long-nap") {asked} (progn (gradients-restart) t))') == \
         ["done", [None, "1 block is still running or waiting for the kernel; stop it and quit? "],
          True]
     # Said once the old bridge's end is seen, which may be after the fresh
     # session, with nothing to run, has taken its place.
-    said = f"README.org:{doc_line(el, 'nap')}: block `nap' was stopped before it finished"
+    said = (f"README.org:{doc_line(el, 'long-nap')}: block `long-nap' "
+            "was stopped before it finished")
     assert wait_for(lambda: said in el("(test-messages)"), WAIT), el("(test-messages)")
     assert el(asked) == [True, None]
 
