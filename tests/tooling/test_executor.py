@@ -219,7 +219,7 @@ def el(project):
         assert daemon(SETUP) is True
         for name in ("define-f", "f-of-3", "d-of-abc"):
             daemon(f'(test-run "{name}")')
-        assert settled(daemon)
+        assert settled(daemon), daemon("(test-messages)")
         yield daemon
     finally:
         daemon.close()
