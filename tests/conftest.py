@@ -122,7 +122,8 @@ class Daemon:
                                          "--eval", NO_NATIVE_COMPILATION])],
                 cwd=folder, env=env,
                 stdout=subprocess.DEVNULL, stderr=log)
-        deadline = time.monotonic() + 20
+        # Generous: a loaded machine, a fresh HOME.
+        deadline = time.monotonic() + 60
         while not self.socket.exists():
             assert self.process.poll() is None, \
                 f"{emacs} exited with {self.process.returncode}:\n{self.log.read_text()}"
@@ -130,7 +131,7 @@ class Daemon:
                 f"the Emacs server did not start:\n{self.log.read_text()}"
             time.sleep(0.05)
 
-    def __call__(self, expression, timeout=30):
+    def __call__(self, expression, timeout=60):
         """Evaluate EXPRESSION; return its value, read back into Python
         through JSON in a file (emacsclient's own output breaks long lines)."""
         answer = self.folder / "answer.json"
