@@ -172,7 +172,7 @@ a file made read-only, as no editor would."
 
 (defun gradients-build--code-hint (text)
   "A digest of the lines of TEXT that can change what blocks produce:
-keywords, property lines and whatever lies between #+begin_ and #+end_.
+source blocks, and the keywords and properties that give them headers.
 Read without Org, before it loads, only to guess whether a kernel will
 be needed, so that it can boot meanwhile; the real key comes later."
   (with-temp-buffer
@@ -183,10 +183,12 @@ be needed, so that it can boot meanwhile; the real key comes later."
         (let ((line (buffer-substring-no-properties (point) (line-end-position))))
           (cond (inside
                  (push line kept)
-                 (when (string-match-p "\\`[ \t]*#\\+end_" line) (setq inside nil)))
-                ((string-match-p "\\`[ \t]*#\\+begin_" line)
+                 (when (string-match-p "\\`[ \t]*#\\+end_src" line) (setq inside nil)))
+                ((string-match-p "\\`[ \t]*#\\+begin_src" line)
                  (setq inside t) (push line kept))
-                ((string-match-p "\\`[ \t]*\\(#\\+\\|:header-args\\)" line)
+                ((string-match-p (concat "\\`[ \t]*\\(#\\+\\(property\\|headers?\\|name\\|setupfile"
+                                         "\\|include\\|call\\):\\|:header-args\\)")
+                                 line)
                  (push line kept))))
         (forward-line))
       (secure-hash 'sha256 (mapconcat #'identity (nreverse kept) "\n")))))

@@ -143,14 +143,19 @@ of the same session, in the same folder."
         (gradients--submit fresh request)))))
 
 (defun gradients--filter (process output)
-  "Collect OUTPUT of PROCESS; each complete line is a reply."
-  (let ((pending (concat (process-get process 'pending) output)))
-    (process-put process 'pending "")
-    (while (string-match "\n" pending)
-      (let ((line (substring pending 0 (match-beginning 0))))
-        (setq pending (substring pending (match-end 0)))
+  "Collect OUTPUT of PROCESS; each complete line is a reply.  A long reply
+comes in many pieces: they are kept in a list and joined once its line
+is complete, so that its cost stays linear in its length."
+  (let ((start 0))
+    (while (string-match "\n" output start)
+      (let ((line (apply #'concat (nreverse (cons (substring output start (match-beginning 0))
+                                                  (process-get process 'pending))))))
+        (setq start (match-end 0))
+        (process-put process 'pending nil)
         (gradients--handle-line process line)))
-    (process-put process 'pending pending)))
+    (when (< start (length output))
+      (process-put process 'pending (cons (substring output start)
+                                          (process-get process 'pending))))))
 
 (defun gradients--stderr-tail (process)
   "The end of what the bridge PROCESS wrote to its error output.  Its last

@@ -162,8 +162,16 @@ def kernel_environment(build_folder=BUILD_FOLDER):
     and compiling NumPy, Matplotlib and IPython again would add seconds to
     every start.  The blocks themselves run from strings, so this leaves no
     bytecode beside the notes."""
-    env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline")
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    # Of the caller's settings, none that changes what a block prints may
+    # reach it: Python's own (PYTHONOPTIMIZE strips asserts, the hash seed
+    # orders sets), the time zone, the locale, the terminal's width.  The
+    # same code then records the same result on every machine, and a kept
+    # result stays true whoever builds.
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("PYTHON", "LC_"))
+           and name not in ("TZ", "LANG", "LANGUAGE", "COLUMNS", "LINES")}
+    env.update(MPLBACKEND="module://matplotlib_inline.backend_inline",
+               PYTHONHASHSEED="0", TZ="UTC", LC_ALL="C.UTF-8")
     for variable, folder in KERNEL_FOLDERS.items():
         path = os.path.join(build_folder, "kernel", folder)
         os.makedirs(path, exist_ok=True)
@@ -439,7 +447,11 @@ TERMINAL_CODE = re.compile(
     r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?"
     # Two- and three-character escapes: ESC 7, ESC ( B, ...
     r"|\x1b[\x20-\x2f]*[\x30-\x7e]"
-    r"|[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+    r"|[\x00-\x08\x0e-\x1f\x7f-\x9f]"
+    # Invisible characters that change how the text around them reads:
+    # direction overrides and isolates (which can make a line show other
+    # than what it holds), marks, zero-width space, byte order mark.
+    r"|[\u200b\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c\ufeff]")
 
 
 def terminal_lines(text):
@@ -482,7 +494,9 @@ def terminal_lines(text):
 
 # The characters terminal_lines never lets through: a last guard, in
 # check_fits_the_notes, that nothing reached the drawer another way.
-NOT_FOR_THE_NOTES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+NOT_FOR_THE_NOTES = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029"
+    r"\u200b\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c\ufeff]")
 
 
 # ---- What goes into the drawer ------------------------------------------
@@ -550,16 +564,23 @@ def org_result(outputs, file=None, links=(), max_lines=None, results=None, wrap=
             # One print can arrive in several messages, and a progress bar
             # goes back over what earlier ones wrote: join before reading.
             printed += content["text"]
-        elif kind == "execute_result" and not file:
-            if links and any(mime in content["data"] for mime in MIME_BY_EXTENSION.values()):
-                # Linked as a picture, which is all Jupyter shows of it;
-                # its text/plain would add a memory address beside it.
+        elif kind in ("execute_result", "display_data"):
+            data = content["data"]
+            if any(mime in data for mime in MIME_BY_EXTENSION.values()):
+                # A picture, drawn to its :file or linked, which is all
+                # Jupyter shows of it: its text/plain would add a memory
+                # address beside it.
                 continue
+            if kind == "execute_result" and file:
+                continue
+            # What Jupyter shows of a display() too, in its richest form
+            # that is text.
             lines += fixed_width(printed)
             printed = ""
-            data = content["data"]
-            lines += check_org_value(data["text/org"]) if "text/org" in data \
-                else fixed_width(data["text/plain"])
+            if "text/org" in data:
+                lines += check_org_value(data["text/org"])
+            else:
+                lines += fixed_width(data.get("text/markdown", data.get("text/plain", "")))
     lines += fixed_width(printed)
     if file:
         lines.append(f"[[file:{file}]]")
@@ -613,6 +634,12 @@ def check_fits_the_notes(org, max_lines=None, results=None, wrap=False):
                          "Unicode (a lone surrogate); print repr() of the text instead",
                          "output") from None
     lines = org.split("\n") if org else []
+    # As many characters as a thousand long lines: one huge line is no
+    # easier to read than many.
+    if max_lines and len(org) > max_lines * 200:
+        raise BlockError(f"produced {len(org):,} characters, more than the "
+                         f"{max_lines * 200:,} a result may have in the notes; print less "
+                         "(a summary, or a slice)", "output")
     if max_lines and len(lines) > max_lines:
         raise BlockError(f"produced {len(lines)} lines, more than the {max_lines} "
                          "a result may have in the notes; print less (a summary, "

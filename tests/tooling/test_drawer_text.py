@@ -328,3 +328,24 @@ def test_c_c_c_refuses_a_raw_result_org_could_not_replace(tiny, code, refused):
         assert run.stdout.endswith("; unchanged")
     else:
         assert run.stdout == "ran; changed", run.stdout + run.stderr
+
+
+# Found by probing: invisible characters that change how a line reads.
+@pytest.mark.parametrize("character", ["\u202e", "\u2066", "\u2069", "\u200e", "\u200b",
+                                       "\ufeff", "\u061c"])
+def test_invisible_characters_that_change_reading_are_dropped(character):
+    assert org_result(printed(f"total{character} = 3\n")) == ": total = 3"
+
+
+def test_one_huge_line_is_refused_like_too_many_lines():
+    with pytest.raises(BlockError, match="characters, more than the"):
+        org_result(printed("x" * 300_000 + "\n"), max_lines=1000)
+
+
+def test_what_display_shows_is_recorded_in_its_place_and_a_picture_never_as_text():
+    outputs = [*printed("before\n"), ("display_data", {"data": {"text/plain": "'hello'"}}),
+               ("display_data", {"data": {"text/markdown": "**hi**",
+                                          "text/plain": "<IPython.core.display.Markdown object>"}}),
+               ("display_data", {"data": {"image/png": "iVBO", "text/plain": "<Figure at 0x7f00>"}}),
+               *printed("after\n")]
+    assert org_result(outputs) == ": before\n: 'hello'\n: **hi**\n: after"

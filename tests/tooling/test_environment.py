@@ -82,3 +82,20 @@ def test_the_users_own_settings_do_not_reach_the_kernel(tmp_path, monkeypatch):
     build = os.path.relpath(ROOT / ".build", os.getcwd())
     assert folders.split("\n") == [f": {build}/kernel/{name}"
                                    for name in ("matplotlib", "ipython", "cache")]
+
+
+def test_the_callers_python_time_and_locale_settings_do_not_reach_the_kernel(monkeypatch):
+    """Each would change what a block prints: the same code must record the
+    same result whoever builds it."""
+    for name, setting in {"PYTHONOPTIMIZE": "2", "PYTHONHASHSEED": "random", "TZ": "Asia/Tokyo",
+                          "LANG": "C", "LC_ALL": "C", "COLUMNS": "20"}.items():
+        monkeypatch.setenv(name, setting)
+    code = ("import sys, os, time, locale\n"
+            "print(sys.flags.optimize, os.environ['PYTHONHASHSEED'], time.tzname[0],\n"
+            "      locale.getpreferredencoding(), 'COLUMNS' in os.environ)")
+    kernel = kernel_bridge.Kernel()
+    try:
+        org, _ = kernel_bridge.execute(kernel, code)
+    finally:
+        kernel.kill()
+    assert org == ": 0 0 UTC UTF-8 False"
