@@ -74,7 +74,6 @@ OUTPUTS_LIST := $(BUILD)/outputs
 OUTPUTS      := $(shell cat $(OUTPUTS_LIST) 2>/dev/null)
 MISSING      := $(filter-out $(wildcard $(OUTPUTS)),$(OUTPUTS))
 
-BUILD_TOOLS := tools/build.el tools/ob-gradients.el tools/kernel_bridge.py
 
 # Everything the notes make, and blocks.json, what Org read of each block
 # and what it produced: made without touching the committed outputs, for
@@ -87,8 +86,9 @@ ifneq ($(EMACS) $(EMACSLOADPATH),$(shell cat $(EMACS_ID) 2>/dev/null))
 $(shell mkdir -p $(BUILD) && echo '$(EMACS) $(EMACSLOADPATH)' > $(EMACS_ID))
 endif
 
-# What the last build read besides README.org (a #+SETUPFILE, .dir-locals.el),
-# and README.org's digest then: a change to either builds again.
+# The build's own files and what it read besides README.org (a #+SETUPFILE,
+# .dir-locals.el), and README.org's digest then: a change to any of them
+# builds again.  The build lists them itself.
 -include $(BUILD)/produced/inputs.mk
 STALE := $(if $(filter $(PRODUCED_FROM),$(shell sha256sum < README.org 2>/dev/null | cut -c1-64)),,FORCE)
 
@@ -112,7 +112,7 @@ help:  ## list the targets
 
 tangle: $(OUTPUTS_LIST)  ## gradients.py and the pictures in images/, from README.org
 
-$(OUTPUTS_LIST): README.org $(BUILD_TOOLS) $(VENV_STAMP) $(EMACS_ID) $(wildcard $(OUTPUTS)) $(if $(MISSING),FORCE) $(STALE)
+$(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(wildcard $(OUTPUTS)) $(if $(MISSING),FORCE) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BATCH_EMACS) -l tools/build.el -f gradients-build-tangle README.org
 
@@ -120,7 +120,7 @@ run: $(VENV_STAMP)  ## restart and run all: rewrite every result and picture in 
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BATCH_EMACS) -l tools/build.el -f gradients-build-run README.org
 
-$(PRODUCED): README.org $(BUILD_TOOLS) $(VENV_STAMP) $(EMACS_ID) $(STALE)
+$(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BATCH_EMACS) -l tools/build.el -f gradients-build-produce README.org
 

@@ -74,9 +74,11 @@ outputs are.")
 may replace or lie under.  So are the Org file being built and anything
 whose path has a part starting with a dot (.git, .build, .venv...).")
 
-(defconst gradients-build-tools '("build.el" "ob-gradients.el" "kernel_bridge.py")
+(defconst gradients-build-tools
+  '("build.el" "ob-gradients.el" "gradients-kernel.el" "kernel_bridge.py"
+    "kernel_supervisor.py" "pictures.json")
   "The files of tools/ that make the build: a change to one runs every
-block again.")
+block again, and make builds again (through .build/produced/inputs.mk).")
 
 (defvar gradients-build--scratch nil
   "The scratch folder of the running build, removed however the build ends.")
@@ -219,14 +221,17 @@ depend on besides the notes.")
 
 (defun gradients-build--write-inputs (org-file)
   "Write inputs.mk into the scratch folder: make's prerequisites of the
-build besides ORG-FILE, with an empty rule for each so that a file that
+build besides ORG-FILE (the build's tools, and what the notes read), with
+an empty rule for each so that a file that
 goes away makes the build run again rather than make fail; and the
 notes' own digest, which make compares, since a file restored with its
 old time (cp -p) is no older than the build."
   (with-temp-file (expand-file-name "inputs.mk" gradients-build--scratch)
     (insert "# Written by tools/build.el: what the last build read besides the notes.\n")
     (let ((inputs (mapcar #'gradients-build--make-quoted
-                          (sort (copy-sequence gradients-build--inputs) #'string<))))
+                          (append (mapcar (lambda (tool) (concat "tools/" tool))
+                                          gradients-build-tools)
+                                  (sort (copy-sequence gradients-build--inputs) #'string<)))))
       (insert (format "%s %s: %s\n" gradients-build-produced-file-for-make
                       gradients-build-outputs-file (mapconcat #'identity inputs " ")))
       (dolist (input inputs) (insert input ":\n"))
@@ -467,8 +472,11 @@ evaluated, :var resolved), once."
             (error "%s:%d: unknown header argument %s; Org would ignore it (a typo?)"
                    gradients-build--org-name (line-number-at-pos) name)))))))
 
-(defconst gradients-build--picture-extensions '("png" "svg")
-  "What a :file may end in: the pictures the kernel bridge can write.")
+(defconst gradients-build--picture-extensions
+  (mapcar (lambda (type) (symbol-name (car type)))
+          (json-read-file (expand-file-name "pictures.json" gradients-build-directory)))
+  "What a :file may end in: the pictures the kernel bridge can write, as
+tools/pictures.json lists them for both.")
 
 (defun gradients-build--check-picture (block pictures)
   "Fail on a :file the bridge cannot draw, or one an earlier block in

@@ -39,6 +39,9 @@ This lives here, not in .dir-locals.el, because Org 9.5 does not mark
 `org-image-actual-width' safe, and Emacs would ask about it on opening."
   (when (gradients--notes-buffer-p)
     (setq-local org-image-actual-width '(640))
+    ;; Emacs 28 scales pictures up with a large default font, which Org
+    ;; 9.6 and later turn off: the same width on every Org.
+    (setq-local image-scaling-factor 1)
     ;; `#+STARTUP: inlineimages' showed them before this hook could set
     ;; the width.  No picture is decoded before the next redisplay, so
     ;; showing them again costs next to nothing.

@@ -7,9 +7,16 @@ one JSON object per line each way:
                "file": "images/x.png" or null,
                "write_to": "/where/the/picture/goes.png" or null,
                "timeout": seconds or null, "max_lines": 1000 or null,
-               "results": the block's :results words, "wrap": whether it has a :wrap}
-    reply:    {"id": 7, "ok": true,  "org": "<text for the results drawer>"}
-              {"id": 7, "ok": false, "kind": KIND, "error": "<message>"}
+               "results": the block's :results words, "wrap": whether it has a :wrap,
+               "loose_pictures": {"folder": "/where/they/go", "link": "as the drawer
+                                  names that folder"} or null}
+    reply:    {"id": 7, "ok": true,  "org": "<text for the results drawer>",
+               "printed": "<what it wrote to its standard output>"}
+              {"id": 7, "ok": false, "kind": KIND, "error": "<message>",
+               "summary": "<its one line>"}
+
+With "loose_pictures", the pictures of a block without a :file are saved
+in that folder and linked from the drawer.
 
 KIND says what went wrong: "raised" (the code raised; "error" is the
 traceback, "summary" its last line), "interrupted" (KeyboardInterrupt, from
@@ -57,8 +64,10 @@ from jupyter_client.manager import KernelManager
 
 import kernel_supervisor
 
-# A picture's mime type follows from the extension of its :file.
-MIME_BY_EXTENSION = {".png": "image/png", ".svg": "image/svg+xml"}
+# A picture's mime type follows from the extension of its :file; the
+# build reads the same file to refuse any other extension before running.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "pictures.json")) as table:
+    MIME_BY_EXTENSION = {f".{extension}": mime for extension, mime in json.load(table).items()}
 
 # How long an interrupted kernel gets to finish its block before it is killed.
 INTERRUPT_GRACE = 5
@@ -354,7 +363,6 @@ class Kernel:
             # Whatever a killed supervisor left; a bridge starts nothing else.
             kernel_supervisor.kill_tree(os.getpid(), reap=True)
 
-    shutdown = kill
 
 
 def failure(outputs):
