@@ -77,7 +77,12 @@ if middle == 0:
     finally:
         os._exit(0)
 os.waitpid(middle, 0)
-record(subprocess.Popen(['sleep', '600']).pid)"""
+record(subprocess.Popen(['sleep', '600']).pid)
+# The shell of `setsid ... &` writes its number when it gets to it: the
+# block goes on (and may end its kernel) only once all four are known.
+import time
+while len(open({str(pids)!r}).read().split()) < 4:
+    time.sleep(0.01)"""
 
 
 def recorded(pids, count=4):
