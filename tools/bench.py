@@ -49,6 +49,10 @@ def copy_project(folder, keep_produced=True):
         shutil.rmtree(folder)
     subprocess.run(["git", "clone", "--quiet", ROOT, folder], check=True)
     (folder / ".venv").symlink_to(ROOT / ".venv")
+    # The venv is the checkout's, made from these very files: with their
+    # times, make takes it for what it is, up to date.
+    for name in ("pyproject.toml", "requirements.lock"):
+        shutil.copystat(ROOT / name, folder / name)
     if keep_produced:
         shutil.copytree(ROOT / ".build" / "produced", folder / ".build" / "produced")
     return folder
