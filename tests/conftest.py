@@ -213,3 +213,17 @@ TEST_BUSY = r"""
                   gradients--sessions)
          t))
 """
+
+
+def the_build_uv():
+    """The uv the project's make uses, as an absolute path; made as make
+    makes it when the machine has none and the checkout has not made it
+    yet (a checkout whose venv came from elsewhere)."""
+    def make(*args):
+        return subprocess.run(["make", "--no-print-directory", "-s", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+    uv = ROOT / make("--eval", "print-uv: ; @echo $(UV)", "print-uv").stdout.strip()
+    if not uv.exists():
+        made = make(str(uv.relative_to(ROOT)))
+        assert made.returncode == 0, made.stdout + made.stderr
+    return uv

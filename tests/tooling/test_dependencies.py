@@ -16,7 +16,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from conftest import ROOT
+from conftest import ROOT, the_build_uv
 import produced
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -108,13 +108,12 @@ def small_project(tmp_path):
     for name in ("Makefile", "README.org", "pyproject.toml", "tools/require-debian-packages"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         shutil.copy2(ROOT / name, tmp_path / name)
-    uv = make("-s", "--eval", "print-uv: ; @echo $(UV)", "print-uv").stdout.strip()
     lock = LOCK.read_text()
     graphviz = re.search(r"^graphviz==.*?(?=\n\S)", lock, re.M | re.S).group()
     # The line that says which pyproject.toml the lock comes from.
     source = lock.splitlines()[-1]
     (tmp_path / "requirements.lock").write_text(f"{graphviz}\n{source}\n")
-    return tmp_path, f"UV={ROOT / uv}"
+    return tmp_path, f"UV={the_build_uv()}"
 
 
 def test_a_lock_older_than_pyproject_stops_make_venv(small_project):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, copy_project
+from conftest import ROOT, copy_project, the_build_uv
 
 LOCK = ROOT / "requirements.lock"
 
@@ -18,12 +18,6 @@ LOCK = ROOT / "requirements.lock"
 def make(*args, cwd, env=None, timeout=300):
     return subprocess.run(["make", "--no-print-directory", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
-
-
-def the_build_uv():
-    """The uv the project's make uses, as an absolute path."""
-    uv = make("-s", "--eval", "print-uv: ; @echo $(UV)", "print-uv", cwd=ROOT).stdout.strip()
-    return ROOT / uv
 
 
 def uv_in(folder):
