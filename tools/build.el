@@ -206,7 +206,9 @@ depend on besides the notes.")
   "Before `insert-file-contents': note FILE if it is one of the project's."
   (let ((file (expand-file-name file)))
     (when (and gradients-build--project
-               (file-in-directory-p file gradients-build--project))
+               (file-in-directory-p file gradients-build--project)
+               ;; Org's own scratch files, wherever TMPDIR points.
+               (not (file-in-directory-p file temporary-file-directory)))
       (let ((relative (file-relative-name file gradients-build--project)))
         ;; The build's own files are make's prerequisites already.
         (unless (or (member relative (list gradients-build--org-name "Makefile"
@@ -231,7 +233,12 @@ old time (cp -p) is no older than the build."
     (let ((inputs (mapcar #'gradients-build--make-quoted
                           (append (mapcar (lambda (tool) (concat "tools/" tool))
                                           gradients-build-tools)
-                                  (sort (copy-sequence gradients-build--inputs) #'string<)))))
+                                  (sort (cl-remove-if-not
+                                         (lambda (input)
+                                           (file-exists-p
+                                            (expand-file-name input gradients-build--project)))
+                                         gradients-build--inputs)
+                                        #'string<)))))
       (insert (format "%s %s: %s\n" gradients-build-produced-file-for-make
                       gradients-build-outputs-file (mapconcat #'identity inputs " ")))
       (dolist (input inputs) (insert input ":\n"))
