@@ -207,8 +207,10 @@ depend on besides the notes.")
   (let ((file (expand-file-name file)))
     (when (and gradients-build--project
                (file-in-directory-p file gradients-build--project)
-               ;; Org's own scratch files, wherever TMPDIR points.
-               (not (file-in-directory-p file temporary-file-directory)))
+               ;; Org's own scratch files, when TMPDIR lies in the notes' folder.
+               (not (and (file-in-directory-p temporary-file-directory
+                                              gradients-build--project)
+                         (file-in-directory-p file temporary-file-directory))))
       (let ((relative (file-relative-name file gradients-build--project)))
         ;; The build's own files are make's prerequisites already.
         (unless (or (member relative (list gradients-build--org-name "Makefile"
