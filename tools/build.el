@@ -230,7 +230,8 @@ an empty rule for each so that a file that
 goes away makes the build run again rather than make fail; and the
 notes' own digest, which make compares, since a file restored with its
 old time (cp -p) is no older than the build."
-  (with-temp-file (expand-file-name "inputs.mk" gradients-build--scratch)
+  (let ((coding-system-for-write 'utf-8-unix))
+   (with-temp-file (expand-file-name "inputs.mk" gradients-build--scratch)
     (insert "# Written by tools/build.el: what the last build read besides the notes.\n")
     (let ((inputs (mapcar #'gradients-build--make-quoted
                           (append (mapcar (lambda (tool) (concat "tools/" tool))
@@ -245,7 +246,7 @@ old time (cp -p) is no older than the build."
                       gradients-build-outputs-file (mapconcat #'identity inputs " ")))
       (dolist (input inputs) (insert input ":\n"))
       (insert (format "PRODUCED_FROM := %s\n"
-                      (secure-hash 'sha256 (gradients-build--file-bytes org-file)))))))
+                      (secure-hash 'sha256 (gradients-build--file-bytes org-file))))))))
 
 ;;;; Scratch folders
 
@@ -823,9 +824,12 @@ kernel run under the same key, and copy its PICTURES."
                 (outputs . ,(vconcat outputs))
                 (headings . ,(gradients-build--headings))
                 (blocks . ,(vconcat (mapcar #'gradients-build--block-json blocks))))))
-    (with-temp-file file
-      (set-buffer-file-coding-system 'utf-8-unix)
-      (insert (json-serialize json) "\n"))))
+    (let ((text (json-serialize json))
+          (coding-system-for-write 'utf-8-unix))
+      (with-temp-file file
+        ;; Emacs 30 serializes to UTF-8 bytes, Emacs 28 to characters.
+        (insert (if (multibyte-string-p text) text (decode-coding-string text 'utf-8))
+                "\n")))))
 
 (defun gradients-build--keep-produced ()
   "Make the scratch folder .build/produced/, in place of the last one."
@@ -915,7 +919,8 @@ kernels.  Runs however the build ends, Ctrl-C included."
 
 (defun gradients-build--write-outputs-list (outputs)
   (let* ((file (expand-file-name gradients-build-outputs-file gradients-build--project))
-         (temporary (make-temp-file (concat file "-"))))
+         (temporary (make-temp-file (concat file "-")))
+         (coding-system-for-write 'utf-8-unix))
     (with-temp-file temporary
       (insert (mapconcat #'identity outputs "\n") "\n"))
     (rename-file temporary file t)))
