@@ -344,9 +344,6 @@ case and Unicode composition aside (macOS and Windows)."
     (make-directory (file-name-directory file) t)
     file))
 
-(defvar gradients-build--blocks nil
-  "The blocks of the notes, as `gradients-build--read-blocks' read them.")
-
 (defun gradients-build--tangle-into-scratch (groups)
   "Around Org's collection of blocks to tangle: each file name of GROUPS,
 an alist of (FILE . BLOCKS), becomes its place in the scratch folder,
@@ -605,55 +602,56 @@ as Org parses it (text inside a fixed-width result or an example block
 is no call): a #+CALL line, an inline block, a link to a picture an
 interactive run saved, and a result saved while it still waited for the
 kernel."
-  (org-element-map (org-element-parse-buffer) '(babel-call inline-babel-call inline-src-block link)
-    (lambda (datum)
-      (let ((line (line-number-at-pos (org-element-property :begin datum))))
-        (gradients-build--noting-problem line
-          (pcase (org-element-type datum)
-            ((or 'babel-call 'inline-babel-call)
-             (gradients-build--fail-at line "a #+CALL line is not run by the build, so its result would go stale; use a source block"))
-            ('inline-src-block
-             (gradients-build--fail-at line "an inline source block is not run by the build, so its result would go stale; use a source block"))
-            ('link
-             (let ((path (org-element-property :path datum)))
-               (when (and (equal (org-element-property :type datum) "file")
-                          (string-prefix-p (file-name-as-directory gradients-loose-picture-folder)
-                                           (string-remove-prefix "./" path)))
-                 (gradients-build--fail-at
-                  line "%s is a picture saved by an interactive run, which GitHub cannot show; give its block a :file under images/"
-                  path)))))))))
-  (let ((names (make-hash-table :test #'equal)))
+  (let ((tree (org-element-parse-buffer)))
+    (org-element-map tree '(babel-call inline-babel-call inline-src-block link)
+                     (lambda (datum)
+                       (let ((line (line-number-at-pos (org-element-property :begin datum))))
+                         (gradients-build--noting-problem line
+                                                          (pcase (org-element-type datum)
+                                                            ((or 'babel-call 'inline-babel-call)
+                                                             (gradients-build--fail-at line "a #+CALL line is not run by the build, so its result would go stale; use a source block"))
+                                                            ('inline-src-block
+                                                             (gradients-build--fail-at line "an inline source block is not run by the build, so its result would go stale; use a source block"))
+                                                            ('link
+                                                             (let ((path (org-element-property :path datum)))
+                                                               (when (and (equal (org-element-property :type datum) "file")
+                                                                          (string-prefix-p (file-name-as-directory gradients-loose-picture-folder)
+                                                                                           (string-remove-prefix "./" path)))
+                                                                 (gradients-build--fail-at
+                                                                  line "%s is a picture saved by an interactive run, which GitHub cannot show; give its block a :file under images/"
+                                                                  path)))))))))
+    (let ((names (make-hash-table :test #'equal)))
+      (dolist (block blocks)
+        (let ((name (plist-get block :name)))
+          (when name
+            (push block (gethash (downcase name) names)))))
+      ;; Org finds a named result whatever the case of its name: two names
+      ;; that differ only in case are one (exact twins are org-lint's).
+      (maphash (lambda (_ same)
+                 (when (cdr (delete-dups (mapcar (lambda (b) (plist-get b :name)) same)))
+                   (dolist (block same)
+                     (gradients-build--noting-problem (plist-get block :line)
+                                                      (error "%s: its name differs only in case from another block's, and Org takes them for one: give each its own"
+                                                             (plist-get block :where))))))
+               names)
+      (org-element-map tree org-element-all-elements
+                       (lambda (element)
+                         (let ((name (car (org-element-property :results element))))
+                           (when (and name (not (string-empty-p name))
+                                      (not (gethash (downcase name) names)))
+                             (let ((line (line-number-at-pos (org-element-property :begin element))))
+                               (gradients-build--noting-problem line
+                                                                (gradients-build--fail-at
+                                                                 line "#+RESULTS: %s belongs to no block (was the block renamed?); remove it"
+                                                                 name))))))))
     (dolist (block blocks)
-      (let ((name (plist-get block :name)))
-        (when name
-          (push block (gethash (downcase name) names)))))
-    ;; Org finds a named result whatever the case of its name: two names
-    ;; that differ only in case are one (exact twins are org-lint's).
-    (maphash (lambda (_ same)
-               (when (cdr (delete-dups (mapcar (lambda (b) (plist-get b :name)) same)))
-                 (dolist (block same)
-                   (gradients-build--noting-problem (plist-get block :line)
-                     (error "%s: its name differs only in case from another block's, and Org takes them for one: give each its own"
-                            (plist-get block :where))))))
-             names)
-    (org-element-map (org-element-parse-buffer 'element) org-element-all-elements
-      (lambda (element)
-        (let ((name (car (org-element-property :results element))))
-          (when (and name (not (string-empty-p name))
-                     (not (gethash (downcase name) names)))
-            (let ((line (line-number-at-pos (org-element-property :begin element))))
-              (gradients-build--noting-problem line
-                (gradients-build--fail-at
-                 line "#+RESULTS: %s belongs to no block (was the block renamed?); remove it"
-                 name))))))))
-  (dolist (block blocks)
-    (let ((recorded (plist-get block :recorded)))
-      (when (and recorded (string-match-p gradients--placeholder-regexp recorded))
-        (let ((line (1+ (car (plist-get block :results-lines)))))
-          (gradients-build--noting-problem line
-            (gradients-build--fail-at
-             line "the result of block %s was saved while it still waited for the kernel; run the block again, or remove the drawer"
-             (if (plist-get block :name) (format "`%s'" (plist-get block :name)) "(unnamed)"))))))))
+      (let ((recorded (plist-get block :recorded)))
+        (when (and recorded (string-match-p gradients--placeholder-regexp recorded))
+          (let ((line (1+ (car (plist-get block :results-lines)))))
+            (gradients-build--noting-problem line
+                                             (gradients-build--fail-at
+                                              line "the result of block %s was saved while it still waited for the kernel; run the block again, or remove the drawer"
+                                              (if (plist-get block :name) (format "`%s'" (plist-get block :name)) "(unnamed)")))))))))
 
 (defun gradients-build--check-blocks (blocks)
   "Fail on every header argument that would go wrong, each on a line of
@@ -1019,7 +1017,8 @@ return the outputs, relative to the notes' folder."
     (if (gradients-build--reusable-p earlier key pictures)
         (progn
           (message "%s" "the code of the blocks is as when they last ran: their results are reused")
-          (gradients-build--stop-unneeded-kernel)
+          ;; One guessed needed, and started early, is not.
+          (gradients-stop-sessions 'no-wait)
           (gradients-build--reuse blocks pictures earlier))
       (gradients-build--run blocks))
     (gradients-build--check-unchanged org-file original "tangle")
@@ -1033,9 +1032,6 @@ return the outputs, relative to the notes' folder."
       (gradients-build--keep-produced)
       (mapc (lambda (block) (set-marker (plist-get block :marker) nil)) blocks)
       outputs)))
-
-(defun gradients-build--stop-unneeded-kernel ()
-  (gradients-stop-sessions 'no-wait))
 
 (defun gradients-build-produce ()
   "Produce everything the notes make into .build/produced/ (`make test')."
