@@ -2,6 +2,7 @@
 which `make test` brings up to date first), and the imported gradients.py;
 and for the tooling's tests in tooling/, ways to drive Emacs."""
 
+import ast
 import contextlib
 import importlib
 import io
@@ -28,14 +29,64 @@ os.environ.pop("DISPLAY", None)
 os.environ.pop("MPLBACKEND", None)
 
 
+def make_environment():
+    """This environment for a make started from a test run: without the
+    jobserver of the make that started pytest, whose pipe this process
+    does not pass on; its variables (EMACS=...) stay."""
+    env = dict(os.environ)
+    flags = [flag for flag in env.get("MAKEFLAGS", "").split(" ")
+             if not flag.startswith(("--jobserver", "-j"))]
+    env["MAKEFLAGS"] = " ".join(flags)
+    return env
+
+
+def import_what_gradients_imports():
+    """Import the libraries gradients.py imports at its top (NumPy,
+    Matplotlib...): most of the time its import takes.  Named by the
+    committed file itself, read as Python; one that fails to import is
+    left for the import of gradients.py to report."""
+    try:
+        tree = ast.parse((ROOT / "gradients.py").read_bytes())
+    except (OSError, SyntaxError):
+        return
+    for statement in tree.body:
+        if isinstance(statement, ast.Import):
+            names = [alias.name for alias in statement.names]
+        elif isinstance(statement, ast.ImportFrom) and statement.level == 0:
+            names = [statement.module]
+        else:
+            continue
+        for name in names:
+            with contextlib.suppress(Exception), \
+                 contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                importlib.import_module(name)
+
+
 def pytest_configure(config):
+    """Bring .build/produced/ up to date with README.org (make, the one
+    judge of what is stale, runs the build only if something changed):
+    the checks compare against it.  The libraries gradients.py needs are
+    imported meanwhile, so that the test run and the build overlap.  In
+    xdist's workers, the controller did this already."""
     # The document's own code must not leave bytecode beside README.org.
     sys.dont_write_bytecode = True
+    if hasattr(config, "workerinput"):
+        return
+    build = subprocess.Popen(
+        ["make", "--no-print-directory", str(produced.FOLDER / "blocks.json")],
+        cwd=ROOT, env=make_environment(), stdin=subprocess.DEVNULL)
+    try:
+        import_what_gradients_imports()
+    finally:
+        status = build.wait()
+    if status != 0:
+        pytest.exit(f"the build of README.org failed (make said why, above)", returncode=2)
 
 
 def pytest_sessionstart(session):
-    """Notes the build has not read as they are now stop the run at once,
-    with one line, instead of every test failing on them."""
+    """Notes the build has not read as they are now (README.org saved while
+    it ran) stop the run at once, with one line, instead of every test
+    failing on them."""
     try:
         produced.load()
     except produced.Stale as error:

@@ -3,6 +3,7 @@ gradient the document fills in by hand."""
 
 import math
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -175,19 +176,19 @@ def chain_of_additions(gradients, length):
     return chain
 
 
-def test_a_chain_of_20000_additions_is_traced(gradients):
-    # Twenty times Python's default recursion limit: a recursive trace
-    # fails, and one that searches its lists would take minutes.
-    chain = chain_of_additions(gradients, 20_000)
+def test_a_chain_far_deeper_than_the_recursion_limit_is_traced(gradients):
+    # Three times Python's recursion limit: a recursive trace fails.
+    length = 3 * sys.getrecursionlimit()
+    chain = chain_of_additions(gradients, length)
     nodes, edges = gradients.trace(chain)
-    assert len(nodes) == 40_001 and len(edges) == 40_000
-    assert chain.data == 20_000.0
+    assert len(nodes) == 2 * length + 1 and len(edges) == 2 * length
+    assert chain.data == float(length)
 
 
 def test_a_chain_far_deeper_than_the_recursion_limit_is_drawn(gradients):
-    # Three times Python's default limit proves there is no recursion; the
-    # Graphviz package's own bookkeeping makes long chains take seconds.
-    length = 3 * 1000
+    # Twice Python's recursion limit proves there is no recursion; the
+    # Graphviz package's own bookkeeping makes longer chains slow.
+    length = 2 * sys.getrecursionlimit()
     dot = gradients.draw_dot(chain_of_additions(gradients, length))
     values, operations = 2 * length + 1, length
     assert len(dot.body) == values + 2 * operations + 2 * length

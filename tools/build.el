@@ -31,9 +31,12 @@
   (file-name-directory (or load-file-name buffer-file-name)))
 
 ;; Opening an Org file loads every link module in `org-modules' (Gnus,
-;; Rmail, EWW...) and version control looks for git: together most of the
-;; start-up time of a batch run, and none of it is needed here.
+;; Rmail, EWW...), org-lint's export library loads every back-end in
+;; `org-export-backends' (ODT brings the whole of nXML), and version
+;; control looks for git: together most of the start-up time of a batch
+;; run, and none of it is needed here, where nothing is exported.
 (setq org-modules nil
+      org-export-backends nil
       vc-handled-backends nil
       ;; The notes are visited where they are: no lock file beside them.
       create-lockfiles nil
@@ -314,24 +317,39 @@ spellings of one file are one output, and a link cannot lead outside."
                      (format "%S" (match-string 0 bad)))))))
     relative))
 
+(defvar gradients-build--answers (make-hash-table :test #'equal)
+  "What this build found out about the project's files, by question and
+folder: every block names its :tangle and :file, often the same one, and
+each question asks git or reads the Makefile.")
+
+(defmacro gradients-build--once (question &rest body)
+  "BODY's value, computed once per QUESTION (a list) and project folder."
+  (declare (indent 1))
+  `(let ((key (cons gradients-build--project ,question)))
+     (pcase (gethash key gradients-build--answers 'unknown)
+       ('unknown (puthash key (progn ,@body) gradients-build--answers))
+       (answer answer))))
+
 (defun gradients-build--make-targets ()
   "The names the Makefile gives its own targets (make help, make tangle...):
 a file of that name would be taken for the target."
-  (let ((makefile (expand-file-name "Makefile" gradients-build--project)))
-    (when (file-readable-p makefile)
-      (with-temp-buffer
-        (insert-file-contents makefile)
-        (let (targets)
-          (while (re-search-forward "^\\.PHONY:\\(.*\\)$" nil t)
-            (setq targets (append (split-string (match-string 1)) targets)))
-          targets)))))
+  (gradients-build--once '(make-targets)
+    (let ((makefile (expand-file-name "Makefile" gradients-build--project)))
+      (when (file-readable-p makefile)
+        (with-temp-buffer
+          (insert-file-contents makefile)
+          (let (targets)
+            (while (re-search-forward "^\\.PHONY:\\(.*\\)$" nil t)
+              (setq targets (append (split-string (match-string 1)) targets)))
+            targets))))))
 
 (defun gradients-build--ignored-by-git-p (relative)
   "Whether git ignores the output RELATIVE (when the notes are in a checkout)."
-  (and (file-exists-p (expand-file-name ".git" gradients-build--project))
-       (executable-find "git")
-       (let ((default-directory gradients-build--project))
-         (eql 0 (call-process "git" nil nil nil "check-ignore" "-q" "--no-index" relative)))))
+  (gradients-build--once (list 'ignored-by-git relative)
+    (and (file-exists-p (expand-file-name ".git" gradients-build--project))
+         (executable-find "git")
+         (let ((default-directory gradients-build--project))
+           (eql 0 (call-process "git" nil nil nil "check-ignore" "-q" "--no-index" relative))))))
 
 (defun gradients-build--same-file-key (relative)
   "What two output paths share when they would be one file on some disk:
@@ -966,6 +984,7 @@ folder) and `scratch'."
               (original (gradients-build--read-and-check org-file))
               (gradients-kernel-directory project))
          (setq gradients-build--project project)
+         (clrhash gradients-build--answers)
          (advice-add 'insert-file-contents :before #'gradients-build--note-input)
          (when ,kernel-wanted
            (gradients-start-session "gradients"))
@@ -998,6 +1017,21 @@ kernel can boot while Org loads; a wrong one costs time, not results."
                                      (gradients-build--produced-file project)))
                    (gradients-build--code-hint (decode-coding-string original 'utf-8-unix))))))
 
+(defun gradients-build--tangling-modes (blocks)
+  "The `org-src-lang-modes' to tangle BLOCKS with.  Org turns on each
+language's major mode in the file it tangles, only for `comment-region'
+to find the comment syntax of :comments; without them, starting
+python-mode (loading python.el and its dependencies) would be most of
+the tangling time, so every language is tangled as plain text."
+  (if (cl-some (lambda (block)
+                 (not (member (cdr (assq :comments (nth 2 (plist-get block :info))))
+                              '(nil "no"))))
+               blocks)
+      org-src-lang-modes
+    (append (mapcar (lambda (block) (cons (plist-get block :language) 'fundamental))
+                    blocks)
+            org-src-lang-modes)))
+
 (defun gradients-build--produce (org-file original)
   "Produce everything into the scratch folder and make it .build/produced/;
 return the outputs, relative to the notes' folder."
@@ -1007,7 +1041,8 @@ return the outputs, relative to the notes' folder."
                     (advice-add 'org-babel-tangle-collect-blocks :filter-return
                                 #'gradients-build--tangle-into-scratch)
                     (unwind-protect
-                        (let ((inhibit-message t))
+                        (let ((inhibit-message t)
+                              (org-src-lang-modes (gradients-build--tangling-modes blocks)))
                           (org-babel-tangle))
                       (advice-remove 'org-babel-tangle-collect-blocks
                                      #'gradients-build--tangle-into-scratch))))

@@ -279,11 +279,8 @@ class Kernel:
                 raise RuntimeError("Kernel died before replying to kernel_info")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
-        while True:
-            try:
-                self.client.get_iopub_msg(timeout=0.2)
-            except queue.Empty:
-                break
+        # What IOPub still holds answers these requests: run() passes over
+        # it by its parent, so no time is spent waiting for it to go quiet.
 
     def run(self, code, timeout=None):
         """Execute CODE; return its outputs as a list of (kind, content).
