@@ -74,7 +74,7 @@ def pytest_configure(config):
         return
     build = subprocess.Popen(
         ["make", "--no-print-directory", str(produced.FOLDER / "blocks.json")],
-        cwd=ROOT, env=make_environment(), stdin=subprocess.DEVNULL)
+        cwd=ROOT, env=make_environment())
     try:
         import_what_gradients_imports()
     finally:

@@ -727,27 +727,37 @@ nothing; return the pictures, an alist of output path and block."
 
 ;;;; Running the blocks
 
-(defun gradients-build--key (blocks tangled)
-  "A digest of everything the kernel's run of BLOCKS can depend on: the
-code and header arguments of each block it runs, in order, the TANGLED
-files, the lock, the build's tools, and Emacs and Org."
+(defun gradients-build--insert-files (files)
+  "Insert the name and bytes of each of FILES (nothing for a missing one)."
+  (dolist (file files)
+    (insert (file-name-nondirectory file) "\0")
+    (when (file-exists-p file)
+      (insert-file-contents-literally file)
+      (goto-char (point-max)))
+    (insert "\0")))
+
+(defun gradients-build--key (blocks)
+  "A digest of everything the kernel's run of BLOCKS can depend on but
+the tangled files: the code and header arguments of each block it runs,
+in order, the lock, the build's tools, and Emacs and Org."
   (with-temp-buffer
     (insert emacs-version "\0" (org-version) "\0")
-    (dolist (file (append (list (expand-file-name "requirements.lock" gradients-build--project))
-                          (mapcar (lambda (tool) (expand-file-name tool gradients-build-directory))
-                                  gradients-build-tools)
-                          tangled))
-      (insert (file-name-nondirectory file) "\0")
-      (when (file-exists-p file)
-        (insert-file-contents-literally file)
-        (goto-char (point-max)))
-      (insert "\0"))
+    (gradients-build--insert-files
+     (cons (expand-file-name "requirements.lock" gradients-build--project)
+           (mapcar (lambda (tool) (expand-file-name tool gradients-build-directory))
+                   gradients-build-tools)))
     (dolist (block blocks)
       (when (gradients-build--runs-p block)
         (let ((print-length nil) (print-level nil))
           (insert (prin1-to-string (list (gradients-build--code block)
                                          (nth 2 (plist-get block :info))))
                   "\0"))))
+    (secure-hash 'sha256 (current-buffer))))
+
+(defun gradients-build--tangled-key (tangled)
+  "A digest of the TANGLED files, which a block may read or run."
+  (with-temp-buffer
+    (gradients-build--insert-files tangled)
     (secure-hash 'sha256 (current-buffer))))
 
 (defun gradients-build--picture-destination (file)
@@ -782,8 +792,9 @@ kernel run under the same key, and copy its PICTURES."
     (copy-file (gradients-build--produced-file gradients-build--project (car picture))
                (gradients-build--scratch-path (car picture)) t t)))
 
-(defun gradients-build--reusable-p (earlier key pictures)
+(defun gradients-build--reusable-p (earlier key tangled-key pictures)
   (and earlier (equal (alist-get 'key earlier) key)
+       (equal (alist-get 'tangled_key earlier) tangled-key)
        (cl-every (lambda (picture)
                    (file-exists-p (gradients-build--produced-file
                                    gradients-build--project (car picture))))
@@ -829,11 +840,12 @@ kernel run under the same key, and copy its PICTURES."
               headings)))
     (vconcat (nreverse headings))))
 
-(defun gradients-build--write-blocks-json (blocks outputs key hint)
+(defun gradients-build--write-blocks-json (blocks outputs key tangled-key hint)
   (let ((file (expand-file-name "blocks.json" gradients-build--scratch))
         (json `((org_file . ,(file-name-nondirectory (buffer-file-name)))
                 (sha256 . ,(secure-hash 'sha256 (gradients-build--file-bytes (buffer-file-name))))
                 (key . ,key)
+                (tangled_key . ,tangled-key)
                 (hint . ,hint)
                 (emacs . ,emacs-version)
                 (org . ,(org-version))
@@ -1032,37 +1044,46 @@ the tangling time, so every language is tangled as plain text."
                     blocks)
             org-src-lang-modes)))
 
+(defun gradients-build--tangle (blocks)
+  "Tangle the buffer into the scratch folder; return the files written."
+  (advice-add 'org-babel-tangle-collect-blocks :filter-return
+              #'gradients-build--tangle-into-scratch)
+  (unwind-protect
+      (let ((inhibit-message t)
+            (org-src-lang-modes (gradients-build--tangling-modes blocks)))
+        (org-babel-tangle))
+    (advice-remove 'org-babel-tangle-collect-blocks
+                   #'gradients-build--tangle-into-scratch)))
+
 (defun gradients-build--produce (org-file original)
   "Produce everything into the scratch folder and make it .build/produced/;
 return the outputs, relative to the notes' folder."
   (let* ((blocks (gradients-build--read-blocks))
          (pictures (gradients-build--check-blocks blocks))
-         (tangled (progn
-                    (advice-add 'org-babel-tangle-collect-blocks :filter-return
-                                #'gradients-build--tangle-into-scratch)
-                    (unwind-protect
-                        (let ((inhibit-message t)
-                              (org-src-lang-modes (gradients-build--tangling-modes blocks)))
-                          (org-babel-tangle))
-                      (advice-remove 'org-babel-tangle-collect-blocks
-                                     #'gradients-build--tangle-into-scratch))))
-         (key (gradients-build--key blocks tangled))
          (earlier (gradients-build--read-json
-                   (gradients-build--produced-file gradients-build--project))))
-    (if (gradients-build--reusable-p earlier key pictures)
-        (progn
-          (message "%s" "the code of the blocks is as when they last ran: their results are reused")
-          ;; One guessed needed, and started early, is not.
-          (gradients-stop-sessions 'no-wait)
-          (gradients-build--reuse blocks pictures earlier))
-      (gradients-build--run blocks))
+                   (gradients-build--produced-file gradients-build--project)))
+         (key (gradients-build--key blocks))
+         ;; Code unlike the kept run's runs whatever is tangled: at once,
+         ;; on the kernel started early, and tangling waits.
+         (ran (unless (equal key (alist-get 'key earlier))
+                (gradients-build--run blocks)
+                t))
+         (tangled (gradients-build--tangle blocks))
+         (tangled-key (gradients-build--tangled-key tangled)))
+    (cond (ran)
+          ((gradients-build--reusable-p earlier key tangled-key pictures)
+           (message "%s" "the code of the blocks is as when they last ran: their results are reused")
+           ;; One guessed needed, and started early, is not.
+           (gradients-stop-sessions 'no-wait)
+           (gradients-build--reuse blocks pictures earlier))
+          (t (gradients-build--run blocks)))
     (gradients-build--check-unchanged org-file original "tangle")
     (let ((outputs (append (mapcar (lambda (file) (file-relative-name file gradients-build--scratch))
                                    tangled)
                            (mapcar #'car pictures))))
       (gradients-build--write-blocks-json
-       blocks outputs key (gradients-build--code-hint
-                           (decode-coding-string original 'utf-8-unix)))
+       blocks outputs key tangled-key (gradients-build--code-hint
+                                       (decode-coding-string original 'utf-8-unix)))
       (gradients-build--write-inputs org-file)
       (gradients-build--keep-produced)
       (mapc (lambda (block) (set-marker (plist-get block :marker) nil)) blocks)
