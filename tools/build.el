@@ -1067,6 +1067,9 @@ return the outputs, relative to the notes' folder."
          ;; on the kernel started early, and tangling waits.
          (ran (unless (equal key (alist-get 'key earlier))
                 (gradients-build--run blocks)
+                ;; Before Org touches the buffer of a file saved meanwhile,
+                ;; and asks about it.
+                (gradients-build--check-unchanged org-file original "tangle")
                 t))
          (tangled (gradients-build--tangle blocks))
          (tangled-key (gradients-build--tangled-key tangled)))
