@@ -43,7 +43,6 @@
       make-backup-files nil)
 
 (load (expand-file-name "ob-gradients" gradients-build-directory) nil t)
-(require 'ucs-normalize)
 
 (defmacro gradients-build--as-a-build (&rest body)
   "Run BODY with the executor behaving as a build needs: every block
@@ -354,7 +353,11 @@ a file of that name would be taken for the target."
 (defun gradients-build--same-file-key (relative)
   "What two output paths share when they would be one file on some disk:
 case and Unicode composition aside (macOS and Windows)."
-  (downcase (ucs-normalize-NFC-string relative)))
+  (downcase (if (string-match-p "[^[:ascii:]]" relative)
+                ;; Loaded only then: its tables take a tenth of a second.
+                (progn (require 'ucs-normalize)
+                       (ucs-normalize-NFC-string relative))
+              relative)))
 
 (defun gradients-build--scratch-path (relative)
   "Where in the scratch folder the output RELATIVE is written."

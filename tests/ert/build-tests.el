@@ -77,4 +77,16 @@
     (dolist (name '("images/a-b_c.d+e.png" "images/été.png"))
       (should (equal (build-tests--path name) name)))))
 
+(ert-deftest build-tests-names-one-disk-would-merge-share-a-key ()
+  "Case and Unicode composition are folded, as macOS and Windows fold
+them; names that differ otherwise, in ASCII or not, stay apart."
+  (let ((composed "images/\u00e9t\u00e9.png")      ; é as one character
+        (decomposed "images/e\u0301te\u0301.png")  ; e and a combining accent
+        (key #'gradients-build--same-file-key))
+    (should (equal (funcall key composed) (funcall key decomposed)))
+    (should (equal (funcall key "images/\u00c9T\u00c9.png") (funcall key composed)))
+    (should (equal (funcall key "GRADIENTS.py") (funcall key "gradients.py")))
+    (should-not (equal (funcall key "images/ete.png") (funcall key composed)))
+    (should-not (equal (funcall key "images/a.png") (funcall key "images/b.png")))))
+
 ;;; build-tests.el ends here
