@@ -80,7 +80,7 @@ def pytest_configure(config):
     finally:
         status = build.wait()
     if status != 0:
-        pytest.exit(f"the build of README.org failed (make said why, above)", returncode=2)
+        pytest.exit("the build of README.org failed (make said why, above)", returncode=2)
 
 
 def pytest_sessionstart(session):
