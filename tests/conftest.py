@@ -173,14 +173,22 @@ class Daemon:
                                          "--eval", NO_NATIVE_COMPILATION])],
                 cwd=folder, env=env,
                 stdout=subprocess.DEVNULL, stderr=log)
-        # Generous: a loaded machine, a fresh HOME.
+        # Ready once it answers: its socket is made a moment before it
+        # listens.  Generous: a loaded machine, a fresh HOME.
         deadline = time.monotonic() + 60
-        while not self.socket.exists():
+        while not (self.socket.exists() and self.answers()):
             assert self.process.poll() is None, \
                 f"{emacs} exited with {self.process.returncode}:\n{self.log.read_text()}"
             assert time.monotonic() < deadline, \
                 f"the Emacs server did not start:\n{self.log.read_text()}"
             time.sleep(0.05)
+
+    def answers(self):
+        try:
+            return subprocess.run([self.client, "-s", str(self.socket), "-e", "t"],
+                                  capture_output=True, timeout=10).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
 
     def __call__(self, expression, timeout=60):
         """Evaluate EXPRESSION; return its value, read back into Python
@@ -192,7 +200,10 @@ class Daemon:
              f" (with-temp-file {json.dumps(str(answer))} (insert (json-encode value))) t)"],
             # The client's folder becomes the folder the expression runs in.
             cwd=self.folder, capture_output=True, text=True, timeout=timeout)
-        assert run.returncode == 0, run.stderr
+        assert run.returncode == 0, (
+            f"{run.stderr}\nthe Emacs server "
+            + ("runs" if self.process.poll() is None else f"exited with {self.process.returncode}")
+            + f"; it wrote:\n{self.log.read_text()}")
         return json.loads(answer.read_text())
 
     def close(self):
