@@ -157,38 +157,35 @@ def pytest_report_header(config):
     return f"README.org read by Emacs {notes.emacs}, Org {notes.org} ({EMACS})"
 
 
-class Daemon:
-    """An Emacs serving the socket `emacs-server` in FOLDER, and a way to
-    evaluate Lisp in it.  By default a daemon of the Emacs under test;
-    ARGS given instead must start the server themselves."""
+class EmacsServer:
+    """The client's side of an Emacs serving the socket `emacs-server` in
+    FOLDER: Lisp evaluated in it, and whether it answers."""
 
-    def __init__(self, folder, emacs=EMACS, args=None, env=None):
+    def __init__(self, folder, emacs=EMACS):
         self.folder = folder
         self.socket = folder / "emacs-server"
         self.client = client_of(emacs)
-        self.log = folder / "emacs-stderr.log"
-        with open(self.log, "w") as log:
-            self.process = subprocess.Popen(
-                [emacs, "-Q", *(args or [f"--fg-daemon={self.socket}",
-                                         "--eval", NO_NATIVE_COMPILATION])],
-                cwd=folder, env=env,
-                stdout=subprocess.DEVNULL, stderr=log)
-        # Ready once it answers: its socket is made a moment before it
-        # listens.  Generous: a loaded machine, a fresh HOME.
-        deadline = time.monotonic() + 60
-        while not (self.socket.exists() and self.answers()):
-            assert self.process.poll() is None, \
-                f"{emacs} exited with {self.process.returncode}:\n{self.log.read_text()}"
-            assert time.monotonic() < deadline, \
-                f"the Emacs server did not start:\n{self.log.read_text()}"
-            time.sleep(0.05)
 
     def answers(self):
+        if not self.socket.exists():
+            return False
         try:
             return subprocess.run([self.client, "-s", str(self.socket), "-e", "t"],
                                   capture_output=True, timeout=10).returncode == 0
         except subprocess.TimeoutExpired:
             return False
+
+    def state(self):
+        """What to say of the Emacs when a call fails."""
+        return ""
+
+    def wait_until_it_answers(self):
+        # Its socket is made a moment before it listens.  Generous: a
+        # loaded machine, a fresh HOME.
+        deadline = time.monotonic() + 60
+        while not self.answers():
+            assert time.monotonic() < deadline, f"the Emacs server did not start; {self.state()}"
+            time.sleep(0.05)
 
     def __call__(self, expression, timeout=60):
         """Evaluate EXPRESSION; return its value, read back into Python
@@ -200,11 +197,30 @@ class Daemon:
              f" (with-temp-file {json.dumps(str(answer))} (insert (json-encode value))) t)"],
             # The client's folder becomes the folder the expression runs in.
             cwd=self.folder, capture_output=True, text=True, timeout=timeout)
-        assert run.returncode == 0, (
-            f"{run.stderr}\nthe Emacs server "
-            + ("runs" if self.process.poll() is None else f"exited with {self.process.returncode}")
-            + f"; it wrote:\n{self.log.read_text()}")
+        assert run.returncode == 0, f"{run.stderr}\n{self.state()}"
         return json.loads(answer.read_text())
+
+
+class Daemon(EmacsServer):
+    """An Emacs serving the socket `emacs-server` in FOLDER.  By default a
+    daemon of the Emacs under test; ARGS given instead must start the
+    server themselves."""
+
+    def __init__(self, folder, emacs=EMACS, args=None, env=None):
+        super().__init__(folder, emacs)
+        self.log = folder / "emacs-stderr.log"
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [emacs, "-Q", *(args or [f"--fg-daemon={self.socket}",
+                                         "--eval", NO_NATIVE_COMPILATION])],
+                cwd=folder, env=env,
+                stdout=subprocess.DEVNULL, stderr=log)
+        self.wait_until_it_answers()
+
+    def state(self):
+        status = self.process.poll()
+        return (("it runs" if status is None else f"it exited with {status}")
+                + f", having written:\n{self.log.read_text()}")
 
     def close(self):
         try:
@@ -213,6 +229,54 @@ class Daemon:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+class TerminalEmacs(EmacsServer):
+    """`emacs -nw` of the Emacs under test as the author runs it, in a
+    160x45 terminal of a tmux server of its own, in the project FOLDER,
+    with the executor loaded and then SETUP (Lisp) evaluated."""
+
+    SETUP = """;;; -*- lexical-binding: t -*-
+{no_native_compilation}
+(setq org-modules nil server-name {socket})
+(server-start)
+(load-file "tools/ob-gradients.el")
+(setq org-confirm-babel-evaluate nil)
+{setup}
+"""
+
+    def __init__(self, folder, setup):
+        super().__init__(folder)
+        (folder / "setup.el").write_text(self.SETUP.format(
+            no_native_compilation=NO_NATIVE_COMPILATION,
+            socket=json.dumps(str(self.socket)), setup=setup))
+        self.tmux = ["tmux", "-L", f"gradients-{os.getpid()}-{id(self)}"]
+        subprocess.run([*self.tmux, "new-session", "-d", "-x", "160", "-y", "45",
+                        "-c", str(folder), f"{EMACS} -nw -Q -l setup.el"],
+                       check=True, env=dict(os.environ, TERM="xterm-256color"))
+        self.wait_until_it_answers()
+
+    def keys(self, *names):
+        subprocess.run([*self.tmux, "send-keys", *names], check=True)
+
+    def screen(self):
+        """The terminal's text; nothing once Emacs has quit, and its tmux."""
+        return subprocess.run([*self.tmux, "capture-pane", "-p"],
+                              capture_output=True, text=True).stdout
+
+    def state(self):
+        return f"the screen:\n{self.screen()}"
+
+    def until(self, probe, what, seconds=30):
+        """PROBE's first true value, asked until SECONDS have passed."""
+        deadline = time.monotonic() + seconds
+        while not (value := probe()):
+            assert time.monotonic() < deadline, f"{what}; {self.state()}"
+            time.sleep(0.1)
+        return value
+
+    def close(self):
+        subprocess.run([*self.tmux, "kill-server"], capture_output=True)
 
 
 def copy_project(folder):

@@ -2,15 +2,11 @@
 *Messages* as the command loop writes them when a block fails, and the
 order of the questions C-x C-c asks while a block runs."""
 
-import json
-import os
 import re
-import subprocess
-import time
 
 import pytest
 
-from conftest import EMACS, EMACSCLIENT, NO_NATIVE_COMPILATION, copy_project
+from conftest import TerminalEmacs, copy_project
 
 BLOCKS = """
 #+name: fails-here
@@ -30,83 +26,36 @@ time.sleep(300)
 #+end_src
 """
 
-SETUP = """;;; -*- lexical-binding: t -*-
-{no_native_compilation}
-(setq org-modules nil server-name {socket})
-(server-start)
-(load-file "tools/ob-gradients.el")
-(setq org-confirm-babel-evaluate nil)
-(find-file "README.org")
-"""
-
-
 @pytest.fixture
-def terminal(tmp_path):
+def emacs(tmp_path):
     project = copy_project(tmp_path)
     with open(project / "README.org", "a") as readme:
         readme.write(BLOCKS)
-    socket = project / "server"
-    (project / "setup.el").write_text(SETUP.format(
-        socket=json.dumps(str(socket)), no_native_compilation=NO_NATIVE_COMPILATION))
-    tmux = ["tmux", "-L", f"gradients-executor-{os.getpid()}"]
-    subprocess.run([*tmux, "new-session", "-d", "-x", "160", "-y", "45", "-c", str(project),
-                    f"{EMACS} -nw -Q -l setup.el"], check=True,
-                   env=dict(os.environ, TERM="xterm-256color"))
-
-    def keys(*names):
-        subprocess.run([*tmux, "send-keys", *names], check=True)
-
-    def screen():
-        # Nothing once Emacs has quit, and its tmux with it.
-        return subprocess.run([*tmux, "capture-pane", "-p"], capture_output=True,
-                              text=True).stdout
-
-    def lisp(expression):
-        answer = project / "answer.json"
-        run = subprocess.run(
-            [EMACSCLIENT, "-s", str(socket), "-e",
-             f"(let ((value {expression})) (require 'json)"
-             f" (with-temp-file {json.dumps(str(answer))} (insert (json-encode value))) t)"],
-            capture_output=True, text=True, timeout=10)
-        assert run.returncode == 0, run.stderr
-        return json.loads(answer.read_text())
-
-    def until(probe, what, seconds=30):
-        deadline = time.monotonic() + seconds
-        while not (value := probe()):
-            assert time.monotonic() < deadline, f"{what}; the screen:\n{screen()}"
-            time.sleep(0.1)
-        return value
-
-    deadline = time.monotonic() + 20
-    while not socket.exists():
-        assert time.monotonic() < deadline, screen()
-        time.sleep(0.05)
+    emacs = TerminalEmacs(project, '(find-file "README.org")')
     try:
-        yield project, keys, screen, lisp, until
+        yield emacs
     finally:
-        subprocess.run([*tmux, "kill-server"], capture_output=True)
+        emacs.close()
 
 
-def go_to(keys, name):
-    keys("M-x", "org-babel-goto-named-src-block", "Enter")
-    keys(name, "Enter")
+def go_to(emacs, name):
+    emacs.keys("M-x", "org-babel-goto-named-src-block", "Enter")
+    emacs.keys(name, "Enter")
 
 
-def messages(lisp):
-    return lisp('(with-current-buffer "*Messages*" (buffer-string))')
+def messages(emacs):
+    return emacs('(with-current-buffer "*Messages*" (buffer-string))')
 
 
-def test_a_failing_block_is_named_without_a_lisp_function_before_it(terminal):
-    project, keys, screen, lisp, until = terminal
-    go_to(keys, "fails-here")
-    keys("C-c", "C-c")
-    until(lambda: "raised ValueError" in messages(lisp), "the failure was not reported")
-    go_to(keys, "misspelt-here")
-    keys("C-c", "C-c")
-    until(lambda: "unknown header argument" in messages(lisp), "the typo was not reported")
-    said = messages(lisp)
-    line = lisp('(with-current-buffer "README.org" (save-excursion '
+def test_a_failing_block_is_named_without_a_lisp_function_before_it(emacs):
+    go_to(emacs, "fails-here")
+    emacs.keys("C-c", "C-c")
+    emacs.until(lambda: "raised ValueError" in messages(emacs), "the failure was not reported")
+    go_to(emacs, "misspelt-here")
+    emacs.keys("C-c", "C-c")
+    emacs.until(lambda: "unknown header argument" in messages(emacs), "the typo was not reported")
+    said = messages(emacs)
+    line = emacs('(with-current-buffer "README.org" (save-excursion '
                 '(org-babel-goto-named-src-block "fails-here") (line-number-at-pos)))')
     assert re.search(rf"^README\.org:{line}: block `fails-here' raised ValueError: "
                      r"nudged too far$", said, re.M), said
@@ -117,20 +66,19 @@ def test_a_failing_block_is_named_without_a_lisp_function_before_it(terminal):
     assert not re.search(r"^\S+: README\.org:", said, re.M), said
 
 
-def test_quitting_asks_about_running_blocks_before_offering_to_save(terminal):
-    project, keys, screen, lisp, until = terminal
-    go_to(keys, "long-nap")
-    keys("C-c", "C-c")
-    until(lambda: "waiting for the kernel" in screen(), "no placeholder")
-    keys("C-x", "C-c")
-    first = until(lambda: re.search(r"still running or waiting for the kernel|Save file",
-                                    screen()), "no question").group(0)
+def test_quitting_asks_about_running_blocks_before_offering_to_save(emacs):
+    go_to(emacs, "long-nap")
+    emacs.keys("C-c", "C-c")
+    emacs.until(lambda: "waiting for the kernel" in emacs.screen(), "no placeholder")
+    emacs.keys("C-x", "C-c")
+    first = emacs.until(lambda: re.search(r"still running or waiting for the kernel|Save file",
+                                          emacs.screen()), "no question").group(0)
     assert first != "Save file", "Emacs offered to save before asking about the block"
-    keys("yes", "Enter")
-    until(lambda: "Save file" in screen(), "no offer to save")
-    keys("y")
-    until(lambda: not re.search(r"Save file|still running", screen()) and
-          "README.org" not in screen(), "Emacs did not quit", seconds=20)
-    saved = (project / "README.org").read_text()
+    emacs.keys("yes", "Enter")
+    emacs.until(lambda: "Save file" in emacs.screen(), "no offer to save")
+    emacs.keys("y")
+    emacs.until(lambda: not re.search(r"Save file|still running", emacs.screen()) and
+                "README.org" not in emacs.screen(), "Emacs did not quit", seconds=20)
+    saved = (emacs.folder / "README.org").read_text()
     assert "waiting for the kernel" not in saved
     assert saved.endswith(BLOCKS)
