@@ -12,35 +12,31 @@ from tiny_notes import HEADER, assert_failed_cleanly, block, build, write_readme
 # Headers that would go wrong; Org itself ignores a name it does not know,
 # without a word.  Each: the text added, the line named (as it reads),
 # what is said there.
+def bad_block(name, header, why, code="plt.plot([1, 2])"):
+    """(text added, the line named, what is said) for block NAME with HEADER."""
+    return (block(code, name, header), f"#+begin_src jupyter-python {header}",
+            f"block `{name}': {why}")
+
+
 BAD_HEADERS = [
     ("\n#+PROPERTY: header-args:jupyter-python+ :resluts drawer\n",
      "#+PROPERTY: header-args:jupyter-python+ :resluts drawer",
      "unknown header argument :resluts; Org would ignore it"),
-    (block("x = 1", "misspelt", ":fiel images/x.png :exprts both"),
-     "#+begin_src jupyter-python :fiel images/x.png :exprts both",
-     "block `misspelt': unknown header arguments :fiel, :exprts"),
+    bad_block("misspelt", ":fiel images/x.png :exprts both",
+              "unknown header arguments :fiel, :exprts", code="x = 1"),
     ("\n#+name: in-header-line\n#+header: :tangel no\n#+begin_src jupyter-python\nx = 1\n"
      "#+end_src\n", "#+begin_src jupyter-python",
      "block `in-header-line': unknown header argument :tangel"),
-    (block("x = 1", "soon", ":timeout soon"), "#+begin_src jupyter-python :timeout soon",
-     "block `soon': :timeout soon is not a number of seconds"),
-    (block("plt.plot([1, 2])", "absolute", ":file /tmp/evil.png"),
-     "#+begin_src jupyter-python :file /tmp/evil.png",
-     "block `absolute': :file /tmp/evil.png is outside the project"),
-    (block("plt.plot([1, 2])", "climbing", ":file ../../evil.png"),
-     "#+begin_src jupyter-python :file ../../evil.png",
-     "block `climbing': :file ../../evil.png is outside the project"),
+    bad_block("soon", ":timeout soon", ":timeout soon is not a number of seconds", code="x = 1"),
+    bad_block("absolute", ":file /tmp/evil.png", ":file /tmp/evil.png is outside the project"),
+    bad_block("climbing", ":file ../../evil.png", ":file ../../evil.png is outside the project"),
     # Org would write the drawer's link over the picture.
-    (block("plt.plot([1, 2])", "as-file", ":file images/as-file.png :results file"),
-     "#+begin_src jupyter-python :file images/as-file.png :results file",
-     "block `as-file': :results file would make Org write the link over the picture"),
+    bad_block("as-file", ":file images/as-file.png :results file",
+              ":results file would make Org write the link over the picture"),
     # The Makefile reads the outputs split at spaces.
-    (block("plt.plot([1, 2])", "spaced", ':file "images/my plot.png"'),
-     '#+begin_src jupyter-python :file "images/my plot.png"',
-     "block `spaced': :file images/my plot.png has a space"),
-    (block("plt.plot([1, 2])", "photo", ":file images/photo.jpg"),
-     "#+begin_src jupyter-python :file images/photo.jpg",
-     "block `photo': :file images/photo.jpg is not a picture the build can draw"),
+    bad_block("spaced", ':file "images/my plot.png"', ":file images/my plot.png has a space"),
+    bad_block("photo", ":file images/photo.jpg",
+              ":file images/photo.jpg is not a picture the build can draw"),
     # The second would silently replace the first.
     (block("d", "drawn-once", ":file images/twice.svg")
      + block("d", "drawn-twice", ":file images/twice.svg :exports both"),
