@@ -839,13 +839,33 @@ where the block stands."
 (defun gradients--placeholder-done ()
   (setq gradients--placeholder-inserted nil))
 
-(defun gradients--run-blocks-collecting-less (run &rest arguments)
+(defvar gradients--parses nil
+  "While `org-babel-execute-buffer' or `org-babel-execute-subtree' runs,
+the elements `org-element-at-point' found, by buffer, position and state
+of the text: a hash table.  Otherwise nil.")
+
+(defun gradients--parse-once (parse &rest arguments)
+  "Around `org-element-at-point': while a command runs many blocks, each
+place in unchanged text is parsed once.  Org 9.5 keeps no parse, and to
+queue one block it asks for the element at the block's head about ten
+times, each a parse of the section from its heading.  Any edit moves
+the text's tick on, and with it every later look to a fresh parse."
+  (if (null gradients--parses)
+      (apply parse arguments)
+    (let ((key (list (current-buffer) (point) (buffer-chars-modified-tick) arguments)))
+      (or (gethash key gradients--parses)
+          (puthash key (apply parse arguments) gradients--parses)))))
+
+(defun gradients--run-blocks-cheaply (run &rest arguments)
   "Around `org-babel-execute-buffer' and `org-babel-execute-subtree':
-queuing a block makes Org parse and allocate a lot, and a garbage
-collection every few blocks, each of which scans all of Emacs, cost more
-than the rest together.  One collection after the command does the same
-work once."
-  (let ((gc-cons-threshold (max gc-cons-threshold (* 64 1024 1024))))
+each place is parsed once (see `gradients--parse-once'), unless Org
+keeps a cache of its own; and since queuing a block makes Org allocate
+a lot, and a garbage collection every few blocks, each of which scans
+all of Emacs, cost more than the rest together, one collection after
+the command does that work once."
+  (let ((gc-cons-threshold (max gc-cons-threshold (* 64 1024 1024)))
+        (gradients--parses (and (not (bound-and-true-p org-element-use-cache))
+                                (make-hash-table :test #'equal))))
     (apply run arguments)))
 
 (defvar org-babel-header-args:jupyter-python
@@ -865,8 +885,10 @@ emacs-jupyter already provides one."
     (advice-add 'org-babel-ref-resolve :around #'gradients--resolve-reference))
   (with-eval-after-load 'ob-core
     (advice-add 'org-babel-insert-result :around #'gradients--insert-placeholder-quietly)
-    (advice-add 'org-babel-execute-buffer :around #'gradients--run-blocks-collecting-less)
-    (advice-add 'org-babel-execute-subtree :around #'gradients--run-blocks-collecting-less))
+    (advice-add 'org-babel-execute-buffer :around #'gradients--run-blocks-cheaply)
+    (advice-add 'org-babel-execute-subtree :around #'gradients--run-blocks-cheaply))
+  (with-eval-after-load 'org-element
+    (advice-add 'org-element-at-point :around #'gradients--parse-once))
   (unless (or (featurep 'jupyter) (featurep 'ob-jupyter)
               (and (fboundp 'org-babel-execute:jupyter-python)
                    (not (eq (symbol-function 'org-babel-execute:jupyter-python)
