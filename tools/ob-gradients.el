@@ -808,10 +808,16 @@ so that definitions carry no empty drawers."
                      (looking-at-p "[ \t]*:results:[ \t]*\n[ \t]*:end:[ \t]*$")))
           (org-babel-remove-result info))))))
 
+(defvar gradients--placeholders-in-command nil
+  "While a command runs many blocks, how many placeholders it wrote so
+far; otherwise nil.  Saying where each block stands as it is queued
+would redraw the echo area once a block, for words no one can read.")
+
 (defun gradients--insert-placeholder-quietly (insert result &rest arguments)
   "Around `org-babel-insert-result': a placeholder is no result, so Org's
 \"Code block evaluation complete.\" is not said for it; what is said is
-where the block stands."
+where the block stands, or after a command that runs many blocks, how
+many it queued."
   (if (not (and (stringp result) (string-match gradients--placeholder-regexp result)))
       (apply insert result arguments)
     (let ((id (string-to-number (match-string 1 result))))
@@ -821,20 +827,26 @@ where the block stands."
       ;; Cleared by the last of `org-babel-after-execute-hook', which
       ;; Org runs next.
       (setq gradients--placeholder-inserted t)
-      (cl-loop for (_ . process) in gradients--sessions
-               for current = (process-get process 'current)
-               for queue = (process-get process 'queue)
-               for place = (cl-position id queue :key #'gradients-request-id)
-               when (and current (= id (gradients-request-id current)))
-               return (message "gradients: %s is running; its result will replace the placeholder"
-                               (gradients-request-where current))
-               when place
-               return (message "gradients: %s is queued%s; its result will replace the placeholder"
-                               (gradients-request-where (nth place queue))
-                               (let ((ahead (+ place (if current 1 0))))
-                                 (if (zerop ahead) ""
-                                   (format " behind %d block%s" ahead
-                                           (if (= ahead 1) "" "s")))))))))
+      (if gradients--placeholders-in-command
+          (cl-incf gradients--placeholders-in-command)
+        (gradients--say-where-it-stands id)))))
+
+(defun gradients--say-where-it-stands (id)
+  "Say whether the block of request ID runs or how many wait before it."
+  (cl-loop for (_ . process) in gradients--sessions
+           for current = (process-get process 'current)
+           for queue = (process-get process 'queue)
+           for place = (cl-position id queue :key #'gradients-request-id)
+           when (and current (= id (gradients-request-id current)))
+           return (message "gradients: %s is running; its result will replace the placeholder"
+                           (gradients-request-where current))
+           when place
+           return (message "gradients: %s is queued%s; its result will replace the placeholder"
+                           (gradients-request-where (nth place queue))
+                           (let ((ahead (+ place (if current 1 0))))
+                             (if (zerop ahead) ""
+                               (format " behind %d block%s" ahead
+                                       (if (= ahead 1) "" "s")))))))
 
 (defun gradients--placeholder-done ()
   (setq gradients--placeholder-inserted nil))
@@ -859,14 +871,20 @@ the text's tick on, and with it every later look to a fresh parse."
 (defun gradients--run-blocks-cheaply (run &rest arguments)
   "Around `org-babel-execute-buffer' and `org-babel-execute-subtree':
 each place is parsed once (see `gradients--parse-once'), unless Org
-keeps a cache of its own; and since queuing a block makes Org allocate
-a lot, and a garbage collection every few blocks, each of which scans
-all of Emacs, cost more than the rest together, one collection after
-the command does that work once."
+keeps a cache of its own; one message says how many blocks were queued,
+not one a block; and since queuing a block makes Org allocate a lot,
+and a garbage collection every few blocks, each of which scans all of
+Emacs, cost more than the rest together, one collection after the
+command does that work once."
   (let ((gc-cons-threshold (max gc-cons-threshold (* 64 1024 1024)))
         (gradients--parses (and (not (bound-and-true-p org-element-use-cache))
-                                (make-hash-table :test #'equal))))
-    (apply run arguments)))
+                                (make-hash-table :test #'equal)))
+        (gradients--placeholders-in-command 0))
+    (prog1 (apply run arguments)
+      (let ((queued gradients--placeholders-in-command))
+        (unless (zerop queued)
+          (message "gradients: %d block%s queued; each result will replace its placeholder as it comes"
+                   queued (if (= queued 1) "" "s")))))))
 
 (defvar org-babel-header-args:jupyter-python
   '((timeout . :any) (async . ((yes no))) (kernel . :any))

@@ -70,14 +70,17 @@ return the folder."
          (inhibit-message t)
          (folder (queue-timing--visit-copy))
          (original (buffer-string))
-         (times nil))
+         (times nil)
+         (cpu-times nil))
     (dotimes (run queue-timing-runs)
       (garbage-collect)
       (let ((profile (and (getenv "PROFILE") (= run (1- queue-timing-runs))))
-            (start (float-time)))
+            (start (float-time))
+            (cpu-start (float-time (get-internal-run-time))))
         (when profile (profiler-start (if (equal (getenv "PROFILE") "mem") 'mem 'cpu)))
         (org-babel-execute-buffer)
         (push (- (float-time) start) times)
+        (push (- (float-time (get-internal-run-time)) cpu-start) cpu-times)
         (when profile (profiler-stop)))
       (queue-timing--wait-idle)
       (erase-buffer)
@@ -87,10 +90,11 @@ return the folder."
       (queue-timing--print-profile))
     (gradients-stop-sessions)
     (delete-directory folder t)
-    (setq times (nreverse times))
-    (princ (format "batch runs: %s\nmedian: %.3f s\n"
+    (setq times (nreverse times) cpu-times (nreverse cpu-times))
+    (princ (format "batch runs: %s\nof which Emacs's CPU: %s\nmedian: %.3f s, CPU %.3f s\n"
                    (mapconcat (lambda (seconds) (format "%.3f" seconds)) times " ")
-                   (queue-timing--median times)))))
+                   (mapconcat (lambda (seconds) (format "%.3f" seconds)) cpu-times " ")
+                   (queue-timing--median times) (queue-timing--median cpu-times)))))
 
 ;;;; In a terminal Emacs
 
