@@ -858,27 +858,27 @@ of the text: a hash table.  Otherwise nil.")
 
 (defun gradients--parse-once (parse &rest arguments)
   "Around `org-element-at-point': while a command runs many blocks, each
-place in unchanged text is parsed once.  Org 9.5 keeps no parse, and to
-queue one block it asks for the element at the block's head about ten
-times, each a parse of the section from its heading.  Any edit moves
-the text's tick on, and with it every later look to a fresh parse."
+place in unchanged text is looked at once.  To queue one block Org asks
+about ten times for the element at the block's head; Org 9.5 keeps no
+parse, and each time parses the section from its heading.  Any edit
+moves the text's tick on, and with it every later look to a fresh one."
   (if (null gradients--parses)
       (apply parse arguments)
-    (let ((key (list (current-buffer) (point) (buffer-chars-modified-tick) arguments)))
-      (or (gethash key gradients--parses)
-          (puthash key (apply parse arguments) gradients--parses)))))
+    (let* ((key (list (current-buffer) (point) (buffer-chars-modified-tick) arguments))
+           (known (gethash key gradients--parses 'unknown)))
+      (if (eq known 'unknown)
+          (puthash key (apply parse arguments) gradients--parses)
+        known))))
 
 (defun gradients--run-blocks-cheaply (run &rest arguments)
   "Around `org-babel-execute-buffer' and `org-babel-execute-subtree':
-each place is parsed once (see `gradients--parse-once'), unless Org
-keeps a cache of its own; one message says how many blocks were queued,
-not one a block; and since queuing a block makes Org allocate a lot,
-and a garbage collection every few blocks, each of which scans all of
-Emacs, cost more than the rest together, one collection after the
-command does that work once."
+each place is parsed once (see `gradients--parse-once'); one message
+says how many blocks were queued, not one a block; and since queuing a
+block makes Org allocate a lot, and a garbage collection every few
+blocks, each of which scans all of Emacs, cost more than the rest
+together, one collection after the command does that work once."
   (let ((gc-cons-threshold (max gc-cons-threshold (* 64 1024 1024)))
-        (gradients--parses (and (not (bound-and-true-p org-element-use-cache))
-                                (make-hash-table :test #'equal)))
+        (gradients--parses (make-hash-table :test #'equal))
         (gradients--placeholders-in-command 0))
     (prog1 (apply run arguments)
       (let ((queued gradients--placeholders-in-command))
