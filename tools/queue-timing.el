@@ -11,8 +11,10 @@
 ;; where redisplay, font-lock and the echo area have their share, and
 ;; times it from the key to the moment Emacs waits for the next one.
 ;; RUNS=N sets the number of runs (7); PROFILE=1 prints a CPU profile of
-;; the last batch run.  A measurement, not a test: its figures depend on
-;; the machine and on what else it does.
+;; one run (PROFILE=mem, in batch: of what it allocates).  Emacs's own
+;; CPU time is given beside the time that passed, being less sensitive
+;; to the rest of the machine's load.  A measurement, not a test: its
+;; figures depend on the machine and on what else it does.
 
 (require 'cl-lib)
 (require 'org)
@@ -99,28 +101,29 @@ return the folder."
 ;;;; In a terminal Emacs
 
 (defvar queue-timing--started nil
-  "When the key that runs the command being timed was read, and
-`gc-elapsed' then.")
+  "When the key that runs the command being timed was read: the time,
+Emacs's CPU time and `gc-elapsed' then.")
 
 (defun queue-timing--start ()
   (when (eq this-command 'org-babel-execute-buffer)
     ;; The first run only: a profile is written when it ends.
     (when (and (getenv "PROFILE") (not (file-exists-p (concat queue-timing-log ".profile"))))
       (profiler-start 'cpu))
-    (setq queue-timing--started (cons (float-time) gc-elapsed))))
+    (setq queue-timing--started (list (float-time) (float-time (get-internal-run-time))
+                                      gc-elapsed))))
 
 (defun queue-timing--end ()
   "After the command: time it once Emacs has redisplayed and waits for
 input, which is when an idle timer runs."
   (when queue-timing--started
-    (let ((started (car queue-timing--started))
-          (gc-before (cdr queue-timing--started))
-          (command-done (float-time)))
+    (pcase-let ((`(,started ,cpu-started ,gc-before) queue-timing--started)
+                (command-done (float-time)))
       (setq queue-timing--started nil)
       (run-with-idle-timer
        0 nil
        (lambda ()
-         (let ((idle (float-time)))
+         (let ((idle (float-time))
+               (cpu (- (float-time (get-internal-run-time)) cpu-started)))
            (when (profiler-cpu-running-p)
              (profiler-stop)
              (with-temp-buffer
@@ -128,8 +131,8 @@ input, which is when an idle timer runs."
                  (queue-timing--print-profile))
                (write-region nil nil (concat queue-timing-log ".profile"))))
            (with-temp-buffer
-             (insert (format "%.4f %.4f %.4f\n" (- command-done started) (- idle started)
-                             (- gc-elapsed gc-before)))
+             (insert (format "%.4f %.4f %.4f %.4f\n" (- command-done started) (- idle started)
+                             cpu (- gc-elapsed gc-before)))
              (append-to-file (point-min) (point-max) queue-timing-log))))))))
 
 (defun queue-timing-restore ()
@@ -173,10 +176,13 @@ input, which is when an idle timer runs."
   (let* ((log (make-temp-file "queue-timing-log-"))
          (queue-timing-log log)
          (socket (format "queue-timing-%d" (emacs-pid)))
+         (stop-tmux (lambda () (call-process "tmux" nil nil nil "-L" socket "kill-server")))
          (process-environment (append (list (concat "QUEUE_TIMING_LOG=" log)
                                             "TERM=xterm-256color")
                                       process-environment)))
     (delete-file log)
+    ;; Also when this Emacs is killed (a timeout's SIGTERM).
+    (add-hook 'kill-emacs-hook stop-tmux)
     (unwind-protect
         (let ((lines 1))
           (call-process "tmux" nil nil nil "-L" socket "new-session" "-d" "-x" "160" "-y" "45"
@@ -192,23 +198,19 @@ input, which is when an idle timer runs."
             (queue-timing--until-log-has (cl-incf lines))
             (call-process "tmux" nil nil nil "-L" socket "send-keys" "F5")
             (queue-timing--until-log-has (cl-incf lines)))
-          (let* ((runs (mapcar (lambda (line) (mapcar #'string-to-number (split-string line)))
-                               (cl-remove "restored" (queue-timing--log-lines) :test #'equal)))
-                 (commands (mapcar #'car runs))
-                 (waits (mapcar #'cadr runs))
-                 (collecting (mapcar #'caddr runs)))
+          (let ((runs (mapcar (lambda (line) (mapcar #'string-to-number (split-string line)))
+                              (cl-remove "restored" (queue-timing--log-lines) :test #'equal))))
             (when (file-exists-p (concat log ".profile"))
               (with-temp-buffer
                 (insert-file-contents (concat log ".profile"))
                 (princ (buffer-string))))
-            (princ (format "terminal runs (command): %s\nterminal runs (until idle): %s
-of which collecting garbage: %s\nmedian: %.3f s (command), %.3f s (until idle), %.3f s (garbage)\n"
-                           (mapconcat (lambda (s) (format "%.3f" s)) commands " ")
-                           (mapconcat (lambda (s) (format "%.3f" s)) waits " ")
-                           (mapconcat (lambda (s) (format "%.3f" s)) collecting " ")
-                           (queue-timing--median commands) (queue-timing--median waits)
-                           (queue-timing--median collecting)))))
-      (call-process "tmux" nil nil nil "-L" socket "kill-server")
+            (cl-loop for what in '("command" "until idle" "Emacs's CPU" "collecting garbage")
+                     for column from 0
+                     for times = (mapcar (lambda (run) (nth column run)) runs)
+                     do (princ (format "terminal runs (%s): %s, median %.3f s\n" what
+                                       (mapconcat (lambda (s) (format "%.3f" s)) times " ")
+                                       (queue-timing--median times))))))
+      (funcall stop-tmux)
       (dolist (file (list log (concat log ".profile")))
         (when (file-exists-p file) (delete-file file))))))
 
