@@ -861,14 +861,24 @@ of the text: a hash table.  Otherwise nil.")
 place in unchanged text is looked at once.  To queue one block Org asks
 about ten times for the element at the block's head; Org 9.5 keeps no
 parse, and each time parses the section from its heading.  Any edit
-moves the text's tick on, and with it every later look to a fresh one."
+moves the text's tick on, and with it every later look to a fresh one.
+A source block or a drawer is also what Org finds at the start of its
+line below the affiliated keywords (#+name:, #+results:), where Org
+looks next: it is kept for that place too."
   (if (null gradients--parses)
       (apply parse arguments)
-    (let* ((key (list (current-buffer) (point) (buffer-chars-modified-tick) arguments))
-           (known (gethash key gradients--parses 'unknown)))
-      (if (eq known 'unknown)
-          (puthash key (apply parse arguments) gradients--parses)
-        known))))
+    (cl-flet ((key (place)
+                (list (current-buffer) place (buffer-chars-modified-tick) arguments)))
+      (let ((known (gethash (key (point)) gradients--parses 'unknown)))
+        (if (not (eq known 'unknown))
+            known
+          (let ((element (apply parse arguments)))
+            (puthash (key (point)) element gradients--parses)
+            ;; Only when asked about point: arguments may name a place.
+            (when (and (null arguments) (memq (org-element-type element) '(src-block drawer)))
+              (puthash (key (org-element-property :post-affiliated element)) element
+                       gradients--parses))
+            element))))))
 
 (defun gradients--run-blocks-cheaply (run &rest arguments)
   "Around `org-babel-execute-buffer' and `org-babel-execute-subtree':
