@@ -868,7 +868,9 @@ looks next: it is kept for that place too."
   (if (null gradients--parses)
       (apply parse arguments)
     (cl-flet ((key (place)
-                (list (current-buffer) place (buffer-chars-modified-tick) arguments)))
+                ;; Narrowing changes where a parse starts, and so its answer.
+                (list (current-buffer) place (buffer-chars-modified-tick)
+                      (point-min) (point-max) arguments)))
       (let ((known (gethash (key (point)) gradients--parses 'unknown)))
         (if (not (eq known 'unknown))
             known
