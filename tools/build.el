@@ -22,7 +22,8 @@
 ;; The kernel run is what costs: its results and pictures are kept in
 ;; .build/produced/ under a key of everything that can change them (the
 ;; code and header arguments of every block in order, what is tangled,
-;; the lock, the build's own tools, Emacs and Org).  When only prose
+;; the lock, the build's own tools, Emacs and Org, the files the blocks
+;; read).  When only prose
 ;; changed, the key is the same and no kernel starts.
 
 ;;; Code:
@@ -767,11 +768,76 @@ in order, the lock, the build's tools, and Emacs and Org."
   "Where the build draws the picture of a block with :file FILE."
   (gradients-build--scratch-path (gradients-build-output-path file :file "a block")))
 
+(defconst gradients-build-watch-reads "\
+def _watch_reads():
+    import os, sys, types
+    project = os.path.realpath(os.getcwd())
+    inside = project + os.sep
+    skipped = tuple(os.path.join(project, name) + os.sep for name in ('.venv', '.build', '.git'))
+    files = set()
+
+    def hook(event, args):
+        if event != 'open' or not isinstance(args[0], (str, bytes)):
+            return
+        mode, flags = args[1], args[2]
+        if mode is not None and 'r' not in mode and '+' not in mode:
+            return
+        if mode is None and flags & os.O_ACCMODE == os.O_WRONLY:
+            return
+        path = os.path.normpath(os.path.join(os.getcwd(), os.fsdecode(args[0])))
+        if path.startswith(inside) and not path.startswith(skipped):
+            path = os.path.realpath(path)
+            if path.startswith(inside) and os.path.isfile(path):
+                files.add(os.path.relpath(path, project))
+
+    sys.addaudithook(hook)
+    sys.modules['_gradients_reads'] = types.SimpleNamespace(files=files)
+_watch_reads()
+del _watch_reads
+"
+  "Python run on each kernel before the blocks: it notes every file of the
+project (but for .venv, .build and .git) that Python opens for reading,
+so that the kept run depends on those files too (a block that reads
+data.csv runs again once it changed).  What other programs read, a
+block's subprocesses for instance, is not seen.")
+
+(defconst gradients-build-report-reads
+  "import json, _gradients_reads\nprint(json.dumps(sorted(_gradients_reads.files)))"
+  "Python that prints the files the kernel read, as a JSON list.")
+
+(defun gradients-build--on-each-kernel (blocks code what)
+  "Run CODE, described as WHAT, on the kernel of each session the blocks
+of BLOCKS run in; return what it printed on each."
+  (let (sessions printed)
+    (dolist (block blocks)
+      (when (gradients-build--runs-p block)
+        (let ((session (assq :session (gradients-build--params block))))
+          (unless (member session sessions)
+            (push session sessions)
+            (push (alist-get 'printed (gradients-run-block
+                                       code (list session '(:result-params "output")
+                                                  '(:result-type . output))
+                                       (format "%s: %s" gradients-build--org-name what)))
+                  printed)))))
+    printed))
+
+(defun gradients-build--digests (files)
+  "FILES, relative to the notes' folder, each with its SHA-256 digest
+(nil for one that is gone)."
+  (mapcar (lambda (file)
+            (let ((path (expand-file-name file gradients-build--project)))
+              (cons file (and (file-regular-p path)
+                              (secure-hash 'sha256 (gradients-build--file-bytes path))))))
+          files))
+
 (defun gradients-build--run (blocks)
   "Run every block of BLOCKS the build runs, in order, on a fresh kernel;
-record what each produced under :produced and :printed.  Pictures are
+record what each produced under :produced and :printed, and return the
+project's files the kernels read, with their digests.  Pictures are
 drawn into the scratch folder."
   (let ((gradients-picture-destination #'gradients-build--picture-destination))
+    (gradients-build--on-each-kernel blocks gradients-build-watch-reads
+                                     "the build's watch of the files the blocks read")
     (dolist (block blocks)
       (when (gradients-build--runs-p block)
         (message "running %s" (plist-get block :where))
@@ -779,7 +845,15 @@ drawn into the scratch folder."
                (reply (gradients-run-block (gradients-build--code block) params
                                            (plist-get block :where))))
           (plist-put block :produced (alist-get 'org reply))
-          (plist-put block :printed (alist-get 'printed reply)))))))
+          (plist-put block :printed (alist-get 'printed reply)))))
+    (gradients-build--digests
+     (sort (delete-dups
+            (apply #'append
+                   (mapcar (lambda (printed) (json-parse-string printed :array-type 'list))
+                           (gradients-build--on-each-kernel
+                            blocks gradients-build-report-reads
+                            "the build's list of the files the blocks read"))))
+           #'string<))))
 
 (defun gradients-build--reuse (blocks pictures earlier)
   "Take what each block produced from EARLIER, the blocks.json of a
@@ -795,9 +869,16 @@ kernel run under the same key, and copy its PICTURES."
     (copy-file (gradients-build--produced-file gradients-build--project (car picture))
                (gradients-build--scratch-path (car picture)) t t)))
 
+(defun gradients-build--reads (earlier)
+  "The files EARLIER's kernel run read, with their digests then."
+  (mapcar (lambda (read) (cons (alist-get 'file read) (alist-get 'sha256 read)))
+          (alist-get 'reads earlier)))
+
 (defun gradients-build--reusable-p (earlier key tangled-key pictures)
   (and earlier (equal (alist-get 'key earlier) key)
        (equal (alist-get 'tangled_key earlier) tangled-key)
+       (let ((reads (gradients-build--reads earlier)))
+         (equal (gradients-build--digests (mapcar #'car reads)) reads))
        (cl-every (lambda (picture)
                    (file-exists-p (gradients-build--produced-file
                                    gradients-build--project (car picture))))
@@ -843,12 +924,16 @@ kernel run under the same key, and copy its PICTURES."
               headings)))
     (vconcat (nreverse headings))))
 
-(defun gradients-build--write-blocks-json (blocks outputs key tangled-key hint)
+(defun gradients-build--write-blocks-json (blocks outputs key tangled-key reads hint)
   (let ((file (expand-file-name "blocks.json" gradients-build--scratch))
         (json `((org_file . ,(file-name-nondirectory (buffer-file-name)))
                 (sha256 . ,(secure-hash 'sha256 (gradients-build--file-bytes (buffer-file-name))))
                 (key . ,key)
                 (tangled_key . ,tangled-key)
+                (reads . ,(vconcat (mapcar (lambda (read)
+                                             `((file . ,(car read))
+                                               (sha256 . ,(or (cdr read) :null))))
+                                           reads)))
                 (hint . ,hint)
                 (emacs . ,emacs-version)
                 (org . ,(org-version))
@@ -1068,27 +1153,29 @@ return the outputs, relative to the notes' folder."
          (key (gradients-build--key blocks))
          ;; Code unlike the kept run's runs whatever is tangled: at once,
          ;; on the kernel started early, and tangling waits.
-         (ran (unless (equal key (alist-get 'key earlier))
-                (gradients-build--run blocks)
-                ;; Before Org touches the buffer of a file saved meanwhile,
-                ;; and asks about it.
-                (gradients-build--check-unchanged org-file original "tangle")
-                t))
+         (reads (unless (equal key (alist-get 'key earlier))
+                  (prog1 (cons 'ran (gradients-build--run blocks))
+                    ;; Before Org touches the buffer of a file saved
+                    ;; meanwhile, and asks about it.
+                    (gradients-build--check-unchanged org-file original "tangle"))))
          (tangled (gradients-build--tangle blocks))
          (tangled-key (gradients-build--tangled-key tangled)))
-    (cond (ran)
+    (cond (reads (setq reads (cdr reads)))
           ((gradients-build--reusable-p earlier key tangled-key pictures)
            (message "%s" "the code of the blocks is as when they last ran: their results are reused")
            ;; One guessed needed, and started early, is not.
            (gradients-stop-sessions 'no-wait)
-           (gradients-build--reuse blocks pictures earlier))
-          (t (gradients-build--run blocks)))
+           (gradients-build--reuse blocks pictures earlier)
+           (setq reads (gradients-build--reads earlier)))
+          (t (setq reads (gradients-build--run blocks))))
+    (setq gradients-build--inputs
+          (cl-union gradients-build--inputs (mapcar #'car reads) :test #'equal))
     (gradients-build--check-unchanged org-file original "tangle")
     (let ((outputs (append (mapcar (lambda (file) (file-relative-name file gradients-build--scratch))
                                    tangled)
                            (mapcar #'car pictures))))
       (gradients-build--write-blocks-json
-       blocks outputs key tangled-key (gradients-build--code-hint
+       blocks outputs key tangled-key reads (gradients-build--code-hint
                                        (decode-coding-string original 'utf-8-unix)))
       (gradients-build--write-inputs org-file)
       (gradients-build--keep-produced)

@@ -62,6 +62,37 @@ def test_a_prose_edit_starts_no_kernel_and_a_code_edit_does(tiny):
     assert run.returncode != 0 and "No /nonexistent/python" in run.stderr, run.stderr
 
 
+READS = HEADER + block("print(open('data/input.txt').read().strip())\n"
+                       "with open('written.txt', 'w') as written:\n    written.write('not an input')", "reads")
+
+
+def test_a_file_a_block_reads_is_part_of_the_kept_run(tiny):
+    """A block's results depend on the files it reads: once one changes,
+    the blocks run again, and make knows to build; a file written is no
+    input, and a prose edit still starts no kernel."""
+    (tiny / "data").mkdir()
+    (tiny / "data" / "input.txt").write_text("first\n")
+    write_readme(tiny, READS)
+    first = produce(tiny)
+    assert first.returncode == 0, first.stderr
+    produced = blocks_json(tiny)
+    assert [read["file"] for read in produced["reads"]] == ["data/input.txt"]
+    # make's prerequisites of the build, so that `make test` builds again.
+    assert re.search(r"^\.build/produced/blocks\.json .*: .*\bdata/input\.txt\b",
+                     (tiny / ".build/produced/inputs.mk").read_text(), re.M)
+
+    write_readme(tiny, READS + "\nMore prose.\n")
+    again = produce(tiny, *NO_KERNEL)
+    assert again.returncode == 0 and "results are reused" in again.stderr, again.stderr
+
+    (tiny / "data" / "input.txt").write_text("second\n")
+    refused = produce(tiny, *NO_KERNEL)
+    assert refused.returncode != 0 and "No /nonexistent/python" in refused.stderr, refused.stderr
+    rerun = produce(tiny)
+    assert rerun.returncode == 0, rerun.stderr
+    assert blocks_json(tiny)["blocks"][0]["produced"] == ": second"
+
+
 def make(folder, target):
     return subprocess.run(["make", "--no-print-directory", target], cwd=folder,
                           capture_output=True, text=True, timeout=300)
