@@ -71,12 +71,40 @@ def blocks_notebook(path):
     return len(cells)
 
 
+def kernels_running(folder):
+    """The bridges and kernel supervisors of the project in FOLDER that
+    run, by process id."""
+    tools = [os.fsencode(Path(place) / "tools" / name)
+             for place in {str(folder), str(Path(folder).resolve())}
+             for name in ("kernel_bridge.py", "kernel_supervisor.py")]
+    found = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(tool in words for tool in tools):
+            found.add(cmdline.parent.name)
+    return found
+
+
+def settled(folder, seconds=20):
+    """Wait until no kernel of the project in FOLDER runs any more: one
+    that an untimed step started may still be ending, and would slow the
+    timed one."""
+    deadline = time.monotonic() + seconds
+    while kernels_running(folder) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def timed(command, cwd, before=None, env=None, failure_ends_the_bench=True):
-    """Seconds COMMAND takes in CWD, after running BEFORE (untimed).  A
-    failure ends the bench, or, unless it must, is said and timed anyway."""
+    """Seconds COMMAND takes in CWD, after running BEFORE (untimed) and
+    once no kernel runs.  A failure ends the bench, or, unless it must,
+    is said and timed anyway."""
     command = [str(part) for part in command]
     if before:
         before()
+    settled(cwd)
     start = time.perf_counter()
     run = subprocess.run(command, cwd=cwd, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
