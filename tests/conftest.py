@@ -68,8 +68,6 @@ def pytest_configure(config):
     the checks compare against it.  The libraries gradients.py needs are
     imported meanwhile, so that the test run and the build overlap.  In
     xdist's workers, the controller did this already."""
-    # The document's own code must not leave bytecode beside README.org.
-    sys.dont_write_bytecode = True
     if hasattr(config, "workerinput"):
         return
     build = subprocess.Popen(
@@ -103,10 +101,14 @@ def gradients():
     """The tangled module, imported; what it writes on import is kept."""
     printed, warned = io.StringIO(), io.StringIO()
     sys.path.insert(0, str(ROOT))
+    # The document's own code leaves no bytecode beside README.org; the
+    # tests' own, rewritten by pytest, is kept in tests/__pycache__/.
+    writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     try:
         with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(warned):
             module = importlib.import_module("gradients")
     finally:
+        sys.dont_write_bytecode = writes_bytecode
         sys.path.remove(str(ROOT))
     module.printed_on_import = printed.getvalue()
     module.warned_on_import = warned.getvalue()
