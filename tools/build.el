@@ -507,11 +507,9 @@ evaluated, :var resolved), once."
   "What a :file may end in: the pictures the kernel bridge can write, as
 tools/pictures.json lists them for both.")
 
-(defun gradients-build--check-picture (block pictures)
-  "Fail on a :file the bridge cannot draw, or one an earlier block in
-PICTURES (an alist of output path and block) draws already: the second
-would silently replace the first, and both drawers show the same picture.
-Return BLOCK's picture as an output path, or nil."
+(defun gradients-build--check-picture (block)
+  "Fail on a :file the bridge cannot draw.  Return BLOCK's picture as an
+output path, or nil."
   (let* ((where (plist-get block :where))
          (file (cdr (assq :file (nth 2 (plist-get block :info))))))
     (when (stringp file)
@@ -519,14 +517,32 @@ Return BLOCK's picture as an output path, or nil."
                       gradients-build--picture-extensions)
         (error "%s: :file %s is not a picture the build can draw; end it in .%s"
                where file (mapconcat #'identity gradients-build--picture-extensions " or .")))
-      (let* ((relative (gradients-build-output-path file :file where))
-             (earlier (cdr (assoc (gradients-build--same-file-key relative) pictures
-                                  (lambda (a b) (equal (gradients-build--same-file-key a) b))))))
-        (when earlier
-          (error "%s: :file %s is %s already by %s; give each output its own file"
-                 where file (if (eq (plist-get earlier :kind) :tangle) "tangled" "drawn")
-                 (plist-get earlier :where)))
-        relative))))
+      (gradients-build-output-path file :file where))))
+
+(defun gradients-build--claim-output (claimed block key relative)
+  "Note in CLAIMED, a hash table of the outputs of the blocks before
+BLOCK by `gradients-build--same-file-key', that BLOCK's header KEY
+(:tangle or :file) writes the output RELATIVE.  Fail when one of them
+writes that file already, or one some disks would take for it: a second
+picture would silently replace the first, a picture and a tangled file
+would overwrite each other.  Only blocks that tangle into one file, under
+one spelling, share it."
+  (let* ((same (gradients-build--same-file-key relative))
+         (name (cdr (assq key (nth 2 (plist-get block :info)))))
+         (where (plist-get block :where))
+         (earlier (gethash same claimed)))
+    (pcase earlier
+      ('nil (puthash same (list relative key block) claimed))
+      (`(,_ :file ,first)
+       (error "%s: %s %s is drawn already by %s; give each output its own file"
+              where key name (plist-get first :where)))
+      (`(,other :tangle ,first)
+       (cond ((eq key :file)
+              (error "%s: :file %s is tangled already by %s; give each output its own file"
+                     where name (plist-get first :where)))
+             ((not (equal other relative))
+              (error "%s: :tangle %s and %s, tangled by %s, differ only by case or accents, which some disks do not tell apart"
+                     where name other (plist-get first :where))))))))
 
 (defun gradients-build--check-dir (block)
   "Fail on :dir in a block the build runs: its kernel works in the notes'
@@ -556,11 +572,9 @@ of several paragraphs would be written again below itself on every run."
       (error "%s: :results code would record the result as a source block, which the build would run and tangle; use :results drawer"
              (plist-get block :where)))))
 
-(defun gradients-build--check-tangle (block tangled)
-  "Fail on a :tangle that may not be an output, that one name holds
-apart from another tangled file only by case, or whose folder is missing
-where the block forbids making it.  TANGLED is an alist of the files
-tangled so far and their first blocks; return BLOCK's file, or nil."
+(defun gradients-build--check-tangle (block)
+  "Fail on a :tangle that may not be an output, or whose folder is
+missing where the block forbids making it; return BLOCK's file, or nil."
   (let* ((params (nth 2 (plist-get block :info)))
          (tangle (cdr (assq :tangle params))))
     (when (and (stringp tangle) (not (equal tangle "no")))
@@ -570,15 +584,7 @@ tangled so far and their first blocks; return BLOCK's file, or nil."
                                                org-babel-tangle-lang-exts))
                                    (plist-get block :language)))
                      tangle))
-             (relative (gradients-build-output-path name :tangle (plist-get block :where)))
-             (twin (cl-find-if (lambda (known)
-                                 (and (not (equal (car known) relative))
-                                      (equal (gradients-build--same-file-key (car known))
-                                             (gradients-build--same-file-key relative))))
-                               tangled)))
-        (when twin
-          (error "%s: :tangle %s and %s, tangled by %s, differ only by case or accents, which some disks do not tell apart"
-                 (plist-get block :where) tangle (car twin) (plist-get (cdr twin) :where)))
+             (relative (gradients-build-output-path name :tangle (plist-get block :where))))
         (when (and (equal (cdr (assq :mkdirp params)) "no")
                    (not (file-directory-p
                          (file-name-directory
@@ -629,19 +635,19 @@ kernel."
                      (lambda (datum)
                        (let ((line (line-number-at-pos (org-element-property :begin datum))))
                          (gradients-build--noting-problem line
-                                                          (pcase (org-element-type datum)
-                                                            ((or 'babel-call 'inline-babel-call)
-                                                             (gradients-build--fail-at line "a #+CALL line is not run by the build, so its result would go stale; use a source block"))
-                                                            ('inline-src-block
-                                                             (gradients-build--fail-at line "an inline source block is not run by the build, so its result would go stale; use a source block"))
-                                                            ('link
-                                                             (let ((path (org-element-property :path datum)))
-                                                               (when (and (equal (org-element-property :type datum) "file")
-                                                                          (string-prefix-p (file-name-as-directory gradients-loose-picture-folder)
-                                                                                           (string-remove-prefix "./" path)))
-                                                                 (gradients-build--fail-at
-                                                                  line "%s is a picture saved by an interactive run, which GitHub cannot show; give its block a :file under images/"
-                                                                  path)))))))))
+                           (pcase (org-element-type datum)
+                             ((or 'babel-call 'inline-babel-call)
+                              (gradients-build--fail-at line "a #+CALL line is not run by the build, so its result would go stale; use a source block"))
+                             ('inline-src-block
+                              (gradients-build--fail-at line "an inline source block is not run by the build, so its result would go stale; use a source block"))
+                             ('link
+                              (let ((path (org-element-property :path datum)))
+                                (when (and (equal (org-element-property :type datum) "file")
+                                           (string-prefix-p (file-name-as-directory gradients-loose-picture-folder)
+                                                            (string-remove-prefix "./" path)))
+                                  (gradients-build--fail-at
+                                   line "%s is a picture saved by an interactive run, which GitHub cannot show; give its block a :file under images/"
+                                   path)))))))))
     (let ((names (make-hash-table :test #'equal)))
       (dolist (block blocks)
         (let ((name (plist-get block :name)))
@@ -653,8 +659,8 @@ kernel."
                  (when (cdr (delete-dups (mapcar (lambda (b) (plist-get b :name)) same)))
                    (dolist (block same)
                      (gradients-build--noting-problem (plist-get block :line)
-                                                      (error "%s: its name differs only in case from another block's, and Org takes them for one: give each its own"
-                                                             (plist-get block :where))))))
+                       (error "%s: its name differs only in case from another block's, and Org takes them for one: give each its own"
+                              (plist-get block :where))))))
                names)
       (org-element-map tree org-element-all-elements
                        (lambda (element)
@@ -663,17 +669,17 @@ kernel."
                                       (not (gethash (downcase name) names)))
                              (let ((line (line-number-at-pos (org-element-property :begin element))))
                                (gradients-build--noting-problem line
-                                                                (gradients-build--fail-at
-                                                                 line "#+RESULTS: %s belongs to no block (was the block renamed?); remove it"
-                                                                 name))))))))
+                                 (gradients-build--fail-at
+                                  line "#+RESULTS: %s belongs to no block (was the block renamed?); remove it"
+                                  name))))))))
     (dolist (block blocks)
       (let ((recorded (plist-get block :recorded)))
         (when (and recorded (string-match-p gradients--placeholder-regexp recorded))
           (let ((line (1+ (car (plist-get block :results-lines)))))
             (gradients-build--noting-problem line
-                                             (gradients-build--fail-at
-                                              line "the result of block %s was saved while it still waited for the kernel; run the block again, or remove the drawer"
-                                              (if (plist-get block :name) (format "`%s'" (plist-get block :name)) "(unnamed)")))))))))
+              (gradients-build--fail-at
+               line "the result of block %s was saved while it still waited for the kernel; run the block again, or remove the drawer"
+               (if (plist-get block :name) (format "`%s'" (plist-get block :name)) "(unnamed)")))))))))
 
 (defun gradients-build--check-blocks (blocks)
   "Fail on every header argument that would go wrong, each on a line of
@@ -681,7 +687,7 @@ its own, as a linter does.  Runs before any block, so a bad header costs
 nothing; return the pictures, an alist of output path and block."
   (let ((gradients-build--problems nil)
         (pictures nil)
-        (tangled nil))
+        (claimed (make-hash-table :test #'equal)))
     (gradients-build--check-header-properties)
     (gradients-build--check-with-org-lint)
     (gradients-build--check-what-org-runs blocks)
@@ -693,36 +699,19 @@ nothing; return the pictures, an alist of output path and block."
           (gradients-build--noting-problem line
             (gradients-check-header-names (plist-get block :element)))
           (gradients-build--noting-problem line
-            (let ((file (gradients-build--check-tangle block tangled)))
-              (when (and file (not (assoc file tangled)))
-                (push (cons file block) tangled))))
+            (let ((file (gradients-build--check-tangle block)))
+              (when file
+                (gradients-build--claim-output claimed block :tangle file))))
           (gradients-build--noting-problem line (gradients-build--check-dir block))
           (when (gradients-build--runs-p block)
             (gradients-build--noting-problem line
               (gradients--timeout (nth 2 (plist-get block :info))))
             (gradients-build--noting-problem line (gradients-build--check-results block))
             (gradients-build--noting-problem line
-              (let ((picture (gradients-build--check-picture
-                              block (append pictures
-                                            (mapcar (lambda (known)
-                                                      (cons (car known)
-                                                            (list :where (plist-get (cdr known) :where)
-                                                                  :kind :tangle)))
-                                                    tangled)))))
-                (when picture (push (cons picture block) pictures)))))))
-      ;; A picture drawn before a later block tangles into its file.
-      (dolist (picture pictures)
-        (let ((twin (cl-find-if (lambda (known)
-                                  (and (equal (gradients-build--same-file-key (car known))
-                                              (gradients-build--same-file-key (car picture)))
-                                       (< (plist-get (cdr picture) :line)
-                                          (plist-get (cdr known) :line))))
-                                tangled)))
-          (when twin
-            (gradients-build--noting-problem (plist-get (cdr twin) :line)
-              (error "%s: :tangle %s is drawn already by %s; give each output its own file"
-                     (plist-get (cdr twin) :where) (car twin)
-                     (plist-get (cdr picture) :where)))))))
+              (let ((picture (gradients-build--check-picture block)))
+                (when picture
+                  (gradients-build--claim-output claimed block :file picture)
+                  (push (cons picture block) pictures))))))))
     (when gradients-build--problems
       (error "%s" (mapconcat #'cdr (sort (nreverse gradients-build--problems)
                                          (lambda (a b) (< (car a) (car b))))
@@ -874,9 +863,11 @@ kernel run under the same key, and copy its PICTURES."
   (mapcar (lambda (read) (cons (alist-get 'file read) (alist-get 'sha256 read)))
           (alist-get 'reads earlier)))
 
-(defun gradients-build--reusable-p (earlier key tangled-key pictures)
-  (and earlier (equal (alist-get 'key earlier) key)
-       (equal (alist-get 'tangled_key earlier) tangled-key)
+(defun gradients-build--reusable-p (earlier tangled-key pictures)
+  "Whether EARLIER, a kept run of the same code, holds for the files
+tangled now (TANGLED-KEY), the files it read as they are now, and has
+every one of PICTURES."
+  (and (equal (alist-get 'tangled_key earlier) tangled-key)
        (let ((reads (gradients-build--reads earlier)))
          (equal (gradients-build--digests (mapcar #'car reads)) reads))
        (cl-every (lambda (picture)
@@ -1153,21 +1144,22 @@ return the outputs, relative to the notes' folder."
          (key (gradients-build--key blocks))
          ;; Code unlike the kept run's runs whatever is tangled: at once,
          ;; on the kernel started early, and tangling waits.
-         (reads (unless (equal key (alist-get 'key earlier))
-                  (prog1 (cons 'ran (gradients-build--run blocks))
+         (ran (not (equal key (alist-get 'key earlier))))
+         (reads (when ran
+                  (prog1 (gradients-build--run blocks)
                     ;; Before Org touches the buffer of a file saved
                     ;; meanwhile, and asks about it.
                     (gradients-build--check-unchanged org-file original "tangle"))))
          (tangled (gradients-build--tangle blocks))
          (tangled-key (gradients-build--tangled-key tangled)))
-    (cond (reads (setq reads (cdr reads)))
-          ((gradients-build--reusable-p earlier key tangled-key pictures)
-           (message "%s" "the code of the blocks is as when they last ran: their results are reused")
-           ;; One guessed needed, and started early, is not.
-           (gradients-stop-sessions 'no-wait)
-           (gradients-build--reuse blocks pictures earlier)
-           (setq reads (gradients-build--reads earlier)))
-          (t (setq reads (gradients-build--run blocks))))
+    (unless ran
+      (if (not (gradients-build--reusable-p earlier tangled-key pictures))
+          (setq reads (gradients-build--run blocks))
+        (message "%s" "the code of the blocks is as when they last ran: their results are reused")
+        ;; One guessed needed, and started early, is not.
+        (gradients-stop-sessions 'no-wait)
+        (gradients-build--reuse blocks pictures earlier)
+        (setq reads (gradients-build--reads earlier))))
     (setq gradients-build--inputs
           (cl-union gradients-build--inputs (mapcar #'car reads) :test #'equal))
     (gradients-build--check-unchanged org-file original "tangle")
