@@ -74,7 +74,6 @@ OUTPUTS_LIST := $(BUILD)/outputs
 OUTPUTS      := $(shell cat $(OUTPUTS_LIST) 2>/dev/null)
 MISSING      := $(filter-out $(wildcard $(OUTPUTS)),$(OUTPUTS))
 
-
 # Everything the notes make, and blocks.json, what Org read of each block
 # and what it produced: made without touching the committed outputs, for
 # `make test` to compare them with.  `make tangle` brings it up to date too.

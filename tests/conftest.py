@@ -184,10 +184,7 @@ class EmacsServer:
     def wait_until_it_answers(self):
         # Its socket is made a moment before it listens.  Generous: a
         # loaded machine, a fresh HOME.
-        deadline = time.monotonic() + 60
-        while not self.answers():
-            assert time.monotonic() < deadline, f"the Emacs server did not start; {self.state()}"
-            time.sleep(0.05)
+        assert wait_for(self.answers, 60), f"the Emacs server did not start; {self.state()}"
 
     def __call__(self, expression, timeout=60):
         """Evaluate EXPRESSION; return its value, read back into Python
@@ -270,11 +267,9 @@ class TerminalEmacs(EmacsServer):
         return f"the screen:\n{self.screen()}"
 
     def until(self, probe, what, seconds=30):
-        """PROBE's first true value, asked until SECONDS have passed."""
-        deadline = time.monotonic() + seconds
-        while not (value := probe()):
-            assert time.monotonic() < deadline, f"{what}; {self.state()}"
-            time.sleep(0.1)
+        """PROBE's first true value within SECONDS; failing, WHAT and the screen."""
+        value = wait_for(probe, seconds)
+        assert value, f"{what}; {self.state()}"
         return value
 
     def close(self):
