@@ -759,10 +759,11 @@ in order, the lock, the build's tools, and Emacs and Org."
 
 (defconst gradients-build-watch-reads "\
 def _watch_reads():
-    import os, sys, types
+    import importlib.util, os, sys, types
     project = os.path.realpath(os.getcwd())
     inside = project + os.sep
     skipped = tuple(os.path.join(project, name) + os.sep for name in ('.venv', '.build', '.git'))
+    bytecode = os.sep + '__pycache__' + os.sep
     files = set()
 
     def hook(event, args):
@@ -774,10 +775,16 @@ def _watch_reads():
         if mode is None and flags & os.O_ACCMODE == os.O_WRONLY:
             return
         path = os.path.normpath(os.path.join(os.getcwd(), os.fsdecode(args[0])))
-        if path.startswith(inside) and not path.startswith(skipped):
-            path = os.path.realpath(path)
-            if path.startswith(inside) and os.path.isfile(path):
-                files.add(os.path.relpath(path, project))
+        if not path.startswith(inside) or path.startswith(skipped):
+            return
+        if bytecode in path:
+            try:
+                path = importlib.util.source_from_cache(path)
+            except ValueError:
+                pass
+        path = os.path.realpath(path)
+        if path.startswith(inside) and os.path.isfile(path):
+            files.add(os.path.relpath(path, project))
 
     sys.addaudithook(hook)
     sys.modules['_gradients_reads'] = types.SimpleNamespace(files=files)
@@ -786,7 +793,8 @@ del _watch_reads
 "
   "Python run on each kernel before the blocks: it notes every file of the
 project (but for .venv, .build and .git) that Python opens for reading,
-so that the kept run depends on those files too (a block that reads
+a module's bytecode counting as its source, so that the kept run
+depends on those files too (a block that reads
 data.csv runs again once it changed).  What other programs read, a
 block's subprocesses for instance, is not seen.")
 

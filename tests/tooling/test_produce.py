@@ -93,6 +93,21 @@ def test_a_file_a_block_reads_is_part_of_the_kept_run(tiny):
     assert blocks_json(tiny)["blocks"][0]["produced"] == ": second"
 
 
+def test_a_module_a_block_imports_is_read_as_its_source(tiny):
+    """Python reads an imported module's bytecode once it has some: the
+    source is what the run depends on, and what changes."""
+    (tiny / "helper.py").write_text("X = 1\n")
+    for code in ("import helper\nprint(helper.X)", "import helper\nprint(helper.X, 'again')"):
+        write_readme(tiny, HEADER + block(code, "imports"))
+        run = produce(tiny)
+        assert run.returncode == 0, run.stderr
+        assert [read["file"] for read in blocks_json(tiny)["reads"]] == ["helper.py"]
+    assert list((tiny / "__pycache__").glob("helper.*.pyc")), "the second run read no bytecode"
+    (tiny / "helper.py").write_text("X = 2\n")
+    refused = produce(tiny, *NO_KERNEL)
+    assert refused.returncode != 0 and "No /nonexistent/python" in refused.stderr, refused.stderr
+
+
 def make(folder, target):
     return subprocess.run(["make", "--no-print-directory", target], cwd=folder,
                           capture_output=True, text=True, timeout=300)
