@@ -128,12 +128,11 @@ $(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(STALE)
 test: $(VENV_STAMP)  ## check the notes: every recorded result, output and gradient
 	"$(PYTHON)" -m pytest -p no:xdist tests
 
+# The ERT tests of tests/ert/ run among them (tests/tooling/test_ert.py).
 check: test  ## make test, then the tooling's own suite: executor, Emacs, browser, bad input
 	@$(REQUIRE) $(GUI_PACKAGES)
 	@$(REQUIRE) $(TEST_PACKAGES)
-	$(BATCH_EMACS) -l ert $(patsubst %,-l %,$(wildcard tests/ert/*-tests.el)) \
-	    -f ert-run-tests-batch-and-exit
-	"$(PYTHON)" -m pytest -n 2 --dist loadfile tests/tooling
+	"$(PYTHON)" -m pytest -n 2 --dist loadgroup tests/tooling
 
 notebook: gradients.ipynb  ## gradients.ipynb for Jupyter users, from README.org
 

@@ -40,6 +40,26 @@ def make_environment():
     return env
 
 
+def a_users_make_environment(env=None):
+    """ENV (by default this process's) as a make typed in a shell sees it:
+    without the variables through which the make that started pytest hands
+    its options down (`make -s check` would silence the make of every test,
+    `-n` would run none of it, `-k`, `-B`, its jobserver, its level...),
+    nor MAKEFILES.  What the Makefile exports (EMACS=...) stays."""
+    env = dict(os.environ if env is None else env)
+    for name in list(env):
+        if name.startswith(("MAKE", "GNUMAKE")) or name == "MFLAGS":
+            del env[name]
+    return env
+
+
+def make(*args, cwd, env=None, timeout=300, **options):
+    """Run make in CWD as a user would, its output captured as text."""
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=cwd,
+                          env=a_users_make_environment(env), capture_output=True,
+                          text=True, timeout=timeout, **options)
+
+
 def import_what_gradients_imports():
     """Import the libraries gradients.py imports at its top (NumPy,
     Matplotlib...): most of the time its import takes.  Named by the
@@ -132,9 +152,14 @@ EMACSCLIENT = client_of(EMACS)
 
 # For the interactive Emacsen the tests start (a daemon, one in tmux): a
 # native-compiling Emacs would otherwise compile Org and friends in the
-# background, at the expense of every test running beside it.
-NO_NATIVE_COMPILATION = ("(setq native-comp-deferred-compilation nil"
-                         " native-comp-jit-compilation nil)")
+# background, at the expense of every test running beside it; and with
+# Emacs's own garbage-collection threshold, loading Org collects fifteen
+# times, each a scan of the whole Emacs (half a second), as the build
+# would without its own (tools/build.el).  What the tests check is what
+# the executor does, not how often Emacs collects.
+TEST_EMACS_SETTINGS = ("(setq native-comp-deferred-compilation nil"
+                       " native-comp-jit-compilation nil"
+                       " gc-cons-threshold (* 64 1024 1024))")
 
 
 def ctrl_c_as_in_a_terminal():
@@ -145,9 +170,10 @@ def ctrl_c_as_in_a_terminal():
 
 
 def emacs(*args, cwd=ROOT, check=True, timeout=120):
-    """Run Emacs in batch mode the way the Makefile does."""
+    """Run Emacs in batch mode the way the Makefile does, with the tests'
+    settings."""
     return subprocess.run(
-        [EMACS, "-Q", "--batch", *args], cwd=cwd, capture_output=True, text=True,
+        [EMACS, "-Q", "--batch", "--eval", TEST_EMACS_SETTINGS, *args], cwd=cwd, capture_output=True, text=True,
         check=check, timeout=timeout, preexec_fn=ctrl_c_as_in_a_terminal)
 
 
@@ -211,7 +237,7 @@ class Daemon(EmacsServer):
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
                 [emacs, "-Q", *(args or [f"--fg-daemon={self.socket}",
-                                         "--eval", NO_NATIVE_COMPILATION])],
+                                         "--eval", TEST_EMACS_SETTINGS])],
                 cwd=folder, env=env,
                 stdout=subprocess.DEVNULL, stderr=log)
         self.wait_until_it_answers()
@@ -236,7 +262,7 @@ class TerminalEmacs(EmacsServer):
     with the executor loaded and then SETUP (Lisp) evaluated."""
 
     SETUP = """;;; -*- lexical-binding: t -*-
-{no_native_compilation}
+{test_emacs_settings}
 (setq org-modules nil server-name {socket})
 (server-start)
 (load-file "tools/ob-gradients.el")
@@ -247,7 +273,7 @@ class TerminalEmacs(EmacsServer):
     def __init__(self, folder, setup):
         super().__init__(folder)
         (folder / "setup.el").write_text(self.SETUP.format(
-            no_native_compilation=NO_NATIVE_COMPILATION,
+            test_emacs_settings=TEST_EMACS_SETTINGS,
             socket=json.dumps(str(self.socket)), setup=setup))
         self.tmux = ["tmux", "-L", f"gradients-{os.getpid()}-{id(self)}"]
         subprocess.run([*self.tmux, "new-session", "-d", "-x", "160", "-y", "45",
@@ -278,13 +304,20 @@ class TerminalEmacs(EmacsServer):
 
 def copy_project(folder):
     """Copy the project's tracked files into FOLDER, with a link to the real
-    venv and its stamp; return FOLDER."""
+    venv and its stamp, and a copy of the kernels' caches; return FOLDER."""
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
                              text=True, check=True).stdout.split("\0")
     for name in filter(None, tracked):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, folder / name)
     (folder / ".venv").symlink_to(ROOT / ".venv")
+    # As in a checkout built before: without Matplotlib's list of the
+    # machine's fonts, the first kernel of every copy that imports it
+    # would spend half a second making the list again.  A cache only: what
+    # a build produces does not depend on it.
+    caches = ROOT / ".build" / "kernel"
+    if caches.is_dir():
+        shutil.copytree(caches, folder / ".build" / "kernel", symlinks=True)
     return folder
 
 
@@ -342,11 +375,9 @@ def the_build_uv():
     """The uv the project's make uses, as an absolute path; made as make
     makes it when the machine has none and the checkout has not made it
     yet (a checkout whose venv came from elsewhere)."""
-    def make(*args):
-        return subprocess.run(["make", "--no-print-directory", "-s", *args], cwd=ROOT,
-                              capture_output=True, text=True, timeout=300)
-    uv = ROOT / make("--eval", "print-uv: ; @echo $(UV)", "print-uv").stdout.strip()
+    uv = ROOT / make("-s", "--eval", "print-uv: ; @echo $(UV)", "print-uv",
+                     cwd=ROOT).stdout.strip()
     if not uv.exists():
-        made = make(str(uv.relative_to(ROOT)))
+        made = make(str(uv.relative_to(ROOT)), cwd=ROOT)
         assert made.returncode == 0, made.stdout + made.stderr
     return uv

@@ -104,6 +104,15 @@ class Stopped(Exception):
     """The bridge was asked to stop while its kernel started or a block ran."""
 
 
+# ipykernel's own launcher, but without the debugger it would load into
+# every kernel (debugpy: a third of the kernel's start), which nothing that
+# talks to the bridge can use.  Python refuses an import whose module is
+# None in sys.modules, and ipykernel then goes without.  Its folder first
+# on the path, as `python -m ipykernel_launcher` has it.
+LAUNCH_KERNEL = ("import os, sys; sys.path[0] = os.getcwd(); sys.modules['debugpy'] = None; "
+                 "from ipykernel.kernelapp import launch_new_instance; launch_new_instance()")
+
+
 class ThisInterpreter(KernelSpecManager):
     """Always this interpreter's ipykernel: a "python3" kernelspec installed
     elsewhere on the machine must not decide which Python runs the notes.
@@ -116,7 +125,7 @@ class ThisInterpreter(KernelSpecManager):
     def get_kernel_spec(self, kernel_name):
         return KernelSpec(
             argv=[sys.executable, "-I", "-S", SUPERVISOR, str(os.getpid()),
-                  sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                  sys.executable, "-c", LAUNCH_KERNEL, "-f", "{connection_file}",
                   "--HistoryManager.enabled=False"],
             display_name="gradients",
             language="python",

@@ -13,6 +13,10 @@ import pytest
 from conftest import ROOT, gone, wait_for
 from tiny_notes import CHILD
 
+# Its tests share fixtures made once for the module: one worker runs them all.
+pytestmark = pytest.mark.xdist_group(__name__)
+
+
 @pytest.fixture(scope="module")
 def kernel():
     import kernel_bridge

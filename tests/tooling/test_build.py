@@ -2,9 +2,8 @@
 knows its own targets."""
 
 import re
-import subprocess
 
-from conftest import ROOT
+from conftest import ROOT, make
 from tiny_notes import HEADER, assert_failed_cleanly, block, build, line_of, write_readme
 
 
@@ -25,8 +24,7 @@ def test_a_block_that_raises_stops_the_build_and_changes_nothing(tiny):
 def test_make_help_lists_every_target_once():
     makefile = (ROOT / "Makefile").read_text()
     phony = re.search(r"^\.PHONY:(.*)$", makefile, re.M).group(1).split()
-    run = subprocess.run(["make", "--no-print-directory", "help"], cwd=ROOT,
-                         capture_output=True, text=True, check=True)
+    run = make("help", cwd=ROOT, check=True)
     listed = [line.split()[1] for line in run.stdout.splitlines()]
     assert sorted(listed) == sorted(t for t in phony if t != "FORCE")
     assert all(len(line.split(None, 2)) == 3 for line in run.stdout.splitlines())

@@ -5,6 +5,9 @@ import pytest
 
 from conftest import emacs
 
+# Its tests share fixtures made once for the module: one worker runs them all.
+pytestmark = pytest.mark.xdist_group(__name__)
+
 # One Emacs answers the questions that need no kernel, each on a line of
 # its own: `name: value'.  Opening the notes comes first, before anything
 # but Org is loaded, as a newcomer opens them.

@@ -9,6 +9,9 @@ import pytest
 
 from conftest import ROOT, TEST_BUSY, Daemon, copy_project, gone, wait_for
 
+# Its tests share fixtures made once for the module: one worker runs them all.
+pytestmark = pytest.mark.xdist_group(__name__)
+
 EXTRA_BLOCKS = """
 * Off the happy path
 

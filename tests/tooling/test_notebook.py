@@ -16,6 +16,9 @@ from conftest import README, ROOT
 import kernel_bridge
 import notebook as notebook_module
 
+# Its tests share fixtures made once for the module: one worker runs them all.
+pytestmark = pytest.mark.xdist_group(__name__)
+
 
 @pytest.fixture(scope="module")
 def notebook(tmp_path_factory):

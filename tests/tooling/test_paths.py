@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from conftest import make
 from tiny_notes import HEADER, assert_failed_cleanly, block, build, line_of, write_readme
 
 DRAW = "from graphviz import Digraph\nd = Digraph()\nd.node('x')\nd"
@@ -70,15 +71,14 @@ def test_a_name_make_cannot_hold_is_refused_and_make_still_works(tiny):
     text = HEADER + "".join(block(DRAW, f"odd-{n}", f":file {name}")
                             for n, name in enumerate(UNHOLDABLE))
     write_readme(tiny, text)
-    run = subprocess.run(["make", "--no-print-directory", "tangle"], cwd=tiny,
-                         capture_output=True, text=True, timeout=120)
+    run = make("tangle", cwd=tiny)
     assert run.returncode != 0
     said = [f"README.org:{line_of(text, f'odd-{n}')}: block `odd-{n}': :file {name} has "
             for n, name in enumerate(UNHOLDABLE)]
     assert [line[:len(s)] for line, s in zip(reported(run), said)] == said, run.stderr
     assert "make or the shell cannot hold" in run.stderr
     for target in ("help", "clean"):
-        assert subprocess.run(["make", target], cwd=tiny, capture_output=True).returncode == 0
+        assert make(target, cwd=tiny).returncode == 0
     assert not list(tiny.rglob("odd*")) and not list(tiny.rglob("a?b.svg"))
 
 
@@ -217,15 +217,14 @@ def test_make_builds_again_when_a_file_the_notes_read_changes(tiny):
         + block("print(n)", "reads")
     write_readme(tiny, text)
     assert build(tiny, "run").returncode == 0
-    make = ["make", "--no-print-directory", "-q", "tangle"]
-    assert subprocess.run(make[:2] + ["tangle"], cwd=tiny, capture_output=True).returncode == 0
-    assert subprocess.run(make, cwd=tiny).returncode == 0
+    assert make("tangle", cwd=tiny).returncode == 0
+    assert make("-q", "tangle", cwd=tiny).returncode == 0
     (tiny / "setup.org").write_text("#+PROPERTY: header-args:jupyter-python+ :var n=2\n")
-    assert subprocess.run(make, cwd=tiny).returncode == 1, "make missed the #+SETUPFILE"
+    assert make("-q", "tangle", cwd=tiny).returncode == 1, "make missed the #+SETUPFILE"
     # README.org put back with an older time: its digest tells.
     os.utime(tiny / "setup.org", (0, 0))
-    subprocess.run(make[:2] + ["tangle"], cwd=tiny, capture_output=True)
+    make("tangle", cwd=tiny)
     original = (tiny / "README.org").read_text()
     (tiny / "README.org").write_text(original.replace("print(n)", "print(n + 1)"))
     os.utime(tiny / "README.org", (0, 0))
-    assert subprocess.run(make, cwd=tiny).returncode == 1, "make missed an older README.org"
+    assert make("-q", "tangle", cwd=tiny).returncode == 1, "make missed an older README.org"

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+import kernel_bridge
 from conftest import ROOT, Daemon, alive, gone, wait_for
 from tiny_notes import HEADER, block, build, write_readme
 
@@ -173,7 +174,7 @@ def bridge(tmp_path):
 
 def during_the_kernels_start(bridge, stop):
     """STOP once the kernel process exists, before it answers."""
-    assert wait_for(lambda: any("ipykernel_launcher" in command_line(pid)
+    assert wait_for(lambda: any(kernel_bridge.LAUNCH_KERNEL in command_line(pid)
                                 for pid in bridge.look()), 30)
     stop()
 

@@ -5,11 +5,10 @@ starts no kernel), and catches every planted fault."""
 import json
 import re
 import shutil
-import subprocess
 
 import pytest
 
-from conftest import ROOT, emacs
+from conftest import ROOT, emacs, make
 from tiny_notes import HEADER, block, snapshot, write_readme
 
 # With this Python no kernel can start: a build that needs one fails.
@@ -108,9 +107,6 @@ def test_a_module_a_block_imports_is_read_as_its_source(tiny):
     assert refused.returncode != 0 and "No /nonexistent/python" in refused.stderr, refused.stderr
 
 
-def make(folder, target):
-    return subprocess.run(["make", "--no-print-directory", target], cwd=folder,
-                          capture_output=True, text=True, timeout=300)
 
 
 def plant(folder, path, old, new):
@@ -144,11 +140,11 @@ def test_make_test_catches_a_planted_fault_and_touches_nothing(project_copy, fau
     # The checkout's own kernel run, made by the `make test` before this
     # suite, holds for the copy's code: only a planted change runs blocks.
     shutil.copytree(ROOT / ".build" / "produced", project_copy / ".build" / "produced")
-    assert make(project_copy, "tangle").returncode == 0
+    assert make("tangle", cwd=project_copy).returncode == 0
     plant_it, said = FAULTS[fault]
     plant_it(project_copy)
     before = snapshot(project_copy)
-    run = make(project_copy, "test")
+    run = make("test", cwd=project_copy)
     assert run.returncode != 0, run.stdout[-3000:]
     assert re.search(said, run.stdout), run.stdout[-3000:]
     assert snapshot(project_copy) == before, "make test changed a committed file"

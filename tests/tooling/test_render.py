@@ -11,6 +11,9 @@ from PIL import Image
 from conftest import README, ROOT
 import preview
 
+# Its tests share fixtures made once for the module: one worker runs them all.
+pytestmark = pytest.mark.xdist_group(__name__)
+
 REPR = re.compile(r"<[\w.]+ (object )?at 0x[0-9a-f]+>")
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import EMACS, ctrl_c_as_in_a_terminal, emacs, gone, wait_for
+from conftest import EMACS, ctrl_c_as_in_a_terminal, emacs, gone, make, wait_for
 from tiny_notes import (CHILD, HEADER, assert_failed_cleanly, block, build, line_of, snapshot,
                         write_readme)
 
@@ -298,9 +298,8 @@ def test_make_tangle_rewrites_exactly_what_changed_and_knows_every_output(tiny):
     temporary.mkdir()
 
     def make_tangle(*options):
-        return subprocess.run(["make", "--no-print-directory", *options, "tangle"], cwd=tiny,
-                              env=dict(os.environ, TMPDIR=str(temporary)),
-                              capture_output=True, text=True, timeout=PATIENCE * 2)
+        return make(*options, "tangle", cwd=tiny, env=dict(os.environ, TMPDIR=str(temporary)),
+                    timeout=PATIENCE * 2)
 
     first = make_tangle()
     assert first.returncode == 0, first.stderr

@@ -1,0 +1,23 @@
+"""The ERT tests of tests/ert/, each file in an Emacs of its own: the
+executor's and the build's Lisp checked on small Org snippets.  Run from
+here so that they share the cores with the rest of the tooling's suite
+instead of waiting before it: most of their time goes to waiting for
+kernels."""
+
+import pytest
+
+from conftest import ROOT, emacs
+
+ERT_FILES = sorted((ROOT / "tests" / "ert").glob("*-tests.el"))
+
+
+def test_there_are_ert_tests():
+    assert len(ERT_FILES) >= 2
+
+
+@pytest.mark.parametrize("file", ERT_FILES, ids=lambda file: file.name)
+def test_ert(file):
+    run = emacs("-l", "ert", "-l", str(file), "-f", "ert-run-tests-batch-and-exit",
+                check=False, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "unexpected" in run.stderr and " 0 unexpected" in run.stderr, run.stderr
