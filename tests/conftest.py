@@ -193,6 +193,13 @@ class EmacsServer:
         self.folder = folder
         self.socket = folder / "emacs-server"
         self.client = client_of(emacs)
+        # Emacs's own temporary files (Org's babel-XXXX folder, which an
+        # interactive Emacs makes as it loads Org and removes as it exits)
+        # beside FOLDER: an Emacs a test kills leaves them there, not in /tmp.
+        temporary = folder.parent / f"{folder.name}-emacs-tmp"
+        temporary.mkdir(exist_ok=True)
+        self.settings = (f"(progn {TEST_EMACS_SETTINGS}"
+                         f" (setq temporary-file-directory {json.dumps(str(temporary) + '/')}))")
 
     def answers(self):
         if not self.socket.exists():
@@ -229,15 +236,15 @@ class EmacsServer:
 class Daemon(EmacsServer):
     """An Emacs serving the socket `emacs-server` in FOLDER.  By default a
     daemon of the Emacs under test; ARGS given instead must start the
-    server themselves."""
+    server themselves.  The tests' settings come first either way."""
 
     def __init__(self, folder, emacs=EMACS, args=None, env=None):
         super().__init__(folder, emacs)
         self.log = folder / "emacs-stderr.log"
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
-                [emacs, "-Q", *(args or [f"--fg-daemon={self.socket}",
-                                         "--eval", TEST_EMACS_SETTINGS])],
+                [emacs, "-Q", "--eval", self.settings,
+                 *(args or [f"--fg-daemon={self.socket}"])],
                 cwd=folder, env=env,
                 stdout=subprocess.DEVNULL, stderr=log)
         self.wait_until_it_answers()
@@ -273,7 +280,7 @@ class TerminalEmacs(EmacsServer):
     def __init__(self, folder, setup):
         super().__init__(folder)
         (folder / "setup.el").write_text(self.SETUP.format(
-            test_emacs_settings=TEST_EMACS_SETTINGS,
+            test_emacs_settings=self.settings,
             socket=json.dumps(str(self.socket)), setup=setup))
         self.tmux = ["tmux", "-L", f"gradients-{os.getpid()}-{id(self)}"]
         subprocess.run([*self.tmux, "new-session", "-d", "-x", "160", "-y", "45",

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageGrab
 
-from conftest import ROOT, TEST_EMACS_SETTINGS, TEST_BUSY, Daemon, copy_project, wait_for
+from conftest import ROOT, TEST_BUSY, Daemon, copy_project, wait_for
 
 # Its tests share fixtures made once for the module: one worker runs them all.
 pytestmark = pytest.mark.xdist_group(__name__)
@@ -184,7 +184,7 @@ def el(display, project):
         f"no {GUI_EMACS}: `make test` installs it (package emacs-gtk)"
     env = dict(os.environ, DISPLAY=display)
     emacs = Daemon(project, emacs=shutil.which(GUI_EMACS),
-                   args=["--eval", TEST_EMACS_SETTINGS, "--eval", SETUP], env=env)
+                   args=["--eval", SETUP], env=env)
     try:
         # Anything the set-up could not do shows here.
         assert emacs("(and (get-buffer \"README.org\") (display-graphic-p))") is True
