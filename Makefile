@@ -15,6 +15,12 @@ export EMACS
 GUI_EMACS ?= emacs-gtk
 export GUI_EMACS
 BATCH_EMACS := $(EMACS) -Q --batch
+# One build of the notes at a time: `make -j tangle test`, or MAKEFLAGS=-j
+# in the environment, would run two kernels on the same notes, each
+# writing .build/; the second waits, then finds the first's run to reuse.
+# Emacs itself holds the lock (no flock process between make and Emacs),
+# so Ctrl-C reaches Emacs as before and make waits for it to clean up.
+BUILD_EMACS := flock --no-fork $(BUILD)/build.lock $(BATCH_EMACS)
 
 # The exact versions the notes are tested with, compiled from pyproject.toml.
 LOCK := requirements.lock
@@ -113,15 +119,18 @@ tangle: $(OUTPUTS_LIST)  ## gradients.py and the pictures in images/, from READM
 
 $(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(wildcard $(OUTPUTS)) $(if $(MISSING),FORCE) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
-	$(BATCH_EMACS) -l tools/build.el -f gradients-build-tangle README.org
+	@mkdir -p $(BUILD)
+	$(BUILD_EMACS) -l tools/build.el -f gradients-build-tangle README.org
 
 run: $(VENV_STAMP)  ## restart and run all: rewrite every result and picture in README.org
 	@$(REQUIRE) $(BUILD_PACKAGES)
-	$(BATCH_EMACS) -l tools/build.el -f gradients-build-run README.org
+	@mkdir -p $(BUILD)
+	$(BUILD_EMACS) -l tools/build.el -f gradients-build-run README.org
 
 $(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
-	$(BATCH_EMACS) -l tools/build.el -f gradients-build-produce README.org
+	@mkdir -p $(BUILD)
+	$(BUILD_EMACS) -l tools/build.el -f gradients-build-produce README.org
 
 # pytest brings $(PRODUCED) up to date itself (tests/conftest.py), with
 # make, while it imports what the checks need: the two overlap.

@@ -127,6 +127,17 @@ def test_readme_edited_during_make_tangle_is_built_by_the_next_one(tiny):
     assert snapshot(tiny) == before
 
 
+def test_two_builds_asked_for_at_once_run_the_blocks_once(tiny):
+    """`make -j tangle test` (or MAKEFLAGS=-j) asks for two builds of the
+    same notes at once: one runs the blocks, the other waits for it and
+    reuses its run."""
+    write_readme(tiny, HEADER + block("import time\ntime.sleep(1)\nprint(6 * 7)", "slow"))
+    run = make("-j2", "tangle", ".build/produced/blocks.json", cwd=tiny, timeout=PATIENCE * 2)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("block `slow'") == 1, run.stderr
+    assert "results are reused" in run.stderr, run.stderr
+
+
 @pytest.mark.parametrize("case", ["symbolic link", "read-only"])
 def test_make_run_refuses_a_readme_it_would_replace_against_its_owners_wish(tiny, case):
     """The install renames a new file over README.org."""
