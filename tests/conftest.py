@@ -173,8 +173,9 @@ def emacs(*args, cwd=ROOT, check=True, timeout=120):
     """Run Emacs in batch mode the way the Makefile does, with the tests'
     settings."""
     return subprocess.run(
-        [EMACS, "-Q", "--batch", "--eval", TEST_EMACS_SETTINGS, *args], cwd=cwd, capture_output=True, text=True,
-        check=check, timeout=timeout, preexec_fn=ctrl_c_as_in_a_terminal)
+        [EMACS, "-Q", "--batch", "--eval", TEST_EMACS_SETTINGS, *args], cwd=cwd,
+        capture_output=True, text=True, check=check, timeout=timeout,
+        preexec_fn=ctrl_c_as_in_a_terminal)
 
 
 def pytest_report_header(config):
