@@ -204,10 +204,15 @@ FOLDER_PREFIX = "gradients-kernel-"
 def remove_stale_folders():
     """Remove the connection folders of bridges that no longer run.  A
     bridge removes its own once the kernel has started; one killed before
-    that (SIGKILL, a crash) cannot, and the next bridge cleans up after it."""
+    that (SIGKILL, a crash) cannot, and the next bridge cleans up after it.
+    Bridges start side by side: a folder listed here may be gone a moment
+    later, removed by its own bridge or by another one cleaning up."""
     for path in glob.glob(os.path.join(tempfile.gettempdir(), FOLDER_PREFIX + "*-*")):
         pid = os.path.basename(path)[len(FOLDER_PREFIX):].split("-")[0]
-        if not pid.isdigit() or os.stat(path).st_uid != os.getuid():
+        try:
+            if not pid.isdigit() or os.stat(path).st_uid != os.getuid():
+                continue
+        except FileNotFoundError:
             continue
         try:
             os.kill(int(pid), 0)
