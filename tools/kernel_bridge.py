@@ -104,13 +104,25 @@ class Stopped(Exception):
     """The bridge was asked to stop while its kernel started or a block ran."""
 
 
-# ipykernel's own launcher, but without the debugger it would load into
-# every kernel (debugpy: a third of the kernel's start), which nothing that
-# talks to the bridge can use.  Python refuses an import whose module is
-# None in sys.modules, and ipykernel then goes without.  Its folder first
-# on the path, as `python -m ipykernel_launcher` has it.
-LAUNCH_KERNEL = ("import os, sys; sys.path[0] = os.getcwd(); sys.modules['debugpy'] = None; "
-                 "from ipykernel.kernelapp import launch_new_instance; launch_new_instance()")
+# `python -m ipykernel_launcher`, run as that command runs it, less the
+# debugger it would load into every kernel (debugpy: a third of the
+# kernel's start), which nothing that talks to the bridge can use.  The
+# launcher itself keeps the notes' folder off the path while the kernel
+# loads (a random.py of the notes would otherwise replace the standard one
+# in zmq and stop the kernel), IPython then puts it after the standard
+# library, and a block sees the launcher as sys.argv[0]: all as in Jupyter.
+# ipykernel decides once, when its debugger module is first imported,
+# whether debugpy is there; a None in sys.modules makes that import fail,
+# and is then taken out again, so that a block may still import debugpy.
+LAUNCH_KERNEL = """\
+import runpy, sys
+notes_folder = sys.path.pop(0)
+sys.modules["debugpy"] = None
+import ipykernel.debugger
+del sys.modules["debugpy"]
+sys.path.insert(0, notes_folder)
+runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
+"""
 
 
 class ThisInterpreter(KernelSpecManager):

@@ -55,6 +55,21 @@ def test_the_kernel_keeps_no_history_in_the_users_home(kernel):
     assert org == ": False"
 
 
+def test_a_block_sees_the_kernel_that_python_m_ipykernel_launcher_starts(kernel):
+    """The bridge starts its kernels without debugpy, and in every other way
+    as Jupyter does: the launcher is the script (what argparse names in a
+    usage message), the notes' folder ('', so it follows os.chdir) comes
+    after the standard library, and a block may still import debugpy."""
+    import kernel_bridge
+    org, _ = kernel_bridge.execute(kernel, "\n".join([
+        "import argparse, os, sys",
+        "print('debugpy' in sys.modules, argparse.ArgumentParser().prog)",
+        "print(sys.path.index('') > sys.path.index(os.path.dirname(os.__file__)))",
+        "import debugpy",
+        "print(debugpy.__name__)"]))
+    assert org == ": False ipykernel_launcher.py\n: True\n: debugpy"
+
+
 def test_a_kernel_killed_by_its_block_is_reported_as_died(kernel):
     """The last test of the module's kernel, which is gone afterwards."""
     import kernel_bridge
@@ -110,7 +125,6 @@ def test_text_that_no_utf_8_file_can_hold_is_refused():
             kernel_bridge.check_fits_the_notes(f": {text}", 1000)
 
 
-
 def test_a_connection_folder_gone_while_bridges_clean_up_is_no_error(monkeypatch):
     """Each bridge starting removes the connection folders of dead bridges,
     while others remove their own: a folder it listed may be gone a moment
@@ -121,3 +135,25 @@ def test_a_connection_folder_gone_while_bridges_clean_up_is_no_error(monkeypatch
     assert not os.path.exists(listed)
     monkeypatch.setattr(kernel_bridge.glob, "glob", lambda pattern: [listed])
     kernel_bridge.remove_stale_folders()
+
+
+# Each one a module that the kernel imports while it starts.
+STANDARD_MODULES = ["random", "json", "logging"]
+
+
+def test_modules_of_the_notes_named_as_standard_ones_stop_no_kernel(tmp_path, monkeypatch):
+    """Notes may keep a random.py of their own beside README.org; the
+    kernel loads with the standard one, and so do blocks, as in Jupyter."""
+    import kernel_bridge
+    for name in STANDARD_MODULES:
+        (tmp_path / f"{name}.py").write_text(f"raise ImportError('the notes\\' own {name}.py')\n")
+    monkeypatch.chdir(tmp_path)
+    kernel = kernel_bridge.Kernel()
+    try:
+        org, _ = kernel_bridge.execute(kernel, "\n".join(
+            [f"import os, {', '.join(STANDARD_MODULES)}"] +
+            [f"print({name}.__file__.startswith(os.path.dirname(os.__file__) + os.sep))"
+             for name in STANDARD_MODULES]))
+    finally:
+        kernel.kill()
+    assert org == "\n".join([": True"] * len(STANDARD_MODULES))
