@@ -20,7 +20,15 @@ BATCH_EMACS := $(EMACS) -Q --batch
 # writing .build/; the second waits, then finds the first's run to reuse.
 # Emacs itself holds the lock (no flock process between make and Emacs),
 # so Ctrl-C reaches Emacs as before and make waits for it to clean up.
-BUILD_EMACS := flock --no-fork $(BUILD)/build.lock $(BATCH_EMACS)
+# The lock is the notes' folder, not a file in .build/: `make clean` or
+# `git clean` during a build would remove that file, and the next build
+# lock a new one beside the running build.  `make clean` takes the lock
+# too, rather than remove the venv and scratch files of a running build.
+# A build's kernel bridge inherits the lock from Emacs and keeps it until
+# it has stopped its kernel, so that a build started as the previous one
+# is interrupted waits for its kernel to be gone.
+BUILD_LOCK  := flock --no-fork .
+BUILD_EMACS := $(BUILD_LOCK) $(BATCH_EMACS)
 
 # The exact versions the notes are tested with, compiled from pyproject.toml.
 LOCK := requirements.lock
@@ -211,6 +219,6 @@ $(UV_OURS):
 	@rm -rf $(UV_HOME) && mv $(UV_HOME).new $(UV_HOME)
 
 clean:  ## remove the venv and scratch files (not the committed outputs)
-	rm -rf "$(VENV)" "$(BUILD)" gradients.ipynb
+	$(BUILD_LOCK) rm -rf "$(VENV)" "$(BUILD)" gradients.ipynb
 
 FORCE:

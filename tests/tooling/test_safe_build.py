@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from conftest import EMACS, ctrl_c_as_in_a_terminal, emacs, gone, make, wait_for
+from conftest import (EMACS, ROOT, a_users_make_environment, ctrl_c_as_in_a_terminal, emacs,
+                      gone, make, wait_for)
 from tiny_notes import (CHILD, HEADER, assert_failed_cleanly, block, build, line_of, snapshot,
                         write_readme)
 
@@ -136,6 +137,46 @@ def test_two_builds_asked_for_at_once_run_the_blocks_once(tiny):
     assert run.returncode == 0, run.stderr
     assert run.stderr.count("block `slow'") == 1, run.stderr
     assert "results are reused" in run.stderr, run.stderr
+
+
+# A block that notes in runs.log when it starts and ends, slowly enough
+# for a test to do something in between.
+LOGGED_RUN = """import time
+open('runs.log', 'a').write('start\\n')
+time.sleep(3)
+open('runs.log', 'a').write('end\\n')
+print(6 * 7)"""
+
+
+@pytest.mark.parametrize("removal", ["make clean", "rm -rf .build"])
+def test_a_build_whose_scratch_files_are_removed_still_runs_alone(tiny, removal):
+    """Scratch files may be cleared (make clean, git clean -fdX) while a
+    build runs in another terminal: make clean waits for the build rather
+    than take its venv and scratch folder from under it, and a build
+    started meanwhile still waits for the first one."""
+    write_readme(tiny, HEADER + block(LOGGED_RUN, "slow"))
+    first = subprocess.Popen(["make", "--no-print-directory", "tangle"], cwd=tiny,
+                             env=a_users_make_environment(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert wait_for(lambda: (tiny / "runs.log").exists(), PATIENCE)
+        if removal == "make clean":
+            cleared = make("clean", cwd=tiny)
+            assert cleared.returncode == 0, cleared.stderr
+            assert first.poll() is not None, "make clean returned while the build ran"
+            (tiny / ".venv").symlink_to(ROOT / ".venv")
+        else:
+            subprocess.run(["rm", "-rf", ".build"], cwd=tiny, check=True)
+        second = make(".build/produced/blocks.json", cwd=tiny, timeout=PATIENCE * 2)
+        _, first_stderr = first.communicate(timeout=PATIENCE)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGTERM)
+            first.wait()
+    assert second.returncode == 0, second.stderr
+    assert "start\nstart" not in (tiny / "runs.log").read_text(), (first_stderr, second.stderr)
+    if removal == "make clean":
+        assert first.returncode == 0, first_stderr
 
 
 @pytest.mark.parametrize("case", ["symbolic link", "read-only"])
