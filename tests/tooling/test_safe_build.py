@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from conftest import (EMACS, ROOT, a_users_make_environment, ctrl_c_as_in_a_terminal, emacs,
-                      gone, make, wait_for)
+from conftest import (EMACS, ROOT, a_users_make_environment, alive, ctrl_c_as_in_a_terminal,
+                      emacs, gone, make, wait_for)
 from tiny_notes import (CHILD, HEADER, assert_failed_cleanly, block, build, line_of, snapshot,
                         write_readme)
 
@@ -299,6 +299,28 @@ def test_ctrl_c_while_a_block_runs_changes_nothing_and_leaves_nothing(tiny):
     assert_no_leftovers(tiny, temporary)
     assert snapshot(tiny) == {**before, "child.pid": (tiny / "child.pid").read_bytes(),
                               "sleeping": b""}
+
+
+def test_a_build_started_after_ctrl_c_waits_for_the_last_kernel_to_be_gone(tiny):
+    """Emacs exits at Ctrl-C without waiting for its bridge to stop the
+    kernel, so make returns first: the next build, waiting on the lock
+    as make's builds do, must start only once that kernel and what its
+    blocks started have ended."""
+    write_readme(tiny, HEADER + block(CHILD + "\nopen('sleeping', 'w').close()\n"
+                                      "import time\ntime.sleep(300)", "sleeps"))
+    process = subprocess.Popen(["make", "--no-print-directory", "tangle"], cwd=tiny,
+                               env=a_users_make_environment(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=ctrl_c_as_in_a_terminal)
+    try:
+        assert wait_for((tiny / "sleeping").exists, PATIENCE), "the block did not start"
+        os.killpg(process.pid, signal.SIGINT)
+    finally:
+        stderr = finish(process)
+    assert process.returncode != 0, stderr
+    child = int((tiny / "child.pid").read_text())
+    subprocess.run(["flock", "-w", str(PATIENCE), ".", "true"], cwd=tiny, check=True)
+    assert not alive(child), "the lock was free while the block's process still ran"
 
 
 INTERRUPT_AFTER_FIRST_MOVE = """;;; -*- lexical-binding: t -*-
