@@ -216,11 +216,11 @@ depend on besides the notes.")
   "Before `insert-file-contents': note FILE if it is one of the project's."
   (let ((file (expand-file-name file)))
     (when (and gradients-build--project
-               (file-in-directory-p file gradients-build--project)
+               (gradients-file-inside-p file gradients-build--project)
                ;; Org's own scratch files, when TMPDIR lies in the notes' folder.
-               (not (and (file-in-directory-p temporary-file-directory
-                                              gradients-build--project)
-                         (file-in-directory-p file temporary-file-directory))))
+               (not (and (gradients-file-inside-p temporary-file-directory
+                                                  gradients-build--project)
+                         (gradients-file-inside-p file temporary-file-directory))))
       (let ((relative (file-relative-name file gradients-build--project)))
         ;; The build's own files are make's prerequisites already.
         (unless (or (member relative (list gradients-build--org-name "Makefile"
@@ -293,7 +293,7 @@ spellings of one file are one output, and a link cannot lead outside."
          (relative (file-relative-name real project))
          (complain (lambda (why &rest args)
                      (error "%s: %s %s %s" where key name (apply #'format why args)))))
-    (unless (file-in-directory-p real project)
+    (unless (gradients-file-inside-p real project)
       (funcall complain "is outside the project%s; use a path under the notes' folder, such as images/%s"
                (if (equal real (directory-file-name absolute)) ""
                  (format " (it leads to %s)" (abbreviate-file-name real)))
@@ -1017,7 +1017,7 @@ so no file is ever half written."
             (target (expand-file-name relative gradients-build--project)))
         (if (gradients-build--same-bytes-p new target)
             (message "unchanged %s" relative)
-          (unless (file-in-directory-p new gradients-build--scratch)
+          (unless (gradients-file-inside-p new gradients-build--scratch)
             (let ((copy (gradients-build--scratch-path relative)))
               (copy-file new copy t t)
               (setq new copy)))

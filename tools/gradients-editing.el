@@ -31,7 +31,7 @@ directory setting reaches them, and the guess would say it failed."
 (defun gradients--notes-buffer-p ()
   "Whether the current buffer visits a file of this project."
   (and buffer-file-name
-       (file-in-directory-p buffer-file-name gradients-project-directory)))
+       (gradients-file-inside-p buffer-file-name gradients-project-directory)))
 
 (defun gradients-fit-pictures ()
   "Show the notes' inline pictures at most 640 pixels wide.

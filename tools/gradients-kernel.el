@@ -49,6 +49,17 @@ next.  The batch build binds it to nil: its log names each block.")
   "Seconds between lines saying that a block waited for still runs, or
 nil for none.  The batch build, whose log is all a person sees, sets it.")
 
+;; Not `file-in-directory-p': it takes a folder to be itself only when two
+;; looks at it, made one after the other, find every attribute equal,
+;; times included, so any process reading or writing in the folder at
+;; that moment (a kernel importing from it updates its access time) can
+;; make a file of the folder seem to lie outside it.
+(defun gradients-file-inside-p (file folder)
+  "Whether FILE is FOLDER or lies under it, symbolic links followed;
+decided by the names they resolve to."
+  (string-prefix-p (file-name-as-directory (file-truename (expand-file-name folder)))
+                   (file-name-as-directory (file-truename (expand-file-name file)))))
+
 (defvar gradients--sessions nil
   "Alist of (SESSION-NAME . PROCESS): a bridge per session name and per
 folder (the process property `directory'), newest first.")

@@ -41,6 +41,24 @@
                             (expand-file-name "images/x.png" project)))
       (should (equal (build-tests--path spelling) "images/x.png")))))
 
+;; A kernel started early imports from the notes' folder while the build
+;; checks the blocks' outputs, and reading the folder changes its access
+;; time: each look at the folder may find other attributes.
+(ert-deftest build-tests-a-folder-read-meanwhile-holds-its-outputs ()
+  (build-tests--in-project
+    (let ((looks 0))
+      (cl-letf* ((file-attributes-then (symbol-function 'file-attributes))
+                 ((symbol-function 'file-attributes)
+                  (lambda (file &rest rest)
+                    (let ((attributes (apply file-attributes-then file rest)))
+                      (if (and attributes (file-directory-p file))
+                          (append (seq-take attributes 4)
+                                  (list (time-add (nth 4 attributes) (cl-incf looks)))
+                                  (nthcdr 5 attributes))
+                        attributes)))))
+        (should (equal (build-tests--path "gradients.py") "gradients.py"))
+        (should (equal (build-tests--path "images/x.png") "images/x.png"))))))
+
 (ert-deftest build-tests-a-link-is-followed-to-where-it-leads ()
   (build-tests--in-project
     (let ((outside (make-temp-file "outside-" t)))
