@@ -127,17 +127,14 @@ tangle: $(OUTPUTS_LIST)  ## gradients.py and the pictures in images/, from READM
 
 $(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(wildcard $(OUTPUTS)) $(if $(MISSING),FORCE) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
-	@mkdir -p $(BUILD)
 	$(BUILD_EMACS) -l tools/build.el -f gradients-build-tangle README.org
 
 run: $(VENV_STAMP)  ## restart and run all: rewrite every result and picture in README.org
 	@$(REQUIRE) $(BUILD_PACKAGES)
-	@mkdir -p $(BUILD)
 	$(BUILD_EMACS) -l tools/build.el -f gradients-build-run README.org
 
 $(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
-	@mkdir -p $(BUILD)
 	$(BUILD_EMACS) -l tools/build.el -f gradients-build-produce README.org
 
 # pytest brings $(PRODUCED) up to date itself (tests/conftest.py), with
