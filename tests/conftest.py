@@ -60,6 +60,15 @@ def make(*args, cwd, env=None, timeout=300, **options):
                           text=True, timeout=timeout, **options)
 
 
+def start_make(*args, cwd):
+    """Start make in CWD as a user would in a terminal, in a session of its
+    own (for Ctrl-C: os.killpg(process.pid, SIGINT)), its errors kept."""
+    return subprocess.Popen(["make", "--no-print-directory", *args], cwd=cwd,
+                            env=a_users_make_environment(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=ctrl_c_as_in_a_terminal)
+
+
 def import_what_gradients_imports():
     """Import the libraries gradients.py imports at its top (NumPy,
     Matplotlib...): most of the time its import takes.  Named by the

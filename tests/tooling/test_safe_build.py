@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from conftest import (EMACS, ROOT, a_users_make_environment, alive, ctrl_c_as_in_a_terminal,
-                      emacs, gone, make, wait_for)
+from conftest import (EMACS, ROOT, alive, ctrl_c_as_in_a_terminal, emacs, gone, make,
+                      start_make, wait_for)
 from tiny_notes import (CHILD, HEADER, assert_failed_cleanly, block, build, line_of, snapshot,
                         write_readme)
 
@@ -155,9 +155,7 @@ def test_a_build_whose_scratch_files_are_removed_still_runs_alone(tiny, removal)
     than take its venv and scratch folder from under it, and a build
     started meanwhile still waits for the first one."""
     write_readme(tiny, HEADER + block(LOGGED_RUN, "slow"))
-    first = subprocess.Popen(["make", "--no-print-directory", "tangle"], cwd=tiny,
-                             env=a_users_make_environment(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    first = start_make("tangle", cwd=tiny)
     try:
         assert wait_for(lambda: (tiny / "runs.log").exists(), PATIENCE)
         if removal == "make clean":
@@ -308,10 +306,7 @@ def test_a_build_started_after_ctrl_c_waits_for_the_last_kernel_to_be_gone(tiny)
     blocks started have ended."""
     write_readme(tiny, HEADER + block(CHILD + "\nopen('sleeping', 'w').close()\n"
                                       "import time\ntime.sleep(300)", "sleeps"))
-    process = subprocess.Popen(["make", "--no-print-directory", "tangle"], cwd=tiny,
-                               env=a_users_make_environment(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True,
-                               preexec_fn=ctrl_c_as_in_a_terminal)
+    process = start_make("tangle", cwd=tiny)
     try:
         assert wait_for((tiny / "sleeping").exists, PATIENCE), "the block did not start"
         os.killpg(process.pid, signal.SIGINT)
