@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.org"
 sys.path.insert(0, str(ROOT / "tools"))
 
+import kernel_supervisor  # noqa: E402
 import produced  # noqa: E402
 
 # No test may open a window or depend on one; Matplotlib then draws with
@@ -353,11 +354,8 @@ def tiny(project_copy):
 
 def alive(pid):
     """Whether process PID runs (a zombie has finished)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
+    fields = kernel_supervisor.process_status(pid)
+    return fields is not None and fields[0] != b"Z"
 
 
 def gone(pid, seconds=3):

@@ -245,11 +245,8 @@ def first_child(parent):
                 if its_parent == parent]
 
     def started(pid):
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as stat:
-                return int(stat.read().rsplit(b") ", 1)[1].split()[19])
-        except (FileNotFoundError, ProcessLookupError):
-            return float("inf")
+        fields = kernel_supervisor.process_status(pid)
+        return float("inf") if fields is None else int(fields[19])
     return min(children, key=started, default=None)
 
 

@@ -55,20 +55,27 @@ def die_with_parent(signum, parent):
     return os.getppid() == parent
 
 
+def process_status(pid):
+    """The fields of /proc/PID/stat after the command name (state first,
+    parent second, start time at index 19), as bytes; None once PID is
+    gone.  A process can end between any two steps of reading its entry:
+    the open then fails with FileNotFoundError, the read after a good open
+    with ProcessLookupError, and either is the same news."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name, in parentheses, may hold anything, ") " included.
+    return text.rsplit(b") ", 1)[1].split()
+
+
 def process_table():
     """{pid: parent pid} of every process but zombies, which have ended
     and have no children any more."""
     table = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as stat:
-                # The command name, in parentheses, may hold anything.
-                fields = stat.read().rsplit(b") ", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        if fields[0] != b"Z":
+        if name.isdigit() and (fields := process_status(name)) and fields[0] != b"Z":
             table[int(name)] = int(fields[1])
     return table
 

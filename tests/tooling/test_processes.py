@@ -15,39 +15,11 @@ import time
 import pytest
 
 import kernel_bridge
+import kernel_supervisor
 from conftest import ROOT, Daemon, alive, gone, wait_for
 from tiny_notes import HEADER, block, build, write_readme
 
 BRIDGE = ROOT / "tools" / "kernel_bridge.py"
-
-
-def parents():
-    """{pid: parent pid} of every process that runs (zombies left out)."""
-    found = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as stat:
-                    fields = stat.read().rsplit(") ", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            if fields[0] != "Z":
-                found[int(name)] = int(fields[1])
-    return found
-
-
-def descendants(root):
-    """Every process below ROOT, now."""
-    children = {}
-    for pid, parent in parents().items():
-        children.setdefault(parent, []).append(pid)
-    found, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
 
 
 def command_line(pid):
@@ -107,7 +79,7 @@ class Bridge:
 
     def look(self):
         """Note every process below the bridge now; return them."""
-        found = descendants(self.pid)
+        found = kernel_supervisor.descendants(self.pid)
         self.seen |= found
         return found
 
@@ -262,7 +234,6 @@ def test_a_block_that_ends_its_kernel_leaves_nothing_running(bridge, case):
 
 def test_a_kernel_of_this_process_is_killed_with_what_it_started(tmp_path, leftovers):
     """The tests' own kernels (conftest), as much as the bridge's."""
-    import kernel_bridge
     pids = tmp_path / "pids"
     kernel = kernel_bridge.Kernel()
     try:
@@ -299,7 +270,7 @@ def emacs_with_a_session(tiny, tmp_path_factory):
     started = set()
     try:
         assert daemon(SETUP) is True
-        started = recorded(pids) | descendants(daemon.process.pid)
+        started = recorded(pids) | kernel_supervisor.descendants(daemon.process.pid)
         assert any("kernel_bridge.py" in command_line(pid) for pid in started)
         yield daemon, started
     finally:
@@ -330,7 +301,7 @@ def test_a_build_leaves_nothing_running(tiny, tmp_path_factory, leftovers, outco
     assert (run.returncode == 0) == (outcome == "succeeds"), run.stderr
     leftovers.update(recorded(pids))
     assert_all_gone(leftovers)
-    assert wait_for(lambda: not [pid for pid in parents()
+    assert wait_for(lambda: not [pid for pid in kernel_supervisor.process_table()
                                  if str(tiny) in command_line(pid)], 15), \
         "a bridge or kernel outlived the build"
 
@@ -345,3 +316,27 @@ def test_a_supervisor_whose_bridge_is_already_gone_starts_nothing(tmp_path):
                           str(finished.pid), "touch", str(marker)], timeout=30)
     assert run.returncode != 0
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("ends", ["before the open", "between open and read"])
+def test_a_process_that_ends_while_it_is_looked_at_counts_as_gone(monkeypatch, ends):
+    """Every look at a process goes through process_status, and a process
+    can end at any point of it: /proc then says so by a different error
+    depending on the step (a missing file, or ESRCH from a read)."""
+    child = subprocess.Popen(["sleep", "60"])
+
+    def end_it():
+        child.kill()
+        child.wait()
+
+    if ends == "before the open":
+        end_it()
+    else:
+        def open_then_end(*args, **kwargs):
+            handle = open(*args, **kwargs)
+            end_it()
+            return handle
+        monkeypatch.setattr(kernel_supervisor, "open", open_then_end, raising=False)
+    assert kernel_supervisor.process_status(child.pid) is None
+    assert not alive(child.pid)
+    assert child.pid not in kernel_supervisor.process_table()
