@@ -736,12 +736,20 @@ nothing; return the pictures, an alist of output path and block."
       (goto-char (point-max)))
     (insert "\0")))
 
+(defun gradients-build--buffer-digest ()
+  "The SHA-256 of the current buffer's text, as UTF-8 (raw bytes from
+`insert-file-contents-literally' as themselves).  Named, because
+`secure-hash' otherwise asks `select-safe-coding-system' to choose an
+encoding for the buffer, which scans it and costs more than the hash."
+  (let ((coding-system-for-write 'utf-8-unix))
+    (secure-hash 'sha256 (current-buffer))))
+
 (defun gradients-build--key (blocks)
   "A digest of everything the kernel's run of BLOCKS can depend on but
 the tangled files: the code and header arguments of each block it runs,
 in order, the lock, the build's tools, and Emacs and Org."
   (with-temp-buffer
-    (insert emacs-version "\0" (org-version) "\0")
+    (insert emacs-version "\0" (org-release) "\0")
     (gradients-build--insert-files
      (cons (expand-file-name "requirements.lock" gradients-build--project)
            (mapcar (lambda (tool) (expand-file-name tool gradients-build-directory))
@@ -752,13 +760,13 @@ in order, the lock, the build's tools, and Emacs and Org."
           (insert (prin1-to-string (list (gradients-build--code block)
                                          (nth 2 (plist-get block :info))))
                   "\0"))))
-    (secure-hash 'sha256 (current-buffer))))
+    (gradients-build--buffer-digest)))
 
 (defun gradients-build--tangled-key (tangled)
   "A digest of the TANGLED files, which a block may read or run."
   (with-temp-buffer
     (gradients-build--insert-files tangled)
-    (secure-hash 'sha256 (current-buffer))))
+    (gradients-build--buffer-digest)))
 
 (defun gradients-build--picture-destination (file)
   "Where the build draws the picture of a block with :file FILE."
@@ -942,7 +950,7 @@ every one of PICTURES."
                                            reads)))
                 (hint . ,hint)
                 (emacs . ,emacs-version)
-                (org . ,(org-version))
+                (org . ,(org-release))
                 (outputs . ,(vconcat outputs))
                 (headings . ,(gradients-build--headings))
                 (blocks . ,(vconcat (mapcar #'gradients-build--block-json blocks))))))
@@ -1144,7 +1152,10 @@ the tangling time, so every language is tangled as plain text."
               #'gradients-build--tangle-into-scratch)
   (unwind-protect
       (let ((inhibit-message t)
-            (org-src-lang-modes (gradients-build--tangling-modes blocks)))
+            (org-src-lang-modes (gradients-build--tangling-modes blocks))
+            ;; What Emacs would choose anyway, for text read as UTF-8,
+            ;; without scanning each file for the characters it holds.
+            (coding-system-for-write 'utf-8-unix))
         (org-babel-tangle))
     (advice-remove 'org-babel-tangle-collect-blocks
                    #'gradients-build--tangle-into-scratch)))
