@@ -210,7 +210,7 @@ given for them, never more."
 
 (defun gradients--start-failure (process)
   "Why the bridge PROCESS ended before its kernel was ready: the last
-line it wrote, which names the error (a venv without jupyter_client, a
+line it wrote, which names the error (a venv without pyzmq, a
 kernel that did not start in time)."
   (let ((last (car (last (cl-remove-if
                           (lambda (line) (string-prefix-p "Process " line))
@@ -388,7 +388,7 @@ placeholders."
       (progn
         (process-put process 'queue (append (process-get process 'queue) (list request)))
         (gradients--send-next process))
-    ;; A bridge that ended at once (a venv without jupyter_client) may
+    ;; A bridge that ended at once (a venv without pyzmq) may
     ;; have had its sentinel run already: nothing would answer a queue.
     (gradients--deliver request `((ok . nil) (kind . "dropped")
                                   (error . ,(gradients--start-failure process))))))

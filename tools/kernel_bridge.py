@@ -45,7 +45,10 @@ so what the tests compare is produced exactly as the build produces it.
 """
 
 import base64
+import datetime
 import glob
+import hashlib
+import hmac
 import json
 import os
 import queue
@@ -59,8 +62,7 @@ import threading
 import time
 import uuid
 
-from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
-from jupyter_client.manager import KernelManager
+import zmq
 
 import kernel_supervisor
 
@@ -125,36 +127,115 @@ runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
 """
 
 
-class ThisInterpreter(KernelSpecManager):
-    """Always this interpreter's ipykernel: a "python3" kernelspec installed
-    elsewhere on the machine must not decide which Python runs the notes.
-    Its history stays in memory: the blocks of every build would otherwise
-    go into the user's ~/.ipython history database, outside the project.
-    The kernel runs below kernel_supervisor.py, which this process starts
-    (isolated from the environment, for it needs nothing but the standard
-    library) and which ends when this process, or rather this thread, ends."""
+def kernel_command(connection_file):
+    """The command that starts a kernel for CONNECTION_FILE: this
+    interpreter's ipykernel, whatever "python3" kernelspec is installed
+    elsewhere on the machine, below kernel_supervisor.py (isolated from the
+    environment, for it needs nothing but the standard library), which ends
+    when this process, or rather this thread, ends.  Its history stays in
+    memory: the blocks of every build would otherwise go into the user's
+    ~/.ipython history database, outside the project."""
+    return [sys.executable, "-I", "-S", SUPERVISOR, str(os.getpid()),
+            sys.executable, "-c", LAUNCH_KERNEL, "-f", connection_file,
+            "--HistoryManager.enabled=False"]
 
-    def get_kernel_spec(self, kernel_name):
-        return KernelSpec(
-            argv=[sys.executable, "-I", "-S", SUPERVISOR, str(os.getpid()),
-                  sys.executable, "-c", LAUNCH_KERNEL, "-f", "{connection_file}",
-                  "--HistoryManager.enabled=False"],
-            display_name="gradients",
-            language="python",
-        )
+
+def kernel_address():
+    """A name for a kernel's sockets: abstract Unix sockets (the leading
+    @), which live in no folder.  No TCP port, nothing on the network."""
+    return "@gradients-kernel-" + uuid.uuid4().hex[:16]
 
 
 def kernel_manager(folder):
-    """A manager for a kernel from this interpreter's environment whose
-    connection file goes in FOLDER and which listens on abstract Unix
-    sockets: no TCP port, nothing on the network, and no socket files."""
+    """A jupyter_client manager of the kernel `Kernel` starts, for tools
+    that drive a kernel through jupyter_client (nbclient), its connection
+    file in FOLDER.  The bridge itself does without jupyter_client, whose
+    import costs more than the rest of the bridge's start."""
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+    from jupyter_client.manager import KernelManager
+
+    class ThisInterpreter(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name):
+            return KernelSpec(argv=kernel_command("{connection_file}"),
+                              display_name="gradients", language="python")
+
     return KernelManager(
         kernel_name="python3",
         kernel_spec_manager=ThisInterpreter(),
         transport="ipc",
-        ip="@gradients-kernel-" + uuid.uuid4().hex[:16],
+        ip=kernel_address(),
         connection_file=os.path.join(folder, "connection.json"),
     )
+
+
+class Channels:
+    """The bridge's end of a kernel's shell and IOPub sockets, in the
+    Jupyter messaging protocol: each message a multipart ZeroMQ message,
+    its parts JSON, signed with HMAC-SHA256 under the connection's key.
+    Only what the bridge asks for is spoken (kernel_info, execute); the
+    kernel's other sockets (stdin, control, heartbeat) go unused, as a
+    block may not read input and a kernel is stopped by signals."""
+
+    PROTOCOL = "5.3"
+    DELIMITER = b"<IDS|MSG>"
+    # Where each socket listens: the kernel binds "ADDRESS-PORT".
+    PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4,
+             "hb_port": 5}
+
+    def __init__(self, address, key):
+        self.key = key.encode()
+        self.session = uuid.uuid4().hex
+        self.context = zmq.Context()
+        self.shell = self.context.socket(zmq.DEALER)
+        self.iopub = self.context.socket(zmq.SUB)
+        self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
+        for socket, port in ((self.shell, "shell_port"), (self.iopub, "iopub_port")):
+            socket.linger = 0
+            socket.connect(f"ipc://{address}-{self.PORTS[port]}")
+
+    @classmethod
+    def connection(cls, address, key):
+        """What a kernel's connection file holds for these channels."""
+        return {**cls.PORTS, "ip": address, "key": key, "transport": "ipc",
+                "signature_scheme": "hmac-sha256", "kernel_name": ""}
+
+    def signature(self, parts):
+        digest = hmac.new(self.key, digestmod=hashlib.sha256)
+        for part in parts:
+            digest.update(part)
+        return digest.hexdigest().encode()
+
+    def send(self, msg_type, content):
+        """Send a request on the shell socket; return its message id."""
+        msg_id = uuid.uuid4().hex
+        header = {"msg_id": msg_id, "session": self.session, "username": "gradients",
+                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                  "msg_type": msg_type, "version": self.PROTOCOL}
+        parts = [json.dumps(part).encode() for part in (header, {}, {}, content)]
+        self.shell.send_multipart([self.DELIMITER, self.signature(parts), *parts])
+        return msg_id
+
+    def receive(self, socket, timeout):
+        """The next message SOCKET gets within TIMEOUT seconds, or None.
+        A message not signed with the key is passed over: it is not the
+        kernel's."""
+        deadline = time.monotonic() + timeout
+        while socket.poll(max(0, deadline - time.monotonic()) * 1000):
+            frames = socket.recv_multipart()
+            try:
+                signature, *parts = frames[frames.index(self.DELIMITER) + 1:]
+            except ValueError:
+                continue
+            if len(parts) < 4 or not hmac.compare_digest(signature,
+                                                         self.signature(parts[:4])):
+                continue
+            header, parent, metadata, content = (json.loads(part) for part in parts[:4])
+            return {"header": header, "msg_type": header["msg_type"],
+                    "parent_header": parent, "metadata": metadata, "content": content}
+        return None
+
+    def close(self):
+        self.context.destroy(linger=0)
 
 
 # The project's scratch folder, beside this file's tools/ folder.
@@ -251,21 +332,30 @@ def first_child(parent):
 
 
 class Kernel:
-    """One running kernel, as kernel_manager makes it.  STOP_REQUESTED,
-    when given, is asked while the kernel starts and while a block runs:
-    once it says yes, they end at once, raising Stopped."""
+    """One running kernel, started as Jupyter starts one (in a session of
+    its own, its connection file read at start, JPY_PARENT_PID naming this
+    process).  STOP_REQUESTED, when given, is asked while the kernel starts
+    and while a block runs: once it says yes, they end at once, raising
+    Stopped."""
 
     def __init__(self, stop_requested=None):
         self.stop_requested = stop_requested or (lambda: False)
-        self.manager = self.client = self.supervisor = None
+        self.channels = self.supervisor = None
         remove_stale_folders()
         folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
         try:
-            self.manager = kernel_manager(folder)
-            self.manager.start_kernel(env=kernel_environment())
-            self.supervisor = self.manager.provisioner.process
-            self.client = self.manager.client()
-            self.client.start_channels()
+            address, key = kernel_address(), str(uuid.uuid4())
+            connection_file = os.path.join(folder, "connection.json")
+            with open(connection_file, "w") as connection:
+                json.dump(Channels.connection(address, key), connection)
+            environment = kernel_environment()
+            environment["JPY_PARENT_PID"] = str(os.getpid())
+            # Its standard input is a pipe of its own, never the bridge's,
+            # which carries Emacs's requests.
+            self.supervisor = subprocess.Popen(kernel_command(connection_file),
+                                               env=environment, stdin=subprocess.PIPE,
+                                               start_new_session=True)
+            self.channels = Channels(address, key)
             self.wait_for_ready(timeout=60)
             # Nothing else runs below the supervisor before a block does.
             self.pid = first_child(self.supervisor.pid)
@@ -280,55 +370,73 @@ class Kernel:
         if self.stop_requested():
             raise Stopped()
 
+    def is_alive(self):
+        return self.supervisor is not None and self.supervisor.poll() is None
+
     def wait_for_ready(self, timeout):
-        """Jupyter's wait for a kernel's first answer, asking meanwhile
-        whether to stop."""
+        """Wait for the kernel's first answer, asking meanwhile whether to
+        stop.  An answer on the shell socket is not enough: IOPub, where
+        the outputs come, may not be connected yet, and is once it carries
+        the status messages of a request."""
         deadline = time.monotonic() + timeout
         while True:
             self.check_stop()
-            self.client.kernel_info()
-            try:
-                reply = self.client.get_shell_msg(timeout=WAKE_UP)
-            except queue.Empty:
-                reply = None
-            if reply is not None and reply["msg_type"] == "kernel_info_reply":
-                # Answered on the shell channel; now heard on IOPub too?
-                try:
-                    self.client.get_iopub_msg(timeout=0.2)
-                    break
-                except queue.Empty:
-                    pass
-            if not self.manager.is_alive():
+            self.channels.send("kernel_info_request", {})
+            reply = self.channels.receive(self.channels.shell, WAKE_UP)
+            if (reply is not None and reply["msg_type"] == "kernel_info_reply"
+                    and self.channels.receive(self.channels.iopub, 0.2) is not None):
+                break
+            if not self.is_alive():
                 raise RuntimeError("Kernel died before replying to kernel_info")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
         # What IOPub still holds answers these requests: run() passes over
         # it by its parent, so no time is spent waiting for it to go quiet.
 
+    def interrupt(self):
+        """What Jupyter does: SIGINT to the kernel's process group, whose
+        supervisor ignores it."""
+        try:
+            os.killpg(self.supervisor.pid, signal.SIGINT)
+        except OSError:
+            pass
+
+    def reply_to(self, msg_id):
+        """The shell's reply to request MSG_ID, which follows its outputs."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            reply = self.channels.receive(self.channels.shell, WAKE_UP)
+            if reply is not None and reply["parent_header"].get("msg_id") == msg_id:
+                return reply
+            if not self.is_alive():
+                break
+        raise KernelDied("the kernel did not reply after running it")
+
     def run(self, code, timeout=None):
         """Execute CODE; return its outputs as a list of (kind, content).
         Past TIMEOUT seconds the kernel is interrupted and BlockError raised."""
-        msg_id = self.client.execute(code, store_history=True, allow_stdin=False)
+        msg_id = self.channels.send("execute_request", {
+            "code": code, "silent": False, "store_history": True, "user_expressions": {},
+            "allow_stdin": False, "stop_on_error": True})
         deadline = time.monotonic() + timeout if timeout else None
         interrupted_at = None
         outputs = []
         while True:
             self.check_stop()
-            try:
-                msg = self.client.get_iopub_msg(timeout=WAKE_UP)
-            except queue.Empty:
-                if not self.manager.is_alive():
+            msg = self.channels.receive(self.channels.iopub, WAKE_UP)
+            if msg is None:
+                if not self.is_alive():
                     raise KernelDied("the kernel died while running it "
-                                     "(os._exit, a crash, or a signal)") from None
+                                     "(os._exit, a crash, or a signal)")
                 now = time.monotonic()
                 if interrupted_at is None and deadline and now > deadline:
-                    self.manager.interrupt_kernel()
+                    self.interrupt()
                     interrupted_at = now
                 elif interrupted_at is not None and now - interrupted_at > INTERRUPT_GRACE:
                     self.kill()
                     raise KernelDied(
                         f"it ran past its time limit of {timeout:g} s and did not "
-                        f"stop when interrupted, so the kernel was killed") from None
+                        f"stop when interrupted, so the kernel was killed")
                 continue
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
@@ -337,9 +445,7 @@ class Kernel:
                 break
             if kind in ("stream", "execute_result", "display_data", "error"):
                 outputs.append((kind, content))
-        reply = self.client.get_shell_msg(timeout=60)
-        while reply["parent_header"].get("msg_id") != msg_id:
-            reply = self.client.get_shell_msg(timeout=60)
+        reply = self.reply_to(msg_id)
         if any(p.get("source") == "ask_exit" for p in reply["content"].get("payload", [])):
             # exit() ends the kernel only after this reply: blame this block.
             self.kill()
@@ -355,34 +461,32 @@ class Kernel:
         started is stopped: every way a session ends comes here (a stop
         asked for, the end of input, the kernel's death, a timeout, exit(),
         a kernel that did not start), and may come here more than once."""
-        if self.supervisor is not None and self.supervisor.poll() is None:
-            # It kills everything below it, then ends.
-            self.supervisor.send_signal(signal.SIGTERM)
-            try:
-                self.supervisor.wait(timeout=SUPERVISOR_PATIENCE)
-            except subprocess.TimeoutExpired:
-                pass
-        manager, self.manager = self.manager, None
-        if manager is not None:
-            pgid = getattr(manager.provisioner, "pgid", None)
-            if pgid:
-                # A supervisor that did not end, and the processes of the
-                # kernel's process group with it.
+        supervisor, self.supervisor = self.supervisor, None
+        if supervisor is not None:
+            if supervisor.poll() is None:
+                # It kills everything below it, then ends.
+                supervisor.send_signal(signal.SIGTERM)
                 try:
-                    os.killpg(pgid, signal.SIGKILL)
-                except OSError:
+                    supervisor.wait(timeout=SUPERVISOR_PATIENCE)
+                except subprocess.TimeoutExpired:
                     pass
-            if self.client is not None:
-                self.client.stop_channels()
-                self.client = None
+            # A supervisor that did not end, and the processes of the
+            # kernel's process group with it.
             try:
-                manager.shutdown_kernel(now=True)
-            except Exception:
-                pass   # a kernel that died already cannot be shut down
+                os.killpg(supervisor.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                supervisor.wait(timeout=SUPERVISOR_PATIENCE)
+            except subprocess.TimeoutExpired:
+                pass   # stuck in the kernel of the system: nothing more to do
+            supervisor.stdin.close()
+        channels, self.channels = self.channels, None
+        if channels is not None:
+            channels.close()
         if ADOPTS_ORPHANS:
             # Whatever a killed supervisor left; a bridge starts nothing else.
             kernel_supervisor.kill_tree(os.getpid(), reap=True)
-
 
 
 def failure(outputs):

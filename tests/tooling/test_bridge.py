@@ -157,3 +157,41 @@ def test_modules_of_the_notes_named_as_standard_ones_stop_no_kernel(tmp_path, mo
     finally:
         kernel.kill()
     assert org == "\n".join([": True"] * len(STANDARD_MODULES))
+
+
+def test_only_messages_signed_with_the_connections_key_are_read():
+    """The bridge speaks Jupyter's protocol itself: a message on the
+    kernel's sockets that is not signed with the key, or not a Jupyter
+    message at all, is passed over, and the next good one is read."""
+    import uuid
+    import zmq
+    import kernel_bridge
+    address, key = kernel_bridge.kernel_address(), str(uuid.uuid4())
+    channels = kernel_bridge.Channels(address, key)
+    impostor = kernel_bridge.Channels(kernel_bridge.kernel_address(), "another key")
+    context = zmq.Context()
+    try:
+        iopub = context.socket(zmq.PUB)
+        iopub.bind(f"ipc://{address}-{kernel_bridge.Channels.PORTS['iopub_port']}")
+
+        def message(signer, text):
+            parts = [json.dumps(part).encode() for part in
+                     ({"msg_type": "stream", "msg_id": text}, {}, {}, {"text": text})]
+            return [b"topic", kernel_bridge.Channels.DELIMITER, signer.signature(parts), *parts]
+
+        sent = [message(impostor, "forged"), [b"no delimiter", b"{}"],
+                message(channels, "genuine")]
+        # A subscriber hears only what is published after it has joined.
+        assert wait_for(lambda: iopub.send_multipart(message(channels, "probe"))
+                        or channels.receive(channels.iopub, 0.1), 5)
+        for each in sent:
+            iopub.send_multipart(each)
+        read = channels.receive(channels.iopub, 5)
+        while read is not None and read["content"] == {"text": "probe"}:
+            read = channels.receive(channels.iopub, 5)
+        assert (read["msg_type"], read["content"]) == ("stream", {"text": "genuine"})
+        assert channels.receive(channels.iopub, 0.2) is None
+    finally:
+        context.destroy(linger=0)
+        channels.close()
+        impostor.close()

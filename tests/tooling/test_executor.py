@@ -472,10 +472,10 @@ def test_a_block_used_as_a_value_or_called_is_waited_for(el):
 
 def test_a_kernel_that_does_not_start_says_why(el, project):
     broken = project / "broken-python"
-    broken.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'jupyter_client'\" >&2\n"
+    broken.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'zmq'\" >&2\n"
                       "exit 1\n")
     broken.chmod(0o755)
     said = el(f'(let ((gradients-python "{broken}")) (test-run "on-broken-venv"))')
     assert said.startswith(f"README.org:{doc_line(el, 'on-broken-venv')}: block `on-broken-venv' "
                            "did not run: its kernel did not start: ModuleNotFoundError: "
-                           "No module named 'jupyter_client'"), said
+                           "No module named 'zmq'"), said
