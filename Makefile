@@ -27,7 +27,7 @@ BATCH_EMACS := $(EMACS) -Q --batch
 # A build's kernel bridge inherits the lock from Emacs and keeps it until
 # it has stopped its kernel, so that a build started as the previous one
 # is interrupted waits for its kernel to be gone.
-BUILD_LOCK  := flock --no-fork .
+BUILD_LOCK  := tools/one-build-at-a-time
 BUILD_EMACS := $(BUILD_LOCK) $(BATCH_EMACS)
 
 # The exact versions the notes are tested with, compiled from pyproject.toml.

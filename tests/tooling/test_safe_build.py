@@ -148,6 +148,10 @@ open('runs.log', 'a').write('end\\n')
 print(6 * 7)"""
 
 
+# What a build or `make clean` says while another build holds the lock.
+WAITING = "waiting for the other build of "
+
+
 @pytest.mark.parametrize("removal", ["make clean", "rm -rf .build"])
 def test_a_build_whose_scratch_files_are_removed_still_runs_alone(tiny, removal):
     """Scratch files may be cleared (make clean, git clean -fdX) while a
@@ -161,6 +165,7 @@ def test_a_build_whose_scratch_files_are_removed_still_runs_alone(tiny, removal)
         if removal == "make clean":
             cleared = make("clean", cwd=tiny)
             assert cleared.returncode == 0, cleared.stderr
+            assert WAITING in cleared.stderr, cleared.stderr
             assert first.poll() is not None, "make clean returned while the build ran"
             (tiny / ".venv").symlink_to(ROOT / ".venv")
         else:
@@ -172,6 +177,8 @@ def test_a_build_whose_scratch_files_are_removed_still_runs_alone(tiny, removal)
             os.killpg(first.pid, signal.SIGTERM)
             first.wait()
     assert second.returncode == 0, second.stderr
+    # After make clean, which waited, the first build has ended already.
+    assert (WAITING in second.stderr) == (removal == "rm -rf .build"), second.stderr
     assert "start\nstart" not in (tiny / "runs.log").read_text(), (first_stderr, second.stderr)
     if removal == "make clean":
         assert first.returncode == 0, first_stderr
