@@ -1043,6 +1043,7 @@ kernels.  Runs however the build ends, Ctrl-C included."
    (when gradients-build--scratch
      (delete-directory gradients-build--scratch t)
      (setq gradients-build--scratch nil))
+   (advice-remove 'insert-file-contents #'gradients-build--note-input)
    (gradients-stop-sessions 'no-wait)))
 
 (add-hook 'kill-emacs-hook #'gradients-build--cleanup)
@@ -1082,6 +1083,11 @@ a coding system, not even on a terminal); return its buffer."
         (enable-local-variables :safe))
     (find-file-noselect org-file)))
 
+(defvar gradients-build--in-process nil
+  "Non-nil while `gradients-build-in-process' runs a build in an Emacs
+that outlives it: the build then starts no kernel ahead of its checks,
+and a refusal returns what it said instead of exiting.")
+
 (defmacro gradients-build--main (kernel-wanted &rest body)
   "Run BODY with the Org file named on the command line visited, having
 checked what needs no Org; exit 1 on error, having changed nothing.
@@ -1097,27 +1103,59 @@ folder) and `scratch'."
               (gradients-build--org-name (file-name-nondirectory org-file))
               (original (gradients-build--read-and-check org-file))
               (gradients-kernel-directory project))
-         (setq gradients-build--project project)
+         ;; A batch build starts with these empty; a build in process
+         ;; must not see what the one before it found.
+         (setq gradients-build--project project
+               gradients-build--inputs nil
+               gradients-build--written nil)
          (clrhash gradients-build--answers)
          (advice-add 'insert-file-contents :before #'gradients-build--note-input)
-         (when ,kernel-wanted
+         ;; Evaluated in process too: it may hold a check (`make run').
+         (when (and ,kernel-wanted (not gradients-build--in-process))
            (gradients-start-session "gradients"))
          (let ((scratch (gradients-build--make-scratch project)))
            (ignore scratch)
            (with-current-buffer (gradients-build--visit org-file)
              (let ((default-directory project))
                ,@body)))
-         (gradients-build--cleanup))
-     (error
-      ;; A move that failed is not tried again on the way out.
-      (setq gradients-build--moves nil)
-      (message "%s" (error-message-string err))
-      (message "%s" (if gradients-build--written
+         (gradients-build--cleanup)
+         nil)
+     (error (gradients-build--refuse err)))))
+
+(defun gradients-build--refuse (err)
+  "End a build that failed with ERR: say why and what it changed, undo
+what it began, and exit 1; in process, return what it said instead."
+  ;; A move that failed is not tried again on the way out.
+  (setq gradients-build--moves nil)
+  (let ((said (list (error-message-string err)
+                    (if gradients-build--written
                         (format "Only some outputs were written: %s"
                                 (mapconcat #'identity (reverse gradients-build--written) ", "))
-                      "Nothing was changed."))
-      (gradients-build--cleanup)
-      (kill-emacs 1)))))
+                      "Nothing was changed."))))
+    (dolist (line said)
+      (message "%s" line))
+    (gradients-build--cleanup)
+    (if gradients-build--in-process
+        (mapconcat #'identity said "\n")
+      (kill-emacs 1))))
+
+(defun gradients-build-in-process (entry org-file)
+  "Run the build ENTRY (`gradients-build-tangle', `gradients-build-run',
+`gradients-build-produce') on ORG-FILE in this Emacs, and leave it
+running: what the build said when it refused ORG-FILE (its error, then
+what it changed, one a line), or nil when it succeeded.  It does what
+the batch build does but start a kernel before the checks; a kernel a
+block needs is started as usual.  The notes' buffer is killed after, so
+that the next run reads its file afresh.  For ERT (tests/ert/)."
+  (let ((gradients-build--in-process t)
+        (command-line-args-left (list org-file))
+        (org-file (expand-file-name org-file)))
+    (unwind-protect (funcall entry)
+      (let ((buffer (find-buffer-visiting org-file)))
+        (when buffer
+          (with-current-buffer buffer (set-buffer-modified-p nil))
+          (kill-buffer buffer)))
+      (setq gradients-build--project nil))))
 
 (defun gradients-build--has-blocks-p (original)
   (string-match-p "#\\+begin_src[ \t]+jupyter-python" original))

@@ -1,0 +1,364 @@
+;;; refusal-tests.el --- what the build refuses, checked in one Emacs  -*- lexical-binding: t -*-
+
+;; emacs -Q --batch -l tests/ert/refusal-tests.el -f ert-run-tests-batch-and-exit
+;;
+;; Each test writes a README.org of its own into a fresh project folder
+;; and runs the build on it in this Emacs (`gradients-build-in-process'):
+;; the same checks as `make tangle' or `make run', without an Emacs, Org
+;; and a kernel started for each case.  No kernel may start here: the
+;; checks refuse every case before a block runs, and a case they let
+;; through fails on its first block.  What only the batch build shows
+;; (its exit status, no kernel left behind) is checked once per family by
+;; tests/tooling/test_bad_input.py and test_paths.py.
+
+;;; Code:
+
+(require 'ert)
+(require 'cl-lib)
+(require 'subr-x)
+
+(defconst refusal-tests--root
+  (expand-file-name "../.." (file-name-directory (or load-file-name buffer-file-name)))
+  "The project whose build is tested.")
+
+(load (expand-file-name "tools/build.el" refusal-tests--root) nil t)
+
+(defconst refusal-tests--header "#+PROPERTY: header-args:jupyter-python :session gradients
+#+PROPERTY: header-args:jupyter-python+ :results raw drawer
+#+PROPERTY: header-args:jupyter-python+ :tangle gradients.py
+
+* Notes
+"
+  "The notes' own defaults, as README.org sets them.")
+
+(defconst refusal-tests--draw "from graphviz import Digraph\nd = Digraph()\nd.node('x')\nd"
+  "A block that draws a picture, were it run.")
+
+(defun refusal-tests--block (code name &optional args)
+  (format "\n#+name: %s\n#+begin_src jupyter-python %s\n%s\n#+end_src\n" name (or args "") code))
+
+(defun refusal-tests--line (text line)
+  "The number of the first line of TEXT that is LINE exactly."
+  (let ((index (cl-position line (split-string text "\n") :test #'equal)))
+    (unless index (error "No line %S in the notes" line))
+    (1+ index)))
+
+(defun refusal-tests--block-line (text name)
+  "The line of block NAME's #+begin_src in TEXT."
+  (1+ (refusal-tests--line text (concat "#+name: " name))))
+
+(defvar refusal-tests--project nil
+  "The project folder of the running test.")
+
+(defmacro refusal-tests--in-project (&rest body)
+  "Run BODY with `refusal-tests--project' a fresh folder laid out as the
+project is: its Makefile and .gitignore, and the folders outputs go to
+or may not replace.  The folder is removed after."
+  (declare (indent 0))
+  `(let ((refusal-tests--project
+          (file-name-as-directory (make-temp-file "refusal-tests-" t))))
+     (unwind-protect
+         (progn
+           (dolist (folder '("images" "tools" "tests" ".build"))
+             (make-directory (expand-file-name folder refusal-tests--project)))
+           (dolist (file '("Makefile" ".gitignore"))
+             (copy-file (expand-file-name file refusal-tests--root)
+                        (expand-file-name file refusal-tests--project)))
+           ,@body)
+       (delete-directory refusal-tests--project t))))
+
+(defun refusal-tests--state ()
+  "Every file and folder of the project, with the bytes of each file."
+  (mapcar (lambda (path)
+            (cons (file-relative-name path refusal-tests--project)
+                  (and (not (file-directory-p path))
+                       (with-temp-buffer
+                         (set-buffer-multibyte nil)
+                         (insert-file-contents-literally path)
+                         (buffer-string)))))
+          (sort (directory-files-recursively refusal-tests--project "" t) #'string<)))
+
+(defun refusal-tests--refused (text &optional target)
+  "Run the build TARGET (tangle, the default, or run) on a README.org of
+TEXT (a string, or unibyte bytes written as they are) in the project;
+check that it refused and changed nothing; return its lines naming
+README.org, in the order said."
+  (let ((file (expand-file-name "README.org" refusal-tests--project)))
+    (let ((coding-system-for-write (if (multibyte-string-p text) 'utf-8-unix 'no-conversion)))
+      (write-region text nil file nil 'silent))
+    (let* ((before (refusal-tests--state))
+           (said (cl-letf (((symbol-function 'gradients-start-session)
+                            (lambda (name)
+                              (error "The checks let the notes through: session %s would start a kernel"
+                                     name))))
+                   (let ((inhibit-message t))
+                     (gradients-build-in-process
+                      (intern (format "gradients-build-%s" (or target "tangle"))) file)))))
+      (should said)
+      (should (string-suffix-p "\nNothing was changed." said))
+      (should (equal (refusal-tests--state) before))
+      (cl-remove-if-not (lambda (line) (string-prefix-p "README.org:" line))
+                        (split-string said "\n")))))
+
+(defun refusal-tests--said-in-order (said expected)
+  "Whether each line of SAID starts with the line of EXPECTED in its place."
+  (and (>= (length said) (length expected))
+       (cl-every #'string-prefix-p expected said)))
+
+(defun refusal-tests--said-somewhere (said expected)
+  "The first of EXPECTED that no line of SAID starts with, or nil."
+  (cl-find-if-not (lambda (start)
+                    (cl-some (lambda (line) (string-prefix-p start line)) said))
+                  expected))
+
+;;;; The seam itself
+
+(ert-deftest refusal-tests-a-build-in-process-leaves-no-state-behind ()
+  "Two refusals in a row say the same, whatever the first left: what a
+build found, its hook into file reading, the notes' buffer."
+  (refusal-tests--in-project
+    (let* ((text (concat refusal-tests--header
+                         (refusal-tests--block "x = 1" "one" ":tangle Makefile")))
+           (first (refusal-tests--refused text)))
+      (should (equal (refusal-tests--refused text) first))
+      (should-not (advice-member-p #'gradients-build--note-input 'insert-file-contents))
+      (should-not (find-buffer-visiting
+                   (expand-file-name "README.org" refusal-tests--project)))
+      (should-not gradients-build--scratch))))
+
+;;;; Text Org would misread, refused before Org reads it
+
+(ert-deftest refusal-tests-bytes-that-are-not-utf-8-are-named ()
+  (refusal-tests--in-project
+    (let ((text (encode-coding-string
+                 (concat refusal-tests--header (refusal-tests--block "x = 1" "fine")
+                         "\nCaf\u00e9 au lait.\n")
+                 'latin-1)))
+      (should (equal (refusal-tests--refused text)
+                     (list (format "README.org:%d: byte #xE9 is not UTF-8; the notes must be saved as UTF-8"
+                                   (refusal-tests--line (decode-coding-string text 'latin-1)
+                                                        "Caf\u00e9 au lait."))))))))
+
+;; Org would not see the first line's keyword behind a byte order mark,
+;; and with CR LF not even #+end_src ends a block.
+(ert-deftest refusal-tests-a-byte-order-mark-or-cr-lf-is-named ()
+  (refusal-tests--in-project
+    (let ((notes (concat refusal-tests--header (refusal-tests--block "x = 1" "fine"))))
+      (pcase-dolist (`(,text ,line ,what)
+                     `((,(concat "\ufeff" notes) 1 "the file starts with a byte order mark")
+                       (,(string-replace "\n" "\r\n" notes) 1
+                        "the line ends in CR LF (Windows line ends)")
+                       (,(string-replace "x = 1\n" "x = 1\r\n" notes) 9
+                        "the line ends in CR LF")))
+        (let ((said (refusal-tests--refused text)))
+          (should (= (length said) 1))
+          (should (string-prefix-p (format "README.org:%d: %s" line what) (car said))))))))
+
+;;;; Blocks and drawers Org reads as plain text
+
+(ert-deftest refusal-tests-a-block-never-closed-is-named ()
+  (refusal-tests--in-project
+    (let ((text (concat refusal-tests--header (refusal-tests--block "x = 1" "fine")
+                        "\n#+begin_src jupyter-python\nx = 2\n")))
+      (should (equal (refusal-tests--refused text)
+                     (list (format "README.org:%d: #+begin_src has no #+end_src; Org reads it as plain text, so its code would neither run nor be tangled"
+                                   (refusal-tests--line text "#+begin_src jupyter-python"))))))))
+
+;; `make run' used to crash on it.
+(ert-deftest refusal-tests-a-drawer-never-closed-is-named-by-both-targets ()
+  (refusal-tests--in-project
+    (let ((text (concat refusal-tests--header (refusal-tests--block "x = 1" "fine")
+                        "\n#+RESULTS: fine\n:results:\n: 1\n\n"
+                        (refusal-tests--block "y = 2" "next"))))
+      (dolist (target '("tangle" "run"))
+        (should (equal (refusal-tests--refused text target)
+                       (list (format "README.org:%d: drawer :results: has no :end:; Org reads it as plain text"
+                                     (refusal-tests--line text ":results:")))))))))
+
+;;;; What the build would not run or keep current
+
+(ert-deftest refusal-tests-a-picture-an-interactive-run-saved-is-refused-by-both-targets ()
+  (refusal-tests--in-project
+    (let ((text (concat refusal-tests--header (refusal-tests--block "plt.plot([1, 2])" "loose")
+                        "\n#+RESULTS: loose\n:results:\n[[file:.build/pictures/0a1b2c.png]]\n:end:\n")))
+      (dolist (target '("tangle" "run"))
+        (should (equal (refusal-tests--refused text target)
+                       (list (format "README.org:%d: .build/pictures/0a1b2c.png is a picture saved by an interactive run, which GitHub cannot show; give its block a :file under images/"
+                                     (refusal-tests--line text "[[file:.build/pictures/0a1b2c.png]]")))))))))
+
+(ert-deftest refusal-tests-a-call-line-or-an-inline-block-is-refused ()
+  (refusal-tests--in-project
+    (pcase-dolist (`(,line ,what)
+                   '(("#+CALL: fine()" "a #+CALL line is not run by the build")
+                     ("Two is src_jupyter-python{1 + 1}."
+                      "an inline source block is not run by the build")))
+      (let* ((text (concat refusal-tests--header (refusal-tests--block "x = 1" "fine")
+                           "\n" line "\n"))
+             (said (refusal-tests--refused text)))
+        (should (= (length said) 1))
+        (should (string-prefix-p (format "README.org:%d: %s" (refusal-tests--line text line) what)
+                                 (car said)))))))
+
+;; Raw text outside a drawer has no end Org can find: each `make run'
+;; would add it again.  A result recorded as code would be run and tangled.
+(ert-deftest refusal-tests-a-result-org-cannot-replace-or-would-run-is-refused ()
+  (refusal-tests--in-project
+    (let* ((text (concat refusal-tests--header
+                         (refusal-tests--block "print('one')" "fine")
+                         (refusal-tests--block "x = 1" "raw" ":results raw replace")
+                         (refusal-tests--block "x = 1" "wrapped" ":results raw replace :wrap example")
+                         (refusal-tests--block "x = 1" "code" ":results code")))
+           (said (refusal-tests--refused text "run")))
+      (should (refusal-tests--said-in-order
+               said
+               (list (format "README.org:%d: block `raw': :results raw outside a drawer"
+                             (refusal-tests--block-line text "raw"))
+                     (format "README.org:%d: block `code': :results code"
+                             (refusal-tests--block-line text "code")))))
+      (should (= (length said) 2)))))
+
+;;;; Names
+
+(ert-deftest refusal-tests-two-blocks-of-one-name-are-refused-on-both-lines ()
+  (refusal-tests--in-project
+    (let* ((text (concat refusal-tests--header (refusal-tests--block "1" "dupe")
+                         (string-replace "#+name: dupe" "#+NAME: dupe"
+                                         (refusal-tests--block "2" "dupe"))))
+           (lines (split-string text "\n"))
+           (said (refusal-tests--refused text)))
+      (should (equal said
+                     (mapcar (lambda (line)
+                               (format "README.org:%d: the name `dupe' is given to more than one block; Org would give its result, and a :var naming it, to the first only: give each its own"
+                                       (1+ (cl-position line lines :test #'string=))))
+                             '("#+name: dupe" "#+NAME: dupe")))))))
+
+;;;; Output paths (`gradients-build-output-path' and the claims on them)
+
+(ert-deftest refusal-tests-one-picture-under-several-spellings-is-refused ()
+  (refusal-tests--in-project
+    (let* ((spellings '("images/x.svg" "./images/x.svg" "images//x.svg"
+                        "images/../images/x.svg" "images/./x.svg"))
+           (text (apply #'concat refusal-tests--header
+                        (cl-loop for name in spellings for n from 0
+                                 collect (refusal-tests--block
+                                          refusal-tests--draw (format "draws-%d" n)
+                                          (concat ":file " name))))))
+      (should (refusal-tests--said-in-order
+               (refusal-tests--refused text)
+               (cl-loop for name in (cdr spellings) for n from 1
+                        collect (format "README.org:%d: block `draws-%d': :file %s is drawn already by README.org:%d"
+                                        (refusal-tests--block-line text (format "draws-%d" n))
+                                        n name (refusal-tests--block-line text "draws-0"))))))))
+
+;; Each would replace a source of the project, or write where no output goes.
+(ert-deftest refusal-tests-no-output-replaces-a-source-of-the-project ()
+  (refusal-tests--in-project
+    (let* ((headers '(":tangle Makefile" ":tangle README.org" ":tangle .git/hooks/post-checkout"
+                      ":tangle tools/build.el" ":tangle tests/conftest.py" ":tangle pyproject.toml"
+                      ":tangle requirements.lock" ":tangle .gitignore" ":tangle .build/outputs"
+                      ":file .ci/x.svg" ":file tools/x.svg"))
+           (text (apply #'concat refusal-tests--header
+                        (cl-loop for header in headers for n from 0
+                                 collect (refusal-tests--block
+                                          refusal-tests--draw (format "bad-%d" n) header)))))
+      (should (refusal-tests--said-in-order
+               (refusal-tests--refused text)
+               (cl-loop for header in headers for n from 0
+                        collect (format "README.org:%d: block `bad-%d': %s would replace a source of the project"
+                                        (refusal-tests--block-line text (format "bad-%d" n))
+                                        n header)))))))
+
+;; Make reads the list of outputs; recipes hand them to the shell.
+(ert-deftest refusal-tests-a-name-make-cannot-hold-is-refused ()
+  (refusal-tests--in-project
+    (let* ((names '("images/a:b.svg" "images/a#b.svg" "images/a%b.svg" "images/a$b.svg"
+                    "images/a;b.svg" "images/a*b.svg" "images/a=b.svg"))
+           (text (apply #'concat refusal-tests--header
+                        (cl-loop for name in names for n from 0
+                                 collect (refusal-tests--block
+                                          refusal-tests--draw (format "odd-%d" n)
+                                          (concat ":file " name))))))
+      (should (refusal-tests--said-in-order
+               (refusal-tests--refused text)
+               (cl-loop for name in names for n from 0
+                        collect (format "README.org:%d: block `odd-%d': :file %s has %S, which make or the shell cannot hold in a file name"
+                                        (refusal-tests--block-line text (format "odd-%d" n))
+                                        n name (substring name 8 9))))))))
+
+(ert-deftest refusal-tests-a-link-leading-outside-is-refused-and-nothing-is-written-there ()
+  (refusal-tests--in-project
+    (let ((outside (make-temp-file "refusal-tests-outside-" t))
+          (images (expand-file-name "images" refusal-tests--project)))
+      (unwind-protect
+          (progn
+            (rename-file images (concat images "-real"))
+            (make-symbolic-link outside images)
+            (let ((text (concat refusal-tests--header
+                                (refusal-tests--block refusal-tests--draw "linked"
+                                                      ":file images/x.svg"))))
+              (should (refusal-tests--said-in-order
+                       (refusal-tests--refused text)
+                       (list (format "README.org:%d: block `linked': :file images/x.svg is outside the project (it leads to %s"
+                                     (refusal-tests--block-line text "linked")
+                                     (abbreviate-file-name (file-truename outside)))))))
+            (should-not (directory-files outside nil directory-files-no-dot-files-regexp)))
+        (delete-directory outside t)))))
+
+;; Org makes a block's :output-dir as it reads its header.
+(ert-deftest refusal-tests-a-refused-output-dir-is-not-made ()
+  (refusal-tests--in-project
+    (let* ((elsewhere (make-temp-file "refusal-tests-od-" t))
+           (deep (expand-file-name "x/deep" elsewhere)))
+      (unwind-protect
+          (let ((text (concat refusal-tests--header
+                              (refusal-tests--block refusal-tests--draw "elsewhere"
+                                                    (concat ":file x.svg :output-dir " deep)))))
+            (should (refusal-tests--said-in-order
+                     (refusal-tests--refused text)
+                     (list (format "README.org:%d: block `elsewhere': :file "
+                                   (refusal-tests--block-line text "elsewhere")))))
+            (should-not (file-exists-p (file-name-directory deep))))
+        (delete-directory elsewhere t)))))
+
+(ert-deftest refusal-tests-mkdirp-no-with-a-missing-folder-is-named ()
+  (refusal-tests--in-project
+    (let ((text (concat refusal-tests--header
+                        (refusal-tests--block "x = 1" "nowhere" ":tangle missing/x.py :mkdirp no"))))
+      (should (equal (refusal-tests--refused text)
+                     (list (format "README.org:%d: block `nowhere': :tangle missing/x.py goes in a folder that does not exist, and :mkdirp no forbids making it"
+                                   (refusal-tests--block-line text "nowhere"))))))))
+
+;; Found by probing: more members of the same families, one build for all.
+(ert-deftest refusal-tests-more-outputs-and-names-that-would-go-wrong-are-refused ()
+  (refusal-tests--in-project
+    (let ((default-directory refusal-tests--project))
+      (should (eql 0 (call-process "git" nil nil nil "init" "-q"))))
+    (let* ((cases '(("Dup" "" "its name differs only in case from another block's")
+                    ("dup" "" "its name differs only in case from another block's")
+                    ("pic" ":file images/x.png" nil)
+                    ("tan" ":tangle images/x.png" ":tangle images/x.png is drawn already by")
+                    ("in-sub" ":dir sub" ":dir sub is not followed by the kernel")
+                    ("target" ":tangle tangle" ":tangle tangle would replace a source of the project")
+                    ("ignored" ":tangle gradients.ipynb"
+                     ":tangle gradients.ipynb is ignored by git")
+                    ("folder" ":tangle out/" ":tangle out/ is a folder")
+                    ("shouting" ":tangle GRADIENTS.py"
+                     ":tangle GRADIENTS.py and gradients.py, tangled by")))
+           (text (concat (apply #'concat refusal-tests--header
+                                (mapcar (lambda (case)
+                                          (refusal-tests--block "1" (nth 0 case) (nth 1 case)))
+                                        cases))
+                         "\n#+RESULTS: renamed\n:results:\n: 1\n:end:\n"))
+           (said (refusal-tests--refused text)))
+      (should-not
+       (refusal-tests--said-somewhere
+        said
+        (cons (format "README.org:%d: #+RESULTS: renamed belongs to no block"
+                      (refusal-tests--line text "#+RESULTS: renamed"))
+              (cl-loop for (name _ what) in cases
+                       when what
+                       collect (format "README.org:%d: block `%s': %s"
+                                       (refusal-tests--block-line text name) name what)))))
+      (should (= (length said) 9)))))
+
+;;; refusal-tests.el ends here
