@@ -2,7 +2,9 @@
 (the `project_copy` fixture), so that a build reaches the case at hand at
 once; and what to check afterwards."""
 
-from conftest import emacs
+from conftest import emacs, wait_for
+
+import kernel_supervisor  # noqa: E402 (tools/, on the path once conftest is)
 
 HEADER = """#+PROPERTY: header-args:jupyter-python :session gradients
 #+PROPERTY: header-args:jupyter-python+ :results raw drawer
@@ -41,6 +43,23 @@ def assert_failed_cleanly(run, folder, before, where):
     assert "Nothing was changed." in run.stderr
     assert snapshot(folder) == before
     assert not list((folder / ".build").glob("run-*"))
+
+
+def assert_no_kernel_left(folder):
+    """No process started for the notes in FOLDER (a kernel bridge, its
+    supervisor, its kernel, all named by paths under FOLDER) outlives the
+    build, given a few seconds to stop."""
+    def left():
+        mine = []
+        for pid in kernel_supervisor.process_table():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                    if str(folder).encode() in cmdline.read():
+                        mine.append(pid)
+            except OSError:
+                pass
+        return mine
+    assert wait_for(lambda: not left(), 15), f"still running for the notes: {left()}"
 
 
 def write_readme(folder, text):
