@@ -1143,10 +1143,10 @@ what it began, and exit 1; in process, return what it said instead."
   "Run the build ENTRY (`gradients-build-tangle', `gradients-build-run',
 `gradients-build-produce') on ORG-FILE in this Emacs, and leave it
 running: what the build said when it refused ORG-FILE (its error, then
-what it changed, one a line), or nil when it succeeded.  It does what
-the batch build does but start a kernel before the checks; a kernel a
-block needs is started as usual.  The notes' buffer is killed after, so
-that the next run reads its file afresh.  For ERT (tests/ert/)."
+what it changed, one a line), or nil when it succeeded.  The steps are
+the batch build's, but for the kernel it starts ahead of the checks; a
+kernel a block needs starts as usual.  The notes' buffer is killed
+after, so that the next run reads the file afresh.  For ERT (tests/ert/)."
   (let ((gradients-build--in-process t)
         (command-line-args-left (list org-file))
         (org-file (expand-file-name org-file)))

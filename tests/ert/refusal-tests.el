@@ -8,8 +8,9 @@
 ;; and a kernel started for each case.  No kernel may start here: the
 ;; checks refuse every case before a block runs, and a case they let
 ;; through fails on its first block.  What only the batch build shows
-;; (its exit status, no kernel left behind) is checked once per family by
-;; tests/tooling/test_bad_input.py and test_paths.py.
+;; (its exit status, no kernel left behind, make after it) is checked once
+;; per way it refuses by tests/tooling/test_bad_input.py, test_paths.py
+;; and test_safe_build.py.
 
 ;;; Code:
 
@@ -78,14 +79,17 @@ or may not replace.  The folder is removed after."
                          (buffer-string)))))
           (sort (directory-files-recursively refusal-tests--project "" t) #'string<)))
 
-(defun refusal-tests--refused (text &optional target)
+(defun refusal-tests--refused (text &optional target prepare)
   "Run the build TARGET (tangle, the default, or run) on a README.org of
-TEXT (a string, or unibyte bytes written as they are) in the project;
-check that it refused and changed nothing; return its lines naming
-README.org, in the order said."
+TEXT (a string, or unibyte bytes written as they are) in the project,
+once PREPARE (a function of the file's name) has run; check that it
+refused and changed nothing; return its lines naming README.org, in the
+order said."
   (let ((file (expand-file-name "README.org" refusal-tests--project)))
     (let ((coding-system-for-write (if (multibyte-string-p text) 'utf-8-unix 'no-conversion)))
       (write-region text nil file nil 'silent))
+    (when prepare
+      (funcall prepare file))
     (let* ((before (refusal-tests--state))
            (said (cl-letf (((symbol-function 'gradients-start-session)
                             (lambda (name)
@@ -97,7 +101,7 @@ README.org, in the order said."
       (should said)
       (should (string-suffix-p "\nNothing was changed." said))
       (should (equal (refusal-tests--state) before))
-      (cl-remove-if-not (lambda (line) (string-prefix-p "README.org:" line))
+      (cl-remove-if-not (lambda (line) (string-prefix-p "README.org" line))
                         (split-string said "\n")))))
 
 (defun refusal-tests--said-in-order (said expected)
@@ -153,6 +157,27 @@ build found, its hook into file reading, the notes' buffer."
         (let ((said (refusal-tests--refused text)))
           (should (= (length said) 1))
           (should (string-prefix-p (format "README.org:%d: %s" line what) (car said))))))))
+
+;;;; Notes `make run' would replace against their owner's wish
+
+;; Its install renames a new file over README.org.
+(ert-deftest refusal-tests-make-run-refuses-a-link-or-a-read-only-readme ()
+  (refusal-tests--in-project
+    (let ((text (concat refusal-tests--header (refusal-tests--block "print(1)" "one")))
+          (notes (expand-file-name "notes.org" refusal-tests--project)))
+      (should (equal (refusal-tests--refused
+                      text "run"
+                      (lambda (file)
+                        (rename-file file notes)
+                        (make-symbolic-link "notes.org" file)))
+                     (list (format "README.org is a symbolic link, which `make run' would replace with a file; run it where the link points (%s)"
+                                   notes))))
+      (should (file-symlink-p (expand-file-name "README.org" refusal-tests--project)))
+      (delete-file (expand-file-name "README.org" refusal-tests--project))
+      (should (equal (refusal-tests--refused
+                      text "run" (lambda (file) (set-file-modes file #o444)))
+                     '("README.org is read-only; make it writable (chmod u+w README.org) for `make run' to rewrite it")))
+      (should (= (file-modes (expand-file-name "README.org" refusal-tests--project)) #o444)))))
 
 ;;;; Blocks and drawers Org reads as plain text
 
