@@ -65,12 +65,6 @@ BODY there as an interactive Emacs would; kill the buffer after, unsaved."
       (accept-process-output nil 0.05)))
   (not (obgt-busy)))
 
-(defun obgt-pause (seconds)
-  "Let replies and timers in for SECONDS."
-  (let ((end (+ (float-time) seconds)))
-    (while (< (float-time) end)
-      (accept-process-output nil 0.05))))
-
 (defun obgt-run (name)
   "C-c C-c on block NAME."
   (save-excursion
@@ -85,20 +79,42 @@ BODY there as an interactive Emacs would; kill the buffer after, unsaved."
       (org-babel-goto-named-src-block name)
       (gradients--drawer-text))))
 
+(defvar obgt--said nil
+  "The messages shown so far inside the innermost `obgt-messages', newest
+first: what `obgt-wait-until-said' looks at.")
+
 (defmacro obgt-messages (&rest body)
   "Run BODY; return every message it showed or logged, in order."
-  `(let ((said nil))
+  `(let ((obgt--said nil))
      (cl-letf* ((real-message (symbol-function 'message))
                 ((symbol-function 'message)
                  (lambda (format-string &rest arguments)
                    (when (and format-string (or (not inhibit-message) message-log-max))
-                     (push (apply #'format-message format-string arguments) said))
+                     (push (apply #'format-message format-string arguments) obgt--said))
                    (apply real-message format-string arguments))))
        ,@body)
-     (nreverse said)))
+     (reverse obgt--said)))
 
 (defun obgt-said-p (regexp messages)
   (cl-some (lambda (text) (string-match-p regexp text)) messages))
+
+(defun obgt-wait-until-said (regexp &optional seconds)
+  "Inside `obgt-messages': let replies and timers in until a message
+matching REGEXP was shown, for at most SECONDS (30).  A test waits as
+long as the thing it waits for takes, not for a guessed time that a
+loaded machine may exceed."
+  (let ((end (+ (float-time) (or seconds 30))))
+    (while (and (not (obgt-said-p regexp obgt--said)) (< (float-time) end))
+      (accept-process-output nil 0.05))))
+
+(defun obgt-wait-for-file (file &optional seconds)
+  "Let replies in until FILE, under `obgt-scratch', exists, for at most
+SECONDS (30): how a block says that it got somewhere."
+  (let ((file (expand-file-name file obgt-scratch))
+        (end (+ (float-time) (or seconds 30))))
+    (while (and (not (file-exists-p file)) (< (float-time) end))
+      (accept-process-output nil 0.05))
+    (file-exists-p file)))
 
 ;;;; References
 
@@ -242,9 +258,11 @@ print(globals().get('here'))
 ")
 
 (ert-deftest obgt-notes-in-two-folders-get-a-kernel-each ()
-  (let ((a (expand-file-name "a/" obgt-scratch))
+  ;; The first folder is the one every test's notes are in: its kernel is
+  ;; the shared one, so that only b's kernels start here.
+  (let ((a (file-name-as-directory obgt-scratch))
         (b (expand-file-name "b/" obgt-scratch)))
-    (obgt-with-notes ("a/notes.org" obgt-folder-notes)
+    (obgt-with-notes ("a-notes.org" obgt-folder-notes)
       (obgt-run "where")
       (obgt-run "mark")
       (should (obgt-wait))
@@ -264,7 +282,8 @@ print(globals().get('here'))
       ;; a's kernel kept its variables.
       (obgt-run "peek")
       (should (obgt-wait))
-      (should (equal (obgt-drawer "peek") ": a")))))
+      (should (equal (obgt-drawer "peek")
+                     (concat ": " (file-name-nondirectory (directory-file-name a))))))))
 
 ;;;; Quitting and saving
 
@@ -358,7 +377,14 @@ collection runs."
           (with-current-buffer buffer
             (org-babel-map-src-blocks nil
               (when (equal lang "jupyter-python") (cl-incf blocks)))
-            (gradients-start-session "gradients")
+            ;; The blocks are queued behind a session whose kernel never
+            ;; gets ready, as behind one still starting: what is counted
+            ;; is Emacs's work, and a real kernel would only be started to
+            ;; run the notes' imports and be stopped again.
+            (let ((gradients-python (expand-file-name "never-ready-python" obgt-scratch)))
+              (with-temp-file gradients-python (insert "#!/bin/sh\nexec cat >/dev/null\n"))
+              (set-file-modes gradients-python #o755)
+              (gradients-start-session "gradients"))
             (garbage-collect)
             (let ((collections nil) said)
               ;; Counted inside the command: the collection that the
@@ -438,22 +464,20 @@ time.sleep(0.5)
 #+begin_src jupyter-python
 import signal, time
 signal.signal(signal.SIGINT, signal.SIG_IGN)
+open('stubborn-ignores-interrupts', 'w').close()
 time.sleep(30)
 #+end_src
 ")
+    (delete-file (expand-file-name "stubborn-ignores-interrupts" obgt-scratch))
     (obgt-run "stubborn")
-    ;; Until the block is on the kernel, not waiting for it to start.
-    (let ((end (+ (float-time) 30)))
-      (while (and (< (float-time) end)
-                  (not (cl-some (lambda (session) (process-get (cdr session) 'current))
-                                gradients--sessions)))
-        (accept-process-output nil 0.05)))
-    (obgt-pause 0.5)
+    ;; Until the block ignores SIGINT: an interrupt that came before would
+    ;; stop it.
+    (should (obgt-wait-for-file "stubborn-ignores-interrupts"))
     (let* ((gradients-interrupt-patience 0.5)
            (said (obgt-messages
                   (org-babel-goto-named-src-block "stubborn")
                   (gradients-interrupt)
-                  (obgt-pause 1.5))))
+                  (obgt-wait-until-said "is still running" 10))))
       (should (obgt-said-p "stubborn\\.org:[0-9]+: block `stubborn' is still running .*gradients-restart"
                            said)))
     (gradients-restart)
