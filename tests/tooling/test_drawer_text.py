@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import EMACS, ROOT, emacs
+from conftest import EMACS, ROOT, Daemon, copy_project
 from tiny_notes import HEADER, assert_failed_cleanly, block, build, line_of, write_readme
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -250,35 +250,46 @@ NOISY = [
 ]
 
 
-def test_make_run_twice_writes_the_same_readme(tiny):
-    write_readme(tiny, HEADER + "".join(block(*each) for each in NOISY))
-    first = build(tiny, "run", timeout=120)
+# Put together, so that the block's own code holds no such text.
+PRINTS_ORG_SYNTAX = ("s, c = 'src_', 'call_'\n"
+                     "print(s + 'python{1} and ' + c + 'f() and ' + s + 'sh[:results raw]{ls}')\n"
+                     "print('#+' + 'CALL: f()')")
+
+
+@pytest.fixture(scope="module")
+def built_twice(tmp_path_factory):
+    """Notes of NOISY blocks and one printing Org syntax, built as `make run`
+    builds them, twice: the two builds, and README.org after each."""
+    folder = copy_project(tmp_path_factory.mktemp("built-twice"))
+    write_readme(folder, HEADER + "".join(block(*each) for each in NOISY)
+                 + block(PRINTS_ORG_SYNTAX, "prints"))
+    first = build(folder, "run", timeout=120)
+    once = (folder / "README.org").read_text()
+    second = build(folder, "run", timeout=120)
+    return first, once, second, (folder / "README.org").read_text()
+
+
+@pytest.mark.xdist_group(f"{__name__}.built_twice")
+def test_make_run_twice_writes_the_same_readme(built_twice):
+    first, once, second, again = built_twice
     assert first.returncode == 0, first.stderr
-    once = (tiny / "README.org").read_text()
-    second = build(tiny, "run", timeout=120)
     assert second.returncode == 0, second.stderr
-    assert (tiny / "README.org").read_text() == once
+    assert again == once
     assert not CONTROL.search(once)
     assert ":results:\n: 1500/1500\n:end:" in once
     assert ": red, bell, b, del, form\n: feed, nul, sep\n: arated, nel\n: line\n" in once
     assert ":results:\n| a | b |\n\nA paragraph.\n\nAnother.\n:end:" in once
 
 
-def test_printed_org_syntax_leaves_a_readme_the_next_build_accepts(tiny):
+@pytest.mark.xdist_group(f"{__name__}.built_twice")
+def test_printed_org_syntax_leaves_a_readme_the_next_build_accepts(built_twice):
     """Printed text is fixed-width, which Org never runs: a later build
     must not take it for an inline block or a call."""
-    # Put together, so that the block's own code holds no such text.
-    code = ("s, c = 'src_', 'call_'\n"
-            "print(s + 'python{1} and ' + c + 'f() and ' + s + 'sh[:results raw]{ls}')\n"
-            "print('#+' + 'CALL: f()')")
-    write_readme(tiny, HEADER + block(code, "prints"))
-    first = build(tiny, "run", timeout=120)
+    first, once, second, again = built_twice
     assert first.returncode == 0, first.stderr
-    once = (tiny / "README.org").read_text()
     assert ": src_python{1} and call_f() and src_sh[:results raw]{ls}\n: #+CALL: f()" in once
-    second = build(tiny, "run", timeout=120)
     assert second.returncode == 0, second.stderr
-    assert (tiny / "README.org").read_text() == once
+    assert again == once
 
 
 @pytest.mark.parametrize("code, args, message", [
@@ -301,33 +312,49 @@ def test_output_that_cannot_go_into_the_notes_fails_the_build_cleanly(tiny, code
 
 
 # The build refuses `:results raw' outside a drawer before anything runs;
-# C-c C-c asks the bridge, which refuses what Org could not replace.
+# C-c C-c asks the bridge, which refuses what Org could not replace.  Each
+# case visits README.org afresh in one Emacs, whose kernel serves them all.
 RUN_FIRST_BLOCK = """(progn
-  (setq org-confirm-babel-evaluate nil)
-  (goto-char (point-min))
-  (re-search-forward "^#\\\\+begin_src")
-  (condition-case failure
-      (progn (org-babel-execute-src-block) (princ "ran"))
-    (error (princ (error-message-string failure))))
-  (princ (if (buffer-modified-p) "; changed" "; unchanged"))
-  (gradients-stop-sessions))"""
+  (let ((earlier (get-file-buffer "README.org")))
+    (when earlier
+      (with-current-buffer earlier (set-buffer-modified-p nil))
+      (kill-buffer earlier)))
+  (with-current-buffer (find-file-noselect "README.org")
+    (goto-char (point-min))
+    (re-search-forward "^#\\\\+begin_src")
+    (concat (condition-case failure
+                (progn (org-babel-execute-src-block) "ran")
+              (error (error-message-string failure)))
+            (if (buffer-modified-p) "; changed" "; unchanged"))))"""
 
 
+@pytest.fixture(scope="module")
+def interactive(tmp_path_factory):
+    """An interactive Emacs with the executor, in a copy of the project."""
+    daemon = Daemon(copy_project(tmp_path_factory.mktemp("interactive")))
+    try:
+        assert daemon('(progn (setq org-modules nil) (load-file "tools/ob-gradients.el")'
+                      ' (setq org-confirm-babel-evaluate nil) t)') is True
+        yield daemon
+    finally:
+        daemon.close()
+
+
+@pytest.mark.xdist_group(f"{__name__}.interactive")
 @pytest.mark.parametrize("code, refused", [
     (ORG.format("'first\\n\\nsecond'"), True),
     ("print('one')\n" + ORG.format("'| a |'"), True),
     ("print('a\\n\\nb')", False),
 ])
-def test_c_c_c_refuses_a_raw_result_org_could_not_replace(tiny, code, refused):
-    write_readme(tiny, HEADER + block(code, "raw", ":results value raw"))
-    run = emacs("-l", "tools/ob-gradients.el", "README.org", "--eval", RUN_FIRST_BLOCK,
-                cwd=tiny, check=False)
+def test_c_c_c_refuses_a_raw_result_org_could_not_replace(interactive, code, refused):
+    write_readme(interactive.folder, HEADER + block(code, "raw", ":results value raw"))
+    said = interactive(RUN_FIRST_BLOCK)
     if refused:
-        assert run.stdout.startswith("README.org:8: block `raw' has :results raw, which puts"), \
-            run.stdout + run.stderr
-        assert run.stdout.endswith("; unchanged")
+        assert said.startswith("README.org:8: block `raw' has :results raw, which puts"), \
+            said + interactive.state()
+        assert said.endswith("; unchanged")
     else:
-        assert run.stdout == "ran; changed", run.stdout + run.stderr
+        assert said == "ran; changed", said + interactive.state()
 
 
 # Found by probing: invisible characters that change how a line reads.
