@@ -413,19 +413,6 @@ def test_moving_through_blocks_guesses_no_indentation(el):
     assert "Can't guess" not in el("(test-messages)")
 
 
-def test_stopping_leaves_no_kernel_and_no_folder(el, project):
-    (project / "spin-started").unlink(missing_ok=True)
-    assert el('(test-run "spin")') == "done"
-    assert wait_for((project / "spin-started").exists, WAIT), "the spin did not start"
-    pid = el("(test-kernel-pid)")
-    started = time.monotonic()
-    el("(gradients-stop-sessions)")
-    # It gives each bridge 3 s to stop its kernel before killing it.
-    assert time.monotonic() - started < 10
-    assert gone(pid, 30)
-    assert el("gradients--sessions") is None
-
-
 def test_a_block_run_again_while_it_waits_and_failing_keeps_its_earlier_result(el):
     # Both runs start before either reply can come: the second finds the
     # first one's placeholder in the drawer, which is no earlier result.
@@ -479,3 +466,17 @@ def test_a_kernel_that_does_not_start_says_why(el, project):
     assert said.startswith(f"README.org:{doc_line(el, 'on-broken-venv')}: block `on-broken-venv' "
                            "did not run: its kernel did not start: ModuleNotFoundError: "
                            "No module named 'zmq'"), said
+
+
+# Last: every test after it would wait for a fresh kernel.
+def test_stopping_leaves_no_kernel_and_no_folder(el, project):
+    (project / "spin-started").unlink(missing_ok=True)
+    assert el('(test-run "spin")') == "done"
+    assert wait_for((project / "spin-started").exists, WAIT), "the spin did not start"
+    pid = el("(test-kernel-pid)")
+    started = time.monotonic()
+    el("(gradients-stop-sessions)")
+    # It gives each bridge 3 s to stop its kernel before killing it.
+    assert time.monotonic() - started < 10
+    assert gone(pid, 30)
+    assert el("gradients--sessions") is None
