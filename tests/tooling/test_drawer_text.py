@@ -351,10 +351,10 @@ def test_c_c_c_refuses_a_raw_result_org_could_not_replace(interactive, code, ref
     said = interactive(RUN_FIRST_BLOCK)
     if refused:
         assert said.startswith("README.org:8: block `raw' has :results raw, which puts"), \
-            said + interactive.state()
+            said + "\n" + interactive.state()
         assert said.endswith("; unchanged")
     else:
-        assert said == "ran; changed", said + interactive.state()
+        assert said == "ran; changed", said + "\n" + interactive.state()
 
 
 # Found by probing: invisible characters that change how a line reads.
