@@ -143,10 +143,11 @@ test: $(VENV_STAMP)  ## check the notes: every recorded result, output and gradi
 	"$(PYTHON)" -m pytest -p no:xdist tests
 
 # The ERT tests of tests/ert/ run among them (tests/tooling/test_ert.py).
-# One worker more than cores: part of the tests' time goes to waiting
-# for kernels and timeouts, which another worker fills (on 2 cores: 93 s
-# with 2 workers, 82 s with 3, 107 s with 4).
-CHECK_WORKERS = $(shell echo $$(( $$(nproc) + 1 )))
+# Two workers a core: a good part of the tests' time goes to waiting for
+# kernels, timeouts and screens, which the other workers fill (on 2 cores,
+# the processors stood idle for 50 core-seconds of a run with 2 workers,
+# 16-21 with 3, 8 with 4).
+CHECK_WORKERS = $(shell echo $$(( $$(nproc) * 2 )))
 check: test  ## make test, then the tooling's own suite: executor, Emacs, browser, bad input
 	@$(REQUIRE) $(GUI_PACKAGES)
 	@$(REQUIRE) $(TEST_PACKAGES)

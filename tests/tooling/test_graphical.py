@@ -14,11 +14,12 @@ import os
 import shutil
 import subprocess
 
-import numpy as np
 import pytest
-from PIL import Image, ImageGrab
 
 from conftest import ROOT, TEST_BUSY, Daemon, copy_project, wait_for
+
+# NumPy and Pillow are imported by the functions that use them: every
+# worker of `make check` collects this file, and one runs its tests.
 
 # Its tests share fixtures made once for the module: one worker runs them all.
 pytestmark = pytest.mark.xdist_group(__name__)
@@ -199,6 +200,7 @@ def el(display, project):
 
 def screenshot(display, name):
     """The whole screen, saved under .build/graphical/ for people to see."""
+    from PIL import ImageGrab
     picture = ImageGrab.grab(xdisplay=display)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     picture.save(SCREENSHOTS / name)
@@ -279,6 +281,8 @@ def distance(shot, picture, window, png, title_from):
     title says.  Only the part inside WINDOW counts: with a large default
     font Emacs scales pictures up (Org 9.5 lets it), maybe past the
     window's edges.  Rectangles are x, y, width and height on the screen."""
+    import numpy as np
+    from PIL import Image
     x, y, width, height = picture
     left, top, window_width, window_height = window
     layout = np.asarray(Image.open(title_from).convert("L"))

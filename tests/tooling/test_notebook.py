@@ -6,15 +6,13 @@ import re
 import subprocess
 import sys
 
-import nbformat
 import pytest
-from bs4 import BeautifulSoup
-from nbclient import NotebookClient
-from nbconvert.filters import markdown2html_mistune
 
 from conftest import README, ROOT
 import kernel_bridge
-import notebook as notebook_module
+
+# Jupyter's libraries are imported by the functions that use them: every
+# worker of `make check` collects this file, and one runs its tests.
 
 # Its tests share fixtures made once for the module: one worker runs them all.
 pytestmark = pytest.mark.xdist_group(__name__)
@@ -27,11 +25,13 @@ def notebook(tmp_path_factory):
         [sys.executable, str(ROOT / "tools" / "notebook.py"), str(README), str(path)],
         capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
+    import nbformat
     return nbformat.read(path, as_version=4)
 
 
 def exported(doc):
     """The blocks that are code cells."""
+    import notebook as notebook_module
     return [b for b in doc.jupyter_blocks() if notebook_module.in_notebook(b)]
 
 
@@ -41,6 +41,7 @@ def as_messages(outputs):
 
 
 def test_cells_follow_the_document(doc, notebook):
+    import nbformat
     nbformat.validate(notebook)
     code = [c.source for c in notebook.cells if c.cell_type == "code"]
     assert code == [b.code.strip("\n") for b in exported(doc)]
@@ -62,6 +63,7 @@ def test_recorded_pictures_are_embedded(doc, notebook):
 
 def test_the_notebook_runs_in_a_fresh_kernel_and_shows_the_recorded_results(
         doc, notebook, tmp_path):
+    from nbclient import NotebookClient
     manager = kernel_bridge.kernel_manager(str(tmp_path))
     client = NotebookClient(notebook, km=manager, timeout=120,
                             resources={"metadata": {"path": str(ROOT)}})
@@ -83,6 +85,8 @@ def test_the_notebook_runs_in_a_fresh_kernel_and_shows_the_recorded_results(
 # What Jupyter shows of a Markdown cell: nbconvert's HTML exporter renders
 # each one with this function's renderer (mistune), without the page around.
 def rendered(markdown_cells):
+    from bs4 import BeautifulSoup
+    from nbconvert.filters import markdown2html_mistune
     return [BeautifulSoup(markdown2html_mistune(source), "html.parser")
             for source in markdown_cells]
 
@@ -131,6 +135,7 @@ def org_links(doc):
 def what_is_wrong(doc, pages):
     """The prose's tables and links that PAGES (rendered Markdown cells) do
     not show as such, and the Org markup they show as text."""
+    from bs4 import BeautifulSoup
     tables = [[[" ".join(td.get_text().split()) for td in tr.find_all(["th", "td"])]
                for tr in table.find_all("tr")]
               for page in pages for table in page.find_all("table")]

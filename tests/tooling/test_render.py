@@ -5,11 +5,12 @@ import re
 from urllib.parse import unquote, urlparse
 
 import pytest
-from bs4 import BeautifulSoup
-from PIL import Image
 
 from conftest import README, ROOT
-import preview
+
+# The browser's driver, Beautiful Soup and Pillow are imported by the
+# functions that use them: every worker of `make check` collects this
+# file, and one runs its tests.
 
 # Its tests share fixtures made once for the module: one worker runs them all.
 pytestmark = pytest.mark.xdist_group(__name__)
@@ -19,11 +20,13 @@ REPR = re.compile(r"<[\w.]+ (object )?at 0x[0-9a-f]+>")
 
 @pytest.fixture(scope="module")
 def html():
+    import preview
     return preview.render(README)
 
 
 @pytest.fixture(scope="module")
 def soup(html):
+    from bs4 import BeautifulSoup
     return BeautifulSoup(html, "html.parser")
 
 
@@ -109,6 +112,7 @@ def test_no_python_repr_appears(html, soup):
 
 @pytest.fixture(scope="module")
 def browser():
+    import preview
     with preview.chromium() as browser:
         yield browser
 
@@ -117,6 +121,7 @@ def browser():
 def previewed(browser, tmp_path_factory):
     """What `make preview` makes (page, screenshot, the pictures it loaded),
     in a fresh folder so that no earlier screenshot can stand in for it."""
+    import preview
     return preview.preview(browser, README, tmp_path_factory.mktemp("preview"))
 
 
@@ -127,6 +132,7 @@ def test_every_picture_loads_in_chromium(soup, previewed):
 
 
 def test_the_screenshot_holds_the_whole_page(previewed):
+    from PIL import Image
     _, screenshot, _ = previewed
     with Image.open(screenshot) as picture:
         assert picture.format == "PNG"
