@@ -356,6 +356,15 @@ def tiny(project_copy):
     return project_copy
 
 
+# Lisp for a daemon shared by tests that each write README.org anew: the
+# buffer of an earlier test's notes goes, unsaved, so that the next visit
+# reads the file as it is now.
+FORGET_THE_NOTES_BUFFER = """(let ((earlier (get-file-buffer "README.org")))
+    (when earlier
+      (with-current-buffer earlier (set-buffer-modified-p nil))
+      (kill-buffer earlier)))"""
+
+
 def alive(pid):
     """Whether process PID runs (a zombie has finished)."""
     fields = kernel_supervisor.process_status(pid)

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import EMACS, ROOT, Daemon, copy_project
+from conftest import EMACS, FORGET_THE_NOTES_BUFFER, ROOT, Daemon, copy_project
 from tiny_notes import HEADER, assert_failed_cleanly, block, build, line_of, write_readme
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -314,11 +314,8 @@ def test_output_that_cannot_go_into_the_notes_fails_the_build_cleanly(tiny, code
 # The build refuses `:results raw' outside a drawer before anything runs;
 # C-c C-c asks the bridge, which refuses what Org could not replace.  Each
 # case visits README.org afresh in one Emacs, whose kernel serves them all.
-RUN_FIRST_BLOCK = """(progn
-  (let ((earlier (get-file-buffer "README.org")))
-    (when earlier
-      (with-current-buffer earlier (set-buffer-modified-p nil))
-      (kill-buffer earlier)))
+RUN_FIRST_BLOCK = f"""(progn
+  {FORGET_THE_NOTES_BUFFER}
   (with-current-buffer (find-file-noselect "README.org")
     (goto-char (point-min))
     (re-search-forward "^#\\\\+begin_src")

@@ -16,7 +16,7 @@ import pytest
 
 import kernel_bridge
 import kernel_supervisor
-from conftest import ROOT, Daemon, alive, copy_project, gone, wait_for
+from conftest import FORGET_THE_NOTES_BUFFER, ROOT, Daemon, alive, copy_project, gone, wait_for
 from tiny_notes import HEADER, block, build, write_readme
 
 BRIDGE = ROOT / "tools" / "kernel_bridge.py"
@@ -284,12 +284,9 @@ SETUP = r"""
 
 # The README.org a test has just written, visited afresh: the buffer of an
 # earlier test's notes goes first.
-RUN_DETACHES = r"""
+RUN_DETACHES = f"""
 (progn
-  (let ((earlier (get-file-buffer "README.org")))
-    (when earlier
-      (with-current-buffer earlier (set-buffer-modified-p nil))
-      (kill-buffer earlier)))
+  {FORGET_THE_NOTES_BUFFER}
   (find-file "README.org")
   (org-babel-goto-named-src-block "detaches")
   (org-babel-execute-src-block)
