@@ -94,9 +94,15 @@ MISSING      := $(filter-out $(wildcard $(OUTPUTS)),$(OUTPUTS))
 PRODUCED := $(BUILD)/produced/blocks.json
 # Which Emacs and Org read the notes last: with another one (`make test
 # EMACS=...`, an Org on EMACSLOADPATH) the build reads them again.
+# `make -n` and `make -q` write nothing: they take it as changed instead.
 EMACS_ID := $(BUILD)/emacs-id
 ifneq ($(EMACS) $(EMACSLOADPATH),$(shell cat $(EMACS_ID) 2>/dev/null))
+ifneq (,$(findstring n,$(firstword -$(MAKEFLAGS)))$(findstring q,$(firstword -$(MAKEFLAGS))))
+EMACS_CHANGED := FORCE
+$(EMACS_ID):
+else
 $(shell mkdir -p $(BUILD) && echo '$(EMACS) $(EMACSLOADPATH)' > $(EMACS_ID))
+endif
 endif
 
 # The build's own files and what it read besides README.org (a #+SETUPFILE,
@@ -125,7 +131,7 @@ help:  ## list the targets
 
 tangle: $(OUTPUTS_LIST)  ## gradients.py and the pictures in images/, from README.org
 
-$(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(wildcard $(OUTPUTS)) $(if $(MISSING),FORCE) $(STALE)
+$(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(wildcard $(OUTPUTS)) $(if $(MISSING),FORCE) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BUILD_EMACS) -l tools/build.el -f gradients-build-tangle README.org
 
@@ -133,7 +139,7 @@ run: $(VENV_STAMP)  ## restart and run all: rewrite every result and picture in 
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BUILD_EMACS) -l tools/build.el -f gradients-build-run README.org
 
-$(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(STALE)
+$(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BUILD_EMACS) -l tools/build.el -f gradients-build-produce README.org
 

@@ -6,6 +6,7 @@ left running.  (Input refused before any block runs: test_bad_input.py.)"""
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -388,3 +389,21 @@ def test_make_tangle_rewrites_exactly_what_changed_and_knows_every_output(tiny):
 
     (tiny / "images" / "indented.svg").unlink()
     assert make_tangle("-q").returncode == 1, "make does not know the picture is missing"
+
+
+def test_make_n_and_make_q_write_nothing(project_copy):
+    """`make -n` says what a build would do and `make -q` whether one is
+    needed; neither writes a file, not even the note of which Emacs read
+    the notes last, and both take an Emacs other than that one as a
+    reason to build."""
+    shutil.rmtree(project_copy / ".build")   # as after `git clone`
+    would = make("-n", "tangle", cwd=project_copy)
+    assert would.returncode == 0 and "gradients-build-tangle" in would.stdout, would.stderr
+    assert make("-q", "tangle", cwd=project_copy).returncode == 1
+    assert not (project_copy / ".build").exists()
+    (project_copy / ".build").mkdir()
+    (project_copy / ".build" / "emacs-id").write_text("another-emacs \n")
+    would = make("-n", ".build/produced/blocks.json", cwd=project_copy)
+    assert "gradients-build-produce" in would.stdout, would.stdout
+    assert make("-q", ".build/produced/blocks.json", cwd=project_copy).returncode == 1
+    assert (project_copy / ".build" / "emacs-id").read_text() == "another-emacs \n"
