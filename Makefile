@@ -3,6 +3,14 @@
 VENV   := .venv
 PYTHON := $(VENV)/bin/python
 BUILD  := .build
+# What was asked for besides `make clean` and `make help`, which build
+# nothing.  For those, both are folders make fills; a file in the way would
+# fail every step that writes there, each with an error of its own.
+BUILD_GOALS := $(filter-out clean help,$(MAKECMDGOALS))
+ifneq ($(BUILD_GOALS),)
+$(foreach folder,$(VENV) $(BUILD),$(if $(wildcard $(folder)),$(if $(wildcard $(folder)/.),,\
+  $(error $(folder) is a file, not a folder: make keeps $(if $(filter $(VENV),$(folder)),the Python environment,its scratch files) there; move it away, or run `make clean`))))
+endif
 # The Emacs to build and test with: `make test EMACS=/path/to/emacs`.  An
 # Org on EMACSLOADPATH is used too.  Old Emacsen set EMACS=t in shells.
 EMACS  ?= emacs
@@ -96,12 +104,14 @@ PRODUCED := $(BUILD)/produced/blocks.json
 # EMACS=...`, an Org on EMACSLOADPATH) the build reads them again.
 # `make -n` and `make -q` write nothing: they take it as changed instead.
 EMACS_ID := $(BUILD)/emacs-id
+ifneq ($(BUILD_GOALS),)
 ifneq ($(EMACS) $(EMACSLOADPATH),$(shell cat $(EMACS_ID) 2>/dev/null))
 ifneq (,$(findstring n,$(firstword -$(MAKEFLAGS)))$(findstring q,$(firstword -$(MAKEFLAGS))))
 EMACS_CHANGED := FORCE
 $(EMACS_ID):
 else
 $(shell mkdir -p $(BUILD) && echo '$(EMACS) $(EMACSLOADPATH)' > $(EMACS_ID))
+endif
 endif
 endif
 

@@ -407,3 +407,24 @@ def test_make_n_and_make_q_write_nothing(project_copy):
     assert "gradients-build-produce" in would.stdout, would.stdout
     assert make("-q", ".build/produced/blocks.json", cwd=project_copy).returncode == 1
     assert (project_copy / ".build" / "emacs-id").read_text() == "another-emacs \n"
+
+
+@pytest.mark.parametrize("folder", [".build", ".venv"])
+def test_a_file_where_make_keeps_a_folder_is_named_in_one_line(project_copy, folder):
+    """A file named .build or .venv (a stray `touch`, an unpacked archive)
+    stops make at once with one line naming it, and `make clean`, which
+    would remove it, still runs."""
+    path = project_copy / folder
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    else:
+        shutil.rmtree(path)
+    path.write_text("")
+    for target in ("tangle", "test"):
+        run = make(target, cwd=project_copy)
+        assert run.returncode != 0
+        said = run.stderr.strip().splitlines()
+        assert len(said) == 1 and f"{folder} is a file, not a folder" in said[0], run.stderr
+        assert "make clean" in said[0]
+    assert make("clean", cwd=project_copy).returncode == 0
+    assert not path.exists()
