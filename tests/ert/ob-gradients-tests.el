@@ -58,12 +58,19 @@ BODY there as an interactive Emacs would; kill the buffer after, unsaved."
   "Whether a block runs or waits to run."
   (and (gradients--pending-requests) t))
 
+(defun obgt-wait-until (predicate &optional seconds)
+  "Let replies and timers in until PREDICATE returns non-nil, for at most
+SECONDS (30); return its last value.  A test waits as long as the thing
+it waits for takes, not for a guessed time a loaded machine may exceed."
+  (let ((end (+ (float-time) (or seconds 30)))
+        value)
+    (while (and (not (setq value (funcall predicate))) (< (float-time) end))
+      (accept-process-output nil 0.05))
+    value))
+
 (defun obgt-wait (&optional seconds)
   "Let replies in until no block runs, for at most SECONDS (30)."
-  (let ((end (+ (float-time) (or seconds 30))))
-    (while (and (obgt-busy) (< (float-time) end))
-      (accept-process-output nil 0.05)))
-  (not (obgt-busy)))
+  (obgt-wait-until (lambda () (not (obgt-busy))) seconds))
 
 (defun obgt-run (name)
   "C-c C-c on block NAME."
@@ -99,22 +106,15 @@ first: what `obgt-wait-until-said' looks at.")
   (cl-some (lambda (text) (string-match-p regexp text)) messages))
 
 (defun obgt-wait-until-said (regexp &optional seconds)
-  "Inside `obgt-messages': let replies and timers in until a message
-matching REGEXP was shown, for at most SECONDS (30).  A test waits as
-long as the thing it waits for takes, not for a guessed time that a
-loaded machine may exceed."
-  (let ((end (+ (float-time) (or seconds 30))))
-    (while (and (not (obgt-said-p regexp obgt--said)) (< (float-time) end))
-      (accept-process-output nil 0.05))))
+  "Inside `obgt-messages': wait until a message matching REGEXP was
+shown, for at most SECONDS (30)."
+  (obgt-wait-until (lambda () (obgt-said-p regexp obgt--said)) seconds))
 
 (defun obgt-wait-for-file (file &optional seconds)
-  "Let replies in until FILE, under `obgt-scratch', exists, for at most
-SECONDS (30): how a block says that it got somewhere."
-  (let ((file (expand-file-name file obgt-scratch))
-        (end (+ (float-time) (or seconds 30))))
-    (while (and (not (file-exists-p file)) (< (float-time) end))
-      (accept-process-output nil 0.05))
-    (file-exists-p file)))
+  "Wait until FILE, under `obgt-scratch', exists, for at most SECONDS
+(30): how a block says that it got somewhere."
+  (let ((file (expand-file-name file obgt-scratch)))
+    (obgt-wait-until (lambda () (file-exists-p file)) seconds)))
 
 ;;;; References
 
@@ -522,13 +522,11 @@ time.sleep(30)
 ")
     (obgt-run "nap")
     (obgt-run "after-bridge")
-    (let ((end (+ (float-time) 30)) process)
-      (while (and (< (float-time) end)
-                  (not (setq process
-                             (car (cl-remove-if-not
-                                   (lambda (process) (process-get process 'current))
-                                   (mapcar #'cdr gradients--sessions))))))
-        (accept-process-output nil 0.05))
+    (let ((process (obgt-wait-until
+                    (lambda ()
+                      (car (cl-remove-if-not
+                            (lambda (process) (process-get process 'current))
+                            (mapcar #'cdr gradients--sessions)))))))
       (should process)
       (let ((said (obgt-messages
                    (signal-process process 'SIGKILL)
