@@ -38,6 +38,14 @@
 (defun refusal-tests--block (code name &optional args)
   (format "\n#+name: %s\n#+begin_src jupyter-python %s\n%s\n#+end_src\n" name (or args "") code))
 
+(defun refusal-tests--drawing-notes (prefix headers)
+  "Notes with one block drawing a picture for each of HEADERS, in order,
+named PREFIX-0, PREFIX-1 and so on."
+  (apply #'concat refusal-tests--header
+         (cl-loop for header in headers for n from 0
+                  collect (refusal-tests--block refusal-tests--draw
+                                                (format "%s-%d" prefix n) header))))
+
 (defun refusal-tests--line (text line)
   "The number of the first line of TEXT that is LINE exactly."
   (let ((index (cl-position line (split-string text "\n") :test #'equal)))
@@ -263,11 +271,8 @@ build found, its hook into file reading, the notes' buffer."
   (refusal-tests--in-project
     (let* ((spellings '("images/x.svg" "./images/x.svg" "images//x.svg"
                         "images/../images/x.svg" "images/./x.svg"))
-           (text (apply #'concat refusal-tests--header
-                        (cl-loop for name in spellings for n from 0
-                                 collect (refusal-tests--block
-                                          refusal-tests--draw (format "draws-%d" n)
-                                          (concat ":file " name))))))
+           (text (refusal-tests--drawing-notes
+                  "draws" (mapcar (lambda (name) (concat ":file " name)) spellings))))
       (should (refusal-tests--said-in-order
                (refusal-tests--refused text)
                (cl-loop for name in (cdr spellings) for n from 1
@@ -282,10 +287,7 @@ build found, its hook into file reading, the notes' buffer."
                       ":tangle tools/build.el" ":tangle tests/conftest.py" ":tangle pyproject.toml"
                       ":tangle requirements.lock" ":tangle .gitignore" ":tangle .build/outputs"
                       ":file .ci/x.svg" ":file tools/x.svg"))
-           (text (apply #'concat refusal-tests--header
-                        (cl-loop for header in headers for n from 0
-                                 collect (refusal-tests--block
-                                          refusal-tests--draw (format "bad-%d" n) header)))))
+           (text (refusal-tests--drawing-notes "bad" headers)))
       (should (refusal-tests--said-in-order
                (refusal-tests--refused text)
                (cl-loop for header in headers for n from 0
@@ -298,11 +300,8 @@ build found, its hook into file reading, the notes' buffer."
   (refusal-tests--in-project
     (let* ((names '("images/a:b.svg" "images/a#b.svg" "images/a%b.svg" "images/a$b.svg"
                     "images/a;b.svg" "images/a*b.svg" "images/a=b.svg"))
-           (text (apply #'concat refusal-tests--header
-                        (cl-loop for name in names for n from 0
-                                 collect (refusal-tests--block
-                                          refusal-tests--draw (format "odd-%d" n)
-                                          (concat ":file " name))))))
+           (text (refusal-tests--drawing-notes
+                  "odd" (mapcar (lambda (name) (concat ":file " name)) names))))
       (should (refusal-tests--said-in-order
                (refusal-tests--refused text)
                (cl-loop for name in names for n from 0
