@@ -365,6 +365,16 @@ FORGET_THE_NOTES_BUFFER = """(let ((earlier (get-file-buffer "README.org")))
       (kill-buffer earlier)))"""
 
 
+def command_line(pid):
+    """The command line process PID runs, its words joined by spaces; ""
+    once it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
 def alive(pid):
     """Whether process PID runs (a zombie has finished)."""
     fields = kernel_supervisor.process_status(pid)

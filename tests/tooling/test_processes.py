@@ -16,18 +16,11 @@ import pytest
 
 import kernel_bridge
 import kernel_supervisor
-from conftest import FORGET_THE_NOTES_BUFFER, ROOT, Daemon, alive, copy_project, gone, wait_for
-from tiny_notes import HEADER, block, build, write_readme
+from conftest import (FORGET_THE_NOTES_BUFFER, ROOT, Daemon, alive, command_line, copy_project,
+                      gone, wait_for)
+from tiny_notes import HEADER, assert_no_kernel_left, block, build, write_readme
 
 BRIDGE = ROOT / "tools" / "kernel_bridge.py"
-
-
-def command_line(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError):
-        return ""
 
 
 def detaching(pids):
@@ -370,9 +363,7 @@ def test_a_build_leaves_nothing_running(tiny, tmp_path_factory, leftovers, outco
     assert (run.returncode == 0) == (outcome == "succeeds"), run.stderr
     leftovers.update(recorded(pids))
     assert_all_gone(leftovers)
-    assert wait_for(lambda: not [pid for pid in kernel_supervisor.process_table()
-                                 if str(tiny) in command_line(pid)], 15), \
-        "a bridge or kernel outlived the build"
+    assert_no_kernel_left(tiny)
 
 
 def test_a_supervisor_whose_bridge_is_already_gone_starts_nothing(tmp_path):

@@ -2,7 +2,7 @@
 (the `project_copy` fixture), so that a build reaches the case at hand at
 once; and what to check afterwards."""
 
-from conftest import emacs, wait_for
+from conftest import command_line, emacs, wait_for
 
 import kernel_supervisor  # noqa: E402 (tools/, on the path once conftest is)
 
@@ -50,15 +50,8 @@ def assert_no_kernel_left(folder):
     supervisor, its kernel, all named by paths under FOLDER) outlives the
     build, given a few seconds to stop."""
     def left():
-        mine = []
-        for pid in kernel_supervisor.process_table():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                    if str(folder).encode() in cmdline.read():
-                        mine.append(pid)
-            except OSError:
-                pass
-        return mine
+        return [pid for pid in kernel_supervisor.process_table()
+                if str(folder) in command_line(pid)]
     assert wait_for(lambda: not left(), 15), f"still running for the notes: {left()}"
 
 
