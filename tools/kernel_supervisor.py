@@ -67,7 +67,8 @@ def process_status(pid):
     except (FileNotFoundError, ProcessLookupError):
         return None
     # The command name, in parentheses, may hold anything, ") " included.
-    return text.rsplit(b") ", 1)[1].split()
+    _, closing, fields = text.rpartition(b") ")
+    return fields.split() if closing else None
 
 
 def process_table():
