@@ -107,8 +107,6 @@ def test_a_module_a_block_imports_is_read_as_its_source(tiny):
     assert refused.returncode != 0 and "No /nonexistent/python" in refused.stderr, refused.stderr
 
 
-
-
 def plant(folder, path, old, new):
     text = (folder / path).read_text()
     assert old in text, f"{old!r} is not in {path}"

@@ -101,7 +101,6 @@ def test_a_block_that_calls_exit_is_blamed_not_a_later_one(tiny):
                           "`exits' stopped the kernel: it called exit() or quit()")
 
 
-
 def test_readme_edited_during_make_run_is_kept(tiny):
     text = HEADER + block("open('README.org', 'a').write('\\nAn edit made meanwhile.\\n')\n1 + 1",
                           "edits")
