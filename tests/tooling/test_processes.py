@@ -196,8 +196,20 @@ ENDINGS = {
 }
 
 
-@pytest.mark.parametrize("ending", ENDINGS)
-@pytest.mark.parametrize("moment", MOMENTS)
+# The three single endings at every moment; each ending of two steps once,
+# at the moment whose state its second step finds in the middle of its
+# first: two signals while a block's reply is awaited, the end of input
+# seen while the bridge waits for a request (idle), then a SIGTERM on the
+# way out, and a SIGHUP's stop under way when the input ends.
+STOPS = [(moment, ending) for moment in MOMENTS
+         for ending in ("SIGTERM", "end of input", "SIGKILL of the bridge")] + [
+    ("while a block runs", "SIGHUP and SIGTERM together"),
+    ("while idle", "input closed, then SIGTERM"),
+    ("while a block runs", "SIGHUP, then input closed"),
+]
+
+
+@pytest.mark.parametrize(("moment", "ending"), STOPS)
 def test_a_stopped_bridge_leaves_nothing_running(bridge, moment, ending):
     MOMENTS[moment](bridge, lambda: ENDINGS[ending](bridge))
     code = bridge.process.wait(timeout=30)
