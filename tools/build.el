@@ -987,13 +987,15 @@ every one of PICTURES."
 `kill-emacs-hook', so that Ctrl-C during the install completes it."
   (while gradients-build--moves
     (let ((move (car gradients-build--moves)))
-      ;; Ctrl-C right after a rename finds that move still listed.
-      (when (file-exists-p (car move))
-        (make-directory (file-name-directory (cdr move)) t)
-        (rename-file (car move) (cdr move) t)
-        (push (file-relative-name (cdr move) gradients-build--project)
-              gradients-build--written)
-        (message "wrote %s" (car gradients-build--written)))
+      ;; Ctrl-C right after a rename, or after its note, finds that move
+      ;; still listed, done.
+      (let ((output (file-relative-name (cdr move) gradients-build--project)))
+        (when (file-exists-p (car move))
+          (make-directory (file-name-directory (cdr move)) t)
+          (rename-file (car move) (cdr move) t)
+          (message "wrote %s" output))
+        (unless (member output gradients-build--written)
+          (push output gradients-build--written)))
       (setq gradients-build--moves (cdr gradients-build--moves)))))
 
 (defun gradients-build--check-replaceable (target project)
@@ -1046,7 +1048,32 @@ kernels.  Runs however the build ends, Ctrl-C included."
    (advice-remove 'insert-file-contents #'gradients-build--note-input)
    (gradients-stop-sessions 'no-wait)))
 
-(add-hook 'kill-emacs-hook #'gradients-build--cleanup)
+(defvar gradients-build--under-way nil
+  "The Org file's name while its build runs: set when the build begins,
+cleared when it ends or refuses.  Still set when Emacs exits, the build
+was stopped from outside (Ctrl-C, a signal).")
+
+(defun gradients-build--what-changed (written-some)
+  "The last line of a build that did not end: what it changed, in
+WRITTEN-SOME's words followed by the outputs, or \"Nothing was changed.\""
+  (if gradients-build--written
+      (format "%s: %s" written-some
+              (mapconcat #'identity (reverse gradients-build--written) ", "))
+    "Nothing was changed."))
+
+(defun gradients-build--on-exit ()
+  "Clean up, however Emacs exits; for a build stopped from outside, say
+so in the build's own words, as a refusal does: make alone would only
+say that its recipe failed."
+  (gradients-build--cleanup)
+  (when gradients-build--under-way
+    (message "%s: the build was stopped (Ctrl-C or a signal) before it ended."
+             gradients-build--under-way)
+    ;; An install under way when the build was stopped was completed.
+    (message "%s" (gradients-build--what-changed "Written before it stopped"))
+    (setq gradients-build--under-way nil)))
+
+(add-hook 'kill-emacs-hook #'gradients-build--on-exit)
 
 (defun gradients-build--write-outputs-list (outputs)
   (let* ((file (expand-file-name gradients-build-outputs-file gradients-build--project))
@@ -1106,6 +1133,7 @@ folder) and `scratch'."
          ;; A batch build starts with these empty; a build in process
          ;; must not see what the one before it found.
          (setq gradients-build--project project
+               gradients-build--under-way gradients-build--org-name
                gradients-build--inputs nil
                gradients-build--written nil)
          (clrhash gradients-build--answers)
@@ -1118,6 +1146,7 @@ folder) and `scratch'."
            (with-current-buffer (gradients-build--visit org-file)
              (let ((default-directory project))
                ,@body)))
+         (setq gradients-build--under-way nil)
          (gradients-build--cleanup)
          nil)
      (error (gradients-build--refuse err)))))
@@ -1126,12 +1155,10 @@ folder) and `scratch'."
   "End a build that failed with ERR: say why and what it changed, undo
 what it began, and exit 1; in process, return what it said instead."
   ;; A move that failed is not tried again on the way out.
-  (setq gradients-build--moves nil)
+  (setq gradients-build--moves nil
+        gradients-build--under-way nil)
   (let ((said (list (error-message-string err)
-                    (if gradients-build--written
-                        (format "Only some outputs were written: %s"
-                                (mapconcat #'identity (reverse gradients-build--written) ", "))
-                      "Nothing was changed."))))
+                    (gradients-build--what-changed "Only some outputs were written"))))
     (dolist (line said)
       (message "%s" line))
     (gradients-build--cleanup)
@@ -1155,7 +1182,8 @@ after, so that the next run reads the file afresh.  For ERT (tests/ert/)."
         (when buffer
           (with-current-buffer buffer (set-buffer-modified-p nil))
           (kill-buffer buffer)))
-      (setq gradients-build--project nil))))
+      (setq gradients-build--project nil
+            gradients-build--under-way nil))))
 
 (defun gradients-build--has-blocks-p (original)
   (string-match-p "#\\+begin_src[ \t]+jupyter-python" original))

@@ -292,6 +292,8 @@ def test_ctrl_c_while_a_block_runs_changes_nothing_and_leaves_nothing(tiny):
     finally:
         stderr = finish(process)
     assert process.returncode != 0, stderr
+    assert stderr.endswith("README.org: the build was stopped (Ctrl-C or a signal) before it "
+                           "ended.\nNothing was changed.\n"), stderr
     # An Emacs that waited for its bridges would wait out their 3 s grace
     # (gradients--stop), as an Emacs exiting on a signal may not see them
     # end; one that waits for nothing stops in tens of milliseconds, with
@@ -344,8 +346,13 @@ def test_ctrl_c_during_the_install_completes_it(tiny):
     (tiny / "interrupt.el").write_text(INTERRUPT_AFTER_FIRST_MOVE)
     run = emacs("-l", "interrupt.el", "-l", "tools/build.el", "-f", "gradients-build-tangle",
                 "README.org", cwd=tiny, check=False)
-    # The first move's own "wrote" line is lost to Ctrl-C; its file is not.
+    # The first move's own "wrote" line is lost to Ctrl-C; its file is not,
+    # nor is it from the build's last words.
     assert run.returncode != 0 and "wrote" in run.stderr, run.stderr
+    stopped, written = run.stderr.splitlines()[-2:]
+    assert stopped == "README.org: the build was stopped (Ctrl-C or a signal) before it ended."
+    assert written.startswith("Written before it stopped: "), run.stderr
+    assert sorted(written.split(": ", 1)[1].split(", ")) == ["gradients.py", "images/two.py"]
     for output in ("gradients.py", "images/two.py"):
         assert "new" in (tiny / output).read_text(), f"{output} is still old"
     assert not list((tiny / ".build").glob("run-*"))
