@@ -1031,6 +1031,12 @@ so no file is ever half written."
             (let ((copy (gradients-build--scratch-path relative)))
               (copy-file new copy t t)
               (setq new copy)))
+          ;; The rename puts a new file in place, made under the umask of
+          ;; whoever builds (077 would give 600, then a group or a web
+          ;; server could no longer read it): it keeps the permissions of
+          ;; the file it replaces.  A new output gets the umask's.
+          (when (file-exists-p target)
+            (set-file-modes new (file-modes target)))
           (push (cons new target) moves))))
     (dolist (move moves)
       (gradients-build--check-replaceable (cdr move) gradients-build--project))
@@ -1302,8 +1308,6 @@ kernel, written into the Org file (`make run')."
       (let ((copy (expand-file-name (file-name-nondirectory org-file) scratch))
             (coding-system-for-write 'utf-8-unix))
         (write-region nil nil copy nil 'silent)
-        ;; The new copy keeps the permissions of the file it replaces.
-        (set-file-modes copy (file-modes org-file))
         (set-buffer-modified-p nil)
         (gradients-build--check-unchanged org-file original "run")
         (gradients-build--install
