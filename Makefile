@@ -11,6 +11,27 @@ ifneq ($(BUILD_GOALS),)
 $(foreach folder,$(VENV) $(BUILD),$(if $(wildcard $(folder)),$(if $(wildcard $(folder)/.),,\
   $(error $(folder) is a file, not a folder: make keeps $(if $(filter $(VENV),$(folder)),the Python environment,its scratch files) there; move it away, or run `make clean`))))
 endif
+# Every Python make starts (pytest, pip, the tools, the build's bridge)
+# is the project's, whatever shell make is started from.  None of the
+# caller's PYTHON* settings reaches it: a PYTHONPATH holding a numpy.py
+# or a zmq.py, a PYTHONHOME of another Python, PYTHONWARNINGS=error, or
+# PYTHONDONTWRITEBYTECODE, which would make every process compile NumPy,
+# Jupyter and the rest anew, as uv installs them without bytecode.  Each
+# reads and writes UTF-8, as the notes are, whatever the locale says
+# (LC_ALL=POSIX).  The kernel's environment follows the same rule
+# (kernel_environment in tools/kernel_bridge.py).
+unexport $(filter PYTHON%,$(.VARIABLES))
+export PYTHONUTF8 := 1
+# An environment activated in the caller's shell (a venv's bin/activate,
+# conda activate, conda's base one included) is not the project's: make
+# runs as after `deactivate`, so that its python3 does not make the venv,
+# nor its dot draw the pictures.
+ifneq ($(VIRTUAL_ENV)$(CONDA_PREFIX),)
+export PATH := $(shell IFS=:; kept=; for folder in $$PATH; do \
+    case "$$folder" in ("$${VIRTUAL_ENV:-/-}/bin"|"$${CONDA_PREFIX:-/-}/bin") ;; \
+                       (*) kept="$$kept$${kept:+:}$$folder" ;; esac; done; printf '%s' "$$kept")
+endif
+unexport VIRTUAL_ENV $(filter CONDA%,$(.VARIABLES))
 # The Emacs to build and test with: `make test EMACS=/path/to/emacs`.  An
 # Org on EMACSLOADPATH is used too.  Old Emacsen set EMACS=t in shells.
 EMACS  ?= emacs
@@ -67,10 +88,6 @@ LOCK_SOURCE = \# compiled from the pyproject.toml with sha256 $$(sha256sum < pyp
 # site-packages and each package's top folder, so that writing there later
 # changes none of those folders.
 VENV_STAMP    := $(VENV)/.installed
-# Python writes that bytecode only where the environment lets it: without
-# this, a machine that sets PYTHONDONTWRITEBYTECODE would compile NumPy,
-# Jupyter and the rest anew in every process of every build and test.
-unexport PYTHONDONTWRITEBYTECODE
 SITE_PACKAGES := $(wildcard $(VENV)/lib/python3*/site-packages)
 VENV_FOLDERS  := $(SITE_PACKAGES) $(wildcard $(VENV)/bin) \
                  $(filter-out %/__pycache__/,$(wildcard $(addsuffix /*/,$(SITE_PACKAGES))))

@@ -260,9 +260,15 @@ does other work."
                  (default-directory folder)
                  (process (make-process
                            :name (format "gradients-kernel-%s" name)
-                           :command (list gradients-python
+                           ;; Isolated (-I): no PYTHONPATH, PYTHONHOME or
+                           ;; user site of the caller changes the bridge;
+                           ;; the kernel's environment is the bridge's to
+                           ;; make (kernel_environment).
+                           :command (list gradients-python "-I"
                                           (expand-file-name "kernel_bridge.py"
                                                             gradients-tools-directory))
+                           ;; The bridge reads UTF-8 whatever the locale.
+                           :coding 'utf-8-unix
                            :connection-type 'pipe
                            :noquery t
                            :stderr stderr

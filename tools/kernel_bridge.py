@@ -64,7 +64,12 @@ import uuid
 
 import zmq
 
-import kernel_supervisor
+# Emacs starts the bridge isolated (python -I), which leaves this file's
+# folder off sys.path; kernel_supervisor.py lies beside it.
+TOOLS_FOLDER = os.path.dirname(os.path.abspath(__file__))
+if TOOLS_FOLDER not in sys.path:
+    sys.path.insert(0, TOOLS_FOLDER)
+import kernel_supervisor  # noqa: E402
 
 # A picture's mime type follows from the extension of its :file; the
 # build reads the same file to refuse any other extension before running.
@@ -264,24 +269,47 @@ KERNEL_FOLDERS = {
 }
 
 
-def kernel_environment(build_folder=BUILD_FOLDER):
-    """The environment a kernel runs in: the caller's, with the folders of
-    KERNEL_FOLDERS made under BUILD_FOLDER.  Pictures come from the inline
-    backend's display output, whatever backend the caller's environment
-    asks for.  The kernel keeps the bytecode of the packages it imports
-    even where PYTHONDONTWRITEBYTECODE is set: uv installs them uncompiled,
-    and compiling NumPy, Matplotlib and IPython again would add seconds to
-    every start.  The blocks themselves run from strings, so this leaves no
-    bytecode beside the notes."""
-    # Of the caller's settings, none that changes what a block prints may
-    # reach it: Python's own (PYTHONOPTIMIZE strips asserts, the hash seed
-    # orders sets), the time zone, the locale, the terminal's width.  The
-    # same code then records the same result on every machine, and a kept
-    # result stays true whoever builds.
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("PYTHON", "LC_"))
-           and name not in ("TZ", "LANG", "LANGUAGE", "COLUMNS", "LINES")}
-    env.update(MPLBACKEND="module://matplotlib_inline.backend_inline",
+# The caller's settings that never reach a kernel, by the prefix of their
+# names: each would change what a block prints or draws, and the same code
+# must record the same result whoever builds it.  Python's own (PYTHONPATH
+# and PYTHONHOME replace the modules, PYTHONOPTIMIZE strips asserts, the
+# hash seed orders sets, PYTHONWARNINGS=error turns a warning into a
+# traceback); Jupyter's, IPython's, ipykernel's and Matplotlib's (a
+# JUPYTER_CONFIG_PATH config that runs code at start, IPYKERNEL_CELL_NAME,
+# MPLBACKEND=TkAgg); the locale; and an environment activated in the
+# caller's shell (a venv's bin/activate, conda activate), whose python and
+# dot would run in place of the project's.  The kernel gets the build's
+# own values of those it needs.
+WITHHELD_FROM_THE_KERNEL = ("PYTHON", "JUPYTER", "JPY_", "IPY", "MPL", "LC_",
+                            "VIRTUAL_ENV", "CONDA")
+WITHHELD_FROM_THE_KERNEL_BY_NAME = ("TZ", "LANG", "LANGUAGE", "COLUMNS", "LINES")
+
+
+def deactivated_path(environ):
+    """ENVIRON's PATH without the bin folders of the environments it says
+    are activated, as `deactivate` would leave it."""
+    activated = {os.path.normpath(os.path.join(environ[name], "bin"))
+                 for name in ("VIRTUAL_ENV", "CONDA_PREFIX") if environ.get(name)}
+    return os.pathsep.join(folder for folder in environ.get("PATH", os.defpath).split(os.pathsep)
+                           if os.path.normpath(folder or ".") not in activated)
+
+
+def kernel_environment(build_folder=BUILD_FOLDER, environ=None):
+    """The environment a kernel runs in: the caller's ENVIRON (this
+    process's by default) less WITHHELD_FROM_THE_KERNEL, with the
+    folders of KERNEL_FOLDERS made under BUILD_FOLDER.  Pictures come
+    from the inline backend's display output.  The kernel keeps the
+    bytecode of the packages it imports even where PYTHONDONTWRITEBYTECODE
+    is set: uv installs them uncompiled, and compiling NumPy, Matplotlib
+    and IPython again would add seconds to every start.  The blocks
+    themselves run from strings, so this leaves no bytecode beside the
+    notes."""
+    environ = os.environ if environ is None else environ
+    env = {name: value for name, value in environ.items()
+           if not name.startswith(WITHHELD_FROM_THE_KERNEL)
+           and name not in WITHHELD_FROM_THE_KERNEL_BY_NAME}
+    env.update(PATH=deactivated_path(environ),
+               MPLBACKEND="module://matplotlib_inline.backend_inline",
                PYTHONHASHSEED="0", TZ="UTC", LC_ALL="C.UTF-8")
     for variable, folder in KERNEL_FOLDERS.items():
         path = os.path.join(build_folder, "kernel", folder)
@@ -922,4 +950,8 @@ def serve(stdin, stdout):
 
 
 if __name__ == "__main__":
+    # The requests are UTF-8 JSON whatever the locale says: under LC_ALL=C
+    # or POSIX a block's non-ASCII text would otherwise reach the kernel as
+    # surrogates, and under a Latin-1 locale as other characters.
+    sys.stdin.reconfigure(encoding="utf-8", errors="strict")
     serve(sys.stdin, sys.stdout)

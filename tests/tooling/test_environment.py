@@ -1,7 +1,11 @@
-"""The kernel keeps its settings and caches under the project's .build/,
-whatever HOME is: an unwritable home puts no warning into a drawer and
-leaves nothing in the temporary folder, and the user's own settings do
-not change what the notes record."""
+"""The caller's environment changes nothing the notes record.  The kernel
+keeps its settings and caches under the project's .build/, whatever HOME
+is: an unwritable home puts no warning into a drawer and leaves nothing in
+the temporary folder.  None of the caller's settings of Python, Jupyter,
+IPython, Matplotlib or the locale reaches a kernel or the bridge, nor an
+environment activated in the caller's shell; make starts its own Pythons
+by the same rule; an Org on EMACSLOADPATH that cannot serve is refused in
+one line naming the variable."""
 
 import os
 import subprocess
@@ -9,8 +13,8 @@ import sys
 
 import pytest
 
-from conftest import EMACS, ROOT, ctrl_c_as_in_a_terminal
-from tiny_notes import HEADER, block, write_readme
+from conftest import EMACS, ROOT, a_users_make_environment, ctrl_c_as_in_a_terminal
+from tiny_notes import HEADER, assert_failed_cleanly, block, write_readme
 
 sys.path.insert(0, str(ROOT / "tools"))
 import kernel_bridge  # noqa: E402
@@ -27,36 +31,83 @@ BLOCKS = [
      "import IPython\nIPython.paths.get_ipython_dir() and None", "imports", ""),
     ("plt.plot([1, 2, 3])\nplt.show()", "plot", ":file images/plot.png"),
     ("g = Digraph()\ng.edge('x', 'y')\ng", "graph", ":file images/graph.svg"),
-    ("print('done')", "done", ""),
+    ("print('∂f/∂x = 6')", "done", ""),
 ]
 
 
-def build(folder, home, temporary):
+def elsewhere(folder):
+    """FOLDER filled with what a user's environment may point at: modules
+    named like those the notes and the bridge import, each of which stops
+    whoever imports it; a Python start-up file and a Jupyter config that
+    leave a variable behind; and another environment's bin/ whose python3
+    and dot stop whoever runs them."""
+    modules = folder / "modules"
+    modules.mkdir()
+    for name in ("numpy", "graphviz", "zmq", "json", "kernel_supervisor"):
+        (modules / f"{name}.py").write_text(f"raise SystemExit('{name} from PYTHONPATH')\n")
+    (folder / "startup.py").write_text("from_pythonstartup = True\n")
+    for config in ("jupyter", "jupyter/profile_default"):
+        (folder / config).mkdir()
+        (folder / config / "ipython_kernel_config.py").write_text(
+            "c.InteractiveShellApp.exec_lines = ['from_jupyter_config = True']\n")
+    (folder / "other-env" / "bin").mkdir(parents=True)
+    for name in ("python3", "dot"):
+        (folder / "other-env" / "bin" / name).write_text("#!/bin/sh\necho other-env >&2; exit 3\n")
+        (folder / "other-env" / "bin" / name).chmod(0o755)
+    return folder
+
+
+def settings_of_python_and_locale(folder):
+    """What breaks a Python that honours it: another interpreter's home,
+    modules in the way, and a locale that is ASCII for Python."""
+    return {"PYTHONPATH": str(folder / "modules"), "PYTHONHOME": "/nonexistent",
+            "LANG": "C", "LC_ALL": "POSIX", "PYTHONUTF8": "0"}
+
+
+def settings_of_libraries_and_an_activated_environment(folder):
+    """What changes what a kernel prints or draws, and an environment
+    activated as bin/activate and conda activate leave one."""
+    other = folder / "other-env"
+    return {"PYTHONWARNINGS": "error", "PYTHONSTARTUP": str(folder / "startup.py"),
+            "MPLBACKEND": "TkAgg", "IPYTHONDIR": str(folder / "jupyter"),
+            "JUPYTER_CONFIG_DIR": str(folder / "jupyter"),
+            "JUPYTER_CONFIG_PATH": str(folder / "jupyter"), "JUPYTER_PATH": str(folder / "jupyter"),
+            "IPYKERNEL_CELL_NAME": "cell.py", "VIRTUAL_ENV": str(other),
+            "CONDA_PREFIX": str(other), "PATH": f"{other}/bin:{os.environ['PATH']}"}
+
+
+def build(folder, home, temporary, settings):
     return subprocess.run(
         [EMACS, "-Q", "--batch", "-l", "tools/build.el", "-f", "gradients-build-run",
          "README.org"], cwd=folder, capture_output=True, text=True, timeout=180,
-        env=dict(os.environ, HOME=str(home), TMPDIR=str(temporary)),
+        env=dict(os.environ, HOME=str(home), TMPDIR=str(temporary), **settings),
         preexec_fn=ctrl_c_as_in_a_terminal)
 
 
-def test_an_unwritable_home_changes_nothing_and_leaves_nothing(tiny, tmp_path_factory):
-    """Built under one unwritable home, then again under the other: the
-    second build, which must rewrite the notes byte for byte, checks the
-    second home as the first build's checks check the first, and a
+def test_the_callers_environment_changes_nothing_and_leaves_nothing(tiny, tmp_path_factory):
+    """Built under one unwritable home and one set of hostile settings,
+    then again under the other home and the other set: the second build,
+    which must rewrite the notes and the picture byte for byte, checks the
+    second environment as the first build's checks check the first, and a
     difference between two builds, whatever its cause, shows."""
     first_home, second_home = (unwritable(tmp_path_factory.mktemp("home"))
                                for unwritable in UNWRITABLE_HOMES.values())
     temporary = tmp_path_factory.mktemp("tmp")
+    folder = elsewhere(tmp_path_factory.mktemp("elsewhere"))
     write_readme(tiny, HEADER + "".join(block(*each) for each in BLOCKS))
-    first = build(tiny, first_home, temporary)
+    first = build(tiny, first_home, temporary, settings_of_python_and_locale(folder))
     assert first.returncode == 0, first.stderr
-    once = (tiny / "README.org").read_text()
+    once = (tiny / "README.org").read_text(encoding="utf-8")
+    graph = (tiny / "images" / "graph.svg").read_bytes()
     assert "#+RESULTS: imports" not in once, once
-    assert ":results:\n: done\n:end:" in once
-    second = build(tiny, second_home, temporary)
+    assert ":results:\n: ∂f/∂x = 6\n:end:" in once
+    second = build(tiny, second_home, temporary,
+                   settings_of_libraries_and_an_activated_environment(folder))
     assert second.returncode == 0, second.stderr
     assert "unchanged README.org" in second.stderr
-    assert (tiny / "README.org").read_text() == once
+    assert "unchanged images/graph.svg" in second.stderr
+    assert (tiny / "README.org").read_text(encoding="utf-8") == once
+    assert (tiny / "images" / "graph.svg").read_bytes() == graph
     assert sorted(p.name for p in temporary.iterdir()) == []
 
 
@@ -71,7 +122,9 @@ CALLERS_SETTINGS = {"PYTHONOPTIMIZE": "2", "PYTHONHASHSEED": "random", "TZ": "As
 @pytest.fixture(scope="module")
 def users_home_and_kernel(tmp_path_factory):
     """A HOME holding the user's own settings, and a kernel started by a
-    caller with that HOME and CALLERS_SETTINGS."""
+    caller with that HOME, CALLERS_SETTINGS and the settings of both kinds
+    of `elsewhere` at once."""
+    folder = elsewhere(tmp_path_factory.mktemp("elsewhere"))
     home = tmp_path_factory.mktemp("settings") / "home"
     (home / ".config" / "matplotlib").mkdir(parents=True)
     (home / ".config" / "matplotlib" / "matplotlibrc").write_text("lines.linewidth: 7\n")
@@ -83,7 +136,9 @@ def users_home_and_kernel(tmp_path_factory):
         monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
         monkeypatch.delenv("MPLCONFIGDIR", raising=False)
         monkeypatch.delenv("IPYTHONDIR", raising=False)
-        for name, setting in CALLERS_SETTINGS.items():
+        for name, setting in {**settings_of_python_and_locale(folder),
+                              **settings_of_libraries_and_an_activated_environment(folder),
+                              **CALLERS_SETTINGS}.items():
             monkeypatch.setenv(name, setting)
         kernel = kernel_bridge.Kernel()
     try:
@@ -119,3 +174,43 @@ def test_the_callers_python_time_and_locale_settings_do_not_reach_the_kernel(
             "      locale.getpreferredencoding(), 'COLUMNS' in os.environ)")
     org, _ = kernel_bridge.execute(kernel, code)
     assert org == ": 0 0 UTC UTF-8 False"
+
+
+@pytest.mark.xdist_group(__name__)
+def test_the_callers_python_jupyter_and_activated_environment_do_not_reach_the_kernel(
+        users_home_and_kernel):
+    """Its modules are the venv's, no start-up code of the caller ran, a
+    warning stays a warning, pictures are inline, and the python3 and dot
+    on its PATH are the machine's, not those of the activated one."""
+    _, kernel = users_home_and_kernel
+    code = ("import numpy, os, shutil, sys, warnings, matplotlib\n"
+            "print(numpy.__file__.startswith(sys.prefix), 'from_pythonstartup' in globals(),\n"
+            "      'from_jupyter_config' in globals(), sys.warnoptions, matplotlib.get_backend(),\n"
+            "      sorted(name for name in os.environ\n"
+            "             if name.startswith(('VIRTUAL_ENV', 'CONDA', 'IPYKERNEL', 'JUPYTER_CONFIG_P'))),\n"
+            "      [os.path.basename(os.path.dirname(os.path.dirname(shutil.which(name))))\n"
+            "       for name in ('python3', 'dot')].count('other-env'))")
+    org, _ = kernel_bridge.execute(kernel, code)
+    assert org == ": True False False [] module://matplotlib_inline.backend_inline [] 0"
+
+
+def test_make_starts_its_pythons_without_the_callers_settings(tmp_path):
+    """Every recipe, pytest's, pip's and the build's alike, runs without
+    the caller's PYTHON* settings but UTF-8, and as after `deactivate`."""
+    (tmp_path / "elsewhere").mkdir()
+    folder = elsewhere(tmp_path / "elsewhere")
+    env = a_users_make_environment(
+        {**os.environ, **settings_of_python_and_locale(folder),
+         **settings_of_libraries_and_an_activated_environment(folder),
+         "PYTHONDONTWRITEBYTECODE": "1", "CONDA_SHLVL": "1"})
+    shown = subprocess.run(
+        ["make", "-s", "-f", str(ROOT / "Makefile"), "--eval",
+         "environment: ; @env; echo python3=$$(command -v python3) dot=$$(command -v dot)",
+         "environment"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert [line for line in lines
+            if line.startswith(("PYTHON", "VIRTUAL_ENV", "CONDA"))] == ["PYTHONUTF8=1"]
+    assert "other-env" not in next(line for line in lines if line.startswith("PATH="))
+    assert "other-env" not in lines[-1], lines[-1]
+
