@@ -1101,11 +1101,55 @@ newer than the edit, so make would never build it."
 
 ;;;; The builds
 
+(defconst gradients-build-oldest-org "9.5"
+  "The oldest Org the build is tested with (Debian 12's Emacs 28 has 9.5.5).")
+
+(defun gradients-build--load-path-setting ()
+  "\" (EMACSLOADPATH=...)\" when that variable set where Org comes from,
+else \"\": a message about the Org loaded names what chose it."
+  (let ((setting (getenv "EMACSLOADPATH")))
+    (if (and setting (not (equal setting "")))
+        (format " (EMACSLOADPATH=%s)" setting)
+      "")))
+
+(defun gradients-build--org-origin ()
+  "The folder Org is loaded from, with the EMACSLOADPATH that chose it."
+  (concat (abbreviate-file-name (file-name-directory (or (locate-library "org") "org")))
+          (gradients-build--load-path-setting)))
+
+(defun gradients-build--org-folders ()
+  "The folders Org's own libraries were loaded from, other than this
+build's: one, unless an Org is only partly on the load path."
+  (let (folders)
+    (dolist (entry load-history)
+      (let ((file (car entry)))
+        (when (and (stringp file)
+                   (string-match-p "/\\(org\\|ob\\|ol\\|ox\\)\\(-[^/]*\\)?\\.elc?\\'" file)
+                   (not (gradients-file-inside-p file gradients-build-directory)))
+          (cl-pushnew (file-name-directory file) folders :test #'equal))))
+    folders))
+
+(defun gradients-build--load-org ()
+  "Load Org and its tangling, or fail in one line naming where that Org
+came from: an Org on EMACSLOADPATH may be partial (a copied org.elc),
+compiled for another Emacs, or older than the build is tested with."
+  (condition-case err
+      (progn (require 'org) (require 'ob-tangle))
+    (error (error "Org did not load from %s: %s" (gradients-build--org-origin)
+                  (error-message-string err))))
+  (let ((folders (gradients-build--org-folders)))
+    (when (cdr folders)
+      (error "Org was loaded from %d folders at once, %s%s: one of them holds only part of an Org"
+             (length folders) (mapconcat #'abbreviate-file-name folders " and ")
+             (gradients-build--load-path-setting))))
+  (when (version< (org-release) gradients-build-oldest-org)
+    (error "Org %s from %s is older than %s, the oldest the build is tested with"
+           (org-release) (gradients-build--org-origin) gradients-build-oldest-org)))
+
 (defun gradients-build--visit (org-file)
   "Visit ORG-FILE where it is, decoded as UTF-8 (so Emacs never asks for
 a coding system, not even on a terminal); return its buffer."
-  (require 'org)
-  (require 'ob-tangle)
+  (gradients-build--load-org)
   (setq org-confirm-babel-evaluate nil     ; batch: nobody to ask
         ;; Tangling visits python-mode, which would guess and complain.
         python-indent-guess-indent-offset nil

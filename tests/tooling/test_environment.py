@@ -214,3 +214,29 @@ def test_make_starts_its_pythons_without_the_callers_settings(tmp_path):
     assert "other-env" not in next(line for line in lines if line.startswith("PATH="))
     assert "other-env" not in lines[-1], lines[-1]
 
+
+# Orgs on EMACSLOADPATH that cannot serve, each as a folder's files: one
+# that does not load, part of an Org in front of Emacs's own, and an Org
+# older than any the build is tested with.
+UNUSABLE_ORGS = {
+    "does not load": {"org.el": "(error \"Symbol's function definition is void: org-x\")"},
+    "part of one": {"ob-tangle.el": "(require 'ob-core)\n(provide 'ob-tangle)"},
+    "too old": {"org.el": "(defun org-release () \"9.3\")\n(provide 'org)",
+                "ob-tangle.el": "(provide 'ob-tangle)"},
+}
+
+
+def test_an_org_on_emacsloadpath_that_cannot_serve_is_refused_in_one_line(
+        tiny, tmp_path_factory):
+    before = write_readme(tiny, HEADER + "Some prose.\n")
+    for case, files in UNUSABLE_ORGS.items():
+        folder = tmp_path_factory.mktemp(case.replace(" ", "-"))
+        for name, text in files.items():
+            (folder / name).write_text(text)
+        run = subprocess.run(
+            [EMACS, "-Q", "--batch", "-l", "tools/build.el", "-f", "gradients-build-tangle",
+             "README.org"], cwd=tiny, capture_output=True, text=True, timeout=60,
+            env=dict(os.environ, EMACSLOADPATH=f"{folder}:"))
+        said = [line for line in run.stderr.splitlines() if f"EMACSLOADPATH={folder}:" in line]
+        assert len(said) == 1, (case, run.stderr)
+        assert_failed_cleanly(run, tiny, before, said[0])
