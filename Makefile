@@ -27,7 +27,7 @@ export PYTHONUTF8 := 1
 # runs as after `deactivate`, so that its python3 does not make the venv,
 # nor its dot draw the pictures.
 ifneq ($(VIRTUAL_ENV)$(CONDA_PREFIX),)
-export PATH := $(shell IFS=:; kept=; for folder in $$PATH; do \
+export PATH := $(shell set -f; IFS=:; kept=; for folder in $$PATH; do \
     case "$$folder" in ("$${VIRTUAL_ENV:-/-}/bin"|"$${CONDA_PREFIX:-/-}/bin") ;; \
                        (*) kept="$$kept$${kept:+:}$$folder" ;; esac; done; printf '%s' "$$kept")
 endif
