@@ -58,6 +58,11 @@ BATCH_EMACS := $(EMACS) -Q --batch
 # is interrupted waits for its kernel to be gone.
 BUILD_LOCK  := tools/one-build-at-a-time
 BUILD_EMACS := $(BUILD_LOCK) $(BATCH_EMACS)
+# Emacs reads a file name given to -l as a shell would ($HOME, ~user, a
+# second /), once it has made it absolute: in a checkout whose path holds
+# one of those, it would load another file or none.  Quoted with /: it is
+# taken as it is.
+LOAD_BUILD_EL := --eval '(load (file-name-quote (expand-file-name "tools/build.el")) nil t)'
 
 # The exact versions the notes are tested with, compiled from pyproject.toml.
 LOCK := requirements.lock
@@ -160,15 +165,15 @@ tangle: $(OUTPUTS_LIST)  ## gradients.py and the pictures in images/, from READM
 
 $(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(wildcard $(OUTPUTS)) $(if $(MISSING),FORCE) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
-	$(BUILD_EMACS) -l tools/build.el -f gradients-build-tangle README.org
+	$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-tangle README.org
 
 run: $(VENV_STAMP)  ## restart and run all: rewrite every result and picture in README.org
 	@$(REQUIRE) $(BUILD_PACKAGES)
-	$(BUILD_EMACS) -l tools/build.el -f gradients-build-run README.org
+	$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-run README.org
 
 $(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
-	$(BUILD_EMACS) -l tools/build.el -f gradients-build-produce README.org
+	$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-produce README.org
 
 # pytest brings $(PRODUCED) up to date itself (tests/conftest.py), with
 # make, while it imports what the checks need: the two overlap.

@@ -50,7 +50,7 @@
       create-lockfiles nil
       make-backup-files nil)
 
-(load (expand-file-name "ob-gradients" gradients-build-directory) nil t)
+(load (file-name-quote (expand-file-name "ob-gradients" gradients-build-directory)) nil t)
 
 (defmacro gradients-build--as-a-build (&rest body)
   "Run BODY with the executor behaving as a build needs: every block
