@@ -125,14 +125,20 @@ PRODUCED := $(BUILD)/produced/blocks.json
 # Which Emacs and Org read the notes last: with another one (`make test
 # EMACS=...`, an Org on EMACSLOADPATH) the build reads them again.
 # `make -n` and `make -q` write nothing: they take it as changed instead.
+# EMACSLOADPATH names folders as they are spelled ($(value): make would
+# read a `$` in it as one of its variables), and the note is written by
+# make itself: through the shell, a quote in the path would end the
+# string and leave no note, so that every make would build again.
 EMACS_ID := $(BUILD)/emacs-id
+EMACS_NOW := $(EMACS) $(value EMACSLOADPATH)
 ifneq ($(BUILD_GOALS),)
-ifneq ($(EMACS) $(EMACSLOADPATH),$(shell cat $(EMACS_ID) 2>/dev/null))
+ifneq ($(EMACS_NOW),$(file <$(EMACS_ID)))
 ifneq (,$(findstring n,$(firstword -$(MAKEFLAGS)))$(findstring q,$(firstword -$(MAKEFLAGS))))
 EMACS_CHANGED := FORCE
 $(EMACS_ID):
 else
-$(shell mkdir -p $(BUILD) && echo '$(EMACS) $(EMACSLOADPATH)' > $(EMACS_ID))
+$(shell mkdir -p $(BUILD))
+$(file >$(EMACS_ID),$(EMACS_NOW))
 endif
 endif
 endif

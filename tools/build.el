@@ -50,7 +50,44 @@
       create-lockfiles nil
       make-backup-files nil)
 
-(load (file-name-quote (expand-file-name "ob-gradients" gradients-build-directory)) nil t)
+;;;; File names taken as they are spelled
+
+;; Emacs reads `$NAME', `${NAME}', `$$', a `~' or a second `/' after a
+;; slash in any file name that goes through `substitute-in-file-name', as
+;; every `load' does (ours of ob-gradients.el, Org's of its autoloads):
+;; in a checkout or a folder of Emacs's load path whose own path holds one
+;; of those, Emacs would read another file, or none.  A file name handler
+;; for each such folder keeps the names under it as they are spelled;
+;; elsewhere no handler is added, so nothing else changes.
+
+(defun gradients-build--name-as-spelled (_operation name &rest _)
+  "File name handler for `substitute-in-file-name' alone: NAME as it is."
+  name)
+
+;; Only for that operation: Emacs takes a file with a handler for any
+;; other for a remote one (it cannot load compiled Lisp from it).
+(put 'gradients-build--name-as-spelled 'operations '(substitute-in-file-name))
+
+(defun gradients-build-take-as-spelled (folder)
+  "Make Emacs take the names of FOLDER and of every file under it as
+they are spelled, if it would read them otherwise."
+  (let ((folder (file-name-as-directory (expand-file-name folder))))
+    (unless (or (equal (let ((file-name-handler-alist nil))
+                         (substitute-in-file-name folder))
+                       folder)
+                (string-prefix-p "/:" folder))
+      (add-to-list 'file-name-handler-alist
+                   (cons (concat "\\`" (regexp-quote folder))
+                         #'gradients-build--name-as-spelled)))))
+
+;; The checkout (the folder above tools/), and where Emacs finds Lisp
+;; (EMACSLOADPATH may name an Org in the checkout's .build/), before
+;; anything is loaded from them.
+(dolist (folder (cons (expand-file-name ".." gradients-build-directory) load-path))
+  (when (stringp folder)
+    (gradients-build-take-as-spelled folder)))
+
+(load (expand-file-name "ob-gradients" gradients-build-directory) nil t)
 
 (defmacro gradients-build--as-a-build (&rest body)
   "Run BODY with the executor behaving as a build needs: every block
@@ -1182,6 +1219,7 @@ folder) and `scratch'."
               (gradients-kernel-directory project))
          ;; A batch build starts with these empty; a build in process
          ;; must not see what the one before it found.
+         (gradients-build-take-as-spelled project)
          (setq gradients-build--project project
                gradients-build--under-way gradients-build--org-name
                gradients-build--inputs nil
