@@ -300,9 +300,11 @@ old time (cp -p) is no older than the build."
 (defun gradients-build--remove-abandoned-scratch (project)
   "Remove the scratch folders of builds that no longer run: one killed
 with SIGKILL ran no hook to remove its own.  Each is named after its
-Emacs's process id."
-  (dolist (folder (file-expand-wildcards
-                   (expand-file-name ".build/run-*" project)))
+Emacs's process id.  Only the names in .build/ are matched, not the
+path to it: a `*' or `[' in the checkout's path would be a wildcard,
+matching another checkout's folders, or none."
+  (dolist (folder (directory-files (expand-file-name ".build" project) t
+                                   "\\`run-[0-9]+-"))
     (when (and (string-match "/run-\\([0-9]+\\)-[^/]*\\'" folder)
                (not (process-attributes (string-to-number (match-string 1 folder)))))
       (delete-directory folder t))))
