@@ -145,10 +145,20 @@ block again, and make builds again (through .build/produced/inputs.mk).")
 ;; kernel starts: bad input fails at once.
 
 (defun gradients-build--org-file ()
+  "The Org file named on the command line, as an absolute name without
+Emacs's /: quoting.  Emacs quotes the folder it starts in when the
+folder's name looks like a remote one (/a:b/...): Org and the kernel's
+process would take the quoted name for another file.  Plain, the name is
+the file it says, unless a file name handler (Tramp's) claims it: then
+the build stops at once."
   (let ((file (pop command-line-args-left)))
     (unless (and file (file-readable-p file))
       (error "Usage: emacs --batch -l tools/build.el -f FUNCTION README.org"))
-    (expand-file-name file)))
+    (let ((file (file-name-unquote (expand-file-name file))))
+      (when (find-file-name-handler file 'file-exists-p)
+        (error "%s: Emacs takes the path %s for a remote file name (Tramp's /method:host: syntax), and cannot build there; move the checkout to a path whose first folder has no `:'"
+               (file-name-nondirectory file) (file-name-directory file)))
+      file)))
 
 (defun gradients-build--fail-at (line format-string &rest args)
   (error "%s:%d: %s" gradients-build--org-name line (apply #'format format-string args)))
