@@ -1276,7 +1276,7 @@ kernel a block needs starts as usual.  The notes' buffer is killed
 after, so that the next run reads the file afresh.  For ERT (tests/ert/)."
   (let ((gradients-build--in-process t)
         (command-line-args-left (list org-file))
-        (org-file (expand-file-name org-file)))
+        (org-file (file-name-unquote (expand-file-name org-file))))
     (unwind-protect (funcall entry)
       (let ((buffer (find-buffer-visiting org-file)))
         (when buffer
