@@ -7,8 +7,8 @@
 (require 'ert)
 (require 'cl-lib)
 
-(load (expand-file-name "../../tools/build.el"
-                        (file-name-directory (or load-file-name buffer-file-name)))
+(load (file-name-quote (expand-file-name "../../tools/build.el"
+                                          (file-name-directory (or load-file-name buffer-file-name))))
       nil t)
 
 (defmacro build-tests--in-project (&rest body)

@@ -20,7 +20,7 @@
   "The project this file tests.")
 
 (setq native-comp-deferred-compilation nil)
-(load (expand-file-name "tools/ob-gradients.el" obgt-root) nil t)
+(load (file-name-quote (expand-file-name "tools/ob-gradients.el" obgt-root)) nil t)
 (setq org-confirm-babel-evaluate nil)
 (defvar gradients-interrupt-patience)
 

@@ -22,7 +22,7 @@
   (expand-file-name "../.." (file-name-directory (or load-file-name buffer-file-name)))
   "The project whose build is tested.")
 
-(load (expand-file-name "tools/build.el" refusal-tests--root) nil t)
+(load (file-name-quote (expand-file-name "tools/build.el" refusal-tests--root)) nil t)
 
 (defconst refusal-tests--header "#+PROPERTY: header-args:jupyter-python :session gradients
 #+PROPERTY: header-args:jupyter-python+ :results raw drawer
