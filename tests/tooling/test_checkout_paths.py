@@ -1,0 +1,43 @@
+"""A checkout whose own path holds what Emacs, make or the shell would
+read as something else: `$HOME`, `${HOME}`, `$$`, a folder `~user`, a `~`
+inside a name, quotes, a backslash, a space, `%`, `;`, `:`, `#`, `&`, a
+folder starting with `-`, non-ASCII, over 200 characters; built through a
+symbolic link, as a shell that entered the link runs it, then asked about
+with `make -C` from elsewhere.  One real `make tangle`, of notes that need
+no kernel; each family's Lisp is checked member by member in one Emacs by
+tests/ert/checkout-paths-tests.el."""
+
+import getpass
+import os
+
+from conftest import EMACS, copy_project, make
+
+NOTES = "* Notes\n\n#+begin_src python :tangle gradients.py\nprint('tangled')\n#+end_src\n"
+
+
+def test_make_tangle_in_a_checkout_whose_path_emacs_make_and_the_shell_would_read(tmp_path):
+    real = (tmp_path / f"~{getpass.getuser()}" / "a$HOME b${HOME} c$$d x~y"
+            / "q'r d\"q b\\s é %;:#&" / ("long-" + "l" * 150) / "-checkout")
+    real.mkdir(parents=True)
+    copy_project(real)
+    (real / "README.org").write_text(NOTES)
+    assert len(str(real)) > 200
+    link = tmp_path / "link $HOME 'q"
+    link.symlink_to(real)
+    # An Org elsewhere, as the Emacs/Org matrix names one; EMACSLOADPATH
+    # cannot hold a folder with a `:`, its separator.
+    lisp = tmp_path / "lisp $HOME ${HOME} 'q\" é"
+    lisp.mkdir()
+    env = dict(os.environ, PWD=str(link), EMACSLOADPATH=f"{lisp}:")
+    run = make("tangle", cwd=link, env=env, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "wrote gradients.py" in run.stderr, run.stderr
+    assert (real / "gradients.py").read_text() == "print('tangled')\n"
+    assert (real / ".build" / "outputs").read_text() == "gradients.py\n"
+    # Make keeps which Emacs and Org read the notes, as they are spelled:
+    # with anything else, every make would build again.
+    emacs = "emacs" if EMACS == "t" else EMACS
+    assert (real / ".build" / "emacs-id").read_text() == f"{emacs} {lisp}:\n"
+    assert not list((real / ".build").glob("run-*"))
+    again = make("-q", "-C", str(real), "tangle", cwd=tmp_path, env=env, timeout=60)
+    assert again.returncode == 0, again.stdout + again.stderr
