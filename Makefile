@@ -58,11 +58,12 @@ BATCH_EMACS := $(EMACS) -Q --batch
 # is interrupted waits for its kernel to be gone.
 BUILD_LOCK  := tools/one-build-at-a-time
 BUILD_EMACS := $(BUILD_LOCK) $(BATCH_EMACS)
-# Emacs reads a file name given to -l as a shell would ($HOME, ~user, a
-# second /), once it has made it absolute: in a checkout whose path holds
-# one of those, it would load another file or none.  Quoted with /: it is
-# taken as it is.
-LOAD_BUILD_EL := --eval '(load (file-name-quote (expand-file-name "tools/build.el")) nil t)'
+# build.el is found on the load path: `load' (and so -l) reads $HOME,
+# ${HOME}, $$, ~user and a second / in an absolute file name, and in a
+# checkout whose path holds one would load another file or none.  Emacs
+# takes the folders of its load path as they are; build.el then makes it
+# take every name under the checkout so.
+LOAD_BUILD_EL := --eval '(let ((load-path (cons (expand-file-name "tools") load-path))) (load "build.el" nil t t))'
 
 # The exact versions the notes are tested with, compiled from pyproject.toml.
 LOCK := requirements.lock

@@ -66,8 +66,10 @@ the symbol the second sets to the folder it was loaded from."
   (checkout-paths-tests--library checkout-paths-tests--load-path-folder "on-load-path"))
 (push checkout-paths-tests--load-path-folder load-path)
 
-;; Quoted, as Emacs would substitute a `$' or `~' in the checkout's path.
-(load (file-name-quote (expand-file-name "tools/build.el" checkout-paths-tests--root)) nil t)
+;; Found on the load path: `load' would read a `$' or `~' in the
+;; checkout's path, were it given the file's absolute name.
+(let ((load-path (cons (expand-file-name "tools" checkout-paths-tests--root) load-path)))
+  (load "build.el" nil t t))
 
 (ert-deftest checkout-paths-load-in-folders-emacs-would-substitute ()
   "A file under a folder taken as spelled loads, and so does what it

@@ -20,7 +20,10 @@
   "The project this file tests.")
 
 (setq native-comp-deferred-compilation nil)
-(load (file-name-quote (expand-file-name "tools/ob-gradients.el" obgt-root)) nil t)
+;; Found on the load path: `load' would read a `$' or `~' in the
+;; checkout's path, were it given the file's absolute name.
+(let ((load-path (cons (expand-file-name "tools" obgt-root) load-path)))
+  (load "ob-gradients.el" nil t t))
 (setq org-confirm-babel-evaluate nil)
 (defvar gradients-interrupt-patience)
 

@@ -22,7 +22,10 @@
   (expand-file-name "../.." (file-name-directory (or load-file-name buffer-file-name)))
   "The project whose build is tested.")
 
-(load (file-name-quote (expand-file-name "tools/build.el" refusal-tests--root)) nil t)
+;; Found on the load path: `load' would read a `$' or `~' in the
+;; checkout's path, were it given the file's absolute name.
+(let ((load-path (cons (expand-file-name "tools" refusal-tests--root) load-path)))
+  (load "build.el" nil t t))
 
 (defconst refusal-tests--header "#+PROPERTY: header-args:jupyter-python :session gradients
 #+PROPERTY: header-args:jupyter-python+ :results raw drawer

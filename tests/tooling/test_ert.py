@@ -17,9 +17,10 @@ def test_there_are_ert_tests():
 
 @pytest.mark.parametrize("file", ERT_FILES, ids=lambda file: file.name)
 def test_ert(file):
-    # Quoted with /:, which Emacs takes as it is: it would read a `$` or
-    # `~` in the checkout's path (as each file quotes what it loads).
-    run = emacs("-l", "ert", "-l", f"/:{file}", "-f", "ert-run-tests-batch-and-exit",
+    # Found on the load path: `load` (and so -l) would read a `$` or `~`
+    # in the checkout's path, were it given the file's absolute name.
+    run = emacs("-l", "ert", "-L", str(file.parent), "--eval", f'(load "{file.name}" nil t t)',
+                "-f", "ert-run-tests-batch-and-exit",
                 check=False, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert " 0 unexpected" in run.stderr, run.stderr
