@@ -25,7 +25,10 @@
   (expand-file-name ".." (file-name-directory (or load-file-name buffer-file-name))))
 
 (setq native-comp-deferred-compilation nil)
-(load (expand-file-name "tools/ob-gradients.el" queue-timing-root) nil t)
+;; Found on the load path, as the Makefile finds build.el: `load' would
+;; read a `$' or `~' in the checkout's path in an absolute name.
+(let ((load-path (cons (expand-file-name "tools" queue-timing-root) load-path)))
+  (load "ob-gradients.el" nil t t))
 (setq org-confirm-babel-evaluate nil)
 
 (defvar queue-timing-runs (string-to-number (or (getenv "RUNS") "7")))
@@ -186,11 +189,11 @@ input, which is when an idle timer runs."
     (unwind-protect
         (let ((lines 1))
           (call-process "tmux" nil nil nil "-L" socket "new-session" "-d" "-x" "160" "-y" "45"
-                        (format "%s -nw -Q -l %s -f queue-timing-terminal-setup"
+                        (format "%s -nw -Q -L %s --eval %s -f queue-timing-terminal-setup"
                                 (shell-quote-argument (expand-file-name invocation-name
                                                                         invocation-directory))
-                                (shell-quote-argument (expand-file-name "tools/queue-timing.el"
-                                                                        queue-timing-root))))
+                                (shell-quote-argument (expand-file-name "tools" queue-timing-root))
+                                (shell-quote-argument "(load \"queue-timing.el\" nil t t)")))
           (queue-timing--until-log-has lines)
           (dotimes (_ queue-timing-runs)
             (sleep-for 0.5)
