@@ -7,9 +7,11 @@
 (require 'ert)
 (require 'cl-lib)
 
-(load (expand-file-name "../../tools/build.el"
-                        (file-name-directory (or load-file-name buffer-file-name)))
-      nil t)
+;; Found on the load path: `load' would read a `$' or `~' in the
+;; checkout's path, were it given the file's absolute name.
+(let ((load-path (cons (expand-file-name "../../tools" (file-name-directory (or load-file-name buffer-file-name)))
+                       load-path)))
+  (load "build.el" nil t t))
 
 (defmacro environment-tests--in-project (&rest body)
   "Run BODY with `project' a fresh folder and the build's scratch folder
