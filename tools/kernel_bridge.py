@@ -186,6 +186,12 @@ class Channels:
     # Where each socket listens: the kernel binds "ADDRESS-PORT".
     PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4,
              "hb_port": 5}
+    # The kernel binds its sockets a few tenths of a second after the
+    # bridge connects; until then ZeroMQ tries again every RECONNECT_IVL,
+    # whose default, 100 ms, was up to that much more waiting for the
+    # shell socket's first answer, then again for IOPub's, on every build
+    # and every session's start.
+    RECONNECT_INTERVAL_MS = 5
 
     def __init__(self, address, key):
         self.key = key.encode()
@@ -196,6 +202,7 @@ class Channels:
         self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
         for socket, port in ((self.shell, "shell_port"), (self.iopub, "iopub_port")):
             socket.linger = 0
+            socket.reconnect_ivl = self.RECONNECT_INTERVAL_MS
             socket.connect(f"ipc://{address}-{self.PORTS[port]}")
 
     @classmethod
