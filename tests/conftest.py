@@ -115,6 +115,14 @@ def pytest_configure(config):
         pytest.exit("the build of README.org failed (make said why, above)", returncode=2)
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked long start first.  pytest-xdist hands tests to its
+    workers in this order, and one long test handed out last runs alone
+    while the other workers, done, wait: longest first, the workers end
+    together."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 def pytest_sessionstart(session):
     """Notes the build has not read as they are now (README.org saved while
     it ran) stop the run at once, with one line, instead of every test

@@ -126,6 +126,7 @@ def test_a_lock_older_than_pyproject_stops_make_venv(small_project):
     assert not (project / ".venv").exists()
 
 
+@pytest.mark.long
 def test_make_venv_repairs_a_venv_that_does_not_match_the_lock(small_project):
     project, uv = small_project
     venv = project / ".venv"

@@ -15,6 +15,7 @@ def test_there_are_ert_tests():
     assert len(ERT_FILES) >= 2
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("file", ERT_FILES, ids=lambda file: file.name)
 def test_ert(file):
     # Found on the load path: `load` (and so -l) would read a `$` or `~`

@@ -251,6 +251,7 @@ ENDS_ITS_KERNEL = {
 }
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("case", ENDS_ITS_KERNEL)
 def test_a_block_that_ends_its_kernel_leaves_nothing_running(bridge, case):
     code, options, kind = ENDS_ITS_KERNEL[case]

@@ -149,6 +149,7 @@ def test_every_planted_fault_is_in_a_group():
     assert sorted(sum(PLANTED_TOGETHER.values(), [])) == sorted(FAULTS)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("group", PLANTED_TOGETHER)
 def test_make_test_catches_each_planted_fault_and_touches_nothing(project_copy, group):
     # The checkout's own kernel run, made by the `make test` before this

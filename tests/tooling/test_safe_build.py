@@ -152,6 +152,7 @@ print(6 * 7)"""
 WAITING = "waiting for the other build of "
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("removal", ["make clean", "rm -rf .build"])
 def test_a_build_whose_scratch_files_are_removed_still_runs_alone(tiny, removal):
     """Scratch files may be cleared (make clean, git clean -fdX) while a

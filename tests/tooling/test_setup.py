@@ -48,6 +48,7 @@ DAMAGE = {
 }
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
 def test_make_installs_again_a_package_whose_files_are_gone(tmp_path, damage):
     project = small_project(tmp_path)
@@ -91,6 +92,7 @@ def test_make_works_with_a_uv_whose_path_has_a_space(tmp_path):
         assert f'"{uv}"' in run.stdout or target == "bench"
 
 
+@pytest.mark.long
 def test_make_tangle_works_in_a_checkout_whose_path_has_a_space(tmp_path):
     """From a checkout without a venv, as after `git clone`: make makes
     the venv, then builds, and has nothing left to do."""
