@@ -1,4 +1,4 @@
-;;; build-tests.el --- ERT tests of the build's pure parts  -*- lexical-binding: t -*-
+;;; build-tests.el --- ERT tests of parts of the build, without a kernel  -*- lexical-binding: t -*-
 
 ;; emacs -Q --batch -l tests/ert/build-tests.el -f ert-run-tests-batch-and-exit
 
@@ -108,5 +108,52 @@ them; names that differ otherwise, in ASCII or not, stay apart."
     (should (equal (funcall key "GRADIENTS.py") (funcall key "gradients.py")))
     (should-not (equal (funcall key "images/ete.png") (funcall key composed)))
     (should-not (equal (funcall key "images/a.png") (funcall key "images/b.png")))))
+
+;;;; Installing the outputs, whatever the user's umask
+
+(defmacro build-tests--in-scratch-project (&rest body)
+  "Run BODY with `project' a fresh folder and the build's scratch folder
+made in it, as a build has them when it installs its outputs."
+  (declare (indent 0))
+  `(let* ((project (file-name-as-directory (make-temp-file "build-tests-" t)))
+          (gradients-build--project project)
+          (gradients-build--written nil)
+          (inhibit-message t))
+     (unwind-protect
+         (progn (gradients-build--make-scratch project) ,@body)
+       (setq gradients-build--scratch nil)
+       (delete-directory project t))))
+
+(defun build-tests--write (file text)
+  (make-directory (file-name-directory file) t)
+  (with-temp-file file (insert text)))
+
+;; A user's umask of 077 makes every new file 600; the outputs the build
+;; replaces must stay readable by whoever could read them before, and an
+;; executable stays executable, even for its group.
+(ert-deftest build-tests-a-replaced-output-keeps-its-permissions-under-any-umask ()
+  (build-tests--in-scratch-project
+    (let ((from (expand-file-name "produced/" project))
+          (modes '(("gradients.py" . #o755) ("images/plot.png" . #o644)
+                   ("images/graph.svg" . #o640) ("README.org" . #o664))))
+      (dolist (each modes)
+        (build-tests--write (expand-file-name (car each) project) "old\n")
+        (set-file-modes (expand-file-name (car each) project) (cdr each))
+        (build-tests--write (expand-file-name (car each) from) "new\n"))
+      (with-file-modes #o700
+        (gradients-build--install from (mapcar #'car modes)))
+      (dolist (each modes)
+        (let ((file (expand-file-name (car each) project)))
+          (should (equal (gradients-build--file-bytes file) "new\n"))
+          (should (equal (format "%s %o" (car each) (file-modes file))
+                         (format "%s %o" (car each) (cdr each)))))))))
+
+(ert-deftest build-tests-a-new-output-gets-the-umasks-permissions ()
+  (build-tests--in-scratch-project
+    (let ((from (expand-file-name "produced/" project)))
+      (build-tests--write (expand-file-name "images/new.png" from) "new\n")
+      (with-file-modes #o700
+        (gradients-build--install from '("images/new.png")))
+      (should (= (file-modes (expand-file-name "images/new.png" project)) #o600)))))
 
 ;;; build-tests.el ends here
