@@ -3,16 +3,19 @@ read as something else: `$HOME`, `${HOME}`, `$$`, a folder `~user`, a `~`
 inside a name, quotes, a backslash, a space, `%`, `;`, `:`, `#`, `&`, a
 folder starting with `-`, non-ASCII, over 200 characters; built through a
 symbolic link, as a shell that entered the link runs it, then asked about
-with `make -C` from elsewhere.  One real `make tangle`, of notes that need
-no kernel; each family's Lisp is checked member by member in one Emacs by
-tests/ert/checkout-paths-tests.el."""
+with `make -C` from elsewhere.  One real `make tangle`, whose block runs on
+a kernel in that folder and reads a file there; each family's Lisp is
+checked member by member in one Emacs by tests/ert/checkout-paths-tests.el."""
 
 import getpass
+import json
 import os
 
 from conftest import EMACS, copy_project, make
+from tiny_notes import HEADER, block
 
-NOTES = "* Notes\n\n#+begin_src python :tangle gradients.py\nprint('tangled')\n#+end_src\n"
+CODE = "print(open('data.txt').read())\nprint('tangled')"
+NOTES = HEADER + block(CODE, "reads")
 
 
 def test_make_tangle_in_a_checkout_whose_path_emacs_make_and_the_shell_would_read(tmp_path):
@@ -21,6 +24,7 @@ def test_make_tangle_in_a_checkout_whose_path_emacs_make_and_the_shell_would_rea
     real.mkdir(parents=True)
     copy_project(real)
     (real / "README.org").write_text(NOTES)
+    (real / "data.txt").write_text("read in its folder")
     assert len(str(real)) > 200
     link = tmp_path / "link $HOME 'q"
     link.symlink_to(real)
@@ -32,7 +36,10 @@ def test_make_tangle_in_a_checkout_whose_path_emacs_make_and_the_shell_would_rea
     run = make("tangle", cwd=link, env=env, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "wrote gradients.py" in run.stderr, run.stderr
-    assert (real / "gradients.py").read_text() == "print('tangled')\n"
+    assert (real / "gradients.py").read_text() == CODE + "\n"
+    produced = json.loads((real / ".build" / "produced" / "blocks.json").read_text())
+    assert produced["blocks"][0]["produced"] == ": read in its folder\n: tangled"
+    assert [read["file"] for read in produced["reads"]] == ["data.txt"]
     assert (real / ".build" / "outputs").read_text() == "gradients.py\n"
     # Make keeps which Emacs and Org read the notes, as they are spelled:
     # with anything else, every make would build again.

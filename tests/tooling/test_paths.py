@@ -6,7 +6,9 @@ Org sees the notes in their own folder, as the author does."""
 
 import os
 
-from conftest import make
+import pytest
+
+from conftest import copy_project, make
 from tiny_notes import (HEADER, assert_failed_cleanly, assert_no_kernel_left, block, build,
                         line_of, write_readme)
 
@@ -17,15 +19,49 @@ def reported(run):
     return [line for line in run.stderr.splitlines() if line.startswith("README.org:")]
 
 
-def test_one_tangled_file_under_two_spellings_gets_every_block(tiny):
+@pytest.fixture(scope="module")
+def tangled_once(tmp_path_factory):
+    """One successful `make tangle' of notes that name one output in
+    several ways, with the scratch folders of an earlier build about:
+    the notes' folder, the notes and the build."""
+    folder = copy_project(tmp_path_factory.mktemp("tangled-once"))
+    (folder / ".build").mkdir(exist_ok=True)
+    # No process has a number this high (pid_max is at most 2^22).
+    (folder / ".build" / "run-99999999-abcdef" / "images").mkdir(parents=True)
+    (folder / ".build" / f"run-{os.getpid()}-abcdef").mkdir()
     text = HEADER + block("print('one')", "one", ":tangle ./gradients.py") \
-        + block("print('two')", "two") + block("print('three')", "three", ":tangle gradients.py")
-    write_readme(tiny, text)
-    run = build(tiny)
+        + block("print('two')", "two") + block("print('three')", "three", ":tangle gradients.py") \
+        + block(DRAW, "absolute", f":file {folder}/images/abs.svg")
+    write_readme(folder, text)
+    return folder, build(folder)
+
+
+@pytest.mark.xdist_group(f"{__name__}.tangled_once")
+def test_one_tangled_file_under_two_spellings_gets_every_block(tangled_once):
+    folder, run = tangled_once
     assert run.returncode == 0, run.stderr
-    tangled = (tiny / "gradients.py").read_text()
+    tangled = (folder / "gradients.py").read_text()
     assert [line for line in tangled.splitlines() if line.startswith("print")] == \
         ["print('one')", "print('two')", "print('three')"]
+
+
+@pytest.mark.xdist_group(f"{__name__}.tangled_once")
+def test_an_absolute_path_inside_the_project_is_the_same_file(tangled_once):
+    folder, run = tangled_once
+    assert run.returncode == 0, run.stderr
+    assert (folder / "images" / "abs.svg").read_text().startswith("<?xml")
+    assert (folder / ".build" / "outputs").read_text().splitlines() == \
+        ["gradients.py", "images/abs.svg"]
+
+
+@pytest.mark.xdist_group(f"{__name__}.tangled_once")
+def test_a_scratch_folder_left_by_a_killed_build_is_removed(tangled_once):
+    """Only that of a process that is gone: a build running beside this
+    one keeps its own."""
+    folder, run = tangled_once
+    assert run.returncode == 0, run.stderr
+    assert not (folder / ".build" / "run-99999999-abcdef").exists()
+    assert (folder / ".build" / f"run-{os.getpid()}-abcdef").exists()
 
 
 # Every refusal of an output path, each on its line, is checked in one
@@ -64,36 +100,40 @@ def test_outputs_refused_by_make_tangle_leave_nothing_anywhere(tiny, tmp_path_fa
     assert not list(tiny.rglob("odd*")) and not list(tiny.rglob("a?b.svg"))
 
 
-def test_an_absolute_path_inside_the_project_is_the_same_file(tiny):
-    text = HEADER + block(DRAW, "absolute", f":file {tiny}/images/abs.svg")
-    write_readme(tiny, text)
-    run = build(tiny)
-    assert run.returncode == 0, run.stderr
-    assert (tiny / "images" / "abs.svg").read_text().startswith("<?xml")
+@pytest.fixture(scope="module")
+def run_twice_then_tangled(tmp_path_factory):
+    """Notes whose header values Org computes in their folder, from a
+    #+SETUPFILE there and from Lisp, and a block made of another by
+    noweb: `make run' twice, then `make tangle'.  The notes' folder,
+    README.org after the first run, and the three builds."""
+    folder = copy_project(tmp_path_factory.mktemp("run-twice"))
+    (folder / "setup.org").write_text("#+PROPERTY: header-args:jupyter-python+ :var answer=42\n")
+    text = HEADER.replace("* Notes", "#+SETUPFILE: setup.org\n\n* Notes") \
+        + block("print(path, answer)", "where", ':var path=(expand-file-name "data.csv")') \
+        + block("X = 41", "helper", ":eval no :tangle no") \
+        + block("<<helper>>\nprint(X + 1)", "uses", ":noweb yes")
+    write_readme(folder, text)
+    first = build(folder, "run")
+    once = (folder / "README.org").read_text()
+    second = build(folder, "run")
+    return folder, first, once, second, build(folder)
 
 
-def test_lisp_header_values_and_setupfile_see_the_notes_folder(tiny):
-    (tiny / "setup.org").write_text("#+PROPERTY: header-args:jupyter-python+ :var answer=42\n")
-    text = HEADER.replace("* Notes", "#+SETUPFILE: setup.org\n\n* Notes") + block(
-        "print(path, answer)", "where", ':var path=(expand-file-name "data.csv")')
-    write_readme(tiny, text)
-    run = build(tiny, "run")
-    assert run.returncode == 0, run.stderr
-    assert f": {tiny}/data.csv 42" in (tiny / "README.org").read_text()
-    again = build(tiny, "run")
-    assert again.returncode == 0 and "wrote README.org" not in again.stderr, again.stderr
+@pytest.mark.xdist_group(f"{__name__}.run_twice_then_tangled")
+def test_lisp_header_values_and_setupfile_see_the_notes_folder(run_twice_then_tangled):
+    folder, first, once, second, _ = run_twice_then_tangled
+    assert first.returncode == 0, first.stderr
+    assert f": {folder}/data.csv 42" in once
+    assert second.returncode == 0 and "wrote README.org" not in second.stderr, second.stderr
 
 
-def test_a_scratch_folder_left_by_a_killed_build_is_removed(tiny):
-    (tiny / ".build").mkdir(exist_ok=True)
-    # No process has a number this high (pid_max is at most 2^22).
-    abandoned = tiny / ".build" / "run-99999999-abcdef"
-    (abandoned / "images").mkdir(parents=True)
-    mine = tiny / ".build" / f"run-{os.getpid()}-abcdef"
-    mine.mkdir()
-    write_readme(tiny, HEADER + block("x = 1", "one"))
-    assert build(tiny).returncode == 0
-    assert not abandoned.exists() and mine.exists()
+@pytest.mark.xdist_group(f"{__name__}.run_twice_then_tangled")
+def test_noweb_references_are_expanded_as_org_expands_them(run_twice_then_tangled):
+    folder, first, once, _, tangled = run_twice_then_tangled
+    assert first.returncode == 0, first.stderr
+    assert ":results:\n: 42\n:end:" in once
+    assert tangled.returncode == 0, tangled.stderr
+    assert "X = 41\nprint(X + 1)" in (folder / "gradients.py").read_text()
 
 
 def test_a_result_org_cannot_replace_or_would_run_is_refused(tiny):
@@ -111,18 +151,6 @@ def test_a_result_org_cannot_replace_or_would_run_is_refused(tiny):
     assert "`wrapped'" not in run.stderr
     # `make run' starts its kernel while Org loads; the refusal stops it.
     assert_no_kernel_left(tiny)
-
-
-def test_noweb_references_are_expanded_as_org_expands_them(tiny):
-    text = HEADER + block("X = 41", "helper", ":eval no :tangle no") \
-        + block("<<helper>>\nprint(X + 1)", "uses", ":noweb yes")
-    write_readme(tiny, text)
-    run = build(tiny, "run")
-    assert run.returncode == 0, run.stderr
-    assert ":results:\n: 42\n:end:" in (tiny / "README.org").read_text()
-    tangled = build(tiny)
-    assert tangled.returncode == 0, tangled.stderr
-    assert "X = 41\nprint(X + 1)" in (tiny / "gradients.py").read_text()
 
 
 def test_make_builds_again_when_a_file_the_notes_read_changes(tiny):

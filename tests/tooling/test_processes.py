@@ -196,13 +196,16 @@ ENDINGS = {
 }
 
 
-# The three single endings at every moment; each ending of two steps once,
-# at the moment whose state its second step finds in the middle of its
-# first: two signals while a block's reply is awaited, the end of input
-# seen while the bridge waits for a request (idle), then a SIGTERM on the
-# way out, and a SIGHUP's stop under way when the input ends.
-STOPS = [(moment, ending) for moment in MOMENTS
-         for ending in ("SIGTERM", "end of input", "SIGKILL of the bridge")] + [
+# The two endings the bridge acts on at every moment; a SIGKILL, which it
+# never sees, where the supervisor's state differs (the kernel still
+# starting, or running a block that detached children); each ending of two
+# steps once, at the moment whose state its second step finds in the middle
+# of its first: two signals while a block's reply is awaited, the end of
+# input seen while the bridge waits for a request (idle), then a SIGTERM on
+# the way out, and a SIGHUP's stop under way when the input ends.
+STOPS = [(moment, ending) for moment in MOMENTS for ending in ("SIGTERM", "end of input")] + [
+    ("during the kernel's start", "SIGKILL of the bridge"),
+    ("while a block runs", "SIGKILL of the bridge"),
     ("while a block runs", "SIGHUP and SIGTERM together"),
     ("while idle", "input closed, then SIGTERM"),
     ("while a block runs", "SIGHUP, then input closed"),

@@ -95,14 +95,21 @@ def test_make_works_with_a_uv_whose_path_has_a_space(tmp_path):
 @pytest.mark.long
 def test_make_tangle_works_in_a_checkout_whose_path_has_a_space(tmp_path):
     """From a checkout without a venv, as after `git clone`: make makes
-    the venv, then builds, and has nothing left to do."""
+    the venv, then builds, and has nothing left to do.  The checkout's own
+    kernel run is kept, so that the blocks need not run again: in a new
+    venv, Python would first compile NumPy, Matplotlib and Jupyter to
+    bytecode, seconds of work that test nothing here.  A kernel in a
+    checkout whose path holds a space and worse runs in
+    test_checkout_paths.py."""
     project = tmp_path / "a b" / "clone"
     project.mkdir(parents=True)
     copy_project(project)
     (project / ".venv").unlink()
+    shutil.copytree(ROOT / ".build" / "produced", project / ".build" / "produced")
     uv = uv_in(tmp_path / "a b" / "tools dir")
     outputs = {name: (project / name).read_bytes() for name in ("gradients.py", "README.org")}
     run = make("tangle", f"UV={uv}", cwd=project, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
+    assert "results are reused" in run.stderr, run.stderr
     assert {name: (project / name).read_bytes() for name in outputs} == outputs
     assert make("-q", "tangle", f"UV={uv}", cwd=project).returncode == 0
