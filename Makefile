@@ -117,7 +117,13 @@ export BROKEN_PACKAGES
 # rewritten when their bytes change, and their timestamps cannot say this.
 OUTPUTS_LIST := $(BUILD)/outputs
 OUTPUTS      := $(shell cat $(OUTPUTS_LIST) 2>/dev/null)
-MISSING      := $(filter-out $(wildcard $(OUTPUTS)),$(OUTPUTS))
+# An empty rule for each, as inputs.mk has for what the build read: one
+# that is gone (deleted, or a link to nowhere, which make would count as
+# there by its name and then fail on, "No rule to make target") makes the
+# build run again, and say what is wrong with it if anything is.
+ifneq ($(OUTPUTS),)
+$(OUTPUTS):
+endif
 
 # Everything the notes make, and blocks.json, what Org read of each block
 # and what it produced: made without touching the committed outputs, for
@@ -146,9 +152,11 @@ endif
 
 # The build's own files and what it read besides README.org (a #+SETUPFILE,
 # .dir-locals.el), and README.org's digest then: a change to any of them
-# builds again.  The build lists them itself.
+# builds again.  The build lists them itself.  Without a README.org, make
+# says so in its own line; the shell, which opens it before sha256sum
+# runs, must not add one of its own (hence 2>/dev/null first).
 -include $(BUILD)/produced/inputs.mk
-STALE := $(if $(filter $(PRODUCED_FROM),$(shell sha256sum < README.org 2>/dev/null | cut -c1-64)),,FORCE)
+STALE := $(if $(filter $(PRODUCED_FROM),$(shell sha256sum 2>/dev/null < README.org | cut -c1-64)),,FORCE)
 
 # Debian packages, each with the check that tells it is there.
 BUILD_PACKAGES := 'emacs-nox=command -v $(firstword $(EMACS))' 'graphviz=command -v dot'
@@ -170,7 +178,7 @@ help:  ## list the targets
 
 tangle: $(OUTPUTS_LIST)  ## gradients.py and the pictures in images/, from README.org
 
-$(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(wildcard $(OUTPUTS)) $(if $(MISSING),FORCE) $(STALE)
+$(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(OUTPUTS) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-tangle README.org
 

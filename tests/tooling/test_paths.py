@@ -170,3 +170,27 @@ def test_make_builds_again_when_a_file_the_notes_read_changes(tiny):
     (tiny / "README.org").write_text(original.replace("print(n)", "print(n + 1)"))
     os.utime(tiny / "README.org", (0, 0))
     assert make("-q", "tangle", cwd=tiny).returncode == 1, "make missed an older README.org"
+
+
+def test_an_output_that_became_a_link_to_nowhere_is_built_again(tiny):
+    """make counts a dangling link as a file by its name, then finds no
+    rule to make it: the build must run, and name the link if it leads
+    outside, rather than make stop on "No rule to make target"."""
+    text = HEADER + block(DRAW, "drawn", ":file images/drawn.svg")
+    write_readme(tiny, text)
+    assert make("tangle", cwd=tiny).returncode == 0
+    picture = tiny / "images" / "drawn.svg"
+    picture.unlink()
+    picture.symlink_to(tiny.parent / "nowhere" / "drawn.svg")
+    run = make("tangle", cwd=tiny)
+    assert run.returncode != 0
+    assert reported(run) and reported(run)[0].startswith(
+        f"README.org:{line_of(text, 'drawn')}: block `drawn': :file images/drawn.svg is "
+        "outside the project"), run.stderr
+    picture.unlink()
+    picture.symlink_to("gone.svg")
+    assert make("-q", "tangle", cwd=tiny).returncode == 1
+    run = make("tangle", cwd=tiny)
+    assert run.returncode == 0, run.stderr
+    assert (tiny / "images" / "gone.svg").read_text().startswith("<?xml")
+    assert make("-q", "tangle", cwd=tiny).returncode == 0

@@ -435,3 +435,15 @@ def test_a_file_where_make_keeps_a_folder_is_named_in_one_line(project_copy, fol
         assert "make clean" in said[0]
     assert make("clean", cwd=project_copy).returncode == 0
     assert not path.exists()
+
+
+def test_a_missing_readme_is_named_by_make_alone(project_copy):
+    """make names it, in its own line; the shell's complaint about opening
+    it would come first, and say nothing make does not."""
+    (project_copy / "README.org").unlink()
+    for target in ("tangle", "test"):
+        run = make(target, cwd=project_copy)
+        assert run.returncode != 0
+        said = run.stderr.strip().splitlines()
+        assert "*** No rule to make target 'README.org'" in said[0], run.stderr
+        assert "README.org: No such file" not in run.stderr, run.stderr
