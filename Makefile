@@ -159,14 +159,18 @@ endif
 STALE := $(if $(filter $(PRODUCED_FROM),$(shell sha256sum 2>/dev/null < README.org | cut -c1-64)),,FORCE)
 
 # Debian packages, each with the check that tells it is there.
-BUILD_PACKAGES := 'emacs-nox=command -v $(firstword $(EMACS))' 'graphviz=command -v dot'
+# A program a variable names (EMACS, GUI_EMACS) comes from Debian's PACKAGE
+# under its DEFAULT name only; another is the caller's, which no package
+# would install: a missing one is named instead (tools/require-debian-packages).
+program = $(if $(filter $(3),$(firstword $($(1)))),'$(2)=command -v $(3)','$(1)=$(firstword $($(1)))')
+BUILD_PACKAGES := $(call program,EMACS,emacs-nox,emacs) 'graphviz=command -v dot'
 TEST_PACKAGES  := 'ruby-github-markup=command -v github-markup' \
                   'ruby-org=ruby -e "require %q(org-ruby)"' \
                   'chromium=command -v chromium' \
                   'tmux=command -v tmux'
 # Debian installs either emacs-nox or emacs-gtk, and emacs-gtk gives the
 # build its `emacs` too: these go first, or apt-get would be asked for both.
-GUI_PACKAGES   := 'emacs-gtk=command -v $(GUI_EMACS)' 'xvfb=command -v Xvfb' \
+GUI_PACKAGES   := $(call program,GUI_EMACS,emacs-gtk,emacs-gtk) 'xvfb=command -v Xvfb' \
                   'xdotool=command -v xdotool'
 REQUIRE := tools/require-debian-packages
 

@@ -447,3 +447,18 @@ def test_a_missing_readme_is_named_by_make_alone(project_copy):
         said = run.stderr.strip().splitlines()
         assert "*** No rule to make target 'README.org'" in said[0], run.stderr
         assert "README.org: No such file" not in run.stderr, run.stderr
+
+
+def test_an_emacs_named_that_is_not_there_is_said_and_nothing_installed(project_copy):
+    """EMACS=... names the caller's own Emacs: Debian's emacs-nox would not
+    put it there, so none is installed (nor asked of sudo); one line says
+    what is wrong, before any build starts."""
+    (project_copy / ".build" / "emacs-id").unlink(missing_ok=True)
+    for target in ("tangle", "test"):
+        run = make(target, "EMACS=/nonexistent/emacs", cwd=project_copy)
+        assert run.returncode != 0
+        assert "installing" not in run.stdout and "apt-get" not in run.stderr, run.stderr
+        said = run.stderr.strip().splitlines()
+        assert said[0] == ("EMACS=/nonexistent/emacs names no program on this machine: install "
+                           "it there, or leave EMACS unset to use Debian's"), run.stderr
+        assert "flock" not in run.stderr, run.stderr
