@@ -138,9 +138,32 @@ def doc():
     return produced.load()
 
 
+def committed_output_problem(notes, output):
+    """Why the committed OUTPUT is not what NOTES build now, in one line
+    that names it and says what to do; None when it is."""
+    committed, built = ROOT / output, notes.folder / output
+    if not committed.exists():
+        return f"{output} is missing: run `make tangle`"
+    if committed.read_bytes() != built.read_bytes():
+        return f"{output} is not what README.org builds now: run `make tangle`"
+    return None
+
+
+def committed(output):
+    """The path of the committed OUTPUT, once it is what the notes build
+    now; failing that, the test fails in the line saying why.  Checks of
+    a missing or stale file would each fail in their own words (an
+    ImportError, a FileNotFoundError, an old function's wrong answer)."""
+    problem = committed_output_problem(produced.load(), output)
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    return ROOT / output
+
+
 @pytest.fixture(scope="session")
 def gradients():
     """The tangled module, imported; what it writes on import is kept."""
+    committed("gradients.py")
     printed, warned = io.StringIO(), io.StringIO()
     sys.path.insert(0, str(ROOT))
     # The document's own code leaves no bytecode beside README.org; the

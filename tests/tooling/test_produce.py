@@ -3,6 +3,7 @@ outputs, keeps the kernel's run while the code is the same (a prose edit
 starts no kernel), and catches every planted fault."""
 
 import json
+import os
 import re
 import shutil
 
@@ -170,3 +171,31 @@ def test_make_test_catches_each_planted_fault_and_touches_nothing(project_copy, 
               if not re.search(FAULTS[fault][1], run.stdout)]
     assert not missed, f"make test did not name {missed}:\n{run.stdout[-3000:]}"
     assert snapshot(project_copy) == before, "make test changed a committed file"
+
+
+# gradients.py gone, or left unimportable by a hand edit: the checks that
+# import it or read it must say so as the comparison does, not each fail
+# in an error of its own.
+BROKEN_MODULE = {
+    "missing": (lambda f: (f / "gradients.py").unlink(),
+                "gradients.py is missing: run `make tangle`"),
+    "unimportable": (lambda f: plant(f, "gradients.py", "def f(x):", "def f(x)"),
+                     "gradients.py is not what README.org builds now: run `make tangle`"),
+}
+
+
+@pytest.mark.parametrize("fault", BROKEN_MODULE)
+def test_make_test_says_why_gradients_py_cannot_be_checked(project_copy, fault):
+    shutil.copytree(ROOT / ".build" / "produced", project_copy / ".build" / "produced")
+    plant_fault, said = BROKEN_MODULE[fault]
+    plant_fault(project_copy)
+    # Wide enough that pytest's summary keeps each line whole.
+    run = make("test", cwd=project_copy, env=dict(os.environ, COLUMNS="1000"))
+    assert run.returncode != 0, run.stdout[-3000:]
+    summary = [line for line in run.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    assert summary, run.stdout[-3000:]
+    unclear = [line for line in summary if said not in line
+               and not line.startswith("FAILED tests/test_notes.py::test_committed_output")]
+    assert not unclear, "\n".join(unclear)
+    for error in ("ModuleNotFoundError", "FileNotFoundError", "SyntaxError"):
+        assert error not in run.stdout, run.stdout[-3000:]
