@@ -1326,9 +1326,10 @@ the tangling time, so every language is tangled as plain text."
     (advice-remove 'org-babel-tangle-collect-blocks
                    #'gradients-build--tangle-into-scratch)))
 
-(defun gradients-build--produce (org-file original)
+(defun gradients-build--produce (org-file original target)
   "Produce everything into the scratch folder and make it .build/produced/;
-return the outputs, relative to the notes' folder."
+return the outputs, relative to the notes' folder.  TARGET is the make
+target to run again after an edit saved meanwhile: the one the user ran."
   (let* ((blocks (gradients-build--read-blocks))
          (pictures (gradients-build--check-blocks blocks))
          (earlier (gradients-build--read-json
@@ -1341,7 +1342,7 @@ return the outputs, relative to the notes' folder."
                   (prog1 (gradients-build--run blocks)
                     ;; Before Org touches the buffer of a file saved
                     ;; meanwhile, and asks about it.
-                    (gradients-build--check-unchanged org-file original "tangle"))))
+                    (gradients-build--check-unchanged org-file original target))))
          (tangled (gradients-build--tangle blocks))
          (tangled-key (gradients-build--tangled-key tangled)))
     (unless ran
@@ -1354,7 +1355,7 @@ return the outputs, relative to the notes' folder."
         (setq reads (gradients-build--reads earlier))))
     (setq gradients-build--inputs
           (cl-union gradients-build--inputs (mapcar #'car reads) :test #'equal))
-    (gradients-build--check-unchanged org-file original "tangle")
+    (gradients-build--check-unchanged org-file original target)
     (let ((outputs (append (mapcar (lambda (file) (file-relative-name file gradients-build--scratch))
                                    tangled)
                            (mapcar #'car pictures))))
@@ -1369,12 +1370,12 @@ return the outputs, relative to the notes' folder."
 (defun gradients-build-produce ()
   "Produce everything the notes make into .build/produced/ (`make test')."
   (gradients-build--main (gradients-build--kernel-likely-p original project)
-    (gradients-build--produce org-file original)))
+    (gradients-build--produce org-file original "test")))
 
 (defun gradients-build-tangle ()
   "Produce everything, then install every output that changed (`make tangle')."
   (gradients-build--main (gradients-build--kernel-likely-p original project)
-    (let ((outputs (gradients-build--produce org-file original)))
+    (let ((outputs (gradients-build--produce org-file original "tangle")))
       (gradients-build--make-scratch project)
       (gradients-build--install
        (expand-file-name gradients-build-produced-folder project) outputs)

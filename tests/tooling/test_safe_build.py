@@ -462,3 +462,19 @@ def test_an_emacs_named_that_is_not_there_is_said_and_nothing_installed(project_
         assert said[0] == ("EMACS=/nonexistent/emacs names no program on this machine: install "
                            "it there, or leave EMACS unset to use Debian's"), run.stderr
         assert "flock" not in run.stderr, run.stderr
+
+
+def test_readme_edited_during_make_test_says_to_run_make_test_again(tiny):
+    """The build behind `make test` names its own target, not `make tangle`,
+    and leaves no blocks.json that would pass for a build of the edit."""
+    text = HEADER + block("open('README.org', 'a').write('\\nAn edit made meanwhile.\\n')",
+                          "edits")
+    before = write_readme(tiny, text)
+    run = build(tiny, "produce")
+    assert run.returncode != 0
+    said = run.stderr.replace("\u2018", "`").replace("\u2019", "'")
+    assert "README.org changed on disk while the blocks ran" in said, run.stderr
+    assert "run `make test' again" in said, run.stderr
+    assert not (tiny / ".build" / "produced" / "blocks.json").exists()
+    before["README.org"] = (tiny / "README.org").read_bytes()
+    assert snapshot(tiny) == before
