@@ -121,11 +121,23 @@ outputs are.")
 may replace or lie under.  So are the Org file being built and anything
 whose path has a part starting with a dot (.git, .build, .venv...).")
 
-(defconst gradients-build-tools
-  '("build.el" "ob-gradients.el" "gradients-kernel.el" "kernel_bridge.py"
-    "kernel_supervisor.py" "pictures.json")
+(defconst gradients-build-other-tools
+  '("kernel_bridge.py" "kernel_supervisor.py" "pictures.json")
+  "The files of tools/ that make the build besides the Lisp Emacs loads:
+the kernel's bridge, what it imports and what it reads.")
+
+(defun gradients-build-tools ()
   "The files of tools/ that make the build: a change to one runs every
-block again, and make builds again (through .build/produced/inputs.mk).")
+block again, and make builds again (through .build/produced/inputs.mk).
+The Lisp is what Emacs loaded from tools/, as `load-history' says, so
+that a file ob-gradients.el comes to load is never left out."
+  (let ((tools (copy-sequence gradients-build-other-tools)))
+    (dolist (entry load-history)
+      (let ((file (car entry)))
+        (when (and (stringp file)
+                   (equal (file-name-directory file) gradients-build-directory))
+          (cl-pushnew (file-name-nondirectory file) tools :test #'equal))))
+    (sort tools #'string<)))
 
 (defvar gradients-build--scratch nil
   "The scratch folder of the running build, removed however the build ends.")
@@ -292,7 +304,7 @@ old time (cp -p) is no older than the build."
     (insert "# Written by tools/build.el: what the last build read besides the notes.\n")
     (let ((inputs (mapcar #'gradients-build--make-quoted
                           (append (mapcar (lambda (tool) (concat "tools/" tool))
-                                          gradients-build-tools)
+                                          (gradients-build-tools))
                                   (sort (cl-remove-if-not
                                          (lambda (input)
                                            (file-exists-p
@@ -802,7 +814,7 @@ in order, the lock, the build's tools, and Emacs and Org."
     (gradients-build--insert-files
      (cons (expand-file-name "requirements.lock" gradients-build--project)
            (mapcar (lambda (tool) (expand-file-name tool gradients-build-directory))
-                   gradients-build-tools)))
+                   (gradients-build-tools))))
     (dolist (block blocks)
       (when (gradients-build--runs-p block)
         (let ((print-length nil) (print-level nil))

@@ -199,3 +199,34 @@ def test_make_test_says_why_gradients_py_cannot_be_checked(project_copy, fault):
     assert not unclear, "\n".join(unclear)
     for error in ("ModuleNotFoundError", "FileNotFoundError", "SyntaxError"):
         assert error not in run.stdout, run.stdout[-3000:]
+
+
+def lisp_the_build_loads():
+    """The files of tools/ Emacs has loaded once build.el is loaded, by name."""
+    run = emacs("--eval", '(load (expand-file-name "tools/build.el") nil t)', "--eval",
+                """(dolist (entry load-history)
+                     (when (and (stringp (car entry))
+                                (equal (file-name-directory (car entry)) gradients-build-directory))
+                       (princ (format "%s\\n" (file-name-nondirectory (car entry))))))""")
+    return sorted(run.stdout.split())
+
+
+def test_a_change_to_any_lisp_the_build_loads_builds_again(tiny):
+    """Not only to the files a list names: gradients-editing.el, which
+    ob-gradients.el loads, was left out of it once."""
+    loaded = lisp_the_build_loads()
+    assert {"build.el", "ob-gradients.el", "gradients-editing.el"} <= set(loaded), loaded
+    write_readme(tiny, "* Notes\n\nProse only: no kernel.\n")
+    target = ".build/produced/blocks.json"
+    assert make(target, cwd=tiny).returncode == 0
+    assert make("-q", target, cwd=tiny).returncode == 0
+    missed = []
+    for name in loaded:
+        tool = tiny / "tools" / name
+        original = tool.read_bytes()
+        tool.write_bytes(original + b"\n;; edited\n")
+        if make("-q", target, cwd=tiny).returncode == 0:
+            missed.append(name)
+        tool.write_bytes(original)
+        os.utime(tool, (0, 0))
+    assert missed == [], f"make would not build again after a change to {missed}"
