@@ -1022,17 +1022,25 @@ every one of PICTURES."
         (insert (if (multibyte-string-p text) text (decode-coding-string text 'utf-8))
                 "\n")))))
 
+(defvar gradients-build--retired nil
+  "The last build's .build/produced/, moved aside for the new one: removed
+however the build ends, Ctrl-C between the two moves included.")
+
 (defun gradients-build--keep-produced ()
-  "Make the scratch folder .build/produced/, in place of the last one."
-  (let* ((produced (directory-file-name
-                    (expand-file-name gradients-build-produced-folder gradients-build--project)))
-         (old (concat produced ".old-" (number-to-string (emacs-pid)))))
+  "Make the scratch folder .build/produced/, in place of the last one.
+The last one is moved aside under a scratch folder's name, so that a
+build killed outright (SIGKILL) leaves it for the next build to remove."
+  (let ((produced (directory-file-name
+                   (expand-file-name gradients-build-produced-folder gradients-build--project))))
     (when (file-exists-p produced)
-      (rename-file produced old))
+      (setq gradients-build--retired
+            (concat (directory-file-name gradients-build--scratch) "-retired"))
+      (rename-file produced gradients-build--retired))
     (rename-file (directory-file-name gradients-build--scratch) produced)
     (setq gradients-build--scratch nil)
-    (when (file-exists-p old)
-      (delete-directory old t))))
+    (when gradients-build--retired
+      (delete-directory gradients-build--retired t)
+      (setq gradients-build--retired nil))))
 
 ;;;; Installing the results
 
@@ -1109,9 +1117,11 @@ so no file is ever half written."
 kernels.  Runs however the build ends, Ctrl-C included."
   (gradients-build--as-a-build
    (gradients-build--finish-moves)
-   (when gradients-build--scratch
-     (delete-directory gradients-build--scratch t)
-     (setq gradients-build--scratch nil))
+   (dolist (folder (list gradients-build--scratch gradients-build--retired))
+     (when folder
+       (delete-directory folder t)))
+   (setq gradients-build--scratch nil
+         gradients-build--retired nil)
    (advice-remove 'insert-file-contents #'gradients-build--note-input)
    (gradients-stop-sessions 'no-wait)))
 

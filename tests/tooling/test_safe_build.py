@@ -478,3 +478,27 @@ def test_readme_edited_during_make_test_says_to_run_make_test_again(tiny):
     assert not (tiny / ".build" / "produced" / "blocks.json").exists()
     before["README.org"] = (tiny / "README.org").read_bytes()
     assert snapshot(tiny) == before
+
+
+# Ctrl-C once the last build's .build/produced/ is moved aside, before the
+# new one takes its place.
+INTERRUPT_WHILE_PRODUCED_IS_SWAPPED = """;;; -*- lexical-binding: t -*-
+(advice-add 'rename-file :after
+            (lambda (from _to &rest _)
+              (when (string-match-p "/\\\\.build/produced/?\\\\'" from)
+                (signal-process (emacs-pid) 'SIGINT)
+                (sleep-for 1))))
+"""
+
+
+def test_ctrl_c_while_the_produced_folder_is_replaced_leaves_no_copy_of_it(tiny):
+    write_readme(tiny, "* Notes\n\nProse only: no kernel.\n")
+    assert build(tiny, "produce").returncode == 0
+    (tiny / "interrupt.el").write_text(INTERRUPT_WHILE_PRODUCED_IS_SWAPPED)
+    run = emacs("-l", "interrupt.el", "-l", "tools/build.el", "-f", "gradients-build-produce",
+                "README.org", cwd=tiny, check=False)
+    assert run.returncode != 0 and "the build was stopped" in run.stderr, run.stderr
+    assert sorted(p.name for p in (tiny / ".build").iterdir()
+                  if p.name not in ("kernel", "produced")) == [], run.stderr
+    assert build(tiny, "produce").returncode == 0
+    assert (tiny / ".build" / "produced" / "blocks.json").exists()
