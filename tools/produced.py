@@ -83,6 +83,13 @@ class Notes:
         raise KeyError(name)
 
 
+def damaged(error):
+    """Stale, for a blocks.json cut short or edited by hand: make, which
+    goes by its time, would take it as up to date, so it must go."""
+    return Stale(f"{FOLDER}/blocks.json is damaged ({type(error).__name__}: {error}): "
+                 f"remove {FOLDER} and run `make test`")
+
+
 def load(root=ROOT):
     """The notes of the checkout ROOT as the last build read them; Stale
     unless that build read README.org as it is now."""
@@ -91,17 +98,22 @@ def load(root=ROOT):
         data = json.loads((folder / "blocks.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise Stale(f"{FOLDER}/blocks.json is missing: run `make test`") from None
-    path = Path(root) / data["org_file"]
-    raw = path.read_bytes()
-    if hashlib.sha256(raw).hexdigest() != data["sha256"]:
-        raise Stale(f"{data['org_file']} changed since {FOLDER} was made: run `make test`")
-    return Notes(
-        path=path,
-        lines=raw.decode("utf-8").split("\n"),
-        headings=[(h["level"], h["title"], h["line"]) for h in data["headings"]],
-        outputs=data["outputs"],
-        blocks=[Block(**b) for b in data["blocks"]],
-        folder=folder,
-        emacs=data["emacs"],
-        org=data["org"],
-    )
+    except ValueError as error:
+        raise damaged(error) from None
+    try:
+        path = Path(root) / data["org_file"]
+        raw = path.read_bytes()
+        if hashlib.sha256(raw).hexdigest() != data["sha256"]:
+            raise Stale(f"{data['org_file']} changed since {FOLDER} was made: run `make test`")
+        return Notes(
+            path=path,
+            lines=raw.decode("utf-8").split("\n"),
+            headings=[(h["level"], h["title"], h["line"]) for h in data["headings"]],
+            outputs=data["outputs"],
+            blocks=[Block(**b) for b in data["blocks"]],
+            folder=folder,
+            emacs=data["emacs"],
+            org=data["org"],
+        )
+    except (KeyError, TypeError) as error:
+        raise damaged(error) from None

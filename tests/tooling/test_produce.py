@@ -230,3 +230,25 @@ def test_a_change_to_any_lisp_the_build_loads_builds_again(tiny):
         tool.write_bytes(original)
         os.utime(tool, (0, 0))
     assert missed == [], f"make would not build again after a change to {missed}"
+
+
+DAMAGE = {
+    "cut short": lambda text: text[:100],
+    "a field gone": lambda text: text.replace('"sha256"', '"sha-256"', 1),
+    "a block's field gone": lambda text: text.replace('"printed"', '"print"', 1),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_blocks_json_is_said_in_one_line(project_copy, damage):
+    """make goes by its time, and takes it as up to date: `make test` must
+    say what to do rather than fail inside pytest."""
+    shutil.copytree(ROOT / ".build" / "produced", project_copy / ".build" / "produced")
+    kept = project_copy / ".build" / "produced" / "blocks.json"
+    assert make(str(kept.relative_to(project_copy)), cwd=project_copy).returncode == 0
+    kept.write_text(DAMAGE[damage](kept.read_text()))
+    run = make("test", cwd=project_copy)
+    assert run.returncode != 0
+    assert "INTERNALERROR" not in run.stdout + run.stderr, run.stdout[-3000:]
+    assert ".build/produced/blocks.json is damaged (" in run.stdout, run.stdout[-3000:]
+    assert "remove .build/produced and run `make test`" in run.stdout
