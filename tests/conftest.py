@@ -138,23 +138,28 @@ def doc():
     return produced.load()
 
 
-def committed_output_problem(notes, output):
+def committed_output_problem(notes, output, modes=True):
     """Why the committed OUTPUT is not what NOTES build now, in one line
-    that names it and says what to do; None when it is."""
+    that names it and says what to do; None when it is.  MODES false, only
+    its bytes count."""
     committed, built = ROOT / output, notes.folder / output
     if not committed.exists():
         return f"{output} is missing: run `make tangle`"
     if committed.read_bytes() != built.read_bytes():
         return f"{output} is not what README.org builds now: run `make tangle`"
+    # Lost to a copy or a checkout that keeps no modes; the bytes are
+    # right, so make tangle, going by times and bytes, would do nothing.
+    if modes and os.access(built, os.X_OK) and not os.access(committed, os.X_OK):
+        return f"{output} is not executable, as README.org builds it: run `chmod +x {output}`"
     return None
 
 
-def committed(output):
+def committed(output, modes=True):
     """The path of the committed OUTPUT, once it is what the notes build
     now; failing that, the test fails in the line saying why.  Checks of
     a missing or stale file would each fail in their own words (an
     ImportError, a FileNotFoundError, an old function's wrong answer)."""
-    problem = committed_output_problem(produced.load(), output)
+    problem = committed_output_problem(produced.load(), output, modes)
     if problem:
         pytest.fail(problem, pytrace=False)
     return ROOT / output
@@ -163,7 +168,7 @@ def committed(output):
 @pytest.fixture(scope="session")
 def gradients():
     """The tangled module, imported; what it writes on import is kept."""
-    committed("gradients.py")
+    committed("gradients.py", modes=False)
     printed, warned = io.StringIO(), io.StringIO()
     sys.path.insert(0, str(ROOT))
     # The document's own code leaves no bytecode beside README.org; the

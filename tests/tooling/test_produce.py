@@ -181,8 +181,12 @@ UNCHECKABLE = {
     "gradients.py missing": lambda f: (f / "gradients.py").unlink(),
     "gradients.py unimportable": lambda f: plant(f, "gradients.py", "def f(x):", "def f(x)"),
     "images/ gone": lambda f: shutil.rmtree(f / "images"),
+    # Its bytes right, make tangle would do nothing.
+    "gradients.py not executable": lambda f: (f / "gradients.py").chmod(0o644),
 }
-SAID = re.compile(r"[\w/.]+ (is missing|is not what README\.org builds now): run `make tangle`")
+SAID = re.compile(r"[\w/.]+ (is missing|is not what README\.org builds now"
+                  r"|is not executable, as README\.org builds it)"
+                  r": run `(make tangle|chmod \+x [\w/.]+)`")
 
 
 @pytest.mark.parametrize("fault", UNCHECKABLE)
