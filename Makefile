@@ -117,6 +117,15 @@ export BROKEN_PACKAGES
 # rewritten when their bytes change, and their timestamps cannot say this.
 OUTPUTS_LIST := $(BUILD)/outputs
 OUTPUTS      := $(shell cat $(OUTPUTS_LIST) 2>/dev/null)
+# Their digests as that build installed them, which sha256sum checks: one
+# put back with an older time (cp -p, rsync -a, tar) is no newer than the
+# build's stamp, yet not what it wrote.
+OUTPUTS_SUMS := $(OUTPUTS_LIST).sha256
+ifneq ($(BUILD_GOALS),)
+ifneq ($(OUTPUTS),)
+OUTPUTS_CHANGED := $(shell sha256sum --check --status $(OUTPUTS_SUMS) 2>/dev/null || echo FORCE)
+endif
+endif
 # An empty rule for each, as inputs.mk has for what the build read: one
 # that is gone (deleted, or a link to nowhere, which make would count as
 # there by its name and then fail on, "No rule to make target") makes the
@@ -182,7 +191,7 @@ help:  ## list the targets
 
 tangle: $(OUTPUTS_LIST)  ## gradients.py and the pictures in images/, from README.org
 
-$(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(OUTPUTS) $(STALE)
+$(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(OUTPUTS) $(OUTPUTS_CHANGED) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-tangle README.org
 

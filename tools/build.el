@@ -1153,12 +1153,27 @@ say that its recipe failed."
 (add-hook 'kill-emacs-hook #'gradients-build--on-exit)
 
 (defun gradients-build--write-outputs-list (outputs)
-  (let* ((file (expand-file-name gradients-build-outputs-file gradients-build--project))
-         (temporary (make-temp-file (concat file "-")))
-         (coding-system-for-write 'utf-8-unix))
-    (with-temp-file temporary
-      (insert (mapconcat #'identity outputs "\n") "\n"))
-    (rename-file temporary file t)))
+  "Write the digests of OUTPUTS as installed (sha256sum's format, for make
+to check: an output put back with an older time, by cp -p, rsync -a or
+tar, is no newer than the build, yet not what it wrote), then the list
+of OUTPUTS, make's stamp, last."
+  (let ((coding-system-for-write 'utf-8-unix))
+    (dolist (written
+             `((,(concat gradients-build-outputs-file ".sha256")
+                . ,(mapconcat (lambda (output)
+                                (format "%s  %s\n"
+                                        (secure-hash 'sha256 (gradients-build--file-bytes
+                                                              (expand-file-name
+                                                               output gradients-build--project)))
+                                        output))
+                              outputs ""))
+               (,gradients-build-outputs-file
+                . ,(concat (mapconcat #'identity outputs "\n") "\n"))))
+      (let* ((file (expand-file-name (car written) gradients-build--project))
+             (temporary (make-temp-file (concat file "-"))))
+        (with-temp-file temporary
+          (insert (cdr written)))
+        (rename-file temporary file t)))))
 
 (defun gradients-build--check-unchanged (org-file original target)
   "Fail if ORG-FILE no longer holds ORIGINAL, the bytes the build began

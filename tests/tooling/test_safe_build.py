@@ -502,3 +502,25 @@ def test_ctrl_c_while_the_produced_folder_is_replaced_leaves_no_copy_of_it(tiny)
                   if p.name not in ("kernel", "produced")) == [], run.stderr
     assert build(tiny, "produce").returncode == 0
     assert (tiny / ".build" / "produced" / "blocks.json").exists()
+
+
+def test_an_output_put_back_with_an_older_time_is_built_again(tiny):
+    """cp -p, rsync -a and tar keep a file's time: an output they put back
+    is no newer than make's stamp, yet not what the build wrote, and make
+    test would send the author to a make tangle that did nothing."""
+    # Python blocks are tangled but not run: no kernel is needed here.
+    write_readme(tiny, HEADER + block("print('new')", "one", ":tangle gradients.py")
+                 .replace("jupyter-python", "python")
+                 + block("print('new')", "two", ":tangle images/two.py")
+                 .replace("jupyter-python", "python"))
+    assert make("tangle", cwd=tiny).returncode == 0
+    for output in ("gradients.py", "images/two.py"):
+        path = tiny / output
+        written = path.read_bytes()
+        path.write_text("print('old')\n")
+        os.utime(path, (0, 0))
+        assert make("-q", "tangle", cwd=tiny).returncode == 1, f"make missed an older {output}"
+        run = make("tangle", cwd=tiny)
+        assert run.returncode == 0, run.stderr
+        assert path.read_bytes() == written
+        assert make("-q", "tangle", cwd=tiny).returncode == 0
