@@ -111,6 +111,11 @@ for record in pathlib.Path(sys.argv[1]).glob("*.dist-info/RECORD"):
 endef
 export BROKEN_PACKAGES
 
+# FORCE unless every file a list of digests (sha256sum's format, written
+# by the build) names still has those bytes: make goes by times, and a
+# file put back with its old time (cp -p, rsync -a, tar) keeps it.
+changed = $(shell sha256sum --check --status $(1) 2>/dev/null || echo FORCE)
+
 # What the last successful `make tangle` produced, listed by the build
 # itself (so no second reading of README.org can disagree with Org's) and
 # written last, so it is the build's stamp too: the outputs are only
@@ -120,10 +125,9 @@ OUTPUTS      := $(shell cat $(OUTPUTS_LIST) 2>/dev/null)
 # Their digests as that build installed them, which sha256sum checks: one
 # put back with an older time (cp -p, rsync -a, tar) is no newer than the
 # build's stamp, yet not what it wrote.
-OUTPUTS_SUMS := $(OUTPUTS_LIST).sha256
 ifneq ($(BUILD_GOALS),)
 ifneq ($(OUTPUTS),)
-OUTPUTS_CHANGED := $(shell sha256sum --check --status $(OUTPUTS_SUMS) 2>/dev/null || echo FORCE)
+OUTPUTS_CHANGED := $(call changed,$(OUTPUTS_LIST).sha256)
 endif
 endif
 # An empty rule for each, as inputs.mk has for what the build read: one
@@ -160,12 +164,13 @@ endif
 endif
 
 # The build's own files and what it read besides README.org (a #+SETUPFILE,
-# .dir-locals.el), and README.org's digest then: a change to any of them
-# builds again.  The build lists them itself.  Without a README.org, make
-# says so in its own line; the shell, which opens it before sha256sum
-# runs, must not add one of its own (hence 2>/dev/null first).
+# a file a block reads), and the digests of all of them and README.org:
+# a change to any of them builds again, even one put back with an older
+# time.  The build lists them itself.
 -include $(BUILD)/produced/inputs.mk
-STALE := $(if $(filter $(PRODUCED_FROM),$(shell sha256sum 2>/dev/null < README.org | cut -c1-64)),,FORCE)
+ifneq ($(BUILD_GOALS),)
+STALE := $(call changed,$(BUILD)/produced/inputs.sha256)
+endif
 
 # Debian packages, each with the check that tells it is there.
 # A program a variable names (EMACS, GUI_EMACS) comes from Debian's PACKAGE

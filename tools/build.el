@@ -292,30 +292,51 @@ depend on besides the notes.")
 (defun gradients-build--make-quoted (file)
   (replace-regexp-in-string "\\([ #$:%\\\\]\\)" "\\\\\\1" file))
 
+(defun gradients-build--write-digests (file relatives)
+  "Write FILE (through a temporary file renamed into place) in the format
+sha256sum --check reads: the digest of each file RELATIVES names, relative
+to the notes' folder, where make runs it.  Make goes by times, which a
+file put back with its old one (cp -p, rsync -a, tar, git stash on
+some systems) does not change: the Makefile checks these digests too."
+  (let ((temporary (make-temp-file (concat file "-")))
+        (coding-system-for-write 'utf-8-unix))
+    (with-temp-file temporary
+      (dolist (relative relatives)
+        (let ((digest (secure-hash 'sha256 (gradients-build--file-bytes
+                                            (expand-file-name relative gradients-build--project)))))
+          ;; sha256sum's own escape, for a name with a backslash or newline.
+          (if (string-match-p "[\\\n]" relative)
+              (insert "\\" digest "  "
+                      (replace-regexp-in-string
+                       "\n" "\\n" (replace-regexp-in-string "\\\\" "\\\\" relative t t) t t)
+                      "\n")
+            (insert digest "  " relative "\n")))))
+    (rename-file temporary file t)))
+
 (defun gradients-build--write-inputs (org-file)
   "Write inputs.mk into the scratch folder: make's prerequisites of the
 build besides ORG-FILE (the build's tools, and what the notes read), with
-an empty rule for each so that a file that
-goes away makes the build run again rather than make fail; and the
-notes' own digest, which make compares, since a file restored with its
-old time (cp -p) is no older than the build."
-  (let ((coding-system-for-write 'utf-8-unix))
-   (with-temp-file (expand-file-name "inputs.mk" gradients-build--scratch)
-    (insert "# Written by tools/build.el: what the last build read besides the notes.\n")
-    (let ((inputs (mapcar #'gradients-build--make-quoted
-                          (append (mapcar (lambda (tool) (concat "tools/" tool))
-                                          (gradients-build-tools))
-                                  (sort (cl-remove-if-not
-                                         (lambda (input)
-                                           (file-exists-p
-                                            (expand-file-name input gradients-build--project)))
-                                         gradients-build--inputs)
-                                        #'string<)))))
+an empty rule for each so that a file that goes away makes the build run
+again rather than make fail; and inputs.sha256, the digests of all of
+them and of ORG-FILE, which make checks as well."
+  (let* ((coding-system-for-write 'utf-8-unix)
+         (inputs (append (mapcar (lambda (tool) (concat "tools/" tool))
+                                 (gradients-build-tools))
+                         (sort (cl-remove-if-not
+                                (lambda (input)
+                                  (file-exists-p
+                                   (expand-file-name input gradients-build--project)))
+                                gradients-build--inputs)
+                               #'string<)))
+         (quoted (mapcar #'gradients-build--make-quoted inputs)))
+    (with-temp-file (expand-file-name "inputs.mk" gradients-build--scratch)
+      (insert "# Written by tools/build.el: what the last build read besides the notes.\n")
       (insert (format "%s %s: %s\n" gradients-build-produced-file-for-make
-                      gradients-build-outputs-file (mapconcat #'identity inputs " ")))
-      (dolist (input inputs) (insert input ":\n"))
-      (insert (format "PRODUCED_FROM := %s\n"
-                      (secure-hash 'sha256 (gradients-build--file-bytes org-file))))))))
+                      gradients-build-outputs-file (mapconcat #'identity quoted " ")))
+      (dolist (input quoted) (insert input ":\n")))
+    (gradients-build--write-digests
+     (expand-file-name "inputs.sha256" gradients-build--scratch)
+     (cons (file-relative-name org-file gradients-build--project) inputs))))
 
 ;;;; Scratch folders
 
@@ -1153,27 +1174,15 @@ say that its recipe failed."
 (add-hook 'kill-emacs-hook #'gradients-build--on-exit)
 
 (defun gradients-build--write-outputs-list (outputs)
-  "Write the digests of OUTPUTS as installed (sha256sum's format, for make
-to check: an output put back with an older time, by cp -p, rsync -a or
-tar, is no newer than the build, yet not what it wrote), then the list
-of OUTPUTS, make's stamp, last."
-  (let ((coding-system-for-write 'utf-8-unix))
-    (dolist (written
-             `((,(concat gradients-build-outputs-file ".sha256")
-                . ,(mapconcat (lambda (output)
-                                (format "%s  %s\n"
-                                        (secure-hash 'sha256 (gradients-build--file-bytes
-                                                              (expand-file-name
-                                                               output gradients-build--project)))
-                                        output))
-                              outputs ""))
-               (,gradients-build-outputs-file
-                . ,(concat (mapconcat #'identity outputs "\n") "\n"))))
-      (let* ((file (expand-file-name (car written) gradients-build--project))
-             (temporary (make-temp-file (concat file "-"))))
-        (with-temp-file temporary
-          (insert (cdr written)))
-        (rename-file temporary file t)))))
+  "Write the digests of OUTPUTS as installed, then the list of OUTPUTS,
+make's stamp, last."
+  (let ((file (expand-file-name gradients-build-outputs-file gradients-build--project)))
+    (gradients-build--write-digests (concat file ".sha256") outputs)
+    (let ((temporary (make-temp-file (concat file "-")))
+          (coding-system-for-write 'utf-8-unix))
+      (with-temp-file temporary
+        (insert (mapconcat #'identity outputs "\n") "\n"))
+      (rename-file temporary file t))))
 
 (defun gradients-build--check-unchanged (org-file original target)
   "Fail if ORG-FILE no longer holds ORIGINAL, the bytes the build began

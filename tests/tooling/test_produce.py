@@ -256,3 +256,26 @@ def test_a_damaged_blocks_json_is_said_in_one_line(project_copy, damage):
     assert "INTERNALERROR" not in run.stdout + run.stderr, run.stdout[-3000:]
     assert ".build/produced/blocks.json is damaged (" in run.stdout, run.stdout[-3000:]
     assert "remove .build/produced and run `make test`" in run.stdout
+
+
+def test_an_input_put_back_with_an_older_time_builds_again(tiny):
+    """cp -p, rsync -a and tar keep a file's time: make, going by times,
+    would take the kept run for one of the notes, a file they read or a
+    tool of the build put back so, as up to date; their digests tell."""
+    (tiny / "setup.org").write_text("#+PROPERTY: header-args :eval no\n")
+    write_readme(tiny, "#+SETUPFILE: setup.org\n\n* Notes\n\nProse only: no kernel.\n")
+    target = ".build/produced/blocks.json"
+    assert make(target, cwd=tiny).returncode == 0
+    assert make("-q", target, cwd=tiny).returncode == 0
+    missed = []
+    for name in ("README.org", "setup.org", "tools/build.el", "tools/kernel_bridge.py"):
+        path = tiny / name
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# edited\n")
+        os.utime(path, (0, 0))
+        if make("-q", target, cwd=tiny).returncode == 0:
+            missed.append(name)
+        path.write_bytes(original)
+        os.utime(path, (0, 0))
+        assert make("-q", target, cwd=tiny).returncode == 0, f"{name} as it was is not up to date"
+    assert missed == [], f"make missed an older {missed}"
