@@ -73,7 +73,8 @@ def test_every_picture_has_a_block():
     # named by test_committed_output_is_what_the_notes_build.
     folder = ROOT / "images"
     on_disk = {f"images/{p.name}" for p in folder.iterdir()} if folder.is_dir() else set()
-    assert on_disk - set(NOTES.outputs) == set(), "pictures that no block draws (remove them)"
+    stray = sorted(on_disk - set(NOTES.outputs))
+    assert not stray, f"{', '.join(stray)}: no block of README.org draws them; remove them"
 
 
 def test_every_picture_is_drawn_by_a_block_that_runs():

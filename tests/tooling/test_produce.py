@@ -173,26 +173,31 @@ def test_make_test_catches_each_planted_fault_and_touches_nothing(project_copy, 
     assert snapshot(project_copy) == before, "make test changed a committed file"
 
 
-# Committed outputs gone, or gradients.py left unimportable by a hand
-# edit: every check that reads or imports them must say so as the
-# comparison does, in a line naming the file and what to do, not each
-# fail in an error of its own.
-UNCHECKABLE = {
+# Committed outputs gone or not as built (gradients.py unimportable after
+# a hand edit among them), pictures no block draws: every check that
+# fails on them says so in a line naming the file and what to do, not
+# each in an error of its own.
+FILE_FAULTS = {
     "gradients.py missing": lambda f: (f / "gradients.py").unlink(),
     "gradients.py unimportable": lambda f: plant(f, "gradients.py", "def f(x):", "def f(x)"),
     "images/ gone": lambda f: shutil.rmtree(f / "images"),
     # Its bytes right, make tangle would do nothing.
     "gradients.py not executable": lambda f: (f / "gradients.py").chmod(0o644),
+    # A picture of an older version of the notes, and a link to nowhere.
+    "pictures no block draws": lambda f: ((f / "images" / "old.svg").write_text("<svg/>"),
+                                          (f / "images" / "gone.png").symlink_to("nowhere.png")),
 }
 SAID = re.compile(r"[\w/.]+ (is missing|is not what README\.org builds now"
                   r"|is not executable, as README\.org builds it)"
-                  r": run `(make tangle|chmod \+x [\w/.]+)`")
+                  r": run `(make tangle|chmod \+x [\w/.]+)`"
+                  r"|images/gone\.png, images/old\.svg: no block of README\.org draws them; "
+                  r"remove them")
 
 
-@pytest.mark.parametrize("fault", UNCHECKABLE)
-def test_make_test_says_why_a_committed_output_cannot_be_checked(project_copy, fault):
+@pytest.mark.parametrize("fault", FILE_FAULTS)
+def test_make_test_names_the_file_it_fails_on_and_what_to_do(project_copy, fault):
     shutil.copytree(ROOT / ".build" / "produced", project_copy / ".build" / "produced")
-    UNCHECKABLE[fault](project_copy)
+    FILE_FAULTS[fault](project_copy)
     # Wide enough that pytest's summary keeps each line whole.
     run = make("test", cwd=project_copy, env=dict(os.environ, COLUMNS="1000"))
     assert run.returncode != 0, run.stdout[-3000:]
