@@ -334,9 +334,13 @@ them and of ORG-FILE, which make checks as well."
       (insert (format "%s %s: %s\n" gradients-build-produced-file-for-make
                       gradients-build-outputs-file (mapconcat #'identity quoted " ")))
       (dolist (input quoted) (insert input ":\n")))
+    ;; The tools are the checkout's, which notes built from elsewhere (the
+    ;; ERT tests' own) do not have beside them.
     (gradients-build--write-digests
      (expand-file-name "inputs.sha256" gradients-build--scratch)
-     (cons (file-relative-name org-file gradients-build--project) inputs))))
+     (cl-remove-if-not
+      (lambda (input) (file-exists-p (expand-file-name input gradients-build--project)))
+      (cons (file-relative-name org-file gradients-build--project) inputs)))))
 
 ;;;; Scratch folders
 
