@@ -645,13 +645,24 @@ folder, where every relative path leads, whatever a block asks."
     (error "%s: :dir %s is not followed by the kernel, which runs every block in the notes' folder; use paths relative to it"
            (plist-get block :where) (cdr (assq :dir (nth 2 (plist-get block :info)))))))
 
+(defconst gradients-build--reshaping-results
+  '("table" "vector" "list" "pp" "html" "latex" "org")
+  "The :results words under which Org records a result otherwise than as
+the drawer text the bridge made: as a table, a list, fixed-width lines
+outside a drawer, an export block or an Org block.")
+
 (defun gradients-build--check-results (block)
   "Fail on `:results file' with a :file: Org would write the drawer's
 text, the link, over the picture the block drew.  And on `:results raw'
 outside a drawer: Org cannot tell where such a result ends, so a result
-of several paragraphs would be written again below itself on every run."
+of several paragraphs would be written again below itself on every run.
+And on every way Org would record the result as something else than the
+drawer text the block produced, or beside the last one rather than in
+its place: `make test' compares the two, and would fail after every
+`make run', or each `make run' would add the result once more."
   (let* ((params (nth 2 (plist-get block :info)))
-         (results (split-string (or (cdr (assq :results params)) ""))))
+         (results (split-string (or (cdr (assq :results params)) "")))
+         (written (not (cl-intersection '("silent" "none") results :test #'equal))))
     (when (and (member "file" results) (cdr (assq :file params))
                (not (or (member "link" results) (member "graphics" results))))
       (error "%s: :results file would make Org write the link over the picture; drop `file', :file alone draws it"
@@ -663,7 +674,28 @@ of several paragraphs would be written again below itself on every run."
              (plist-get block :where)))
     (when (member "code" results)
       (error "%s: :results code would record the result as a source block, which the build would run and tangle; use :results drawer"
-             (plist-get block :where)))))
+             (plist-get block :where)))
+    (when written
+      (let ((adding (cl-intersection '("append" "prepend") results :test #'equal))
+            (reshaping (append (cl-intersection gradients-build--reshaping-results results
+                                                :test #'equal)
+                               ;; A link Org makes itself only of a :results file.
+                               (and (not (member "file" results))
+                                    (cl-intersection '("link" "graphics") results
+                                                     :test #'equal)))))
+        (when adding
+          (error "%s: :results %s would add the result beside the last one on every run instead of replacing it; drop `%s'"
+                 (plist-get block :where) (car adding) (car adding)))
+        (when (assq :wrap params)
+          (let ((wrap (or (cdr (assq :wrap params)) "results")))
+            (error "%s: :wrap %s would record the result in a #+begin_%s block, not in the drawer the next build reads it back from (and a source block there would be run and tangled); drop the :wrap"
+                   (plist-get block :where) wrap (car (split-string wrap)))))
+        (when reshaping
+          (error "%s: :results %s would make Org record the result reshaped, not as the text the block produced, which `make test' compares it with; use :results drawer"
+                 (plist-get block :where) (car reshaping)))
+        (when (and (member "file" results) (not (cdr (assq :file params))))
+          (error "%s: :results file without a :file would record a link to a file named by the block's output; give the block a :file to draw a picture"
+                 (plist-get block :where)))))))
 
 (defun gradients-build--check-tangle (block)
   "Fail on a :tangle that may not be an output, or whose folder is

@@ -249,9 +249,47 @@ build found, its hook into file reading, the notes' buffer."
                said
                (list (format "README.org:%d: block `raw': :results raw outside a drawer"
                              (refusal-tests--block-line text "raw"))
+                     (format "README.org:%d: block `wrapped': :wrap example would record the result in a #+begin_example block"
+                             (refusal-tests--block-line text "wrapped"))
                      (format "README.org:%d: block `code': :results code"
                              (refusal-tests--block-line text "code")))))
-      (should (= (length said) 2)))))
+      (should (= (length said) 3)))))
+
+;; Found by probing: Org records the result otherwise than as the drawer
+;; text the block produced (so `make test' fails after every `make run'),
+;; or beside the last one (so each `make run' adds it once more).  What
+;; writes nothing, and a picture's own link, are kept.
+(ert-deftest refusal-tests-a-result-org-would-reshape-or-add-again-is-refused ()
+  (refusal-tests--in-project
+    (let* ((cases '(("tab" ":results table" ":results table would make Org record the result reshaped")
+                    ("vec" ":results value vector" ":results vector would make Org record")
+                    ("lst" ":results list" ":results list would make Org record")
+                    ("pp" ":results pp" ":results pp would make Org record")
+                    ("htm" ":results html" ":results html would make Org record")
+                    ("org" ":results org" ":results org would make Org record")
+                    ("lnk" ":file images/l.svg :results link" ":results link would make Org record")
+                    ("app" ":results append" ":results append would add the result beside the last one")
+                    ("pre" ":results prepend drawer" ":results prepend would add")
+                    ("ex" ":wrap example" ":wrap example would record the result in a #+begin_example block")
+                    ("src" ":wrap src jupyter-python" ":wrap src jupyter-python would record the result in a #+begin_src block")
+                    ("bare" ":wrap" ":wrap results would record the result in a #+begin_results block")
+                    ("named" ":results file" ":results file without a :file would record a link")
+                    ("quiet" ":results table silent" nil)
+                    ("gone" ":wrap example :results none" nil)
+                    ("drawn" ":file images/d.svg :results graphics file" nil)
+                    ("plain" ":results output verbatim scalar replace" nil)))
+           (text (apply #'concat refusal-tests--header
+                        (mapcar (lambda (case)
+                                  (refusal-tests--block refusal-tests--draw (nth 0 case) (nth 1 case)))
+                                cases)))
+           (said (refusal-tests--refused text "run")))
+      (should (refusal-tests--said-in-order
+               said
+               (cl-loop for (name _ what) in cases
+                        when what
+                        collect (format "README.org:%d: block `%s': %s"
+                                        (refusal-tests--block-line text name) name what))))
+      (should (= (length said) (cl-count-if #'caddr cases))))))
 
 ;;;; Names
 

@@ -148,7 +148,7 @@ def test_a_result_org_cannot_replace_or_would_run_is_refused(tiny):
                           f"README.org:{line_of(text, 'raw')}: block `raw': :results raw "
                           "outside a drawer")
     assert f"README.org:{line_of(text, 'code')}: block `code': :results code" in run.stderr
-    assert "`wrapped'" not in run.stderr
+    assert f"README.org:{line_of(text, 'wrapped')}: block `wrapped': :wrap example" in run.stderr
     # `make run' starts its kernel while Org loads; the refusal stops it.
     assert_no_kernel_left(tiny)
 
