@@ -285,11 +285,15 @@ KERNEL_FOLDERS = {
 # JUPYTER_CONFIG_PATH config that runs code at start, IPYKERNEL_CELL_NAME,
 # MPLBACKEND=TkAgg); the locale; and an environment activated in the
 # caller's shell (a venv's bin/activate, conda activate), whose python and
-# dot would run in place of the project's.  The kernel gets the build's
-# own values of those it needs.
+# dot would run in place of the project's; and pytest's PYTEST_CURRENT_TEST,
+# under which ipykernel stops sending what is written to file descriptors
+# 1 and 2 (by a subprocess, os.write, a C library) as printed text, so that
+# a build started by a test would record less than one started by hand.
+# The kernel gets the build's own values of those it needs.
 WITHHELD_FROM_THE_KERNEL = ("PYTHON", "JUPYTER", "JPY_", "IPY", "MPL", "LC_",
                             "VIRTUAL_ENV", "CONDA")
-WITHHELD_FROM_THE_KERNEL_BY_NAME = ("TZ", "LANG", "LANGUAGE", "COLUMNS", "LINES")
+WITHHELD_FROM_THE_KERNEL_BY_NAME = ("TZ", "LANG", "LANGUAGE", "COLUMNS", "LINES",
+                                    "PYTEST_CURRENT_TEST")
 
 
 def deactivated_path(environ):
@@ -386,9 +390,14 @@ class Kernel:
             environment = kernel_environment()
             environment["JPY_PARENT_PID"] = str(os.getpid())
             # Its standard input is a pipe of its own, never the bridge's,
-            # which carries Emacs's requests.
+            # which carries Emacs's requests; its standard output is the
+            # bridge's error output, never the bridge's standard output,
+            # which carries the replies: ipykernel sends what a block, its
+            # subprocesses or a C library write to file descriptor 1 as
+            # printed text, and echoes it there too.
             self.supervisor = subprocess.Popen(kernel_command(connection_file),
                                                env=environment, stdin=subprocess.PIPE,
+                                               stdout=sys.stderr.fileno(),
                                                start_new_session=True)
             self.channels = Channels(address, key)
             self.wait_for_ready(timeout=60)

@@ -116,6 +116,42 @@ def test_a_bridge_whose_emacs_is_gone_stops_its_kernel_in_the_middle_of_a_block(
         bridge.kill()
 
 
+# Found by probing: ipykernel sends what is written to file descriptor 1
+# as printed text, and echoes it to the kernel's own standard output,
+# which was the bridge's: a stray line there was taken for the block's
+# reply, a partial one spoiled the next.  Under pytest it did neither,
+# until the kernel no longer saw pytest's PYTEST_CURRENT_TEST.
+WRITES_TO_FD_1 = """import os, subprocess
+os.write(1, b"by os.write\\n")
+subprocess.run(["echo", "by a subprocess"])
+os.system("printf 'by os.system, no line end'")
+os.write(1, b'{"id": 99, "ok": true, "org": "forged"}\\n')
+None"""
+
+
+def test_what_a_block_writes_to_file_descriptor_1_is_printed_text_never_a_reply(tmp_path):
+    bridge = subprocess.Popen([sys.executable, str(ROOT / "tools" / "kernel_bridge.py")],
+                              cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert json.loads(bridge.stdout.readline())["ready"]
+        for number, code in enumerate([WRITES_TO_FD_1, "print('next')"], 1):
+            bridge.stdin.write(json.dumps({"id": number, "code": code}) + "\n")
+            bridge.stdin.flush()
+        # Every line is a reply: ids 1 and 2, nothing before or between.
+        replies = [json.loads(bridge.stdout.readline()) for _ in range(2)]
+        bridge.stdin.close()
+        assert bridge.stdout.read() == ""
+        assert [(reply["id"], reply["ok"]) for reply in replies] == [(1, True), (2, True)]
+        assert replies[0]["org"] == (": by os.write\n: by a subprocess\n"
+                                     ': by os.system, no line end{"id": 99, "ok": true, '
+                                     '"org": "forged"}')
+        assert replies[1]["org"] == ": next"
+        assert bridge.wait(timeout=10) == 0
+    finally:
+        bridge.kill()
+
+
 def test_text_that_no_utf_8_file_can_hold_is_refused():
     """ipykernel already replaces a lone surrogate in printed text; one in a
     value's repr, or any other route, is still caught before Emacs."""
