@@ -637,13 +637,20 @@ one spelling, share it."
               (error "%s: :tangle %s and %s, tangled by %s, differ only by case or accents, which some disks do not tell apart"
                      where name other (plist-get first :where))))))))
 
-(defun gradients-build--check-dir (block)
-  "Fail on :dir in a block the build runs: its kernel works in the notes'
-folder, where every relative path leads, whatever a block asks."
-  (when (and (gradients-build--runs-p block)
-             (cdr (assq :dir (nth 2 (plist-get block :info)))))
-    (error "%s: :dir %s is not followed by the kernel, which runs every block in the notes' folder; use paths relative to it"
-           (plist-get block :where) (cdr (assq :dir (nth 2 (plist-get block :info)))))))
+(defun gradients-build--check-how-it-runs (block)
+  "Fail on a header that asks a block the build runs to run otherwise
+than the build runs every block.  :dir: its kernel works in the notes'
+folder, where every relative path leads, whatever a block asks.  :cache
+yes: Org would skip the block on a fresh kernel whenever its code is
+unchanged, and the blocks after it miss what it defines."
+  (let ((params (nth 2 (plist-get block :info))))
+    (when (gradients-build--runs-p block)
+      (when (cdr (assq :dir params))
+        (error "%s: :dir %s is not followed by the kernel, which runs every block in the notes' folder; use paths relative to it"
+               (plist-get block :where) (cdr (assq :dir params))))
+      (when (equal (cdr (assq :cache params)) "yes")
+        (error "%s: :cache yes would make Org skip the block when its code is unchanged, but `make run' runs every block on a fresh kernel, and the blocks after it need what it defines; drop the :cache"
+               (plist-get block :where))))))
 
 (defconst gradients-build--reshaping-results
   '("table" "vector" "list" "pp" "html" "latex" "org")
@@ -695,7 +702,14 @@ its place: `make test' compares the two, and would fail after every
                  (plist-get block :where) (car reshaping)))
         (when (and (member "file" results) (not (cdr (assq :file params))))
           (error "%s: :results file without a :file would record a link to a file named by the block's output; give the block a :file to draw a picture"
-                 (plist-get block :where)))))))
+                 (plist-get block :where)))
+        ;; Org nests no drawer in another: the first :end: closes both.
+        (let ((drawer (org-element-lineage (plist-get block :element)
+                                           '(drawer property-drawer))))
+          (when drawer
+            (error "%s: is inside the drawer :%s:, where its results drawer would end the outer one, and the next build find both unclosed; move the block out of the drawer"
+                   (plist-get block :where)
+                   (or (org-element-property :drawer-name drawer) "PROPERTIES"))))))))
 
 (defun gradients-build--check-tangle (block)
   "Fail on a :tangle that may not be an output, or whose folder is
@@ -827,7 +841,7 @@ nothing; return the pictures, an alist of output path and block."
             (let ((file (gradients-build--check-tangle block)))
               (when file
                 (gradients-build--claim-output claimed block :tangle file))))
-          (gradients-build--noting-problem line (gradients-build--check-dir block))
+          (gradients-build--noting-problem line (gradients-build--check-how-it-runs block))
           (when (gradients-build--runs-p block)
             (gradients-build--noting-problem line
               (gradients--timeout (nth 2 (plist-get block :info))))

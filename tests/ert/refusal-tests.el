@@ -291,6 +291,31 @@ build found, its hook into file reading, the notes' buffer."
                                         (refusal-tests--block-line text name) name what))))
       (should (= (length said) (cl-count-if #'caddr cases))))))
 
+;; Found by probing: Org nests no drawer in another, so `make run' left
+;; notes the next build refused; and on a fresh kernel Org skipped a
+;; cached block, so the next `make run' failed in a block after it.
+(ert-deftest refusal-tests-a-block-in-a-drawer-or-cached-is-refused ()
+  (refusal-tests--in-project
+    (let* ((text (concat refusal-tests--header
+                         "\n:notes:" (refusal-tests--block "x = 1" "in-drawer") ":end:\n"
+                         "\n:NOTES:\nSome text." (refusal-tests--block "x = 1" "deeper")
+                         "More text.\n:END:\n"
+                         (refusal-tests--block "x = 1" "cached" ":cache yes")
+                         (refusal-tests--block "x = 1" "fresh" ":cache no")
+                         "\n#+begin_quote" (refusal-tests--block "x = 1" "quoted") "#+end_quote\n"
+                         "\n- an item\n"
+                         (replace-regexp-in-string "^" "  " (refusal-tests--block "x = 1" "listed"))
+                         "\n:quiet:" (refusal-tests--block "x = 1" "silent" ":results silent")
+                         ":end:\n"))
+           (said (refusal-tests--refused text "run")))
+      (should (equal said
+                     (list (format "README.org:%d: block `in-drawer': is inside the drawer :notes:, where its results drawer would end the outer one, and the next build find both unclosed; move the block out of the drawer"
+                                   (refusal-tests--block-line text "in-drawer"))
+                           (format "README.org:%d: block `deeper': is inside the drawer :NOTES:, where its results drawer would end the outer one, and the next build find both unclosed; move the block out of the drawer"
+                                   (refusal-tests--block-line text "deeper"))
+                           (format "README.org:%d: block `cached': :cache yes would make Org skip the block when its code is unchanged, but `make run' runs every block on a fresh kernel, and the blocks after it need what it defines; drop the :cache"
+                                   (refusal-tests--block-line text "cached"))))))))
+
 ;;;; Names
 
 (ert-deftest refusal-tests-two-blocks-of-one-name-are-refused-on-both-lines ()
