@@ -642,12 +642,16 @@ one spelling, share it."
 than the build runs every block.  :dir: its kernel works in the notes'
 folder, where every relative path leads, whatever a block asks.  :cache
 yes: Org would skip the block on a fresh kernel whenever its code is
-unchanged, and the blocks after it miss what it defines."
+unchanged, and the blocks after it miss what it defines.  :eval query:
+Org would ask before running it, and a batch build has no one to ask."
   (let ((params (nth 2 (plist-get block :info))))
     (when (gradients-build--runs-p block)
       (when (cdr (assq :dir params))
         (error "%s: :dir %s is not followed by the kernel, which runs every block in the notes' folder; use paths relative to it"
                (plist-get block :where) (cdr (assq :dir params))))
+      (when (equal (cdr (assq :eval params)) "query")
+        (error "%s: :eval query makes Org ask before each run, and a build has no one to ask; use :eval yes, or :eval no to keep the block from running"
+               (plist-get block :where)))
       (when (equal (cdr (assq :cache params)) "yes")
         (error "%s: :cache yes would make Org skip the block when its code is unchanged, but `make run' runs every block on a fresh kernel, and the blocks after it need what it defines; drop the :cache"
                (plist-get block :where))))))

@@ -292,9 +292,11 @@ build found, its hook into file reading, the notes' buffer."
       (should (= (length said) (cl-count-if #'caddr cases))))))
 
 ;; Found by probing: Org nests no drawer in another, so `make run' left
-;; notes the next build refused; and on a fresh kernel Org skipped a
-;; cached block, so the next `make run' failed in a block after it.
-(ert-deftest refusal-tests-a-block-in-a-drawer-or-cached-is-refused ()
+;; notes the next build refused; on a fresh kernel Org skipped a cached
+;; block, so the next `make run' failed in a block after it; and `make
+;; run' stopped on :eval query with "End of file during parsing", Org
+;; having asked its question of the standard input.
+(ert-deftest refusal-tests-a-block-in-a-drawer-cached-or-asking-is-refused ()
   (refusal-tests--in-project
     (let* ((text (concat refusal-tests--header
                          "\n:notes:" (refusal-tests--block "x = 1" "in-drawer") ":end:\n"
@@ -302,6 +304,8 @@ build found, its hook into file reading, the notes' buffer."
                          "More text.\n:END:\n"
                          (refusal-tests--block "x = 1" "cached" ":cache yes")
                          (refusal-tests--block "x = 1" "fresh" ":cache no")
+                         (refusal-tests--block "x = 1" "asking" ":eval query")
+                         (refusal-tests--block "x = 1" "on-export" ":eval query-export")
                          "\n#+begin_quote" (refusal-tests--block "x = 1" "quoted") "#+end_quote\n"
                          "\n- an item\n"
                          (replace-regexp-in-string "^" "  " (refusal-tests--block "x = 1" "listed"))
@@ -314,7 +318,9 @@ build found, its hook into file reading, the notes' buffer."
                            (format "README.org:%d: block `deeper': is inside the drawer :NOTES:, where its results drawer would end the outer one, and the next build find both unclosed; move the block out of the drawer"
                                    (refusal-tests--block-line text "deeper"))
                            (format "README.org:%d: block `cached': :cache yes would make Org skip the block when its code is unchanged, but `make run' runs every block on a fresh kernel, and the blocks after it need what it defines; drop the :cache"
-                                   (refusal-tests--block-line text "cached"))))))))
+                                   (refusal-tests--block-line text "cached"))
+                           (format "README.org:%d: block `asking': :eval query makes Org ask before each run, and a build has no one to ask; use :eval yes, or :eval no to keep the block from running"
+                                   (refusal-tests--block-line text "asking"))))))))
 
 ;;;; Names
 
