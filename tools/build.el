@@ -656,64 +656,45 @@ Org would ask before running it, and a batch build has no one to ask."
         (error "%s: :cache yes would make Org skip the block when its code is unchanged, but `make run' runs every block on a fresh kernel, and the blocks after it need what it defines; drop the :cache"
                (plist-get block :where))))))
 
-(defconst gradients-build--reshaping-results
-  '("table" "vector" "list" "pp" "html" "latex" "org")
-  "The :results words under which Org records a result otherwise than as
-the drawer text the bridge made: as a table, a list, fixed-width lines
-outside a drawer, an export block or an Org block.")
-
 (defun gradients-build--check-results (block)
-  "Fail on `:results file' with a :file: Org would write the drawer's
-text, the link, over the picture the block drew.  And on `:results raw'
-outside a drawer: Org cannot tell where such a result ends, so a result
-of several paragraphs would be written again below itself on every run.
-And on every way Org would record the result as something else than the
-drawer text the block produced, or beside the last one rather than in
-its place: `make test' compares the two, and would fail after every
-`make run', or each `make run' would add the result once more."
+  "Fail on every way Org would record BLOCK's result otherwise than as the
+drawer text it produced, in a drawer it replaces whole on the next run
+\(`gradients-result-recorded-otherwise'): `make test' compares the two,
+and would fail after every `make run'; or each `make run' would add the
+result once more; or the next build would run what it recorded.  And on
+a block inside a drawer, where its results drawer would end the outer."
   (let* ((params (nth 2 (plist-get block :info)))
          (results (split-string (or (cdr (assq :results params)) "")))
-         (written (not (cl-intersection '("silent" "none") results :test #'equal))))
-    (when (and (member "file" results) (cdr (assq :file params))
-               (not (or (member "link" results) (member "graphics" results))))
-      (error "%s: :results file would make Org write the link over the picture; drop `file', :file alone draws it"
-             (plist-get block :where)))
-    (when (and (member "raw" results)
-               (not (cl-intersection '("drawer" "silent" "none") results :test #'equal))
-               (not (cdr (assq :wrap params))))
-      (error "%s: :results raw outside a drawer has no end Org can find, so each run would add it again; use :results raw drawer"
-             (plist-get block :where)))
-    (when (member "code" results)
-      (error "%s: :results code would record the result as a source block, which the build would run and tangle; use :results drawer"
-             (plist-get block :where)))
-    (when written
-      (let ((adding (cl-intersection '("append" "prepend") results :test #'equal))
-            (reshaping (append (cl-intersection gradients-build--reshaping-results results
-                                                :test #'equal)
-                               ;; A link Org makes itself only of a :results file.
-                               (and (not (member "file" results))
-                                    (cl-intersection '("link" "graphics") results
-                                                     :test #'equal)))))
-        (when adding
-          (error "%s: :results %s would add the result beside the last one on every run instead of replacing it; drop `%s'"
-                 (plist-get block :where) (car adding) (car adding)))
-        (when (assq :wrap params)
-          (let ((wrap (or (cdr (assq :wrap params)) "results")))
-            (error "%s: :wrap %s would record the result in a #+begin_%s block, not in the drawer the next build reads it back from (and a source block there would be run and tangled); drop the :wrap"
-                   (plist-get block :where) wrap (car (split-string wrap)))))
-        (when reshaping
-          (error "%s: :results %s would make Org record the result reshaped, not as the text the block produced, which `make test' compares it with; use :results drawer"
-                 (plist-get block :where) (car reshaping)))
-        (when (and (member "file" results) (not (cdr (assq :file params))))
-          (error "%s: :results file without a :file would record a link to a file named by the block's output; give the block a :file to draw a picture"
-                 (plist-get block :where)))
-        ;; Org nests no drawer in another: the first :end: closes both.
-        (let ((drawer (org-element-lineage (plist-get block :element)
-                                           '(drawer property-drawer))))
-          (when drawer
-            (error "%s: is inside the drawer :%s:, where its results drawer would end the outer one, and the next build find both unclosed; move the block out of the drawer"
-                   (plist-get block :where)
-                   (or (org-element-property :drawer-name drawer) "PROPERTIES"))))))))
+         (where (plist-get block :where)))
+    (pcase (gradients-result-recorded-otherwise results params)
+      (`(over-picture ,_)
+       (error "%s: :results file would make Org write the link over the picture; drop `file', :file alone draws it"
+              where))
+      (`(raw ,_)
+       (error "%s: :results raw outside a drawer has no end Org can find, so each run would add it again; use :results raw drawer"
+              where))
+      (`(code ,_)
+       (error "%s: :results code would record the result as a source block, which the build would run and tangle; use :results drawer"
+              where))
+      (`(adding ,word)
+       (error "%s: :results %s would add the result beside the last one on every run instead of replacing it; drop `%s'"
+              where word word))
+      (`(wrapped ,wrap)
+       (error "%s: :wrap %s would record the result in a #+begin_%s block, not in the drawer the next build reads it back from (and a source block there would be run and tangled); drop the :wrap"
+              where wrap (car (split-string wrap))))
+      (`(reshaped ,word)
+       (error "%s: :results %s would make Org record the result reshaped, not as the text the block produced, which `make test' compares it with; use :results drawer"
+              where word))
+      (`(named-file ,_)
+       (error "%s: :results file without a :file would record a link to a file named by the block's output; give the block a :file to draw a picture"
+              where)))
+    (unless (cl-intersection '("silent" "none") results :test #'equal)
+      ;; Org nests no drawer in another: the first :end: closes both.
+      (let ((drawer (org-element-lineage (plist-get block :element)
+                                         '(drawer property-drawer))))
+        (when drawer
+          (error "%s: is inside the drawer :%s:, where its results drawer would end the outer one, and the next build find both unclosed; move the block out of the drawer"
+                 where (or (org-element-property :drawer-name drawer) "PROPERTIES")))))))
 
 (defun gradients-build--check-tangle (block)
   "Fail on a :tangle that may not be an output, or whose folder is

@@ -471,7 +471,11 @@ its place when it comes."
                         (or (cdr (assq :result-params params)) '("replace")))
                    element))
          (process (gradients--session-process params)))
-    (if (and own-drawer (gradients--async-p params))
+    ;; A placeholder Org would record otherwise than as text in a drawer
+    ;; is never found again: such a block is waited for.
+    (if (and own-drawer (gradients--async-p params)
+             (not (gradients-result-recorded-otherwise
+                   (cdr (assq :result-params params)) params)))
         (gradients--execute-async process request params element)
       (let ((previous (and own-drawer (gradients--drawer-text))))
         (gradients--submit process request)
@@ -499,6 +503,46 @@ WHERE.  For callers that read each block once themselves (the build)."
   "Whether Org writes no drawer for a block with PARAMS."
   (let ((result-params (cdr (assq :result-params params))))
     (and (or (member "silent" result-params) (member "none" result-params)) t)))
+
+(defconst gradients--reshaping-results
+  '("table" "vector" "list" "pp" "html" "latex" "org")
+  "The :results words under which Org records a result otherwise than as
+the drawer text the bridge made: as a table, a list, fixed-width lines
+outside a drawer, an export block or an Org block.")
+
+(defun gradients-result-recorded-otherwise (results params)
+  "How Org would record the result of a block with the :results words
+RESULTS and the header arguments PARAMS otherwise than as the text the
+bridge made, in a results drawer it replaces whole on the next run; nil
+when it records it so, or writes nothing.  A list (KIND WORD), WORD the
+header's word at fault, KIND one of: `over-picture' (Org writes the text
+into the :file), `raw' (no drawer, so no end Org can find), `code' (a
+source block), `adding' (beside the last result), `wrapped' (a :wrap
+block), `reshaped' (a table, list, fixed-width lines or another block),
+`named-file' (a link to a file the text names).  A placeholder put there
+would never be found again, and the build could not compare the result
+with what the block produces."
+  (let ((written (not (cl-intersection '("silent" "none") results :test #'equal)))
+        (has (lambda (words) (car (cl-intersection words results :test #'equal)))))
+    (cond
+     ((and (member "file" results) (cdr (assq :file params))
+           (not (funcall has '("link" "graphics"))))
+      (list 'over-picture "file"))
+     ((and written (member "raw" results) (not (member "drawer" results))
+           (not (assq :wrap params)))
+      (list 'raw "raw"))
+     ((member "code" results) (list 'code "code"))
+     ((not written) nil)
+     ((funcall has '("append" "prepend"))
+      (list 'adding (funcall has '("append" "prepend"))))
+     ((assq :wrap params) (list 'wrapped (or (cdr (assq :wrap params)) "results")))
+     ((funcall has gradients--reshaping-results)
+      (list 'reshaped (funcall has gradients--reshaping-results)))
+     ;; A link Org makes itself only of a :results file.
+     ((and (not (member "file" results)) (funcall has '("link" "graphics")))
+      (list 'reshaped (funcall has '("link" "graphics"))))
+     ((and (member "file" results) (not (cdr (assq :file params))))
+      (list 'named-file "file")))))
 
 (defun gradients--loose-pictures (text)
   "The pictures in `gradients-loose-picture-folder' that drawer TEXT links."

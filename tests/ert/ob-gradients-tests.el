@@ -165,6 +165,49 @@ print(ref_runs)
 
 ;;;; Where results go
 
+;; Found by probing: Org put the placeholder of such a block in a table,
+;; a list, an example block or fixed-width lines outside a drawer, where
+;; it was never found again: the result went to *gradients-unwritten*,
+;; the placeholder stayed.  Such a block is waited for instead.
+(ert-deftest obgt-a-result-org-records-otherwise-than-in-a-drawer-is-waited-for ()
+  (obgt-with-notes ("reshaped.org" "
+#+name: as-table
+#+begin_src jupyter-python :results table
+print('t')
+#+end_src
+
+#+name: as-example
+#+begin_src jupyter-python :wrap example
+print('x')
+#+end_src
+
+#+name: as-pp
+#+begin_src jupyter-python :results pp
+print('p')
+#+end_src
+
+#+name: in-drawer
+#+begin_src jupyter-python
+print('d')
+#+end_src
+")
+    (when (get-buffer gradients-unwritten-buffer)
+      (kill-buffer gradients-unwritten-buffer))
+    (let ((placeholder "\\[waiting for the kernel: request [0-9]+\\]"))
+      (dolist (name '("as-table" "as-example" "as-pp"))
+        (obgt-run name)
+        (should-not (string-match-p placeholder (buffer-string))))
+      ;; What Org can find again still returns at once.
+      (obgt-run "in-drawer")
+      (should (string-match-p placeholder (obgt-drawer "in-drawer")))
+      (should (obgt-wait))
+      (should (equal (obgt-drawer "in-drawer") ": d")))
+    (should-not (get-buffer gradients-unwritten-buffer))
+    (should (string-match-p "^| : t |$" (buffer-string)))
+    (should (string-match-p "^#\\+begin_example\n: x\n#\\+end_example$" (buffer-string)))
+    (should (string-match-p "^: : p$" (buffer-string)))))
+
+
 (defconst obgt-two-naps "
 * One
 
