@@ -118,6 +118,11 @@ class Stopped(Exception):
 # loads (a random.py of the notes would otherwise replace the standard one
 # in zmq and stop the kernel), IPython then puts it after the standard
 # library, and a block sees the launcher as sys.argv[0]: all as in Jupyter.
+# What a block prints must be text UTF-8 can carry, as for the tangled
+# script on its own (PYTHONUTF8: its standard output writes a surrogate
+# that stands for a byte as that byte, and raises on any other): ipykernel
+# would take any text, fail to send it, and put the error of its own
+# failure in the block's output instead, the text lost.
 # ipykernel decides once, when its debugger module is first imported,
 # whether debugpy is there; a None in sys.modules makes that import fail,
 # and is then taken out again, so that a block may still import debugpy.
@@ -127,6 +132,14 @@ notes_folder = sys.path.pop(0)
 sys.modules["debugpy"] = None
 import ipykernel.debugger
 del sys.modules["debugpy"]
+import ipykernel.iostream
+def write(self, text, write=ipykernel.iostream.OutStream.write):
+    __tracebackhide__ = True
+    if isinstance(text, str):
+        text.encode("utf-8", "surrogateescape")
+    return write(self, text)
+ipykernel.iostream.OutStream.write = write
+del write
 sys.path.insert(0, notes_folder)
 runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
 """
@@ -241,7 +254,12 @@ class Channels:
             if len(parts) < 4 or not hmac.compare_digest(signature,
                                                          self.signature(parts[:4])):
                 continue
-            header, parent, metadata, content = (json.loads(part) for part in parts[:4])
+            # jupyter_client's session writes a lone surrogate of a block's
+            # text (an exception's message, a value's repr) as the byte it
+            # escapes: read back so, it is refused by name downstream
+            # instead of ending the bridge.
+            header, parent, metadata, content = (
+                json.loads(part.decode("utf-8", "surrogateescape")) for part in parts[:4])
             return {"header": header, "msg_type": header["msg_type"],
                     "parent_header": parent, "metadata": metadata, "content": content}
         return None
@@ -490,6 +508,14 @@ class Kernel:
             if kind in ("stream", "execute_result", "display_data", "error"):
                 outputs.append((kind, content))
         reply = self.reply_to(msg_id)
+        content = reply["content"]
+        if content.get("status") == "error" and not any(kind == "error" for kind, _ in outputs):
+            # The kernel could not send the block's error (its text held
+            # what its messages cannot carry); the reply still says so.
+            outputs.append(("error", {
+                "ename": content.get("ename", "Error"), "evalue": content.get("evalue", ""),
+                "traceback": content.get("traceback") or
+                [f"{content.get('ename', 'Error')}: {content.get('evalue', '')}"]}))
         if any(p.get("source") == "ask_exit" for p in reply["content"].get("payload", [])):
             # exit() ends the kernel only after this reply: blame this block.
             self.kill()

@@ -70,6 +70,35 @@ def test_a_block_sees_the_kernel_that_python_m_ipykernel_launcher_starts(kernel)
     assert org == ": False ipykernel_launcher.py\n: True\n: debugpy"
 
 
+# Found by probing: a lone surrogate that stands for no byte (\\ud800)
+# made ipykernel fail to send the output, which was lost, the block's
+# print recorded as ipykernel's own traceback, or its exception as
+# success; one that stands for a byte ended the bridge, which read it
+# back as UTF-8.  As for the script on its own, the first is an error of
+# the block, the second text the notes refuse by name.
+SURROGATES = {
+    "printed, no byte": ("print('ok'); print('b\\ud800'); print('after')", "raised",
+                         "UnicodeEncodeError: 'utf-8' codec can't encode character '\\ud800'"),
+    "raised, no byte": ("raise ValueError('bad\\ud800')", "raised",
+                        "UnicodeEncodeError: 'utf-8' codec can't encode character '\\ud800'"),
+    "printed, a byte": ("print('x\\udcff')", "output", "printed '\\udcff', which is not valid"),
+    "a repr, a byte": ("class R:\n    def __repr__(self):\n        return 'r\\udc80'\nR()",
+                       "output", "printed '\\udc80', which is not valid"),
+    "raised, a byte": ("raise ValueError('b\\udc80')", "raised", "ValueError: b\\udc80"),
+}
+
+
+@pytest.mark.parametrize("case", SURROGATES, ids=list(SURROGATES))
+def test_a_lone_surrogate_fails_its_block_by_name_and_the_kernel_goes_on(kernel, case):
+    import kernel_bridge
+    code, kind, what = SURROGATES[case]
+    with pytest.raises(kernel_bridge.BlockError) as failure:
+        kernel_bridge.execute(kernel, code, max_lines=1000)
+    assert failure.value.kind == kind
+    assert failure.value.summary.startswith(what), failure.value.summary
+    assert kernel_bridge.execute(kernel, "print('next')")[0] == ": next"
+
+
 def test_a_kernel_killed_by_its_block_is_reported_as_died(kernel):
     """The last test of the module's kernel, which is gone afterwards."""
     import kernel_bridge
