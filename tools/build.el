@@ -1469,7 +1469,14 @@ kernel, written into the Org file (`make run')."
                                 (gradients-build--has-blocks-p original))
     (let* ((blocks (gradients-build--read-blocks))
            (pictures (gradients-build--check-blocks blocks))
-           (gradients-picture-destination #'gradients-build--picture-destination))
+           (gradients-picture-destination #'gradients-build--picture-destination)
+           ;; A block is named by its line in the file, not in the buffer
+           ;; that holds the results of the blocks above it.
+           (gradients-block-line-function
+            (lambda (head)
+              (plist-get (cl-find head blocks :key (lambda (block)
+                                                     (marker-position (plist-get block :marker))))
+                         :line))))
       ;; An edit saved meanwhile is found by `gradients-build--check-unchanged'
       ;; and kept; Emacs must not ask about it as Org writes a result.
       (load "userlock" nil t)

@@ -154,6 +154,13 @@ buffer (C-c C-x b) is named after the file it shows."
   (let ((base (or (buffer-base-buffer) (current-buffer))))
     (file-name-nondirectory (or (buffer-file-name base) (buffer-name base)))))
 
+(defvar gradients-block-line-function nil
+  "Function of the position of a block's head returning the line to name
+the block by, or nil for the line it is on in the buffer.  `make run'
+binds it: Org has written the results of the blocks above into the
+buffer by then, and the file, which a failing block leaves as it was,
+has the block on another line.")
+
 (defun gradients-block-description (&optional element)
   "Where the block at point is, for messages: file, line and name.
 ELEMENT is as for `gradients--own-head'."
@@ -167,7 +174,9 @@ ELEMENT is as for `gradients--own-head'."
                    (org-element-property :name (org-element-at-point))))))
     (format "%s:%d: block %s"
             (gradients--file-label)
-            (org-current-line head)
+            (or (and gradients-block-line-function
+                     (funcall gradients-block-line-function head))
+                (org-current-line head))
             (if name (format "`%s'" name) "(unnamed)"))))
 
 (defun gradients--session-name (params)

@@ -6,7 +6,7 @@ build would never run.  Nothing is changed and nothing runs."""
 import os
 
 from tiny_notes import (HEADER, assert_failed_cleanly, assert_no_kernel_left, block, build,
-                        write_readme)
+                        line_of, write_readme)
 
 # Headers that would go wrong; Org itself ignores a name it does not know,
 # without a word.  Each: the text added, the line named (as it reads),
@@ -75,3 +75,15 @@ def test_text_org_would_misread_is_refused_before_org_loads(tiny):
     before = write_readme(tiny, text)
     assert_failed_cleanly(build(tiny), tiny, before,
                           "README.org:9: the line ends in CR LF (Windows line ends)")
+
+
+def test_a_block_failing_in_make_run_is_named_by_its_line_in_the_file(tiny):
+    """Found by probing: `make run' named the line the block had in the
+    buffer, below the results Org had just written for the blocks above
+    it, which the file, left unchanged, does not hold."""
+    text = HEADER + block("print('one')\nprint('two')", "above") + block("1 / 0", "fails")
+    before = write_readme(tiny, text)
+    run = build(tiny, "run")
+    assert_failed_cleanly(run, tiny, before,
+                          f"README.org:{line_of(text, 'fails')}: block `fails' raised "
+                          "ZeroDivisionError")
