@@ -111,18 +111,76 @@ class Stopped(Exception):
     """The bridge was asked to stop while its kernel started or a block ran."""
 
 
+# What a block writes reaches the kernel's streams (ipykernel's OutStream,
+# one for standard output, one for error output) in the order it wrote
+# it, and as text the notes can hold:
+# - what lands on file descriptor 1 or 2 (a subprocess, os.system,
+#   os.write, a C library) is read from the pipe ipykernel puts there
+#   before anything else goes into the stream, and at each flush (before a
+#   display, a value, the end of the block).  ipykernel's own thread moved
+#   it whenever it woke, so that a later print() came before it, into its
+#   middle, or the block ended without it;
+# - bytes are decoded as one text, a character split between two reads
+#   whole;
+# - printed text must be text UTF-8 can carry, as for the tangled script
+#   on its own (PYTHONUTF8: its standard output writes a surrogate that
+#   stands for a byte as that byte, and raises on any other): ipykernel
+#   would take any text, fail to send it, and put the error of its own
+#   failure in the block's output instead, the text lost.
+# The stream's own lock is held from reading the pipe to writing the
+# stream, by the thread that waits on the pipe as by the block.
+KERNEL_STREAMS = """\
+import codecs, os, select
+import ipykernel.iostream
+def streams(OutStream=ipykernel.iostream.OutStream):
+    write, flush = OutStream.write, OutStream.flush
+    def drain(stream):
+        fid = getattr(stream, "_fid", None)
+        if fid is None or not stream._is_master_process():
+            return True
+        decoder = stream.__dict__.setdefault(
+            "_gradients_decoder", codecs.getincrementaldecoder("utf-8")("replace"))
+        while select.select([fid], [], [], 0)[0]:
+            data = os.read(fid, 65536)
+            if not data:
+                return False
+            text = decoder.decode(data)
+            if text:
+                write(stream, text)
+            os.write(stream._original_stdstream_copy, data)
+        return True
+    def watch(stream):
+        while stream._should_watch:
+            select.select([stream._fid], [], [])
+            with stream._buffer_lock:
+                if not drain(stream):
+                    return
+    def checked_write(stream, text):
+        __tracebackhide__ = True
+        if isinstance(text, str):
+            text.encode("utf-8", "surrogateescape")
+        with stream._buffer_lock:
+            drain(stream)
+            return write(stream, text)
+    def drained_flush(stream):
+        with stream._buffer_lock:
+            drain(stream)
+        return flush(stream)
+    OutStream._watch_pipe_fd = watch
+    OutStream.write = checked_write
+    OutStream.flush = drained_flush
+streams()
+del streams
+"""
+
 # `python -m ipykernel_launcher`, run as that command runs it, less the
 # debugger it would load into every kernel (debugpy: a third of the
-# kernel's start), which nothing that talks to the bridge can use.  The
-# launcher itself keeps the notes' folder off the path while the kernel
-# loads (a random.py of the notes would otherwise replace the standard one
-# in zmq and stop the kernel), IPython then puts it after the standard
-# library, and a block sees the launcher as sys.argv[0]: all as in Jupyter.
-# What a block prints must be text UTF-8 can carry, as for the tangled
-# script on its own (PYTHONUTF8: its standard output writes a surrogate
-# that stands for a byte as that byte, and raises on any other): ipykernel
-# would take any text, fail to send it, and put the error of its own
-# failure in the block's output instead, the text lost.
+# kernel's start), which nothing that talks to the bridge can use, and
+# with KERNEL_STREAMS.  The launcher itself keeps the notes' folder off
+# the path while the kernel loads (a random.py of the notes would
+# otherwise replace the standard one in zmq and stop the kernel), IPython
+# then puts it after the standard library, and a block sees the launcher
+# as sys.argv[0]: all as in Jupyter.
 # ipykernel decides once, when its debugger module is first imported,
 # whether debugpy is there; a None in sys.modules makes that import fail,
 # and is then taken out again, so that a block may still import debugpy.
@@ -132,14 +190,7 @@ notes_folder = sys.path.pop(0)
 sys.modules["debugpy"] = None
 import ipykernel.debugger
 del sys.modules["debugpy"]
-import ipykernel.iostream
-def write(self, text, write=ipykernel.iostream.OutStream.write):
-    __tracebackhide__ = True
-    if isinstance(text, str):
-        text.encode("utf-8", "surrogateescape")
-    return write(self, text)
-ipykernel.iostream.OutStream.write = write
-del write
+""" + KERNEL_STREAMS + """\
 sys.path.insert(0, notes_folder)
 runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
 """

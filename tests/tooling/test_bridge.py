@@ -99,6 +99,30 @@ def test_a_lone_surrogate_fails_its_block_by_name_and_the_kernel_goes_on(kernel,
     assert kernel_bridge.execute(kernel, "print('next')")[0] == ": next"
 
 
+# Found by probing: ipykernel's thread moved what lands on file descriptor
+# 1 into the output whenever it woke, so that a print() after it came
+# before it or into its middle, or the block ended without it; and it
+# decoded each read apart, breaking a character split between two.
+IN_ORDER = [
+    ("import os\nos.write(1, b''.join(b'%d\\n' % i for i in range(500)))\nprint('end')\nNone",
+     [f": {i}" for i in range(500)] + [": end"]),
+    ("import os, subprocess\nfor i in range(3):\n"
+     "    print(i); os.write(1, b'fd\\n'); subprocess.run(['echo', 'sub'])\n"
+     "os.system('printf x')",
+     [": 0", ": fd", ": sub", ": 1", ": fd", ": sub", ": 2", ": fd", ": sub", ": x", ": 0"]),
+    ("import os\ntext = 'é€'.encode()\nos.write(1, text[:3]); os.write(1, text[3:] + b'\\n')\nNone",
+     [": é€"]),
+]
+
+
+@pytest.mark.parametrize("code, lines", IN_ORDER, ids=["long", "mixed", "split"])
+def test_what_lands_on_file_descriptor_1_comes_in_the_order_it_was_written(kernel, code,
+                                                                          lines):
+    import kernel_bridge
+    for _ in range(5):
+        assert kernel_bridge.execute(kernel, code, max_lines=1000)[0].split("\n") == lines
+
+
 def test_a_kernel_killed_by_its_block_is_reported_as_died(kernel):
     """The last test of the module's kernel, which is gone afterwards."""
     import kernel_bridge
