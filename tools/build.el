@@ -92,13 +92,14 @@ they are spelled, if it would read them otherwise."
 (defmacro gradients-build--as-a-build (&rest body)
   "Run BODY with the executor behaving as a build needs: every block
 waited for, within its time limit, tracebacks in the log, no pictures
-saved for blocks without :file, progress said every ten seconds and
-nothing else said."
+saved for blocks without :file, what the notes could not keep refused,
+progress said every ten seconds and nothing else said."
   `(let ((gradients-default-timeout gradients-batch-timeout)
          ;; Messages keep `quotes' as typed: logs are plain text.
          (text-quoting-style 'grave)
          (gradients-allow-async nil)
          (gradients-save-loose-pictures nil)
+         (gradients-results-for-the-notes t)
          (gradients-tracebacks-in-errors t)
          (gradients-progress-interval 10)
          (gradients-chatty nil))

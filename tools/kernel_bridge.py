@@ -9,14 +9,17 @@ one JSON object per line each way:
                "timeout": seconds or null, "max_lines": 1000 or null,
                "results": the block's :results words, "wrap": whether it has a :wrap,
                "loose_pictures": {"folder": "/where/they/go", "link": "as the drawer
-                                  names that folder"} or null}
+                                  names that folder"} or null,
+               "for_the_notes": whether the build records the result}
     reply:    {"id": 7, "ok": true,  "org": "<text for the results drawer>",
                "printed": "<what it wrote to its standard output>"}
               {"id": 7, "ok": false, "kind": KIND, "error": "<message>",
                "summary": "<its one line>"}
 
 With "loose_pictures", the pictures of a block without a :file are saved
-in that folder and linked from the drawer.
+in that folder and linked from the drawer.  With "for_the_notes", what
+the notes could not keep as the block made it is refused: a picture
+without a :file, and a memory address, which changes on every run.
 
 KIND says what went wrong: "raised" (the code raised; "error" is the
 traceback, "summary" its last line), "interrupted" (KeyboardInterrupt, from
@@ -928,13 +931,36 @@ def write_atomically(path, data):
         raise
 
 
+# A memory address, as in an object's default repr: tests/test_notes.py
+# refuses a recorded one with the same pattern.
+MEMORY_ADDRESS = re.compile(r"\b0x[0-9a-f]{6,}\b")
+
+
+def check_repeatable(outputs, file, org):
+    """Refuse what a build would record otherwise than the block made it,
+    or differently on every run: pictures without a :file, which no
+    drawer of the notes can link, and a memory address."""
+    shown = len(shown_pictures(outputs))
+    if shown and not file:
+        raise BlockError(f"displayed {'a picture' if shown == 1 else f'{shown} pictures'} "
+                         "but has no :file, so the notes would show none; give it a "
+                         ":file under images/, one picture a block", "output")
+    address = MEMORY_ADDRESS.search(org)
+    if address:
+        raise BlockError(f"shows {address.group()}, a memory address, which changes on "
+                         "every run; show something else (give the object a __repr__ "
+                         "of its own, or end the block with `;' to show no value)",
+                         "output")
+
+
 def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None,
-            loose_pictures=None, results=None, wrap=False):
+            loose_pictures=None, results=None, wrap=False, for_the_notes=False):
     """Run CODE; write its picture to WRITE_TO (default FILE); return the
     org text and the raw outputs.  Raise BlockError if the code raised or
     its result cannot go into the notes.  With LOOSE_PICTURES, {"folder":
     where, "link": the same folder as the drawer should name it}, the
-    pictures of a block without a :file are saved there and linked."""
+    pictures of a block without a :file are saved there and linked.  With
+    FOR_THE_NOTES, see check_repeatable."""
     outputs = kernel.run(code, timeout)
     error = failure(outputs)
     if error:
@@ -950,6 +976,8 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
     links = [f"{loose_pictures['link']}/{os.path.basename(path)}" for path, _ in writes
              if not file]
     org = org_result(outputs, file, links, max_lines, results, wrap)
+    if for_the_notes:
+        check_repeatable(outputs, file, org)
     for path, data in writes:
         write_atomically(path, data)
     return org, outputs
@@ -1027,7 +1055,8 @@ def serve(stdin, stdout):
                 org, outputs = execute(kernel, request["code"], request.get("file"),
                                  request.get("write_to"), request.get("timeout"),
                                  request.get("max_lines"), request.get("loose_pictures"),
-                                 request.get("results"), request.get("wrap", False))
+                                 request.get("results"), request.get("wrap", False),
+                                 request.get("for_the_notes", False))
                 send({**reply, "ok": True, "org": org, "printed": printed_text(outputs)})
             except BlockError as error:
                 send({**reply, "ok": False, "kind": error.kind, "summary": error.summary,

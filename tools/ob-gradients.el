@@ -68,6 +68,11 @@
 (defvar gradients-save-loose-pictures t
   "Whether the pictures of a block without :file are saved and linked.")
 
+(defvar gradients-results-for-the-notes nil
+  "Whether results are recorded by the build: the bridge then refuses
+what the notes could not keep as the block made it (see check_repeatable
+in kernel_bridge.py).  Interactively such a result is shown as it is.")
+
 (defvar gradients-tracebacks-in-errors nil
   "Whether a failing block's error carries its whole traceback, rather
 than one line, with the traceback shown in its own buffer.")
@@ -266,6 +271,8 @@ text.  ELEMENT is as for `gradients--own-head'."
               ;; How Org will insert the text: the bridge refuses one it
               ;; could not replace on the next run.
               (results . ,(vconcat (cdr (assq :result-params params))))
+              (for_the_notes . ,(if (and gradients-results-for-the-notes (not value-of))
+                                    t :false))
               (wrap . ,(if (assq :wrap params) t :false)))))))
 
 (defun gradients--failure-message (request reply)

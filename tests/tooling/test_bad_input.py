@@ -87,3 +87,14 @@ def test_a_block_failing_in_make_run_is_named_by_its_line_in_the_file(tiny):
     assert_failed_cleanly(run, tiny, before,
                           f"README.org:{line_of(text, 'fails')}: block `fails' raised "
                           "ZeroDivisionError")
+
+
+def test_a_picture_without_a_file_fails_the_build(tiny):
+    """Found by probing: the build dropped it without a word."""
+    text = HEADER + block("import matplotlib.pyplot as plt\nplt.plot([1, 2]); plt.show()",
+                          "loose")
+    before = write_readme(tiny, text)
+    for target in ("tangle", "run"):
+        assert_failed_cleanly(build(tiny, target), tiny, before,
+                              f"README.org:{line_of(text, 'loose')}: block `loose' displayed "
+                              "a picture but has no :file")

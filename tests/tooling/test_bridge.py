@@ -123,6 +123,31 @@ def test_what_lands_on_file_descriptor_1_comes_in_the_order_it_was_written(kerne
         assert kernel_bridge.execute(kernel, code, max_lines=1000)[0].split("\n") == lines
 
 
+# Found by probing: `make run' dropped the picture of a block without a
+# :file without a word, and recorded a default repr whose address
+# changed on every run, which only `make test' noticed.
+UNREPEATABLE = {
+    "picture": ("import matplotlib.pyplot as plt\nplt.plot([1, 2]); plt.show()",
+                "displayed a picture but has no :file"),
+    "pictures": ("import matplotlib.pyplot as plt\nplt.plot([1, 2]); plt.show()\n"
+                 "plt.plot([2, 1]); plt.show()", "displayed 2 pictures but has no :file"),
+    "repr": ("class H:\n    def _repr_html_(self):\n        return '<p>x</p>'\nH()",
+             "shows 0x"),
+    "printed": ("print(object())", "shows 0x"),
+}
+
+
+@pytest.mark.parametrize("case", UNREPEATABLE, ids=list(UNREPEATABLE))
+def test_what_the_notes_could_not_keep_fails_a_block_the_build_records(kernel, case):
+    import kernel_bridge
+    code, what = UNREPEATABLE[case]
+    with pytest.raises(kernel_bridge.BlockError) as failure:
+        kernel_bridge.execute(kernel, code, for_the_notes=True)
+    assert failure.value.kind == "output" and str(failure.value).startswith(what)
+    # C-c C-c shows it as it is.
+    kernel_bridge.execute(kernel, code)
+
+
 def test_a_kernel_killed_by_its_block_is_reported_as_died(kernel):
     """The last test of the module's kernel, which is gone afterwards."""
     import kernel_bridge
