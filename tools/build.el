@@ -787,16 +787,43 @@ kernel."
                        (error "%s: its name differs only in case from another block's, and Org takes them for one: give each its own"
                               (plist-get block :where))))))
                names)
-      (org-element-map tree org-element-all-elements
-                       (lambda (element)
-                         (let ((name (car (org-element-property :results element))))
-                           (when (and name (not (string-empty-p name))
-                                      (not (gethash (downcase name) names)))
-                             (let ((line (line-number-at-pos (org-element-property :begin element))))
-                               (gradients-build--noting-problem line
-                                 (gradients-build--fail-at
-                                  line "#+RESULTS: %s belongs to no block (was the block renamed?); remove it"
-                                  name))))))))
+      ;; Every #+RESULTS but those Org updates, one a block, would stay
+      ;; as it is: of a name no block has, a second of one that a block
+      ;; has, one that follows no block.
+      (let ((updated (make-hash-table)))
+        (dolist (block blocks)
+          (when (plist-get block :results-lines)
+            (puthash (car (plist-get block :results-lines)) block updated)))
+        (org-element-map tree org-element-all-elements
+          (lambda (element)
+            (when (org-element-property :results element)
+              (let* ((name (car (org-element-property :results element)))
+                     (named (and name (not (string-empty-p name))))
+                     (line (save-excursion
+                             (goto-char (org-element-property :begin element))
+                             (let ((case-fold-search t))
+                               (re-search-forward "^[ \t]*#\\+results"
+                                                  (org-element-property :post-affiliated element) t))
+                             (line-number-at-pos)))
+                     (owner (and named (cl-find-if (lambda (block)
+                                                     (and (plist-get block :results-lines)
+                                                          (equal (plist-get block :name) name)))
+                                                   blocks))))
+                (unless (gethash line updated)
+                  (gradients-build--noting-problem line
+                    (cond
+                     ((and named (not (gethash (downcase name) names)))
+                      (gradients-build--fail-at
+                       line "#+RESULTS: %s belongs to no block (was the block renamed?); remove it"
+                       name))
+                     (owner
+                      (gradients-build--fail-at
+                       line "#+RESULTS: %s is a second result of block `%s', which Org never updates (it writes the one at line %d); remove it"
+                       name name (car (plist-get owner :results-lines))))
+                     (t
+                      (gradients-build--fail-at
+                       line "#+RESULTS%s follows no block that writes it, so Org never updates it; remove it"
+                       (if named (concat ": " name) ""))))))))))))
     (dolist (block blocks)
       (let ((recorded (plist-get block :recorded)))
         (when (and recorded (string-match-p gradients--placeholder-regexp recorded))

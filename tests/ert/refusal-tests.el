@@ -322,6 +322,30 @@ build found, its hook into file reading, the notes' buffer."
                            (format "README.org:%d: block `asking': :eval query makes Org ask before each run, and a build has no one to ask; use :eval yes, or :eval no to keep the block from running"
                                    (refusal-tests--block-line text "asking"))))))))
 
+;; Found by probing: Org updates one #+RESULTS a block; a second one of
+;; its name, or one that follows no block, stayed stale without a word.
+(ert-deftest refusal-tests-a-result-org-never-updates-is-refused ()
+  (refusal-tests--in-project
+    (let* ((text (concat refusal-tests--header
+                         (refusal-tests--block "print(1)" "one")
+                         "\n#+RESULTS: one\n:results:\n: 1\n:end:\n"
+                         "\nText.\n\n#+RESULTS: one\n:results:\n: stale\n:end:\n"
+                         "\n#+RESULTS:\n:results:\n: stray\n:end:\n"
+                         "\n#+begin_src jupyter-python\nprint(2)\n#+end_src\n"
+                         "\n#+RESULTS:\n:results:\n: 2\n:end:\n"
+                         "\n#+RESULTS: gone\n:results:\n: 3\n:end:\n"))
+           (lines (split-string text "\n"))
+           (line-of (lambda (line &optional nth)
+                      (1+ (cl-position line lines :test #'equal :from-end nth)))))
+      (should (equal (refusal-tests--refused text)
+                     (list (format "README.org:%d: #+RESULTS: one is a second result of block `one', which Org never updates (it writes the one at line %d); remove it"
+                                   (funcall line-of "#+RESULTS: one" t)
+                                   (funcall line-of "#+RESULTS: one"))
+                           (format "README.org:%d: #+RESULTS follows no block that writes it, so Org never updates it; remove it"
+                                   (funcall line-of "#+RESULTS:"))
+                           (format "README.org:%d: #+RESULTS: gone belongs to no block (was the block renamed?); remove it"
+                                   (funcall line-of "#+RESULTS: gone"))))))))
+
 ;;;; Names
 
 (ert-deftest refusal-tests-two-blocks-of-one-name-are-refused-on-both-lines ()
