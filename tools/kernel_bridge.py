@@ -462,14 +462,15 @@ class Kernel:
             environment = kernel_environment()
             environment["JPY_PARENT_PID"] = str(os.getpid())
             # Its standard input is a pipe of its own, never the bridge's,
-            # which carries Emacs's requests; its standard output is the
-            # bridge's error output, never the bridge's standard output,
-            # which carries the replies: ipykernel sends what a block, its
-            # subprocesses or a C library write to file descriptor 1 as
-            # printed text, and echoes it there too.
+            # which carries Emacs's requests.  Its standard output is
+            # nobody's: ipykernel sends what a block, its subprocesses or a
+            # C library write to file descriptor 1 as printed text, and
+            # echoes a copy there, which on the bridge's standard output
+            # would be taken for replies, and on its error output would
+            # bury the lines that say why a kernel failed.
             self.supervisor = subprocess.Popen(kernel_command(connection_file),
                                                env=environment, stdin=subprocess.PIPE,
-                                               stdout=sys.stderr.fileno(),
+                                               stdout=subprocess.DEVNULL,
                                                start_new_session=True)
             self.channels = Channels(address, key)
             self.wait_for_ready(timeout=60)
