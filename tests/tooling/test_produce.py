@@ -12,6 +12,8 @@ import pytest
 from conftest import ROOT, emacs, make
 from tiny_notes import HEADER, block, snapshot, write_readme
 
+import produced  # noqa: E402 (tools/, on the path once conftest is)
+
 # With this Python no kernel can start: a build that needs one fails.
 NO_KERNEL = ("--eval", '(setq gradients-python "/nonexistent/python")')
 
@@ -176,33 +178,52 @@ def test_make_test_catches_each_planted_fault_and_touches_nothing(project_copy, 
 # Committed outputs gone or not as built (gradients.py unimportable after
 # a hand edit among them), pictures no block draws: every check that
 # fails on them says so in a line naming the file and what to do, not
-# each in an error of its own.
+# each in an error of its own.  Each fault, and the line that names it.
 FILE_FAULTS = {
-    "gradients.py missing": lambda f: (f / "gradients.py").unlink(),
-    "gradients.py unimportable": lambda f: plant(f, "gradients.py", "def f(x):", "def f(x)"),
-    "images/ gone": lambda f: shutil.rmtree(f / "images"),
+    "gradients.py missing": (lambda f: (f / "gradients.py").unlink(),
+                             r"gradients\.py is missing: run `make tangle`"),
+    "gradients.py unimportable": (lambda f: plant(f, "gradients.py", "def f(x):", "def f(x)"),
+                                  r"gradients\.py is not what README\.org builds now"),
+    "images/ gone": (lambda f: shutil.rmtree(f / "images"),
+                     r"images/plot\.png is missing: run `make tangle`"),
     # Its bytes right, make tangle would do nothing.
-    "gradients.py not executable": lambda f: (f / "gradients.py").chmod(0o644),
+    "gradients.py not executable": (
+        lambda f: (f / "gradients.py").chmod(0o644),
+        r"gradients\.py is not executable, as README\.org builds it: run `chmod \+x"),
     # A picture of an older version of the notes, and a link to nowhere.
-    "pictures no block draws": lambda f: ((f / "images" / "old.svg").write_text("<svg/>"),
-                                          (f / "images" / "gone.png").symlink_to("nowhere.png")),
+    "pictures no block draws": (
+        lambda f: ((f / "images" / "old.svg").write_text("<svg/>"),
+                   (f / "images" / "gone.png").symlink_to("nowhere.png")),
+        r"images/gone\.png, images/old\.svg: no block of README\.org draws them; remove them"),
 }
-SAID = re.compile(r"[\w/.]+ (is missing|is not what README\.org builds now"
-                  r"|is not executable, as README\.org builds it)"
-                  r": run `(make tangle|chmod \+x [\w/.]+)`"
-                  r"|images/gone\.png, images/old\.svg: no block of README\.org draws them; "
-                  r"remove them")
+SAID = re.compile("|".join(said for _, said in FILE_FAULTS.values()))
+# Faults that can stand together, one `make test` for each group: one
+# file is either gone, or not as built, or only not executable (which is
+# said only of the right bytes), and pictures no block draws need the
+# folder.
+FILE_FAULTS_TOGETHER = {
+    "gone": ["gradients.py missing", "images/ gone"],
+    "not as built": ["gradients.py unimportable"],
+    "mode": ["gradients.py not executable", "pictures no block draws"],
+}
 
 
-@pytest.mark.parametrize("fault", FILE_FAULTS)
-def test_make_test_names_the_file_it_fails_on_and_what_to_do(project_copy, fault):
+def test_every_file_fault_is_in_a_group():
+    assert sorted(sum(FILE_FAULTS_TOGETHER.values(), [])) == sorted(FILE_FAULTS)
+
+
+@pytest.mark.parametrize("group", FILE_FAULTS_TOGETHER)
+def test_make_test_names_the_file_it_fails_on_and_what_to_do(project_copy, group):
     shutil.copytree(ROOT / ".build" / "produced", project_copy / ".build" / "produced")
-    FILE_FAULTS[fault](project_copy)
+    for fault in FILE_FAULTS_TOGETHER[group]:
+        FILE_FAULTS[fault][0](project_copy)
     # Wide enough that pytest's summary keeps each line whole.
     run = make("test", cwd=project_copy, env=dict(os.environ, COLUMNS="1000"))
     assert run.returncode != 0, run.stdout[-3000:]
     summary = [line for line in run.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
-    assert summary, run.stdout[-3000:]
+    missed = [fault for fault in FILE_FAULTS_TOGETHER[group]
+              if not any(re.search(FILE_FAULTS[fault][1], line) for line in summary)]
+    assert not missed, f"make test did not name {missed}:\n{run.stdout[-3000:]}"
     unclear = [line for line in summary if not SAID.search(line)
                and not line.startswith("FAILED tests/test_notes.py::test_committed_output")]
     assert not unclear, "\n".join(unclear)
@@ -248,14 +269,32 @@ DAMAGE = {
 }
 
 
+def damaged_copy(folder, damage):
+    """FOLDER with the checkout's README.org and kept run, its blocks.json
+    damaged by DAMAGE."""
+    shutil.copy2(ROOT / "README.org", folder / "README.org")
+    shutil.copytree(ROOT / ".build" / "produced", folder / ".build" / "produced")
+    kept = folder / ".build" / "produced" / "blocks.json"
+    kept.write_text(DAMAGE[damage](kept.read_text()))
+    return folder
+
+
 @pytest.mark.parametrize("damage", DAMAGE)
-def test_a_damaged_blocks_json_is_said_in_one_line(project_copy, damage):
-    """make goes by its time, and takes it as up to date: `make test` must
-    say what to do rather than fail inside pytest."""
+def test_a_damaged_blocks_json_is_said_in_one_line(tmp_path, damage):
+    """make goes by its time, and takes it as up to date: what reads it
+    must say what to do rather than fail on it."""
+    with pytest.raises(produced.Stale) as said:
+        produced.load(damaged_copy(tmp_path, damage))
+    assert str(said.value).startswith(".build/produced/blocks.json is damaged (")
+    assert str(said.value).endswith("remove .build/produced and run `make test`")
+
+
+def test_make_test_says_so_of_a_damaged_blocks_json_before_any_check(project_copy):
+    """And `make test` stops on that line, not inside pytest."""
     shutil.copytree(ROOT / ".build" / "produced", project_copy / ".build" / "produced")
     kept = project_copy / ".build" / "produced" / "blocks.json"
     assert make(str(kept.relative_to(project_copy)), cwd=project_copy).returncode == 0
-    kept.write_text(DAMAGE[damage](kept.read_text()))
+    kept.write_text(DAMAGE["cut short"](kept.read_text()))
     run = make("test", cwd=project_copy)
     assert run.returncode != 0
     assert "INTERNALERROR" not in run.stdout + run.stderr, run.stdout[-3000:]
