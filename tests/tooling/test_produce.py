@@ -116,19 +116,36 @@ def plant(folder, path, old, new):
     (folder / path).write_text(text.replace(old, new, 1))
 
 
-# Each fault `make test` must catch, and what its failure must say: each
-# names its own block or file, so that faults planted together still
-# show one by one.
+# Each fault `make test` must catch, and the line that must name it: its
+# own block or file, and what to do, so that faults planted together still
+# show one by one, and none fails in an error of its own (49 ImportErrors,
+# a FileNotFoundError, a SyntaxError traceback).
 FAULTS = {
     "a digit of a recorded result": (
         lambda f: plant(f, "README.org", ":results:\n: 20.0\n", ":results:\n: 21.0\n"),
         r"block f-of-3: the recorded result .* is not what the block produces"),
+    # One that leaves it unimportable, too.
     "a hand edit to gradients.py": (
-        lambda f: plant(f, "gradients.py", "def f(x):", "def f(x):  # tuned"),
-        r"gradients.py is not what README.org builds now: run `make tangle`"),
+        lambda f: plant(f, "gradients.py", "def f(x):", "def f(x)"),
+        r"gradients\.py is not what README\.org builds now: run `make tangle`"),
     "a missing picture": (
         lambda f: (f / "images" / "plot.png").unlink(),
-        r"images/plot.png is missing: run `make tangle`"),
+        r"images/plot\.png is missing: run `make tangle`"),
+    "gradients.py missing": (
+        lambda f: (f / "gradients.py").unlink(),
+        r"gradients\.py is missing: run `make tangle`"),
+    "images/ gone": (
+        lambda f: shutil.rmtree(f / "images"),
+        r"images/plot\.png is missing: run `make tangle`"),
+    # Its bytes right, make tangle would do nothing.
+    "gradients.py not executable": (
+        lambda f: (f / "gradients.py").chmod(0o644),
+        r"gradients\.py is not executable, as README\.org builds it: run `chmod \+x"),
+    # A picture of an older version of the notes, and a link to nowhere.
+    "pictures no block draws": (
+        lambda f: ((f / "images" / "old.svg").write_text("<svg/>"),
+                   (f / "images" / "gone.png").symlink_to("nowhere.png")),
+        r"images/gone\.png, images/old\.svg: no block of README\.org draws them; remove them"),
     "a constant in a block": (
         lambda f: plant(f, "README.org", "h = 0.0001", "h = 0.001"),
         r"block f-of-x-plus-h: the recorded result .* is not what the block produces"),
@@ -136,14 +153,23 @@ FAULTS = {
         lambda f: plant(f, "README.org", "a.grad = 6.0", "a.grad = 6.5"),
         r"block check-L: the recorded result .* is not what the block produces"),
 }
+# The forms a failing check's line takes, whichever block or file a fault
+# reaches besides its own (a constant changes the blocks after it).
+CLEAR = re.compile(r"block [\w-]+: the recorded result .* is not what the block produces"
+                   r"|[\w/.]+ (is missing|is not what README\.org builds now): run `make tangle`"
+                   r"|[\w/.]+ is not executable, as README\.org builds it: run `chmod \+x"
+                   r"|: no block of README\.org draws them; remove them")
 
 # Faults planted together, one `make test` for each group: those that
 # leave the code as it was (the kept kernel run serves), and those that
-# change it (the blocks run again).  A code change makes gradients.py
-# differ too, so the hand edit is among the first.
+# change it (the blocks run again; gradients.py then differs too).  One
+# file is either gone, or not as built, or only not executable (said only
+# of the right bytes); pictures no block draws need the folder.
 PLANTED_TOGETHER = {
     "code unchanged": ["a digit of a recorded result", "a hand edit to gradients.py",
                        "a missing picture"],
+    "outputs gone": ["gradients.py missing", "images/ gone"],
+    "modes and strays": ["gradients.py not executable", "pictures no block draws"],
     "code changed": ["a constant in a block", "a wrong hand-filled gradient"],
 }
 
@@ -160,75 +186,25 @@ def test_make_test_catches_each_planted_fault_and_touches_nothing(project_copy, 
     # Once the checkout is tangled too, its stamps, copied with their
     # times, leave make nothing to do in the copy before the faults.
     shutil.copytree(ROOT / ".build" / "produced", project_copy / ".build" / "produced")
-    for stamp in ("outputs", "emacs-id"):
+    for stamp in ("outputs", "outputs.sha256", "emacs-id"):
         if (ROOT / ".build" / stamp).exists():
             shutil.copy2(ROOT / ".build" / stamp, project_copy / ".build" / stamp)
     assert make("tangle", cwd=project_copy).returncode == 0
     for fault in PLANTED_TOGETHER[group]:
         FAULTS[fault][0](project_copy)
     before = snapshot(project_copy)
-    run = make("test", cwd=project_copy)
+    # Wide enough that pytest's summary keeps each line whole.
+    run = make("test", cwd=project_copy, env=dict(os.environ, COLUMNS="1000"))
     assert run.returncode != 0, run.stdout[-3000:]
     missed = [fault for fault in PLANTED_TOGETHER[group]
               if not re.search(FAULTS[fault][1], run.stdout)]
     assert not missed, f"make test did not name {missed}:\n{run.stdout[-3000:]}"
-    assert snapshot(project_copy) == before, "make test changed a committed file"
-
-
-# Committed outputs gone or not as built (gradients.py unimportable after
-# a hand edit among them), pictures no block draws: every check that
-# fails on them says so in a line naming the file and what to do, not
-# each in an error of its own.  Each fault, and the line that names it.
-FILE_FAULTS = {
-    "gradients.py missing": (lambda f: (f / "gradients.py").unlink(),
-                             r"gradients\.py is missing: run `make tangle`"),
-    "gradients.py unimportable": (lambda f: plant(f, "gradients.py", "def f(x):", "def f(x)"),
-                                  r"gradients\.py is not what README\.org builds now"),
-    "images/ gone": (lambda f: shutil.rmtree(f / "images"),
-                     r"images/plot\.png is missing: run `make tangle`"),
-    # Its bytes right, make tangle would do nothing.
-    "gradients.py not executable": (
-        lambda f: (f / "gradients.py").chmod(0o644),
-        r"gradients\.py is not executable, as README\.org builds it: run `chmod \+x"),
-    # A picture of an older version of the notes, and a link to nowhere.
-    "pictures no block draws": (
-        lambda f: ((f / "images" / "old.svg").write_text("<svg/>"),
-                   (f / "images" / "gone.png").symlink_to("nowhere.png")),
-        r"images/gone\.png, images/old\.svg: no block of README\.org draws them; remove them"),
-}
-SAID = re.compile("|".join(said for _, said in FILE_FAULTS.values()))
-# Faults that can stand together, one `make test` for each group: one
-# file is either gone, or not as built, or only not executable (which is
-# said only of the right bytes), and pictures no block draws need the
-# folder.
-FILE_FAULTS_TOGETHER = {
-    "gone": ["gradients.py missing", "images/ gone"],
-    "not as built": ["gradients.py unimportable"],
-    "mode": ["gradients.py not executable", "pictures no block draws"],
-}
-
-
-def test_every_file_fault_is_in_a_group():
-    assert sorted(sum(FILE_FAULTS_TOGETHER.values(), [])) == sorted(FILE_FAULTS)
-
-
-@pytest.mark.parametrize("group", FILE_FAULTS_TOGETHER)
-def test_make_test_names_the_file_it_fails_on_and_what_to_do(project_copy, group):
-    shutil.copytree(ROOT / ".build" / "produced", project_copy / ".build" / "produced")
-    for fault in FILE_FAULTS_TOGETHER[group]:
-        FILE_FAULTS[fault][0](project_copy)
-    # Wide enough that pytest's summary keeps each line whole.
-    run = make("test", cwd=project_copy, env=dict(os.environ, COLUMNS="1000"))
-    assert run.returncode != 0, run.stdout[-3000:]
     summary = [line for line in run.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
-    missed = [fault for fault in FILE_FAULTS_TOGETHER[group]
-              if not any(re.search(FILE_FAULTS[fault][1], line) for line in summary)]
-    assert not missed, f"make test did not name {missed}:\n{run.stdout[-3000:]}"
-    unclear = [line for line in summary if not SAID.search(line)
-               and not line.startswith("FAILED tests/test_notes.py::test_committed_output")]
+    unclear = [line for line in summary if not CLEAR.search(line)]
     assert not unclear, "\n".join(unclear)
     for error in ("ModuleNotFoundError", "FileNotFoundError", "SyntaxError"):
         assert error not in run.stdout, run.stdout[-3000:]
+    assert snapshot(project_copy) == before, "make test changed a committed file"
 
 
 def lisp_the_build_loads():
