@@ -116,6 +116,12 @@ export BROKEN_PACKAGES
 # file put back with its old time (cp -p, rsync -a, tar) keeps it.
 changed = $(shell sha256sum --check --status $(1) 2>/dev/null || echo FORCE)
 
+# The venv's stamp holds the digests of pyproject.toml and the lock it was
+# made from: a lock put back with its old time is another lock all the same.
+ifneq ($(BUILD_GOALS),)
+VENV_CHANGED := $(call changed,$(VENV_STAMP))
+endif
+
 # What the last successful `make tangle` produced, listed by the build
 # itself (so no second reading of README.org can disagree with Org's) and
 # written last, so it is the build's stamp too: the outputs are only
@@ -245,7 +251,7 @@ venv: $(VENV_STAMP)  ## the Python environment, exactly as requirements.lock say
 # uv is made only when the venv is: a venv that matches needs no uv.  A
 # package whose files are gone is installed again: it still counts as
 # installed for uv, whose sync would leave it broken.
-$(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(VENV_FOLDERS)
+$(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(VENV_FOLDERS) $(VENV_CHANGED)
 	@grep -qxF "$(LOCK_SOURCE)" $(LOCK) || \
 	    { echo "$(LOCK) is older than pyproject.toml: run \`make lock\`" >&2; exit 1; }
 	@[ -x "$(UV)" ] || $(MAKE) --no-print-directory $(UV_OURS)
@@ -262,7 +268,7 @@ $(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(VENV_FOLDERS)
 	@for dir in "$(VENV)"/lib/python3*/site-packages "$(VENV)"/lib/python3*/site-packages/*/; do \
 	    for module in "$${dir%/}"/*.py; do [ -e "$$module" ] && mkdir -p "$${dir%/}/__pycache__"; break; done; \
 	done
-	@touch "$@"
+	@sha256sum pyproject.toml $(LOCK) > "$@.new" && mv "$@.new" "$@"
 
 # A missing or dangling interpreter counts as changed, so the venv is
 # made again instead of every target failing on it.

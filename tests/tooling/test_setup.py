@@ -72,6 +72,23 @@ def test_make_installs_again_a_package_whose_files_are_gone(tmp_path, damage):
     assert "Nothing to be done for 'venv'" in make("venv", uv, cwd=project).stdout
 
 
+def test_a_lock_put_back_with_an_older_time_syncs_the_venv_again(tmp_path):
+    """cp -p, rsync -a and tar keep a file's time: the venv's stamp, newer,
+    would pass for one made from that lock; its digests tell."""
+    project = small_project(tmp_path)
+    uv = f"UV={the_build_uv()}"
+    assert make("venv", uv, cwd=project).returncode == 0
+    assert make("-q", "venv", uv, cwd=project).returncode == 0
+    lock = project / "requirements.lock"
+    lock.write_text("# another lock, put back with its old time\n" + lock.read_text())
+    os.utime(lock, (0, 0))
+    assert make("-q", "venv", uv, cwd=project).returncode != 0, "the other lock went unnoticed"
+    run = make("venv", uv, cwd=project)
+    assert run.returncode == 0, run.stderr
+    assert "pip sync" in run.stdout
+    assert make("-q", "venv", uv, cwd=project).returncode == 0
+
+
 def test_make_works_with_a_uv_whose_path_has_a_space(tmp_path):
     spaced = tmp_path / "a b"
     project = small_project(spaced / "clone")
