@@ -282,11 +282,15 @@ depend on besides the notes.")
                                                   gradients-build--project)
                          (gradients-file-inside-p file temporary-file-directory))))
       (let ((relative (file-relative-name file gradients-build--project)))
-        ;; The build's own files are make's prerequisites already.
+        ;; The build's own files are make's prerequisites already, and
+        ;; what lies under a dot folder (.git, .build, .venv) is no input
+        ;; of the notes; their .dir-locals.el is: Emacs applies its safe
+        ;; settings to the notes as it visits them.
         (unless (or (member relative (list gradients-build--org-name "Makefile"
                                            "requirements.lock"))
-                    (cl-some (lambda (part) (string-prefix-p "." part))
-                             (split-string relative "/"))
+                    (and (cl-some (lambda (part) (string-prefix-p "." part))
+                                  (split-string relative "/"))
+                         (not (string-match-p "\\`\\.dir-locals\\(-2\\)?\\.el\\'" relative)))
                     (string-prefix-p "tools/" relative))
           (cl-pushnew relative gradients-build--inputs :test #'equal))))))
 
