@@ -692,7 +692,9 @@ a block inside a drawer, where its results drawer would end the outer."
               where word))
       (`(named-file ,_)
        (error "%s: :results file without a :file would record a link to a file named by the block's output; give the block a :file to draw a picture"
-              where)))
+              where))
+      ;; The link to the picture the block drew is its result.
+      (`(linked ,_) nil))
     (unless (cl-intersection '("silent" "none") results :test #'equal)
       ;; Org nests no drawer in another: the first :end: closes both.
       (let ((drawer (org-element-lineage (plist-get block :element)

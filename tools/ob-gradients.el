@@ -535,9 +535,10 @@ header's word at fault, KIND one of: `over-picture' (Org writes the text
 into the :file), `raw' (no drawer, so no end Org can find), `code' (a
 source block), `adding' (beside the last result), `wrapped' (a :wrap
 block), `reshaped' (a table, list, fixed-width lines or another block),
-`named-file' (a link to a file the text names).  A placeholder put there
-would never be found again, and the build could not compare the result
-with what the block produces."
+`named-file' (a link to a file the text names), `linked' (a link to its
+:file, the picture).  A placeholder put there would never be found
+again, and the build could not compare the result with what the block
+produces; the build accepts `linked' alone, whose result is the picture."
   (let ((written (not (cl-intersection '("silent" "none") results :test #'equal)))
         (has (lambda (words) (car (cl-intersection words results :test #'equal)))))
     (cond
@@ -558,7 +559,9 @@ with what the block produces."
      ((and (not (member "file" results)) (funcall has '("link" "graphics")))
       (list 'reshaped (funcall has '("link" "graphics"))))
      ((and (member "file" results) (not (cdr (assq :file params))))
-      (list 'named-file "file")))))
+      (list 'named-file "file"))
+     ;; Org puts a link to the :file in place of what the executor returns.
+     ((member "file" results) (list 'linked "file")))))
 
 (defun gradients--loose-pictures (text)
   "The pictures in `gradients-loose-picture-folder' that drawer TEXT links."

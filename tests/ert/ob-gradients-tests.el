@@ -186,6 +186,12 @@ print('x')
 print('p')
 #+end_src
 
+#+name: as-link
+#+begin_src jupyter-python :file as-link.svg :results file graphics
+from IPython.display import SVG
+SVG('<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1\" height=\"1\"/>')
+#+end_src
+
 #+name: in-drawer
 #+begin_src jupyter-python
 print('d')
@@ -194,7 +200,7 @@ print('d')
     (when (get-buffer gradients-unwritten-buffer)
       (kill-buffer gradients-unwritten-buffer))
     (let ((placeholder "\\[waiting for the kernel: request [0-9]+\\]"))
-      (dolist (name '("as-table" "as-example" "as-pp"))
+      (dolist (name '("as-table" "as-example" "as-pp" "as-link"))
         (obgt-run name)
         (should-not (string-match-p placeholder (buffer-string))))
       ;; What Org can find again still returns at once.
@@ -205,7 +211,9 @@ print('d')
     (should-not (get-buffer gradients-unwritten-buffer))
     (should (string-match-p "^| : t |$" (buffer-string)))
     (should (string-match-p "^#\\+begin_example\n: x\n#\\+end_example$" (buffer-string)))
-    (should (string-match-p "^: : p$" (buffer-string)))))
+    (should (string-match-p "^: : p$" (buffer-string)))
+    (should (string-match-p "^\\[\\[file:as-link.svg\\]\\]$" (buffer-string)))
+    (should (file-exists-p (expand-file-name "as-link.svg" obgt-scratch)))))
 
 
 (defconst obgt-two-naps "
