@@ -748,7 +748,12 @@ written is reported, never dropped in silence."
               (cond
                (head
                 (goto-char head)
-                (gradients--write-result request reply previous params))
+                ;; An undo step of its own: without the boundaries, the
+                ;; author's next C-/ would take back the result together
+                ;; with whatever they typed while the block ran.
+                (undo-boundary)
+                (gradients--write-result request reply previous params)
+                (undo-boundary))
                ((gethash id gradients--superseded)
                 ;; Run again meanwhile: the newer run's result goes there.
                 (let ((inhibit-message t))

@@ -287,9 +287,18 @@ next block's name or the next heading."
     (goto-char (point-max))
     (insert "\n")
     (yank)
+    ;; As the command loop does after each command.
+    (undo-boundary)
     (should (obgt-wait))
     (should (equal (obgt-drawer "first") ": 'one'"))
-    (should (equal (obgt-drawer "second") ": 'two'"))))
+    (should (equal (obgt-drawer "second") ": 'two'"))
+    ;; Each result is an undo step of its own, apart from the move: one
+    ;; undo takes back the last result alone.
+    (undo-start)
+    (undo-more 2)                       ; as `undo': past the boundary first
+    (should (equal (obgt-drawer "first") ": 'one'"))
+    (should (string-match-p "^#\\+name: second\n\\(?:.*\n\\)*#\\+name: first$"
+                            (buffer-string)))))
 
 ;;;; One kernel per session and folder
 
