@@ -461,15 +461,20 @@ class Kernel:
                 json.dump(Channels.connection(address, key), connection)
             environment = kernel_environment()
             environment["JPY_PARENT_PID"] = str(os.getpid())
-            # Its standard input is a pipe of its own, never the bridge's,
-            # which carries Emacs's requests.  Its standard output is
+            # Its standard input is nobody's: not the bridge's, which
+            # carries Emacs's requests, nor a pipe no one writes to or
+            # closes, on which a block reading sys.stdin (or a command it
+            # runs, as `cat') would wait for ever, its placeholder and the
+            # blocks queued behind it with it; it reads an end of file at
+            # once.  input() asks the frontend, which refuses it by name.
+            # Its standard output is
             # nobody's: ipykernel sends what a block, its subprocesses or a
             # C library write to file descriptor 1 as printed text, and
             # echoes a copy there, which on the bridge's standard output
             # would be taken for replies, and on its error output would
             # bury the lines that say why a kernel failed.
             self.supervisor = subprocess.Popen(kernel_command(connection_file),
-                                               env=environment, stdin=subprocess.PIPE,
+                                               env=environment, stdin=subprocess.DEVNULL,
                                                stdout=subprocess.DEVNULL,
                                                start_new_session=True)
             self.channels = Channels(address, key)
@@ -605,7 +610,6 @@ class Kernel:
                 supervisor.wait(timeout=SUPERVISOR_PATIENCE)
             except subprocess.TimeoutExpired:
                 pass   # stuck in the kernel of the system: nothing more to do
-            supervisor.stdin.close()
         channels, self.channels = self.channels, None
         if channels is not None:
             channels.close()

@@ -55,6 +55,18 @@ def test_the_kernel_keeps_no_history_in_the_users_home(kernel):
     assert org == ": False"
 
 
+def test_a_block_that_reads_standard_input_reads_its_end_at_once(kernel):
+    """Not a pipe kept open and never written, on which the block, and
+    every block queued behind it, would wait for ever."""
+    import kernel_bridge
+    org, _ = kernel_bridge.execute(kernel, "import os\nos.readlink('/proc/self/fd/0')")
+    assert org == ": '/dev/null'"
+    org, _ = kernel_bridge.execute(
+        kernel, "import subprocess, sys\n"
+        "sys.stdin.read(), subprocess.run(['cat'], capture_output=True).stdout")
+    assert org == ": ('', b'')"
+
+
 def test_a_block_sees_the_kernel_that_python_m_ipykernel_launcher_starts(kernel):
     """The bridge starts its kernels without debugpy, and in every other way
     as Jupyter does: the launcher is the script (what argparse names in a
