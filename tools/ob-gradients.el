@@ -641,6 +641,7 @@ an indirect buffer the block was run from may be gone by then.  A block
 whose result Org does not write (`:results silent' or `none') only says
 how it went."
   (let* ((base (or (buffer-base-buffer) (current-buffer)))
+         (file (buffer-file-name base))
          (marker (set-marker (make-marker)
                              (or (gradients--own-head element) (point)) base))
          (id (gradients-request-id request))
@@ -657,7 +658,7 @@ how it went."
             (remhash id gradients--earlier-results)
             (if silent
                 (gradients--report-silent request reply result-params marker)
-              (gradients--fill-placeholder marker request reply previous params))
+              (gradients--fill-placeholder marker request reply previous params file))
             (remhash id gradients--superseded)))
     (gradients--submit process request)
     (gradients--placeholder request)))
@@ -697,8 +698,9 @@ a marker follows deleted text onto whatever block comes next."
                             (goto-char head)
                             (equal (gradients--drawer-text) placeholder))
                      head)))
-      (or (holds-it (save-excursion (goto-char marker)
-                                    (org-babel-where-is-src-block-head)))
+      (or (and (eq (marker-buffer marker) (current-buffer))
+               (holds-it (save-excursion (goto-char marker)
+                                         (org-babel-where-is-src-block-head))))
           (save-excursion
             (goto-char (point-min))
             (let (found)
@@ -724,12 +726,15 @@ a marker follows deleted text onto whatever block comes next."
     (message "gradients: %s finished, but %s; its result is in the buffer %s"
              (gradients-request-where request) why gradients-unwritten-buffer)))
 
-(defun gradients--fill-placeholder (marker request reply previous params)
-  "Put REQUEST's REPLY where its placeholder is, in the buffer of MARKER.
-PREVIOUS is the drawer text before the block ran, kept if it fails;
-PARAMS are those Org ran the block with.  A result that cannot be
-written is reported, never dropped in silence."
-  (let ((buffer (marker-buffer marker))
+(defun gradients--fill-placeholder (marker request reply previous params file)
+  "Put REQUEST's REPLY where its placeholder is, in the buffer of MARKER,
+or once that is killed, in the one visiting FILE now.  PREVIOUS is the
+drawer text before the block ran, kept if it fails; PARAMS are those Org
+ran the block with.  A result that cannot be written is reported, never
+dropped in silence."
+  ;; The file visited again (C-x C-v, or closed after saving the
+  ;; placeholder and opened again) holds the placeholder in a new buffer.
+  (let ((buffer (or (marker-buffer marker) (and file (find-buffer-visiting file))))
         (id (gradients-request-id request)))
     (unwind-protect
         (gradients--fill-placeholder-in buffer marker request reply previous params id)

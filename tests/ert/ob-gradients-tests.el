@@ -54,8 +54,10 @@ BODY there as an interactive Emacs would; kill the buffer after, unsaved."
        (unwind-protect
            (with-current-buffer buffer ,@body)
          (obgt-wait)
-         (with-current-buffer buffer (set-buffer-modified-p nil))
-         (kill-buffer buffer)))))
+         ;; BODY may have closed it.
+         (when (buffer-live-p buffer)
+           (with-current-buffer buffer (set-buffer-modified-p nil))
+           (kill-buffer buffer))))))
 
 (defun obgt-busy ()
   "Whether a block runs or waits to run."
@@ -406,8 +408,17 @@ time.sleep(1)
                            said))
       ;; What the build refuses.
       (should (equal (gradients-placeholder-lines) (list line))))
-    (should (obgt-wait))
-    (should (null (gradients-placeholder-lines)))))
+    ;; Closed and opened again while the block runs: the result goes to
+    ;; the placeholder the file was saved with, in the new buffer.
+    (kill-buffer)
+    (with-current-buffer (find-file-noselect file)
+      (unwind-protect
+          (progn
+            (should (obgt-wait))
+            (should (equal (obgt-drawer "nap") ": 'rested'"))
+            (should (null (gradients-placeholder-lines))))
+        (set-buffer-modified-p nil)
+        (kill-buffer)))))
 
 ;;;; C-c C-v b
 
