@@ -215,9 +215,11 @@ kernel that did not start in time)."
   (let ((last (car (last (cl-remove-if
                           (lambda (line) (string-prefix-p "Process " line))
                           (split-string (gradients--stderr-tail process) "\n" t "[ \t]+"))))))
-    (format "its kernel did not start%s (more in the buffer `%s')"
+    ;; A batch build's Emacs, and that buffer, end right after it says so.
+    (format "its kernel did not start%s%s"
             (if last (concat ": " last) "")
-            (process-get process 'stderr-buffer))))
+            (if noninteractive ""
+              (format " (more in the buffer `%s')" (process-get process 'stderr-buffer))))))
 
 (defun gradients--drop (requests why)
   "Tell every request in REQUESTS that it will not run, because WHY."

@@ -442,6 +442,44 @@ def first_child(parent):
     return min(children, key=started, default=None)
 
 
+class ErrorOutput:
+    """What a kernel writes to its error output, passed on to this
+    process's as it comes (ipykernel echoes a block's own there too), its
+    last line kept."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.tail = b""
+        self.thread = threading.Thread(target=self.pass_on, daemon=True)
+        self.thread.start()
+
+    def pass_on(self):
+        sink = getattr(sys.stderr, "buffer", None)
+        while True:
+            try:
+                data = os.read(self.pipe.fileno(), 65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            self.tail = (self.tail + data)[-4096:]
+            if sink is not None:
+                try:
+                    sink.write(data)
+                    sink.flush()
+                except (OSError, ValueError):
+                    sink = None   # nowhere to show it; the tail is still kept
+        self.pipe.close()
+
+    def last_line(self):
+        """The last line the kernel wrote, once it has ended: the one that
+        names why, after a traceback."""
+        # Its writers are gone once its supervisor is: the pipe ends soon.
+        self.thread.join(timeout=SUPERVISOR_PATIENCE)
+        lines = [line.strip() for line in self.tail.decode("utf-8", "replace").splitlines()]
+        return next((line for line in reversed(lines) if line), "")
+
+
 class Kernel:
     """One running kernel, started as Jupyter starts one (in a session of
     its own, its connection file read at start, JPY_PARENT_PID naming this
@@ -473,10 +511,17 @@ class Kernel:
             # echoes a copy there, which on the bridge's standard output
             # would be taken for replies, and on its error output would
             # bury the lines that say why a kernel failed.
+            # Its error output reaches this process's through a pipe: a
+            # kernel that dies as it starts says why there, and that line
+            # goes into this bridge's own error, the one a batch build
+            # shows (its Emacs, and the buffer of this error output, end
+            # with it).
             self.supervisor = subprocess.Popen(kernel_command(connection_file),
                                                env=environment, stdin=subprocess.DEVNULL,
                                                stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.PIPE,
                                                start_new_session=True)
+            self.errors = ErrorOutput(self.supervisor.stderr)
             self.channels = Channels(address, key)
             self.wait_for_ready(timeout=60)
             # Nothing else runs below the supervisor before a block does.
@@ -509,7 +554,9 @@ class Kernel:
                     and self.channels.receive(self.channels.iopub, 0.2) is not None):
                 break
             if not self.is_alive():
-                raise RuntimeError("Kernel died before replying to kernel_info")
+                last = self.errors.last_line()
+                raise RuntimeError("Kernel died before replying to kernel_info"
+                                   + (f": {last}" if last else ""))
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
         # What IOPub still holds answers these requests: run() passes over

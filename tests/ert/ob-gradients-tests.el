@@ -609,6 +609,19 @@ time.sleep(30)
                              said))))
     (should (equal (obgt-drawer "after-bridge") ": 9"))))
 
+(ert-deftest obgt-a-batch-build-names-no-buffer-it-takes-with-it ()
+  ;; The kernel's last line is all a batch build leaves of its failure.
+  (let ((process (make-pipe-process :name "obgt-bridge" :noquery t)))
+    (unwind-protect
+        (progn
+          (process-put process 'stderr-buffer " *obgt-bridge-errors*")
+          (cl-letf (((symbol-function 'gradients--stderr-tail)
+                     (lambda (_) "Traceback (most recent call last):\nRuntimeError: no thread\n")))
+            (should noninteractive)
+            (should (equal (gradients--start-failure process)
+                           "its kernel did not start: RuntimeError: no thread"))))
+      (delete-process process))))
+
 (ert-deftest obgt-the-dead-kernel-buffer-says-it-once ()
   (obgt-with-notes ("dead.org" obgt-crash-notes)
     (obgt-run "crash")

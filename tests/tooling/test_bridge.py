@@ -263,6 +263,18 @@ def test_a_connection_folder_gone_while_bridges_clean_up_is_no_error(monkeypatch
     kernel_bridge.remove_stale_folders()
 
 
+def test_a_kernel_that_dies_as_it_starts_says_why(monkeypatch):
+    """Its last line (a thread it could not start under `ulimit -v`, a
+    module it could not load) is in the bridge's error: a batch build's
+    Emacs, with the buffer of the bridge's error output, is gone once it
+    has said it."""
+    import kernel_bridge
+    monkeypatch.setattr(kernel_bridge, "LAUNCH_KERNEL",
+                        "import sys; sys.exit('RuntimeError: can\\'t start new thread')")
+    with pytest.raises(RuntimeError, match="kernel_info: RuntimeError: can't start new thread$"):
+        kernel_bridge.Kernel()
+
+
 # Each one a module that the kernel imports while it starts.
 STANDARD_MODULES = ["random", "json", "logging"]
 
