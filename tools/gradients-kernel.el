@@ -45,6 +45,13 @@ code) needs `gradients-restart'."
   "Whether to say when a kernel starts or stops, and what a user can do
 next.  The batch build binds it to nil: its log names each block.")
 
+(defvar gradients-bridge-patience 60
+  "Seconds a bridge has past a block's time limit to answer for it: it
+interrupts the block, then kills the kernel and all it started, each
+with patience of its own.  A bridge silent for longer is stopped or stuck
+(SIGSTOP, a debugger), and would keep whoever waits for the block waiting
+for ever: it is killed, and its kernel with it.")
+
 (defvar gradients-progress-interval nil
   "Seconds between lines saying that a block waited for still runs, or
 nil for none.  The batch build, whose log is all a person sees, sets it.")
@@ -74,7 +81,9 @@ folder (the process property `directory'), newest first.")
   callback    ; called with the reply; nil while someone waits for it
   reply       ; the reply, once it came
   abandoned   ; its waiter gave up (C-g): the reply goes nowhere
-  value-of)   ; the result params of a block whose value Org wants, or nil
+  value-of    ; the result params of a block whose value Org wants, or nil
+  timeout     ; its time limit in seconds, or nil
+  sent)       ; when it went to the bridge, or nil while it waits its turn
 
 (defconst gradients--raise
   (lambda (text) (signal 'user-error (list text)))
@@ -107,6 +116,7 @@ own words: no Lisp function name before it, no debugger."
     (let ((request (pop (process-get process 'queue))))
       (when request
         (process-put process 'current request)
+        (setf (gradients-request-sent request) (float-time))
         (process-send-string process (concat (gradients-request-json request) "\n"))))))
 
 (defun gradients--handle-line (process line)
@@ -198,8 +208,9 @@ given for them, never more."
            current `((ok . nil) (kind . ,(if stopped "stopped" "died"))
                      (requeued . ,(if requeue (length queue) 0))
                      (error . ,(if stopped "the kernel was stopped"
-                                 (concat "the kernel bridge stopped:\n"
-                                         (gradients--stderr-tail process)))))))
+                                 (or (process-get process 'unanswered)
+                                     (concat "the kernel bridge stopped:\n"
+                                             (gradients--stderr-tail process))))))))
         ;; A bridge that ended of itself is replaced, as a kernel that
         ;; died is; one that was told to stop takes its queue with it.
         (if requeue
@@ -407,6 +418,22 @@ placeholders."
     (when (and pid (process-get process 'current))
       (signal-process pid 'SIGINT))))
 
+(defun gradients--kill-if-unanswered (process request)
+  "Kill PROCESS when REQUEST, which it runs, is past its time limit and
+`gradients-bridge-patience' with no answer: its sentinel then fails the
+block, saying so.  The kernel's supervisor ends all the kernel started
+as the bridge dies."
+  (let ((sent (gradients-request-sent request))
+        (timeout (gradients-request-timeout request)))
+    (when (and sent timeout (process-live-p process)
+               (eq (process-get process 'current) request)
+               (not (process-get process 'unanswered))
+               (> (- (float-time) sent) (+ timeout gradients-bridge-patience)))
+      (process-put process 'unanswered
+                   (format "the kernel bridge gave no answer %g s past the block's time limit of %g s (stopped, or stuck), and was killed"
+                           gradients-bridge-patience timeout))
+      (signal-process process 'SIGKILL))))
+
 (defun gradients--wait (process request)
   "Wait for REQUEST's reply.  C-g interrupts the kernel, so the block
 really stops, and its reply, when it comes, is dropped."
@@ -420,6 +447,7 @@ really stops, and its reply, when it comes, is dropped."
             (accept-process-output process 0.1)
             (unless (gradients-request-reply request)
               (gradients--sentinel process nil)))
+          (gradients--kill-if-unanswered process request)
           (when gradients-progress-interval
             (let ((seconds (truncate (- (float-time) start))))
               (when (>= seconds (+ said gradients-progress-interval))

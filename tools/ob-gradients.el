@@ -252,6 +252,7 @@ text.  ELEMENT is as for `gradients--own-head'."
      :id id
      :where (or where (gradients-block-description element))
      :value-of value-of
+     :timeout timeout
      :json (json-serialize
             `((id . ,id)
               (code . ,(if value-of
