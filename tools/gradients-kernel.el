@@ -52,6 +52,10 @@ with patience of its own.  A bridge silent for longer is stopped or stuck
 (SIGSTOP, a debugger), and would keep whoever waits for the block waiting
 for ever: it is killed, and its kernel with it.")
 
+(defconst gradients--kernel-start-limit 60
+  "Seconds a bridge gives its kernel to start (`wait_for_ready' in
+kernel_bridge.py) before it gives up, saying so.")
+
 (defvar gradients-progress-interval nil
   "Seconds between lines saying that a block waited for still runs, or
 nil for none.  The batch build, whose log is all a person sees, sets it.")
@@ -215,9 +219,10 @@ given for them, never more."
         ;; died is; one that was told to stop takes its queue with it.
         (if requeue
             (gradients--requeue process queue)
-          (gradients--drop queue (if (or stopped (process-get process 'ready))
-                                     "its kernel stopped"
-                                   (gradients--start-failure process))))))))
+          (gradients--drop queue (cond ((process-get process 'unanswered))
+                                       ((or stopped (process-get process 'ready))
+                                        "its kernel stopped")
+                                       (t (gradients--start-failure process)))))))))
 
 (defun gradients--start-failure (process)
   "Why the bridge PROCESS ended before its kernel was ready: the last
@@ -291,6 +296,7 @@ does other work."
             (process-put process 'stderr-buffer (buffer-name stderr))
             (process-put process 'session name)
             (process-put process 'directory folder)
+            (process-put process 'started (float-time))
             (setq gradients--sessions
                   (cons (cons name process)
                         (cl-remove-if-not (lambda (session) (process-live-p (cdr session)))
@@ -423,15 +429,21 @@ placeholders."
 `gradients-bridge-patience' with no answer: its sentinel then fails the
 block, saying so.  The kernel's supervisor ends all the kernel started
 as the bridge dies."
-  (let ((sent (gradients-request-sent request))
-        (timeout (gradients-request-timeout request)))
-    (when (and sent timeout (process-live-p process)
-               (eq (process-get process 'current) request)
+  (let* ((ready (process-get process 'ready))
+         ;; Before its kernel is ready, the bridge has a time limit too.
+         (since (if ready (gradients-request-sent request) (process-get process 'started)))
+         (limit (if ready (gradients-request-timeout request) gradients--kernel-start-limit)))
+    (when (and since limit (process-live-p process)
+               (if ready
+                   (eq (process-get process 'current) request)
+                 (memq request (process-get process 'queue)))
                (not (process-get process 'unanswered))
-               (> (- (float-time) sent) (+ timeout gradients-bridge-patience)))
+               (> (- (float-time) since) (+ limit gradients-bridge-patience)))
       (process-put process 'unanswered
-                   (format "the kernel bridge gave no answer %g s past the block's time limit of %g s (stopped, or stuck), and was killed"
-                           gradients-bridge-patience timeout))
+                   (format "the kernel bridge gave no answer %g s past %s of %g s (stopped, or stuck), and was killed"
+                           gradients-bridge-patience
+                           (if ready "the block's time limit" "the time its kernel has to start")
+                           limit))
       (signal-process process 'SIGKILL))))
 
 (defun gradients--wait (process request)

@@ -609,25 +609,32 @@ time.sleep(30)
                              said))))
     (should (equal (obgt-drawer "after-bridge") ": 9"))))
 
-(ert-deftest obgt-a-bridge-that-never-answers-is-killed-past-the-time-limit ()
-  ;; A stopped bridge (SIGSTOP) enforces no time limit: a build would wait
-  ;; for ever.  `sleep' answers nothing, as it does.
-  (let* ((gradients-bridge-patience 0)
-         (process (make-process :name "obgt-silent-bridge" :command '("sleep" "600")
-                                :noquery t :sentinel #'gradients--sentinel))
-         (request (gradients--make-request :id 1 :where "obgt" :timeout 0
-                                           :sent (- (float-time) 1))))
-    (unwind-protect
-        (progn
-          (process-put process 'session "obgt")
-          (process-put process 'ready t)
-          (process-put process 'current request)
-          (let ((reply (gradients--wait process request)))
-            (should-not (process-live-p process))
-            (should (equal (alist-get 'kind reply) "died"))
-            (should (string-match-p "no answer 0 s past the block's time limit of 0 s"
-                                    (alist-get 'error reply)))))
-      (delete-process process))))
+(ert-deftest obgt-a-bridge-that-never-answers-is-killed-past-its-time-limit ()
+  ;; A stopped bridge (SIGSTOP) enforces no time limit, whether its kernel
+  ;; starts or a block runs: a build would wait for ever.  `sleep' answers
+  ;; nothing, as it does.
+  (dolist (ready '(t nil))
+    (let* ((gradients-bridge-patience 0)
+           (process (make-process :name "obgt-silent-bridge" :command '("sleep" "600")
+                                  :noquery t :sentinel #'gradients--sentinel))
+           (request (gradients--make-request :id 1 :where "obgt" :timeout 0
+                                             :sent (- (float-time) 1))))
+      (unwind-protect
+          (progn
+            (process-put process 'session "obgt")
+            (if ready
+                (process-put process 'current request)
+              (process-put process 'queue (list request)))
+            (process-put process 'ready ready)
+            (process-put process 'started
+                         (- (float-time) gradients--kernel-start-limit 1))
+            (let ((reply (gradients--wait process request)))
+              (should-not (process-live-p process))
+              (should (equal (alist-get 'kind reply) (if ready "died" "dropped")))
+              (should (string-match-p (if ready "no answer 0 s past the block's time limit of 0 s"
+                                        "no answer 0 s past the time its kernel has to start")
+                                      (alist-get 'error reply)))))
+        (delete-process process)))))
 
 (ert-deftest obgt-a-batch-build-names-no-buffer-it-takes-with-it ()
   ;; The kernel's last line is all a batch build leaves of its failure.
