@@ -440,10 +440,11 @@ as the bridge dies."
                (not (process-get process 'unanswered))
                (> (- (float-time) since) (+ limit gradients-bridge-patience)))
       (process-put process 'unanswered
-                   (format "the kernel bridge gave no answer %g s past %s of %g s (stopped, or stuck), and was killed"
+                   (format "the kernel bridge gave no answer %g s past %s (stopped, or stuck), and was killed"
                            gradients-bridge-patience
-                           (if ready "the block's time limit" "the time its kernel has to start")
-                           limit))
+                           (format (if ready "the block's time limit of %g s"
+                                     "the %g s its kernel has to start")
+                                   limit)))
       (signal-process process 'SIGKILL))))
 
 (defun gradients--wait (process request)

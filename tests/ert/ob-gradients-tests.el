@@ -632,7 +632,7 @@ time.sleep(30)
               (should-not (process-live-p process))
               (should (equal (alist-get 'kind reply) (if ready "died" "dropped")))
               (should (string-match-p (if ready "no answer 0 s past the block's time limit of 0 s"
-                                        "no answer 0 s past the time its kernel has to start")
+                                        "no answer 0 s past the 60 s its kernel has to start")
                                       (alist-get 'error reply)))))
         (delete-process process)))))
 
