@@ -153,25 +153,6 @@ def test_a_result_org_cannot_replace_or_would_run_is_refused(tiny):
     assert_no_kernel_left(tiny)
 
 
-def test_make_builds_again_when_a_file_the_notes_read_changes(tiny):
-    (tiny / "setup.org").write_text("#+PROPERTY: header-args:jupyter-python+ :var n=1\n")
-    text = HEADER.replace("* Notes", "#+SETUPFILE: setup.org\n\n* Notes") \
-        + block("print(n)", "reads")
-    write_readme(tiny, text)
-    assert build(tiny, "run").returncode == 0
-    assert make("tangle", cwd=tiny).returncode == 0
-    assert make("-q", "tangle", cwd=tiny).returncode == 0
-    (tiny / "setup.org").write_text("#+PROPERTY: header-args:jupyter-python+ :var n=2\n")
-    assert make("-q", "tangle", cwd=tiny).returncode == 1, "make missed the #+SETUPFILE"
-    # README.org put back with an older time: its digest tells.
-    os.utime(tiny / "setup.org", (0, 0))
-    make("tangle", cwd=tiny)
-    original = (tiny / "README.org").read_text()
-    (tiny / "README.org").write_text(original.replace("print(n)", "print(n + 1)"))
-    os.utime(tiny / "README.org", (0, 0))
-    assert make("-q", "tangle", cwd=tiny).returncode == 1, "make missed an older README.org"
-
-
 def test_an_output_that_became_a_link_to_nowhere_is_built_again(tiny):
     """make counts a dangling link as a file by its name, then finds no
     rule to make it: the build must run, and name the link if it leads

@@ -278,15 +278,27 @@ def test_make_test_says_so_of_a_damaged_blocks_json_before_any_check(project_cop
     assert "remove .build/produced and run `make test`" in run.stdout
 
 
-def test_an_input_put_back_with_an_older_time_builds_again(tiny):
-    """cp -p, rsync -a and tar keep a file's time: make, going by times,
-    would take the kept run for one of the notes, a file they read or a
-    tool of the build put back so, as up to date; their digests tell."""
+def test_a_changed_input_builds_again_even_put_back_with_an_older_time(tiny):
+    """What the notes read (a #+SETUPFILE, .dir-locals.el), as much as the
+    notes and the build's tools: once changed, both `make tangle' and the
+    build behind `make test' are to be made again.  cp -p, rsync -a and tar
+    keep a file's time: make, going by times, would take the kept run for
+    one put back so as up to date; their digests tell."""
     (tiny / "setup.org").write_text("#+PROPERTY: header-args :eval no\n")
     write_readme(tiny, "#+SETUPFILE: setup.org\n\n* Notes\n\nProse only: no kernel.\n")
-    target = ".build/produced/blocks.json"
-    assert make(target, cwd=tiny).returncode == 0
-    assert make("-q", target, cwd=tiny).returncode == 0
+    targets = [".build/produced/blocks.json", "tangle"]
+    for target in targets:
+        assert make(target, cwd=tiny).returncode == 0
+
+    def up_to_date():
+        return [target for target in targets if make("-q", target, cwd=tiny).returncode == 0]
+
+    assert up_to_date() == targets
+    with open(tiny / "setup.org", "a") as setup:
+        setup.write("# edited, now\n")
+    assert up_to_date() == [], "make missed a newer #+SETUPFILE"
+    for target in targets:
+        assert make(target, cwd=tiny).returncode == 0
     missed = []
     for name in ("README.org", "setup.org", ".dir-locals.el", "tools/build.el",
                  "tools/kernel_bridge.py"):
@@ -294,9 +306,9 @@ def test_an_input_put_back_with_an_older_time_builds_again(tiny):
         original = path.read_bytes()
         path.write_bytes(original + b"\n# edited\n")
         os.utime(path, (0, 0))
-        if make("-q", target, cwd=tiny).returncode == 0:
-            missed.append(name)
+        if up_to_date():
+            missed.append((name, up_to_date()))
         path.write_bytes(original)
         os.utime(path, (0, 0))
-        assert make("-q", target, cwd=tiny).returncode == 0, f"{name} as it was is not up to date"
+        assert up_to_date() == targets, f"{name} as it was is not up to date"
     assert missed == [], f"make missed an older {missed}"
