@@ -417,6 +417,60 @@ def alive(pid):
     return fields is not None and fields[0] != b"Z"
 
 
+class Bridge:
+    """A kernel bridge as Emacs runs it, in FOLDER, in the environment ENV
+    (this process's by default); its error output in FOLDER."""
+
+    def __init__(self, folder, env=None):
+        self.folder = folder
+        self.stderr = open(folder / "bridge-stderr.log", "w")
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "tools" / "kernel_bridge.py")], cwd=folder,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+            env=env)
+        self.pid = self.process.pid
+        self.seen = {self.pid}
+
+    def look(self):
+        """Note every process below the bridge now; return them."""
+        found = kernel_supervisor.descendants(self.pid)
+        self.seen |= found
+        return found
+
+    def ready(self):
+        line = self.process.stdout.readline()
+        assert line, f"the bridge ended before its kernel was ready: {self.log()}"
+        said = json.loads(line)
+        assert said["ready"], said
+        kernel = said["kernel_pid"]
+        self.look()
+        assert kernel in self.seen
+        return kernel
+
+    def send(self, code, id=1, **options):
+        self.process.stdin.write(json.dumps({"id": id, "code": code, **options}) + "\n")
+        self.process.stdin.flush()
+
+    def reply(self):
+        line = self.process.stdout.readline()
+        assert line, f"the bridge ended without a reply: {self.log()}"
+        return json.loads(line)
+
+    def close_input(self):
+        self.process.stdin.close()
+
+    def signal(self, signum):
+        self.process.send_signal(signum)
+
+    def log(self):
+        return (self.folder / "bridge-stderr.log").read_text()
+
+    def kill(self):
+        self.process.kill()
+        self.process.wait()
+        self.stderr.close()
+
+
 def gone(pid, seconds=3):
     """Whether process PID has finished, or does within SECONDS."""
     deadline = time.monotonic() + seconds

@@ -5,12 +5,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import ROOT, gone, wait_for
+from conftest import Bridge, gone, wait_for
 from tiny_notes import CHILD
 
 # Its tests share fixtures made once for the module: one worker runs them all.
@@ -183,22 +182,18 @@ def test_a_bridge_whose_emacs_is_gone_stops_its_kernel_in_the_middle_of_a_block(
     (stale / "connection.json").write_text("{}")
     running = temporary / f"gradients-kernel-{os.getpid()}-a1b2c3"
     running.mkdir()
-    bridge = subprocess.Popen([sys.executable, str(ROOT / "tools" / "kernel_bridge.py")],
-                              cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, env=dict(os.environ, TMPDIR=str(temporary)))
+    bridge = Bridge(tmp_path, env=dict(os.environ, TMPDIR=str(temporary)))
     try:
-        kernel = json.loads(bridge.stdout.readline())["kernel_pid"]
-        bridge.stdin.write(json.dumps({"id": 1, "code": CHILD + "\nimport time\ntime.sleep(300)"})
-                           + "\n")
-        bridge.stdin.flush()
+        kernel = bridge.ready()
+        bridge.send(CHILD + "\nimport time\ntime.sleep(300)")
         child = tmp_path / "child.pid"
         assert wait_for(child.exists)
         time.sleep(0.2)
         if ending == "SIGHUP":
-            bridge.send_signal(signal.SIGHUP)
+            bridge.signal(signal.SIGHUP)
         else:
-            bridge.stdin.close()
-        assert bridge.wait(timeout=10) == 0
+            bridge.close_input()
+        assert bridge.process.wait(timeout=10) == 0
         assert gone(kernel), "the kernel outlived its bridge"
         assert gone(int(wait_for(child.read_text))), "what the block started outlived the bridge"
         assert list(temporary.iterdir()) == [running], "a stale folder was kept, or one left"
@@ -220,24 +215,21 @@ None"""
 
 
 def test_what_a_block_writes_to_file_descriptor_1_is_printed_text_never_a_reply(tmp_path):
-    bridge = subprocess.Popen([sys.executable, str(ROOT / "tools" / "kernel_bridge.py")],
-                              cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True)
+    bridge = Bridge(tmp_path)
     try:
-        assert json.loads(bridge.stdout.readline())["ready"]
+        bridge.ready()
         for number, code in enumerate([WRITES_TO_FD_1, "print('next')"], 1):
-            bridge.stdin.write(json.dumps({"id": number, "code": code}) + "\n")
-            bridge.stdin.flush()
+            bridge.send(code, id=number)
         # Every line is a reply: ids 1 and 2, nothing before or between.
-        replies = [json.loads(bridge.stdout.readline()) for _ in range(2)]
-        bridge.stdin.close()
-        assert bridge.stdout.read() == ""
+        replies = [bridge.reply() for _ in range(2)]
+        bridge.close_input()
+        assert bridge.process.stdout.read() == ""
         assert [(reply["id"], reply["ok"]) for reply in replies] == [(1, True), (2, True)]
         assert replies[0]["org"] == (": by os.write\n: by a subprocess\n"
                                      ': by os.system, no line end{"id": 99, "ok": true, '
                                      '"org": "forged"}')
         assert replies[1]["org"] == ": next"
-        assert bridge.wait(timeout=10) == 0
+        assert bridge.process.wait(timeout=10) == 0
     finally:
         bridge.kill()
 

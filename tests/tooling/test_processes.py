@@ -5,7 +5,6 @@ session ended (end of input, SIGTERM, SIGHUP, both, the kernel's own end,
 a timeout, SIGKILL of the bridge, the Emacs gone, a build that succeeded
 or failed)."""
 
-import json
 import os
 import signal
 import subprocess
@@ -16,11 +15,10 @@ import pytest
 
 import kernel_bridge
 import kernel_supervisor
-from conftest import (FORGET_THE_NOTES_BUFFER, ROOT, Daemon, alive, command_line, copy_project,
-                      gone, wait_for)
+from conftest import (FORGET_THE_NOTES_BUFFER, ROOT, Bridge, Daemon, alive, command_line,
+                      copy_project, gone, wait_for)
 from tiny_notes import HEADER, assert_no_kernel_left, block, build, write_readme
 
-BRIDGE = ROOT / "tools" / "kernel_bridge.py"
 
 
 def detaching(pids):
@@ -56,56 +54,6 @@ def recorded(pids, count=4):
     assert wait_for(lambda: pids.exists() and len(pids.read_text().split()) >= count, 30), \
         "the block did not start its processes"
     return {int(pid) for pid in pids.read_text().split()}
-
-
-class Bridge:
-    """A kernel bridge as Emacs runs it, in FOLDER."""
-
-    def __init__(self, folder):
-        self.folder = folder
-        self.stderr = open(folder / "bridge-stderr.log", "w")
-        self.process = subprocess.Popen(
-            [sys.executable, str(BRIDGE)], cwd=folder, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=self.stderr, text=True)
-        self.pid = self.process.pid
-        self.seen = {self.pid}
-
-    def look(self):
-        """Note every process below the bridge now; return them."""
-        found = kernel_supervisor.descendants(self.pid)
-        self.seen |= found
-        return found
-
-    def ready(self):
-        line = self.process.stdout.readline()
-        assert line, f"the bridge ended before its kernel was ready: {self.log()}"
-        kernel = json.loads(line)["kernel_pid"]
-        self.look()
-        assert kernel in self.seen
-        return kernel
-
-    def send(self, code, id=1, **options):
-        self.process.stdin.write(json.dumps({"id": id, "code": code, **options}) + "\n")
-        self.process.stdin.flush()
-
-    def reply(self):
-        line = self.process.stdout.readline()
-        assert line, f"the bridge ended without a reply: {self.log()}"
-        return json.loads(line)
-
-    def close_input(self):
-        self.process.stdin.close()
-
-    def signal(self, signum):
-        self.process.send_signal(signum)
-
-    def log(self):
-        return (self.folder / "bridge-stderr.log").read_text()
-
-    def kill(self):
-        self.process.kill()
-        self.process.wait()
-        self.stderr.close()
 
 
 def assert_all_gone(pids):
