@@ -796,10 +796,15 @@ kernel."
       ;; Every #+RESULTS but those Org updates, one a block, would stay
       ;; as it is: of a name no block has, a second of one that a block
       ;; has, one that follows no block.
-      (let ((updated (make-hash-table)))
+      (let ((updated (make-hash-table))
+            (owners (make-hash-table :test #'equal)))
         (dolist (block blocks)
           (when (plist-get block :results-lines)
-            (puthash (car (plist-get block :results-lines)) block updated)))
+            (puthash (car (plist-get block :results-lines)) block updated)
+            ;; The first block of a name, as Org finds it.
+            (when (and (plist-get block :name)
+                       (not (gethash (plist-get block :name) owners)))
+              (puthash (plist-get block :name) block owners))))
         (org-element-map tree org-element-all-elements
           (lambda (element)
             (when (org-element-property :results element)
@@ -811,10 +816,7 @@ kernel."
                                (re-search-forward "^[ \t]*#\\+results"
                                                   (org-element-property :post-affiliated element) t))
                              (line-number-at-pos)))
-                     (owner (and named (cl-find-if (lambda (block)
-                                                     (and (plist-get block :results-lines)
-                                                          (equal (plist-get block :name) name)))
-                                                   blocks))))
+                     (owner (and named (gethash name owners))))
                 (unless (gethash line updated)
                   (gradients-build--noting-problem line
                     (cond

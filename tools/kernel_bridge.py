@@ -505,12 +505,12 @@ class Kernel:
             # runs, as `cat') would wait for ever, its placeholder and the
             # blocks queued behind it with it; it reads an end of file at
             # once.  input() asks the frontend, which refuses it by name.
-            # Its standard output is
-            # nobody's: ipykernel sends what a block, its subprocesses or a
-            # C library write to file descriptor 1 as printed text, and
-            # echoes a copy there, which on the bridge's standard output
-            # would be taken for replies, and on its error output would
-            # bury the lines that say why a kernel failed.
+            # Its standard output is nobody's: ipykernel sends what a
+            # block, its subprocesses or a C library write to file
+            # descriptor 1 as printed text, and echoes a copy there, which
+            # on the bridge's standard output would be taken for replies,
+            # and on its error output would bury the lines that say why a
+            # kernel failed.
             # Its error output reaches this process's through a pipe: a
             # kernel that dies as it starts says why there, and that line
             # goes into this bridge's own error, the one a batch build
