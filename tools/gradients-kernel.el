@@ -41,6 +41,12 @@ has not stopped (one that catches KeyboardInterrupt, or is stuck in C
 code) needs `gradients-restart'."
   :type 'number)
 
+(defcustom gradients-stop-patience 3
+  "Seconds `gradients-stop-sessions' and `gradients-restart' give a bridge
+to stop its kernel, with whatever the kernel started, before killing the
+bridge: its kernel's supervisor then ends them all."
+  :type 'number)
+
 (defvar gradients-chatty t
   "Whether to say when a kernel starts or stops, and what a user can do
 next.  The batch build binds it to nil: its log names each block.")
@@ -324,7 +330,7 @@ with everything it started, even in the middle of a block."
       (process-put process 'stopped t)
       (signal-process process 'SIGTERM))
     (unless no-wait
-      (with-timeout (3 (delete-process process))
+      (with-timeout (gradients-stop-patience (delete-process process))
         (while (process-live-p process)
           (accept-process-output process 0.05)))
       ;; A process can be seen to have ended before its sentinel ran;
