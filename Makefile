@@ -169,6 +169,17 @@ endif
 endif
 endif
 
+# Emacs itself, the Lisp the last build loaded (Org's among it) and the
+# folders of its load path, listed by the build with what `stat` said of
+# them then: an Emacs or Org upgraded or replaced in place, under the same
+# command and EMACSLOADPATH, or a library added where Emacs would load it
+# first, builds again.  `stat`, not digests: they are tens of megabytes.
+EMACS_FILES := $(BUILD)/produced/emacs-files
+ifneq ($(BUILD_GOALS),)
+EMACS_REPLACED := $(shell xargs -r -d '\n' -a $(EMACS_FILES) stat -L -c '%d %i %s %.9Z' -- \
+  2>/dev/null | cmp -s - $(EMACS_FILES).stat || echo FORCE)
+endif
+
 # The build's own files and what it read besides README.org (a #+SETUPFILE,
 # a file a block reads), and the digests of all of them and README.org:
 # a change to any of them builds again, even one put back with an older
@@ -202,7 +213,7 @@ help:  ## list the targets
 
 tangle: $(OUTPUTS_LIST)  ## gradients.py and the pictures in images/, from README.org
 
-$(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(OUTPUTS) $(OUTPUTS_CHANGED) $(STALE)
+$(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLACED) $(OUTPUTS) $(OUTPUTS_CHANGED) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-tangle README.org
 
@@ -210,7 +221,7 @@ run: $(VENV_STAMP)  ## restart and run all: rewrite every result and picture in 
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-run README.org
 
-$(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(STALE)
+$(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLACED) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-produce README.org
 

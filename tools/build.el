@@ -347,6 +347,57 @@ them and of ORG-FILE, which make checks as well."
       (lambda (input) (file-exists-p (expand-file-name input gradients-build--project)))
       (cons (file-relative-name org-file gradients-build--project) inputs)))))
 
+;; Emacs and Org are inputs too, but not files a digest suits: tens of
+;; megabytes, which make would read at every run.  They change by being
+;; replaced or rewritten (a package upgrade, a `git pull' of an Org on
+;; EMACSLOADPATH, a library added to a folder of the load path): a file's
+;; device, inode, size and change time say so, and a folder's, which
+;; changes as a file comes or goes.  The change time, unlike the
+;; modification time, is the system's own: a file put back with an older
+;; time (cp -p, tar) gets a new one.  The Makefile runs the same `stat' on
+;; the same list.
+(defconst gradients-build-emacs-stat-arguments '("-L" "-c" "%d %i %s %.9Z" "--")
+  "How `stat' describes each of Emacs's files, here and in the Makefile.")
+
+(defun gradients-build--emacs-files ()
+  "Emacs's own files this build ran on: its program and dump, every Lisp
+file it loaded (Org's, wherever it lies, and the build's own), and every
+folder of its load path, where a library added would be loaded in place
+of the one loaded now."
+  (let ((files (list (expand-file-name invocation-name invocation-directory))))
+    (when (fboundp 'pdumper-stats)
+      (push (alist-get 'dump-file-name (pdumper-stats)) files))
+    (dolist (entry load-history)
+      (push (car entry) files))
+    (setq files (append files load-path))
+    (sort (delete-dups
+           (cl-remove-if-not
+            (lambda (file)
+              (and (stringp file)
+                   (file-name-absolute-p file)
+                   ;; One a line, for xargs.
+                   (not (string-match-p "\n" file))
+                   (file-exists-p file)))
+            (mapcar (lambda (file) (and (stringp file) (directory-file-name file))) files)))
+          #'string<)))
+
+(defun gradients-build--write-emacs-files ()
+  "Write emacs-files into the scratch folder, the list of
+`gradients-build--emacs-files', and emacs-files.stat, what `stat' says of
+them now, which the Makefile compares with what it says then."
+  (let ((files (gradients-build--emacs-files))
+        (list (expand-file-name "emacs-files" gradients-build--scratch)))
+    ;; Their names as Emacs gives them to `stat' here, for xargs's.
+    (let ((coding-system-for-write
+           (or file-name-coding-system default-file-name-coding-system 'utf-8-unix)))
+      (with-temp-file list
+        (dolist (file files) (insert file "\n"))))
+    ;; A file gone meanwhile is one line short: make then builds again.
+    (let ((coding-system-for-write 'utf-8-unix))
+      (with-temp-file (concat list ".stat")
+        (apply #'call-process "stat" nil '(t nil) nil
+               (append gradients-build-emacs-stat-arguments files))))))
+
 ;;;; Scratch folders
 
 (defun gradients-build--remove-abandoned-scratch (project)
@@ -1480,6 +1531,7 @@ target to run again after an edit saved meanwhile: the one the user ran."
        blocks outputs key tangled-key reads (gradients-build--code-hint
                                        (decode-coding-string original 'utf-8-unix)))
       (gradients-build--write-inputs org-file)
+      (gradients-build--write-emacs-files)
       (gradients-build--keep-produced)
       (mapc (lambda (block) (set-marker (plist-get block :marker) nil)) blocks)
       outputs)))

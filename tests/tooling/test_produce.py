@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from conftest import ROOT, emacs, make
+from conftest import EMACS, ROOT, emacs, make
 from tiny_notes import HEADER, block, snapshot, write_readme
 
 import produced  # noqa: E402 (tools/, on the path once conftest is)
@@ -236,6 +236,50 @@ def test_a_change_to_any_lisp_the_build_loads_builds_again(tiny):
         tool.write_bytes(original)
         os.utime(tool, (0, 0))
     assert missed == [], f"make would not build again after a change to {missed}"
+
+
+def same_size_and_time(file, data):
+    """Rewrite FILE with DATA, of its size, and give it back its time."""
+    before = file.stat()
+    assert len(data) == before.st_size and data != file.read_bytes()
+    file.write_bytes(data)
+    os.utime(file, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_emacs_or_its_lisp_replaced_in_place_builds_again(tiny, tmp_path_factory):
+    """The same `emacs` and EMACSLOADPATH, but other files behind them: a
+    library added where Emacs looks first, that library rewritten (a
+    `git pull`), then rewritten again with its size and time kept (cp -p
+    of another copy), then gone."""
+    lisp = tmp_path_factory.mktemp("lisp")
+    env = dict(os.environ, EMACSLOADPATH=f"{lisp}:")
+    write_readme(tiny, "* Notes\n\nProse only: no kernel.\n")
+    target = ".build/produced/blocks.json"
+
+    def listed():
+        assert make(target, cwd=tiny, env=env).returncode == 0
+        assert make("-q", target, cwd=tiny, env=env).returncode == 0
+        return (tiny / ".build/produced/emacs-files").read_text().splitlines()
+
+    files = listed()
+    program = os.path.realpath(shutil.which("emacs" if EMACS == "t" else EMACS))
+    assert program in map(os.path.realpath, files), files[:3]
+    # Org's elements cache, loaded by every Org the build supports.
+    library = next(file for file in files if file.endswith("/avl-tree.elc"))
+    copy = lisp / "avl-tree.elc"
+    missed = []
+    for change, replace in [
+            ("added", lambda: shutil.copy(library, copy)),
+            ("rewritten", lambda: copy.write_bytes(copy.read_bytes() + b"\n;; pulled\n")),
+            ("put back", lambda: same_size_and_time(
+                copy, copy.read_bytes().replace(b";; pulled", b";; pushed"))),
+            ("gone", copy.unlink)]:
+        replace()
+        if make("-q", target, cwd=tiny, env=env).returncode == 0:
+            missed.append(change)
+        files = listed()
+        assert (str(copy) in files) == (change != "gone"), change
+    assert missed == [], f"make would not build again after Emacs's Lisp was {missed}"
 
 
 DAMAGE = {
