@@ -361,9 +361,9 @@ them and of ORG-FILE, which make checks as well."
 
 (defun gradients-build--emacs-files ()
   "Emacs's own files this build ran on: its program and dump, every Lisp
-file it loaded (Org's, wherever it lies, and the build's own), and every
-folder of its load path, where a library added would be loaded in place
-of the one loaded now."
+file it loaded but the build's own (Org's, wherever it lies, .build/
+included), and every folder of its load path, where a library added
+would be loaded in place of the one loaded now."
   (let ((files (list (expand-file-name invocation-name invocation-directory))))
     (when (fboundp 'pdumper-stats)
       (push (alist-get 'dump-file-name (pdumper-stats)) files))
@@ -377,7 +377,10 @@ of the one loaded now."
                    (file-name-absolute-p file)
                    ;; One a line, for xargs.
                    (not (string-match-p "\n" file))
-                   (file-exists-p file)))
+                   (file-exists-p file)
+                   ;; Those go by their digests, with the notes' inputs:
+                   ;; put back as they were, they build nothing again.
+                   (not (gradients-file-inside-p file gradients-build-directory))))
             (mapcar (lambda (file) (and (stringp file) (directory-file-name file))) files)))
           #'string<)))
 
