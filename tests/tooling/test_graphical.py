@@ -153,7 +153,7 @@ pictures for large fonts."
 @pytest.fixture(scope="module")
 def display(tmp_path_factory):
     """An X server of its own, on the first free display."""
-    assert shutil.which("Xvfb"), "no Xvfb: `make test` installs it (package xvfb)"
+    assert shutil.which("Xvfb"), "no Xvfb: `make check` installs it (package xvfb)"
     read, write = os.pipe()
     log = tmp_path_factory.mktemp("xvfb") / "stderr.log"
     # -noreset: each time its last client leaves, Xvfb resets, and under
@@ -182,7 +182,7 @@ def project(tmp_path_factory):
 @pytest.fixture(scope="module")
 def el(display, project):
     assert shutil.which(GUI_EMACS), \
-        f"no {GUI_EMACS}: `make test` installs it (package emacs-gtk)"
+        f"no {GUI_EMACS}: `make check` installs it (package emacs-gtk)"
     env = dict(os.environ, DISPLAY=display)
     emacs = Daemon(project, emacs=shutil.which(GUI_EMACS),
                    args=["--eval", SETUP], env=env)
