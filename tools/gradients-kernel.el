@@ -418,6 +418,7 @@ placeholders."
   (if (process-live-p process)
       (progn
         (process-put process 'queue (append (process-get process 'queue) (list request)))
+        (gradients--watch)
         (gradients--send-next process))
     ;; A bridge that ended at once (a venv without pyzmq) may
     ;; have had its sentinel run already: nothing would answer a queue.
@@ -452,6 +453,33 @@ as the bridge dies."
                                      "the %g s its kernel has to start")
                                    limit)))
       (signal-process process 'SIGKILL))))
+
+(defvar gradients--watch-timer nil
+  "The timer of `gradients--watch-bridges', or nil while no block runs or
+waits to run.")
+
+(defun gradients--watch ()
+  "Look for silent bridges from now until no block runs or waits.  A block
+nobody waits for (`:async yes'), or queued behind one, has no
+`gradients--wait' to notice that its bridge was stopped: it would wait
+for ever, and its placeholder with it."
+  (unless (memq gradients--watch-timer timer-list)
+    (setq gradients--watch-timer (run-at-time 1 1 #'gradients--watch-bridges))))
+
+(defun gradients--watch-bridges ()
+  "Kill each bridge that has not answered a block it runs, or holds
+queued, in time (`gradients--kill-if-unanswered'); stop looking once no
+bridge holds a block."
+  (let ((pending nil))
+    (dolist (process (gradients--bridges))
+      (dolist (request (cons (process-get process 'current)
+                             (copy-sequence (process-get process 'queue))))
+        (when request
+          (setq pending t)
+          (gradients--kill-if-unanswered process request))))
+    (when (and (not pending) gradients--watch-timer)
+      (cancel-timer gradients--watch-timer)
+      (setq gradients--watch-timer nil))))
 
 (defun gradients--wait (process request)
   "Wait for REQUEST's reply.  C-g interrupts the kernel, so the block

@@ -1,0 +1,131 @@
+;;; unanswered-tests.el --- a silent bridge fails every block it holds  -*- lexical-binding: t -*-
+
+;; emacs -Q --batch -l tests/ert/unanswered-tests.el -f ert-run-tests-batch-and-exit
+;;
+;; A bridge that stops answering (SIGSTOP, a debugger) is killed past a
+;; block's time limit, or past the time its kernel has to start, and its
+;; blocks fail saying so, whether someone waits for them or, as for an
+;; `:async yes' block, nobody does.  The bridges here are `sleep', which
+;; answers nothing, as a stopped bridge does: no kernel starts.  What a
+;; real bridge stopped under an interactive Emacs leaves behind is
+;; checked by tests/tooling/test_processes.py.
+
+;;; Code:
+
+(require 'ert)
+(require 'cl-lib)
+
+(defconst unanswered-tests--root
+  (expand-file-name "../.." (file-name-directory (or load-file-name buffer-file-name)))
+  "The project whose kernel client is tested.")
+
+;; Found on the load path: `load' would read a `$' or `~' in the
+;; checkout's path, were it given the file's absolute name.
+(let ((load-path (cons (expand-file-name "tools" unanswered-tests--root) load-path)))
+  (load "gradients-kernel.el" nil t t))
+
+(defvar unanswered-tests--bridges nil
+  "The silent bridges the running test made, deleted after it.")
+
+(defun unanswered-tests--bridge (ready)
+  "A bridge that never answers, its kernel READY or not, as far as
+Emacs knows; started just now."
+  (let* ((stderr (generate-new-buffer " *unanswered-silent-bridge*"))
+         (process (make-process :name "unanswered-silent-bridge" :command '("sleep" "600")
+                                :connection-type 'pipe :noquery t :stderr stderr
+                                :sentinel #'gradients--sentinel)))
+    (push process unanswered-tests--bridges)
+    (process-put process 'stderr-buffer (buffer-name stderr))
+    (process-put process 'session "unanswered")
+    (process-put process 'ready ready)
+    (process-put process 'started (float-time))
+    process))
+
+(defun unanswered-tests--request (answer)
+  "A request with a time limit of 0 s that nobody waits for, as an
+`:async yes' block's: its reply goes to the function ANSWER."
+  (let ((id (cl-incf gradients--last-id)))
+    (gradients--make-request
+     :id id :where (format "block %d" id) :timeout 0 :json "{}" :callback answer)))
+
+(defun unanswered-tests--wait-until (predicate)
+  "Let replies and timers in until PREDICATE returns non-nil, for at most
+a minute; return its last value.  Generous: the things waited for take a
+second or two, longer on a loaded machine."
+  (let ((end (+ (float-time) 60))
+        value)
+    (while (and (not (setq value (funcall predicate))) (< (float-time) end))
+      (accept-process-output nil 0.05))
+    value))
+
+(defun unanswered-tests--watching-p ()
+  "Whether a timer looks for silent bridges."
+  (and (cl-find #'gradients--watch-bridges timer-list :key #'timer--function) t))
+
+(defmacro unanswered-tests--with-bridges (&rest body)
+  "Run BODY, then delete the bridges it made, whatever it did."
+  `(unwind-protect (progn ,@body)
+     (mapc #'delete-process unanswered-tests--bridges)
+     (setq unanswered-tests--bridges nil)))
+
+(ert-deftest unanswered-a-running-block-nobody-waits-for-fails ()
+  (unanswered-tests--with-bridges
+   (let* ((gradients-bridge-patience 0)
+          (replies nil)
+          (answer (lambda (reply) (push reply replies)))
+          (process (unanswered-tests--bridge t))
+          (request (unanswered-tests--request answer)))
+     (gradients--submit process request)
+     (should (eq (process-get process 'current) request))
+     (should (unanswered-tests--wait-until (lambda () replies)))
+     (should-not (process-live-p process))
+     (should (= (length replies) 1))
+     (should (equal (alist-get 'kind (car replies)) "died"))
+     (should (string-match-p "no answer 0 s past the block's time limit of 0 s"
+                             (alist-get 'error (car replies))))
+     (should (unanswered-tests--wait-until
+              (lambda () (not (unanswered-tests--watching-p))))))))
+
+(ert-deftest unanswered-blocks-queued-before-the-kernel-is-ready-all-fail ()
+  (unanswered-tests--with-bridges
+   (let* ((gradients-bridge-patience 0)
+          (gradients--kernel-start-limit 0)
+          (replies nil)
+          (answer (lambda (reply) (push reply replies)))
+          (process (unanswered-tests--bridge nil))
+          (first (unanswered-tests--request answer))
+          (second (unanswered-tests--request answer)))
+     (gradients--submit process first)
+     (gradients--submit process second)
+     (should (equal (process-get process 'queue) (list first second)))
+     (should (unanswered-tests--wait-until (lambda () (= (length replies) 2))))
+     (should-not (process-live-p process))
+     (dolist (reply replies)
+       (should (equal (alist-get 'kind reply) "dropped"))
+       (should (string-match-p "no answer 0 s past the 0 s its kernel has to start"
+                               (alist-get 'error reply))))
+     (should (unanswered-tests--wait-until
+              (lambda () (not (unanswered-tests--watching-p))))))))
+
+(ert-deftest unanswered-nothing-watches-once-the-blocks-are-answered ()
+  ;; The bridge answers here, so it is never killed; the watch must end
+  ;; with the last block, not tick on while Emacs idles.
+  (unanswered-tests--with-bridges
+   (let* ((replies nil)
+          (answer (lambda (reply) (push reply replies)))
+          (process (unanswered-tests--bridge t))
+          (request (unanswered-tests--request answer)))
+     (setf (gradients-request-timeout request) nil)
+     (should-not (unanswered-tests--watching-p))
+     (gradients--submit process request)
+     (should (unanswered-tests--watching-p))
+     (gradients--handle-line
+      process (format "{\"id\": %d, \"ok\": true, \"org\": \"\"}"
+                      (gradients-request-id request)))
+     (should (equal (alist-get 'ok (car replies)) t))
+     (should (unanswered-tests--wait-until
+              (lambda () (not (unanswered-tests--watching-p)))))
+     (should (process-live-p process)))))
+
+(provide 'unanswered-tests)
+;;; unanswered-tests.el ends here
