@@ -55,8 +55,8 @@ next.  The batch build binds it to nil: its log names each block.")
   "Seconds a bridge has past a block's time limit to answer for it: it
 interrupts the block, then kills the kernel and all it started, each
 with patience of its own.  A bridge silent for longer is stopped or stuck
-(SIGSTOP, a debugger), and would keep whoever waits for the block waiting
-for ever: it is killed, and its kernel with it.")
+(SIGSTOP, a debugger), and would keep the block, and the blocks queued
+behind it, waiting for ever: it is killed, and its kernel with it.")
 
 (defconst gradients--kernel-start-limit 60
   "Seconds a bridge gives its kernel to start (`wait_for_ready' in
@@ -127,7 +127,13 @@ own words: no Lisp function name before it, no debugger."
       (when request
         (process-put process 'current request)
         (setf (gradients-request-sent request) (float-time))
-        (process-send-string process (concat (gradients-request-json request) "\n"))))))
+        ;; Emacs writes nothing to a bridge it saw stop (SIGSTOP), nor to
+        ;; one that has just ended.  Either way the block counts as
+        ;; running: the sentinel answers it for a bridge that ended,
+        ;; `gradients--watch-bridges' for one that stays silent.
+        (condition-case nil
+            (process-send-string process (concat (gradients-request-json request) "\n"))
+          (error nil))))))
 
 (defun gradients--handle-line (process line)
   (let* ((request (process-get process 'current))

@@ -107,6 +107,24 @@ second or two, longer on a loaded machine."
      (should (unanswered-tests--wait-until
               (lambda () (not (unanswered-tests--watching-p))))))))
 
+(ert-deftest unanswered-a-block-given-to-a-stopped-bridge-fails ()
+  ;; Emacs writes nothing to a process it knows is stopped: the block
+  ;; must still get its placeholder, and then its failure.
+  (unanswered-tests--with-bridges
+   (let* ((gradients-bridge-patience 0)
+          (replies nil)
+          (answer (lambda (reply) (push reply replies)))
+          (process (unanswered-tests--bridge t))
+          (request (unanswered-tests--request answer)))
+     (signal-process process 'SIGSTOP)
+     (should (unanswered-tests--wait-until (lambda () (eq (process-status process) 'stop))))
+     (gradients--submit process request)
+     (should (unanswered-tests--wait-until (lambda () replies)))
+     (should-not (process-live-p process))
+     (should (equal (alist-get 'kind (car replies)) "died"))
+     (should (string-match-p "no answer 0 s past the block's time limit of 0 s"
+                             (alist-get 'error (car replies)))))))
+
 (ert-deftest unanswered-nothing-watches-once-the-blocks-are-answered ()
   ;; The bridge answers here, so it is never killed; the watch must end
   ;; with the last block, not tick on while Emacs idles.
