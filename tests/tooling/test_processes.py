@@ -2,10 +2,12 @@
 not a process a block started, however that process detached itself (a
 session of its own, `setsid ... &`, a double fork), and however the
 session ended (end of input, SIGTERM, SIGHUP, both, the kernel's own end,
-a timeout, SIGKILL of the bridge, the Emacs gone, a build that succeeded
-or failed)."""
+a timeout, SIGKILL of the bridge, a bridge stopped (SIGSTOP) and killed
+for its silence, the Emacs gone, a build that succeeded or failed)."""
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -364,3 +366,138 @@ def test_a_process_that_ends_while_it_is_looked_at_counts_as_gone(monkeypatch, e
     assert kernel_supervisor.process_status(child.pid) is None
     assert not alive(child.pid)
     assert child.pid not in kernel_supervisor.process_table()
+
+
+# A bridge stopped (SIGSTOP) under an interactive Emacs: the `:async yes`
+# blocks it holds, which no one waits for, fail once its patience is out,
+# as a block waited for does, and leave nothing of the bridge running.
+
+def lisp_string(text):
+    return json.dumps(text)
+
+
+def in_the_notes(expression):
+    return f'(with-current-buffer "README.org" {expression})'
+
+
+def drawer_text(name):
+    return (f"(save-excursion (org-babel-goto-named-src-block {lisp_string(name)})"
+            " (gradients--drawer-text))")
+
+
+def run_blocks(*names):
+    """Run the blocks NAMES; the value is their drawers' text right after,
+    in the same command: no timer of the Emacs runs in between."""
+    return in_the_notes("(progn " + " ".join(
+        f"(org-babel-goto-named-src-block {lisp_string(name)}) (org-babel-execute-src-block)"
+        for name in names) + " (list " + " ".join(map(drawer_text, names)) + "))")
+
+
+def waiting(drawers):
+    return all(re.fullmatch(r": \[waiting for the kernel: request \d+\]", text or "")
+               for text in drawers)
+
+
+def drawer(name):
+    return in_the_notes(drawer_text(name))
+
+
+PLACEHOLDERS = in_the_notes("(gradients-placeholder-lines)")
+WATCHING = "(and (memq gradients--watch-timer timer-list) t)"
+MESSAGES = '(with-current-buffer "*Messages*" (buffer-string))'
+# What the Emacs said before goes: an earlier test's message would match.
+FORGET_THE_MESSAGES = """(with-current-buffer "*Messages*"
+    (let ((inhibit-read-only t)) (erase-buffer)))"""
+PATIENCE = "(list gradients-bridge-patience gradients--kernel-start-limit)"
+
+
+@pytest.fixture
+def silent_bridge_emacs(shared_emacs):
+    """The shared Emacs, its bridges' patience and their kernels' time to
+    start put back after the test, and its sessions stopped; with a set
+    for the test to put the processes it saw in."""
+    daemon = shared_emacs.running()
+    patience, start_limit = daemon(PATIENCE)
+    seen = set()
+    try:
+        yield daemon, seen
+    finally:
+        if daemon.process.poll() is None:
+            seen |= kernel_supervisor.descendants(daemon.process.pid)
+            daemon(f"(progn (setq gradients-bridge-patience {patience}"
+                   f" gradients--kernel-start-limit {start_limit})"
+                   " (gradients-stop-sessions) t)")
+        kill_leftovers(seen)
+
+
+def said(daemon, pattern):
+    """The first message matching PATTERN the Emacs logged."""
+    return re.search(pattern, daemon(MESSAGES))
+
+
+@pytest.mark.xdist_group(f"{__name__}.shared_emacs")
+@pytest.mark.parametrize("behind", [0, 1], ids=["alone", "one block queued behind"])
+def test_an_async_block_on_a_stopped_bridge_fails_and_leaves_nothing_running(
+        shared_emacs, silent_bridge_emacs, behind):
+    daemon, seen = silent_bridge_emacs
+    write_readme(shared_emacs.folder,
+                 HEADER + block("1 + 1", "warm", ":async yes :tangle no")
+                 + block("import time\ntime.sleep(600)", "stuck",
+                         ":async yes :timeout 1 :tangle no")
+                 + "#+RESULTS: stuck\n:results:\nearlier\n:end:\n"
+                 + block("3 * 3", "after", ":async yes :tangle no"))
+    assert daemon(f'(progn {FORGET_THE_NOTES_BUFFER} (find-file "README.org")'
+                  " (setq gradients-bridge-patience 0) t)") is True
+    assert waiting(daemon(run_blocks("warm")))
+    assert wait_for(lambda: daemon(drawer("warm")) == ": 2", 60), daemon(MESSAGES)
+    bridge = daemon('(process-id (cdr (assoc "gradients" gradients--sessions)))')
+    seen |= kernel_supervisor.descendants(daemon.process.pid)
+    assert bridge in seen
+    # Stopped before the block is sent, so that the bridge cannot act on
+    # the block's time limit itself, however slow the machine.  Emacs
+    # writes nothing to a bridge it knows is stopped; the block counts as
+    # running all the same, as one the bridge was stopped in the middle of.
+    os.kill(bridge, signal.SIGSTOP)
+    assert daemon(f"(progn {FORGET_THE_MESSAGES} t)") is True
+    assert waiting(daemon(run_blocks("stuck", *["after"] * behind)))
+    failed = ("block `stuck' stopped the kernel: the kernel bridge gave no answer 0 s past"
+              r" the block's time limit of 1 s \(stopped, or stuck\), and was killed")
+    assert wait_for(lambda: said(daemon, failed), 60), daemon(MESSAGES)
+    assert_all_gone(seen)
+    assert daemon(drawer("stuck")) == "earlier"
+    if behind:
+        assert said(daemon, failed + r"\.  Its variables are gone; the block"
+                          " queued behind it runs on a fresh kernel")
+        assert wait_for(lambda: daemon(drawer("after")) == ": 9", 60), daemon(MESSAGES)
+        daemon("(progn (gradients-stop-sessions) t)")
+    assert daemon(PLACEHOLDERS) is None
+    assert wait_for(lambda: not kernel_supervisor.descendants(daemon.process.pid), 60)
+    assert wait_for(lambda: not daemon(WATCHING), 60)
+
+
+@pytest.mark.xdist_group(f"{__name__}.shared_emacs")
+def test_async_blocks_queued_on_a_bridge_stopped_before_its_kernel_is_ready_all_fail(
+        shared_emacs, silent_bridge_emacs):
+    daemon, seen = silent_bridge_emacs
+    write_readme(shared_emacs.folder,
+                 HEADER + block("1 + 1", "first", ":async yes :tangle no")
+                 + block("2 + 2", "second", ":async yes :tangle no"))
+    # Stopped as it starts: it has sent no word, so Emacs has read none.
+    bridge = daemon(f'(progn {FORGET_THE_NOTES_BUFFER} (find-file "README.org")'
+                    " (setq gradients-bridge-patience 0 gradients--kernel-start-limit 0)"
+                    ' (let ((bridge (gradients-start-session "gradients")))'
+                    "   (signal-process bridge 'SIGSTOP)"
+                    "   (process-id bridge)))")
+    seen |= kernel_supervisor.descendants(daemon.process.pid)
+    assert bridge in seen
+    assert daemon(f"(progn {FORGET_THE_MESSAGES} t)") is True
+    assert waiting(daemon(run_blocks("first", "second")))
+    for name in ("first", "second"):
+        failed = (f"block `{name}' did not run: the kernel bridge gave no answer 0 s past"
+                  r" the 0 s its kernel has to start \(stopped, or stuck\), and was killed")
+        assert wait_for(lambda: said(daemon, failed), 60), daemon(MESSAGES)
+        assert daemon(drawer(name)) is None
+    assert daemon(PLACEHOLDERS) is None
+    assert_all_gone(seen)
+    assert wait_for(lambda: not kernel_supervisor.descendants(daemon.process.pid), 60)
+    assert wait_for(lambda: not daemon(WATCHING), 60)
