@@ -430,6 +430,7 @@ class Bridge:
             env=env)
         self.pid = self.process.pid
         self.seen = {self.pid}
+        self.alive = 0
 
     def look(self):
         """Note every process below the bridge now; return them."""
@@ -437,10 +438,21 @@ class Bridge:
         self.seen |= found
         return found
 
+    def said(self):
+        """The bridge's next line but those saying it is alive, which it
+        counts; None at the end of its output."""
+        while True:
+            line = self.process.stdout.readline()
+            if not line:
+                return None
+            said = json.loads(line)
+            if said != {"alive": True}:
+                return said
+            self.alive += 1
+
     def ready(self):
-        line = self.process.stdout.readline()
-        assert line, f"the bridge ended before its kernel was ready: {self.log()}"
-        said = json.loads(line)
+        said = self.said()
+        assert said, f"the bridge ended before its kernel was ready: {self.log()}"
         assert said["ready"], said
         kernel = said["kernel_pid"]
         self.look()
@@ -452,9 +464,9 @@ class Bridge:
         self.process.stdin.flush()
 
     def reply(self):
-        line = self.process.stdout.readline()
-        assert line, f"the bridge ended without a reply: {self.log()}"
-        return json.loads(line)
+        said = self.said()
+        assert said, f"the bridge ended without a reply: {self.log()}"
+        return said
 
     def close_input(self):
         self.process.stdin.close()

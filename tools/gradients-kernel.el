@@ -52,11 +52,14 @@ bridge: its kernel's supervisor then ends them all."
 next.  The batch build binds it to nil: its log names each block.")
 
 (defvar gradients-bridge-patience 60
-  "Seconds a bridge has past a block's time limit to answer for it: it
-interrupts the block, then kills the kernel and all it started, each
-with patience of its own.  A bridge silent for longer is stopped or stuck
-(SIGSTOP, a debugger), and would keep the block, and the blocks queued
-behind it, waiting for ever: it is killed, and its kernel with it.")
+  "Seconds a bridge holding a block may say nothing, or be past the
+block's time limit without answering for it.  A bridge busy with its
+kernel says it is alive every second, and answers for a block past its
+limit itself: it interrupts the block, then kills the kernel and all it
+started, each with patience of its own.  One silent or late for longer
+is stopped or stuck (SIGSTOP, a debugger), and would keep the block, and
+the blocks queued behind it, waiting for ever: it is killed, and its
+kernel with it.")
 
 (defconst gradients--kernel-start-limit 60
   "Seconds a bridge gives its kernel to start (`wait_for_ready' in
@@ -136,6 +139,12 @@ own words: no Lisp function name before it, no debugger."
           (error nil))))))
 
 (defun gradients--handle-line (process line)
+  ;; A busy bridge's word that it is alive (Replies in kernel_bridge.py),
+  ;; which `gradients--filter' has noted: nothing to answer.
+  (unless (equal line "{\"alive\": true}")
+    (gradients--handle-reply process line)))
+
+(defun gradients--handle-reply (process line)
   (let* ((request (process-get process 'current))
          (reply (condition-case nil
                     (json-parse-string line :object-type 'alist :false-object nil
@@ -183,6 +192,7 @@ of the same session, in the same folder."
   "Collect OUTPUT of PROCESS; each complete line is a reply.  A long reply
 comes in many pieces: they are kept in a list and joined once its line
 is complete, so that its cost stays linear in its length."
+  (process-put process 'heard (float-time))
   (let ((start 0))
     (while (string-match "\n" output start)
       (let ((line (apply #'concat (nreverse (cons (substring output start (match-beginning 0))
@@ -438,27 +448,41 @@ placeholders."
       (signal-process pid 'SIGINT))))
 
 (defun gradients--kill-if-unanswered (process request)
-  "Kill PROCESS when REQUEST, which it runs, is past its time limit and
-`gradients-bridge-patience' with no answer: its sentinel then fails the
-block, saying so.  The kernel's supervisor ends all the kernel started
-as the bridge dies."
+  "Kill PROCESS when REQUEST, which it runs or holds queued, is past its
+time limit and `gradients-bridge-patience' with no answer, or PROCESS
+has said nothing for that patience since it was last asked something:
+its sentinel then fails the block, saying so.  The kernel's supervisor
+ends all the kernel started as the bridge dies."
   (let* ((ready (process-get process 'ready))
          ;; Before its kernel is ready, the bridge has a time limit too.
          (since (if ready (gradients-request-sent request) (process-get process 'started)))
-         (limit (if ready (gradients-request-timeout request) gradients--kernel-start-limit)))
-    (when (and since limit (process-live-p process)
+         (limit (if ready (gradients-request-timeout request) gradients--kernel-start-limit))
+         (current (process-get process 'current))
+         ;; An idle bridge says nothing, rightly: silence counts from
+         ;; its start, or the block it was last given, whichever is later.
+         (silent (- (float-time)
+                    (max (or (process-get process 'heard) 0)
+                         (process-get process 'started)
+                         (or (and current (gradients-request-sent current)) 0)))))
+    (when (and (process-live-p process)
                (if ready
-                   (eq (process-get process 'current) request)
+                   (eq current request)
                  (memq request (process-get process 'queue)))
-               (not (process-get process 'unanswered))
-               (> (- (float-time) since) (+ limit gradients-bridge-patience)))
-      (process-put process 'unanswered
-                   (format "the kernel bridge gave no answer %g s past %s (stopped, or stuck), and was killed"
-                           gradients-bridge-patience
-                           (format (if ready "the block's time limit of %g s"
-                                     "the %g s its kernel has to start")
-                                   limit)))
-      (signal-process process 'SIGKILL))))
+               (not (process-get process 'unanswered)))
+      (let ((why (cond ((and since limit
+                             (> (- (float-time) since) (+ limit gradients-bridge-patience)))
+                        (format "gave no answer %g s past %s"
+                                gradients-bridge-patience
+                                (format (if ready "the block's time limit of %g s"
+                                          "the %g s its kernel has to start")
+                                        limit)))
+                       ((> silent gradients-bridge-patience)
+                        (format "said nothing for %g s while it held a block"
+                                gradients-bridge-patience)))))
+        (when why
+          (process-put process 'unanswered
+                       (format "the kernel bridge %s (stopped, or stuck), and was killed" why))
+          (signal-process process 'SIGKILL))))))
 
 (defvar gradients--watch-timer nil
   "The timer of `gradients--watch-bridges', or nil while no block runs or

@@ -1068,6 +1068,48 @@ def read_requests(stdin, requests, stop):
         stop()
 
 
+# How often a bridge busy with a kernel (starting it, running a block)
+# says so, with a line {"alive": true}: a bridge that says nothing for
+# much longer is stopped (SIGSTOP, a debugger) or stuck, and Emacs kills it
+# (`gradients-bridge-patience'), whether or not the block has a time limit.
+ALIVE_EVERY = 1
+
+
+class Replies:
+    """The bridge's lines to Emacs, one JSON object each, written whole by
+    whichever thread sends them; and, while the bridge is busy, a line
+    every ALIVE_EVERY seconds saying it is alive, from a thread of its own
+    that a main thread waiting on the kernel does not hold up."""
+
+    def __init__(self, stdout):
+        self.stdout = stdout
+        self.lock = threading.Lock()
+        self.busy = threading.Event()
+        threading.Thread(target=self.say_alive, daemon=True).start()
+
+    def write(self, obj):
+        self.stdout.write(json.dumps(obj) + "\n")
+        self.stdout.flush()
+
+    def send(self, obj):
+        """Send OBJ, an answer: the bridge is idle from then on, and says
+        nothing more until it is busy again."""
+        with self.lock:
+            self.busy.clear()
+            self.write(obj)
+
+    def say_alive(self):
+        while True:
+            time.sleep(ALIVE_EVERY)
+            with self.lock:
+                if self.busy.is_set():
+                    try:
+                        self.write({"alive": True})
+                    except (OSError, ValueError):
+                        # Emacs is gone: the main loop sees the end of input.
+                        return
+
+
 def serve(stdin, stdout):
     global ADOPTS_ORPHANS
     # Ctrl-C in a terminal reaches every process of the build; Emacs decides
@@ -1084,13 +1126,11 @@ def serve(stdin, stdout):
     threading.Thread(target=read_requests, args=(stdin, stop.requests, stop),
                      daemon=True).start()
     kernel = None
+    replies = Replies(stdout)
+    send = replies.send
     try:
+        replies.busy.set()
         kernel = Kernel(lambda: stop.requested)
-
-        def send(obj):
-            stdout.write(json.dumps(obj) + "\n")
-            stdout.flush()
-
         send({"ready": True, "kernel_pid": kernel.pid})
         while True:
             try:
@@ -1103,6 +1143,7 @@ def serve(stdin, stdout):
                 continue
             request = json.loads(line)
             reply = {"id": request.get("id")}
+            replies.busy.set()
             try:
                 org, outputs = execute(kernel, request["code"], request.get("file"),
                                  request.get("write_to"), request.get("timeout"),

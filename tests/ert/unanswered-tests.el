@@ -2,9 +2,9 @@
 
 ;; emacs -Q --batch -l tests/ert/unanswered-tests.el -f ert-run-tests-batch-and-exit
 ;;
-;; A bridge that stops answering (SIGSTOP, a debugger) is killed past a
-;; block's time limit, or past the time its kernel has to start, and its
-;; blocks fail saying so, whether someone waits for them or, as for an
+;; A bridge that stops answering (SIGSTOP, a debugger) is killed once it
+;; has said nothing for its patience, or past a block's time limit, or
+;; past the time its kernel has to start, and its blocks fail saying so, whether someone waits for them or, as for an
 ;; `:async yes' block, nobody does.  The bridges here are `sleep', which
 ;; answers nothing, as a stopped bridge does: no kernel starts.  What a
 ;; real bridge stopped under an interactive Emacs leaves behind is
@@ -144,6 +144,45 @@ second or two, longer on a loaded machine."
      (should (unanswered-tests--wait-until
               (lambda () (not (unanswered-tests--watching-p)))))
      (should (process-live-p process)))))
+
+(ert-deftest unanswered-a-silent-bridge-fails-a-block-with-no-time-limit ()
+  ;; Blocks run by hand have no time limit: only the bridge's silence
+  ;; tells that it is stopped.
+  (unanswered-tests--with-bridges
+   (let* ((gradients-bridge-patience 0)
+          (replies nil)
+          (answer (lambda (reply) (push reply replies)))
+          (process (unanswered-tests--bridge t))
+          (request (unanswered-tests--request answer)))
+     (setf (gradients-request-timeout request) nil)
+     (gradients--submit process request)
+     (should (unanswered-tests--wait-until (lambda () replies)))
+     (should-not (process-live-p process))
+     (should (equal (alist-get 'kind (car replies)) "died"))
+     (should (string-match-p "said nothing for 0 s while it held a block (stopped, or stuck)"
+                             (alist-get 'error (car replies)))))))
+
+(ert-deftest unanswered-a-bridge-that-says-it-is-alive-is-not-silent ()
+  ;; Its word counts from when it came, whatever the block's age; what
+  ;; comes of it is nothing else: no reply, no block answered.
+  (unanswered-tests--with-bridges
+   (let* ((gradients-bridge-patience 5)
+          (replies nil)
+          (process (unanswered-tests--bridge t))
+          (request (unanswered-tests--request (lambda (reply) (push reply replies)))))
+     (setf (gradients-request-timeout request) nil)
+     (process-put process 'current request)
+     (process-put process 'started (- (float-time) 60))
+     (setf (gradients-request-sent request) (- (float-time) 60))
+     (gradients--filter process "{\"alive\": true}\n")
+     (gradients--kill-if-unanswered process request)
+     (should (process-live-p process))
+     (should (eq (process-get process 'current) request))
+     (should-not replies)
+     (process-put process 'heard (- (float-time) 6))
+     (gradients--kill-if-unanswered process request)
+     (should (unanswered-tests--wait-until (lambda () replies)))
+     (should (string-match-p "said nothing for 5 s" (alist-get 'error (car replies)))))))
 
 (provide 'unanswered-tests)
 ;;; unanswered-tests.el ends here

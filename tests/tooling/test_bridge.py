@@ -3,6 +3,7 @@ a kernel that dies, and a bridge whose Emacs is gone."""
 
 import json
 import os
+import select
 import signal
 import subprocess
 import time
@@ -220,10 +221,11 @@ def test_what_a_block_writes_to_file_descriptor_1_is_printed_text_never_a_reply(
         bridge.ready()
         for number, code in enumerate([WRITES_TO_FD_1, "print('next')"], 1):
             bridge.send(code, id=number)
-        # Every line is a reply: ids 1 and 2, nothing before or between.
+        # Every line but those saying the bridge is alive is a reply: ids 1
+        # and 2, nothing before or between.
         replies = [bridge.reply() for _ in range(2)]
         bridge.close_input()
-        assert bridge.process.stdout.read() == ""
+        assert bridge.said() is None
         assert [(reply["id"], reply["ok"]) for reply in replies] == [(1, True), (2, True)]
         assert replies[0]["org"] == (": by os.write\n: by a subprocess\n"
                                      ': by os.system, no line end{"id": 99, "ok": true, '
@@ -325,3 +327,25 @@ def test_only_messages_signed_with_the_connections_key_are_read():
         context.destroy(linger=0)
         channels.close()
         impostor.close()
+
+
+def test_a_busy_bridge_says_it_is_alive_and_an_idle_one_says_nothing(tmp_path):
+    """Emacs kills a bridge that holds a block and says nothing for long
+    (stopped, or stuck), whether or not the block has a time limit: a
+    working one says it is alive while its kernel starts and while a block
+    runs, and nothing once it has answered."""
+    bridge = Bridge(tmp_path)
+    try:
+        bridge.ready()
+        bridge.send("print('quick')", id=1)
+        assert bridge.reply()["org"] == ": quick"
+        # Nothing, not even a late word that it is alive, while idle.
+        readable, _, _ = select.select([bridge.process.stdout], [], [], 3)
+        assert readable == [], bridge.process.stdout.readline()
+        bridge.send("import time\ntime.sleep(300)", id=2)
+        for _ in range(2):
+            readable, _, _ = select.select([bridge.process.stdout], [], [], 60)
+            assert readable, "a bridge running a block said nothing for 60 s"
+            assert json.loads(bridge.process.stdout.readline()) == {"alive": True}
+    finally:
+        bridge.kill()
