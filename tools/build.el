@@ -1231,30 +1231,49 @@ cannot write stops it with nothing changed, not halfway through."
       (error "Cannot write %s: the folder %s is not writable" relative
              (file-relative-name folder project)))))
 
+(defun gradients-build--installed-modes (new target)
+  "The permissions TARGET is to have once NEW, its new bytes, is in place.
+The rename would give it NEW's, made under the umask of whoever builds
+(077 would give 600, and a group or a web server could no longer read
+it): it keeps those of the file it replaces, and a new output gets the
+umask's.  When NEW is executable (Org makes a file with a :shebang so),
+whoever may read TARGET may run it: a gradients.py that lost its
+execute bit to a copy gets it back, as the notes build it."
+  (let ((modes (if (file-exists-p target)
+                   (file-modes target)
+                 (logand #o666 (default-file-modes)))))
+    (if (zerop (logand (file-modes new) #o111))
+        modes
+      (logior modes (ash (logand modes #o444) -2)))))
+
 (defun gradients-build--install (from relatives)
   "Put each file RELATIVES names under FROM at the same place in the
 project, unless it is there byte for byte.  The new files are copied
 into the scratch folder first; then each move is a rename on one disk,
-so no file is ever half written."
-  (let (moves)
+so no file is ever half written.  Every output gets the permissions
+`gradients-build--installed-modes' says, an unchanged one too."
+  (let (moves executables)
     (dolist (relative relatives)
-      (let ((new (expand-file-name relative from))
-            (target (expand-file-name relative gradients-build--project)))
+      (let* ((new (expand-file-name relative from))
+             (target (expand-file-name relative gradients-build--project))
+             (modes (gradients-build--installed-modes new target)))
         (if (gradients-build--same-bytes-p new target)
-            (message "unchanged %s" relative)
+            (if (= modes (file-modes target))
+                (message "unchanged %s" relative)
+              (push (list relative target modes) executables))
           (unless (gradients-file-inside-p new gradients-build--scratch)
             (let ((copy (gradients-build--scratch-path relative)))
               (copy-file new copy t t)
               (setq new copy)))
-          ;; The rename puts a new file in place, made under the umask of
-          ;; whoever builds (077 would give 600, then a group or a web
-          ;; server could no longer read it): it keeps the permissions of
-          ;; the file it replaces.  A new output gets the umask's.
-          (when (file-exists-p target)
-            (set-file-modes new (file-modes target)))
+          (set-file-modes new modes)
           (push (cons new target) moves))))
     (dolist (move moves)
       (gradients-build--check-replaceable (cdr move) gradients-build--project))
+    ;; After the checks, so that a refusal leaves them as they were.
+    (dolist (executable (nreverse executables))
+      (set-file-modes (nth 1 executable) (nth 2 executable))
+      (push (car executable) gradients-build--written)
+      (message "made %s executable" (car executable)))
     (setq gradients-build--moves (nreverse moves))
     (gradients-build--finish-moves)))
 

@@ -58,6 +58,7 @@ import queue
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -969,14 +970,30 @@ def mime_for(file):
 
 
 def write_atomically(path, data):
-    """Write DATA to PATH through a temporary file in the same folder."""
+    """Write DATA to PATH through a temporary file in the same folder.  It
+    gets the permissions the build's install gives an output (see
+    gradients-build--installed-modes in build.el): those of the file it
+    replaces, so that a picture a group may write stays so and one kept
+    private stays private; for a new file, the umask's."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    try:
+        replaced = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        replaced = None
+    while True:
+        temporary = os.path.join(folder, f".tmp-{uuid.uuid4().hex}")
+        try:
+            # Created as open() creates a new file: the umask applies.
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
-        os.chmod(temporary, 0o644)
+        if replaced is not None:
+            os.chmod(temporary, replaced)
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)

@@ -156,4 +156,40 @@ made in it, as a build has them when it installs its outputs."
         (gradients-build--install from '("images/new.png")))
       (should (= (file-modes (expand-file-name "images/new.png" project)) #o600)))))
 
+;; Org tangles a file with a :shebang executable.  The build gives that
+;; to whoever may read the file, kept from the file it replaces or given
+;; by the umask; a gradients.py that lost its bit to a copy (or a
+;; checkout with core.fileMode false) gets it back, even when its bytes
+;; are the same, and a refused install changes no permission either.
+(ert-deftest build-tests-an-executable-output-runs-for-whoever-may-read-it ()
+  (build-tests--in-scratch-project
+    (let ((from (expand-file-name "produced/" project))
+          (cases '(("copied.py" #o644 #o755 "new\n") ("private.py" #o600 #o700 "new\n")
+                   ("same.py" #o640 #o750 "old\n") ("group.py" nil #o770 "new\n"))))
+      (pcase-dolist (`(,name ,before ,_ ,bytes) cases)
+        (when before
+          (build-tests--write (expand-file-name name project) "old\n")
+          (set-file-modes (expand-file-name name project) before))
+        (build-tests--write (expand-file-name name from) bytes)
+        (set-file-modes (expand-file-name name from) #o755))
+      (with-file-modes #o770
+        (gradients-build--install from (mapcar #'car cases)))
+      (pcase-dolist (`(,name ,_ ,after) cases)
+        (should (equal (format "%s %o" name (file-modes (expand-file-name name project)))
+                       (format "%s %o" name after)))))))
+
+(ert-deftest build-tests-a-refused-install-gives-no-execute-bit ()
+  (build-tests--in-scratch-project
+    (let ((from (expand-file-name "produced/" project))
+          (same (expand-file-name "same.py" project)))
+      (dolist (file (list same (expand-file-name "same.py" from)))
+        (build-tests--write file "old\n"))
+      (set-file-modes same #o644)
+      (set-file-modes (expand-file-name "same.py" from) #o755)
+      (build-tests--write (expand-file-name "images/x.png" from) "new\n")
+      (build-tests--write (expand-file-name "images" project) "a file, not a folder\n")
+      (should-error (gradients-build--install from '("same.py" "images/x.png")))
+      (should (= (file-modes same) #o644))
+      (should-not gradients-build--written))))
+
 ;;; build-tests.el ends here

@@ -215,6 +215,28 @@ def test_make_starts_its_pythons_without_the_callers_settings(tmp_path):
     assert "other-env" not in lines[-1], lines[-1]
 
 
+def test_a_picture_the_bridge_writes_gets_the_modes_the_build_would_give_it(tmp_path):
+    """C-c C-c draws a :file picture (and `make notebook` writes its
+    notebook) in place, by the rule of the build's install: a replaced
+    file keeps its permissions, a new one gets the umask's, whatever the
+    umask of the Emacs that started the bridge."""
+    before = {"shared.png": 0o664, "private.png": 0o600, "public.svg": 0o644}
+    for name, modes in before.items():
+        (tmp_path / name).write_bytes(b"old")
+        (tmp_path / name).chmod(modes)
+    umask = os.umask(0o077)
+    try:
+        for name in [*before, "new-under-077.png"]:
+            kernel_bridge.write_atomically(str(tmp_path / name), b"new")
+        os.umask(0o002)
+        kernel_bridge.write_atomically(str(tmp_path / "new-under-002.png"), b"new")
+    finally:
+        os.umask(umask)
+    assert {path.name: f"{path.stat().st_mode & 0o777:o}" for path in tmp_path.iterdir()} == {
+        **{name: f"{modes:o}" for name, modes in before.items()},
+        "new-under-077.png": "600", "new-under-002.png": "664"}
+    assert {path.read_bytes() for path in tmp_path.iterdir()} == {b"new"}
+
 # Orgs on EMACSLOADPATH that cannot serve, each as a folder's files: one
 # that does not load, part of an Org in front of Emacs's own, and an Org
 # older than any the build is tested with.
