@@ -224,9 +224,17 @@ a file made read-only, as no editor would."
     (when (file-symlink-p org-file)
       (error "%s is a symbolic link, which `make run' would replace with a file; run it where the link points (%s)"
              name (file-truename org-file)))
-    (unless (and (file-writable-p org-file) (/= 0 (logand (file-modes org-file) #o200)))
+    (when (zerop (logand (file-modes org-file) #o200))
       (error "%s is read-only; make it writable (chmod u+w %s) for `make run' to rewrite it"
-             name name))))
+             name name))
+    ;; Writable by its modes, yet not here: chmod would not help.
+    (unless (file-writable-p org-file)
+      (error "%s cannot be written here (it is on a read-only file system, or another user's), and `make run' rewrites it"
+             name))
+    ;; Found now, not once every block has run.
+    (unless (file-writable-p (file-name-directory org-file))
+      (error "%s cannot be replaced: its folder is not writable (a read-only file system, or another user's), and `make run' puts the new text in place by a rename"
+             name))))
 
 ;;;; What was produced last time
 
@@ -445,6 +453,11 @@ spellings of one file are one output, and a link cannot lead outside."
                (file-name-nondirectory name)))
     (when (or (file-directory-p real) (string-suffix-p "/" name))
       (funcall complain "is a folder; name a file in it"))
+    ;; Only found at the install otherwise, once every block has run.
+    (let ((in-the-way (car (gradients-build--file-in-the-way real))))
+      (when in-the-way
+        (funcall complain "goes in %s, which is a file, not a folder"
+                 (file-relative-name in-the-way project))))
     (let ((parts (split-string relative "/")))
       (when (or (equal real (file-truename (buffer-file-name)))
                 (member (car parts) gradients-build-protected)
@@ -1213,23 +1226,34 @@ build killed outright (SIGKILL) leaves it for the next build to remove."
           (push output gradients-build--written)))
       (setq gradients-build--moves (cdr gradients-build--moves)))))
 
+(defun gradients-build--file-in-the-way (target)
+  "The nearest folder of TARGET's path that is a file, or nil; and in
+any case the nearest one that exists, as (FILE . FOLDER)."
+  (let ((folder (file-name-directory target))
+        in-the-way)
+    (while (not (or in-the-way (file-directory-p folder)))
+      (if (file-exists-p (directory-file-name folder))
+          (setq in-the-way (directory-file-name folder))
+        (setq folder (file-name-directory (directory-file-name folder)))))
+    (cons in-the-way folder)))
+
 (defun gradients-build--check-replaceable (target project)
   "Fail unless a rename can put a file at TARGET: its folder, or the
 nearest one that exists, must be writable, and TARGET no folder.  Checked
 for every output before the first move, so that a folder the build
-cannot write stops it with nothing changed, not halfway through."
+cannot write stops it with nothing changed, not halfway through.  (The
+checks of `gradients-build-output-path' found a file in the way before
+any block ran; this one finds what changed meanwhile.)"
   (let ((relative (file-relative-name target project))
-        (folder (file-name-directory target)))
+        (found (gradients-build--file-in-the-way target)))
     (when (file-directory-p target)
-      (error "Cannot write %s: it is a folder" relative))
-    (while (not (file-directory-p folder))
-      (when (file-exists-p (directory-file-name folder))
-        (error "Cannot write %s: %s is not a folder" relative
-               (file-relative-name (directory-file-name folder) project)))
-      (setq folder (file-name-directory (directory-file-name folder))))
-    (unless (file-writable-p folder)
-      (error "Cannot write %s: the folder %s is not writable" relative
-             (file-relative-name folder project)))))
+      (error "%s: cannot write %s: it is a folder" gradients-build--org-name relative))
+    (when (car found)
+      (error "%s: cannot write %s: %s is a file, not a folder" gradients-build--org-name
+             relative (file-relative-name (car found) project)))
+    (unless (file-writable-p (cdr found))
+      (error "%s: cannot write %s: the folder %s is not writable" gradients-build--org-name
+             relative (file-relative-name (cdr found) project)))))
 
 (defun gradients-build--installed-modes (new target)
   "The permissions TARGET is to have once NEW, its new bytes, is in place.
@@ -1441,14 +1465,36 @@ folder) and `scratch'."
          nil)
      (error (gradients-build--refuse err)))))
 
+(defun gradients-build--refusal-text (err org-name)
+  "The line saying why a build of the Org file ORG-NAME (nil before it is
+known) failed with ERR.  The build's own refusals name the file, the
+block and the line already.  An error Emacs signals on a file (a scratch
+folder it cannot make in a read-only checkout, a copy to a full disk)
+names only that file, by its absolute path: it is said as the Org file's
+too, with the paths under the notes' folder made relative to it."
+  (if (not (and org-name gradients-build--project
+                (memq 'file-error (get (car err) 'error-conditions))))
+      (error-message-string err)
+    (format "%s: the build cannot go on: %s" org-name
+            (error-message-string
+             (cons (car err)
+                   (mapcar (lambda (part)
+                             ;; By name: .build/ named as the user knows it,
+                             ;; wherever a link to it leads.
+                             (if (and (stringp part)
+                                      (string-prefix-p gradients-build--project part))
+                                 (file-relative-name part gradients-build--project)
+                               part))
+                           (cdr err)))))))
+
 (defun gradients-build--refuse (err)
   "End a build that failed with ERR: say why and what it changed, undo
 what it began, and exit 1; in process, return what it said instead."
   ;; A move that failed is not tried again on the way out.
-  (setq gradients-build--moves nil
-        gradients-build--under-way nil)
-  (let ((said (list (error-message-string err)
+  (setq gradients-build--moves nil)
+  (let ((said (list (gradients-build--refusal-text err gradients-build--under-way)
                     (gradients-build--what-changed "Only some outputs were written"))))
+    (setq gradients-build--under-way nil)
     (dolist (line said)
       (message "%s" line))
     (gradients-build--cleanup)

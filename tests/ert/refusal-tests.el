@@ -190,6 +190,26 @@ build found, its hook into file reading, the notes' buffer."
                      '("README.org is read-only; make it writable (chmod u+w README.org) for `make run' to rewrite it")))
       (should (= (file-modes (expand-file-name "README.org" refusal-tests--project)) #o444)))))
 
+;; What a read-only file system or another user's checkout does, which
+;; root, who runs the tests, never meets: chmod would not help there.
+(ert-deftest refusal-tests-make-run-refuses-a-readme-or-folder-it-cannot-write-here ()
+  (refusal-tests--in-project
+    (let ((text (concat refusal-tests--header (refusal-tests--block "print(1)" "one"))))
+      (pcase-dolist (`(,unwritable ,said)
+                     '(("README.org" "README.org cannot be written here (it is on a read-only file system, or another user's)")
+                       ("" "README.org cannot be replaced: its folder is not writable")))
+        (let* ((unwritable (directory-file-name
+                            (expand-file-name unwritable refusal-tests--project)))
+               (writable-p (symbol-function 'file-writable-p))
+               (refused (cl-letf (((symbol-function 'file-writable-p)
+                                   (lambda (file)
+                                     (and (not (equal (directory-file-name (expand-file-name file))
+                                                      unwritable))
+                                          (funcall writable-p file)))))
+                          (refusal-tests--refused text "run"))))
+          (should (equal (length refused) 1))
+          (should (string-prefix-p said (car refused))))))))
+
 ;;;; Blocks and drawers Org reads as plain text
 
 (ert-deftest refusal-tests-a-block-never-closed-is-named ()

@@ -15,8 +15,8 @@ import pytest
 
 from conftest import (EMACS, ROOT, alive, ctrl_c_as_in_a_terminal, emacs, gone, make,
                       start_make, wait_for)
-from tiny_notes import (CHILD, HEADER, assert_failed_cleanly, block, build, line_of, snapshot,
-                        write_readme)
+from tiny_notes import (CHILD, HEADER, assert_failed_cleanly, assert_no_kernel_left, block,
+                        build, line_of, snapshot, write_readme)
 
 
 def build_with_tmpdir(folder, target="tangle", settings=()):
@@ -228,16 +228,39 @@ def test_every_kernel_runs_in_the_folder_of_the_notes(tiny, tmp_path_factory):
     assert "wrote other.txt" not in run.stderr
 
 
-def test_a_folder_the_build_cannot_write_to_stops_it_before_any_move(tiny):
+def test_a_file_where_an_output_needs_a_folder_stops_the_build_before_any_block(tiny):
+    """Found by the checks of every output path, for :file and :tangle
+    alike, not at the install once every block has run (the install
+    still checks, for a file put there meanwhile: build-tests.el)."""
     picture = "from graphviz import Digraph\nd = Digraph()\nd.node('x')\nd"
-    before = write_readme(tiny, HEADER + block(picture, "a", ":file a/x.svg")
-                          + block(picture, "b", ":file b/x.svg"))
+    text = (HEADER + block(picture, "a", ":file a/x.svg") + block(picture, "b", ":file b/x.svg")
+            + block("x = 1", "c", ":tangle c/deeper/x.py"))
+    write_readme(tiny, text)
     (tiny / "b").write_text("a file where the build wants a folder")
+    (tiny / "c").write_text("another")
     before = snapshot(tiny)
     run = build(tiny)
-    assert_failed_cleanly(run, tiny, before, "Cannot write b/x.svg: b is not a folder")
+    assert_failed_cleanly(run, tiny, before, f"README.org:{line_of(text, 'b')}: block `b': "
+                          ":file b/x.svg goes in b, which is a file, not a folder")
+    assert (f"README.org:{line_of(text, 'c')}: block `c': :tangle c/deeper/x.py goes in c, "
+            "which is a file, not a folder") in run.stderr
+    assert "running" not in run.stderr
     assert not (tiny / "a").exists()
 
+
+
+def test_a_checkout_where_the_build_cannot_keep_its_scratch_files_is_named(tiny):
+    """As in a read-only checkout, or with .build a link to a folder no one
+    may write: Emacs's own error on the file, said as README.org's, with
+    .build/ as the user knows it, and the kernel started early stopped."""
+    before = write_readme(tiny, HEADER + block("x = 1", "one"))
+    shutil.rmtree(tiny / ".build")
+    # Even root cannot make a folder under /proc.
+    (tiny / ".build").symlink_to("/proc/sys")
+    run = build(tiny)
+    assert_failed_cleanly(run, tiny, before, "README.org: the build cannot go on: Creating "
+                          "directory with prefix: No such file or directory, .build/run-")
+    assert_no_kernel_left(tiny)
 
 # Only the moves into the project count: inside .build/ the build keeps
 # what it produced, for `make test`.
