@@ -1048,8 +1048,29 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
     if for_the_notes:
         check_repeatable(outputs, file, org)
     for path, data in writes:
-        write_atomically(path, data)
+        try:
+            write_atomically(path, data)
+        except OSError as error:
+            # The block's fault, named as such: uncaught, it would end
+            # the bridge, and with it the kernel and its variables.
+            what = f"has :file {file}, which" if file else f"drew a picture that, saved as {path},"
+            raise BlockError(f"{what} cannot be written: {why_unwritable(path, error)}",
+                             "output") from None
     return org, outputs
+
+
+def why_unwritable(path, error):
+    """What stopped ERROR's write to PATH, in the words the build uses for
+    its outputs: a file where the path needs a folder shows only as "File
+    exists" or "Not a directory" otherwise."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(folder):
+        if os.path.lexists(folder):
+            return f"{os.path.relpath(folder)} is a file, not a folder"
+        folder = os.path.dirname(folder)
+    if os.path.isdir(path):
+        return "it is a folder"
+    return error.strerror or str(error)
 
 
 STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)

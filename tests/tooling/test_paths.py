@@ -2,7 +2,8 @@
 `gradients-build-output-path'): two spellings of one file are one output,
 a link cannot lead outside, no output replaces a source of the project or
 has a name make cannot hold, and nothing is made before the checks pass.
-Org sees the notes in their own folder, as the author does."""
+Org sees the notes in their own folder, as the author does.  C-c C-c,
+which no build checks, fails a block whose :file cannot be written."""
 
 import os
 
@@ -11,6 +12,8 @@ import pytest
 from conftest import copy_project, make
 from tiny_notes import (HEADER, assert_failed_cleanly, assert_no_kernel_left, block, build,
                         line_of, write_readme)
+
+import kernel_bridge  # noqa: E402 (tools/, on the path once conftest is)
 
 DRAW = "from graphviz import Digraph\nd = Digraph()\nd.node('x')\nd"
 
@@ -175,3 +178,32 @@ def test_an_output_that_became_a_link_to_nowhere_is_built_again(tiny):
     assert run.returncode == 0, run.stderr
     assert (tiny / "images" / "gone.svg").read_text().startswith("<?xml")
     assert make("-q", "tangle", cwd=tiny).returncode == 0
+
+
+class ShowsOnePicture:
+    """A kernel, as `execute' sees one, whose every block shows one SVG."""
+
+    def run(self, code, timeout):
+        return [("display_data", {"data": {"image/svg+xml": "<svg/>"}, "metadata": {}})]
+
+
+@pytest.mark.parametrize("where, why", [
+    ("a-file/x.svg", "a-file is a file, not a folder"),
+    ("a-file/deeper/x.svg", "a-file is a file, not a folder"),
+    ("a-folder.svg", "it is a folder"),
+])
+def test_a_picture_c_c_c_cannot_write_fails_its_block_not_the_bridge(tmp_path, monkeypatch,
+                                                                      where, why):
+    """C-c C-c writes a :file where the author's notes say, unchecked by
+    the build: what the file system refuses is the block's error, named
+    as the build names it, and the bridge, its kernel and their variables
+    live on.  (An OSError out of `execute' ended the bridge.)"""
+    import kernel_bridge
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("in the way")
+    (tmp_path / "a-folder.svg").mkdir()
+    with pytest.raises(kernel_bridge.BlockError) as refused:
+        kernel_bridge.execute(ShowsOnePicture(), "d", file=where)
+    assert refused.value.kind == "output"
+    assert str(refused.value) == f"has :file {where}, which cannot be written: {why}"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file", "a-folder.svg"]
