@@ -687,8 +687,14 @@ def failure(outputs):
 
 
 def decoded(mime, data):
-    """A picture's bytes from its form in a Jupyter message."""
-    return base64.b64decode(data) if mime == "image/png" else data.encode()
+    """A picture's bytes from its form in a Jupyter message: text, base64
+    for a PNG, unless the block sent something else of its own."""
+    try:
+        return base64.b64decode(data) if mime == "image/png" else data.encode()
+    except (ValueError, TypeError, AttributeError):
+        raise BlockError(f"displayed {mime} data that is not "
+                         + ("base64 text" if mime == "image/png" else "text"),
+                         "output") from None
 
 
 def shown_pictures(outputs):
@@ -1031,6 +1037,24 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
     pictures of a block without a :file are saved there and linked.  With
     FOR_THE_NOTES, see check_repeatable."""
     outputs = kernel.run(code, timeout)
+    try:
+        org = result(outputs, file, write_to, max_lines, loose_pictures, results, wrap,
+                     for_the_notes)
+    except BlockError:
+        raise
+    except Exception as error:
+        # What a block shows is its own to choose (display(..., raw=True)
+        # sends any data under any type): what the bridge cannot make of
+        # it fails that block, named, where it would end the bridge, and
+        # with it the kernel and every variable.
+        raise BlockError(f"displayed what the bridge cannot read ({type(error).__name__}: "
+                         f"{error})", "output") from None
+    return org, outputs
+
+
+def result(outputs, file, write_to, max_lines, loose_pictures, results, wrap, for_the_notes):
+    """The drawer text of a block's OUTPUTS, once its picture is written;
+    see execute."""
     error = failure(outputs)
     if error:
         raise error
@@ -1056,7 +1080,7 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
             what = f"has :file {file}, which" if file else f"drew a picture that, saved as {path},"
             raise BlockError(f"{what} cannot be written: {why_unwritable(path, error)}",
                              "output") from None
-    return org, outputs
+    return org
 
 
 def why_unwritable(path, error):

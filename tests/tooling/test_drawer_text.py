@@ -373,3 +373,36 @@ def test_what_display_shows_is_recorded_in_its_place_and_a_picture_never_as_text
                ("display_data", {"data": {"image/png": "iVBO", "text/plain": "<Figure at 0x7f00>"}}),
                *printed("after\n")]
     assert org_result(outputs) == ": before\n: 'hello'\n: **hi**\n: after"
+
+
+class Shows:
+    """A kernel, as `execute' sees one, whose every block shows DATA, as
+    display(DATA, raw=True) sends it, whatever its types."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def run(self, code, timeout):
+        return [("display_data", {"data": self.data, "metadata": {}})]
+
+
+@pytest.mark.parametrize("data, file, said", [
+    ({"image/png": "abc"}, "x.png", "displayed image/png data that is not base64 text"),
+    ({"image/png": 5}, "x.png", "displayed image/png data that is not base64 text"),
+    ({"image/svg+xml": 5}, "x.svg", "displayed image/svg+xml data that is not text"),
+    ({"image/svg+xml": ["<svg/>"]}, None, "displayed image/svg+xml data that is not text"),
+    ({"text/plain": 5}, None, "displayed what the bridge cannot read (TypeError"),
+    ({"text/org": ["* a"], "text/plain": "a"}, None,
+     "displayed what the bridge cannot read (TypeError"),
+], ids=repr)
+def test_data_of_any_type_a_block_displays_fails_that_block_not_the_bridge(
+        tmp_path, data, file, said):
+    """Each of these ended the bridge, its kernel and every variable with
+    it, and C-c C-c blamed the block for stopping the kernel."""
+    loose = {"folder": str(tmp_path), "link": ".build/pictures"}
+    with pytest.raises(BlockError) as refused:
+        kernel_bridge.execute(Shows(data), "display(...)", file=file,
+                              write_to=file and str(tmp_path / file), loose_pictures=loose)
+    assert refused.value.kind == "output"
+    assert str(refused.value).startswith(said), str(refused.value)
+    assert list(tmp_path.iterdir()) == []
