@@ -181,7 +181,7 @@ the build stops at once."
   (save-excursion
     (goto-char (point-min))
     ;; Undecodable bytes become the raw-byte characters #x3FFF80-#x3FFFFF.
-    (when (re-search-forward "[\x3fff80-\x3fffff]" nil t)
+    (when (re-search-forward gradients-raw-byte-regexp nil t)
       (gradients-build--fail-at
        (line-number-at-pos) "byte #x%X is not UTF-8; the notes must be saved as UTF-8"
        (- (char-before) #x3fff00)))))

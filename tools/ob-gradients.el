@@ -235,12 +235,30 @@ reason to fall back on the default in silence."
 absolute file its picture is written to, or nil to write it beside the
 notes.  The batch build binds it, to draw into its scratch folder.")
 
+(defconst gradients-raw-byte-regexp "[\x3fff80-\x3fffff]"
+  "A byte Emacs could not decode, as it keeps one in a buffer or string:
+one of the notes that is not UTF-8 when they were read as UTF-8.")
+
+(defun gradients--check-utf-8 (where code file)
+  "Fail, naming WHERE, when the block's CODE or its FILE (nil for none)
+holds a byte that is not UTF-8: the request could not carry it to the
+kernel, and the build refuses the notes for it."
+  (pcase-dolist (`(,text . ,what) `((,code . "its code") (,file . "its :file")))
+    (when (and text (string-match gradients-raw-byte-regexp text))
+      (gradients--fail "%s: byte #x%X in %s%s is not UTF-8; the notes must be saved as UTF-8"
+                       where (- (aref text (match-beginning 0)) #x3fff00) what
+                       (if (eq text code)
+                           (format " (line %d)" (1+ (cl-count ?\n text :end (match-beginning 0))))
+                         "")))))
+
 (defun gradients--new-request (body params &optional where value-of element)
   "A request to run BODY with PARAMS, from the block at point, or from
 the block WHERE names.  With VALUE-OF, the result params of a block
 whose value Org wants, the request asks for that value, not for drawer
 text.  ELEMENT is as for `gradients--own-head'."
-  (let* ((file (cdr (assq :file params)))
+  (let* ((where (or where (gradients-block-description element)))
+         (file (cdr (assq :file params)))
+         (_ (gradients--check-utf-8 where body file))
          (home (gradients--notes-folder))
          (timeout (or (gradients--timeout params)
                       gradients-default-timeout))
@@ -250,7 +268,7 @@ text.  ELEMENT is as for `gradients--own-head'."
          (id (cl-incf gradients--last-id)))
     (gradients--make-request
      :id id
-     :where (or where (gradients-block-description element))
+     :where where
      :value-of value-of
      :timeout timeout
      :json (json-serialize

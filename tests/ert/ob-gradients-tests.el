@@ -675,5 +675,32 @@ graph
     (should (string-match-p "\\`\\[\\[file:\\.build/pictures/[0-9a-f]+\\.svg\\]\\]\\'"
                             (obgt-drawer "graph")))))
 
+;; Notes with a byte that is not UTF-8, visited as UTF-8 (as Emacs in a
+;; UTF-8 locale does): the byte stays in the buffer as a raw byte, which
+;; no request can carry.  C-c C-c said "Wrong type argument:
+;; utf-8-string-p", naming neither the notes nor the block.  Refused
+;; before any kernel starts.
+(ert-deftest obgt-a-byte-that-is-not-utf-8-is-named-by-its-block ()
+  (let* ((folder (expand-file-name "latin-1/" obgt-scratch))
+         (file (expand-file-name "notes.org" folder))
+         (noninteractive nil))
+    (make-directory folder t)
+    (let ((coding-system-for-write 'no-conversion))
+      (write-region (concat obgt-header
+                            "\n#+name: in-code\n#+begin_src jupyter-python\nx = 1\nprint('caf\351')\n#+end_src\n"
+                            "\n#+name: in-file\n#+begin_src jupyter-python :file caf\351.png\n1\n#+end_src\n")
+                    nil file nil 'silent))
+    (let ((buffer (let ((coding-system-for-read 'utf-8-unix)) (find-file-noselect file)))
+          (sessions gradients--sessions))
+      (unwind-protect
+          (with-current-buffer buffer
+            (should (equal (cadr (should-error (obgt-run "in-code")))
+                           "notes.org:6: block `in-code': byte #xE9 in its code (line 2) is not UTF-8; the notes must be saved as UTF-8"))
+            (should (equal (cadr (should-error (obgt-run "in-file")))
+                           "notes.org:12: block `in-file': byte #xE9 in its :file is not UTF-8; the notes must be saved as UTF-8"))
+            (should (equal gradients--sessions sessions)))
+        (with-current-buffer buffer (set-buffer-modified-p nil))
+        (kill-buffer buffer)))))
+
 (provide 'ob-gradients-tests)
 ;;; ob-gradients-tests.el ends here
