@@ -980,8 +980,11 @@ def write_atomically(path, data):
     gets the permissions the build's install gives an output (see
     gradients-build--installed-modes in build.el): those of the file it
     replaces, so that a picture a group may write stays so and one kept
-    private stays private; for a new file, the umask's."""
-    folder = os.path.dirname(os.path.abspath(path))
+    private stays private; for a new file, the umask's.  A symbolic link
+    is followed, as the build follows it for an output: the file it
+    leads to gets the bytes, and the link stays."""
+    path = os.path.realpath(path)
+    folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     try:
         replaced = stat.S_IMODE(os.stat(path).st_mode)

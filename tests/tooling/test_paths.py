@@ -3,7 +3,8 @@
 a link cannot lead outside, no output replaces a source of the project or
 has a name make cannot hold, and nothing is made before the checks pass.
 Org sees the notes in their own folder, as the author does.  C-c C-c,
-which no build checks, fails a block whose :file cannot be written."""
+which no build checks, fails a block whose :file cannot be written, and
+follows a link to its :file as the build does."""
 
 import os
 
@@ -207,3 +208,19 @@ def test_a_picture_c_c_c_cannot_write_fails_its_block_not_the_bridge(tmp_path, m
     assert refused.value.kind == "output"
     assert str(refused.value) == f"has :file {where}, which cannot be written: {why}"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file", "a-folder.svg"]
+
+
+def test_a_picture_c_c_c_draws_through_a_link_lands_where_the_build_puts_it(tmp_path):
+    """The build follows a link for an output (one file, two spellings);
+    C-c C-c replaced the link itself with a file, so that the two wrote
+    the same :file to different places."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "drawn.svg").write_text("old")
+    (tmp_path / "drawn.svg").symlink_to("shared/drawn.svg")
+    (tmp_path / "gone.svg").symlink_to("shared/gone.svg")
+    kernel_bridge.write_atomically(str(tmp_path / "drawn.svg"), b"new")
+    kernel_bridge.write_atomically(str(tmp_path / "gone.svg"), b"new")
+    assert os.readlink(tmp_path / "drawn.svg") == "shared/drawn.svg"
+    assert os.readlink(tmp_path / "gone.svg") == "shared/gone.svg"
+    assert {p.name: p.read_text() for p in (tmp_path / "shared").iterdir()} == \
+        {"drawn.svg": "new", "gone.svg": "new"}
