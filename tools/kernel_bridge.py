@@ -837,6 +837,9 @@ ORG_STRUCTURE = [
      re.compile(r".*?(?<![^\W_])src_[^\s\[{]+[\[{]")),
     ("holds an inline call of a block, which Org would run",
      re.compile(r".*?(?<![^\W_])call_[^\s\[(]+[\[(]")),
+    # Not in the drawer alone: Org links its words wherever the notes use them.
+    ("holds a radio target, which would turn its words into links all over the notes",
+     re.compile(r".*?<<<[^<>\s](?:[^<>\n]*[^<>\s])?>>>")),
 ]
 
 
