@@ -378,10 +378,11 @@ def deactivated_path(environ):
                            if os.path.normpath(folder or ".") not in activated)
 
 
-def kernel_environment(build_folder=BUILD_FOLDER, environ=None):
+def kernel_environment(build_folder=None, environ=None, caches=None):
     """The environment a kernel runs in: the caller's ENVIRON (this
     process's by default) less WITHHELD_FROM_THE_KERNEL, with the
-    folders of KERNEL_FOLDERS made under BUILD_FOLDER.  Pictures come
+    folders of KERNEL_FOLDERS made in CACHES, by default BUILD_FOLDER's
+    kernel/ (an OSError when it cannot be written).  Pictures come
     from the inline backend's display output.  The kernel keeps the
     bytecode of the packages it imports even where PYTHONDONTWRITEBYTECODE
     is set: uv installs them uncompiled, and compiling NumPy, Matplotlib
@@ -395,8 +396,9 @@ def kernel_environment(build_folder=BUILD_FOLDER, environ=None):
     env.update(PATH=deactivated_path(environ),
                MPLBACKEND="module://matplotlib_inline.backend_inline",
                PYTHONHASHSEED="0", TZ="UTC", LC_ALL="C.UTF-8")
+    caches = caches or os.path.join(build_folder or BUILD_FOLDER, "kernel")
     for variable, folder in KERNEL_FOLDERS.items():
-        path = os.path.join(build_folder, "kernel", folder)
+        path = os.path.join(caches, folder)
         os.makedirs(path, exist_ok=True)
         env[variable] = path
     return env
@@ -490,7 +492,7 @@ class Kernel:
 
     def __init__(self, stop_requested=None):
         self.stop_requested = stop_requested or (lambda: False)
-        self.channels = self.supervisor = None
+        self.channels = self.supervisor = self.caches = None
         remove_stale_folders()
         folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
         try:
@@ -498,7 +500,15 @@ class Kernel:
             connection_file = os.path.join(folder, "connection.json")
             with open(connection_file, "w") as connection:
                 json.dump(Channels.connection(address, key), connection)
-            environment = kernel_environment()
+            try:
+                environment = kernel_environment()
+            except OSError:
+                # A checkout this bridge cannot write (read-only, another
+                # user's) still runs its notes: the caches go to a folder
+                # of the bridge's own, removed with its kernel, or by the
+                # next bridge if this one is killed (remove_stale_folders).
+                self.caches = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-caches-")
+                environment = kernel_environment(caches=self.caches)
             environment["JPY_PARENT_PID"] = str(os.getpid())
             # Its standard input is nobody's: not the bridge's, which
             # carries Emacs's requests, nor a pipe no one writes to or
@@ -664,6 +674,9 @@ class Kernel:
         if ADOPTS_ORPHANS:
             # Whatever a killed supervisor left; a bridge starts nothing else.
             kernel_supervisor.kill_tree(os.getpid(), reap=True)
+        caches, self.caches = self.caches, None
+        if caches is not None:
+            shutil.rmtree(caches, ignore_errors=True)
 
 
 def failure(outputs):

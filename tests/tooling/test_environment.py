@@ -237,6 +237,29 @@ def test_a_picture_the_bridge_writes_gets_the_modes_the_build_would_give_it(tmp_
         "new-under-077.png": "600", "new-under-002.png": "664"}
     assert {path.read_bytes() for path in tmp_path.iterdir()} == {b"new"}
 
+
+def test_a_checkout_the_bridge_cannot_write_still_runs_its_blocks(tmp_path, monkeypatch):
+    """A read-only checkout, or another user's: C-c C-c there ended the
+    bridge on its first block with an OSError, as it made the kernel's
+    caches under .build/.  They go to a folder of the bridge's own in the
+    temporary folder instead, gone with the kernel."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    # Even root cannot make a folder under /proc.
+    monkeypatch.setattr(kernel_bridge, "BUILD_FOLDER", "/proc/no-such-checkout/.build")
+    monkeypatch.setattr(kernel_bridge.tempfile, "tempdir", str(temporary))
+    kernel = kernel_bridge.Kernel()
+    try:
+        org, _ = kernel_bridge.execute(
+            kernel, "import os, matplotlib\n"
+            "print(os.path.dirname(os.environ['MPLCONFIGDIR']) == os.path.dirname(\n"
+            "      os.environ['IPYTHONDIR']) and os.environ['MPLCONFIGDIR'].startswith(\n"
+            f"      {str(temporary)!r}))")
+        assert org == ": True"
+    finally:
+        kernel.kill()
+    assert list(temporary.iterdir()) == []
+
 # Orgs on EMACSLOADPATH that cannot serve, each as a folder's files: one
 # that does not load, part of an Org in front of Emacs's own, and an Org
 # older than any the build is tested with.
