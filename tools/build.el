@@ -305,13 +305,23 @@ depend on besides the notes.")
 (defun gradients-build--make-quoted (file)
   (replace-regexp-in-string "\\([ #$:%\\\\]\\)" "\\\\\\1" file))
 
+(defun gradients-build--make-temp (prefix &optional folder)
+  "`make-temp-file' of PREFIX (a FOLDER when non-nil), with the permissions
+the umask gives a new file, as make's own files in .build/ have: Emacs
+makes them private whatever the umask, so that in a checkout a group
+shares (umask 002) the next make of another member could not read
+.build/produced/ or the digests, and would build every time."
+  (let ((made (make-temp-file prefix folder)))
+    (set-file-modes made (logand (if folder #o777 #o666) (default-file-modes)))
+    made))
+
 (defun gradients-build--write-digests (file relatives)
   "Write FILE (through a temporary file renamed into place) in the format
 sha256sum --check reads: the digest of each file RELATIVES names, relative
 to the notes' folder, where make runs it.  Make goes by times, which a
 file put back with its old one (cp -p, rsync -a, tar, git stash on
 some systems) does not change: the Makefile checks these digests too."
-  (let ((temporary (make-temp-file (concat file "-")))
+  (let ((temporary (gradients-build--make-temp (concat file "-")))
         (coding-system-for-write 'utf-8-unix))
     (with-temp-file temporary
       (dolist (relative relatives)
@@ -428,8 +438,8 @@ matching another checkout's folders, or none."
   (gradients-build--remove-abandoned-scratch project)
   (setq gradients-build--scratch
         (file-name-as-directory
-         (make-temp-file (expand-file-name (format ".build/run-%d-" (emacs-pid)) project)
-                         t))))
+         (gradients-build--make-temp
+          (expand-file-name (format ".build/run-%d-" (emacs-pid)) project) t))))
 
 ;;;; Output paths
 
@@ -1346,7 +1356,7 @@ say that its recipe failed."
 make's stamp, last."
   (let ((file (expand-file-name gradients-build-outputs-file gradients-build--project)))
     (gradients-build--write-digests (concat file ".sha256") outputs)
-    (let ((temporary (make-temp-file (concat file "-")))
+    (let ((temporary (gradients-build--make-temp (concat file "-")))
           (coding-system-for-write 'utf-8-unix))
       (with-temp-file temporary
         (insert (mapconcat #'identity outputs "\n") "\n"))

@@ -192,4 +192,21 @@ made in it, as a build has them when it installs its outputs."
       (should (= (file-modes same) #o644))
       (should-not gradients-build--written))))
 
+;; What the build keeps in .build/ follows the umask as make's own files
+;; there do: in a checkout a group shares, another member's make reads it.
+;; Emacs made the scratch folder (which becomes .build/produced/) and the
+;; lists of digests and outputs private whatever the umask.
+(ert-deftest build-tests-the-builds-own-files-follow-the-umask ()
+  (with-file-modes #o775
+    (build-tests--in-scratch-project
+      (build-tests--write (expand-file-name "gradients.py" project) "x = 1\n")
+      (gradients-build--write-outputs-list '("gradients.py"))
+      (should (equal (mapcar (lambda (file)
+                               (format "%s %o" file (file-modes (expand-file-name file project))))
+                             (list (file-relative-name gradients-build--scratch project)
+                                   ".build/outputs" ".build/outputs.sha256"))
+                     (list (format "%s %o" (file-relative-name gradients-build--scratch project)
+                                   #o775)
+                           ".build/outputs 664" ".build/outputs.sha256 664"))))))
+
 ;;; build-tests.el ends here
