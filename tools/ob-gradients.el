@@ -495,6 +495,12 @@ its place when it comes."
 
 (defun gradients--run (body params element)
   "The rest of `gradients-execute', with the ELEMENT at point."
+  ;; Org would fail only as it writes the result, or its placeholder:
+  ;; once the block has run, or with the block sent all the same.
+  (when (and buffer-read-only (not gradients--resolving-reference)
+             (not (gradients--silent-p params)))
+    (gradients--fail "%s: %s is read-only, so its result would have nowhere to go; make the buffer writable (C-x C-q) and run the block again"
+                     (gradients-block-description element) (buffer-name)))
   (let* ((own-drawer (gradients--own-drawer-p element))
          (request (gradients--new-request
                    (org-babel-expand-body:generic

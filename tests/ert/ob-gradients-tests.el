@@ -702,5 +702,24 @@ graph
         (with-current-buffer buffer (set-buffer-modified-p nil))
         (kill-buffer buffer)))))
 
+;; Notes visited read-only (a read-only file, C-x C-q): Org fails as it
+;; writes a result, which with :async no was once the block had run, and
+;; with :async yes as it wrote the placeholder of a block sent all the
+;; same, whose result then went to *gradients-unwritten*.  Refused before
+;; anything is sent, by the block's line.
+(ert-deftest obgt-notes-visited-read-only-refuse-a-block-before-it-runs ()
+  (obgt-with-notes ("read-only/notes.org"
+                    "\n#+name: waited\n#+begin_src jupyter-python :async no\n1\n#+end_src\n\n#+name: queued\n#+begin_src jupyter-python\n2\n#+end_src\n")
+    (setq buffer-read-only t)
+    (let ((sessions gradients--sessions)
+          (text (buffer-string)))
+      (pcase-dolist (`(,name ,line) '(("waited" 6) ("queued" 11)))
+        (should (equal (cadr (should-error (obgt-run name)))
+                       (format "notes.org:%d: block `%s': notes.org is read-only, so its result would have nowhere to go; make the buffer writable (C-x C-q) and run the block again"
+                               line name))))
+      (should-not (obgt-busy))
+      (should (equal gradients--sessions sessions))
+      (should (equal (buffer-string) text)))))
+
 (provide 'ob-gradients-tests)
 ;;; ob-gradients-tests.el ends here
