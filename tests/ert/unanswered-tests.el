@@ -68,23 +68,33 @@ second or two, longer on a loaded machine."
      (mapc #'delete-process unanswered-tests--bridges)
      (setq unanswered-tests--bridges nil)))
 
+(defun unanswered-tests--error-of-one-block (timeout stop-first)
+  "The error of the one block, of time limit TIMEOUT (nil for none),
+given to a silent bridge whose kernel is ready, with no patience; the
+bridge first stopped (SIGSTOP) if STOP-FIRST.  The block must have
+counted as running, and have failed with the bridge gone."
+  (let* ((gradients-bridge-patience 0)
+         (replies nil)
+         (process (unanswered-tests--bridge t))
+         (request (unanswered-tests--request (lambda (reply) (push reply replies)))))
+    (setf (gradients-request-timeout request) timeout)
+    (when stop-first
+      (signal-process process 'SIGSTOP)
+      (should (unanswered-tests--wait-until (lambda () (eq (process-status process) 'stop)))))
+    (gradients--submit process request)
+    (should (eq (process-get process 'current) request))
+    (should (unanswered-tests--wait-until (lambda () replies)))
+    (should-not (process-live-p process))
+    (should (= (length replies) 1))
+    (should (equal (alist-get 'kind (car replies)) "died"))
+    (alist-get 'error (car replies))))
+
 (ert-deftest unanswered-a-running-block-nobody-waits-for-fails ()
   (unanswered-tests--with-bridges
-   (let* ((gradients-bridge-patience 0)
-          (replies nil)
-          (answer (lambda (reply) (push reply replies)))
-          (process (unanswered-tests--bridge t))
-          (request (unanswered-tests--request answer)))
-     (gradients--submit process request)
-     (should (eq (process-get process 'current) request))
-     (should (unanswered-tests--wait-until (lambda () replies)))
-     (should-not (process-live-p process))
-     (should (= (length replies) 1))
-     (should (equal (alist-get 'kind (car replies)) "died"))
-     (should (string-match-p "no answer 0 s past the block's time limit of 0 s"
-                             (alist-get 'error (car replies))))
-     (should (unanswered-tests--wait-until
-              (lambda () (not (unanswered-tests--watching-p))))))))
+   (should (string-match-p "no answer 0 s past the block's time limit of 0 s"
+                           (unanswered-tests--error-of-one-block 0 nil)))
+   (should (unanswered-tests--wait-until
+            (lambda () (not (unanswered-tests--watching-p)))))))
 
 (ert-deftest unanswered-blocks-queued-before-the-kernel-is-ready-all-fail ()
   (unanswered-tests--with-bridges
@@ -111,19 +121,8 @@ second or two, longer on a loaded machine."
   ;; Emacs writes nothing to a process it knows is stopped: the block
   ;; must still get its placeholder, and then its failure.
   (unanswered-tests--with-bridges
-   (let* ((gradients-bridge-patience 0)
-          (replies nil)
-          (answer (lambda (reply) (push reply replies)))
-          (process (unanswered-tests--bridge t))
-          (request (unanswered-tests--request answer)))
-     (signal-process process 'SIGSTOP)
-     (should (unanswered-tests--wait-until (lambda () (eq (process-status process) 'stop))))
-     (gradients--submit process request)
-     (should (unanswered-tests--wait-until (lambda () replies)))
-     (should-not (process-live-p process))
-     (should (equal (alist-get 'kind (car replies)) "died"))
-     (should (string-match-p "no answer 0 s past the block's time limit of 0 s"
-                             (alist-get 'error (car replies)))))))
+   (should (string-match-p "no answer 0 s past the block's time limit of 0 s"
+                           (unanswered-tests--error-of-one-block 0 t)))))
 
 (ert-deftest unanswered-nothing-watches-once-the-blocks-are-answered ()
   ;; The bridge answers here, so it is never killed; the watch must end
@@ -149,18 +148,8 @@ second or two, longer on a loaded machine."
   ;; Blocks run by hand have no time limit: only the bridge's silence
   ;; tells that it is stopped.
   (unanswered-tests--with-bridges
-   (let* ((gradients-bridge-patience 0)
-          (replies nil)
-          (answer (lambda (reply) (push reply replies)))
-          (process (unanswered-tests--bridge t))
-          (request (unanswered-tests--request answer)))
-     (setf (gradients-request-timeout request) nil)
-     (gradients--submit process request)
-     (should (unanswered-tests--wait-until (lambda () replies)))
-     (should-not (process-live-p process))
-     (should (equal (alist-get 'kind (car replies)) "died"))
-     (should (string-match-p "said nothing for 0 s while it held a block (stopped, or stuck)"
-                             (alist-get 'error (car replies)))))))
+   (should (string-match-p "said nothing for 0 s while it held a block (stopped, or stuck)"
+                           (unanswered-tests--error-of-one-block nil nil)))))
 
 (ert-deftest unanswered-a-bridge-that-says-it-is-alive-is-not-silent ()
   ;; Its word counts from when it came, whatever the block's age; what
