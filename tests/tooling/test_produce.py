@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -248,9 +249,9 @@ def same_size_and_time(file, data):
 
 def test_emacs_or_its_lisp_replaced_in_place_builds_again(tiny, tmp_path_factory):
     """The same `emacs` and EMACSLOADPATH, but other files behind them: a
-    library added where Emacs looks first, that library rewritten (a
-    `git pull`), then rewritten again with its size and time kept (cp -p
-    of another copy), then gone."""
+    library added where Emacs looks first (a newer Org), that library
+    rewritten with its size and time kept (cp -p of another copy, a `git
+    pull` within the second), then gone."""
     lisp = tmp_path_factory.mktemp("lisp")
     env = dict(os.environ, EMACSLOADPATH=f"{lisp}:")
     write_readme(tiny, "* Notes\n\nProse only: no kernel.\n")
@@ -269,16 +270,15 @@ def test_emacs_or_its_lisp_replaced_in_place_builds_again(tiny, tmp_path_factory
     copy = lisp / "avl-tree.elc"
     missed = []
     for change, replace in [
-            ("added", lambda: shutil.copy(library, copy)),
-            ("rewritten", lambda: copy.write_bytes(copy.read_bytes() + b"\n;; pulled\n")),
-            ("put back", lambda: same_size_and_time(
+            ("added", lambda: copy.write_bytes(Path(library).read_bytes() + b"\n;; pulled\n")),
+            ("rewritten", lambda: same_size_and_time(
                 copy, copy.read_bytes().replace(b";; pulled", b";; pushed"))),
             ("gone", copy.unlink)]:
         replace()
         if make("-q", target, cwd=tiny, env=env).returncode == 0:
             missed.append(change)
-        files = listed()
-        assert (str(copy) in files) == (change != "gone"), change
+        if change != "gone":
+            assert str(copy) in listed(), change
     assert missed == [], f"make would not build again after Emacs's Lisp was {missed}"
 
 
