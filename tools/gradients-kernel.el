@@ -484,6 +484,10 @@ ends all the kernel started as the bridge dies."
                        (format "the kernel bridge %s (stopped, or stuck), and was killed" why))
           (signal-process process 'SIGKILL))))))
 
+(defvar gradients-watch-interval 1
+  "Seconds between two looks for a bridge that has not answered in time
+(`gradients--watch-bridges'), while some block runs or waits.")
+
 (defvar gradients--watch-timer nil
   "The timer of `gradients--watch-bridges', or nil while no block runs or
 waits to run.")
@@ -494,7 +498,8 @@ nobody waits for (`:async yes'), or queued behind one, has no
 `gradients--wait' to notice that its bridge was stopped: it would wait
 for ever, and its placeholder with it."
   (unless (memq gradients--watch-timer timer-list)
-    (setq gradients--watch-timer (run-at-time 1 1 #'gradients--watch-bridges))))
+    (setq gradients--watch-timer (run-at-time gradients-watch-interval gradients-watch-interval
+                                              #'gradients--watch-bridges))))
 
 (defun gradients--watch-bridges ()
   "Kill each bridge that has not answered a block it runs, or holds

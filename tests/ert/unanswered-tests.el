@@ -24,6 +24,9 @@
 (let ((load-path (cons (expand-file-name "tools" unanswered-tests--root) load-path)))
   (load "gradients-kernel.el" nil t t))
 
+;; Looked at ten times a second: the tests wait for the looks.
+(setq gradients-watch-interval 0.1)
+
 (defvar unanswered-tests--bridges nil
   "The silent bridges the running test made, deleted after it.")
 

@@ -339,8 +339,9 @@ def test_a_busy_bridge_says_it_is_alive_and_an_idle_one_says_nothing(tmp_path):
         bridge.ready()
         bridge.send("print('quick')", id=1)
         assert bridge.reply()["org"] == ": quick"
-        # Nothing, not even a late word that it is alive, while idle.
-        readable, _, _ = select.select([bridge.process.stdout], [], [], 3)
+        # Nothing, not even a late word that it is alive, while idle: one
+        # and a half times the interval holds at least one of its turns.
+        readable, _, _ = select.select([bridge.process.stdout], [], [], 1.5)
         assert readable == [], bridge.process.stdout.readline()
         bridge.send("import time\ntime.sleep(300)", id=2)
         for _ in range(2):

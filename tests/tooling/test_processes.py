@@ -408,16 +408,20 @@ MESSAGES = '(with-current-buffer "*Messages*" (buffer-string))'
 # What the Emacs said before goes: an earlier test's message would match.
 FORGET_THE_MESSAGES = """(with-current-buffer "*Messages*"
     (let ((inhibit-read-only t)) (erase-buffer)))"""
-PATIENCE = "(list gradients-bridge-patience gradients--kernel-start-limit)"
+PATIENCE = ("(list gradients-bridge-patience gradients--kernel-start-limit"
+            " gradients-watch-interval)")
 
 
 @pytest.fixture
 def silent_bridge_emacs(shared_emacs):
-    """The shared Emacs, its bridges' patience and their kernels' time to
-    start put back after the test, and its sessions stopped; with a set
-    for the test to put the processes it saw in."""
+    """The shared Emacs, its bridges' patience, their kernels' time to
+    start and the watch's interval put back after the test, and its
+    sessions stopped; with a set for the test to put the processes it saw
+    in."""
     daemon = shared_emacs.running()
-    patience, start_limit = daemon(PATIENCE)
+    patience, start_limit, interval = daemon(PATIENCE)
+    # Looked at ten times a second: the test waits for the looks.
+    daemon("(progn (setq gradients-watch-interval 0.1) t)")
     seen = set()
     try:
         yield daemon, seen
@@ -425,7 +429,8 @@ def silent_bridge_emacs(shared_emacs):
         if daemon.process.poll() is None:
             seen |= kernel_supervisor.descendants(daemon.process.pid)
             daemon(f"(progn (setq gradients-bridge-patience {patience}"
-                   f" gradients--kernel-start-limit {start_limit})"
+                   f" gradients--kernel-start-limit {start_limit}"
+                   f" gradients-watch-interval {interval})"
                    " (gradients-stop-sessions) t)")
         kill_leftovers(seen)
 
