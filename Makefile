@@ -9,7 +9,7 @@ BUILD  := .build
 BUILD_GOALS := $(filter-out clean help,$(MAKECMDGOALS))
 ifneq ($(BUILD_GOALS),)
 $(foreach folder,$(VENV) $(BUILD),$(if $(wildcard $(folder)),$(if $(wildcard $(folder)/.),,\
-  $(error $(folder) is a file, not a folder: make keeps $(if $(filter $(VENV),$(folder)),the Python environment,its scratch files) there; move it away, or run `make clean`))))
+  $(error $(folder) is $(if $(shell test -L $(folder) && echo link),a link to nowhere,a file), not a folder: make keeps $(if $(filter $(VENV),$(folder)),the Python environment,its scratch files) there; move it away, or run `make clean`))))
 endif
 # Every Python make starts (pytest, pip, the tools, the build's bridge)
 # is the project's, whatever shell make is started from.  None of the

@@ -442,25 +442,29 @@ def test_make_n_and_make_q_write_nothing(project_copy):
     assert (project_copy / ".build" / "emacs-id").read_text() == "another-emacs \n"
 
 
-@pytest.mark.parametrize("folder", [".build", ".venv"])
-def test_a_file_where_make_keeps_a_folder_is_named_in_one_line(project_copy, folder):
-    """A file named .build or .venv (a stray `touch`, an unpacked archive)
-    stops make at once with one line naming it, and `make clean`, which
-    would remove it, still runs."""
+@pytest.mark.parametrize("folder, what", [(".build", "a file"), (".venv", "a file"),
+                                          (".build", "a link to nowhere")])
+def test_a_file_where_make_keeps_a_folder_is_named_in_one_line(project_copy, folder, what):
+    """A file named .build or .venv (a stray `touch`, an unpacked archive),
+    or a link to a folder since removed, stops make at once with one line
+    naming it, and `make clean`, which would remove it, still runs."""
     path = project_copy / folder
     if path.is_symlink() or path.is_file():
         path.unlink()
     else:
         shutil.rmtree(path)
-    path.write_text("")
+    if what == "a file":
+        path.write_text("")
+    else:
+        path.symlink_to(project_copy / "removed")
     for target in ("tangle", "test"):
         run = make(target, cwd=project_copy)
         assert run.returncode != 0
         said = run.stderr.strip().splitlines()
-        assert len(said) == 1 and f"{folder} is a file, not a folder" in said[0], run.stderr
+        assert len(said) == 1 and f"{folder} is {what}, not a folder" in said[0], run.stderr
         assert "make clean" in said[0]
     assert make("clean", cwd=project_copy).returncode == 0
-    assert not path.exists()
+    assert not path.exists() and not path.is_symlink()
 
 
 def test_a_missing_readme_is_named_by_make_alone(project_copy):
