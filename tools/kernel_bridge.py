@@ -378,7 +378,7 @@ def deactivated_path(environ):
                            if os.path.normpath(folder or ".") not in activated)
 
 
-def kernel_environment(build_folder=None, environ=None, caches=None):
+def kernel_environment(environ=None, caches=None):
     """The environment a kernel runs in: the caller's ENVIRON (this
     process's by default) less WITHHELD_FROM_THE_KERNEL, with the
     folders of KERNEL_FOLDERS made in CACHES, by default BUILD_FOLDER's
@@ -396,7 +396,7 @@ def kernel_environment(build_folder=None, environ=None, caches=None):
     env.update(PATH=deactivated_path(environ),
                MPLBACKEND="module://matplotlib_inline.backend_inline",
                PYTHONHASHSEED="0", TZ="UTC", LC_ALL="C.UTF-8")
-    caches = caches or os.path.join(build_folder or BUILD_FOLDER, "kernel")
+    caches = caches or os.path.join(BUILD_FOLDER, "kernel")
     for variable, folder in KERNEL_FOLDERS.items():
         path = os.path.join(caches, folder)
         os.makedirs(path, exist_ok=True)
