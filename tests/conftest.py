@@ -430,7 +430,6 @@ class Bridge:
             env=env)
         self.pid = self.process.pid
         self.seen = {self.pid}
-        self.alive = 0
 
     def look(self):
         """Note every process below the bridge now; return them."""
@@ -439,8 +438,8 @@ class Bridge:
         return found
 
     def said(self):
-        """The bridge's next line but those saying it is alive, which it
-        counts; None at the end of its output."""
+        """The bridge's next line but those saying it is alive; None at
+        the end of its output."""
         while True:
             line = self.process.stdout.readline()
             if not line:
@@ -448,7 +447,6 @@ class Bridge:
             said = json.loads(line)
             if said != {"alive": True}:
                 return said
-            self.alive += 1
 
     def ready(self):
         said = self.said()
