@@ -1,5 +1,12 @@
 # The build of the notes.  `make help` lists the targets.
 
+# Make's built-in rules would look for every prerequisite's source under
+# RCS/ and SCCS/ and in a dozen languages' files: four times the cost of a
+# `make test` that has nothing to do, paid by every run.  No target here
+# is built by them.
+MAKEFLAGS += --no-builtin-rules
+.SUFFIXES:
+
 VENV   := .venv
 PYTHON := $(VENV)/bin/python
 BUILD  := .build
