@@ -1,5 +1,9 @@
 # The build of the notes.  `make help` lists the targets.
 
+# `make -n` and `make -q` only ask: they write nothing, not even the notes
+# make keeps itself.  The letters of the options given come first in
+# MAKEFLAGS, so this is read before the line below adds to it.
+ONLY_ASKING := $(findstring n,$(firstword -$(MAKEFLAGS)))$(findstring q,$(firstword -$(MAKEFLAGS)))
 # Make's built-in rules would look for every prerequisite's source under
 # RCS/ and SCCS/ and in a dozen languages' files: four times the cost of a
 # `make test` that has nothing to do, paid by every run.  No target here
@@ -157,21 +161,22 @@ endif
 PRODUCED := $(BUILD)/produced/blocks.json
 # Which Emacs and Org read the notes last: with another one (`make test
 # EMACS=...`, an Org on EMACSLOADPATH) the build reads them again.
-# `make -n` and `make -q` write nothing: they take it as changed instead.
-# EMACSLOADPATH names folders as they are spelled ($(value): make would
-# read a `$` in it as one of its variables), and the note is written by
-# make itself: through the shell, a quote in the path would end the
-# string and leave no note, so that every make would build again.
+# `make -n` and `make -q` write nothing: they take it as changed instead,
+# as does a make that cannot write .build/ (a read-only checkout), where
+# the build then says why, as README.org's, rather than make stop on its
+# own open().  EMACSLOADPATH names folders as they are spelled ($(value):
+# make would read a `$` in it as one of its variables), and the note is
+# written by make itself: through the shell, a quote in the path would
+# end the string and leave no note, so that every make would build again.
 EMACS_ID := $(BUILD)/emacs-id
 EMACS_NOW := $(EMACS) $(value EMACSLOADPATH)
 ifneq ($(BUILD_GOALS),)
 ifneq ($(EMACS_NOW),$(file <$(EMACS_ID)))
-ifneq (,$(findstring n,$(firstword -$(MAKEFLAGS)))$(findstring q,$(firstword -$(MAKEFLAGS))))
+ifeq ($(if $(ONLY_ASKING),,$(shell mkdir -p $(BUILD) 2>/dev/null && touch $(EMACS_ID) 2>/dev/null && echo writable)),writable)
+$(file >$(EMACS_ID),$(EMACS_NOW))
+else
 EMACS_CHANGED := FORCE
 $(EMACS_ID):
-else
-$(shell mkdir -p $(BUILD))
-$(file >$(EMACS_ID),$(EMACS_NOW))
 endif
 endif
 endif

@@ -55,8 +55,10 @@ def a_users_make_environment(env=None):
 
 
 def make(*args, cwd, env=None, timeout=300, **options):
-    """Run make in CWD as a user would, its output captured as text."""
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=cwd,
+    """Run make in CWD as a user would, its output captured as text.  As
+    typed, with no option but those given: the Makefile's own reading of
+    MAKEFLAGS differs with none at all."""
+    return subprocess.run(["make", *args], cwd=cwd,
                           env=a_users_make_environment(env), capture_output=True,
                           text=True, timeout=timeout, **options)
 
@@ -64,7 +66,7 @@ def make(*args, cwd, env=None, timeout=300, **options):
 def start_make(*args, cwd):
     """Start make in CWD as a user would in a terminal, in a session of its
     own (for Ctrl-C: os.killpg(process.pid, SIGINT)), its errors kept."""
-    return subprocess.Popen(["make", "--no-print-directory", *args], cwd=cwd,
+    return subprocess.Popen(["make", *args], cwd=cwd,
                             env=a_users_make_environment(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=ctrl_c_as_in_a_terminal)

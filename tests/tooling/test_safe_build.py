@@ -262,6 +262,22 @@ def test_a_checkout_where_the_build_cannot_keep_its_scratch_files_is_named(tiny)
                           "directory with prefix: No such file or directory, .build/run-")
     assert_no_kernel_left(tiny)
 
+@pytest.mark.parametrize("emacs_given", [False, True])
+def test_make_in_a_checkout_where_it_cannot_keep_its_notes_leaves_the_telling_to_the_build(
+        tiny, emacs_given):
+    """make keeps a note of which Emacs built last in .build/, written by
+    make itself.  Where .build/ cannot be written, the build still says
+    why, as README.org's, not make of its note ("open: .build/emacs-id")."""
+    before = write_readme(tiny, HEADER + block("x = 1", "one"))
+    shutil.rmtree(tiny / ".build")
+    (tiny / ".build").symlink_to("/proc/sys")
+    given = [f"EMACS={shutil.which(EMACS)}"] if emacs_given else []
+    run = make(".build/produced/blocks.json", *given, cwd=tiny)
+    assert "emacs-id" not in run.stderr, run.stderr
+    assert_failed_cleanly(run, tiny, before, "README.org: the build cannot go on: ")
+    assert_no_kernel_left(tiny)
+
+
 # Only the moves into the project count: inside .build/ the build keeps
 # what it produced, for `make test`.
 FAIL_THE_SECOND_MOVE = """;;; -*- lexical-binding: t -*-
