@@ -4,6 +4,13 @@
 # make keeps itself.  The letters of the options given come first in
 # MAKEFLAGS, so this is read before the line below adds to it.
 ONLY_ASKING := $(findstring n,$(firstword -$(MAKEFLAGS)))$(findstring q,$(firstword -$(MAKEFLAGS)))
+# `make -e` gives the environment's variables precedence over the
+# Makefile's own: a BUILD, PYTHON or LOCK that a CI system or a shell
+# sets for its own ends would move the build's files, or run another
+# Python.  Settings are given on the command line (`make test EMACS=...`).
+ifneq ($(findstring e,$(firstword -$(MAKEFLAGS))),)
+$(error make -e would let the environment replace the Makefile's own variables (BUILD, VENV, PYTHON...): run make without it, and give settings on its command line, as in `make test EMACS=emacs-30`)
+endif
 # Make's built-in rules would look for every prerequisite's source under
 # RCS/ and SCCS/ and in a dozen languages' files: four times the cost of a
 # `make test` that has nothing to do, paid by every run.  No target here

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from conftest import EMACS, ROOT, a_users_make_environment, ctrl_c_as_in_a_terminal
-from tiny_notes import HEADER, assert_failed_cleanly, block, write_readme
+from tiny_notes import HEADER, assert_failed_cleanly, block, snapshot, write_readme
 
 sys.path.insert(0, str(ROOT / "tools"))
 import kernel_bridge  # noqa: E402
@@ -213,6 +213,28 @@ def test_make_starts_its_pythons_without_the_callers_settings(tmp_path):
             if line.startswith(("PYTHON", "VIRTUAL_ENV", "CONDA"))] == ["PYTHONUTF8=1"]
     assert "other-env" not in next(line for line in lines if line.startswith("PATH="))
     assert "other-env" not in lines[-1], lines[-1]
+
+
+@pytest.mark.parametrize("asked", ["make -e", "MAKEFLAGS=e", "make -ke"])
+def test_make_e_is_refused_before_the_environment_moves_anything(tiny, tmp_path_factory, asked):
+    """With -e the environment's BUILD, VENV or PYTHON would replace the
+    Makefile's: a CI system's BUILD=... would put the build's files there.
+    make says so in one line, and neither folder is touched."""
+    elsewhere_folder = tmp_path_factory.mktemp("elsewhere")
+    before = write_readme(tiny, HEADER + block("x = 1", "one"))
+    env = {**os.environ, "BUILD": str(elsewhere_folder / "build"),
+           "VENV": str(elsewhere_folder / "venv")}
+    options = {"make -e": ["-e"], "make -ke": ["-ke"], "MAKEFLAGS=e": []}[asked]
+    if asked == "MAKEFLAGS=e":
+        env["MAKEFLAGS"] = "e"
+    run = subprocess.run(["make", *options, "tangle"], cwd=tiny, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    said = run.stderr.strip().splitlines()
+    assert len(said) == 1 and "make -e would let the environment replace" in said[0], run.stderr
+    assert list(elsewhere_folder.iterdir()) == []
+    assert snapshot(tiny) == before
+    assert not (tiny / ".build" / "outputs").exists()
 
 
 def test_a_picture_the_bridge_writes_gets_the_modes_the_build_would_give_it(tmp_path):
