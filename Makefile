@@ -93,6 +93,14 @@ UV_HOME  := $(BUILD)/uv
 UV_OURS  := $(UV_HOME)/bin/uv
 UV       := $(or $(shell command -v uv),$(UV_OURS))
 UV_MADE  := $(if $(filter $(UV_OURS),$(UV)),$(UV_OURS))
+# uv keeps what it downloads under the home folder ($UV_CACHE_DIR, or
+# $XDG_CACHE_HOME/uv, or ~/.cache/uv), and stops before installing
+# anything where it cannot make that folder (a service user's
+# HOME=/nonexistent, a home on a read-only disk): there it runs without a
+# cache, as pip does.  Recursive, so that only a recipe running uv looks.
+UV_CACHE_USABLE = $(shell folder="$${UV_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/uv}"; \
+                    mkdir -p "$$folder" 2>/dev/null && [ -w "$$folder" ] && echo yes)
+RUN_UV = $(if $(UV_CACHE_USABLE),,UV_NO_CACHE=1 )"$(UV)"
 # uv runs the machine's python3 and never downloads a Python of its own.
 export UV_PYTHON_DOWNLOADS  := never
 export UV_PYTHON_PREFERENCE := only-system
@@ -286,13 +294,13 @@ $(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(VENV_FOLDERS) $(VENV_CHANGED)
 	    { echo "$(LOCK) is older than pyproject.toml: run \`make lock\`" >&2; exit 1; }
 	@[ -x "$(UV)" ] || $(MAKE) --no-print-directory $(UV_OURS)
 	@$(REQUIRE) 'python3=command -v python3'
-	"$(UV)" venv --quiet --allow-existing --python python3 "$(VENV)"
-	"$(UV)" pip sync --quiet --python "$(PYTHON)" $(LOCK)
+	$(RUN_UV) venv --quiet --allow-existing --python python3 "$(VENV)"
+	$(RUN_UV) pip sync --quiet --python "$(PYTHON)" $(LOCK)
 	@broken=$$(for dir in "$(VENV)"/lib/python3*/site-packages; do \
 	               "$(PYTHON)" -I -c "$$BROKEN_PACKAGES" "$$dir"; done) || exit 1; \
 	if [ -n "$$broken" ]; then \
 	    echo "files of" $$broken "are missing from $(VENV): installing them again"; \
-	    "$(UV)" pip sync --quiet --python "$(PYTHON)" \
+	    $(RUN_UV) pip sync --quiet --python "$(PYTHON)" \
 	        $$(for name in $$broken; do echo --reinstall-package $$name; done) $(LOCK); \
 	fi
 	@for dir in "$(VENV)"/lib/python3*/site-packages "$(VENV)"/lib/python3*/site-packages/*/; do \
@@ -308,7 +316,7 @@ $(PYTHON): ;
 # so that the same pyproject.toml always compiles to the same bytes.  Its
 # hashes cover every platform's files of each version.
 lock: | $(UV_MADE)  ## compile requirements.lock again from pyproject.toml
-	"$(UV)" pip compile --quiet pyproject.toml $(LOCK_GROUPS) \
+	$(RUN_UV) pip compile --quiet pyproject.toml $(LOCK_GROUPS) \
 	    --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
 	    --generate-hashes --custom-compile-command 'make lock' --output-file $(LOCK)
 	@echo "$(LOCK_SOURCE)" >> $(LOCK)
