@@ -659,6 +659,28 @@ Emacs that quit before the reply came)."
   "Ids of pending requests whose block was run again before they
 finished: their placeholder made way for the newer one's.")
 
+;; A buffer read again from its file while blocks run (M-x revert-buffer,
+;; or auto-revert once another program wrote the file) loses their
+;; placeholders: the file never holds one, as saving puts the earlier
+;; drawers back.  Their results are then said to be unwritten because of
+;; the revert, which the author may not have asked for, not of an edit.
+(defvar gradients--reverted (make-hash-table)
+  "Ids of pending requests whose placeholder went with a revert of its
+buffer.")
+
+(defun gradients--note-reverted-placeholders ()
+  "Note the pending requests whose placeholders this buffer holds, before
+it is read again from its file."
+  (dolist (request (gradients--pending-requests))
+    (save-excursion
+      (save-restriction
+        (widen)
+        (goto-char (point-min))
+        (when (search-forward (gradients--placeholder request) nil t)
+          (puthash (gradients-request-id request) t gradients--reverted))))))
+
+(add-hook 'before-revert-hook #'gradients--note-reverted-placeholders)
+
 (defun gradients--execute-async (process request params element)
   "Queue REQUEST and return its placeholder.  The reply goes to the block
 whose drawer holds this request's placeholder, in the file's own buffer:
@@ -684,7 +706,8 @@ how it went."
             (if silent
                 (gradients--report-silent request reply result-params marker)
               (gradients--fill-placeholder marker request reply previous params file))
-            (remhash id gradients--superseded)))
+            (remhash id gradients--superseded)
+            (remhash id gradients--reverted)))
     (gradients--submit process request)
     (gradients--placeholder request)))
 
@@ -789,6 +812,11 @@ dropped in silence."
                 (let ((inhibit-message t))
                   (message "gradients: %s was run again before it finished; the earlier run's result is not written"
                            (gradients-request-where request))))
+               ((gethash id gradients--reverted)
+                (gradients--report-unwritten
+                 request reply
+                 (format "%s was read again from its file while the block ran (a revert), which took its placeholder"
+                         (buffer-name))))
                (t
                 (gradients--report-unwritten
                  request reply

@@ -281,6 +281,20 @@ next block's name or the next heading."
     (should (string-match-p "'one'" (with-current-buffer gradients-unwritten-buffer
                                       (buffer-string))))))
 
+(ert-deftest obgt-a-result-whose-buffer-was-reverted-blames-the-revert ()
+  ;; As auto-revert does once another program wrote the file: the author
+  ;; edited nothing, and is not told so.
+  (obgt-with-notes ("reverted.org" obgt-two-naps)
+    (obgt-run "first")
+    (revert-buffer t t)
+    (let ((said (obgt-messages (should (obgt-wait)))))
+      (should (obgt-said-p "reverted\\.org:[0-9]+: block `first' finished, but reverted\\.org was read again from its file while the block ran (a revert)"
+                           said))
+      (should-not (obgt-said-p "edited" said)))
+    (should-not (obgt-drawer "first"))
+    (should (string-match-p "'one'" (with-current-buffer gradients-unwritten-buffer
+                                      (buffer-string))))))
+
 (ert-deftest obgt-a-result-whose-block-was-moved-follows-it ()
   (obgt-with-notes ("moved.org" obgt-two-naps)
     (obgt-run "first")
