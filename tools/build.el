@@ -1632,6 +1632,21 @@ target to run again after an edit saved meanwhile: the one the user ran."
        (expand-file-name gradients-build-produced-folder project) outputs)
       (gradients-build--write-outputs-list outputs))))
 
+(defun gradients-build--check-as-written ()
+  "Fail unless the buffer, with the results of a run written into it,
+passes the checks the next build will make of it.  The bridge refuses
+what no notes could keep; what only the build knows of (a link to a
+picture an interactive run saved) would otherwise be written by one
+`make run' and refused by the next build."
+  (let ((blocks (gradients-build--read-blocks)))
+    (unwind-protect
+        (condition-case err
+            (gradients-build--check-blocks blocks)
+          (error
+           (error "%s would be refused by the next build as this run leaves it, so it is not written; lines as they would be:\n%s"
+                  gradients-build--org-name (error-message-string err))))
+      (mapc (lambda (block) (set-marker (plist-get block :marker) nil)) blocks))))
+
 (defun gradients-build-run ()
   "Restart and run all: every results drawer and picture, from a fresh
 kernel, written into the Org file (`make run')."
@@ -1658,6 +1673,7 @@ kernel, written into the Org file (`make run')."
             (let ((org-babel-current-src-block-location (plist-get block :marker))
                   (inhibit-message t))
               (org-babel-execute-src-block)))))
+      (gradients-build--check-as-written)
       (let ((copy (expand-file-name (file-name-nondirectory org-file) scratch))
             (coding-system-for-write 'utf-8-unix))
         (write-region nil nil copy nil 'silent)
