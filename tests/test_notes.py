@@ -50,6 +50,19 @@ def test_recorded_result(block):
         f"`make run`\n{show(expected, actual)}")
 
 
+# A block the build does not run (:eval no, or under a COMMENT or archived
+# heading, which Org's tangling leaves out) keeps whatever result it
+# recorded.  Nothing can check it: make test says so, as a skip with the
+# reason in its summary, never as a pass.  Defined only when there is one:
+# an empty list would show as a skip of its own.
+UNCHECKED = [b for b in NOTES.jupyter_blocks() if not b.runs and b.recorded]
+if UNCHECKED:
+    @pytest.mark.parametrize("block", UNCHECKED, ids=lambda b: b.label)
+    def test_recorded_result_of_a_block_the_build_does_not_run(block):
+        pytest.skip(f"{block.where()}: its recorded result (line {block.results_line}) "
+                    f"is not checked: the build does not run the block, as {block.not_run}")
+
+
 def test_no_memory_address_is_recorded():
     found = [b.label for b in NOTES.blocks if b.recorded and ADDRESS.search(b.recorded)]
     assert not found, f"results with a memory address in README.org: {found}"

@@ -610,9 +610,15 @@ works from these."
                 (line (line-number-at-pos position))
                 (where (format "%s:%d: block %s" name line
                                (if block-name (format "`%s'" block-name) "(unnamed)")))
-                (recorded (gradients-build--recorded info position)))
+                (recorded (gradients-build--recorded info position))
+                ;; Org's own tests, those of its tangling: such a block is
+                ;; in no tangled file, nor on GitHub under a COMMENT.
+                (left-out (save-excursion
+                            (goto-char position)
+                            (cond ((org-in-commented-heading-p) "it is under a COMMENT heading")
+                                  ((org-in-archived-heading-p) "it is under an archived heading")))))
            (push (list :element element :info info :language (car info)
-                       :name block-name :line line :where where
+                       :name block-name :line line :where where :left-out left-out
                        :marker (copy-marker position)
                        :first-line (line-number-at-pos (org-element-property :begin element))
                        :last-line (save-excursion
@@ -634,12 +640,19 @@ its :noweb says so) and code references removed, as Org runs it; once."
         (plist-put block :code code)
         code)))
 
+(defun gradients-build--not-run (block)
+  "Why the build does not run BLOCK, a `jupyter-python' block, or nil
+when it does.  Its :eval says so (as Org's `org-babel-check-evaluate'
+reads it outside an export), or it is left out of the notes as Org's
+tangling leaves it out: the kernel then runs what gradients.py holds."
+  (let ((eval (cdr (assq :eval (nth 2 (plist-get block :info))))))
+    (cond ((member eval '("no" "never")) (format "it has :eval %s" eval))
+          (t (plist-get block :left-out)))))
+
 (defun gradients-build--runs-p (block)
-  "Whether the build runs BLOCK: a `jupyter-python' block whose :eval
-allows it outside an export (Org's `org-babel-check-evaluate', which
-says so in a message each time it is asked)."
+  "Whether the build runs BLOCK (see `gradients-build--not-run')."
   (and (equal (plist-get block :language) "jupyter-python")
-       (not (member (cdr (assq :eval (nth 2 (plist-get block :info)))) '("no" "never")))))
+       (not (gradients-build--not-run block))))
 
 (defun gradients-build--params (block)
   "BLOCK's header arguments, processed as for running it (Lisp values
@@ -1157,6 +1170,10 @@ every one of PICTURES."
       (header . ,(or header :null))
       (code . ,(substring-no-properties (nth 1 info)))
       (runs . ,(if (gradients-build--runs-p block) t :false))
+      (left_out . ,(if (plist-get block :left-out) t :false))
+      (not_run . ,(or (and (equal (plist-get block :language) "jupyter-python")
+                           (gradients-build--not-run block))
+                      :null))
       (recorded . ,(or (plist-get block :recorded) :null))
       (produced . ,(or (plist-get block :produced) :null))
       (printed . ,(or (plist-get block :printed) :null)))))

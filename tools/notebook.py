@@ -103,7 +103,10 @@ def outputs_for(block, root, doc_path):
 
 def in_notebook(block):
     """Whether BLOCK is a code cell: when it is shown, or when it runs and
-    has code (not only comments) that later cells may need."""
+    has code (not only comments) that later cells may need; never when
+    Org leaves it out, under a COMMENT or archived heading."""
+    if block.left_out:
+        return False
     if block.exported:
         return True
     code = [line for line in block.code.splitlines()

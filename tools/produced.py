@@ -32,6 +32,8 @@ class Block:
     header: dict              # header arguments as Org merged them, ":file" etc.
     code: str
     runs: bool                # whether the build runs it
+    left_out: bool            # under a COMMENT or archived heading, as Org tangles
+    not_run: str | None       # why a jupyter-python block does not run
     recorded: str | None      # its results drawer's text in README.org
     produced: str | None      # what the kernel made of it, for the drawer
     printed: str | None       # what it wrote to its standard output

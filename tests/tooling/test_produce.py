@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,53 @@ def test_a_module_a_block_imports_is_read_as_its_source(tiny):
     (tiny / "helper.py").write_text("X = 2\n")
     refused = produce(tiny, *NO_KERNEL)
     assert refused.returncode != 0 and "No /nonexistent/python" in refused.stderr, refused.stderr
+
+
+def test_a_block_org_leaves_out_does_not_run_and_its_result_is_said_unchecked(tiny):
+    """Org's tangling leaves out the blocks under a COMMENT or archived
+    heading, and GitHub shows no COMMENT section: the build runs none of
+    them, so the kernel runs what gradients.py holds.  A block of :eval no
+    is tangled but not run.  A result recorded for a block that does not
+    run is said by make test to be unchecked, as a skip."""
+    logged = "open('{0}.log', 'a').write('ran')"
+    recorded = "\n#+RESULTS: {0}\n:results:\n: 42\n:end:\n"
+    text = (HEADER + block(logged.format("kept"), "kept")
+            + "\n* COMMENT A draft\n" + block(logged.format("draft"), "draft")
+            + recorded.format("draft")
+            + "\n* Old notes :ARCHIVE:\n" + block(logged.format("archived"), "archived")
+            + "\n* Later\n" + block(logged.format("eval-no"), "eval-no", ":eval no")
+            + recorded.format("eval-no"))
+    write_readme(tiny, text)
+    # By make, whose note of the Emacs the make under pytest below finds.
+    run = make(".build/produced/blocks.json", cwd=tiny)
+    assert run.returncode == 0, run.stderr
+    assert (tiny / "kept.log").exists()
+    for name in ("draft", "archived", "eval-no"):
+        assert not (tiny / f"{name}.log").exists(), f"block {name} ran"
+    tangled = (tiny / ".build" / "produced" / "gradients.py").read_text()
+    assert "kept.log" in tangled and "eval-no.log" in tangled
+    assert "draft.log" not in tangled and "archived.log" not in tangled
+    blocks = blocks_json(tiny)["blocks"]
+    assert [b["name"] for b in blocks if b["left_out"]] == ["draft", "archived"]
+    why = {b["name"]: b["not_run"] for b in blocks}
+    assert why == {"kept": None, "draft": "it is under a COMMENT heading",
+                   "archived": "it is under an archived heading", "eval-no": "it has :eval no"}
+    shown = subprocess.run([str(tiny / ".venv" / "bin" / "python"), "tools/notebook.py",
+                            "README.org", "notes.ipynb"], cwd=tiny, capture_output=True,
+                           text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    cells = (tiny / "notes.ipynb").read_text()
+    assert "kept.log" in cells and "eval-no.log" in cells
+    assert "draft.log" not in cells and "archived.log" not in cells
+    notes = subprocess.run([str(tiny / ".venv" / "bin" / "python"), "-m", "pytest", "-p", "no:xdist",
+                            "tests/test_notes.py", "-k", "does_not_run"],
+                           cwd=tiny, capture_output=True, text=True, timeout=120)
+    assert "2 skipped" in notes.stdout, notes.stdout
+    for name in ("draft", "eval-no"):
+        reason = re.escape(f"README.org:{text.split(chr(10)).index(f'#+name: {name}') + 2}: "
+                           f"block {name}: its recorded result (line ")
+        assert re.search(f"SKIPPED .*{reason}.*is not checked: the build does not run the block, "
+                         f"as {re.escape(why[name])}", notes.stdout), notes.stdout
 
 
 def plant(folder, path, old, new):
