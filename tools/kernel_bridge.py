@@ -1154,6 +1154,13 @@ def read_requests(stdin, requests, stop):
 # much longer is stopped (SIGSTOP, a debugger) or stuck, and Emacs kills it
 # (`gradients-bridge-patience'), whether or not the block has a time limit.
 ALIVE_EVERY = 1
+# The line comes from a thread of its own, which would go on if the main
+# thread, the one that waits on the kernel, were stuck (a deadlock, a wait
+# that never ends): it says so only while the main thread comes round to
+# asking whether to stop, which it does at least every WAKE_UP seconds
+# while it waits, and at most STUCK_AFTER seconds ago.  Past that the
+# bridge falls silent, and Emacs kills it as it kills a stopped one.
+STUCK_AFTER = 10
 
 
 class Replies:
@@ -1166,7 +1173,17 @@ class Replies:
         self.stdout = stdout
         self.lock = threading.Lock()
         self.busy = threading.Event()
+        self.came_round = time.monotonic()
         threading.Thread(target=self.say_alive, daemon=True).start()
+
+    def start_work(self):
+        """The bridge is busy from now on, until its answer is sent."""
+        self.moving()
+        self.busy.set()
+
+    def moving(self):
+        """The main thread came round: it is not stuck."""
+        self.came_round = time.monotonic()
 
     def write(self, obj):
         self.stdout.write(json.dumps(obj) + "\n")
@@ -1183,7 +1200,8 @@ class Replies:
         while True:
             time.sleep(ALIVE_EVERY)
             with self.lock:
-                if self.busy.is_set():
+                if (self.busy.is_set()
+                        and time.monotonic() - self.came_round < STUCK_AFTER):
                     try:
                         self.write({"alive": True})
                     except (OSError, ValueError):
@@ -1209,9 +1227,14 @@ def serve(stdin, stdout):
     kernel = None
     replies = Replies(stdout)
     send = replies.send
+
+    def stop_requested():
+        replies.moving()
+        return stop.requested
+
     try:
-        replies.busy.set()
-        kernel = Kernel(lambda: stop.requested)
+        replies.start_work()
+        kernel = Kernel(stop_requested)
         send({"ready": True, "kernel_pid": kernel.pid})
         while True:
             try:
@@ -1224,7 +1247,7 @@ def serve(stdin, stdout):
                 continue
             request = json.loads(line)
             reply = {"id": request.get("id")}
-            replies.busy.set()
+            replies.start_work()
             try:
                 org, outputs = execute(kernel, request["code"], request.get("file"),
                                  request.get("write_to"), request.get("timeout"),

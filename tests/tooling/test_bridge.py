@@ -6,11 +6,12 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
-from conftest import Bridge, gone, wait_for
+from conftest import ROOT, Bridge, gone, wait_for
 from tiny_notes import CHILD
 
 # Its tests share fixtures made once for the module: one worker runs them all.
@@ -327,6 +328,46 @@ def test_only_messages_signed_with_the_connections_key_are_read():
         context.destroy(linger=0)
         channels.close()
         impostor.close()
+
+
+# The bridge, its main thread stuck in a block for good (as in a deadlock)
+# without coming round to ask whether to stop, and quick to tell.
+STUCK_BRIDGE = """
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+import kernel_bridge
+kernel_bridge.ALIVE_EVERY, kernel_bridge.STUCK_AFTER = 0.1, 0.5
+kernel_bridge.Kernel.run = lambda self, *args, **options: threading.Event().wait()
+kernel_bridge.serve(sys.stdin, sys.stdout)
+"""
+
+
+def test_a_bridge_whose_main_thread_is_stuck_falls_silent(tmp_path):
+    """Its word that it is alive comes from a thread of its own, which a
+    stuck main thread would not stop: Emacs, which kills a silent bridge,
+    would then wait for good on a block with no time limit."""
+    bridge = subprocess.Popen(
+        [sys.executable, "-c", STUCK_BRIDGE, str(ROOT / "tools")], cwd=tmp_path,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        def said():
+            return json.loads(bridge.stdout.readline())
+        while said() == {"alive": True}:
+            pass
+        bridge.stdin.write(json.dumps({"id": 1, "code": "1"}) + "\n")
+        bridge.stdin.flush()
+        # Alive while it may yet come round, then silent: a pause five
+        # times the interval comes, where without the check none would.
+        for _ in range(600):
+            readable, _, _ = select.select([bridge.stdout], [], [], 0.5)
+            if not readable:
+                break
+            assert said() == {"alive": True}
+        else:
+            pytest.fail("a bridge whose main thread is stuck still says it is alive")
+    finally:
+        bridge.kill()
+        bridge.wait()
 
 
 def test_a_busy_bridge_says_it_is_alive_and_an_idle_one_says_nothing(tmp_path):
