@@ -38,6 +38,13 @@
 ;; some tens of megabytes, so it collects at most once or twice.
 (setq gc-cons-threshold (* 64 1024 1024))
 
+;; The caller's locale picks Emacs's language environment, and with it
+;; the case table: under a Turkish one (tr_TR, installed or not) `upcase'
+;; makes "i" a dotted capital I, and Org, which compares keywords such as
+;; #+begin_src in capitals, finds no block that ends.  The build reads
+;; the notes as UTF-8, as in any other locale.
+(set-language-environment "UTF-8")
+
 ;; Opening an Org file loads every link module in `org-modules' (Gnus,
 ;; Rmail, EWW...), org-lint's export library loads every back-end in
 ;; `org-export-backends' (ODT brings the whole of nXML), and version

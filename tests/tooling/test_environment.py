@@ -215,6 +215,21 @@ def test_make_starts_its_pythons_without_the_callers_settings(tmp_path):
     assert "other-env" not in lines[-1], lines[-1]
 
 
+@pytest.mark.parametrize("locale", ["tr_TR.UTF-8", "tr_TR.ISO-8859-9", "tr_TR"])
+def test_a_locale_whose_capital_i_is_dotted_builds_as_any_other(tiny, locale):
+    """Emacs takes its case table from the locale's name, installed or not:
+    a Turkish one upcases "i" to a dotted capital, and Org, comparing
+    #+begin_src in capitals, found no block that ends.  A `python' block
+    (no kernel) is enough to show it."""
+    write_readme(tiny, HEADER + block("print('tangled')", "plain", ":tangle gradients.py")
+                 .replace("jupyter-python", "python"))
+    run = subprocess.run(["make", "tangle"], cwd=tiny, capture_output=True, text=True,
+                         timeout=120, env=a_users_make_environment(
+                             {**os.environ, "LC_ALL": locale, "LANG": locale}))
+    assert run.returncode == 0, run.stderr
+    assert "print('tangled')" in (tiny / "gradients.py").read_text()
+
+
 @pytest.mark.parametrize("asked", ["make -e", "MAKEFLAGS=e", "make -ke"])
 def test_make_e_is_refused_before_the_environment_moves_anything(tiny, tmp_path_factory, asked):
     """With -e the environment's BUILD, VENV or PYTHON would replace the
