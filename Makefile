@@ -9,8 +9,33 @@ ONLY_ASKING := $(findstring n,$(firstword -$(MAKEFLAGS)))$(findstring q,$(firstw
 # sets for its own ends would move the build's files, or run another
 # Python.  Settings are given on the command line (`make test EMACS=...`).
 ifneq ($(findstring e,$(firstword -$(MAKEFLAGS))),)
-$(error make -e would let the environment replace the Makefile's own variables (BUILD, VENV, PYTHON...): run make without it, and give settings on its command line, as in `make test EMACS=emacs-30`)
+$(error make -e (or an e in MAKEFLAGS) would let the environment replace the Makefile's own variables (BUILD, VENV, PYTHON...): run make without it, and give settings on its command line, as in `make test EMACS=emacs-30`)
 endif
+# `make -i` goes on past a step that failed, and the steps after it would
+# record the work as done: a venv synced from a lock older than
+# pyproject.toml, or not synced at all, would pass for up to date.
+ifneq ($(findstring i,$(firstword -$(MAKEFLAGS))),)
+$(error make -i (or an i in MAKEFLAGS) would go on past a failed step and record it as done: run make without it)
+endif
+# Every file it reads and writes is named relative to the notes' folder:
+# `make -f path/to/Makefile` from another folder would make a .build/
+# there, and `clean` remove one.  Goals of the caller's own (--eval, as
+# the tooling's tests use) are theirs.
+PROJECT_GOALS := help tangle run test check notebook preview bench kernelspec venv lock clean \
+                 gradients.ipynb .build/% .venv/%
+HERE := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+ifneq ($(HERE),$(CURDIR))
+ifneq ($(filter $(PROJECT_GOALS),$(or $(MAKECMDGOALS),help)),)
+$(error this Makefile builds the notes of its own folder: run `make -C $(HERE) $(or $(MAKECMDGOALS),help)`, or make there)
+endif
+endif
+# Set below only where they apply; otherwise empty, whatever the
+# environment holds under their names (make reads it as variables).
+VENV_CHANGED :=
+EMACS_CHANGED :=
+EMACS_REPLACED :=
+OUTPUTS_CHANGED :=
+STALE :=
 # Make's built-in rules would look for every prerequisite's source under
 # RCS/ and SCCS/ and in a dozen languages' files: four times the cost of a
 # `make test` that has nothing to do, paid by every run.  No target here
@@ -25,6 +50,13 @@ BUILD  := .build
 # nothing.  For those, both are folders make fills; a file in the way would
 # fail every step that writes there, each with an error of its own.
 BUILD_GOALS := $(filter-out clean help,$(MAKECMDGOALS))
+# `make clean tangle`: what this make read of .venv and .build (which
+# folders the venv has, the digests, the note of the Emacs) is gone once
+# clean has run, so the other goals run in a make of their own after it.
+AFTER_CLEAN := $(if $(filter clean,$(MAKECMDGOALS)),$(BUILD_GOALS))
+ifneq ($(AFTER_CLEAN),)
+BUILD_GOALS :=
+endif
 ifneq ($(BUILD_GOALS),)
 $(foreach folder,$(VENV) $(BUILD),$(if $(wildcard $(folder)),$(if $(wildcard $(folder)/.),,\
   $(error $(folder) is $(if $(shell test -L $(folder) && echo link),a link to nowhere,a file), not a folder: make keeps $(if $(filter $(VENV),$(folder)),the Python environment,its scratch files) there; move it away, or run `make clean`))))
@@ -97,10 +129,11 @@ UV_MADE  := $(if $(filter $(UV_OURS),$(UV)),$(UV_OURS))
 # $XDG_CACHE_HOME/uv, or ~/.cache/uv), and stops before installing
 # anything where it cannot make that folder (a service user's
 # HOME=/nonexistent, a home on a read-only disk): there it runs without a
-# cache, as pip does.  Recursive, so that only a recipe running uv looks.
+# cache, as pip does.  Recursive, so that only a recipe that runs uv
+# looks; never under make -n, which writes nothing, that folder included.
 UV_CACHE_USABLE = $(shell folder="$${UV_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/uv}"; \
                     mkdir -p "$$folder" 2>/dev/null && [ -w "$$folder" ] && echo yes)
-RUN_UV = $(if $(UV_CACHE_USABLE),,UV_NO_CACHE=1 )"$(UV)"
+RUN_UV = $(if $(ONLY_ASKING),,$(if $(UV_CACHE_USABLE),,UV_NO_CACHE=1 ))"$(UV)"
 # uv runs the machine's python3 and never downloads a Python of its own.
 export UV_PYTHON_DOWNLOADS  := never
 export UV_PYTHON_PREFERENCE := only-system
@@ -140,7 +173,9 @@ export BROKEN_PACKAGES
 # FORCE unless every file a list of digests (sha256sum's format, written
 # by the build) names still has those bytes: make goes by times, and a
 # file put back with its old time (cp -p, rsync -a, tar) keeps it.
-changed = $(shell sha256sum --check --status $(1) 2>/dev/null || echo FORCE)
+# Said by the check itself: a shell that cannot run (SHELL=/bin/false, no
+# process left) says nothing, which must not pass for "the same".
+changed = $(if $(filter same,$(shell sha256sum --check --status $(1) 2>/dev/null && echo same)),,FORCE)
 
 # The venv's stamp holds the digests of pyproject.toml and the lock it was
 # made from: a lock put back with its old time is another lock all the same.
@@ -187,7 +222,10 @@ EMACS_ID := $(BUILD)/emacs-id
 EMACS_NOW := $(EMACS) $(value EMACSLOADPATH)
 ifneq ($(BUILD_GOALS),)
 ifneq ($(EMACS_NOW),$(file <$(EMACS_ID)))
-ifeq ($(if $(ONLY_ASKING),,$(shell mkdir -p $(BUILD) 2>/dev/null && touch $(EMACS_ID) 2>/dev/null && echo writable)),writable)
+# Nor is it written for an EMACS that names no program: the build refuses
+# that, and the last good build stays good.
+ifeq ($(if $(ONLY_ASKING),,$(shell command -v $(firstword $(EMACS)) >/dev/null && \
+        mkdir -p $(BUILD) 2>/dev/null && touch $(EMACS_ID) 2>/dev/null && echo writable)),writable)
 $(file >$(EMACS_ID),$(EMACS_NOW))
 else
 EMACS_CHANGED := FORCE
@@ -238,6 +276,7 @@ REQUIRE := tools/require-debian-packages
 help:  ## list the targets
 	@sed -n 's/^\([a-z]*\):.*## \(.*\)/  make \1\t\2/p' $(MAKEFILE_LIST) | expand -t 20
 
+ifeq ($(AFTER_CLEAN),)
 tangle: $(OUTPUTS_LIST)  ## gradients.py and the pictures in images/, from README.org
 
 $(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLACED) $(OUTPUTS) $(OUTPUTS_CHANGED) $(STALE)
@@ -310,7 +349,7 @@ $(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(VENV_FOLDERS) $(VENV_CHANGED)
 
 # A missing or dangling interpreter counts as changed, so the venv is
 # made again instead of every target failing on it.
-$(PYTHON): ;
+$(PYTHON):
 
 # For Debian 12 on x86_64 and its Python 3.11, whatever machine runs it,
 # so that the same pyproject.toml always compiles to the same bytes.  Its
@@ -330,6 +369,17 @@ $(UV_OURS):
 	@rm -rf $(UV_HOME).new
 	@python3 -m pip install -qq --disable-pip-version-check --target $(UV_HOME).new uv
 	@rm -rf $(UV_HOME) && mv $(UV_HOME).new $(UV_HOME)
+
+else
+# Each goal but clean, once clean has run: by one make, which reads
+# .venv and .build anew.  Its $(MAKE) runs under -n too, and says what
+# it would do.
+.NOTPARALLEL:
+$(AFTER_CLEAN): after-clean ;
+.PHONY: after-clean
+after-clean: clean
+	@$(MAKE) --no-print-directory $(AFTER_CLEAN)
+endif
 
 clean:  ## remove the venv and scratch files (not the committed outputs)
 	$(BUILD_LOCK) rm -rf "$(VENV)" "$(BUILD)" gradients.ipynb

@@ -23,7 +23,8 @@ def uv_in(folder):
 
 def small_project(folder):
     """The build's files in FOLDER, with a lock of graphviz alone."""
-    for name in ("Makefile", "README.org", "pyproject.toml", "tools/require-debian-packages"):
+    for name in ("Makefile", "README.org", "pyproject.toml", "tools/require-debian-packages",
+                 "tools/one-build-at-a-time"):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, folder / name)
     lock = LOCK.read_text()
@@ -148,5 +149,20 @@ def test_a_home_uv_cannot_keep_its_cache_in_still_gets_a_venv(tmp_path, home):
            if name not in ("UV_CACHE_DIR", "XDG_CACHE_HOME")}
     run = make("venv", uv, cwd=project, env={**env, "HOME": str(home)})
     assert run.returncode == 0, run.stderr
+    assert imports_graphviz(project)
+    assert make("-q", "venv", uv, cwd=project).returncode == 0
+
+
+@pytest.mark.parametrize("jobs", [[], ["-j2"]], ids=["serial", "-j2"])
+def test_make_clean_with_other_goals_cleans_then_makes_them(tmp_path, jobs):
+    """What make read of .venv (its folders, its stamp) is gone once clean
+    has run: the other goals are made after it, by a make of their own."""
+    project = small_project(tmp_path)
+    uv = f"UV={the_build_uv()}"
+    assert make("venv", uv, cwd=project).returncode == 0
+    (project / ".venv" / "marker").write_text("")
+    run = make(*jobs, "clean", "venv", uv, cwd=project)
+    assert run.returncode == 0, run.stderr
+    assert not (project / ".venv" / "marker").exists(), "clean did not run first"
     assert imports_graphviz(project)
     assert make("-q", "venv", uv, cwd=project).returncode == 0

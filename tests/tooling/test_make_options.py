@@ -1,0 +1,144 @@
+"""How make is invoked: its options, the folder it is run from, variables
+of the environment that share a name with the Makefile's.  Each is either
+honoured as a user expects, or refused in one line before anything is
+written.  The notes here hold a `python' block alone: no kernel starts."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import a_users_make_environment, copy_project, make
+from tiny_notes import HEADER, block, snapshot, write_readme
+
+pytestmark = pytest.mark.xdist_group(__name__)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A copy of the project, built: each test leaves it as it found it."""
+    folder = copy_project(tmp_path_factory.mktemp("options"))
+    write_readme(folder, HEADER + block("print('tangled')", "plain", ":tangle gradients.py")
+                 .replace("jupyter-python", "python"))
+    run = make("tangle", cwd=folder)
+    assert run.returncode == 0, run.stderr
+    return folder
+
+
+def everything(folder):
+    """The copy's files, .build/ included, with their times."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()
+            and ".venv" not in p.relative_to(folder).parts}
+
+
+def make_with(folder, *args, **environment):
+    return subprocess.run(["make", *args], cwd=folder, capture_output=True, text=True,
+                          timeout=120,
+                          env={**a_users_make_environment(), **environment})
+
+
+@pytest.mark.parametrize("options, environment, named", [
+    (["-i"], {}, "make -i (or an i in MAKEFLAGS) would go on past a failed step"),
+    (["-ki"], {}, "make -i (or an i in MAKEFLAGS) would go on past a failed step"),
+    ([], {"MAKEFLAGS": "i"}, "make -i (or an i in MAKEFLAGS) would go on past a failed step"),
+    ([], {"GNUMAKEFLAGS": "-e"}, "make -e (or an e in MAKEFLAGS) would let the environment"),
+], ids=["-i", "-ki", "MAKEFLAGS=i", "GNUMAKEFLAGS=-e"])
+def test_options_that_would_record_work_not_done_are_refused(built, options, environment,
+                                                             named):
+    (built / "README.org").write_text((built / "README.org").read_text() + "\nMore prose.\n")
+    try:
+        before = everything(built)
+        run = make_with(built, *options, "tangle", **environment)
+        assert run.returncode != 0
+        said = run.stderr.strip().splitlines()
+        assert len(said) == 1 and named in said[0], run.stderr
+        assert everything(built) == before
+    finally:
+        write_readme(built, (built / "README.org").read_text().replace("\nMore prose.\n", ""))
+        assert make("tangle", cwd=built).returncode == 0
+
+
+@pytest.mark.parametrize("goal", ["tangle", "clean", None])
+def test_make_f_from_another_folder_is_sent_to_the_notes(built, tmp_path, goal):
+    """Every path of the Makefile is relative to the notes' folder: from
+    another one, `make -f` made a .build/ there, and `clean` would remove
+    the .venv and .build/ it found there."""
+    (tmp_path / ".build").mkdir()
+    before = everything(built)
+    run = make_with(tmp_path, "-f", str(built / "Makefile"), *([goal] if goal else []))
+    assert run.returncode != 0
+    assert run.stderr.strip().endswith(
+        f"run `make -C {built} {goal or 'help'}`, or make there.  Stop."), run.stderr
+    assert [p.name for p in tmp_path.iterdir()] == [".build"]
+    assert list((tmp_path / ".build").iterdir()) == []
+    assert everything(built) == before
+
+
+def test_make_n_writes_no_cache_folder_of_uv(built, tmp_path):
+    """With the venv to make again, make -n prints uv's commands: the look
+    at whether uv's cache folder can be made must not make it."""
+    home = tmp_path / "home"
+    lock = built / "requirements.lock"
+    times = lock.stat()
+    lock.touch()
+    try:
+        run = make_with(built, "-n", "venv", HOME=str(home))
+        assert run.returncode == 0, run.stderr
+        assert "pip sync" in run.stdout
+        assert not home.exists()
+    finally:
+        os.utime(lock, ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert make("-q", "tangle", cwd=built).returncode == 0
+
+
+def test_a_shell_that_cannot_run_never_passes_for_no_change(built):
+    """The digests catch README.org put back with its old time, through a
+    shell: one that cannot run says nothing, which is no "the same"."""
+    readme = built / "README.org"
+    text, times = readme.read_text(), readme.stat()
+    readme.write_text(text.replace("print('tangled')", "print('changed')"))
+    os.utime(readme, ns=(times.st_atime_ns, times.st_mtime_ns))
+    try:
+        assert make_with(built, "-q", "tangle", "SHELL=/bin/false").returncode != 0
+        assert make("-q", "tangle", cwd=built).returncode != 0
+    finally:
+        write_readme(built, text)
+        assert make("tangle", cwd=built).returncode == 0
+
+
+def test_an_emacs_that_is_not_there_leaves_the_last_build_good(built):
+    run = make_with(built, "tangle", "EMACS=/nonexistent/emacs")
+    assert run.returncode != 0
+    assert "EMACS=/nonexistent/emacs names no program" in run.stderr, run.stderr
+    assert make("-q", "tangle", cwd=built).returncode == 0
+
+
+def test_variables_of_the_environment_named_as_the_makefiles_change_nothing(built):
+    """make reads the environment as variables: one the Makefile sets only
+    where it applies was otherwise the caller's ("No rule to make target
+    '1'")."""
+    names = ["VENV_CHANGED", "EMACS_CHANGED", "EMACS_REPLACED", "OUTPUTS_CHANGED", "STALE"]
+    run = make_with(built, "tangle", **{name: "1" for name in names})
+    assert run.returncode == 0, run.stderr
+    assert "Nothing to be done for 'tangle'" in run.stdout, run.stdout + run.stderr
+
+
+def test_make_t_touches_nothing_through_the_venvs_python(built, tmp_path):
+    """make -t touches the targets it would remake: the venv's python, a
+    link, is no target of a recipe, and where it leads is not the
+    project's (a missing interpreter, or a real one elsewhere)."""
+    target = tmp_path / "python-it-leads-to"
+    venv = built / ".venv"
+    real = venv.readlink()
+    venv.unlink()
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(target)
+    try:
+        make_with(built, "-t", "tangle")
+        assert not target.exists()
+    finally:
+        shutil.rmtree(venv)
+        venv.symlink_to(real)
+        assert make("tangle", cwd=built).returncode == 0
