@@ -19,14 +19,15 @@ $(error make -i (or an i in MAKEFLAGS) would go on past a failed step and record
 endif
 # Every file it reads and writes is named relative to the notes' folder:
 # `make -f path/to/Makefile` from another folder would make a .build/
-# there, and `clean` remove one.  Goals of the caller's own (--eval, as
-# the tooling's tests use) are theirs.
+# there, and `clean` remove one.  The folder is known by the build's own
+# tools in it (the Makefile's path, in MAKEFILE_LIST, may hold a space,
+# which make cannot hold in a name).  Goals of the caller's own (--eval,
+# as the tooling's tests use) are theirs.
 PROJECT_GOALS := help tangle run test check notebook preview bench kernelspec venv lock clean \
                  gradients.ipynb .build/% .venv/%
-HERE := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
-ifneq ($(HERE),$(CURDIR))
+ifeq ($(wildcard tools/require-debian-packages),)
 ifneq ($(filter $(PROJECT_GOALS),$(or $(MAKECMDGOALS),help)),)
-$(error this Makefile builds the notes of its own folder: run `make -C $(HERE) $(or $(MAKECMDGOALS),help)`, or make there)
+$(error this Makefile builds the notes of its own folder, and $(CURDIR) is not one: run `make -C $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST))))) $(or $(MAKECMDGOALS),help)`, or make there)
 endif
 endif
 # Set below only where they apply; otherwise empty, whatever the

@@ -70,6 +70,7 @@ def test_make_f_from_another_folder_is_sent_to_the_notes(built, tmp_path, goal):
     run = make_with(tmp_path, "-f", str(built / "Makefile"), *([goal] if goal else []))
     assert run.returncode != 0
     assert run.stderr.strip().endswith(
+        f"this Makefile builds the notes of its own folder, and {tmp_path} is not one: "
         f"run `make -C {built} {goal or 'help'}`, or make there.  Stop."), run.stderr
     assert [p.name for p in tmp_path.iterdir()] == [".build"]
     assert list((tmp_path / ".build").iterdir()) == []
