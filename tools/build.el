@@ -50,6 +50,12 @@
 ;; `org-export-backends' (ODT brings the whole of nXML), and version
 ;; control looks for git: together most of the start-up time of a batch
 ;; run, and none of it is needed here, where nothing is exported.
+;; A reference Org cannot resolve in the notes (a :var or noweb name of
+;; no block) it looks up among the IDs of the user's other Org files,
+;; listed under ~/.emacs.d/: the build would read files that are no input
+;; of its own, nor any of the project's.
+(setq org-id-track-globally nil
+      org-id-locations-file null-device)
 (setq org-modules nil
       org-export-backends nil
       vc-handled-backends nil
@@ -668,8 +674,13 @@ evaluated, :var resolved), once."
       (let ((params (save-excursion
                       (goto-char (plist-get block :marker))
                       (let ((org-babel-current-src-block-location (plist-get block :marker)))
-                        (gradients-build--creating-no-folders
-                         (org-babel-process-params (nth 2 (plist-get block :info))))))))
+                        (condition-case failure
+                            (gradients-build--creating-no-folders
+                             (org-babel-process-params (nth 2 (plist-get block :info))))
+                          ;; Org's own words ("Reference `x' not found in this
+                          ;; buffer") name no block.
+                          (error (error "%s: %s" (plist-get block :where)
+                                        (error-message-string failure))))))))
         (plist-put block :params params)
         params)))
 
@@ -762,6 +773,54 @@ Org would ask before running it, and a batch build has no one to ask."
         (error "%s: :cache yes would make Org skip the block when its code is unchanged, but `make run' runs every block on a fresh kernel, and the blocks after it need what it defines; drop the :cache"
                (plist-get block :where))))))
 
+(defun gradients-build--check-as-tangled (block)
+  "Fail on a block that gradients.py would run and the build would not:
+one whose :eval keeps it from running, tangled all the same.  The
+kernel runs what gradients.py holds, so `make test' compares the two."
+  (let ((params (nth 2 (plist-get block :info))))
+    (when (and (equal (plist-get block :language) "jupyter-python")
+               (not (plist-get block :left-out))
+               (not (gradients-build--runs-p block))
+               (not (member (cdr (assq :tangle params)) '(nil "no"))))
+      (error "%s: %s, yet it is tangled into %s, which would run it: add :tangle no, or let it run"
+             (plist-get block :where) (gradients-build--not-run block)
+             (cdr (assq :tangle params))))))
+
+(defun gradients-build--named-block (name blocks)
+  "The block of BLOCKS named NAME, in any case, as Org finds it; or nil."
+  (cl-find-if (lambda (block)
+                (let ((own (plist-get block :name)))
+                  (and own (string= (downcase own) (downcase name)))))
+              blocks))
+
+(defun gradients-build--check-what-it-uses (block blocks)
+  "Fail on what BLOCK, a block the build runs, takes from blocks the build
+does not run.  A :var naming one makes Org run it there, though
+gradients.py holds none of it; a noweb reference to one under a COMMENT
+heading, or to no block at all, is left out by Org as nothing, in the
+run and in gradients.py alike."
+  (when (gradients-build--runs-p block)
+    (dolist (pair (nth 2 (plist-get block :info)))
+      (when (and (eq (car pair) :var) (stringp (cdr pair))
+                 (string-match "\\`[ \t]*\\([^= \t]+\\)[ \t]*=[ \t]*\\([^\"'(0-9 \t.-][^([ \t]*\\)"
+                               (cdr pair)))
+        (let* ((variable (match-string 1 (cdr pair)))
+               (name (match-string 2 (cdr pair)))
+               (named (gradients-build--named-block name blocks)))
+          (when (and named (equal (plist-get named :language) "jupyter-python")
+                     (not (gradients-build--runs-p named)))
+            (error "%s: :var %s=%s names block `%s' (line %d), which the build does not run, as %s; Org would run it for the :var all the same, though gradients.py holds none of it"
+                   (plist-get block :where) variable name (plist-get named :name)
+                   (plist-get named :line) (gradients-build--not-run named))))))
+    ;; Org says of a reference it cannot resolve only if asked to.
+    (let ((org-babel-noweb-error-all-langs t))
+      (condition-case failure
+          (gradients-build--code block)
+        (error
+         (error "%s: %s: no block the build runs has that name (one under a COMMENT heading is left out); Org would put nothing in its place"
+                (plist-get block :where)
+                (replace-regexp-in-string " (see .*)\\'" "" (error-message-string failure))))))))
+
 (defun gradients-build--check-results (block)
   "Fail on every way Org would record BLOCK's result otherwise than as the
 drawer text it produced, in a drawer it replaces whole on the next run
@@ -771,7 +830,15 @@ result once more; or the next build would run what it recorded.  And on
 a block inside a drawer, where its results drawer would end the outer."
   (let* ((params (nth 2 (plist-get block :info)))
          (results (split-string (or (cdr (assq :results params)) "")))
-         (where (plist-get block :where)))
+         (where (plist-get block :where))
+         (results-line (car (plist-get block :results-lines))))
+    (when (and results-line (not (plist-get block :left-out))
+               (save-excursion
+                 (goto-char (point-min))
+                 (forward-line (1- results-line))
+                 (or (org-in-commented-heading-p) (org-in-archived-heading-p))))
+      (error "%s: its #+RESULTS (line %d) is under a COMMENT or archived heading, which GitHub hides or Org leaves out, apart from the block: move it after the block"
+             where results-line))
     (pcase (gradients-result-recorded-otherwise results params)
       (`(over-picture ,_)
        (error "%s: :results file would make Org write the link over the picture; drop `file', :file alone draws it"
@@ -863,7 +930,7 @@ is no call): a #+CALL line, an inline block, a link to a picture an
 interactive run saved, and a result saved while it still waited for the
 kernel."
   (let ((tree (org-element-parse-buffer)))
-    (org-element-map tree '(babel-call inline-babel-call inline-src-block link)
+    (org-element-map tree '(babel-call inline-babel-call inline-src-block link headline)
                      (lambda (datum)
                        (let ((line (line-number-at-pos (org-element-property :begin datum))))
                          (gradients-build--noting-problem line
@@ -872,11 +939,24 @@ kernel."
                               (gradients-build--fail-at line "a #+CALL line is not run by the build, so its result would go stale; use a source block"))
                              ('inline-src-block
                               (gradients-build--fail-at line "an inline source block is not run by the build, so its result would go stale; use a source block"))
+                             ;; GitHub's renderer hides a section as Org does only
+                             ;; when COMMENT follows the stars or a TODO keyword,
+                             ;; and a title follows it.
+                             ('headline
+                              (when (and (org-element-property :commentedp datum)
+                                         (or (org-element-property :priority datum)
+                                             (string-empty-p (org-element-property :raw-value datum))))
+                                (gradients-build--fail-at line "this COMMENT heading is left out by Org, blocks and all, but GitHub shows it (%s): put COMMENT before the priority, and a title after it"
+                                                          (if (org-element-property :priority datum)
+                                                              "COMMENT after a priority cookie"
+                                                            "COMMENT with no title"))))
                              ('link
                               (let ((path (org-element-property :path datum)))
                                 (when (and (equal (org-element-property :type datum) "file")
                                            (string-prefix-p (file-name-as-directory gradients-loose-picture-folder)
-                                                            (string-remove-prefix "./" path)))
+                                                            (file-relative-name
+                                                             (expand-file-name path gradients-build--project)
+                                                             gradients-build--project)))
                                   (gradients-build--fail-at
                                    line "%s is a picture saved by an interactive run, which GitHub cannot show; give its block a :file under images/"
                                    path)))))))))
@@ -964,6 +1044,8 @@ nothing; return the pictures, an alist of output path and block."
               (when file
                 (gradients-build--claim-output claimed block :tangle file))))
           (gradients-build--noting-problem line (gradients-build--check-how-it-runs block))
+          (gradients-build--noting-problem line (gradients-build--check-as-tangled block))
+          (gradients-build--noting-problem line (gradients-build--check-what-it-uses block blocks))
           (when (gradients-build--runs-p block)
             (gradients-build--noting-problem line
               (gradients--timeout (nth 2 (plist-get block :info))))

@@ -352,6 +352,11 @@ an error for REQUEST's block."
         (cond ((gradients-request-value-of request)
                (gradients--reply-value org (gradients-request-value-of request)))
               ((string-empty-p org) nil)
+              ;; The drawer's own mark of a block still waiting: saved so,
+              ;; the build refuses it as a result that never came.
+              ((string-match-p gradients--placeholder-regexp org)
+               (gradients--fail "%s made a result that reads as the placeholder of a block waiting for the kernel (%s); have it print something else"
+                                (gradients-request-where request) org))
               (t org)))
     (gradients--fail "%s" (gradients--show-failure request reply))))
 

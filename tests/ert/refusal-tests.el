@@ -242,6 +242,79 @@ build found, its hook into file reading, the notes' buffer."
                        (list (format "README.org:%d: .build/pictures/0a1b2c.png is a picture saved by an interactive run, which GitHub cannot show; give its block a :file under images/"
                                      (refusal-tests--line text "[[file:.build/pictures/0a1b2c.png]]")))))))))
 
+;; The kernel runs what gradients.py holds: nothing the build leaves out
+;; (under a COMMENT or archived heading, or of :eval no) may reach a block
+;; it runs, nor a block it does not run be tangled.
+(ert-deftest refusal-tests-what-a-block-takes-from-one-left-out-is-refused ()
+  (refusal-tests--in-project
+    (pcase-dolist (`(,left-out ,user ,said)
+                   '(("\n* Old :ARCHIVE:\n" ":var h=helper"
+                      ":var h=helper names block `helper' (line %d), which the build does not run, as it is under an archived heading")
+                     ("\n* Later\n" ":var h=HELPER()"
+                      ":var h=HELPER names block `helper' (line %d), which the build does not run, as it has :eval no")
+                     ("\n* COMMENT Draft\n" ":noweb yes"
+                      "Cannot resolve <<helper>>: no block the build runs has that name")))
+      (let* ((args (if (string-match-p "eval no" said) ":eval no :tangle no" ""))
+             (text (concat refusal-tests--header left-out
+                           (refusal-tests--block "secret = 1\n41" "helper" args)
+                           "\n* Using it\n"
+                           (refusal-tests--block (if (string= user ":noweb yes")
+                                                     "<<helper>>\nprint(secret)"
+                                                   "print(int(h) + secret)")
+                                                 "user" user))))
+        (let ((lines (refusal-tests--refused text)))
+          (should (= (length lines) 1))
+          (should (string-prefix-p (format (concat "README.org:%d: block `user': " said)
+                                           (refusal-tests--block-line text "user")
+                                           (refusal-tests--block-line text "helper"))
+                                   (car lines))))))))
+
+(ert-deftest refusal-tests-a-block-of-eval-no-that-is-tangled-is-refused ()
+  (refusal-tests--in-project
+    (dolist (eval '("no" "never"))
+      (let ((text (concat refusal-tests--header
+                          (refusal-tests--block "x = 1" "ran")
+                          (refusal-tests--block "print('not run')" "not-run"
+                                                (concat ":eval " eval)))))
+        (should (equal (refusal-tests--refused text)
+                       (list (format "README.org:%d: block `not-run': it has :eval %s, yet it is tangled into gradients.py, which would run it: add :tangle no, or let it run"
+                                     (refusal-tests--block-line text "not-run") eval))))))))
+
+;; GitHub's renderer hides a COMMENT section only when COMMENT follows the
+;; stars or a TODO keyword, and a title follows it.
+(ert-deftest refusal-tests-a-comment-heading-github-would-show-is-refused ()
+  (refusal-tests--in-project
+    (pcase-dolist (`(,heading ,why)
+                   '(("* [#A] COMMENT A draft" "COMMENT after a priority cookie")
+                     ("* TODO [#B] COMMENT A draft" "COMMENT after a priority cookie")
+                     ("* COMMENT" "COMMENT with no title")))
+      (let ((text (concat refusal-tests--header (refusal-tests--block "x = 1" "kept")
+                          "\n" heading "\n" (refusal-tests--block "y = 2" "draft"))))
+        (should (equal (refusal-tests--refused text)
+                       (list (format "README.org:%d: this COMMENT heading is left out by Org, blocks and all, but GitHub shows it (%s): put COMMENT before the priority, and a title after it"
+                                     (refusal-tests--line text heading) why))))))))
+
+(ert-deftest refusal-tests-a-result-under-a-comment-heading-apart-from-its-block-is-refused ()
+  (refusal-tests--in-project
+    (let ((text (concat refusal-tests--header (refusal-tests--block "print(1)" "live")
+                        "\n* COMMENT Old\n\n#+RESULTS: live\n:results:\n: 1\n:end:\n")))
+      (should (equal (refusal-tests--refused text)
+                     (list (format "README.org:%d: block `live': its #+RESULTS (line %d) is under a COMMENT or archived heading, which GitHub hides or Org leaves out, apart from the block: move it after the block"
+                                   (refusal-tests--block-line text "live")
+                                   (refusal-tests--line text "#+RESULTS: live"))))))))
+
+(ert-deftest refusal-tests-a-picture-an-interactive-run-saved-is-refused-by-any-spelling ()
+  (refusal-tests--in-project
+    (dolist (spelling '(".build/./pictures/0a.png" "./.build/pictures/0a.png"
+                        "PROJECT.build/pictures/0a.png"))
+      (let* ((link (replace-regexp-in-string "PROJECT" refusal-tests--project spelling t t))
+             (text (concat refusal-tests--header (refusal-tests--block "plt.plot([1, 2])" "loose")
+                           "\n#+RESULTS: loose\n:results:\n[[file:" link "]]\n:end:\n")))
+        (should (equal (refusal-tests--refused text)
+                       (list (format "README.org:%d: %s is a picture saved by an interactive run, which GitHub cannot show; give its block a :file under images/"
+                                     (refusal-tests--line text (concat "[[file:" link "]]"))
+                                     link))))))))
+
 (ert-deftest refusal-tests-a-call-line-or-an-inline-block-is-refused ()
   (refusal-tests--in-project
     (pcase-dolist (`(,line ,what)

@@ -300,7 +300,11 @@ def test_printed_org_syntax_leaves_a_readme_the_next_build_accepts(built_twice):
     ("import matplotlib.pyplot as plt\nplt.figure(); plt.plot([1, 2]); plt.show()\n"
      "plt.figure(); plt.plot([2, 1]); plt.show()", ":file images/two.png",
      "has :file images/two.png but displayed 2 pictures"),
-], ids=["org-u2028-end", "org-drawer", "two-figures"])
+    # What the drawer shows of a block still waiting: the build refuses it
+    # in saved notes, as a result that never came.
+    ("print('[waiting for the kernel: request 1]')", "",
+     "made a result that reads as the placeholder of a block waiting for the kernel"),
+], ids=["org-u2028-end", "org-drawer", "two-figures", "placeholder"])
 def test_output_that_cannot_go_into_the_notes_fails_the_build_cleanly(tiny, code, args,
                                                                       message):
     text = HEADER + block("x = 1", "before") + block(code, "bad", args)

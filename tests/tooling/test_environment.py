@@ -215,6 +215,29 @@ def test_make_starts_its_pythons_without_the_callers_settings(tmp_path):
     assert "other-env" not in lines[-1], lines[-1]
 
 
+def test_a_reference_the_notes_cannot_resolve_is_not_looked_up_in_the_users_files(
+        tiny, tmp_path_factory):
+    """Org looks a reference it cannot resolve up among the IDs of the
+    user's other Org files (~/.emacs.d/.org-id-locations), which are no
+    input of the build: it is refused, naming its block."""
+    home = tmp_path_factory.mktemp("home")
+    (home / ".emacs.d").mkdir()
+    (home / "other.org").write_text(
+        "* Elsewhere\n:PROPERTIES:\n:ID: no-such-block\n:END:\n"
+        "#+begin_src emacs-lisp\n\"from the user's other file\"\n#+end_src\n")
+    (home / ".emacs.d" / ".org-id-locations").write_text(
+        f'(("{home / "other.org"}" "no-such-block"))\n')
+    text = HEADER + block("print(x)", "uses-id", ":var x=no-such-block")
+    before = write_readme(tiny, text)
+    run = subprocess.run(["make", "tangle"], cwd=tiny, capture_output=True, text=True,
+                         timeout=120, env=a_users_make_environment(
+                             {**os.environ, "HOME": str(home)}))
+    assert_failed_cleanly(run, tiny, before,
+                          f"README.org:{text.split(chr(10)).index('#+name: uses-id') + 2}: "
+                          "block `uses-id': Reference `no-such-block' not found")
+    assert "other file" not in run.stderr + run.stdout
+
+
 @pytest.mark.parametrize("locale", ["tr_TR.UTF-8", "tr_TR.ISO-8859-9", "tr_TR"])
 def test_a_locale_whose_capital_i_is_dotted_builds_as_any_other(tiny, locale):
     """Emacs takes its case table from the locale's name, installed or not:

