@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,21 @@ def committed(output, modes=True):
     return ROOT / output
 
 
+def import_failure(error):
+    """What the import of gradients.py raising ERROR says: the error, its
+    line in gradients.py, and the block of README.org that line is from."""
+    tangled = str(ROOT / "gradients.py")
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == tangled]
+    where = ""
+    if frames:
+        line = (frames[-1].line or "").strip()
+        blocks = [b for b in produced.load().jupyter_blocks() if line and line in b.code]
+        where = f", at its line {frames[-1].lineno}" + (
+            f", from {blocks[0].where()}" if len(blocks) == 1 else "")
+    return (f"gradients.py raised {type(error).__name__}: {error} as it was imported{where}; "
+            "does it need a block that is not tangled (:tangle no)?")
+
+
 @pytest.fixture(scope="session")
 def gradients():
     """The tangled module, imported; what it writes on import is kept."""
@@ -179,6 +195,10 @@ def gradients():
     try:
         with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(warned):
             module = importlib.import_module("gradients")
+    except Exception as error:
+        # In one line for each test that needs it, not its traceback and
+        # gradients.py's source over and over.
+        pytest.fail(import_failure(error), pytrace=False)
     finally:
         sys.dont_write_bytecode = writes_bytecode
         sys.path.remove(str(ROOT))

@@ -159,6 +159,27 @@ def test_a_block_org_leaves_out_does_not_run_and_its_result_is_said_unchecked(ti
                          f"as {re.escape(why[name])}", notes.stdout), notes.stdout
 
 
+def test_a_gradients_py_that_fails_on_import_is_said_once_a_test(tiny):
+    """A block the kernel ran but gradients.py leaves out (:tangle no) that
+    a tangled one needs: each check of gradients.py fails in one line
+    naming the error and the block, not with its traceback and the
+    module's source."""
+    text = (HEADER + block("helper = 41", "helper", ":tangle no")
+            + block("answer = helper + 1\nprint(answer)", "uses-helper"))
+    write_readme(tiny, text)
+    assert make("tangle", cwd=tiny).returncode == 0
+    run = make("test", cwd=tiny, env=dict(os.environ, COLUMNS="1000"))
+    assert run.returncode != 0
+    said = (f"gradients.py raised NameError: name 'helper' is not defined as it was imported, "
+            f"at its line ")
+    errors = [line for line in run.stdout.splitlines() if line.startswith("ERROR")]
+    assert errors and all(said in line for line in errors), run.stdout[-3000:]
+    block_line = text.split("\n").index("#+name: uses-helper") + 2
+    assert f"from README.org:{block_line}: block uses-helper" in errors[0]
+    # A traceback of the import, which quotes the module's source.
+    assert "in <module>" not in run.stdout, run.stdout[-3000:]
+
+
 def plant(folder, path, old, new):
     text = (folder / path).read_text()
     assert old in text, f"{old!r} is not in {path}"
