@@ -41,6 +41,13 @@ TEMPLATE = "$if(title)$\n# $title$\n\n$endif$\n$body$\n"
 # document itself come later and still win.  Likewise "..." and "--" stay
 # as typed: pandoc's special_strings is off in the call below.
 READ_AS_GITHUB = "#+OPTIONS: ^:{}\n"
+# GitHub shows a section tagged :noexport: (or with a tag the notes name
+# in #+EXCLUDE_TAGS), and Org tangles and runs its blocks, which the
+# notebook keeps as cells: pandoc, which would leave the section out as
+# an Org export does, and the cells' ends with it, is told to leave out
+# none, and never sees the notes' own list.
+READ_AS_GITHUB += "#+EXCLUDE_TAGS:\n"
+EXCLUDE_TAGS = re.compile(r"^[ \t]*#\+(?:exclude|select)_tags:.*$", re.IGNORECASE | re.MULTILINE)
 
 PANDOC_ARGS = [
     # Org's top headings sit one level under the title.
@@ -56,7 +63,8 @@ PANDOC_ARGS = [
 def markdown(chunks):
     """Each Org prose chunk of CHUNKS (a list of texts) as Markdown."""
     org = READ_AS_GITHUB + "".join(
-        f"{chunk}\n\n#+begin_export html\n{CELL_BREAK}\n#+end_export\n\n" for chunk in chunks)
+        f"{EXCLUDE_TAGS.sub('', chunk)}\n\n#+begin_export html\n{CELL_BREAK}\n#+end_export\n\n"
+        for chunk in chunks)
     with tempfile.TemporaryDirectory(prefix="gradients-pandoc-") as scratch:
         template = Path(scratch) / "notebook.md"
         template.write_text(TEMPLATE)

@@ -125,7 +125,10 @@ def test_a_block_org_leaves_out_does_not_run_and_its_result_is_said_unchecked(ti
             + recorded.format("draft")
             + "\n* Old notes :ARCHIVE:\n" + block(logged.format("archived"), "archived")
             + "\n* Later\n" + block(logged.format("eval-no"), "eval-no", ":eval no :tangle no")
-            + recorded.format("eval-no"))
+            + recorded.format("eval-no")
+            # Tangled, run and shown on GitHub, as a cell of the notebook too.
+            + "\n* Aside :noexport:\nAside prose.\n" + block(logged.format("aside"), "aside")
+            + "\n* Last\nLast prose.\n")
     write_readme(tiny, text)
     # By make, whose note of the Emacs the make under pytest below finds.
     run = make(".build/produced/blocks.json", cwd=tiny)
@@ -139,14 +142,15 @@ def test_a_block_org_leaves_out_does_not_run_and_its_result_is_said_unchecked(ti
     blocks = blocks_json(tiny)["blocks"]
     assert [b["name"] for b in blocks if b["left_out"]] == ["draft", "archived"]
     why = {b["name"]: b["not_run"] for b in blocks}
-    assert why == {"kept": None, "draft": "it is under a COMMENT heading",
+    assert why == {"kept": None, "aside": None, "draft": "it is under a COMMENT heading",
                    "archived": "it is under an archived heading", "eval-no": "it has :eval no"}
     shown = subprocess.run([str(tiny / ".venv" / "bin" / "python"), "tools/notebook.py",
                             "README.org", "notes.ipynb"], cwd=tiny, capture_output=True,
                            text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     cells = (tiny / "notes.ipynb").read_text()
-    assert "kept.log" in cells
+    assert "kept.log" in cells and "aside.log" in cells
+    assert "Aside prose." in cells and "Last prose." in cells
     assert "draft.log" not in cells and "archived.log" not in cells
     notes = subprocess.run([str(tiny / ".venv" / "bin" / "python"), "-m", "pytest", "-p", "no:xdist",
                             "tests/test_notes.py", "-k", "does_not_run"],
