@@ -45,17 +45,18 @@
 ;; the notes as UTF-8, as in any other locale.
 (set-language-environment "UTF-8")
 
-;; Opening an Org file loads every link module in `org-modules' (Gnus,
-;; Rmail, EWW...), org-lint's export library loads every back-end in
-;; `org-export-backends' (ODT brings the whole of nXML), and version
-;; control looks for git: together most of the start-up time of a batch
-;; run, and none of it is needed here, where nothing is exported.
 ;; A reference Org cannot resolve in the notes (a :var or noweb name of
 ;; no block) it looks up among the IDs of the user's other Org files,
 ;; listed under ~/.emacs.d/: the build would read files that are no input
 ;; of its own, nor any of the project's.
 (setq org-id-track-globally nil
       org-id-locations-file null-device)
+
+;; Opening an Org file loads every link module in `org-modules' (Gnus,
+;; Rmail, EWW...), org-lint's export library loads every back-end in
+;; `org-export-backends' (ODT brings the whole of nXML), and version
+;; control looks for git: together most of the start-up time of a batch
+;; run, and none of it is needed here, where nothing is exported.
 (setq org-modules nil
       org-export-backends nil
       vc-handled-backends nil
