@@ -259,7 +259,7 @@ endif
 # A program a variable names (EMACS, GUI_EMACS) comes from Debian's PACKAGE
 # under its DEFAULT name only; another is the caller's, which no package
 # would install: a missing one is named instead (tools/require-debian-packages).
-program = $(if $(filter $(3),$(firstword $($(1)))),'$(2)=command -v $(3)','$(1)=$(firstword $($(1)))')
+program = $(if $(filter $(3),$(firstword $($(1)))),'$(2)=command -v $(3)','$(1)=$($(1))')
 BUILD_PACKAGES := $(call program,EMACS,emacs-nox,emacs) 'graphviz=command -v dot'
 TEST_PACKAGES  := 'ruby-github-markup=command -v github-markup' \
                   'ruby-org=ruby -e "require %q(org-ruby)"' \

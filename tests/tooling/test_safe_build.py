@@ -510,6 +510,20 @@ def test_an_emacs_named_that_is_not_there_is_said_and_nothing_installed(project_
         assert "flock" not in run.stderr, run.stderr
 
 
+def test_an_emacs_whose_path_holds_a_space_is_said_so(project_copy, tmp_path):
+    """make splits EMACS at its spaces (so that it may carry options), so
+    such a program cannot be run: said so, rather than "EMACS=/tmp/a names
+    no program", a path cut at the space."""
+    folder = tmp_path / "an emacs"
+    folder.mkdir()
+    (folder / "emacs").symlink_to(shutil.which(EMACS))
+    run = make("tangle", f"EMACS={folder / 'emacs'}", cwd=project_copy)
+    assert run.returncode != 0
+    assert run.stderr.strip().splitlines()[0] == (
+        f"EMACS={folder / 'emacs'}: make splits a command at its spaces, and this "
+        "program's path holds one; give a link to it whose path has none"), run.stderr
+
+
 def test_readme_edited_during_make_test_says_to_run_make_test_again(tiny):
     """The build behind `make test` names its own target, not `make tangle`,
     and leaves no blocks.json that would pass for a build of the edit."""
