@@ -665,10 +665,11 @@ Emacs that quit before the reply came)."
 finished: their placeholder made way for the newer one's.")
 
 ;; A buffer read again from its file while blocks run (M-x revert-buffer,
-;; or auto-revert once another program wrote the file) loses their
-;; placeholders: the file never holds one, as saving puts the earlier
-;; drawers back.  Their results are then said to be unwritten because of
-;; the revert, which the author may not have asked for, not of an edit.
+;; or auto-revert once another program wrote the file) loses the
+;; placeholders the file does not hold (it holds them only if saved
+;; meanwhile, and the results then go there as usual).  Those results are
+;; said to be unwritten because of the revert, which the author may not
+;; have asked for, not of an edit.
 (defvar gradients--reverted (make-hash-table)
   "Ids of pending requests whose placeholder went with a revert of its
 buffer.")
@@ -806,6 +807,9 @@ dropped in silence."
               (cond
                (head
                 (goto-char head)
+                ;; Named by the line it is on now: the text above may
+                ;; have changed since it was run.
+                (setf (gradients-request-where request) (gradients-block-description))
                 ;; An undo step of its own: without the boundaries, the
                 ;; author's next C-/ would take back the result together
                 ;; with whatever they typed while the block ran.
@@ -830,27 +834,35 @@ dropped in silence."
 
 (defun gradients--write-result (request reply previous params)
   "Write REPLY into the drawer of the block at point, as Org would have."
-  (let ((text (condition-case failure
-                  (gradients--result-text request reply)
-                (error (message "%s" (error-message-string failure))
-                       ;; A block that fails keeps its earlier result, as
-                       ;; when Emacs waits for it.
-                       (or previous 'remove))))
-        ;; The light info reads no :var: the full one would run the
-        ;; blocks they name once more, here, in a process filter.  The
-        ;; params are those the block ran with.
-        (info (org-babel-get-src-block-info 'light))
-        (head (point-marker)))
+  (let* ((failed nil)
+         (text (condition-case failure
+                   (gradients--result-text request reply)
+                 (error (setq failed (error-message-string failure))
+                        ;; A block that fails keeps its earlier result, as
+                        ;; when Emacs waits for it.
+                        (or previous 'remove))))
+         ;; The light info reads no :var: the full one would run the
+         ;; blocks they name once more, here, in a process filter.  The
+         ;; params are those the block ran with.
+         (info (org-babel-get-src-block-info 'light))
+         (head (point-marker)))
     (setf (nth 2 info) params)
-    (if (memq text '(nil remove))
-        (org-babel-remove-result info)
-      (org-babel-insert-result text (cdr (assq :result-params params)) info nil
-                               "jupyter-python"))
+    ;; Org, putting the earlier result back, would say "Code block
+    ;; evaluation complete." over the failure: the failure is the last
+    ;; word, and Org's is neither shown nor logged.
+    (let ((inhibit-message (and failed t))
+          (message-log-max (and (not failed) message-log-max)))
+      (if (memq text '(nil remove))
+          (org-babel-remove-result info)
+        (org-babel-insert-result text (cdr (assq :result-params params)) info nil
+                                 "jupyter-python")))
     (gradients--forget-loose-pictures previous (and (stringp text) text))
     ;; The hooks look at the block at point, as after Org's own run.
     (goto-char head)
     (set-marker head nil)
-    (run-hooks 'org-babel-after-execute-hook)))
+    (run-hooks 'org-babel-after-execute-hook)
+    (when failed
+      (message "%s" failed))))
 
 ;;;; Commands
 

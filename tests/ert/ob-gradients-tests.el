@@ -281,6 +281,48 @@ next block's name or the next heading."
     (should (string-match-p "'one'" (with-current-buffer gradients-unwritten-buffer
                                       (buffer-string))))))
 
+(ert-deftest obgt-a-failing-block-leaves-its-failure-as-the-last-word ()
+  ;; Its earlier result goes back through Org, which would say "Code block
+  ;; evaluation complete." over the failure.
+  (obgt-with-notes ("failing.org" "
+* One
+
+#+name: boom
+#+begin_src jupyter-python
+raise ValueError('bad thing')
+#+end_src
+
+#+RESULTS: boom
+:results:
+: old
+:end:
+")
+    (let ((said (obgt-messages (obgt-run "boom") (should (obgt-wait)))))
+      (should (string-match-p "block `boom' raised ValueError: bad thing" (car (last said))))
+      (should-not (obgt-said-p "evaluation complete" said)))
+    (should (equal (obgt-drawer "boom") ": old"))))
+
+(ert-deftest obgt-a-failure-names-the-line-the-block-is-on-when-it-fails ()
+  ;; Lines typed above a running block move it down.
+  (obgt-with-notes ("moved-down.org" "
+* One
+
+#+name: late
+#+begin_src jupyter-python
+import time
+time.sleep(1)
+raise ValueError('late')
+#+end_src
+")
+    (let ((said (obgt-messages
+                 (obgt-run "late")
+                 (save-excursion (goto-char (point-min)) (insert "Typed meanwhile.\n\n\n"))
+                 (should (obgt-wait)))))
+      (should (obgt-said-p (format "moved-down\\.org:%d: block `late' raised ValueError: late"
+                                   (save-excursion (org-babel-goto-named-src-block "late")
+                                                   (line-number-at-pos)))
+                           said)))))
+
 (ert-deftest obgt-a-result-whose-buffer-was-reverted-blames-the-revert ()
   ;; As auto-revert does once another program wrote the file: the author
   ;; edited nothing, and is not told so.
