@@ -794,6 +794,22 @@ dropped in silence."
         (gradients--fill-placeholder-in buffer marker request reply previous params id)
       (set-marker marker nil))))
 
+(defun gradients--restore-orphan-placeholder (request previous)
+  "Put PREVIOUS, the drawer text before REQUEST ran, back where REQUEST's
+placeholder is, found by its line where no block owns it (its block
+renamed while it ran); return non-nil if it was there.  Left as it is,
+the placeholder would never be filled, and the build refuses notes
+saved with one."
+  (save-excursion
+    (goto-char (point-min))
+    (when (re-search-forward (concat "^[ \t]*" (regexp-quote (gradients--placeholder request))
+                                     "[ \t]*$")
+                             nil t)
+      (if previous
+          (replace-match previous t t)
+        (delete-region (match-beginning 0) (min (point-max) (1+ (match-end 0)))))
+      t)))
+
 (defun gradients--fill-placeholder-in (buffer marker request reply previous params id)
   (cond
      ((not (buffer-live-p buffer))
@@ -825,6 +841,11 @@ dropped in silence."
                 (gradients--report-unwritten
                  request reply
                  (format "%s was read again from its file while the block ran (a revert), which took its placeholder"
+                         (buffer-name))))
+               ((gradients--restore-orphan-placeholder request previous)
+                (gradients--report-unwritten
+                 request reply
+                 (format "its placeholder in %s is under a #+RESULTS no block is named for any more (was the block renamed?); the drawer holds what it held before the run"
                          (buffer-name))))
                (t
                 (gradients--report-unwritten
