@@ -95,12 +95,20 @@ def import_what_gradients_imports():
                 importlib.import_module(name)
 
 
+def stop_as_on_ctrl_c(signum, frame):
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
 def pytest_configure(config):
     """Bring .build/produced/ up to date with README.org (make, the one
     judge of what is stale, runs the build only if something changed):
     the checks compare against it.  The libraries gradients.py needs are
     imported meanwhile, so that the test run and the build overlap.  In
     xdist's workers, the controller did this already."""
+    # SIGTERM (a CI's timeout, kill, pkill) ends pytest as Ctrl-C does,
+    # through every fixture's teardown: by default it dies at once, and
+    # the Emacsen, X servers and kernels the fixtures started live on.
+    signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)
     if hasattr(config, "workerinput"):
         return
     build = subprocess.Popen(

@@ -512,3 +512,46 @@ def test_async_blocks_queued_on_a_bridge_stopped_before_its_kernel_is_ready_all_
     assert_all_gone(seen)
     assert wait_for(lambda: not kernel_supervisor.descendants(daemon.process.pid), 60)
     assert wait_for(lambda: not daemon(WATCHING), 60)
+
+
+# A test whose fixture starts a process, and which waits for good.
+WAITING_TEST = """
+import os, pathlib, subprocess, time
+import pytest
+
+@pytest.fixture
+def child():
+    process = subprocess.Popen(["sleep", "600"])
+    pathlib.Path(os.environ["CHILD_PID"]).write_text(str(process.pid))
+    yield process
+    process.kill()
+    process.wait()
+
+def test_waits(child):
+    time.sleep(600)
+"""
+
+
+def test_pytest_stopped_by_sigterm_tears_its_fixtures_down(tmp_path):
+    """A CI's timeout, kill or pkill ends pytest with SIGTERM: it stops as
+    on Ctrl-C, through the fixtures' teardown, rather than die and leave
+    the Emacsen, X servers and kernels they started running."""
+    (tmp_path / "test_waiting.py").write_text(WAITING_TEST)
+    pid_file = tmp_path / "child.pid"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider",
+         "-p", "conftest", "test_waiting.py"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, CHILD_PID=str(pid_file),
+                 PYTHONPATH=str(ROOT / "tests") + os.pathsep + str(ROOT / "tools")))
+    try:
+        assert wait_for(pid_file.exists, 120), run.communicate()[0]
+        child = int(pid_file.read_text())
+        run.send_signal(signal.SIGTERM)
+        output = run.communicate(timeout=60)[0]
+        assert wait_for(lambda: not alive(child), 10), f"the fixture's process lives on:\n{output}"
+    finally:
+        run.kill()
+        run.wait()
+        if pid_file.exists() and alive(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
