@@ -609,6 +609,15 @@ LAST), its drawer's text and the lines of #+RESULTS and of its end."
                 (line-number-at-pos result)
                 (line-number-at-pos end)))))))
 
+(defun gradients-build--left-out-at (position)
+  "Why what is at POSITION is left out of the notes, as Org's tangling
+leaves it out (its own tests), or nil: in no tangled file, nor on GitHub
+under a COMMENT."
+  (save-excursion
+    (goto-char position)
+    (cond ((org-in-commented-heading-p) "it is under a COMMENT heading")
+          ((org-in-archived-heading-p) "it is under an archived heading"))))
+
 (defun gradients-build--read-blocks ()
   "Every source block of the buffer, read once from one parse by Org, as
 plists in document order.  Everything later (checks, runs, blocks.json)
@@ -625,12 +634,7 @@ works from these."
                 (where (format "%s:%d: block %s" name line
                                (if block-name (format "`%s'" block-name) "(unnamed)")))
                 (recorded (gradients-build--recorded info position))
-                ;; Org's own tests, those of its tangling: such a block is
-                ;; in no tangled file, nor on GitHub under a COMMENT.
-                (left-out (save-excursion
-                            (goto-char position)
-                            (cond ((org-in-commented-heading-p) "it is under a COMMENT heading")
-                                  ((org-in-archived-heading-p) "it is under an archived heading")))))
+                (left-out (gradients-build--left-out-at position)))
            (push (list :element element :info info :language (car info)
                        :name block-name :line line :where where :left-out left-out
                        :marker (copy-marker position)
@@ -642,6 +646,11 @@ works from these."
                        :recorded (car recorded) :results-lines (cdr recorded))
                  blocks)))))
     (nreverse blocks)))
+
+(defun gradients-build--release-markers (blocks)
+  "Point the markers of BLOCKS nowhere, so that edits no longer move them."
+  (dolist (block blocks)
+    (set-marker (plist-get block :marker) nil)))
 
 (defun gradients-build--code (block)
   "The code BLOCK runs: its body with noweb references expanded (where
@@ -834,10 +843,9 @@ a block inside a drawer, where its results drawer would end the outer."
          (where (plist-get block :where))
          (results-line (car (plist-get block :results-lines))))
     (when (and results-line (not (plist-get block :left-out))
-               (save-excursion
-                 (goto-char (point-min))
-                 (forward-line (1- results-line))
-                 (or (org-in-commented-heading-p) (org-in-archived-heading-p))))
+               (gradients-build--left-out-at
+                (save-excursion (goto-char (point-min))
+                                (line-beginning-position results-line))))
       (error "%s: its #+RESULTS (line %d) is under a COMMENT or archived heading, which GitHub hides or Org leaves out, apart from the block: move it after the block"
              where results-line))
     (pcase (gradients-result-recorded-otherwise results params)
@@ -1722,7 +1730,7 @@ target to run again after an edit saved meanwhile: the one the user ran."
       (gradients-build--write-inputs org-file)
       (gradients-build--write-emacs-files)
       (gradients-build--keep-produced)
-      (mapc (lambda (block) (set-marker (plist-get block :marker) nil)) blocks)
+      (gradients-build--release-markers blocks)
       outputs)))
 
 (defun gradients-build-produce ()
@@ -1752,7 +1760,7 @@ picture an interactive run saved) would otherwise be written by one
           (error
            (error "%s would be refused by the next build as this run leaves it, so it is not written; lines as they would be:\n%s"
                   gradients-build--org-name (error-message-string err))))
-      (mapc (lambda (block) (set-marker (plist-get block :marker) nil)) blocks))))
+      (gradients-build--release-markers blocks))))
 
 (defun gradients-build-run ()
   "Restart and run all: every results drawer and picture, from a fresh
