@@ -1,20 +1,25 @@
 # The build of the notes.  `make help` lists the targets.
 
+# The one-letter options make was given, on its command line or in
+# MAKEFLAGS: they come first in MAKEFLAGS, as letters, so they are read
+# before the line below adds to it (a dash before a long option would be
+# read as its letters).  `override`: neither the command line nor, under
+# the -e refused below, the environment may set it.
+override GIVEN_OPTIONS := $(firstword -$(MAKEFLAGS))
 # `make -n` and `make -q` only ask: they write nothing, not even the notes
-# make keeps itself.  The letters of the options given come first in
-# MAKEFLAGS, so this is read before the line below adds to it.
-ONLY_ASKING := $(findstring n,$(firstword -$(MAKEFLAGS)))$(findstring q,$(firstword -$(MAKEFLAGS)))
+# make keeps itself.
+ONLY_ASKING := $(findstring n,$(GIVEN_OPTIONS))$(findstring q,$(GIVEN_OPTIONS))
 # `make -e` gives the environment's variables precedence over the
 # Makefile's own: a BUILD, PYTHON or LOCK that a CI system or a shell
 # sets for its own ends would move the build's files, or run another
 # Python.  Settings are given on the command line (`make test EMACS=...`).
-ifneq ($(findstring e,$(firstword -$(MAKEFLAGS))),)
+ifneq ($(findstring e,$(GIVEN_OPTIONS)),)
 $(error make -e (or an e in MAKEFLAGS) would let the environment replace the Makefile's own variables (BUILD, VENV, PYTHON...): run make without it, and give settings on its command line, as in `make test EMACS=emacs-30`)
 endif
 # `make -i` goes on past a step that failed, and the steps after it would
 # record the work as done: a venv synced from a lock older than
 # pyproject.toml, or not synced at all, would pass for up to date.
-ifneq ($(findstring i,$(firstword -$(MAKEFLAGS))),)
+ifneq ($(findstring i,$(GIVEN_OPTIONS)),)
 $(error make -i (or an i in MAKEFLAGS) would go on past a failed step and record it as done: run make without it)
 endif
 # Every file it reads and writes is named relative to the notes' folder:
