@@ -40,13 +40,12 @@ TEMPLATE = "$if(title)$\n# $title$\n\n$endif$\n$body$\n"
 # "x86_64" as typed, not with a subscript 64; Org options set in the
 # document itself come later and still win.  Likewise "..." and "--" stay
 # as typed: pandoc's special_strings is off in the call below.
-READ_AS_GITHUB = "#+OPTIONS: ^:{}\n"
 # GitHub shows a section tagged :noexport: (or with a tag the notes name
 # in #+EXCLUDE_TAGS), and Org tangles and runs its blocks, which the
 # notebook keeps as cells: pandoc, which would leave the section out as
 # an Org export does, and the cells' ends with it, is told to leave out
 # none, and never sees the notes' own list.
-READ_AS_GITHUB += "#+EXCLUDE_TAGS:\n"
+READ_AS_GITHUB = "#+OPTIONS: ^:{}\n#+EXCLUDE_TAGS:\n"
 EXCLUDE_TAGS = re.compile(r"^[ \t]*#\+(?:exclude|select)_tags:.*$", re.IGNORECASE | re.MULTILINE)
 
 PANDOC_ARGS = [
