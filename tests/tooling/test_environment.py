@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import EMACS, ROOT, a_users_make_environment, ctrl_c_as_in_a_terminal
+from conftest import EMACS, ROOT, a_users_make_environment, ctrl_c_as_in_a_terminal, make
 from tiny_notes import HEADER, assert_failed_cleanly, block, snapshot, write_readme
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -229,9 +229,7 @@ def test_a_reference_the_notes_cannot_resolve_is_not_looked_up_in_the_users_file
         f'(("{home / "other.org"}" "no-such-block"))\n')
     text = HEADER + block("print(x)", "uses-id", ":var x=no-such-block")
     before = write_readme(tiny, text)
-    run = subprocess.run(["make", "tangle"], cwd=tiny, capture_output=True, text=True,
-                         timeout=120, env=a_users_make_environment(
-                             {**os.environ, "HOME": str(home)}))
+    run = make("tangle", cwd=tiny, env={**os.environ, "HOME": str(home)}, timeout=120)
     assert_failed_cleanly(run, tiny, before,
                           f"README.org:{text.split(chr(10)).index('#+name: uses-id') + 2}: "
                           "block `uses-id': Reference `no-such-block' not found")
@@ -246,9 +244,8 @@ def test_a_locale_whose_capital_i_is_dotted_builds_as_any_other(tiny, locale):
     (no kernel) is enough to show it."""
     write_readme(tiny, HEADER + block("print('tangled')", "plain", ":tangle gradients.py")
                  .replace("jupyter-python", "python"))
-    run = subprocess.run(["make", "tangle"], cwd=tiny, capture_output=True, text=True,
-                         timeout=120, env=a_users_make_environment(
-                             {**os.environ, "LC_ALL": locale, "LANG": locale}))
+    run = make("tangle", cwd=tiny, env={**os.environ, "LC_ALL": locale, "LANG": locale},
+               timeout=120)
     assert run.returncode == 0, run.stderr
     assert "print('tangled')" in (tiny / "gradients.py").read_text()
 
