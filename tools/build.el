@@ -677,6 +677,10 @@ tangling leaves it out: the kernel then runs what gradients.py holds."
   (and (equal (plist-get block :language) "jupyter-python")
        (not (gradients-build--not-run block))))
 
+(defun gradients-build--tangled-p (block)
+  "Whether BLOCK's :tangle names a file (one left out is tangled nowhere)."
+  (not (member (cdr (assq :tangle (nth 2 (plist-get block :info)))) '(nil "no"))))
+
 (defun gradients-build--params (block)
   "BLOCK's header arguments, processed as for running it (Lisp values
 evaluated, :var resolved), once."
@@ -783,18 +787,35 @@ Org would ask before running it, and a batch build has no one to ask."
         (error "%s: :cache yes would make Org skip the block when its code is unchanged, but `make run' runs every block on a fresh kernel, and the blocks after it need what it defines; drop the :cache"
                (plist-get block :where))))))
 
-(defun gradients-build--check-as-tangled (block)
+(defun gradients-build--check-as-tangled (block run-files)
   "Fail on a block that gradients.py would run and the build would not:
-one whose :eval keeps it from running, tangled all the same.  The
-kernel runs what gradients.py holds, so `make test' compares the two."
+one whose :eval keeps it from running, tangled all the same; or a block
+of another language tangled into one of RUN-FILES, the files the blocks
+the build runs are tangled into (by `gradients-build--same-file-key').
+The kernel runs what gradients.py holds, so `make test' compares the two."
   (let ((params (nth 2 (plist-get block :info))))
-    (when (and (equal (plist-get block :language) "jupyter-python")
-               (not (plist-get block :left-out))
-               (not (gradients-build--runs-p block))
-               (not (member (cdr (assq :tangle params)) '(nil "no"))))
-      (error "%s: %s, yet it is tangled into %s, which would run it: add :tangle no, or let it run"
-             (plist-get block :where) (gradients-build--not-run block)
-             (cdr (assq :tangle params))))))
+    (unless (or (plist-get block :left-out) (gradients-build--runs-p block)
+                (member (cdr (assq :tangle params)) '(nil "no")))
+      (if (equal (plist-get block :language) "jupyter-python")
+          (error "%s: %s, yet it is tangled into %s, which would run it: add :tangle no, or let it run"
+                 (plist-get block :where) (gradients-build--not-run block)
+                 (cdr (assq :tangle params)))
+        (let ((file (ignore-errors (gradients-build--check-tangle block))))
+          (when (and file (member (gradients-build--same-file-key file) run-files))
+            (error "%s: it is %s, which the build does not run, yet it is tangled into %s with the blocks the build runs, so that file would run code the kernel never ran; tangle it into a file of its own, or add :tangle no"
+                   (plist-get block :where) (plist-get block :language) file)))))))
+
+(defun gradients-build--check-session (block first)
+  "Fail on BLOCK, a block the build runs and tangles, when its :session
+is not that of FIRST, the first such block: a tangled file runs in one
+module what Org would run on two kernels apart."
+  (let ((session (cdr (assq :session (nth 2 (plist-get block :info)))))
+        (notes (cdr (assq :session (nth 2 (plist-get first :info))))))
+    (unless (equal session notes)
+      (error "%s: :session %s is not the session of the blocks tangled with it (%s, from block %s at line %d), and their file runs in one module what two kernels ran apart: drop the :session, or add :tangle no"
+             (plist-get block :where) session notes
+             (if (plist-get first :name) (format "`%s'" (plist-get first :name)) "(unnamed)")
+             (plist-get first :line)))))
 
 (defun gradients-build--named-block (name blocks)
   "The block of BLOCKS named NAME, in any case, as Org finds it; or nil."
@@ -817,11 +838,17 @@ run and in gradients.py alike."
         (let* ((variable (match-string 1 (cdr pair)))
                (name (match-string 2 (cdr pair)))
                (named (gradients-build--named-block name blocks)))
-          (when (and named (equal (plist-get named :language) "jupyter-python")
-                     (not (gradients-build--runs-p named)))
+          (cond
+           ((null named))
+           ((and (equal (plist-get named :language) "jupyter-python")
+                 (not (gradients-build--runs-p named)))
             (error "%s: :var %s=%s names block `%s' (line %d), which the build does not run, as %s; Org would run it for the :var all the same, though gradients.py holds none of it"
                    (plist-get block :where) variable name (plist-get named :name)
-                   (plist-get named :line) (gradients-build--not-run named))))))
+                   (plist-get named :line) (gradients-build--not-run named)))
+           (t
+            (error "%s: :var %s=%s names block `%s' (line %d), which Org would run again for its value each time it reads this header, tangling too, out of the notes' order, and write the value into gradients.py as a constant; compute it in this block's code instead"
+                   (plist-get block :where) variable name (plist-get named :name)
+                   (plist-get named :line)))))))
     ;; Org says of a reference it cannot resolve only if asked to.
     (let ((org-babel-noweb-error-all-langs t))
       (condition-case failure
@@ -870,8 +897,18 @@ a block inside a drawer, where its results drawer would end the outer."
       (`(named-file ,_)
        (error "%s: :results file without a :file would record a link to a file named by the block's output; give the block a :file to draw a picture"
               where))
+      (`(undrawn ,word)
+       (error "%s: :results %s without `drawer' makes Org write the block's text, lines already fixed-width, as fixed-width lines of its own (`: : 20.0'); use :results raw drawer, as the notes' #+PROPERTY does (a header-args property without `+' replaces it)"
+              where word))
       ;; The link to the picture the block drew is its result.
       (`(linked ,_) nil))
+    (let ((silent (car (cl-intersection '("silent" "none") results :test #'equal))))
+      (when (and silent results-line)
+        (error "%s: its #+RESULTS (line %d) is never updated, as :results %s writes no result, so nothing checks it; remove it, or drop `%s'"
+               where results-line silent silent)))
+    (when (cdr (assq :post params))
+      (error "%s: :post %s would record what another block makes of the result, which `make tangle' and `make test' never run; drop the :post, and do it in this block's code"
+             where (cdr (assq :post params))))
     (unless (cl-intersection '("silent" "none") results :test #'equal)
       ;; Org nests no drawer in another: the first :end: closes both.
       (let ((drawer (org-element-lineage (plist-get block :element)
@@ -1035,9 +1072,21 @@ kernel."
   "Fail on every header argument that would go wrong, each on a line of
 its own, as a linter does.  Runs before any block, so a bad header costs
 nothing; return the pictures, an alist of output path and block."
-  (let ((gradients-build--problems nil)
-        (pictures nil)
-        (claimed (make-hash-table :test #'equal)))
+  (let* ((gradients-build--problems nil)
+         (pictures nil)
+         (claimed (make-hash-table :test #'equal))
+         (running (cl-remove-if-not #'gradients-build--runs-p blocks))
+         (kept (cl-remove-if (lambda (block) (plist-get block :left-out)) blocks))
+         (tangled-running (cl-remove-if-not #'gradients-build--tangled-p running))
+         (run-files (delete-dups
+                     (mapcar #'gradients-build--same-file-key
+                             (delq nil (mapcar (lambda (block)
+                                                 (ignore-errors (gradients-build--check-tangle block)))
+                                               tangled-running))))))
+    (when (and running (not (cl-some #'gradients-build--tangled-p kept)))
+      (push (cons 0 (format "%s tangles no file, though the build runs its blocks: none has a :tangle (the notes' #+PROPERTY gives :tangle gradients.py), so the files tangled before would be left as they are"
+                            gradients-build--org-name))
+            gradients-build--problems))
     (gradients-build--check-header-properties)
     (gradients-build--check-with-org-lint)
     (gradients-build--check-what-org-runs blocks)
@@ -1053,7 +1102,10 @@ nothing; return the pictures, an alist of output path and block."
               (when file
                 (gradients-build--claim-output claimed block :tangle file))))
           (gradients-build--noting-problem line (gradients-build--check-how-it-runs block))
-          (gradients-build--noting-problem line (gradients-build--check-as-tangled block))
+          (gradients-build--noting-problem line (gradients-build--check-as-tangled block run-files))
+          (when (and (gradients-build--runs-p block) (gradients-build--tangled-p block))
+            (gradients-build--noting-problem line
+              (gradients-build--check-session block (car tangled-running))))
           (gradients-build--noting-problem line (gradients-build--check-what-it-uses block blocks))
           (when (gradients-build--runs-p block)
             (gradients-build--noting-problem line

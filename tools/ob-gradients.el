@@ -566,9 +566,10 @@ into the :file), `raw' (no drawer, so no end Org can find), `code' (a
 source block), `adding' (beside the last result), `wrapped' (a :wrap
 block), `reshaped' (a table, list, fixed-width lines or another block),
 `named-file' (a link to a file the text names), `linked' (a link to its
-:file, the picture).  A placeholder put there would never be found
-again, and the build could not compare the result with what the block
-produces; the build accepts `linked' alone, whose result is the picture."
+:file, the picture), `undrawn' (neither raw nor in a drawer).  A
+placeholder put there would never be found again, and the build could
+not compare the result with what the block produces; the build accepts
+`linked' alone, whose result is the picture."
   (let ((written (not (cl-intersection '("silent" "none") results :test #'equal)))
         (has (lambda (words) (car (cl-intersection words results :test #'equal)))))
     (cond
@@ -591,7 +592,11 @@ produces; the build accepts `linked' alone, whose result is the picture."
      ((and (member "file" results) (not (cdr (assq :file params))))
       (list 'named-file "file"))
      ;; Org puts a link to the :file in place of what the executor returns.
-     ((member "file" results) (list 'linked "file")))))
+     ((member "file" results) (list 'linked "file"))
+     ;; Neither raw nor in a drawer, Org writes the drawer text, already
+     ;; fixed-width lines, as fixed-width lines of its own (`: : 20.0').
+     ((and (not (member "drawer" results)) (not (cdr (assq :file params))))
+      (list 'undrawn (or (funcall has '("output" "value")) "replace"))))))
 
 (defun gradients--loose-pictures (text)
   "The pictures in `gradients-loose-picture-folder' that drawer TEXT links."

@@ -439,6 +439,106 @@ build found, its hook into file reading, the notes' buffer."
                            (format "README.org:%d: #+RESULTS: gone belongs to no block (was the block renamed?); remove it"
                                    (funcall line-of "#+RESULTS: gone"))))))))
 
+;; A result Org writes nowhere, or makes otherwise than the block did, is
+;; one nothing checks: each way of it is refused on its block's line.
+(ert-deftest refusal-tests-a-result-nothing-would-check-is-refused ()
+  (refusal-tests--in-project
+    (let* ((recorded "\n#+RESULTS: %s\n:results:\n: 20.0\n:end:\n")
+           (text (concat refusal-tests--header
+                         (refusal-tests--block "x = 20.0" "first")
+                         (refusal-tests--block "x" "silenced" ":results silent")
+                         (format recorded "silenced")
+                         (refusal-tests--block "x" "nothing" ":results none")
+                         (format recorded "nothing")
+                         (refusal-tests--block "x" "posted" ":post up(x=*this*)")
+                         "\n#+name: up\n#+begin_src emacs-lisp :var x=\"\"\nx\n#+end_src\n"
+                         ;; A heading's header-args without `+' replaces the
+                         ;; notes' :results raw drawer (and their :tangle).
+                         "\n* Later\n:PROPERTIES:\n:header-args:jupyter-python: :session gradients\n:END:\n"
+                         (refusal-tests--block "x" "undrawn")
+                         (refusal-tests--block "x" "output" ":results output"))))
+      (should (equal (refusal-tests--refused text)
+                     (list (format "README.org:%d: block `silenced': its #+RESULTS (line %d) is never updated, as :results silent writes no result, so nothing checks it; remove it, or drop `silent'"
+                                   (refusal-tests--block-line text "silenced")
+                                   (refusal-tests--line text "#+RESULTS: silenced"))
+                           (format "README.org:%d: block `nothing': its #+RESULTS (line %d) is never updated, as :results none writes no result, so nothing checks it; remove it, or drop `none'"
+                                   (refusal-tests--block-line text "nothing")
+                                   (refusal-tests--line text "#+RESULTS: nothing"))
+                           (format "README.org:%d: block `posted': :post up(x=*this*) would record what another block makes of the result, which `make tangle' and `make test' never run; drop the :post, and do it in this block's code"
+                                   (refusal-tests--block-line text "posted"))
+                           (format "README.org:%d: block `undrawn': :results replace without `drawer' makes Org write the block's text, lines already fixed-width, as fixed-width lines of its own (`: : 20.0'); use :results raw drawer, as the notes' #+PROPERTY does (a header-args property without `+' replaces it)"
+                                   (refusal-tests--block-line text "undrawn"))
+                           (format "README.org:%d: block `output': :results output without `drawer' makes Org write the block's text, lines already fixed-width, as fixed-width lines of its own (`: : 20.0'); use :results raw drawer, as the notes' #+PROPERTY does (a header-args property without `+' replaces it)"
+                                   (refusal-tests--block-line text "output"))))))))
+
+;; The kernel runs what gradients.py holds, in one module: the blocks
+;; tangled into it share one session, and a block the build does not run
+;; goes into no file tangled from those it runs.
+(ert-deftest refusal-tests-a-block-apart-from-the-notes-kernel-is-refused ()
+  (refusal-tests--in-project
+    (let* ((text (concat refusal-tests--header
+                         (refusal-tests--block "def f(x):\n    return x" "define")
+                         (refusal-tests--block "f = None" "elsewhere" ":session other")
+                         (refusal-tests--block "f = None" "sessionless" ":session none")
+                         ;; Run on a kernel of its own, and in no file.
+                         (refusal-tests--block "f = None" "apart" ":session other :tangle no")
+                         "\n#+name: lisp\n#+begin_src emacs-lisp :tangle gradients.py\n(setq f nil)\n#+end_src\n"
+                         "\n#+name: plain\n#+begin_src python :tangle gradients.py\nf = None\n#+end_src\n"
+                         "\n#+name: shell\n#+begin_src sh :tangle ./gradients.py\necho\n#+end_src\n"
+                         ;; A file of its own: nothing the build runs is in it.
+                         "\n#+name: own\n#+begin_src emacs-lisp :tangle setup.el\n(setq f nil)\n#+end_src\n")))
+      (should (equal (refusal-tests--refused text)
+                     (list (format "README.org:%d: block `elsewhere': :session other is not the session of the blocks tangled with it (gradients, from block `define' at line %d), and their file runs in one module what two kernels ran apart: drop the :session, or add :tangle no"
+                                   (refusal-tests--block-line text "elsewhere")
+                                   (refusal-tests--block-line text "define"))
+                           (format "README.org:%d: block `sessionless': :session none is not the session of the blocks tangled with it (gradients, from block `define' at line %d), and their file runs in one module what two kernels ran apart: drop the :session, or add :tangle no"
+                                   (refusal-tests--block-line text "sessionless")
+                                   (refusal-tests--block-line text "define"))
+                           (format "README.org:%d: block `lisp': it is emacs-lisp, which the build does not run, yet it is tangled into gradients.py with the blocks the build runs, so that file would run code the kernel never ran; tangle it into a file of its own, or add :tangle no"
+                                   (refusal-tests--block-line text "lisp"))
+                           (format "README.org:%d: block `plain': it is python, which the build does not run, yet it is tangled into gradients.py with the blocks the build runs, so that file would run code the kernel never ran; tangle it into a file of its own, or add :tangle no"
+                                   (refusal-tests--block-line text "plain"))
+                           (format "README.org:%d: block `shell': it is sh, which the build does not run, yet it is tangled into gradients.py with the blocks the build runs, so that file would run code the kernel never ran; tangle it into a file of its own, or add :tangle no"
+                                   (refusal-tests--block-line text "shell"))))))))
+
+;; Org runs a block a :var names whenever it reads the header, tangling
+;; included: before the blocks above it have run, and more than once.
+(ert-deftest refusal-tests-a-var-naming-a-block-is-refused ()
+  (refusal-tests--in-project
+    (let* ((text (concat refusal-tests--header
+                         (refusal-tests--block "import math" "imports")
+                         (refusal-tests--block "math.pi" "value")
+                         "\n#+name: lisp-value\n#+begin_src emacs-lisp\n7\n#+end_src\n"
+                         (refusal-tests--block "print(v)" "uses-value" ":var v=value")
+                         (refusal-tests--block "print(v)" "calls-value" ":var v=VALUE()")
+                         (refusal-tests--block "print(v)" "uses-lisp" ":var v=lisp-value")
+                         ;; Values that are no block's are read, not run.
+                         (refusal-tests--block "print(n, w)" "literal" ":var n=3 w=\"hi\"")))
+           (message "README.org:%d: block `%s': :var v=%s names block `%s' (line %d), which Org would run again for its value each time it reads this header, tangling too, out of the notes' order, and write the value into gradients.py as a constant; compute it in this block's code instead"))
+      (should (equal (refusal-tests--refused text)
+                     (list (format message (refusal-tests--block-line text "uses-value") "uses-value"
+                                   "value" "value" (refusal-tests--block-line text "value"))
+                           (format message (refusal-tests--block-line text "calls-value") "calls-value"
+                                   "VALUE" "value" (refusal-tests--block-line text "value"))
+                           (format message (refusal-tests--block-line text "uses-lisp") "uses-lisp"
+                                   "lisp-value" "lisp-value" (1+ (refusal-tests--line text "#+name: lisp-value")))))))))
+
+;; Notes that tangle nothing would leave the gradients.py of an earlier
+;; build in place, which `make test' would then check against nothing.
+(ert-deftest refusal-tests-notes-that-tangle-nothing-are-refused ()
+  (refusal-tests--in-project
+    (dolist (text (list (concat refusal-tests--header
+                                (refusal-tests--block "x = 1" "kept" ":tangle no"))
+                        (concat (replace-regexp-in-string ":tangle gradients.py" ":tangle no"
+                                                          refusal-tests--header)
+                                (refusal-tests--block "x = 1" "kept"))
+                        ;; The one tangled block is left out, as Org leaves it.
+                        (concat refusal-tests--header
+                                (refusal-tests--block "y = 1" "kept" ":tangle no")
+                                "\n* COMMENT Draft\n" (refusal-tests--block "x = 1" "draft"))))
+      (should (equal (refusal-tests--refused text)
+                     (list "README.org tangles no file, though the build runs its blocks: none has a :tangle (the notes' #+PROPERTY gives :tangle gradients.py), so the files tangled before would be left as they are"))))))
+
 ;;;; Names
 
 (ert-deftest refusal-tests-two-blocks-of-one-name-are-refused-on-both-lines ()

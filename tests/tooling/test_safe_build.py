@@ -215,7 +215,7 @@ def test_every_kernel_runs_in_the_folder_of_the_notes(tiny, tmp_path_factory):
     outputs."""
     code = "import os\nprint(os.getcwd())\nopen('{}.txt', 'w').close()"
     write_readme(tiny, HEADER + block(code.format("first"), "first")
-                 + block(code.format("other"), "other", ":session other"))
+                 + block(code.format("other"), "other", ":session other :tangle no"))
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     run = emacs("-l", str(tiny / "tools" / "build.el"), "-f", "gradients-build-run",
                 str(tiny / "README.org"), cwd=elsewhere, check=False)
