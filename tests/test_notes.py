@@ -133,7 +133,8 @@ def test_gradients_py_prints_what_the_document_records(gradients):
 def test_every_block_that_runs_has_a_name_of_its_own():
     """Names are how results, tests and messages find a block."""
     names = [b.name for b in EVALUATED]
-    assert None not in names, [b.where() for b in EVALUATED if b.name is None]
+    unnamed = [b.where() for b in EVALUATED if b.name is None]
+    assert not unnamed, "give each of these blocks a #+name: line: " + ", ".join(unnamed)
     assert len(set(names)) == len(names)
 
 
