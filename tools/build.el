@@ -1790,13 +1790,47 @@ target to run again after an edit saved meanwhile: the one the user ran."
   (gradients-build--main (gradients-build--kernel-likely-p original project)
     (gradients-build--produce org-file original "test")))
 
+(defun gradients-build--installed-before ()
+  "The outputs the last `make tangle' installed, as an alist of each one's
+path relative to the project and its digest then; nil when none did."
+  (let ((file (expand-file-name (concat gradients-build-outputs-file ".sha256")
+                                gradients-build--project)))
+    (when (file-readable-p file)
+      (with-temp-buffer
+        (insert-file-contents file)
+        (let (installed)
+          ;; A line sha256sum escaped (a backslash or newline in the
+          ;; name) is skipped: such a name is no output's (see
+          ;; `gradients-build-output-path').
+          (while (re-search-forward "^\\([0-9a-f]\\{64\\}\\)  \\(.+\\)$" nil t)
+            (push (cons (match-string 2) (match-string 1)) installed))
+          (nreverse installed))))))
+
+(defun gradients-build--remove-retired-outputs (before outputs)
+  "Remove each output in BEFORE (see `gradients-build--installed-before')
+that is not among OUTPUTS, when it holds what the build installed: a
+picture whose :file was renamed, a file no block tangles into any more.
+One changed since is named and kept."
+  (pcase-dolist (`(,relative . ,digest) before)
+    (let ((file (expand-file-name relative gradients-build--project)))
+      (when (and (not (member relative outputs)) (file-regular-p file)
+                 (not (file-symlink-p file)))
+        (if (equal (secure-hash 'sha256 (gradients-build--file-bytes file)) digest)
+            (progn (delete-file file)
+                   (message "removed %s: no block makes it now" relative))
+          (message "kept %s: no block makes it now, but it changed since the build wrote it; remove it if nothing needs it"
+                   relative))))))
+
 (defun gradients-build-tangle ()
-  "Produce everything, then install every output that changed (`make tangle')."
+  "Produce everything, then install every output that changed and remove
+those no block makes any more (`make tangle')."
   (gradients-build--main (gradients-build--kernel-likely-p original project)
-    (let ((outputs (gradients-build--produce org-file original "tangle")))
+    (let ((outputs (gradients-build--produce org-file original "tangle"))
+          (before (gradients-build--installed-before)))
       (gradients-build--make-scratch project)
       (gradients-build--install
        (expand-file-name gradients-build-produced-folder project) outputs)
+      (gradients-build--remove-retired-outputs before outputs)
       (gradients-build--write-outputs-list outputs))))
 
 (defun gradients-build--check-as-written ()

@@ -436,7 +436,21 @@ def test_make_tangle_rewrites_exactly_what_changed_and_knows_every_output(tiny):
     changed = sorted(p for p in after if after[p] != before[p])
     assert changed == ["gradients.py", "images/other.svg"]
 
-    (tiny / "images" / "indented.svg").unlink()
+    # An output no block makes any more is removed, as the build wrote it;
+    # one changed since is named and kept.
+    write_readme(tiny, notes("second").replace("images/other.svg", "images/renamed.svg")
+                 .replace("images/indented.svg", "images/indented2.svg"))
+    (tiny / "images" / "indented.svg").write_text("<svg>drawn by hand</svg>")
+    third = make_tangle()
+    said = third.stdout + third.stderr
+    assert third.returncode == 0, said
+    assert not (tiny / "images" / "other.svg").exists(), said
+    assert "removed images/other.svg: no block makes it now" in said
+    assert (tiny / "images" / "indented.svg").read_text() == "<svg>drawn by hand</svg>"
+    assert "kept images/indented.svg: no block makes it now, but it changed" in said
+    assert make_tangle("-q").returncode == 0, "a second make tangle would build again"
+
+    (tiny / "images" / "indented2.svg").unlink()
     assert make_tangle("-q").returncode == 1, "make does not know the picture is missing"
 
 
