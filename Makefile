@@ -78,6 +78,10 @@ endif
 # (kernel_environment in tools/kernel_bridge.py).
 unexport $(filter PYTHON%,$(.VARIABLES))
 export PYTHONUTF8 := 1
+# Nor do pytest's: PYTEST_ADDOPTS="--collect-only" would make `make test`
+# pass with nothing checked, "-k x" deselect every check, and a plugin
+# named in PYTEST_PLUGINS (or none loaded at all) change what runs.
+unexport PYTEST_ADDOPTS PYTEST_PLUGINS PYTEST_DISABLE_PLUGIN_AUTOLOAD
 # An environment activated in the caller's shell (a venv's bin/activate,
 # conda activate, conda's base one included) is not the project's: make
 # runs as after `deactivate`, so that its python3 does not make the venv,
@@ -112,7 +116,9 @@ BATCH_EMACS := $(EMACS) -Q --batch
 # A build's kernel bridge inherits the lock from Emacs and keeps it until
 # it has stopped its kernel, so that a build started as the previous one
 # is interrupted waits for its kernel to be gone.
-BUILD_LOCK  := tools/one-build-at-a-time
+# Run through sh, as are tools/require-debian-packages below: a copy that
+# lost its execute bits (a zip, a FAT disk) runs them all the same.
+BUILD_LOCK  := sh tools/one-build-at-a-time
 BUILD_EMACS := $(BUILD_LOCK) $(BATCH_EMACS)
 # build.el is found on the load path: `load' (and so -l) reads $HOME,
 # ${HOME}, $$, ~user and a second / in an absolute file name, and in a
@@ -274,7 +280,7 @@ TEST_PACKAGES  := 'ruby-github-markup=command -v github-markup' \
 # build its `emacs` too: these go first, or apt-get would be asked for both.
 GUI_PACKAGES   := $(call program,GUI_EMACS,emacs-gtk,emacs-gtk) 'xvfb=command -v Xvfb' \
                   'xdotool=command -v xdotool'
-REQUIRE := tools/require-debian-packages
+REQUIRE := sh tools/require-debian-packages
 
 .DEFAULT_GOAL := help
 .PHONY: help tangle run test check notebook preview bench kernelspec venv lock clean FORCE
@@ -368,13 +374,24 @@ lock: | $(UV_MADE)  ## compile requirements.lock again from pyproject.toml
 
 # Into a folder of its own: Debian's python3 refuses packages installed
 # into itself (PEP 668), and a venv for uv would first spend seconds
-# installing pip.
+# installing pip.  The version the lock was made and tested with.  pip
+# runs without the user's settings (PIP_REQUIRE_VIRTUALENV, PIP_USER, a
+# pip.conf), which would refuse --target.  Each make installs into a
+# folder of its own, renamed into place whole: two makes started at once
+# on a fresh checkout never see half of it, and the second keeps the
+# first's.
+UV_VERSION := 0.13.9
 $(UV_OURS):
 	@echo "uv is not on the PATH: installing it from PyPI into $(UV_HOME)/"
-	@$(REQUIRE) 'python3-pip=python3 -m pip --version'
-	@rm -rf $(UV_HOME).new
-	@python3 -m pip install -qq --disable-pip-version-check --target $(UV_HOME).new uv
-	@rm -rf $(UV_HOME) && mv $(UV_HOME).new $(UV_HOME)
+	@$(REQUIRE) 'python3=command -v python3' 'python3-pip=python3 -m pip --version'
+	@new=$(UV_HOME).new-$$$$ && rm -rf "$$new" && \
+	for name in $$(env | sed -n 's/^\(PIP_[A-Za-z0-9_]*\)=.*/\1/p'); do unset "$$name"; done && \
+	PIP_CONFIG_FILE=/dev/null python3 -m pip install -qq --disable-pip-version-check \
+	    --target "$$new" uv==$(UV_VERSION) || { rm -rf "$$new"; exit 1; }; \
+	if ! mv -T "$$new" $(UV_HOME) 2>/dev/null; then \
+	    if [ -x $(UV_OURS) ]; then rm -rf "$$new"; \
+	    else rm -rf $(UV_HOME) && mv -T "$$new" $(UV_HOME); fi; \
+	fi
 
 else
 # Each goal but clean, once clean has run: by one make, which reads

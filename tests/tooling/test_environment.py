@@ -196,13 +196,16 @@ def test_the_callers_python_jupyter_and_activated_environment_do_not_reach_the_k
 
 def test_make_starts_its_pythons_without_the_callers_settings(tmp_path):
     """Every recipe, pytest's, pip's and the build's alike, runs without
-    the caller's PYTHON* settings but UTF-8, and as after `deactivate`."""
+    the caller's PYTHON* and PYTEST* settings but UTF-8, and as after
+    `deactivate`."""
     (tmp_path / "elsewhere").mkdir()
     folder = elsewhere(tmp_path / "elsewhere")
     env = a_users_make_environment(
         {**os.environ, **settings_of_python_and_locale(folder),
          **settings_of_libraries_and_an_activated_environment(folder),
-         "PYTHONDONTWRITEBYTECODE": "1", "CONDA_SHLVL": "1"})
+         "PYTHONDONTWRITEBYTECODE": "1", "CONDA_SHLVL": "1",
+         "PYTEST_ADDOPTS": "--collect-only", "PYTEST_PLUGINS": "no_such_plugin",
+         "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
     shown = subprocess.run(
         ["make", "-s", "-f", str(ROOT / "Makefile"), "--eval",
          "environment: ; @env; echo python3=$$(command -v python3) dot=$$(command -v dot)",
@@ -210,7 +213,8 @@ def test_make_starts_its_pythons_without_the_callers_settings(tmp_path):
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     assert [line for line in lines
-            if line.startswith(("PYTHON", "VIRTUAL_ENV", "CONDA"))] == ["PYTHONUTF8=1"]
+            if line.startswith(("PYTHON", "VIRTUAL_ENV", "CONDA", "PYTEST_ADDOPTS",
+                                "PYTEST_PLUGINS", "PYTEST_DISABLE"))] == ["PYTHONUTF8=1"]
     assert "other-env" not in next(line for line in lines if line.startswith("PATH="))
     assert "other-env" not in lines[-1], lines[-1]
 
