@@ -1482,9 +1482,12 @@ so no file is ever half written.  Every output gets the permissions
     (setq gradients-build--moves (nreverse moves))
     (gradients-build--finish-moves)))
 
-(defun gradients-build--cleanup ()
+(defun gradients-build--cleanup (&optional wait)
   "Finish an install that was begun, remove the scratch folder, stop the
-kernels.  Runs however the build ends, Ctrl-C included."
+kernels.  Runs however the build ends, Ctrl-C included.  With WAIT (a
+build that ends or refuses, not one stopped by a signal), wait for the
+kernels to be gone: make then returns with nothing of the build running,
+and the next build finds the checkout's lock free."
   (gradients-build--as-a-build
    (gradients-build--finish-moves)
    (dolist (folder (list gradients-build--scratch gradients-build--retired))
@@ -1493,7 +1496,7 @@ kernels.  Runs however the build ends, Ctrl-C included."
    (setq gradients-build--scratch nil
          gradients-build--retired nil)
    (advice-remove 'insert-file-contents #'gradients-build--note-input)
-   (gradients-stop-sessions 'no-wait)))
+   (gradients-stop-sessions (not wait))))
 
 (defvar gradients-build--under-way nil
   "The Org file's name while its build runs: set when the build begins,
@@ -1642,7 +1645,7 @@ folder) and `scratch'."
              (let ((default-directory project))
                ,@body)))
          (setq gradients-build--under-way nil)
-         (gradients-build--cleanup)
+         (gradients-build--cleanup 'wait)
          nil)
      (error (gradients-build--refuse err)))))
 
@@ -1678,7 +1681,7 @@ what it began, and exit 1; in process, return what it said instead."
     (setq gradients-build--under-way nil)
     (dolist (line said)
       (message "%s" line))
-    (gradients-build--cleanup)
+    (gradients-build--cleanup 'wait)
     (if gradients-build--in-process
         (mapconcat #'identity said "\n")
       (kill-emacs 1))))

@@ -516,12 +516,25 @@ bridge holds a block."
       (cancel-timer gradients--watch-timer)
       (setq gradients--watch-timer nil))))
 
+(defun gradients--bridge-holding (request)
+  "The live bridge running REQUEST or holding it in its queue, or nil."
+  (cl-loop for (_ . process) in gradients--sessions
+           when (and (process-live-p process)
+                     (or (eq (process-get process 'current) request)
+                         (memq request (process-get process 'queue))))
+           return process))
+
 (defun gradients--wait (process request)
-  "Wait for REQUEST's reply.  C-g interrupts the kernel, so the block
-really stops, and its reply, when it comes, is dropped."
+  "Wait for REQUEST's reply, which PROCESS was sent.  C-g interrupts the
+kernel, so the block really stops, and its reply, when it comes, is
+dropped."
   (let ((start (float-time)) (said 0))
     (condition-case quit
         (while (not (gradients-request-reply request))
+          ;; A request queued behind a block that ended its kernel goes to
+          ;; a fresh bridge: the wait follows it there, as a dead one
+          ;; would never answer, and waiting on it returns at once.
+          (setq process (or (gradients--bridge-holding request) process))
           (accept-process-output process 0.5)
           ;; Sentinels do not run inside another process's filter (code
           ;; run by emacsclient -e, for one): see to a bridge that ended.

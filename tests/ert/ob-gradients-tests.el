@@ -658,6 +658,32 @@ os._exit(1)
       (should-not (obgt-said-p "dropped" said)))
     (should (equal (obgt-drawer "after-crash") ": 2"))))
 
+;; A block Org waits for (:async no; a :var, append, a table alike) follows
+;; its request to the fresh bridge; waiting on the dead one would spin.
+(ert-deftest obgt-a-waited-block-queued-behind-a-crash-runs-on-a-fresh-kernel ()
+  (obgt-with-notes ("crash.org" "
+#+name: crash-soon
+#+begin_src jupyter-python
+import os, time
+time.sleep(1)
+os._exit(1)
+#+end_src
+
+#+name: waited
+#+begin_src jupyter-python :async no
+2 + 3
+#+end_src
+")
+    (obgt-run "crash-soon")
+    ;; C-g, were the wait never to end.
+    (let ((guard (run-with-timer 30 nil (lambda () (setq quit-flag t)))))
+      (unwind-protect
+          (should (equal (condition-case nil (progn (obgt-run "waited") 'done)
+                           (quit 'quit))
+                         'done))
+        (cancel-timer guard)))
+    (should (equal (obgt-drawer "waited") ": 5"))))
+
 (ert-deftest obgt-a-block-queued-behind-a-killed-bridge-runs-on-a-fresh-kernel ()
   (obgt-with-notes ("bridge.org" "
 #+name: nap

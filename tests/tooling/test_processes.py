@@ -326,10 +326,12 @@ def test_a_build_leaves_nothing_running(tiny, tmp_path_factory, leftovers, outco
     ending = "\nraise ValueError('nudged too far')" if outcome == "fails" else ""
     write_readme(tiny, HEADER + block(detaching(pids) + ending, "detaches"))
     run = build(tiny)
+    # The build returns once its kernel is gone: a script's next build
+    # finds the checkout's lock free, and nothing of this one running.
+    assert_no_kernel_left(tiny, patience=0)
     assert (run.returncode == 0) == (outcome == "succeeds"), run.stderr
     leftovers.update(recorded(pids))
     assert_all_gone(leftovers)
-    assert_no_kernel_left(tiny)
 
 
 def test_a_supervisor_whose_bridge_is_already_gone_starts_nothing(tmp_path):

@@ -45,14 +45,17 @@ def assert_failed_cleanly(run, folder, before, where):
     assert not list((folder / ".build").glob("run-*"))
 
 
-def assert_no_kernel_left(folder):
+def assert_no_kernel_left(folder, patience=15):
     """No process started for the notes in FOLDER (a kernel bridge, its
     supervisor, its kernel, all named by paths under FOLDER) outlives the
-    build, given a few seconds to stop."""
+    build, given PATIENCE seconds to stop (none: already gone)."""
     def left():
         return [pid for pid in kernel_supervisor.process_table()
                 if str(folder) in command_line(pid)]
-    assert wait_for(lambda: not left(), 15), f"still running for the notes: {left()}"
+    if patience:
+        assert wait_for(lambda: not left(), patience), f"still running for the notes: {left()}"
+    else:
+        assert not left(), f"still running for the notes as the build returned: {left()}"
 
 
 def write_readme(folder, text):
