@@ -84,8 +84,15 @@ decided by the names they resolve to."
   "Alist of (SESSION-NAME . PROCESS): a bridge per session name and per
 folder (the process property `directory'), newest first.")
 
-(defvar gradients--last-id 0
-  "The id of the last request; ids are never reused within an Emacs.")
+(defvar gradients--last-id
+  ;; A placeholder saved in the file by an Emacs that quit (or crashed)
+  ;; stays there with its id; were ids to start at 1 in every Emacs, the
+  ;; next one's request of that id would take that drawer for its own.
+  ;; Each Emacs starts its own range instead, from its process id and
+  ;; start time, above the ids a test or a reader would write by hand.
+  (* 1000 (+ 1000 (mod (+ (emacs-pid) (* 7919 (truncate (float-time)))) 1000000)))
+  "The id of the last request; ids are never reused within an Emacs, nor
+met again from another in practice.")
 
 (cl-defstruct (gradients-request (:constructor gradients--make-request))
   id          ; matches the reply to this request and no other

@@ -95,3 +95,15 @@ def test_export_asks_about_no_block(project_copy, doc):
     html = (project_copy / "README.html").read_text()
     assert doc.block("f-of-3").recorded.lstrip(": ") in html
     assert "gradients: starting a kernel" not in run.stderr
+
+
+def test_each_emacs_numbers_its_requests_apart():
+    """A placeholder another Emacs saved in the file keeps its request's
+    id: were every Emacs to count from 1, the next one's request of that
+    id would take that block's drawer for its own."""
+    first_ids = [int(emacs("-l", "tools/ob-gradients.el", "--eval",
+                           "(princ (1+ gradients--last-id))").stdout)
+                 for _ in range(2)]
+    assert first_ids[0] != first_ids[1]
+    assert min(first_ids) > 99999, first_ids
+
