@@ -879,6 +879,21 @@ def fixed_width(text):
     return [(": " + line).rstrip() for line in terminal_lines(text)]
 
 
+# ipykernel compiles each cell as a file of its own temporary folder,
+# named by the kernel's process id: a warning raised by a block's own code
+# (RuntimeWarning: overflow encountered in exp) names that file, so its
+# text would change on every run, and `make test` fail after every `make
+# run`.  The kernel inherits this process's temporary folder.
+KERNEL_CELL_FILE = re.compile(re.escape(tempfile.gettempdir().rstrip("/"))
+                              + r"/ipykernel_[0-9]+/[0-9]+\.py")
+
+
+def stable_text(text):
+    """TEXT with what changes from run to run of the same code put as it
+    stays: a cell's file named <cell>."""
+    return KERNEL_CELL_FILE.sub("<cell>", text)
+
+
 def org_result(outputs, file=None, links=(), max_lines=None, results=None, wrap=False):
     """The drawer text org-babel records for OUTPUTS, the one path from
     anything a block produced to the notes: printed text and the value's
@@ -906,13 +921,13 @@ def org_result(outputs, file=None, links=(), max_lines=None, results=None, wrap=
                 continue
             # What Jupyter shows of a display() too, in its richest form
             # that is text.
-            lines += fixed_width(printed)
+            lines += fixed_width(stable_text(printed))
             printed = ""
             if "text/org" in data:
                 lines += check_org_value(data["text/org"])
             else:
                 lines += fixed_width(data.get("text/markdown", data.get("text/plain", "")))
-    lines += fixed_width(printed)
+    lines += fixed_width(stable_text(printed))
     if file:
         lines.append(f"[[file:{file}]]")
     lines += [f"[[file:{link}]]" for link in links]

@@ -247,6 +247,9 @@ NOISY = [
     ("print(':end:\\n* Heading\\n#+begin_src jupyter-python\\n#+CALL: x()\\n:note:')",
      "inert", ""),
     (ORG.format("'| a | b |\\n\\nA paragraph.\\n\\nAnother.'"), "org", ""),
+    # Named by the file of its cell, in a folder named by the kernel's pid.
+    ("import numpy as np\nprint(np.exp(np.float64(1000)))", "overflows", ""),
+    ("import warnings\nwarnings.warn('nudged too far')", "warns", ""),
 ]
 
 
@@ -279,6 +282,8 @@ def test_make_run_twice_writes_the_same_readme(built_twice):
     assert ":results:\n: 1500/1500\n:end:" in once
     assert ": red, bell, b, del, form\n: feed, nul, sep\n: arated, nel\n: line\n" in once
     assert ":results:\n| a | b |\n\nA paragraph.\n\nAnother.\n:end:" in once
+    assert ": <cell>:2: RuntimeWarning: overflow encountered in exp\n" in once
+    assert ": <cell>:2: UserWarning: nudged too far\n" in once
 
 
 @pytest.mark.xdist_group(f"{__name__}.built_twice")
