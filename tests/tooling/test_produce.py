@@ -128,6 +128,9 @@ def test_a_block_org_leaves_out_does_not_run_and_its_result_is_said_unchecked(ti
             + recorded.format("eval-no")
             # Tangled, run and shown on GitHub, as a cell of the notebook too.
             + "\n* Aside :noexport:\nAside prose.\n" + block(logged.format("aside"), "aside")
+            # Run and checked in the notes, but printed by no gradients.py.
+            + "\n* Scratch\n" + block("print('scratch', 1 + 1)", "scratch", ":tangle no")
+            + "\n#+RESULTS: scratch\n:results:\n: scratch 2\n:end:\n"
             + "\n* Last\nLast prose.\n")
     write_readme(tiny, text)
     # By make, whose note of the Emacs the make under pytest below finds.
@@ -142,7 +145,8 @@ def test_a_block_org_leaves_out_does_not_run_and_its_result_is_said_unchecked(ti
     blocks = blocks_json(tiny)["blocks"]
     assert [b["name"] for b in blocks if b["left_out"]] == ["draft", "archived"]
     why = {b["name"]: b["not_run"] for b in blocks}
-    assert why == {"kept": None, "aside": None, "draft": "it is under a COMMENT heading",
+    assert why == {"kept": None, "aside": None, "scratch": None,
+                   "draft": "it is under a COMMENT heading",
                    "archived": "it is under an archived heading", "eval-no": "it has :eval no"}
     shown = subprocess.run([str(tiny / ".venv" / "bin" / "python"), "tools/notebook.py",
                             "README.org", "notes.ipynb"], cwd=tiny, capture_output=True,
@@ -152,10 +156,13 @@ def test_a_block_org_leaves_out_does_not_run_and_its_result_is_said_unchecked(ti
     assert "kept.log" in cells and "aside.log" in cells
     assert "Aside prose." in cells and "Last prose." in cells
     assert "draft.log" not in cells and "archived.log" not in cells
+    assert make("tangle", cwd=tiny).returncode == 0
     notes = subprocess.run([str(tiny / ".venv" / "bin" / "python"), "-m", "pytest", "-p", "no:xdist",
-                            "tests/test_notes.py", "-k", "does_not_run"],
+                            "tests/test_notes.py", "-k",
+                            "does_not_run or scratch or prints_what_the_document_records"],
                            cwd=tiny, capture_output=True, text=True, timeout=120)
     assert "2 skipped" in notes.stdout, notes.stdout
+    assert "failed" not in notes.stdout and "error" not in notes.stdout, notes.stdout
     for name in ("draft", "eval-no"):
         reason = re.escape(f"README.org:{text.split(chr(10)).index(f'#+name: {name}') + 2}: "
                            f"block {name}: its recorded result (line ")
