@@ -64,6 +64,11 @@ ifneq ($(AFTER_CLEAN),)
 BUILD_GOALS :=
 endif
 ifneq ($(BUILD_GOALS),)
+# git's core.autocrlf=true writes every text file with CR LF line ends:
+# the lock would then read as older than pyproject.toml, and the scripts
+# of tools/ fail to start, each saying something else.  Said once, here.
+CR_LF_FILES := $(shell grep -lF "$$(printf '\r')" Makefile pyproject.toml requirements.lock tools/* 2>/dev/null)
+$(if $(CR_LF_FILES),$(error $(firstword $(CR_LF_FILES))$(if $(word 2,$(CR_LF_FILES)), and $(words $(wordlist 2,999,$(CR_LF_FILES))) other files of the checkout end, ends) their lines in CR LF, as git writes them under core.autocrlf=true; clone the project again with `git -c core.autocrlf=false clone`))
 $(foreach folder,$(VENV) $(BUILD),$(if $(wildcard $(folder)),$(if $(wildcard $(folder)/.),,\
   $(error $(folder) is $(if $(shell test -L $(folder) && echo link),a link to nowhere,a file), not a folder: make keeps $(if $(filter $(VENV),$(folder)),the Python environment,its scratch files) there; move it away, or run `make clean`))))
 endif
@@ -345,6 +350,9 @@ $(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(VENV_FOLDERS) $(VENV_CHANGED)
 	    { echo "$(LOCK) is older than pyproject.toml: run \`make lock\`" >&2; exit 1; }
 	@[ -x "$(UV)" ] || $(MAKE) --no-print-directory $(UV_OURS)
 	@$(REQUIRE) 'python3=command -v python3'
+	@python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	    echo "python3 is Python $$(python3 -c 'import platform; print(platform.python_version())'): the lock needs 3.11 or newer, as Debian 12 has; put one first on the PATH" >&2; \
+	    exit 1; }
 	$(RUN_UV) venv --quiet --allow-existing --python python3 "$(VENV)"
 	$(RUN_UV) pip sync --quiet --python "$(PYTHON)" $(LOCK)
 	@broken=$$(for dir in "$(VENV)"/lib/python3*/site-packages; do \

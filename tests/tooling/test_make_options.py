@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import a_users_make_environment, copy_project, make
+from conftest import a_users_make_environment, copy_project, make, the_build_uv
 from tiny_notes import HEADER, block, snapshot, write_readme
 
 pytestmark = pytest.mark.xdist_group(__name__)
@@ -60,6 +60,32 @@ def test_options_that_would_record_work_not_done_are_refused(built, options, env
         assert make("tangle", cwd=built).returncode == 0
 
 
+@pytest.mark.parametrize("files", [["pyproject.toml"], ["tools/one-build-at-a-time"],
+                                   ["Makefile", "requirements.lock", "tools/build.el"]],
+                         ids=["pyproject", "a script", "three"])
+def test_a_checkout_written_with_cr_lf_is_named_so(built, files):
+    """As git writes it under core.autocrlf=true: the lock read as older than
+    pyproject.toml, and a script failed to start, each saying something
+    else."""
+    kept = {name: ((built / name).read_bytes(), (built / name).stat()) for name in files}
+    try:
+        for name, (text, _) in kept.items():
+            (built / name).write_bytes(text.replace(b"\n", b"\r\n"))
+        before = everything(built)
+        run = make_with(built, "tangle")
+        assert run.returncode != 0
+        said = run.stderr.strip().splitlines()
+        assert len(said) == 1, run.stderr
+        assert "their lines in CR LF, as git writes them under core.autocrlf=true" in said[0]
+        assert said[0].startswith(f"Makefile:") and sorted(files)[0] in said[0], said[0]
+        assert everything(built) == before
+    finally:
+        for name, (text, times) in kept.items():
+            (built / name).write_bytes(text)
+            os.utime(built / name, ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert make("-q", "tangle", cwd=built).returncode == 0
+
+
 @pytest.mark.parametrize("goal", ["tangle", "clean", None])
 def test_make_f_from_another_folder_is_sent_to_the_notes(built, tmp_path, goal):
     """Every path of the Makefile is relative to the notes' folder: from
@@ -89,6 +115,29 @@ def test_make_n_writes_no_cache_folder_of_uv(built, tmp_path):
         assert run.returncode == 0, run.stderr
         assert "pip sync" in run.stdout
         assert not home.exists()
+    finally:
+        os.utime(lock, ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert make("-q", "tangle", cwd=built).returncode == 0
+
+
+def test_a_python_too_old_for_the_lock_is_named(built, tmp_path):
+    """uv would say so in a page of its resolver's reasoning."""
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    (bin_folder / "python3").write_text(
+        "#!/bin/sh\ncase \"$*\" in *platform*) echo 3.10.13;; *) exit 1;; esac\n")
+    (bin_folder / "python3").chmod(0o755)
+    lock = built / "requirements.lock"
+    times = lock.stat()
+    lock.touch()
+    try:
+        before = everything(built)
+        run = make_with(built, "venv", f"UV={the_build_uv()}",
+                        PATH=f"{bin_folder}:{os.environ['PATH']}")
+        assert run.returncode != 0
+        assert ("python3 is Python 3.10.13: the lock needs 3.11 or newer, as Debian 12 has; "
+                "put one first on the PATH") in run.stderr.splitlines()[0], run.stderr
+        assert everything(built) == before
     finally:
         os.utime(lock, ns=(times.st_atime_ns, times.st_mtime_ns))
     assert make("-q", "tangle", cwd=built).returncode == 0
