@@ -475,10 +475,19 @@ spellings of one file are one output, and a link cannot lead outside."
          (complain (lambda (why &rest args)
                      (error "%s: %s %s %s" where key name (apply #'format why args)))))
     (unless (gradients-file-inside-p real project)
-      (funcall complain "is outside the project%s; use a path under the notes' folder, such as images/%s"
-               (if (equal real (directory-file-name absolute)) ""
-                 (format " (it leads to %s)" (abbreviate-file-name real)))
-               (file-name-nondirectory name)))
+      (if (or (equal real (directory-file-name absolute))
+              ;; As spelled, links not followed.
+              (not (string-prefix-p (file-name-as-directory
+                                     (expand-file-name gradients-build--project))
+                                    absolute)))
+          (funcall complain "is outside the project%s; use a path under the notes' folder, such as images/%s"
+                   (if (equal real (directory-file-name absolute)) ""
+                     (format " (it leads to %s)" (abbreviate-file-name real)))
+                   (file-name-nondirectory name))
+        ;; Spelled inside, led outside by a link on the way: the same
+        ;; spelling would not do.
+        (funcall complain "leads outside the project, to %s, through a symbolic link; remove the link, or choose another name"
+                 (abbreviate-file-name real))))
     (when (or (file-directory-p real) (string-suffix-p "/" name))
       (funcall complain "is a folder; name a file in it"))
     ;; Only found at the install otherwise, once every block has run.

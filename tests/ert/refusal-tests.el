@@ -611,9 +611,10 @@ build found, its hook into file reading, the notes' buffer."
                                                       ":file images/x.svg"))))
               (should (refusal-tests--said-in-order
                        (refusal-tests--refused text)
-                       (list (format "README.org:%d: block `linked': :file images/x.svg is outside the project (it leads to %s"
+                       (list (format "README.org:%d: block `linked': :file images/x.svg leads outside the project, to %s, through a symbolic link; remove the link, or choose another name"
                                      (refusal-tests--block-line text "linked")
-                                     (abbreviate-file-name (file-truename outside)))))))
+                                     (abbreviate-file-name
+                                      (expand-file-name "x.svg" (file-truename outside))))))))
             (should-not (directory-files outside nil directory-files-no-dot-files-regexp)))
         (delete-directory outside t)))))
 

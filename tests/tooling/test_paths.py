@@ -90,8 +90,8 @@ def test_outputs_refused_by_make_tangle_leave_nothing_anywhere(tiny, tmp_path_fa
     run = make("tangle", cwd=tiny)
     said = [f"README.org:{line_of(text, f'odd-{n}')}: block `odd-{n}': :file {name} has "
             for n, name in enumerate(UNHOLDABLE)] \
-        + [f"README.org:{line_of(text, 'linked')}: block `linked': :file linked/x.svg is "
-           "outside the project (it leads to ",
+        + [f"README.org:{line_of(text, 'linked')}: block `linked': :file linked/x.svg "
+           "leads outside the project, to ",
            f"README.org:{line_of(text, 'elsewhere')}: block `elsewhere': :file "]
     assert_failed_cleanly(run, tiny, before, said[0])
     assert [line[:len(s)] for line, s in zip(reported(run), said)] == said, run.stderr
@@ -170,8 +170,8 @@ def test_an_output_that_became_a_link_to_nowhere_is_built_again(tiny):
     run = make("tangle", cwd=tiny)
     assert run.returncode != 0
     assert reported(run) and reported(run)[0].startswith(
-        f"README.org:{line_of(text, 'drawn')}: block `drawn': :file images/drawn.svg is "
-        "outside the project"), run.stderr
+        f"README.org:{line_of(text, 'drawn')}: block `drawn': :file images/drawn.svg "
+        "leads outside the project, to "), run.stderr
     picture.unlink()
     picture.symlink_to("gone.svg")
     assert make("-q", "tangle", cwd=tiny).returncode == 1
