@@ -826,6 +826,22 @@ module what Org would run on two kernels apart."
              (if (plist-get first :name) (format "`%s'" (plist-get first :name)) "(unnamed)")
              (plist-get first :line)))))
 
+(defun gradients-build--check-one-block (block)
+  "Fail on BLOCK when a line of its code opens a source block: a block
+whose #+end_src is missing runs on to the next block's, which Org then
+reads as code of the first (Org escapes such a line in code with a
+comma, so none is there on purpose)."
+  (save-excursion
+    (goto-char (point-min))
+    (forward-line (plist-get block :line))
+    (let ((case-fold-search t)
+          (end (save-excursion (goto-char (point-min))
+                               (forward-line (1- (plist-get block :last-line)))
+                               (point))))
+      (when (re-search-forward "^[ \t]*#\\+begin_src\\b" end t)
+        (error "%s: its code holds the #+begin_src of line %d, so Org reads both blocks as one, up to the second's #+end_src; the first lacks its #+end_src"
+               (plist-get block :where) (line-number-at-pos))))))
+
 (defun gradients-build--named-block (name blocks)
   "The block of BLOCKS named NAME, in any case, as Org finds it; or nil."
   (cl-find-if (lambda (block)
@@ -1106,6 +1122,7 @@ nothing; return the pictures, an alist of output path and block."
         (let ((line (plist-get block :line)))
           (gradients-build--noting-problem line
             (gradients-check-header-names (plist-get block :element)))
+          (gradients-build--noting-problem line (gradients-build--check-one-block block))
           (gradients-build--noting-problem line
             (let ((file (gradients-build--check-tangle block)))
               (when file

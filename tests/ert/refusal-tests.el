@@ -220,6 +220,21 @@ build found, its hook into file reading, the notes' buffer."
                      (list (format "README.org:%d: #+begin_src has no #+end_src; Org reads it as plain text, so its code would neither run nor be tangled"
                                    (refusal-tests--line text "#+begin_src jupyter-python"))))))))
 
+;; Not at the end: the next block's #+end_src closes it, and the next
+;; block becomes code of the first.
+(ert-deftest refusal-tests-a-block-closed-by-the-next-ones-end-is-named ()
+  (refusal-tests--in-project
+    (let ((text (concat refusal-tests--header
+                        "\n#+name: open\n#+begin_src jupyter-python\nx = 2\n"
+                        "\n#+RESULTS: open\n:results:\n: 2\n:end:\n"
+                        (refusal-tests--block "y = 3" "next")
+                        ;; Escaped, as Org escapes it: code, not a block.
+                        (refusal-tests--block "s = '''\n,#+begin_src python\n'''" "escaped"))))
+      (should (equal (refusal-tests--refused text)
+                     (list (format "README.org:%d: block `open': its code holds the #+begin_src of line %d, so Org reads both blocks as one, up to the second's #+end_src; the first lacks its #+end_src"
+                                   (refusal-tests--line text "#+begin_src jupyter-python")
+                                   (refusal-tests--block-line text "next"))))))))
+
 ;; `make run' used to crash on it.
 (ert-deftest refusal-tests-a-drawer-never-closed-is-named-by-both-targets ()
   (refusal-tests--in-project
