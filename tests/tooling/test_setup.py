@@ -6,6 +6,8 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -166,3 +168,33 @@ def test_make_clean_with_other_goals_cleans_then_makes_them(tmp_path, jobs):
     assert not (project / ".venv" / "marker").exists(), "clean did not run first"
     assert imports_graphviz(project)
     assert make("-q", "venv", uv, cwd=project).returncode == 0
+
+
+@pytest.mark.parametrize("sudo, advice", [
+    (True, "install them with: sudo apt-get install nosuchpackage"),
+    (False, "install them as root with: apt-get install nosuchpackage"),
+], ids=["with sudo", "without sudo"])
+def test_a_user_who_cannot_install_a_package_is_told_how(sudo, advice):
+    """Not as root, and sudo asks for a password or is not there: one line
+    names the packages, and the command that installs them there."""
+    # Where another user may look (pytest's own folders are root's alone).
+    with tempfile.TemporaryDirectory() as shared:
+        os.chmod(shared, 0o755)
+        told_how(Path(shared) / "bin", sudo, advice)
+
+
+def told_how(folder, sudo, advice):
+    folder.mkdir()
+    for program in ("sh", "id"):
+        (folder / program).symlink_to(shutil.which(program))
+    if sudo:
+        (folder / "sudo").write_text("#!/bin/sh\nexit 1\n")
+        (folder / "sudo").chmod(0o755)
+    as_a_user = ([shutil.which("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups"]
+                 if os.getuid() == 0 else [])
+    script = shutil.copy(ROOT / "tools" / "require-debian-packages", folder)
+    run = subprocess.run([*as_a_user, "/bin/sh", script,
+                          "nosuchpackage=false"], env={"PATH": str(folder)},
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 1
+    assert run.stderr == f"missing Debian packages: nosuchpackage; {advice}\n"
