@@ -810,8 +810,9 @@ saved with one."
     (when (re-search-forward (concat "^[ \t]*" (regexp-quote (gradients--placeholder request))
                                      "[ \t]*$")
                              nil t)
-      (if previous
+      (if (and previous (not (string-empty-p previous)))
           (replace-match previous t t)
+        ;; An empty drawer had no line here.
         (delete-region (match-beginning 0) (min (point-max) (1+ (match-end 0)))))
       t)))
 

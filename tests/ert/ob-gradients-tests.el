@@ -339,22 +339,30 @@ raise ValueError('late')
 
 (ert-deftest obgt-a-result-whose-block-was-renamed-leaves-no-placeholder ()
   ;; Its #+RESULTS keeps the old name, which no block has any more.
+  ;; An empty drawer gets back no line it did not have.
   (obgt-with-notes ("renamed.org" (concat obgt-two-naps "
 #+RESULTS: first
 :results:
 : 'before'
 :end:
+
+#+RESULTS: second
+:results:
+:end:
 "))
     (obgt-run "first")
+    (obgt-run "second")
     (save-excursion
-      (goto-char (point-min))
-      (re-search-forward "^#\\+name: first$")
-      (replace-match "#+name: first-renamed" t t))
+      (dolist (name '("first" "second"))
+        (goto-char (point-min))
+        (re-search-forward (format "^#\\+name: %s$" name))
+        (replace-match (format "#+name: %s-renamed" name) t t)))
     (let ((said (obgt-messages (should (obgt-wait)))))
       (should (obgt-said-p "renamed\\.org:[0-9]+: block `first' finished, but its placeholder in renamed\\.org is under a #\\+RESULTS no block is named for any more (was the block renamed\\?)"
                            said)))
     (should-not (string-match-p "waiting for the kernel" (buffer-string)))
     (should (string-match-p "#\\+RESULTS: first\n:results:\n: 'before'\n:end:" (buffer-string)))
+    (should (string-match-p "#\\+RESULTS: second\n:results:\n:end:" (buffer-string)))
     (should (string-match-p "'one'" (with-current-buffer gradients-unwritten-buffer
                                       (buffer-string))))))
 
