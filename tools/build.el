@@ -1685,17 +1685,20 @@ too, with the paths under the notes' folder made relative to it."
   (if (not (and org-name gradients-build--project
                 (memq 'file-error (get (car err) 'error-conditions))))
       (error-message-string err)
-    (format "%s: the build cannot go on: %s" org-name
-            (error-message-string
-             (cons (car err)
-                   (mapcar (lambda (part)
-                             ;; By name: .build/ named as the user knows it,
-                             ;; wherever a link to it leads.
-                             (if (and (stringp part)
-                                      (string-prefix-p gradients-build--project part))
-                                 (file-relative-name part gradients-build--project)
-                               part))
-                           (cdr err)))))))
+    (let ((parts (mapcar (lambda (part)
+                           ;; By name: .build/ named as the user knows it,
+                           ;; wherever a link to it leads.
+                           (if (and (stringp part)
+                                    (string-prefix-p gradients-build--project part))
+                               (file-relative-name part gradients-build--project)
+                             part))
+                         (cdr err))))
+      (format "%s: %s: %s" org-name
+              (if (cl-some (lambda (part) (and (stringp part) (string-prefix-p ".build/" part)))
+                           parts)
+                  "the build cannot keep its scratch files in .build/ (a read-only checkout, or another user's?)"
+                "the build cannot go on")
+              (error-message-string (cons (car err) parts))))))
 
 (defun gradients-build--refuse (err)
   "End a build that failed with ERR: say why and what it changed, undo

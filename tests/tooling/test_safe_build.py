@@ -258,7 +258,8 @@ def test_a_checkout_where_the_build_cannot_keep_its_scratch_files_is_named(tiny)
     # Even root cannot make a folder under /proc.
     (tiny / ".build").symlink_to("/proc/sys")
     run = build(tiny)
-    assert_failed_cleanly(run, tiny, before, "README.org: the build cannot go on: Creating "
+    assert_failed_cleanly(run, tiny, before, "README.org: the build cannot keep its scratch "
+                          "files in .build/ (a read-only checkout, or another user's?): Creating "
                           "directory with prefix: No such file or directory, .build/run-")
     assert_no_kernel_left(tiny)
 
@@ -274,7 +275,8 @@ def test_make_in_a_checkout_where_it_cannot_keep_its_notes_leaves_the_telling_to
     given = [f"EMACS={shutil.which(EMACS)}"] if emacs_given else []
     run = make(".build/produced/blocks.json", *given, cwd=tiny)
     assert "emacs-id" not in run.stderr, run.stderr
-    assert_failed_cleanly(run, tiny, before, "README.org: the build cannot go on: ")
+    assert_failed_cleanly(run, tiny, before, "README.org: the build cannot keep its scratch "
+                          "files in .build/")
     assert_no_kernel_left(tiny)
 
 
