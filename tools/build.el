@@ -767,8 +767,18 @@ one spelling, share it."
     (pcase earlier
       ('nil (puthash same (list relative key block) claimed))
       (`(,_ :file ,first)
-       (error "%s: %s %s is drawn already by %s; give each output its own file"
-              where key name (plist-get first :where)))
+       (let ((spelled (cdr (assq :file (nth 2 (plist-get first :info)))))
+             (as-spelled (lambda (file)
+                           (file-relative-name (expand-file-name file gradients-build--project)
+                                               gradients-build--project))))
+         ;; One of the two a symbolic link to the other's file.
+         (error "%s: %s %s is drawn already by %s%s; give each output its own file"
+                where key name (plist-get first :where)
+                (cond ((not (equal (funcall as-spelled spelled) relative))
+                       (format " (its :file %s leads to %s)" spelled relative))
+                      ((not (equal (funcall as-spelled name) relative))
+                       (format " (%s leads to %s)" name relative))
+                      (t "")))))
       (`(,other :tangle ,first)
        (cond ((eq key :file)
               (error "%s: :file %s is tangled already by %s; give each output its own file"

@@ -584,6 +584,21 @@ build found, its hook into file reading, the notes' buffer."
                                         (refusal-tests--block-line text (format "draws-%d" n))
                                         n name (refusal-tests--block-line text "draws-0"))))))))
 
+;; A symbolic link in images/ to another picture's file, either way round.
+(ert-deftest refusal-tests-one-picture-through-a-link-is-named-with-the-link ()
+  (refusal-tests--in-project
+    (write-region "<svg/>" nil (expand-file-name "images/x.svg" refusal-tests--project) nil 'silent)
+    (make-symbolic-link "x.svg" (expand-file-name "images/linked.svg" refusal-tests--project))
+    (pcase-dolist (`(,first ,second ,how)
+                   '(("images/linked.svg" "images/x.svg" "its :file images/linked.svg leads to images/x.svg")
+                     ("images/x.svg" "images/linked.svg" "images/linked.svg leads to images/x.svg")))
+      (let ((text (refusal-tests--drawing-notes "draws" (list (concat ":file " first)
+                                                               (concat ":file " second)))))
+        (should (equal (refusal-tests--refused text)
+                       (list (format "README.org:%d: block `draws-1': :file %s is drawn already by README.org:%d: block `draws-0' (%s); give each output its own file"
+                                     (refusal-tests--block-line text "draws-1") second
+                                     (refusal-tests--block-line text "draws-0") how))))))))
+
 ;; Each would replace a source of the project, or write where no output goes.
 (ert-deftest refusal-tests-no-output-replaces-a-source-of-the-project ()
   (refusal-tests--in-project
