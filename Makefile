@@ -63,12 +63,15 @@ AFTER_CLEAN := $(if $(filter clean,$(MAKECMDGOALS)),$(BUILD_GOALS))
 ifneq ($(AFTER_CLEAN),)
 BUILD_GOALS :=
 endif
-ifneq ($(BUILD_GOALS),)
 # git's core.autocrlf=true writes every text file with CR LF line ends:
 # the lock would then read as older than pyproject.toml, and the scripts
-# of tools/ fail to start, each saying something else.  Said once, here.
+# of tools/ fail to start (make clean's too), each saying something else.
+# Said once, here, for every goal but help.
+ifneq ($(filter-out help,$(MAKECMDGOALS)),)
 CR_LF_FILES := $(shell grep -lF "$$(printf '\r')" Makefile pyproject.toml requirements.lock tools/* 2>/dev/null)
 $(if $(CR_LF_FILES),$(error $(firstword $(CR_LF_FILES))$(if $(word 2,$(CR_LF_FILES)), and $(words $(wordlist 2,999,$(CR_LF_FILES))) other files of the checkout end, ends) their lines in CR LF, as git writes them under core.autocrlf=true; clone the project again with `git -c core.autocrlf=false clone`))
+endif
+ifneq ($(BUILD_GOALS),)
 $(foreach folder,$(VENV) $(BUILD),$(if $(wildcard $(folder)),$(if $(wildcard $(folder)/.),,\
   $(error $(folder) is $(if $(shell test -L $(folder) && echo link),a link to nowhere,a file), not a folder: make keeps $(if $(filter $(VENV),$(folder)),the Python environment,its scratch files) there; move it away, or run `make clean`))))
 endif
@@ -286,6 +289,11 @@ TEST_PACKAGES  := 'ruby-github-markup=command -v github-markup' \
 GUI_PACKAGES   := $(call program,GUI_EMACS,emacs-gtk,emacs-gtk) 'xvfb=command -v Xvfb' \
                   'xdotool=command -v xdotool'
 REQUIRE := sh tools/require-debian-packages
+# uv would say so in a page of its resolver's reasoning, pip as a version
+# of uv it cannot find.
+CHECK_PYTHON := python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+    echo "python3 is Python $$(python3 -c 'import platform; print(platform.python_version())'): the lock needs 3.11 or newer, as Debian 12 has; put one first on the PATH" >&2; \
+    exit 1; }
 
 .DEFAULT_GOAL := help
 .PHONY: help tangle run test check notebook preview bench kernelspec venv lock clean FORCE
@@ -350,9 +358,7 @@ $(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(VENV_FOLDERS) $(VENV_CHANGED)
 	    { echo "$(LOCK) is older than pyproject.toml: run \`make lock\`" >&2; exit 1; }
 	@[ -x "$(UV)" ] || $(MAKE) --no-print-directory $(UV_OURS)
 	@$(REQUIRE) 'python3=command -v python3'
-	@python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
-	    echo "python3 is Python $$(python3 -c 'import platform; print(platform.python_version())'): the lock needs 3.11 or newer, as Debian 12 has; put one first on the PATH" >&2; \
-	    exit 1; }
+	@$(CHECK_PYTHON)
 	$(RUN_UV) venv --quiet --allow-existing --python python3 "$(VENV)"
 	$(RUN_UV) pip sync --quiet --python "$(PYTHON)" $(LOCK)
 	@broken=$$(for dir in "$(VENV)"/lib/python3*/site-packages; do \
@@ -383,19 +389,23 @@ lock: | $(UV_MADE)  ## compile requirements.lock again from pyproject.toml
 # Into a folder of its own: Debian's python3 refuses packages installed
 # into itself (PEP 668), and a venv for uv would first spend seconds
 # installing pip.  The version the lock was made and tested with.  pip
-# runs without the user's settings (PIP_REQUIRE_VIRTUALENV, PIP_USER, a
-# pip.conf), which would refuse --target.  Each make installs into a
+# keeps the user's index and certificates, but none of the settings that
+# would refuse --target or send it elsewhere (PIP_REQUIRE_VIRTUALENV,
+# PIP_USER, PIP_TARGET... in the environment or a pip.conf: the
+# environment's win).  Each make installs into a
 # folder of its own, renamed into place whole: two makes started at once
 # on a fresh checkout never see half of it, and the second keeps the
 # first's.
 UV_VERSION := 0.13.9
 $(UV_OURS):
 	@echo "uv is not on the PATH: installing it from PyPI into $(UV_HOME)/"
-	@$(REQUIRE) 'python3=command -v python3' 'python3-pip=python3 -m pip --version'
+	@$(REQUIRE) 'python3=command -v python3'
+	@$(CHECK_PYTHON)
+	@$(REQUIRE) 'python3-pip=python3 -m pip --version'
 	@new=$(UV_HOME).new-$$$$ && rm -rf "$$new" && \
-	for name in $$(env | sed -n 's/^\(PIP_[A-Za-z0-9_]*\)=.*/\1/p'); do unset "$$name"; done && \
-	PIP_CONFIG_FILE=/dev/null python3 -m pip install -qq --disable-pip-version-check \
-	    --target "$$new" uv==$(UV_VERSION) || { rm -rf "$$new"; exit 1; }; \
+	unset PIP_TARGET PIP_PREFIX PIP_ROOT PIP_PYTHON && \
+	PIP_REQUIRE_VIRTUALENV=false PIP_USER=false python3 -m pip install -qq \
+	    --disable-pip-version-check --target "$$new" uv==$(UV_VERSION) || { rm -rf "$$new"; exit 1; }; \
 	if ! mv -T "$$new" $(UV_HOME) 2>/dev/null; then \
 	    if [ -x $(UV_OURS) ]; then rm -rf "$$new"; \
 	    else rm -rf $(UV_HOME) && mv -T "$$new" $(UV_HOME); fi; \

@@ -826,8 +826,8 @@ The kernel runs what gradients.py holds, so `make test' compares the two."
 
 (defun gradients-build--check-session (block first)
   "Fail on BLOCK, a block the build runs and tangles, when its :session
-is not that of FIRST, the first such block: a tangled file runs in one
-module what Org would run on two kernels apart."
+is not that of FIRST, the first such block tangled into the same file: a
+tangled file runs in one module what Org would run on two kernels apart."
   (let ((session (cdr (assq :session (nth 2 (plist-get block :info)))))
         (notes (cdr (assq :session (nth 2 (plist-get first :info))))))
     (unless (equal session notes)
@@ -837,10 +837,11 @@ module what Org would run on two kernels apart."
              (plist-get first :line)))))
 
 (defun gradients-build--check-one-block (block)
-  "Fail on BLOCK when a line of its code opens a source block: a block
-whose #+end_src is missing runs on to the next block's, which Org then
-reads as code of the first (Org escapes such a line in code with a
-comma, so none is there on purpose)."
+  "Fail on BLOCK when a line of its code opens a source block unescaped:
+a block whose #+end_src is missing runs on to the next block's, which
+Org then reads as code of the first.  Org escapes such a line of code
+with a comma, and GitHub's renderer would take an unescaped one for a
+block of its own."
   (save-excursion
     (goto-char (point-min))
     (forward-line (plist-get block :line))
@@ -849,7 +850,7 @@ comma, so none is there on purpose)."
                                (forward-line (1- (plist-get block :last-line)))
                                (point))))
       (when (re-search-forward "^[ \t]*#\\+begin_src\\b" end t)
-        (error "%s: its code holds the #+begin_src of line %d, so Org reads both blocks as one, up to the second's #+end_src; the first lacks its #+end_src"
+        (error "%s: its code holds an unescaped #+begin_src, at line %d: if the block before it lacks its #+end_src, add it (Org reads both blocks as one); if it is code, escape it as Org does, ,#+begin_src"
                (plist-get block :where) (line-number-at-pos))))))
 
 (defun gradients-build--named-block (name blocks)
@@ -872,17 +873,18 @@ run and in gradients.py alike."
                                (cdr pair)))
         (let* ((variable (match-string 1 (cdr pair)))
                (name (match-string 2 (cdr pair)))
+               (written (string-trim (substring (cdr pair) (match-beginning 2))))
                (named (gradients-build--named-block name blocks)))
           (cond
            ((null named))
            ((and (equal (plist-get named :language) "jupyter-python")
                  (not (gradients-build--runs-p named)))
             (error "%s: :var %s=%s names block `%s' (line %d), which the build does not run, as %s; Org would run it for the :var all the same, though gradients.py holds none of it"
-                   (plist-get block :where) variable name (plist-get named :name)
+                   (plist-get block :where) variable written (plist-get named :name)
                    (plist-get named :line) (gradients-build--not-run named)))
            (t
             (error "%s: :var %s=%s names block `%s' (line %d), which Org would run again for its value each time it reads this header, tangling too, out of the notes' order, and write the value into gradients.py as a constant; compute it in this block's code instead"
-                   (plist-get block :where) variable name (plist-get named :name)
+                   (plist-get block :where) variable written (plist-get named :name)
                    (plist-get named :line)))))))
     ;; Org says of a reference it cannot resolve only if asked to.
     (let ((org-babel-noweb-error-all-langs t))
@@ -1111,14 +1113,13 @@ nothing; return the pictures, an alist of output path and block."
          (pictures nil)
          (claimed (make-hash-table :test #'equal))
          (running (cl-remove-if-not #'gradients-build--runs-p blocks))
-         (kept (cl-remove-if (lambda (block) (plist-get block :left-out)) blocks))
          (tangled-running (cl-remove-if-not #'gradients-build--tangled-p running))
          (run-files (delete-dups
                      (mapcar #'gradients-build--same-file-key
                              (delq nil (mapcar (lambda (block)
                                                  (ignore-errors (gradients-build--check-tangle block)))
                                                tangled-running))))))
-    (when (and running (not (cl-some #'gradients-build--tangled-p kept)))
+    (when (and running (null tangled-running))
       (push (cons 0 (format "%s tangles no file, though the build runs its blocks: none has a :tangle (the notes' #+PROPERTY gives :tangle gradients.py), so the files tangled before would be left as they are"
                             gradients-build--org-name))
             gradients-build--problems))
@@ -1141,7 +1142,15 @@ nothing; return the pictures, an alist of output path and block."
           (gradients-build--noting-problem line (gradients-build--check-as-tangled block run-files))
           (when (and (gradients-build--runs-p block) (gradients-build--tangled-p block))
             (gradients-build--noting-problem line
-              (gradients-build--check-session block (car tangled-running))))
+              (let ((file (ignore-errors (gradients-build--check-tangle block))))
+                (when file
+                  (gradients-build--check-session
+                   block (cl-find (gradients-build--same-file-key file) tangled-running
+                                  :key (lambda (other)
+                                         (let ((into (ignore-errors
+                                                       (gradients-build--check-tangle other))))
+                                           (and into (gradients-build--same-file-key into))))
+                                  :test #'equal))))))
           (gradients-build--noting-problem line (gradients-build--check-what-it-uses block blocks))
           (when (gradients-build--runs-p block)
             (gradients-build--noting-problem line
@@ -1848,20 +1857,45 @@ path relative to the project and its digest then; nil when none did."
             (push (cons (match-string 2) (match-string 1)) installed))
           (nreverse installed))))))
 
-(defun gradients-build--remove-retired-outputs (before outputs)
+(defun gradients-build--remove-retired-outputs (before outputs notes)
   "Remove each output in BEFORE (see `gradients-build--installed-before')
 that is not among OUTPUTS, when it holds what the build installed: a
 picture whose :file was renamed, a file no block tangles into any more.
-One changed since is named and kept."
+One changed since is named and kept, as is one NOTES, the Org file's
+text, links (the recorded result of a block that no longer runs)."
   (pcase-dolist (`(,relative . ,digest) before)
     (let ((file (expand-file-name relative gradients-build--project)))
       (when (and (not (member relative outputs)) (file-regular-p file)
                  (not (file-symlink-p file)))
-        (if (equal (secure-hash 'sha256 (gradients-build--file-bytes file)) digest)
-            (progn (delete-file file)
-                   (message "removed %s: no block makes it now" relative))
+        (cond
+         ((string-match-p (concat "\\[\\[file:\\(?:\\./\\)?" (regexp-quote relative) "\\]")
+                          notes)
+          (message "kept %s: no block makes it now, but the notes link it" relative))
+         ((equal (secure-hash 'sha256 (gradients-build--file-bytes file)) digest)
+          (delete-file file)
+          (message "removed %s: no block makes it now" relative))
+         (t
           (message "kept %s: no block makes it now, but it changed since the build wrote it; remove it if nothing needs it"
-                   relative))))))
+                   relative)))))))
+
+(defun gradients-build--note-installed (relatives)
+  "Record RELATIVES, just installed by `make run', as the build's own in
+the digests of what `make tangle' installed last: a picture `make run'
+drew again is still the build's to remove once no block draws it."
+  (let ((before (gradients-build--installed-before))
+        (file (expand-file-name (concat gradients-build-outputs-file ".sha256")
+                                gradients-build--project)))
+    (when before
+      (let ((temporary (gradients-build--make-temp (concat file "-")))
+            (coding-system-for-write 'utf-8-unix))
+        (with-temp-file temporary
+          (pcase-dolist (`(,relative . ,digest) before)
+            (insert (if (member relative relatives)
+                        (secure-hash 'sha256 (gradients-build--file-bytes
+                                              (expand-file-name relative gradients-build--project)))
+                      digest)
+                    "  " relative "\n")))
+        (rename-file temporary file t)))))
 
 (defun gradients-build-tangle ()
   "Produce everything, then install every output that changed and remove
@@ -1872,7 +1906,8 @@ those no block makes any more (`make tangle')."
       (gradients-build--make-scratch project)
       (gradients-build--install
        (expand-file-name gradients-build-produced-folder project) outputs)
-      (gradients-build--remove-retired-outputs before outputs)
+      (gradients-build--remove-retired-outputs before outputs
+                                               (decode-coding-string original 'utf-8-unix))
       (gradients-build--write-outputs-list outputs))))
 
 (defun gradients-build--check-as-written ()
@@ -1923,6 +1958,7 @@ kernel, written into the Org file (`make run')."
         (set-buffer-modified-p nil)
         (gradients-build--check-unchanged org-file original "run")
         (gradients-build--install
-         scratch (cons (file-name-nondirectory org-file) (mapcar #'car pictures)))))))
+         scratch (cons (file-name-nondirectory org-file) (mapcar #'car pictures)))
+        (gradients-build--note-installed (mapcar #'car pictures))))))
 
 ;;; build.el ends here

@@ -231,7 +231,7 @@ build found, its hook into file reading, the notes' buffer."
                         ;; Escaped, as Org escapes it: code, not a block.
                         (refusal-tests--block "s = '''\n,#+begin_src python\n'''" "escaped"))))
       (should (equal (refusal-tests--refused text)
-                     (list (format "README.org:%d: block `open': its code holds the #+begin_src of line %d, so Org reads both blocks as one, up to the second's #+end_src; the first lacks its #+end_src"
+                     (list (format "README.org:%d: block `open': its code holds an unescaped #+begin_src, at line %d: if the block before it lacks its #+end_src, add it (Org reads both blocks as one); if it is code, escape it as Org does, ,#+begin_src"
                                    (refusal-tests--line text "#+begin_src jupyter-python")
                                    (refusal-tests--block-line text "next"))))))))
 
@@ -266,7 +266,7 @@ build found, its hook into file reading, the notes' buffer."
                    '(("\n* Old :ARCHIVE:\n" ":var h=helper"
                       ":var h=helper names block `helper' (line %d), which the build does not run, as it is under an archived heading")
                      ("\n* Later\n" ":var h=HELPER()"
-                      ":var h=HELPER names block `helper' (line %d), which the build does not run, as it has :eval no")
+                      ":var h=HELPER() names block `helper' (line %d), which the build does not run, as it has :eval no")
                      ("\n* COMMENT Draft\n" ":noweb yes"
                       "Cannot resolve <<helper>>: no block the build runs has that name")))
       (let* ((args (if (string-match-p "eval no" said) ":eval no :tangle no" ""))
@@ -495,8 +495,11 @@ build found, its hook into file reading, the notes' buffer."
                          (refusal-tests--block "def f(x):\n    return x" "define")
                          (refusal-tests--block "f = None" "elsewhere" ":session other")
                          (refusal-tests--block "f = None" "sessionless" ":session none")
-                         ;; Run on a kernel of its own, and in no file.
+                         ;; Run on a kernel of its own, and in no file, or
+                         ;; in a file of its own.
                          (refusal-tests--block "f = None" "apart" ":session other :tangle no")
+                         (refusal-tests--block "g = None" "own-file" ":session other :tangle other.py")
+                         (refusal-tests--block "h = None" "own-file-too" ":session other :tangle other.py")
                          "\n#+name: lisp\n#+begin_src emacs-lisp :tangle gradients.py\n(setq f nil)\n#+end_src\n"
                          "\n#+name: plain\n#+begin_src python :tangle gradients.py\nf = None\n#+end_src\n"
                          "\n#+name: shell\n#+begin_src sh :tangle ./gradients.py\necho\n#+end_src\n"
@@ -534,7 +537,7 @@ build found, its hook into file reading, the notes' buffer."
                      (list (format message (refusal-tests--block-line text "uses-value") "uses-value"
                                    "value" "value" (refusal-tests--block-line text "value"))
                            (format message (refusal-tests--block-line text "calls-value") "calls-value"
-                                   "VALUE" "value" (refusal-tests--block-line text "value"))
+                                   "VALUE()" "value" (refusal-tests--block-line text "value"))
                            (format message (refusal-tests--block-line text "uses-lisp") "uses-lisp"
                                    "lisp-value" "lisp-value" (1+ (refusal-tests--line text "#+name: lisp-value")))))))))
 
@@ -550,7 +553,11 @@ build found, its hook into file reading, the notes' buffer."
                         ;; The one tangled block is left out, as Org leaves it.
                         (concat refusal-tests--header
                                 (refusal-tests--block "y = 1" "kept" ":tangle no")
-                                "\n* COMMENT Draft\n" (refusal-tests--block "x = 1" "draft"))))
+                                "\n* COMMENT Draft\n" (refusal-tests--block "x = 1" "draft"))
+                        ;; What is tangled is no block the build runs.
+                        (concat refusal-tests--header
+                                (refusal-tests--block "y = 1" "kept" ":tangle no")
+                                "\n#+name: script\n#+begin_src sh :tangle run.sh\necho\n#+end_src\n")))
       (should (equal (refusal-tests--refused text)
                      (list "README.org tangles no file, though the build runs its blocks: none has a :tangle (the notes' #+PROPERTY gives :tangle gradients.py), so the files tangled before would be left as they are"))))))
 

@@ -60,10 +60,12 @@ def test_options_that_would_record_work_not_done_are_refused(built, options, env
         assert make("tangle", cwd=built).returncode == 0
 
 
-@pytest.mark.parametrize("files", [["pyproject.toml"], ["tools/one-build-at-a-time"],
-                                   ["Makefile", "requirements.lock", "tools/build.el"]],
-                         ids=["pyproject", "a script", "three"])
-def test_a_checkout_written_with_cr_lf_is_named_so(built, files):
+@pytest.mark.parametrize("files, goal", [
+    (["pyproject.toml"], "tangle"), (["tools/one-build-at-a-time"], "tangle"),
+    (["Makefile", "requirements.lock", "tools/build.el"], "tangle"),
+    # make clean runs a script of tools/ too.
+    (["tools/one-build-at-a-time"], "clean")], ids=["pyproject", "a script", "three", "clean"])
+def test_a_checkout_written_with_cr_lf_is_named_so(built, files, goal):
     """As git writes it under core.autocrlf=true: the lock read as older than
     pyproject.toml, and a script failed to start, each saying something
     else."""
@@ -72,7 +74,7 @@ def test_a_checkout_written_with_cr_lf_is_named_so(built, files):
         for name, (text, _) in kept.items():
             (built / name).write_bytes(text.replace(b"\n", b"\r\n"))
         before = everything(built)
-        run = make_with(built, "tangle")
+        run = make_with(built, goal)
         assert run.returncode != 0
         said = run.stderr.strip().splitlines()
         assert len(said) == 1, run.stderr
@@ -120,8 +122,10 @@ def test_make_n_writes_no_cache_folder_of_uv(built, tmp_path):
     assert make("-q", "tangle", cwd=built).returncode == 0
 
 
-def test_a_python_too_old_for_the_lock_is_named(built, tmp_path):
-    """uv would say so in a page of its resolver's reasoning."""
+@pytest.mark.parametrize("uv_given", [True, False], ids=["uv", "uv to install"])
+def test_a_python_too_old_for_the_lock_is_named(built, tmp_path, uv_given):
+    """uv would say so in a page of its resolver's reasoning, and pip, as
+    it installed uv, as a version of uv it cannot find."""
     bin_folder = tmp_path / "bin"
     bin_folder.mkdir()
     (bin_folder / "python3").write_text(
@@ -132,11 +136,12 @@ def test_a_python_too_old_for_the_lock_is_named(built, tmp_path):
     lock.touch()
     try:
         before = everything(built)
-        run = make_with(built, "venv", f"UV={the_build_uv()}",
+        run = make_with(built, "venv", *([f"UV={the_build_uv()}"] if uv_given else []),
                         PATH=f"{bin_folder}:{os.environ['PATH']}")
         assert run.returncode != 0
         assert ("python3 is Python 3.10.13: the lock needs 3.11 or newer, as Debian 12 has; "
-                "put one first on the PATH") in run.stderr.splitlines()[0], run.stderr
+                "put one first on the PATH") in run.stderr, run.stderr
+        assert "Error" not in run.stderr.split("put one first on the PATH")[0], run.stderr
         assert everything(built) == before
     finally:
         os.utime(lock, ns=(times.st_atime_ns, times.st_mtime_ns))
