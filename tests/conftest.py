@@ -154,6 +154,8 @@ def committed_output_problem(notes, output, modes=True):
     that names it and says what to do; None when it is.  MODES false, only
     its bytes count."""
     committed, built = ROOT / output, notes.folder / output
+    if output not in notes.outputs:
+        return f"README.org makes no {output} (no block tangles or draws it)"
     if not committed.exists():
         return f"{output} is missing: run `make tangle`"
     if committed.read_bytes() != built.read_bytes():
