@@ -843,12 +843,11 @@ Org then reads as code of the first.  Org escapes such a line of code
 with a comma, and GitHub's renderer would take an unescaped one for a
 block of its own."
   (save-excursion
-    (goto-char (point-min))
-    (forward-line (plist-get block :line))
+    ;; From the line after its #+begin_src to its #+end_src.
+    (goto-char (plist-get block :marker))
+    (forward-line 1)
     (let ((case-fold-search t)
-          (end (save-excursion (goto-char (point-min))
-                               (forward-line (1- (plist-get block :last-line)))
-                               (point))))
+          (end (org-element-property :end (plist-get block :element))))
       (when (re-search-forward "^[ \t]*#\\+begin_src\\b" end t)
         (error "%s: its code holds an unescaped #+begin_src, at line %d: if the block before it lacks its #+end_src, add it (Org reads both blocks as one); if it is code, escape it as Org does, ,#+begin_src"
                (plist-get block :where) (line-number-at-pos))))))
@@ -1114,11 +1113,19 @@ nothing; return the pictures, an alist of output path and block."
          (claimed (make-hash-table :test #'equal))
          (running (cl-remove-if-not #'gradients-build--runs-p blocks))
          (tangled-running (cl-remove-if-not #'gradients-build--tangled-p running))
-         (run-files (delete-dups
-                     (mapcar #'gradients-build--same-file-key
-                             (delq nil (mapcar (lambda (block)
-                                                 (ignore-errors (gradients-build--check-tangle block)))
-                                               tangled-running))))))
+         ;; The first block the build runs that is tangled into each file
+         ;; (by `gradients-build--same-file-key'), once for all blocks.
+         (first-into (make-hash-table :test #'equal))
+         (run-files nil))
+    (dolist (block tangled-running)
+      (let ((file (ignore-errors (gradients-build--check-tangle block))))
+        (when file
+          (let ((key (gradients-build--same-file-key file)))
+            (plist-put block :tangle-file file)
+            (plist-put block :tangled-key key)
+            (unless (gethash key first-into)
+              (puthash key block first-into)
+              (push key run-files))))))
     (when (and running (null tangled-running))
       (push (cons 0 (format "%s tangles no file, though the build runs its blocks: none has a :tangle (the notes' #+PROPERTY gives :tangle gradients.py), so the files tangled before would be left as they are"
                             gradients-build--org-name))
@@ -1135,22 +1142,16 @@ nothing; return the pictures, an alist of output path and block."
             (gradients-check-header-names (plist-get block :element)))
           (gradients-build--noting-problem line (gradients-build--check-one-block block))
           (gradients-build--noting-problem line
-            (let ((file (gradients-build--check-tangle block)))
+            (let ((file (or (plist-get block :tangle-file)
+                            (gradients-build--check-tangle block))))
               (when file
                 (gradients-build--claim-output claimed block :tangle file))))
           (gradients-build--noting-problem line (gradients-build--check-how-it-runs block))
           (gradients-build--noting-problem line (gradients-build--check-as-tangled block run-files))
-          (when (and (gradients-build--runs-p block) (gradients-build--tangled-p block))
-            (gradients-build--noting-problem line
-              (let ((file (ignore-errors (gradients-build--check-tangle block))))
-                (when file
-                  (gradients-build--check-session
-                   block (cl-find (gradients-build--same-file-key file) tangled-running
-                                  :key (lambda (other)
-                                         (let ((into (ignore-errors
-                                                       (gradients-build--check-tangle other))))
-                                           (and into (gradients-build--same-file-key into))))
-                                  :test #'equal))))))
+          (let ((key (plist-get block :tangled-key)))
+            (when key
+              (gradients-build--noting-problem line
+                (gradients-build--check-session block (gethash key first-into)))))
           (gradients-build--noting-problem line (gradients-build--check-what-it-uses block blocks))
           (when (gradients-build--runs-p block)
             (gradients-build--noting-problem line
