@@ -473,18 +473,19 @@ build found, its hook into file reading, the notes' buffer."
                          (refusal-tests--block "x" "undrawn")
                          (refusal-tests--block "x" "output" ":results output"))))
       (should (equal (refusal-tests--refused text)
-                     (list (format "README.org:%d: block `silenced': its #+RESULTS (line %d) is never updated, as :results silent writes no result, so nothing checks it; remove it, or drop `silent'"
-                                   (refusal-tests--block-line text "silenced")
-                                   (refusal-tests--line text "#+RESULTS: silenced"))
-                           (format "README.org:%d: block `nothing': its #+RESULTS (line %d) is never updated, as :results none writes no result, so nothing checks it; remove it, or drop `none'"
-                                   (refusal-tests--block-line text "nothing")
-                                   (refusal-tests--line text "#+RESULTS: nothing"))
-                           (format "README.org:%d: block `posted': :post up(x=*this*) would record what another block makes of the result, which `make tangle' and `make test' never run; drop the :post, and do it in this block's code"
-                                   (refusal-tests--block-line text "posted"))
-                           (format "README.org:%d: block `undrawn': :results replace without `drawer' makes Org write the block's text, lines already fixed-width, as fixed-width lines of its own (`: : 20.0'); use :results raw drawer, as the notes' #+PROPERTY does (a header-args property without `+' replaces it)"
-                                   (refusal-tests--block-line text "undrawn"))
-                           (format "README.org:%d: block `output': :results output without `drawer' makes Org write the block's text, lines already fixed-width, as fixed-width lines of its own (`: : 20.0'); use :results raw drawer, as the notes' #+PROPERTY does (a header-args property without `+' replaces it)"
-                                   (refusal-tests--block-line text "output"))))))))
+                     (append
+                      (mapcar (lambda (word)
+                                (format "README.org:%d: block `%s': its #+RESULTS (line %d) is never updated, as :results %s writes no result, so nothing checks it; remove it, or drop `%s'"
+                                        (refusal-tests--block-line text (car word)) (car word)
+                                        (refusal-tests--line text (concat "#+RESULTS: " (car word)))
+                                        (cdr word) (cdr word)))
+                              '(("silenced" . "silent") ("nothing" . "none")))
+                      (list (format "README.org:%d: block `posted': :post up(x=*this*) would record what another block makes of the result, which `make tangle' and `make test' never run; drop the :post, and do it in this block's code"
+                                    (refusal-tests--block-line text "posted")))
+                      (mapcar (lambda (word)
+                                (format "README.org:%d: block `%s': :results %s without `drawer' makes Org write the block's text, lines already fixed-width, as fixed-width lines of its own (`: : 20.0'); use :results raw drawer, as the notes' #+PROPERTY does (a header-args property without `+' replaces it)"
+                                        (refusal-tests--block-line text (car word)) (car word) (cdr word)))
+                              '(("undrawn" . "replace") ("output" . "output")))))))))
 
 ;; The kernel runs what gradients.py holds, in one module: the blocks
 ;; tangled into it share one session, and a block the build does not run
@@ -506,18 +507,17 @@ build found, its hook into file reading, the notes' buffer."
                          ;; A file of its own: nothing the build runs is in it.
                          "\n#+name: own\n#+begin_src emacs-lisp :tangle setup.el\n(setq f nil)\n#+end_src\n")))
       (should (equal (refusal-tests--refused text)
-                     (list (format "README.org:%d: block `elsewhere': :session other is not the session of the blocks tangled with it (gradients, from block `define' at line %d), and their file runs in one module what two kernels ran apart: drop the :session, or add :tangle no"
-                                   (refusal-tests--block-line text "elsewhere")
-                                   (refusal-tests--block-line text "define"))
-                           (format "README.org:%d: block `sessionless': :session none is not the session of the blocks tangled with it (gradients, from block `define' at line %d), and their file runs in one module what two kernels ran apart: drop the :session, or add :tangle no"
-                                   (refusal-tests--block-line text "sessionless")
-                                   (refusal-tests--block-line text "define"))
-                           (format "README.org:%d: block `lisp': it is emacs-lisp, which the build does not run, yet it is tangled into gradients.py with the blocks the build runs, so that file would run code the kernel never ran; tangle it into a file of its own, or add :tangle no"
-                                   (refusal-tests--block-line text "lisp"))
-                           (format "README.org:%d: block `plain': it is python, which the build does not run, yet it is tangled into gradients.py with the blocks the build runs, so that file would run code the kernel never ran; tangle it into a file of its own, or add :tangle no"
-                                   (refusal-tests--block-line text "plain"))
-                           (format "README.org:%d: block `shell': it is sh, which the build does not run, yet it is tangled into gradients.py with the blocks the build runs, so that file would run code the kernel never ran; tangle it into a file of its own, or add :tangle no"
-                                   (refusal-tests--block-line text "shell"))))))))
+                     (append
+                      (mapcar (lambda (case)
+                                (format "README.org:%d: block `%s': :session %s is not the session of the blocks tangled with it (gradients, from block `define' at line %d), and their file runs in one module what two kernels ran apart: drop the :session, or add :tangle no"
+                                        (refusal-tests--block-line text (car case)) (car case)
+                                        (cdr case) (refusal-tests--block-line text "define")))
+                              '(("elsewhere" . "other") ("sessionless" . "none")))
+                      (mapcar (lambda (case)
+                                (format "README.org:%d: block `%s': it is %s, which the build does not run, yet it is tangled into gradients.py with the blocks the build runs, so that file would run code the kernel never ran; tangle it into a file of its own, or add :tangle no"
+                                        (refusal-tests--block-line text (car case)) (car case)
+                                        (cdr case)))
+                              '(("lisp" . "emacs-lisp") ("plain" . "python") ("shell" . "sh")))))))))
 
 ;; Org runs a block a :var names whenever it reads the header, tangling
 ;; included: before the blocks above it have run, and more than once.
