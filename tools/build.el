@@ -1127,7 +1127,7 @@ nothing; return the pictures, an alist of output path and block."
               (puthash key block first-into)
               (push key run-files))))))
     (when (and running (null tangled-running))
-      (push (cons 0 (format "%s tangles no file, though the build runs its blocks: none has a :tangle (the notes' #+PROPERTY gives :tangle gradients.py), so the files tangled before would be left as they are"
+      (push (cons 0 (format "%s tangles no file, though the build runs its blocks: none of them has a :tangle (the notes' #+PROPERTY gives :tangle gradients.py), so the files tangled before would be left as they are"
                             gradients-build--org-name))
             gradients-build--problems))
     (gradients-build--check-header-properties)

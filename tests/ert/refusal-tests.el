@@ -559,7 +559,7 @@ build found, its hook into file reading, the notes' buffer."
                                 (refusal-tests--block "y = 1" "kept" ":tangle no")
                                 "\n#+name: script\n#+begin_src sh :tangle run.sh\necho\n#+end_src\n")))
       (should (equal (refusal-tests--refused text)
-                     (list "README.org tangles no file, though the build runs its blocks: none has a :tangle (the notes' #+PROPERTY gives :tangle gradients.py), so the files tangled before would be left as they are"))))))
+                     (list "README.org tangles no file, though the build runs its blocks: none of them has a :tangle (the notes' #+PROPERTY gives :tangle gradients.py), so the files tangled before would be left as they are"))))))
 
 ;;;; Names
 
