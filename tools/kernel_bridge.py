@@ -133,11 +133,23 @@ class Stopped(Exception):
 #   failure in the block's output instead, the text lost.
 # The stream's own lock is held from reading the pipe to writing the
 # stream, by the thread that waits on the pipe as by the block.
+# - standard output and error are sent apart, each when its own timer
+#   says: a warning written before a print came after it on one run and
+#   before it on the next.  What the other stream holds is sent before a
+#   write, so that they arrive in the order they were written.
 KERNEL_STREAMS = """\
-import codecs, os, select
+import codecs, os, select, sys
 import ipykernel.iostream
 def streams(OutStream=ipykernel.iostream.OutStream):
     write, flush = OutStream.write, OutStream.flush
+    def others_first(stream):
+        for other in (sys.stdout, sys.stderr):
+            if other is not stream and isinstance(other, OutStream):
+                with other._buffer_lock:
+                    pending = any(buffer.tell()
+                                  for buffer in getattr(other, "_buffers", {}).values())
+                if pending:
+                    other.flush()
     def drain(stream):
         fid = getattr(stream, "_fid", None)
         if fid is None or not stream._is_master_process():
@@ -163,6 +175,7 @@ def streams(OutStream=ipykernel.iostream.OutStream):
         __tracebackhide__ = True
         if isinstance(text, str):
             text.encode("utf-8", "surrogateescape")
+        others_first(stream)
         with stream._buffer_lock:
             drain(stream)
             return write(stream, text)

@@ -250,6 +250,9 @@ NOISY = [
     # Named by the file of its cell, in a folder named by the kernel's pid.
     ("import numpy as np\nprint(np.exp(np.float64(1000)))", "overflows", ""),
     ("import warnings\nwarnings.warn('nudged too far')", "warns", ""),
+    # Standard output and error, each sent when its own timer says.
+    ("import sys\nfor i in range(4):\n    sys.stderr.write(f'e{i}\\n')\n    print(f'o{i}')",
+     "interleaved", ""),
 ]
 
 
@@ -283,6 +286,8 @@ def test_make_run_twice_writes_the_same_readme(built_twice):
     assert ": red, bell, b, del, form\n: feed, nul, sep\n: arated, nel\n: line\n" in once
     assert ":results:\n| a | b |\n\nA paragraph.\n\nAnother.\n:end:" in once
     assert ": <cell>:2: RuntimeWarning: overflow encountered in exp\n" in once
+    assert ":results:\n: e0\n: o0\n: e1\n: o1\n: e2\n: o2\n: e3\n: o3\n:end:" in once
+    assert "encountered in exp\n:   print(np.exp(np.float64(1000)))\n: inf\n" in once
     assert ": <cell>:2: UserWarning: nudged too far\n" in once
 
 
