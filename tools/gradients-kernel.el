@@ -242,8 +242,7 @@ given for them, never more."
                      (requeued . ,(if requeue (length queue) 0))
                      (error . ,(if stopped "the kernel was stopped"
                                  (or (process-get process 'unanswered)
-                                     (concat "the kernel bridge stopped:\n"
-                                             (gradients--stderr-tail process))))))))
+                                     (gradients--bridge-end process)))))))
         ;; A bridge that ended of itself is replaced, as a kernel that
         ;; died is; one that was told to stop takes its queue with it.
         (if requeue
@@ -252,6 +251,18 @@ given for them, never more."
                                        ((or stopped (process-get process 'ready))
                                         "its kernel stopped")
                                        (t (gradients--start-failure process)))))))))
+
+(defun gradients--bridge-end (process)
+  "How the bridge PROCESS ended of itself: by a signal (kill -9, the
+kernel's memory), or with an exit status, and its last words if any."
+  (let ((tail (gradients--stderr-tail process)))
+    (concat (if (eq (process-status process) 'signal)
+                (format "the kernel bridge was killed by signal %d"
+                        (process-exit-status process))
+              (format "the kernel bridge ended (exit status %d)"
+                      (process-exit-status process)))
+            ;; On lines of their own: the first line is said alone.
+            (if (string-empty-p tail) "" (concat "\n" tail)))))
 
 (defun gradients--start-failure (process)
   "Why the bridge PROCESS ended before its kernel was ready: the last

@@ -816,6 +816,24 @@ saved with one."
         (delete-region (match-beginning 0) (min (point-max) (1+ (match-end 0)))))
       t)))
 
+(defun gradients--why-unwritable ()
+  "Why a result cannot go into the current buffer without a question from
+Emacs, which in a process filter would come out of nowhere, or nil: the
+buffer was made read-only, or, unmodified since it was saved, its file
+changed on disk or another Emacs holds its lock."
+  (cond
+   (buffer-read-only
+    (format "%s was made read-only (C-x C-q) while the block ran" (buffer-name)))
+   ((and buffer-file-name (not (buffer-modified-p))
+         (not (verify-visited-file-modtime)))
+    (format "%s changed on disk since it was saved; revert it (M-x revert-buffer) and run the block again"
+            (buffer-name)))
+   ((and buffer-file-name (not (buffer-modified-p)) create-lockfiles
+         (let ((owner (file-locked-p buffer-file-name)))
+           (and owner (not (eq owner t)))))
+    (format "another Emacs (%s) is editing %s" (file-locked-p buffer-file-name)
+            (buffer-name)))))
+
 (defun gradients--fill-placeholder-in (buffer marker request reply previous params id)
   (cond
      ((not (buffer-live-p buffer))
@@ -832,12 +850,26 @@ saved with one."
                 ;; Named by the line it is on now: the text above may
                 ;; have changed since it was run.
                 (setf (gradients-request-where request) (gradients-block-description))
-                ;; An undo step of its own: without the boundaries, the
-                ;; author's next C-/ would take back the result together
-                ;; with whatever they typed while the block ran.
-                (undo-boundary)
-                (gradients--write-result request reply previous params)
-                (undo-boundary))
+                (let ((why (gradients--why-unwritable)))
+                  (if why
+                      (gradients--report-unwritten request reply why)
+                    ;; An error as the result goes in (a prompt answered
+                    ;; no) would otherwise lose it, in a process filter,
+                    ;; naming no block.
+                    (condition-case failure
+                        (progn
+                          ;; An undo step of its own: without the
+                          ;; boundaries, the author's next C-/ would take
+                          ;; back the result together with whatever they
+                          ;; typed while the block ran.
+                          (undo-boundary)
+                          (gradients--write-result request reply previous params)
+                          (undo-boundary))
+                      (error
+                       (gradients--report-unwritten
+                        request reply
+                        (format "writing it into %s failed (%s)" (buffer-name)
+                                (error-message-string failure))))))))
                ((gethash id gradients--superseded)
                 ;; Run again meanwhile: the newer run's result goes there.
                 (let ((inhibit-message t))

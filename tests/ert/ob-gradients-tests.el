@@ -337,6 +337,37 @@ raise ValueError('late')
     (should (string-match-p "'one'" (with-current-buffer gradients-unwritten-buffer
                                       (buffer-string))))))
 
+;; A result that cannot go in without a question from Emacs (made
+;; read-only; unmodified and changed on disk; a question answered no)
+;; goes to *gradients-unwritten*, named: it was lost in a process filter.
+(ert-deftest obgt-a-result-that-cannot-be-written-is-kept-and-named ()
+  (pcase-dolist (`(,why ,said-why)
+                 '((read-only "was made read-only (C-x C-q) while the block ran")
+                   (changed-on-disk "changed on disk since it was saved; revert it")
+                   (refused "writing it into unwritable\\.org failed (Denied here)")))
+    (obgt-with-notes ("unwritable.org" obgt-two-naps)
+      (obgt-run "first")
+      (pcase why
+        ('read-only (setq buffer-read-only t))
+        ('changed-on-disk
+         (save-buffer)
+         ;; Another program writes the file a second later.
+         (set-file-times buffer-file-name (time-add nil 60))))
+      (let ((said (obgt-messages
+                   (cl-letf (((symbol-function 'org-babel-insert-result)
+                              (if (eq why 'refused)
+                                  (lambda (&rest _) (error "Denied here"))
+                                (symbol-function 'org-babel-insert-result))))
+                     (should (obgt-wait))))))
+        (should (obgt-said-p (concat "unwritable\\.org:[0-9]+: block `first' finished, but .*"
+                                     said-why)
+                             said)))
+      (should (string-match-p "'one'" (with-current-buffer gradients-unwritten-buffer
+                                        (buffer-string))))
+      (with-current-buffer gradients-unwritten-buffer
+        (let ((inhibit-read-only t)) (erase-buffer)))
+      (setq buffer-read-only nil))))
+
 (ert-deftest obgt-a-result-whose-block-was-renamed-leaves-no-placeholder ()
   ;; Its #+RESULTS keeps the old name, which no block has any more.
   ;; An empty drawer gets back no line it did not have.
@@ -716,7 +747,7 @@ time.sleep(30)
       (let ((said (obgt-messages
                    (signal-process process 'SIGKILL)
                    (should (obgt-wait)))))
-        (should (obgt-said-p "block `nap' stopped the kernel: the kernel bridge stopped.*the block queued behind it runs on a fresh kernel"
+        (should (obgt-said-p "block `nap' stopped the kernel: the kernel bridge was killed by signal 9\\.  Its variables are gone; the block queued behind it runs on a fresh kernel"
                              said))))
     (should (equal (obgt-drawer "after-bridge") ": 9"))))
 
