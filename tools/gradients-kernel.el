@@ -176,7 +176,16 @@ own words: no Lisp function name before it, no debugger."
         ;; nowhere to go: it is never written into some other block.
         (when (and request (equal (alist-get 'id reply) (gradients-request-id request)))
           (process-put process 'current nil)
-          (gradients--deliver request reply))
+          (gradients--deliver request reply)
+          ;; As Jupyter aborts the cells queued behind one that raised
+          ;; (C-c C-v b, several C-c C-c): they may need what it did not
+          ;; do, and their failures would bury its own.
+          (when (and (equal (alist-get 'kind reply) "raised")
+                     (process-get process 'queue))
+            (let ((behind (process-get process 'queue)))
+              (process-put process 'queue nil)
+              (gradients--drop behind (format "%s raised before them; run them again once it is fixed"
+                                              (gradients-request-where request))))))
         (when queue
           (gradients--requeue process queue))))
     (gradients--send-next process)))

@@ -697,6 +697,39 @@ os._exit(1)
       (should-not (obgt-said-p "dropped" said)))
     (should (equal (obgt-drawer "after-crash") ": 2"))))
 
+;; As Jupyter aborts the cells queued behind one that raised: those behind
+;; may need what it did not do, and their own failures would bury its.
+(ert-deftest obgt-the-blocks-queued-behind-one-that-raised-do-not-run ()
+  (obgt-with-notes ("raises.org" "
+#+name: boom
+#+begin_src jupyter-python
+import time
+time.sleep(0.5)
+raise ValueError('root cause')
+#+end_src
+
+#+name: behind
+#+begin_src jupyter-python
+open('behind-ran', 'w').close()
+#+end_src
+
+#+RESULTS: behind
+:results:
+: before
+:end:
+")
+    (let ((said (obgt-messages
+                 (obgt-run "boom")
+                 (obgt-run "behind")
+                 (should (obgt-wait)))))
+      (should (obgt-said-p "raises\\.org:[0-9]+: block `boom' raised ValueError: root cause" said))
+      (should (obgt-said-p "1 queued block dropped: raises\\.org:[0-9]+: block `boom' raised before them"
+                           said)))
+    (should-not (file-exists-p (expand-file-name "behind-ran" obgt-scratch)))
+    (should (equal (obgt-drawer "behind") ": before"))
+    (should (string-match-p "root cause" (with-current-buffer "*gradients-traceback*"
+                                           (buffer-string))))))
+
 ;; A block Org waits for (:async no; a :var, append, a table alike) follows
 ;; its request to the fresh bridge; waiting on the dead one would spin.
 (ert-deftest obgt-a-waited-block-queued-behind-a-crash-runs-on-a-fresh-kernel ()
