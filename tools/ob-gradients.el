@@ -863,7 +863,14 @@ changed on disk or another Emacs holds its lock."
                           ;; back the result together with whatever they
                           ;; typed while the block ran.
                           (undo-boundary)
-                          (gradients--write-result request reply previous params)
+                          (let ((ran-with (cdr (assq :file params)))
+                                (now (cdr (assq :file (nth 2 (org-babel-get-src-block-info 'light))))))
+                            (gradients--write-result request reply previous params)
+                            ;; Its picture went where the header said when
+                            ;; it was run.
+                            (when (and (alist-get 'ok reply) (not (equal ran-with now)))
+                              (message "gradients: %s: its :file changed from %s to %s while it ran; the picture went to %s, which the drawer links: run the block again"
+                                       (gradients-request-where request) ran-with now ran-with)))
                           (undo-boundary))
                       (error
                        (gradients--report-unwritten

@@ -850,6 +850,27 @@ graph
     (should (string-match-p "\\`\\[\\[file:\\.build/pictures/[0-9a-f]+\\.svg\\]\\]\\'"
                             (obgt-drawer "graph")))))
 
+(ert-deftest obgt-a-file-renamed-while-its-block-ran-is-said ()
+  (obgt-with-notes ("renamed-file.org" "
+#+name: graph
+#+begin_src jupyter-python :file one.svg
+import time, graphviz
+time.sleep(0.5)
+graph = graphviz.Digraph()
+graph.edge('a', 'b')
+graph
+#+end_src
+")
+    (obgt-run "graph")
+    (save-excursion
+      (goto-char (point-min))
+      (re-search-forward ":file one\\.svg")
+      (replace-match ":file two.svg" t t))
+    (let ((said (obgt-messages (should (obgt-wait)))))
+      (should (obgt-said-p "block `graph': its :file changed from one\\.svg to two\\.svg while it ran; the picture went to one\\.svg"
+                           said)))
+    (should (equal (obgt-drawer "graph") "[[file:one.svg]]"))))
+
 ;; Notes with a byte that is not UTF-8, visited as UTF-8 (as Emacs in a
 ;; UTF-8 locale does): the byte stays in the buffer as a raw byte, which
 ;; no request can carry.  C-c C-c said "Wrong type argument:
