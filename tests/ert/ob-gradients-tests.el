@@ -703,9 +703,7 @@ os._exit(1)
   (obgt-with-notes ("raises.org" "
 #+name: boom
 #+begin_src jupyter-python
-import time
-time.sleep(0.5)
-raise ValueError('root cause')
+import time; time.sleep(0.5); raise ValueError('root cause')
 #+end_src
 
 #+name: behind
