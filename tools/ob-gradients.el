@@ -304,7 +304,13 @@ text.  ELEMENT is as for `gradients--own-head'."
       ("raised" (format "%s raised %s" where summary))
       ("interrupted" (format "%s was interrupted (KeyboardInterrupt)" where))
       ("died" (let ((requeued (or (alist-get 'requeued reply) 0)))
-                (format "%s stopped the kernel: %s%s" where (car (split-string error "\n"))
+                (format "%s %s: %s%s" where
+                        ;; Killed from outside (kill -9, the memory's
+                        ;; limit), the bridge was no doing of the block's.
+                        (if (string-prefix-p "the kernel bridge was killed" error)
+                            "lost its kernel"
+                          "stopped the kernel")
+                        (car (split-string error "\n"))
                         (cond ((not gradients-chatty) "")
                               ((zerop requeued)
                                ".  Its variables are gone; the next block starts a fresh kernel")

@@ -778,7 +778,7 @@ time.sleep(30)
       (let ((said (obgt-messages
                    (signal-process process 'SIGKILL)
                    (should (obgt-wait)))))
-        (should (obgt-said-p "block `nap' stopped the kernel: the kernel bridge was killed by signal 9\\.  Its variables are gone; the block queued behind it runs on a fresh kernel"
+        (should (obgt-said-p "block `nap' lost its kernel: the kernel bridge was killed by signal 9\\.  Its variables are gone; the block queued behind it runs on a fresh kernel"
                              said))))
     (should (equal (obgt-drawer "after-bridge") ": 9"))))
 
