@@ -249,6 +249,10 @@ given for them, never more."
           (gradients--deliver
            current `((ok . nil) (kind . ,(if stopped "stopped" "died"))
                      (requeued . ,(if requeue (length queue) 0))
+                     ;; From outside (kill -9 or the like), not by Emacs
+                     ;; for its silence: no doing of the block's.
+                     (killed . ,(and (not stopped) (not (process-get process 'unanswered))
+                                     (eq (process-status process) 'signal)))
                      (error . ,(if stopped "the kernel was stopped"
                                  (or (process-get process 'unanswered)
                                      (gradients--bridge-end process)))))))

@@ -307,9 +307,7 @@ text.  ELEMENT is as for `gradients--own-head'."
                 (format "%s %s: %s%s" where
                         ;; Killed from outside (kill -9, the memory's
                         ;; limit), the bridge was no doing of the block's.
-                        (if (string-prefix-p "the kernel bridge was killed" error)
-                            "lost its kernel"
-                          "stopped the kernel")
+                        (if (alist-get 'killed reply) "lost its kernel" "stopped the kernel")
                         (car (split-string error "\n"))
                         (cond ((not gradients-chatty) "")
                               ((zerop requeued)
@@ -834,11 +832,10 @@ changed on disk or another Emacs holds its lock."
          (not (verify-visited-file-modtime)))
     (format "%s changed on disk since it was saved; revert it (M-x revert-buffer) and run the block again"
             (buffer-name)))
-   ((and buffer-file-name (not (buffer-modified-p)) create-lockfiles
-         (let ((owner (file-locked-p buffer-file-name)))
-           (and owner (not (eq owner t)))))
-    (format "another Emacs (%s) is editing %s" (file-locked-p buffer-file-name)
-            (buffer-name)))))
+   ((and buffer-file-name (not (buffer-modified-p)) create-lockfiles)
+    (let ((owner (file-locked-p buffer-file-name)))
+      (and owner (not (eq owner t))
+           (format "another Emacs (%s) is editing %s" owner (buffer-name)))))))
 
 (defun gradients--fill-placeholder-in (buffer marker request reply previous params id)
   (cond
@@ -869,14 +866,7 @@ changed on disk or another Emacs holds its lock."
                           ;; back the result together with whatever they
                           ;; typed while the block ran.
                           (undo-boundary)
-                          (let ((ran-with (cdr (assq :file params)))
-                                (now (cdr (assq :file (nth 2 (org-babel-get-src-block-info 'light))))))
-                            (gradients--write-result request reply previous params)
-                            ;; Its picture went where the header said when
-                            ;; it was run.
-                            (when (and (alist-get 'ok reply) (not (equal ran-with now)))
-                              (message "gradients: %s: its :file changed from %s to %s while it ran; the picture went to %s, which the drawer links: run the block again"
-                                       (gradients-request-where request) ran-with now ran-with)))
+                          (gradients--write-result request reply previous params)
                           (undo-boundary))
                       (error
                        (gradients--report-unwritten
@@ -917,6 +907,8 @@ changed on disk or another Emacs holds its lock."
          ;; blocks they name once more, here, in a process filter.  The
          ;; params are those the block ran with.
          (info (org-babel-get-src-block-info 'light))
+         ;; Its picture went where the header said when it was run.
+         (file-now (cdr (assq :file (nth 2 info))))
          (head (point-marker)))
     (setf (nth 2 info) params)
     ;; Org, putting the earlier result back, would say "Code block
@@ -933,8 +925,11 @@ changed on disk or another Emacs holds its lock."
     (goto-char head)
     (set-marker head nil)
     (run-hooks 'org-babel-after-execute-hook)
-    (when failed
-      (message "%s" failed))))
+    (cond (failed (message "%s" failed))
+          ((not (equal file-now (cdr (assq :file params))))
+           (message "gradients: %s: its :file changed from %s to %s while it ran; the picture went to %s, which the drawer links: run the block again"
+                    (gradients-request-where request) (cdr (assq :file params)) file-now
+                    (cdr (assq :file params)))))))
 
 ;;;; Commands
 
