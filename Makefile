@@ -289,11 +289,12 @@ TEST_PACKAGES  := 'ruby-github-markup=command -v github-markup' \
 GUI_PACKAGES   := $(call program,GUI_EMACS,emacs-gtk,emacs-gtk) 'xvfb=command -v Xvfb' \
                   'xdotool=command -v xdotool'
 REQUIRE := sh tools/require-debian-packages
-# uv would say so in a page of its resolver's reasoning, pip as a version
-# of uv it cannot find.
-CHECK_PYTHON := python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+# A python3 there, and one the lock can use: uv would say so in a page of
+# its resolver's reasoning, pip as a version of uv it cannot find.
+REQUIRE_PYTHON := $(REQUIRE) 'python3=command -v python3' && { \
+    python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
     echo "python3 is Python $$(python3 -c 'import platform; print(platform.python_version())'): the lock needs 3.11 or newer, as Debian 12 has; put one first on the PATH" >&2; \
-    exit 1; }
+    exit 1; }; }
 
 .DEFAULT_GOAL := help
 .PHONY: help tangle run test check notebook preview bench kernelspec venv lock clean FORCE
@@ -357,8 +358,7 @@ $(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(VENV_FOLDERS) $(VENV_CHANGED)
 	@grep -qxF "$(LOCK_SOURCE)" $(LOCK) || \
 	    { echo "$(LOCK) is older than pyproject.toml: run \`make lock\`" >&2; exit 1; }
 	@[ -x "$(UV)" ] || $(MAKE) --no-print-directory $(UV_OURS)
-	@$(REQUIRE) 'python3=command -v python3'
-	@$(CHECK_PYTHON)
+	@$(REQUIRE_PYTHON)
 	$(RUN_UV) venv --quiet --allow-existing --python python3 "$(VENV)"
 	$(RUN_UV) pip sync --quiet --python "$(PYTHON)" $(LOCK)
 	@broken=$$(for dir in "$(VENV)"/lib/python3*/site-packages; do \
@@ -399,8 +399,7 @@ lock: | $(UV_MADE)  ## compile requirements.lock again from pyproject.toml
 UV_VERSION := 0.13.9
 $(UV_OURS):
 	@echo "uv is not on the PATH: installing it from PyPI into $(UV_HOME)/"
-	@$(REQUIRE) 'python3=command -v python3'
-	@$(CHECK_PYTHON)
+	@$(REQUIRE_PYTHON)
 	@$(REQUIRE) 'python3-pip=python3 -m pip --version'
 	@new=$(UV_HOME).new-$$$$ && rm -rf "$$new" && \
 	unset PIP_TARGET PIP_PREFIX PIP_ROOT PIP_PYTHON && \

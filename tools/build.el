@@ -130,6 +130,11 @@ progress said every ten seconds and nothing else said."
 The Makefile reads it: the build, not a second parser, says what the
 outputs are.")
 
+(defconst gradients-build-outputs-digests ".build/outputs.sha256"
+  "The digests of what the last `make tangle' installed (and `make run'
+drew again), as sha256sum writes them: the Makefile checks them, and the
+next `make tangle' removes only what still holds them.")
+
 (defconst gradients-build-protected
   '("Makefile" "pyproject.toml" "requirements.lock" "tools" "tests")
   "Sources of the project, relative to the notes' folder, that no output
@@ -335,19 +340,27 @@ sha256sum --check reads: the digest of each file RELATIVES names, relative
 to the notes' folder, where make runs it.  Make goes by times, which a
 file put back with its old one (cp -p, rsync -a, tar, git stash on
 some systems) does not change: the Makefile checks these digests too."
+  (gradients-build--write-digest-lines
+   file (mapcar (lambda (relative)
+                  (cons relative (secure-hash 'sha256 (gradients-build--file-bytes
+                                                       (expand-file-name relative gradients-build--project)))))
+                relatives)))
+
+(defun gradients-build--write-digest-lines (file digests)
+  "Write FILE, through a temporary file renamed into place, as sha256sum
+lists DIGESTS, an alist of a path relative to the notes' folder and its
+digest."
   (let ((temporary (gradients-build--make-temp (concat file "-")))
         (coding-system-for-write 'utf-8-unix))
     (with-temp-file temporary
-      (dolist (relative relatives)
-        (let ((digest (secure-hash 'sha256 (gradients-build--file-bytes
-                                            (expand-file-name relative gradients-build--project)))))
-          ;; sha256sum's own escape, for a name with a backslash or newline.
-          (if (string-match-p "[\\\n]" relative)
-              (insert "\\" digest "  "
-                      (replace-regexp-in-string
-                       "\n" "\\n" (replace-regexp-in-string "\\\\" "\\\\" relative t t) t t)
-                      "\n")
-            (insert digest "  " relative "\n")))))
+      (pcase-dolist (`(,relative . ,digest) digests)
+        ;; sha256sum's own escape, for a name with a backslash or newline.
+        (if (string-match-p "[\\\n]" relative)
+            (insert "\\" digest "  "
+                    (replace-regexp-in-string
+                     "\n" "\\n" (replace-regexp-in-string "\\\\" "\\\\" relative t t) t t)
+                    "\n")
+          (insert digest "  " relative "\n"))))
     (rename-file temporary file t)))
 
 (defun gradients-build--write-inputs (org-file)
@@ -809,8 +822,9 @@ Org would ask before running it, and a batch build has no one to ask."
 (defun gradients-build--check-as-tangled (block run-files)
   "Fail on a block that gradients.py would run and the build would not:
 one whose :eval keeps it from running, tangled all the same; or a block
-of another language tangled into one of RUN-FILES, the files the blocks
-the build runs are tangled into (by `gradients-build--same-file-key').
+of another language tangled (its :tangle-file, found by the checks) into
+one of RUN-FILES, the files the blocks the build runs are tangled into
+\(by `gradients-build--same-file-key').
 The kernel runs what gradients.py holds, so `make test' compares the two."
   (let ((params (nth 2 (plist-get block :info))))
     (unless (or (plist-get block :left-out) (gradients-build--runs-p block)
@@ -819,7 +833,7 @@ The kernel runs what gradients.py holds, so `make test' compares the two."
           (error "%s: %s, yet it is tangled into %s, which would run it: add :tangle no, or let it run"
                  (plist-get block :where) (gradients-build--not-run block)
                  (cdr (assq :tangle params)))
-        (let ((file (ignore-errors (gradients-build--check-tangle block))))
+        (let ((file (plist-get block :tangle-file)))
           (when (and file (member (gradients-build--same-file-key file) run-files))
             (error "%s: it is %s, which the build does not run, yet it is tangled into %s with the blocks the build runs, so that file would run code the kernel never ran; tangle it into a file of its own, or add :tangle no"
                    (plist-get block :where) (plist-get block :language) file)))))))
@@ -1142,8 +1156,11 @@ nothing; return the pictures, an alist of output path and block."
             (gradients-check-header-names (plist-get block :element)))
           (gradients-build--noting-problem line (gradients-build--check-one-block block))
           (gradients-build--noting-problem line
+            ;; Kept for the check of what is tangled with it, below.
             (let ((file (or (plist-get block :tangle-file)
-                            (gradients-build--check-tangle block))))
+                            (let ((found (gradients-build--check-tangle block)))
+                              (plist-put block :tangle-file found)
+                              found))))
               (when file
                 (gradients-build--claim-output claimed block :tangle file))))
           (gradients-build--noting-problem line (gradients-build--check-how-it-runs block))
@@ -1575,7 +1592,8 @@ say that its recipe failed."
   "Write the digests of OUTPUTS as installed, then the list of OUTPUTS,
 make's stamp, last."
   (let ((file (expand-file-name gradients-build-outputs-file gradients-build--project)))
-    (gradients-build--write-digests (concat file ".sha256") outputs)
+    (gradients-build--write-digests
+     (expand-file-name gradients-build-outputs-digests gradients-build--project) outputs)
     (let ((temporary (gradients-build--make-temp (concat file "-")))
           (coding-system-for-write 'utf-8-unix))
       (with-temp-file temporary
@@ -1845,8 +1863,7 @@ target to run again after an edit saved meanwhile: the one the user ran."
 (defun gradients-build--installed-before ()
   "The outputs the last `make tangle' installed, as an alist of each one's
 path relative to the project and its digest then; nil when none did."
-  (let ((file (expand-file-name (concat gradients-build-outputs-file ".sha256")
-                                gradients-build--project)))
+  (let ((file (expand-file-name gradients-build-outputs-digests gradients-build--project)))
     (when (file-readable-p file)
       (with-temp-buffer
         (insert-file-contents file)
@@ -1883,20 +1900,18 @@ text, links (the recorded result of a block that no longer runs)."
   "Record RELATIVES, just installed by `make run', as the build's own in
 the digests of what `make tangle' installed last: a picture `make run'
 drew again is still the build's to remove once no block draws it."
-  (let ((before (gradients-build--installed-before))
-        (file (expand-file-name (concat gradients-build-outputs-file ".sha256")
-                                gradients-build--project)))
+  (let ((before (gradients-build--installed-before)))
     (when before
-      (let ((temporary (gradients-build--make-temp (concat file "-")))
-            (coding-system-for-write 'utf-8-unix))
-        (with-temp-file temporary
-          (pcase-dolist (`(,relative . ,digest) before)
-            (insert (if (member relative relatives)
-                        (secure-hash 'sha256 (gradients-build--file-bytes
-                                              (expand-file-name relative gradients-build--project)))
-                      digest)
-                    "  " relative "\n")))
-        (rename-file temporary file t)))))
+      (gradients-build--write-digest-lines
+       (expand-file-name gradients-build-outputs-digests gradients-build--project)
+       (mapcar (lambda (entry)
+                 (if (member (car entry) relatives)
+                     (cons (car entry)
+                           (secure-hash 'sha256 (gradients-build--file-bytes
+                                                 (expand-file-name (car entry)
+                                                                   gradients-build--project))))
+                   entry))
+               before)))))
 
 (defun gradients-build-tangle ()
   "Produce everything, then install every output that changed and remove
