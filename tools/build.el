@@ -1452,7 +1452,8 @@ build killed outright (SIGKILL) leaves it for the next build to remove."
        (string= (gradients-build--file-bytes a) (gradients-build--file-bytes b))))
 
 (defvar gradients-build--written nil
-  "The outputs moved into place so far, relative to the project.")
+  "The outputs moved into place or removed so far, relative to the
+project, a removed one followed by `gradients-build--removed'.")
 
 (defun gradients-build--finish-moves ()
   "Make every move left in `gradients-build--moves'.  Also run from
@@ -1566,13 +1567,23 @@ and the next build finds the checkout's lock free."
 cleared when it ends or refuses.  Still set when Emacs exits, the build
 was stopped from outside (Ctrl-C, a signal).")
 
+(defconst gradients-build--removed " (removed)"
+  "What follows an output's name in `gradients-build--written' when the
+build removed it.")
+
 (defun gradients-build--what-changed (written-some)
   "The last line of a build that did not end: what it changed, in
 WRITTEN-SOME's words followed by the outputs, or \"Nothing was changed.\""
-  (if gradients-build--written
-      (format "%s: %s" written-some
-              (mapconcat #'identity (reverse gradients-build--written) ", "))
-    "Nothing was changed."))
+  (let ((changed
+         (seq-remove (lambda (entry)
+                       (and (string-suffix-p gradients-build--removed entry)
+                            (file-exists-p
+                             (expand-file-name (string-remove-suffix gradients-build--removed entry)
+                                               gradients-build--project))))
+                     (reverse gradients-build--written))))
+    (if changed
+        (format "%s: %s" written-some (mapconcat #'identity changed ", "))
+      "Nothing was changed.")))
 
 (defun gradients-build--on-exit ()
   "Clean up, however Emacs exits; for a build stopped from outside, say
@@ -1583,7 +1594,7 @@ say that its recipe failed."
     (message "%s: the build was stopped (Ctrl-C or a signal) before it ended."
              gradients-build--under-way)
     ;; An install under way when the build was stopped was completed.
-    (message "%s" (gradients-build--what-changed "Written before it stopped"))
+    (message "%s" (gradients-build--what-changed "Changed before it stopped"))
     (setq gradients-build--under-way nil)))
 
 (add-hook 'kill-emacs-hook #'gradients-build--on-exit)
@@ -1744,7 +1755,7 @@ what it began, and exit 1; in process, return what it said instead."
   ;; A move that failed is not tried again on the way out.
   (setq gradients-build--moves nil)
   (let ((said (list (gradients-build--refusal-text err gradients-build--under-way)
-                    (gradients-build--what-changed "Only some outputs were written"))))
+                    (gradients-build--what-changed "Only some outputs were changed"))))
     (setq gradients-build--under-way nil)
     (dolist (line said)
       (message "%s" line))
@@ -1890,6 +1901,10 @@ text, links (the recorded result of a block that no longer runs)."
                           notes)
           (message "kept %s: no block makes it now, but the notes link it" relative))
          ((equal (secure-hash 'sha256 (gradients-build--file-bytes file)) digest)
+          ;; Listed first: Ctrl-C right after the removal finds it
+          ;; listed (and `gradients-build--what-changed' leaves out a
+          ;; file still there).
+          (push (concat relative gradients-build--removed) gradients-build--written)
           (delete-file file)
           (message "removed %s: no block makes it now" relative))
          (t

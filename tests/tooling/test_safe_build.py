@@ -304,7 +304,7 @@ def test_a_move_that_fails_anyway_is_reported_as_it_is(tiny):
                 "README.org", cwd=tiny, check=False)
     assert run.returncode == 1, run.stderr
     assert "No space left on device" in run.stderr
-    assert "Only some outputs were written: " in run.stderr
+    assert "Only some outputs were changed: " in run.stderr
     assert "Nothing was changed." not in run.stderr
     assert "Debugger entered" not in run.stderr and "kill-emacs-hook" not in run.stderr
     assert not list((tiny / ".build").glob("run-*"))
@@ -396,11 +396,43 @@ def test_ctrl_c_during_the_install_completes_it(tiny):
     assert run.returncode != 0 and "wrote" in run.stderr, run.stderr
     stopped, written = run.stderr.splitlines()[-2:]
     assert stopped == "README.org: the build was stopped (Ctrl-C or a signal) before it ended."
-    assert written.startswith("Written before it stopped: "), run.stderr
+    assert written.startswith("Changed before it stopped: "), run.stderr
     assert sorted(written.split(": ", 1)[1].split(", ")) == ["gradients.py", "images/two.py"]
     for output in ("gradients.py", "images/two.py"):
         assert "new" in (tiny / output).read_text(), f"{output} is still old"
     assert not list((tiny / ".build").glob("run-*"))
+
+
+INTERRUPT_AFTER_FIRST_REMOVAL = """;;; -*- lexical-binding: t -*-
+(advice-add 'delete-file :after
+            (let ((done nil))
+              (lambda (file &rest _)
+                (unless (or done (string-match-p "/\\.build/" file))
+                  (setq done t)
+                  (signal-process (emacs-pid) 'SIGINT)
+                  (sleep-for 1)))))
+"""
+
+
+def test_ctrl_c_while_retired_outputs_go_names_those_gone(tiny):
+    """A removal is a change: the build's last words list it."""
+    def tangled_into(*files):
+        return HEADER + "".join(block(f"print({file!r})", f"b{number}", f":tangle {file}")
+                                .replace("jupyter-python", "python")
+                                for number, file in enumerate(files))
+
+    write_readme(tiny, tangled_into("gradients.py", "images/a.py", "images/b.py"))
+    assert build(tiny).returncode == 0
+    write_readme(tiny, tangled_into("gradients.py"))
+    (tiny / "interrupt.el").write_text(INTERRUPT_AFTER_FIRST_REMOVAL)
+    run = emacs("-l", "interrupt.el", "-l", "tools/build.el", "-f", "gradients-build-tangle",
+                "README.org", cwd=tiny, check=False)
+    assert run.returncode != 0, run.stderr
+    stopped, changed = run.stderr.splitlines()[-2:]
+    assert stopped == "README.org: the build was stopped (Ctrl-C or a signal) before it ended."
+    gone = [output for output in ("images/a.py", "images/b.py") if not (tiny / output).exists()]
+    assert len(gone) == 1, run.stderr
+    assert changed == f"Changed before it stopped: {gone[0]} (removed)", run.stderr
 
 
 def outputs_state(folder):
