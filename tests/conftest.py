@@ -12,8 +12,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import pytest
@@ -193,17 +195,64 @@ def import_failure(error):
             "does it need a block that is not tangled (:tangle no)?")
 
 
+@contextlib.contextmanager
+def written_to_descriptors(written):
+    """Gather what is written to file descriptors 1 and 2 meanwhile, by
+    print(), os.write or a subprocess alike and in the order written, into
+    WRITTEN["stdout"] and WRITTEN["stderr"] (text decoded as the bridge
+    decodes a kernel's).  sys.stdout and sys.stderr write through to them."""
+    saved_streams = sys.stdout, sys.stderr
+    files, saved = {}, {}
+    try:
+        for name, descriptor in (("stdout", 1), ("stderr", 2)):
+            files[name] = tempfile.TemporaryFile()
+            saved[descriptor] = os.dup(descriptor)
+            os.dup2(files[name].fileno(), descriptor)
+        sys.stdout, sys.stderr = (
+            io.TextIOWrapper(os.fdopen(os.dup(descriptor), "wb", buffering=0),
+                             encoding="utf-8", errors="surrogateescape", write_through=True)
+            for descriptor in (1, 2))
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            if stream not in saved_streams:
+                stream.close()
+        sys.stdout, sys.stderr = saved_streams
+        for descriptor, copy in saved.items():
+            os.dup2(copy, descriptor)
+            os.close(copy)
+        for name, file in files.items():
+            file.seek(0)
+            written[name] = file.read().decode("utf-8", "replace").replace("\x00", "")
+            file.close()
+
+
+def as_a_script_shows_warnings():
+    """Python's default warning filters, the module gradients taken for the
+    script it is when run (__main__)."""
+    warnings.resetwarnings()
+    warnings.simplefilter("default")
+    for category in (ResourceWarning, ImportWarning, PendingDeprecationWarning,
+                     DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("default", category=DeprecationWarning, module="gradients")
+
+
 @pytest.fixture(scope="session")
 def gradients():
     """The tangled module, imported; what it writes on import is kept."""
     committed("gradients.py", modes=False)
-    printed, warned = io.StringIO(), io.StringIO()
+    written = {}
     sys.path.insert(0, str(ROOT))
     # The document's own code leaves no bytecode beside README.org; the
     # tests' own, rewritten by pytest, is kept in tests/__pycache__/.
     writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     try:
-        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(warned):
+        # pytest takes every warning raised during a test for its summary,
+        # under filters of its own: they are taken here instead, under
+        # Python's, as the script run on its own would show them.
+        with written_to_descriptors(written), warnings.catch_warnings(record=True) as raised:
+            as_a_script_shows_warnings()
             module = importlib.import_module("gradients")
     except Exception as error:
         # In one line for each test that needs it, not its traceback and
@@ -212,8 +261,10 @@ def gradients():
     finally:
         sys.dont_write_bytecode = writes_bytecode
         sys.path.remove(str(ROOT))
-    module.printed_on_import = printed.getvalue()
-    module.warned_on_import = warned.getvalue()
+    module.printed_on_import = written["stdout"]
+    module.warned_on_import = written["stderr"] + "".join(
+        warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line)
+        for w in raised)
     return module
 
 

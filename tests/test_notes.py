@@ -15,6 +15,7 @@ import re
 import pytest
 
 from conftest import ROOT, committed, committed_output_problem
+from kernel_bridge import MEMORY_ADDRESS
 import produced
 
 NOTES = produced.load()
@@ -23,7 +24,12 @@ PICTURES = [b for b in EVALUATED if b.file]
 
 # The only volatile part of a repr; a recorded one is a bug in itself
 # (see test_no_memory_address_is_recorded), so it is masked for comparison.
-ADDRESS = re.compile(r"\b0x[0-9a-f]{6,}\b")
+ADDRESS = MEMORY_ADDRESS
+
+
+# A warning as Python writes it: "FILE:LINE: CATEGORY: MESSAGE"; the notes
+# name a block's file <cell>, the script its own.
+WARNING = re.compile(r"^.*?:[0-9]+: ([A-Za-z_][\w.]*Warning: .*)$", re.M)
 
 
 def comparable(text):
@@ -101,11 +107,16 @@ def test_picture_is_linked_where_recorded(block):
         f"{block.where()}: its result should link {block.file}")
 
 
+# A line of printed text, which Org shows as it is: a link there is no link.
+FIXED_WIDTH = re.compile(r"[ \t]*:( |$)")
+
+
 def test_every_picture_in_a_result_is_under_images():
     """An interactive run links the picture of a block without :file from
     .build/, which is not committed: GitHub would show it broken."""
     stray = [f"{b.where()}: {link}" for b in NOTES.blocks if b.recorded
-             for link in re.findall(r"\[\[file:([^]]+)\]\]", b.recorded)
+             for line in b.recorded.splitlines() if not FIXED_WIDTH.match(line)
+             for link in re.findall(r"\[\[file:([^]]+)\]\]", line)
              if not link.startswith("images/")]
     assert stray == [], "give these blocks a :file under images/"
 
@@ -119,18 +130,28 @@ def test_gradients_py_starts_with_shebang_and_header_and_is_executable():
 
 
 def test_gradients_py_prints_what_the_document_records(gradients):
-    """Run on its own with no display, the script prints exactly the
-    recorded lines of the blocks tangled into it that print (a block of
-    :tangle no prints in the notes alone), and warns of nothing."""
-    expected = []
-    for block in EVALUATED:
-        if os.path.normpath(block.header.get(":tangle") or "no") != "gradients.py":
-            continue
-        printed = (block.printed or "").count("\n")
-        recorded = (block.recorded or "").splitlines()[:printed]
-        expected += [re.sub(r"^: ?", "", line) for line in recorded]
-    assert gradients.warned_on_import == ""
-    assert gradients.printed_on_import.splitlines() == expected
+    """Imported on its own with no display, the script writes exactly
+    what the blocks tangled into it printed on the build's kernel, whose
+    drawers the notes record (a block of :tangle no prints in the notes
+    alone), byte for byte: a progress bar's carriage returns, colours and
+    what a subprocess writes as well; and it warns of nothing the notes do
+    not record (a warning that only the script meets would go unseen)."""
+    printed = gradients.printed_on_import
+    tangled = [block for block in EVALUATED
+               if os.path.normpath(block.header.get(":tangle") or "no") == "gradients.py"]
+    for block in tangled:
+        expected = block.printed or ""
+        assert printed.startswith(expected), (
+            f"gradients.py, imported, does not print what {block.where()} printed on the "
+            f"build's kernel:\n  kernel:       {expected[:200]!r}\n"
+            f"  gradients.py: {printed[:len(expected) + 40][:200]!r}")
+        printed = printed[len(expected):]
+    assert printed == "", f"gradients.py, imported, prints more than its blocks did: {printed[:200]!r}"
+    recorded = "\n".join(block.recorded or "" for block in tangled)
+    unrecorded = [warning for warning in WARNING.findall(gradients.warned_on_import)
+                  if warning not in recorded]
+    assert not unrecorded, (
+        f"gradients.py, imported, warns of what no result of README.org shows: {unrecorded}")
 
 
 def test_every_block_that_runs_has_a_name_of_its_own():

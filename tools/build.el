@@ -609,13 +609,17 @@ checks passed."
 
 (defun gradients-build--recorded (info position)
   "The results recorded for the block at POSITION with INFO: (TEXT FIRST
-LAST), its drawer's text and the lines of #+RESULTS and of its end."
+LAST), its drawer's text and the lines of #+RESULTS and of its end.
+The text is as the block produces it: Org indents the results of an
+indented block (in a list item) as far as their #+RESULTS line, and
+that indentation is no part of them."
   (save-excursion
     (goto-char position)
     (let ((result (org-babel-where-is-src-block-result nil info)))
       (when result
         (goto-char result)
-        (let* ((element (org-element-at-point))
+        (let* ((indentation (current-indentation))
+               (element (org-element-at-point))
                (end (save-excursion
                       (goto-char (org-element-property :end element))
                       (skip-chars-backward " \t\n")
@@ -627,7 +631,8 @@ LAST), its drawer's text and the lines of #+RESULTS and of its end."
                            ((eq (org-element-type element) 'drawer) "")
                            (t (buffer-substring-no-properties
                                (org-element-property :post-affiliated element) end)))))
-          (list (string-remove-suffix "\n" text)
+          (list (string-remove-suffix
+                 "\n" (if (> indentation 0) (org-remove-indentation text indentation) text))
                 (line-number-at-pos result)
                 (line-number-at-pos end)))))))
 

@@ -934,17 +934,18 @@ def org_result(outputs, file=None, links=(), max_lines=None, results=None, wrap=
                 continue
             # What Jupyter shows of a display() too, in its richest form
             # that is text.
-            lines += fixed_width(stable_text(printed))
+            lines += fixed_width(printed)
             printed = ""
             if "text/org" in data:
                 lines += check_org_value(data["text/org"])
             else:
                 lines += fixed_width(data.get("text/markdown", data.get("text/plain", "")))
-    lines += fixed_width(stable_text(printed))
+    lines += fixed_width(printed)
     if file:
         lines.append(f"[[file:{file}]]")
     lines += [f"[[file:{link}]]" for link in links]
-    org = "\n".join(lines)
+    # Printed, shown or returned alike (a function's __code__.co_filename).
+    org = stable_text("\n".join(lines))
     check_fits_the_notes(org, max_lines, results, wrap)
     return org
 
@@ -1053,9 +1054,11 @@ def write_atomically(path, data):
         raise
 
 
-# A memory address, as in an object's default repr: tests/test_notes.py
-# refuses a recorded one with the same pattern.
-MEMORY_ADDRESS = re.compile(r"\b0x[0-9a-f]{6,}\b")
+# A memory address: in an object's default repr ("<Foo object at
+# 0x7f...>"), or printed bare (hex(id(x))), which on a 64-bit machine has
+# more than eight digits.  A shorter hex number (a colour, a mask) is not
+# one.  tests/test_notes.py refuses a recorded one with this pattern.
+MEMORY_ADDRESS = re.compile(r"(?<= at )0x[0-9a-f]+\b|\b0x[0-9a-f]{9,}\b")
 
 
 def check_repeatable(outputs, file, org):
@@ -1069,10 +1072,33 @@ def check_repeatable(outputs, file, org):
                          ":file under images/, one picture a block", "output")
     address = MEMORY_ADDRESS.search(org)
     if address:
-        raise BlockError(f"shows {address.group()}, a memory address, which changes on "
-                         "every run; show something else (give the object a __repr__ "
-                         "of its own, or end the block with `;' to show no value)",
+        raise BlockError(f"shows {address.group()}, which reads as a memory address, and "
+                         "those change on every run; show something else (give the object a "
+                         "__repr__ of its own, or end the block with `;' to show no value)",
                          "output")
+    for kind, content in outputs:
+        unshown = kind in ("execute_result", "display_data") and textless(content["data"])
+        if unshown:
+            raise BlockError(f"displayed {unshown}, which the notes cannot show, and its text "
+                             f"is only {content['data']['text/plain']}; print the text it "
+                             "holds instead", "output")
+
+
+# The text/plain IPython gives a display of HTML, LaTeX, JSON and the like:
+# the class's name, nothing of what it shows.
+CLASS_ONLY = re.compile(r"<[\w.]+ object>")
+
+
+def textless(data):
+    """The kinds of output, as words, of a value or display DATA whose
+    only text for the notes is CLASS_ONLY; or None."""
+    plain = data.get("text/plain")
+    if ({"text/org", "text/markdown"} & data.keys()
+            or any(mime in data for mime in MIME_BY_EXTENSION.values())
+            or not (isinstance(plain, str) and CLASS_ONLY.fullmatch(plain))):
+        return None
+    others = sorted(data.keys() - {"text/plain"})
+    return " and ".join(others) or None
 
 
 def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None,

@@ -9,10 +9,11 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
-from conftest import EMACS, FORGET_THE_NOTES_BUFFER, ROOT, Daemon, copy_project
+from conftest import EMACS, FORGET_THE_NOTES_BUFFER, ROOT, Daemon, copy_project, make
 from tiny_notes import HEADER, assert_failed_cleanly, block, build, line_of, write_readme
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -253,7 +254,22 @@ NOISY = [
     # Standard output and error, each sent when its own timer says.
     ("import sys\nfor i in range(4):\n    sys.stderr.write(f'e{i}\\n')\n    print(f'o{i}')",
      "interleaved", ""),
+    # Each read apart by the drawer and by gradients.py's own test.
+    ("for i in range(3):\n    print(f'\\r{i * 50}%', end='')", "stdout-bar", ""),
+    ("print('trailing   ')\nprint('no newline', end='')", "ragged", ""),
+    ("import os, subprocess\nos.write(1, b'via fd\\n')\nsubprocess.run(['echo', 'from echo'])\n"
+     "print('after')", "descriptors", ""),
+    ("import sys\nprint('to stderr', file=sys.stderr)", "stderr", ""),
+    ("print(hex(0xffffff), hex(0xdeadbeef))\nprint('data is in [[file:data.csv]]')",
+     "not-an-address", ""),
+    ("def f():\n    pass\nf.__code__.co_filename", "cell-file", ""),
 ]
+
+# Org indents the results of an indented block as far as the block.
+INDENTED = ("\n- an item with a block:\n  #+name: in-list\n  #+begin_src jupyter-python\n"
+            "  print('in a list')\n  #+end_src\n\nOutside the list.\n\n"
+            "  #+name: indented\n  #+begin_src jupyter-python\n  print('indented')\n"
+            "  #+end_src\n")
 
 
 # Put together, so that the block's own code holds no such text.
@@ -264,20 +280,21 @@ PRINTS_ORG_SYNTAX = ("s, c = 'src_', 'call_'\n"
 
 @pytest.fixture(scope="module")
 def built_twice(tmp_path_factory):
-    """Notes of NOISY blocks and one printing Org syntax, built as `make run`
-    builds them, twice: the two builds, and README.org after each."""
+    """Notes of NOISY blocks, one printing Org syntax and INDENTED ones,
+    built as `make run` builds them, twice: the two builds, README.org
+    after each, and the folder."""
     folder = copy_project(tmp_path_factory.mktemp("built-twice"))
     write_readme(folder, HEADER + "".join(block(*each) for each in NOISY)
-                 + block(PRINTS_ORG_SYNTAX, "prints"))
+                 + block(PRINTS_ORG_SYNTAX, "prints") + INDENTED)
     first = build(folder, "run", timeout=120)
     once = (folder / "README.org").read_text()
     second = build(folder, "run", timeout=120)
-    return first, once, second, (folder / "README.org").read_text()
+    return first, once, second, (folder / "README.org").read_text(), folder
 
 
 @pytest.mark.xdist_group(f"{__name__}.built_twice")
 def test_make_run_twice_writes_the_same_readme(built_twice):
-    first, once, second, again = built_twice
+    first, once, second, again, _ = built_twice
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
     assert again == once
@@ -292,10 +309,28 @@ def test_make_run_twice_writes_the_same_readme(built_twice):
 
 
 @pytest.mark.xdist_group(f"{__name__}.built_twice")
+def test_what_make_run_records_make_test_finds_as_the_notes_make_it(built_twice):
+    """The drawers, read back, are what the blocks produce, and
+    gradients.py prints what they printed, whatever the text."""
+    first, once, second, again, folder = built_twice
+    assert first.returncode == 0, first.stderr
+    assert "  :results:\n  : in a list\n  :end:" in once
+    assert ": 0xffffff 0xdeadbeef\n: data is in [[file:data.csv]]\n" in once
+    assert ":results:\n: '<cell>'\n:end:" in once
+    assert make("tangle", cwd=folder).returncode == 0
+    checked = subprocess.run([str(folder / ".venv" / "bin" / "python"), "-m", "pytest",
+                              "-p", "no:xdist", "tests/test_notes.py", "-k",
+                              "recorded or prints_what or picture_in_a_result"],
+                             cwd=folder, capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stdout[-4000:]
+    assert "warnings summary" not in checked.stdout, checked.stdout[-4000:]
+
+
+@pytest.mark.xdist_group(f"{__name__}.built_twice")
 def test_printed_org_syntax_leaves_a_readme_the_next_build_accepts(built_twice):
     """Printed text is fixed-width, which Org never runs: a later build
     must not take it for an inline block or a call."""
-    first, once, second, again = built_twice
+    first, once, second, again, _ = built_twice
     assert first.returncode == 0, first.stderr
     assert ": src_python{1} and call_f() and src_sh[:results raw]{ls}\n: #+CALL: f()" in once
     assert second.returncode == 0, second.stderr
@@ -401,6 +436,44 @@ def test_what_display_shows_is_recorded_in_its_place_and_a_picture_never_as_text
                ("display_data", {"data": {"image/png": "iVBO", "text/plain": "<Figure at 0x7f00>"}}),
                *printed("after\n")]
     assert org_result(outputs) == ": before\n: 'hello'\n: **hi**\n: after"
+
+
+def test_a_display_whose_only_text_is_its_class_is_refused_for_the_notes():
+    """display(HTML(...)) recorded ": <IPython.core.display.HTML object>"."""
+    for data in ({"text/html": "<b>x</b>", "text/plain": "<IPython.core.display.HTML object>"},
+                 {"text/latex": "$x$", "application/json": {},
+                  "text/plain": "<IPython.core.display.Latex object>"}):
+        with pytest.raises(BlockError) as refused:
+            kernel_bridge.execute(Shows(data), "display(...)", for_the_notes=True)
+        assert refused.value.kind == "output"
+        shown = " and ".join(sorted(set(data) - {"text/plain"}))
+        assert str(refused.value) == (
+            f"displayed {shown}, which the notes cannot show, and its text is only "
+            f"{data['text/plain']}; print the text it holds instead")
+        # C-c C-c shows it as it is.
+        assert kernel_bridge.execute(Shows(data), "display(...)")[0] == f": {data['text/plain']}"
+    for data in ({"text/markdown": "**hi**", "text/plain": "<IPython.core.display.Markdown object>"},
+                 {"text/html": "<table/>", "text/plain": "   a\n0  1"}):
+        kernel_bridge.execute(Shows(data), "display(...)", for_the_notes=True)
+
+
+def test_a_cells_file_is_named_alike_in_every_text_a_block_shows():
+    cell = f"{tempfile.gettempdir()}/ipykernel_4242/2659693008.py"
+    outputs = [*printed(f"{cell}:2: UserWarning: x\n"),
+               *value(**{"text/plain": repr(cell)}),
+               ("display_data", {"data": {"text/markdown": f"from {cell}", "text/plain": ""}})]
+    assert org_result(outputs) == (": <cell>:2: UserWarning: x\n: '<cell>'\n: from <cell>")
+
+
+@pytest.mark.parametrize("text, address", [
+    ("<__main__.Foo object at 0x7f3a2b1c4d50>", "0x7f3a2b1c4d50"),
+    ("<function f at 0x55d0c0ffee00>", "0x55d0c0ffee00"),
+    ("0x7f3a2b1c4d50", "0x7f3a2b1c4d50"),
+    ("0xffffff", None), ("0xdeadbeef", None), ("mask 0x10", None), ("0x1f at 0xff", "0xff"),
+])
+def test_a_memory_address_is_told_from_other_hex_numbers(text, address):
+    found = kernel_bridge.MEMORY_ADDRESS.search(text)
+    assert (found and found.group()) == address
 
 
 class Shows:
