@@ -1916,23 +1916,6 @@ text, links (the recorded result of a block that no longer runs)."
           (message "kept %s: no block makes it now, but it changed since the build wrote it; remove it if nothing needs it"
                    relative)))))))
 
-(defun gradients-build--note-installed (relatives)
-  "Record RELATIVES, just installed by `make run', as the build's own in
-the digests of what `make tangle' installed last: a picture `make run'
-drew again is still the build's to remove once no block draws it."
-  (let ((before (gradients-build--installed-before)))
-    (when before
-      (gradients-build--write-digest-lines
-       (expand-file-name gradients-build-outputs-digests gradients-build--project)
-       (mapcar (lambda (entry)
-                 (if (member (car entry) relatives)
-                     (cons (car entry)
-                           (secure-hash 'sha256 (gradients-build--file-bytes
-                                                 (expand-file-name (car entry)
-                                                                   gradients-build--project))))
-                   entry))
-               before)))))
-
 (defun gradients-build-tangle ()
   "Produce everything, then install every output that changed and remove
 those no block makes any more (`make tangle')."
@@ -1961,40 +1944,106 @@ picture an interactive run saved) would otherwise be written by one
                   gradients-build--org-name (error-message-string err))))
       (gradients-build--release-markers blocks))))
 
+(defun gradients-build--check-reproduced (blocks)
+  "Fail unless every block of BLOCKS (read from the buffer the run wrote
+its results into) that runs recorded what the build's own run of the
+same code produced (.build/produced/blocks.json): a result that changes
+from run to run is one no build could check, and `make test' would fail
+on it after every `make run'."
+  (let ((produced (cl-remove-if-not
+                   (lambda (entry) (alist-get 'runs entry))
+                   (alist-get 'blocks (gradients-build--read-json
+                                       (gradients-build--produced-file
+                                        gradients-build--project)))))
+        differing)
+    (dolist (block (cl-remove-if-not #'gradients-build--runs-p blocks))
+      (let* ((entry (pop produced))
+             (again (alist-get 'produced entry))
+             (recorded (plist-get block :recorded))
+             (results (split-string (or (cdr (assq :results (nth 2 (plist-get block :info))))
+                                        ""))))
+        (unless (or (cl-intersection '("silent" "none") results :test #'equal)
+                    (equal (or recorded "") (or again "")))
+          ;; Named by its line in the file, not in the buffer that holds
+          ;; the results of the blocks above it.
+          (push (format "%s:%d: block %s gave another result when run again on a fresh kernel\n  one run:  %S\n  another:  %S"
+                        gradients-build--org-name (alist-get 'line entry)
+                        (if (alist-get 'name entry) (format "`%s'" (alist-get 'name entry))
+                          "(unnamed)")
+                        (truncate-string-to-width (or recorded "") 200)
+                        (truncate-string-to-width (or again "") 200))
+                differing))))
+    (when differing
+      (error "%s\nWhat these blocks show changes from run to run, and no build could check it: seed what is random, sort what has no order, round what the machine may change"
+             (mapconcat #'identity (nreverse differing) "\n")))))
+
 (defun gradients-build-run ()
   "Restart and run all: every results drawer and picture, from a fresh
-kernel, written into the Org file (`make run')."
+kernel, written into the Org file (`make run'); then what `make tangle'
+installs, from a run of its own on another fresh kernel (or the kept one
+of the same code), whose results must be the same.  So `make tangle'
+and `make test' find everything as the run left it."
   (gradients-build--main (progn (gradients-build--check-rewritable org-file)
                                 (gradients-build--has-blocks-p original))
-    (let* ((blocks (gradients-build--read-blocks))
-           (pictures (gradients-build--check-blocks blocks))
-           (gradients-picture-destination #'gradients-build--picture-destination)
-           ;; A block is named by its line in the file, not in the buffer
-           ;; that holds the results of the blocks above it.
-           (gradients-block-line-function
-            (lambda (head)
-              (plist-get (cl-find head blocks :key (lambda (block)
-                                                     (marker-position (plist-get block :marker))))
-                         :line))))
-      ;; An edit saved meanwhile is found by `gradients-build--check-unchanged'
-      ;; and kept; Emacs must not ask about it as Org writes a result.
-      (load "userlock" nil t)
-      (cl-letf (((symbol-function 'userlock--ask-user-about-supersession-threat) #'ignore))
-        (dolist (block blocks)
-          (when (gradients-build--runs-p block)
-            (goto-char (plist-get block :marker))
-            (message "running %s" (plist-get block :where))
-            (let ((org-babel-current-src-block-location (plist-get block :marker))
-                  (inhibit-message t))
-              (org-babel-execute-src-block)))))
+    (let ((outputs (gradients-build--produce org-file original "run"))
+          (before (gradients-build--installed-before)))
+      ;; The results are recorded from a kernel of their own.
+      (gradients-stop-sessions)
+      (gradients-build--make-scratch project)
+      (let* ((blocks (gradients-build--read-blocks))
+             (gradients-picture-destination #'gradients-build--picture-destination)
+             ;; A block is named by its line in the file, not in the buffer
+             ;; that holds the results of the blocks above it.
+             (gradients-block-line-function
+              (lambda (head)
+                (plist-get (cl-find head blocks :key (lambda (block)
+                                                       (marker-position (plist-get block :marker))))
+                           :line))))
+        (gradients-build--check-blocks blocks)
+        ;; An edit saved meanwhile is found by `gradients-build--check-unchanged'
+        ;; and kept; Emacs must not ask about it as Org writes a result.
+        (load "userlock" nil t)
+        (cl-letf (((symbol-function 'userlock--ask-user-about-supersession-threat) #'ignore))
+          (dolist (block blocks)
+            (when (gradients-build--runs-p block)
+              (goto-char (plist-get block :marker))
+              (message "running %s" (plist-get block :where))
+              (let ((org-babel-current-src-block-location (plist-get block :marker))
+                    (inhibit-message t))
+                (org-babel-execute-src-block)))))
+        (gradients-build--release-markers blocks)
+        (gradients-stop-sessions))
       (gradients-build--check-as-written)
-      (let ((copy (expand-file-name (file-name-nondirectory org-file) scratch))
+      (let ((written (gradients-build--read-blocks)))
+        (unwind-protect (gradients-build--check-reproduced written)
+          (gradients-build--release-markers written)))
+      (let ((copy (expand-file-name (file-name-nondirectory org-file) gradients-build--scratch))
             (coding-system-for-write 'utf-8-unix))
         (write-region nil nil copy nil 'silent)
         (set-buffer-modified-p nil)
         (gradients-build--check-unchanged org-file original "run")
+        ;; The outputs of the build's run, which `make test' compares
+        ;; with the committed ones, beside the Org file, all moved into
+        ;; place together.
+        (dolist (output outputs)
+          (let ((to (expand-file-name output gradients-build--scratch)))
+            (make-directory (file-name-directory to) t)
+            (copy-file (gradients-build--produced-file project output) to t t)))
         (gradients-build--install
-         scratch (cons (file-name-nondirectory org-file) (mapcar #'car pictures)))
-        (gradients-build--note-installed (mapcar #'car pictures))))))
+         gradients-build--scratch (cons (file-name-nondirectory org-file) outputs))
+        ;; What the build keeps of the notes is read again from them as
+        ;; they are now: the same run, reused, with the results just
+        ;; written, so that neither `make test' nor `make tangle' finds
+        ;; anything to do.
+        (let ((now (gradients-build--file-bytes org-file)))
+          ;; The buffer holds what was just moved into place: not an
+          ;; edit made elsewhere, for Emacs to ask about.
+          (set-visited-file-modtime)
+          (delete-directory gradients-build--scratch t)
+          (gradients-build--make-scratch project)
+          (gradients-build--produce org-file now "run")
+          (gradients-build--remove-retired-outputs before outputs
+                                                   (decode-coding-string now 'utf-8-unix))
+          (gradients-build--write-outputs-list outputs))))))
 
 ;;; build.el ends here

@@ -14,7 +14,7 @@ import tempfile
 import pytest
 
 from conftest import EMACS, FORGET_THE_NOTES_BUFFER, ROOT, Daemon, copy_project, make
-from tiny_notes import HEADER, assert_failed_cleanly, block, build, line_of, write_readme
+from tiny_notes import HEADER, assert_failed_cleanly, block, build, line_of, snapshot, write_readme
 
 sys.path.insert(0, str(ROOT / "tools"))
 import kernel_bridge  # noqa: E402
@@ -311,19 +311,38 @@ def test_make_run_twice_writes_the_same_readme(built_twice):
 @pytest.mark.xdist_group(f"{__name__}.built_twice")
 def test_what_make_run_records_make_test_finds_as_the_notes_make_it(built_twice):
     """The drawers, read back, are what the blocks produce, and
-    gradients.py prints what they printed, whatever the text."""
+    gradients.py prints what they printed, whatever the text: make test
+    passes right after make run."""
     first, once, second, again, folder = built_twice
     assert first.returncode == 0, first.stderr
     assert "  :results:\n  : in a list\n  :end:" in once
     assert ": 0xffffff 0xdeadbeef\n: data is in [[file:data.csv]]\n" in once
     assert ":results:\n: '<cell>'\n:end:" in once
-    assert make("tangle", cwd=folder).returncode == 0
     checked = subprocess.run([str(folder / ".venv" / "bin" / "python"), "-m", "pytest",
                               "-p", "no:xdist", "tests/test_notes.py", "-k",
                               "recorded or prints_what or picture_in_a_result"],
                              cwd=folder, capture_output=True, text=True, timeout=120)
     assert checked.returncode == 0, checked.stdout[-4000:]
     assert "warnings summary" not in checked.stdout, checked.stdout[-4000:]
+
+
+def test_make_run_refuses_a_result_that_changes_from_run_to_run(tiny):
+    """Else make test would fail on it after every make run, saying to run
+    make run."""
+    text = HEADER + block("print(1 + 1)", "steady") + block(
+        "import os\nprint(os.getpid())", "pid") + block("print(3)", "after")
+    before = write_readme(tiny, text)
+    run = make("run", cwd=tiny)
+    assert run.returncode != 0
+    said = [line for line in run.stderr.splitlines() if not line.startswith("running ")]
+    assert said[0] == (f"README.org:{line_of(text, 'pid')}: block `pid' gave another result "
+                       "when run again on a fresh kernel"), run.stderr
+    assert said[1].startswith("  one run:  \": ") and said[2].startswith("  another:  \": ")
+    assert said[3].startswith("What these blocks show changes from run to run"), run.stderr
+    assert not any("steady" in line or "after" in line for line in said[1:]), run.stderr
+    assert said[-2:] == ["Nothing was changed.", "make: *** [Makefile:314: run] Error 1"] \
+        or said[-1] == "Nothing was changed.", run.stderr
+    assert snapshot(tiny) == before
 
 
 @pytest.mark.xdist_group(f"{__name__}.built_twice")

@@ -66,6 +66,7 @@ def write_readme(folder, text):
 
 
 # A block that starts a process, to check that none outlives the build.
+# Its value, the length of a pid, would change from run to run.
 CHILD = """import subprocess
 child = subprocess.Popen(['sleep', '300'])
-open('child.pid', 'w').write(str(child.pid))"""
+open('child.pid', 'w').write(str(child.pid));"""
