@@ -367,19 +367,23 @@ KERNEL_FOLDERS = {
 # must record the same result whoever builds it.  Python's own (PYTHONPATH
 # and PYTHONHOME replace the modules, PYTHONOPTIMIZE strips asserts, the
 # hash seed orders sets, PYTHONWARNINGS=error turns a warning into a
-# traceback); Jupyter's, IPython's, ipykernel's and Matplotlib's (a
-# JUPYTER_CONFIG_PATH config that runs code at start, IPYKERNEL_CELL_NAME,
-# MPLBACKEND=TkAgg); the locale; and an environment activated in the
+# traceback); those of Jupyter, IPython, ipykernel and of every library
+# the notes draw or compute with (a JUPYTER_CONFIG_PATH config that runs
+# code at start, IPYKERNEL_CELL_NAME, MPLBACKEND=TkAgg, a MATPLOTLIBRC
+# with other colours, Graphviz's font paths, the threads and code paths
+# of NumPy's linear algebra, which change the last digits of a sum;
+# and Fontconfig's, whose fonts size Graphviz's boxes); the locale; and an environment activated in the
 # caller's shell (a venv's bin/activate, conda activate), whose python and
 # dot would run in place of the project's; and pytest's PYTEST_CURRENT_TEST,
 # under which ipykernel stops sending what is written to file descriptors
 # 1 and 2 (by a subprocess, os.write, a C library) as printed text, so that
 # a build started by a test would record less than one started by hand.
 # The kernel gets the build's own values of those it needs.
-WITHHELD_FROM_THE_KERNEL = ("PYTHON", "JUPYTER", "JPY_", "IPY", "MPL", "LC_",
-                            "VIRTUAL_ENV", "CONDA")
+WITHHELD_FROM_THE_KERNEL = ("PYTHON", "JUPYTER", "JPY_", "IPY", "MPL", "MATPLOTLIB",
+                            "GV", "NPY_", "NUMPY_", "OMP_", "OPENBLAS_", "MKL_",
+                            "FONTCONFIG_", "LC_", "VIRTUAL_ENV", "CONDA")
 WITHHELD_FROM_THE_KERNEL_BY_NAME = ("TZ", "LANG", "LANGUAGE", "COLUMNS", "LINES",
-                                    "PYTEST_CURRENT_TEST")
+                                    "GDFONTPATH", "DOTFONTPATH", "PYTEST_CURRENT_TEST")
 
 
 def deactivated_path(environ):

@@ -8,6 +8,7 @@ by the same rule; an Org on EMACSLOADPATH that cannot serve is refused in
 one line naming the variable."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -46,6 +47,7 @@ def elsewhere(folder):
     for name in ("numpy", "graphviz", "zmq", "json", "kernel_supervisor"):
         (modules / f"{name}.py").write_text(f"raise SystemExit('{name} from PYTHONPATH')\n")
     (folder / "startup.py").write_text("from_pythonstartup = True\n")
+    (folder / "matplotlibrc").write_text("lines.linewidth: 7\naxes.facecolor: black\n")
     for config in ("jupyter", "jupyter/profile_default"):
         (folder / config).mkdir()
         (folder / config / "ipython_kernel_config.py").write_text(
@@ -72,7 +74,8 @@ def settings_of_libraries_and_an_activated_environment(folder):
             "MPLBACKEND": "TkAgg", "IPYTHONDIR": str(folder / "jupyter"),
             "JUPYTER_CONFIG_DIR": str(folder / "jupyter"),
             "JUPYTER_CONFIG_PATH": str(folder / "jupyter"), "JUPYTER_PATH": str(folder / "jupyter"),
-            "IPYKERNEL_CELL_NAME": "cell.py", "VIRTUAL_ENV": str(other),
+            "IPYKERNEL_CELL_NAME": "cell.py", "MATPLOTLIBRC": str(folder / "matplotlibrc"),
+            "GVBINDIR": "/nonexistent", "OMP_NUM_THREADS": "3", "VIRTUAL_ENV": str(other),
             "CONDA_PREFIX": str(other), "PATH": f"{other}/bin:{os.environ['PATH']}"}
 
 
@@ -99,8 +102,11 @@ def test_the_callers_environment_changes_nothing_and_leaves_nothing(tiny, tmp_pa
     assert first.returncode == 0, first.stderr
     once = (tiny / "README.org").read_text(encoding="utf-8")
     graph = (tiny / "images" / "graph.svg").read_bytes()
+    plot = (tiny / "images" / "plot.png").read_bytes()
     assert "#+RESULTS: imports" not in once, once
     assert ":results:\n: ∂f/∂x = 6\n:end:" in once
+    # Else the second build would reuse the first's run for its pictures.
+    shutil.rmtree(tiny / ".build" / "produced")
     second = build(tiny, second_home, temporary,
                    settings_of_libraries_and_an_activated_environment(folder))
     assert second.returncode == 0, second.stderr
@@ -108,6 +114,7 @@ def test_the_callers_environment_changes_nothing_and_leaves_nothing(tiny, tmp_pa
     assert "unchanged images/graph.svg" in second.stderr
     assert (tiny / "README.org").read_text(encoding="utf-8") == once
     assert (tiny / "images" / "graph.svg").read_bytes() == graph
+    assert (tiny / "images" / "plot.png").read_bytes() == plot
     assert sorted(p.name for p in temporary.iterdir()) == []
 
 
