@@ -32,7 +32,10 @@ PROJECT_GOALS := help tangle run test check notebook preview bench kernelspec ve
                  gradients.ipynb .build/% .venv/%
 ifeq ($(wildcard tools/require-debian-packages),)
 ifneq ($(filter $(PROJECT_GOALS),$(or $(MAKECMDGOALS),help)),)
-$(error this Makefile builds the notes of its own folder, and $(CURDIR) is not one: run `make -C $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST))))) $(or $(MAKECMDGOALS),help)`, or make there)
+# Said as the shell takes it: make's word functions would cut the path at
+# a space.  This Makefile is the only one read so far.
+NOTES_FOLDER := $(subst /Makefile,,$(if $(filter /%,$(strip $(MAKEFILE_LIST))),,$(CURDIR)/)$(strip $(MAKEFILE_LIST)))
+$(error this Makefile builds the notes of its own folder, and $(CURDIR) is not one: run `make -C '$(subst ','\'',$(NOTES_FOLDER))' $(or $(MAKECMDGOALS),help)`, or make there)
 endif
 endif
 # Set below only where they apply; otherwise empty, whatever the
@@ -54,8 +57,10 @@ PYTHON := $(VENV)/bin/python
 BUILD  := .build
 # What was asked for besides `make clean` and `make help`, which build
 # nothing.  For those, both are folders make fills; a file in the way would
-# fail every step that writes there, each with an error of its own.
-BUILD_GOALS := $(filter-out clean help,$(MAKECMDGOALS))
+# fail every step that writes there, each with an error of its own.  In
+# another folder (`make -f`, a goal of the caller's own), none: make
+# writes nothing there.
+BUILD_GOALS := $(if $(wildcard tools/require-debian-packages),$(filter-out clean help,$(MAKECMDGOALS)))
 # `make clean tangle`: what this make read of .venv and .build (which
 # folders the venv has, the digests, the note of the Emacs) is gone once
 # clean has run, so the other goals run in a make of their own after it.
@@ -300,7 +305,7 @@ REQUIRE_PYTHON := $(REQUIRE) 'python3=command -v python3' && { \
 .PHONY: help tangle run test check notebook preview bench kernelspec venv lock clean FORCE
 
 help:  ## list the targets
-	@sed -n 's/^\([a-z]*\):.*## \(.*\)/  make \1\t\2/p' $(MAKEFILE_LIST) | expand -t 20
+	@sed -n 's/^\([a-z]*\):.*## \(.*\)/  make \1\t\2/p' Makefile | expand -t 20
 
 ifeq ($(AFTER_CLEAN),)
 tangle: $(OUTPUTS_LIST)  ## gradients.py and the pictures in images/, from README.org
@@ -309,7 +314,7 @@ $(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_R
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-tangle README.org
 
-run: $(VENV_STAMP)  ## restart and run all: rewrite every result and picture in README.org
+run: $(VENV_STAMP)  ## restart and run all: every result in README.org, then what make tangle makes
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-run README.org
 

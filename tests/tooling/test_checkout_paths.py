@@ -10,6 +10,8 @@ checked member by member in one Emacs by tests/ert/checkout-paths-tests.el."""
 import getpass
 import json
 import os
+import re
+import subprocess
 
 from conftest import EMACS, copy_project, make
 from tiny_notes import HEADER, block
@@ -48,3 +50,12 @@ def test_make_tangle_in_a_checkout_whose_path_emacs_make_and_the_shell_would_rea
     assert not list((real / ".build").glob("run-*"))
     again = make("-q", "-C", str(real), "tangle", cwd=tmp_path, env=env, timeout=60)
     assert again.returncode == 0, again.stdout + again.stderr
+    listed = make("-f", str(real / "Makefile"), "help", cwd=real, env=env)
+    assert "make tangle" in listed.stdout, listed.stdout + listed.stderr
+    # From elsewhere, make -f says where to make, as the shell reads it.
+    sent = make("-f", str(real / "Makefile"), "tangle", cwd=tmp_path, env=env)
+    command = re.search(r"run `make -C (.*) tangle`, or make there", sent.stderr)
+    assert command, sent.stderr
+    shell = subprocess.run(["sh", "-c", f"printf %s {command.group(1)}"],
+                           capture_output=True, text=True)
+    assert shell.stdout == str(real), (command.group(1), shell.stderr)

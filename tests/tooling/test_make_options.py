@@ -99,9 +99,20 @@ def test_make_f_from_another_folder_is_sent_to_the_notes(built, tmp_path, goal):
     assert run.returncode != 0
     assert run.stderr.strip().endswith(
         f"this Makefile builds the notes of its own folder, and {tmp_path} is not one: "
-        f"run `make -C {built} {goal or 'help'}`, or make there.  Stop."), run.stderr
+        f"run `make -C '{built}' {goal or 'help'}`, or make there.  Stop."), run.stderr
     assert [p.name for p in tmp_path.iterdir()] == [".build"]
     assert list((tmp_path / ".build").iterdir()) == []
+    assert everything(built) == before
+
+
+def test_make_f_with_a_goal_of_its_own_writes_nothing_in_another_folder(built, tmp_path):
+    """A goal the Makefile does not know (a typo) wrote Emacs's note into
+    a .build/ of the folder make ran in, which make test then took for an
+    output of the notes."""
+    before = everything(built)
+    run = make_with(tmp_path, "-f", str(built / "Makefile"), "tangel")
+    assert run.returncode != 0 and "No rule to make target 'tangel'" in run.stderr, run.stderr
+    assert list(tmp_path.iterdir()) == []
     assert everything(built) == before
 
 
