@@ -204,8 +204,17 @@ changed = $(if $(filter same,$(shell sha256sum --check --status $(1) 2>/dev/null
 
 # The venv's stamp holds the digests of pyproject.toml and the lock it was
 # made from: a lock put back with its old time is another lock all the same.
+# So does an interpreter replaced by another version under the same name
+# (an upgrade of the system's python3): the venv's packages are in the
+# old version's lib/pythonX.Y/, where the new one never looks.
 ifneq ($(BUILD_GOALS),)
 VENV_CHANGED := $(call changed,$(VENV_STAMP))
+VENV_INTERPRETER := $(notdir $(realpath $(PYTHON)))
+ifneq ($(filter python3.%,$(VENV_INTERPRETER)),)
+ifeq ($(wildcard $(VENV)/lib/$(VENV_INTERPRETER)/site-packages),)
+VENV_CHANGED := FORCE
+endif
+endif
 endif
 
 # What the last successful `make tangle` produced, listed by the build

@@ -151,3 +151,12 @@ def test_make_venv_repairs_a_venv_that_does_not_match_the_lock(small_project):
     assert make("venv", uv, cwd=project).returncode == 0
     assert imports_graphviz()
     assert make("-q", "venv", uv, cwd=project).returncode == 0
+
+    # As after an upgrade of the python3 the venv was made with: its
+    # packages are where another version looks for them.
+    (lib,) = venv.glob("lib/python3.*")
+    lib.rename(lib.with_name("python3.99"))
+    assert make("-q", "venv", uv, cwd=project).returncode != 0
+    assert make("venv", uv, cwd=project).returncode == 0
+    assert imports_graphviz()
+    assert make("-q", "venv", uv, cwd=project).returncode == 0
