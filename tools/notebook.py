@@ -10,6 +10,7 @@ pandoc from the Org text (GitHub-flavoured Markdown, which Jupyter renders).
 """
 
 import base64
+import os
 import re
 import sys
 import tempfile
@@ -21,7 +22,7 @@ from nbformat import v4
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import produced  # noqa: E402
-from kernel_bridge import write_atomically  # noqa: E402
+from kernel_bridge import why_unwritable, write_atomically  # noqa: E402
 
 
 class NotebookError(Exception):
@@ -183,6 +184,22 @@ if __name__ == "__main__":
         nbformat.validate(nb)
     except (NotebookError, produced.Stale) as error:
         sys.exit(str(error))
-    # Through a temporary file, so a failure leaves no half-written notebook.
-    write_atomically(ipynb, (nbformat.writes(nb) + "\n").encode())
+    # As the build writes an output: never through a link to a file
+    # outside the project, and through a temporary file, so that a failure
+    # leaves no half-written notebook; said in one line.
+    project = os.path.dirname(os.path.realpath(org_file))
+    target = os.path.realpath(ipynb)
+    spelled = os.path.join(project, os.path.relpath(os.path.abspath(ipynb),
+                                                    os.path.dirname(os.path.abspath(org_file))))
+
+    def inside(path):
+        return os.path.commonpath([project, path]) == project
+
+    if inside(os.path.normpath(spelled)) and not inside(target):
+        sys.exit(f"{ipynb} is a link that leads outside the project, to {target}; "
+                 "remove the link")
+    try:
+        write_atomically(ipynb, (nbformat.writes(nb) + "\n").encode())
+    except OSError as error:
+        sys.exit(f"cannot write {ipynb}: {why_unwritable(ipynb, error)}")
     print(f"wrote {ipynb}: {len(nb.cells)} cells")

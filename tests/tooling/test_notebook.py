@@ -3,6 +3,7 @@ README.org records."""
 
 import dataclasses
 import re
+import shutil
 import subprocess
 import sys
 
@@ -27,6 +28,29 @@ def notebook(tmp_path_factory):
     assert run.returncode == 0, run.stderr
     import nbformat
     return nbformat.read(path, as_version=4)
+
+
+@pytest.mark.parametrize("made", ["a folder", "a link outside"])
+def test_a_notebook_that_cannot_be_written_is_said_in_one_line(project_copy, tmp_path_factory,
+                                                               made):
+    # The checkout's own build of the same README.org, which `make test` made.
+    shutil.copytree(ROOT / ".build" / "produced", project_copy / ".build" / "produced")
+    outside = tmp_path_factory.mktemp("outside") / "gradients.ipynb"
+    outside.write_text("kept")
+    ipynb = project_copy / "gradients.ipynb"
+    if made == "a folder":
+        ipynb.mkdir()
+    else:
+        ipynb.symlink_to(outside)
+    run = subprocess.run([sys.executable, "tools/notebook.py", "README.org", "gradients.ipynb"],
+                         cwd=project_copy, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert run.stderr.splitlines() == [{
+        "a folder": "cannot write gradients.ipynb: it is a folder",
+        "a link outside": "gradients.ipynb is a link that leads outside the project, to "
+                          f"{outside}; remove the link"}[made]], run.stderr
+    assert outside.read_text() == "kept"
+    assert not list(project_copy.glob(".tmp-*"))
 
 
 def exported(doc):
