@@ -559,12 +559,16 @@ a file of that name would be taken for the target."
             targets))))))
 
 (defun gradients-build--ignored-by-git-p (relative)
-  "Whether git ignores the output RELATIVE (when the notes are in a checkout)."
+  "Whether the project's git ignore rules make git ignore the output
+RELATIVE (when the notes are in a checkout).  Not the user's own
+(core.excludesFile), which would refuse on one machine what another
+builds; and not a file git tracks, which no rule ignores."
   (gradients-build--once (list 'ignored-by-git relative)
     (and (file-exists-p (expand-file-name ".git" gradients-build--project))
          (executable-find "git")
          (let ((default-directory gradients-build--project))
-           (eql 0 (call-process "git" nil nil nil "check-ignore" "-q" "--no-index" relative))))))
+           (eql 0 (call-process "git" nil nil nil "-c" "core.excludesFile=/dev/null"
+                                "check-ignore" "-q" relative))))))
 
 (defun gradients-build--same-file-key (relative)
   "What two output paths share when they would be one file on some disk:

@@ -679,6 +679,33 @@ build found, its hook into file reading, the notes' buffer."
                      (list (format "README.org:%d: block `nowhere': :tangle missing/x.py goes in a folder that does not exist, and :mkdirp no forbids making it"
                                    (refusal-tests--block-line text "nowhere"))))))))
 
+;; Found by probing: a rule of the user's own (a global excludes file)
+;; and a rule of the project that a tracked file matches each made the
+;; build refuse an output as "ignored by git".
+(ert-deftest refusal-tests-only-the-projects-rules-ignore-an-output ()
+  (refusal-tests--in-project
+    (let* ((default-directory refusal-tests--project)
+           (excludes (expand-file-name "my-ignores" refusal-tests--project))
+           (config (expand-file-name "my-gitconfig" refusal-tests--project))
+           (process-environment (cons (concat "GIT_CONFIG_GLOBAL=" config) process-environment))
+           (text (concat refusal-tests--header
+                         (refusal-tests--block "1" "mine" ":tangle mine.py")
+                         (refusal-tests--block "1" "tracked" ":tangle gradients.ipynb")
+                         (refusal-tests--block "1" "new" ":tangle draft.py~")
+                         (refusal-tests--block "1" "Dup")
+                         (refusal-tests--block "1" "dup"))))
+      (write-region "*.py\n" nil excludes nil 'silent)
+      (write-region (format "[core]\n\texcludesFile = %s\n" excludes) nil config nil 'silent)
+      (write-region "" nil "gradients.ipynb" nil 'silent)
+      (should (eql 0 (call-process "git" nil nil nil "init" "-q")))
+      (should (eql 0 (call-process "git" nil nil nil "add" "-f" "gradients.ipynb")))
+      (let ((said (refusal-tests--refused text)))
+        (should (cl-some (lambda (line) (string-match-p "differs only in case" line)) said))
+        (should (equal (cl-remove-if-not (lambda (line) (string-match-p "ignored by git" line))
+                                         said)
+                       (list (format "README.org:%d: block `new': :tangle draft.py~ is ignored by git (.gitignore), so it would never be committed; choose another name"
+                                     (refusal-tests--block-line text "new")))))))))
+
 ;; Found by probing: more members of the same families, one build for all.
 (ert-deftest refusal-tests-more-outputs-and-names-that-would-go-wrong-are-refused ()
   (refusal-tests--in-project
