@@ -103,6 +103,7 @@ met again from another in practice.")
   abandoned   ; its waiter gave up (C-g): the reply goes nowhere
   value-of    ; the result params of a block whose value Org wants, or nil
   timeout     ; its time limit in seconds, or nil
+  source      ; the block's code as written when it was asked for, or nil
   sent)       ; when it went to the bridge, or nil while it waits its turn
 
 (defconst gradients--raise
@@ -315,6 +316,12 @@ sees the other's variables."
                           (equal (process-get (cdr session) 'directory) folder)))
                    gradients--sessions)))
 
+(defun gradients--check-python ()
+  "Fail unless the venv's Python, which runs every bridge, is there."
+  (unless (file-executable-p gradients-python)
+    (gradients--fail "No %s: run `make venv' in %s first" gradients-python
+                     (abbreviate-file-name gradients-project-directory))))
+
 (defun gradients-start-session (name)
   "Start the bridge for session NAME in this folder unless it runs;
 return its process.  It returns at once: the kernel boots while Emacs
@@ -322,9 +329,7 @@ does other work."
   (let ((folder (gradients--kernel-folder)))
     (or (gradients--find-session name folder)
         (progn
-          (unless (file-executable-p gradients-python)
-            (gradients--fail "No %s: run `make venv' in %s first" gradients-python
-                        (abbreviate-file-name gradients-project-directory)))
+          (gradients--check-python)
           (let* ((stderr (get-buffer-create
                           (format " *gradients-kernel %s in %s*" name
                                   (abbreviate-file-name folder))))

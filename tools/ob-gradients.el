@@ -98,14 +98,20 @@ kernel; group 1 is the request.  Such a line in a saved file means that
 a result never arrived: the build refuses it.")
 
 (defun gradients-placeholder-lines ()
-  "The line numbers of the placeholders in the current buffer, all of it."
+  "The line numbers of the placeholders in the current buffer, all of it:
+lines that are the whole of a results drawer, as the executor writes
+one (`gradients--placeholder-regexp'); a block may print such a line
+among others."
   (save-excursion
     (save-restriction
       (widen)
       (goto-char (point-min))
       (let ((case-fold-search nil) lines)
         (while (re-search-forward gradients-placeholder-line-regexp nil t)
-          (push (line-number-at-pos (match-beginning 0)) lines))
+          (when (save-excursion
+                  (and (progn (forward-line 1) (looking-at-p "[ \t]*:end:[ \t]*$"))
+                       (progn (forward-line -2) (looking-at-p "[ \t]*:results:[ \t]*$"))))
+            (push (line-number-at-pos (match-beginning 0)) lines)))
         (nreverse lines)))))
 
 (defun gradients--warn-of-saved-placeholders ()
@@ -269,6 +275,8 @@ text.  ELEMENT is as for `gradients--own-head'."
     (gradients--make-request
      :id id
      :where where
+     :source (and element (eq (org-element-type element) 'src-block)
+                  (org-element-property :value element))
      :value-of value-of
      :timeout timeout
      :json (json-serialize
@@ -805,20 +813,26 @@ dropped in silence."
 
 (defun gradients--restore-orphan-placeholder (request previous)
   "Put PREVIOUS, the drawer text before REQUEST ran, back where REQUEST's
-placeholder is, found by its line where no block owns it (its block
-renamed while it ran); return non-nil if it was there.  Left as it is,
-the placeholder would never be filled, and the build refuses notes
-saved with one."
+placeholder is, found by its line where no block owns it; return why it
+was orphaned, or nil if it was not there: `edited' when the drawer
+holds more than the placeholder (the author wrote in it), else
+`renamed' (its block renamed while it ran).  Left as it is, the
+placeholder would never be filled, and the build refuses notes saved
+with one."
   (save-excursion
     (goto-char (point-min))
     (when (re-search-forward (concat "^[ \t]*" (regexp-quote (gradients--placeholder request))
                                      "[ \t]*$")
                              nil t)
-      (if (and previous (not (string-empty-p previous)))
-          (replace-match previous t t)
-        ;; An empty drawer had no line here.
-        (delete-region (match-beginning 0) (min (point-max) (1+ (match-end 0)))))
-      t)))
+      (let ((alone (save-excursion
+                     (goto-char (match-beginning 0))
+                     (and (save-excursion (forward-line 1) (looking-at-p "[ \t]*:end:[ \t]*$"))
+                          (progn (forward-line -1) (looking-at-p "[ \t]*:results:[ \t]*$"))))))
+        (if (and previous (not (string-empty-p previous)))
+            (replace-match previous t t)
+          ;; An empty drawer had no line here.
+          (delete-region (match-beginning 0) (min (point-max) (1+ (match-end 0)))))
+        (if alone 'renamed 'edited)))))
 
 (defun gradients--why-unwritable ()
   "Why a result cannot go into the current buffer without a question from
@@ -838,7 +852,8 @@ changed on disk or another Emacs holds its lock."
            (format "another Emacs (%s) is editing %s" owner (buffer-name)))))))
 
 (defun gradients--fill-placeholder-in (buffer marker request reply previous params id)
-  (cond
+  (let (orphaned)
+    (cond
      ((not (buffer-live-p buffer))
       (gradients--report-unwritten request reply "its file's buffer was killed"))
      (t
@@ -883,16 +898,19 @@ changed on disk or another Emacs holds its lock."
                  request reply
                  (format "%s was read again from its file while the block ran (a revert), which took its placeholder"
                          (buffer-name))))
-               ((gradients--restore-orphan-placeholder request previous)
+               ((setq orphaned (gradients--restore-orphan-placeholder request previous))
                 (gradients--report-unwritten
                  request reply
-                 (format "its placeholder in %s is under a #+RESULTS no block is named for any more (was the block renamed?); the drawer holds what it held before the run"
-                         (buffer-name))))
+                 (if (eq orphaned 'edited)
+                     (format "its results drawer in %s was written in while the block ran; it keeps what was written, with what it held before the run in place of the placeholder"
+                             (buffer-name))
+                   (format "its placeholder in %s is under a #+RESULTS no block is named for any more (was the block renamed?); the drawer holds what it held before the run"
+                           (buffer-name)))))
                (t
                 (gradients--report-unwritten
                  request reply
                  (format "its placeholder is no longer in %s (the block or its results were edited or deleted)"
-                         (buffer-name))))))))))))
+                         (buffer-name)))))))))))))
 
 (defun gradients--write-result (request reply previous params)
   "Write REPLY into the drawer of the block at point, as Org would have."
@@ -909,6 +927,9 @@ changed on disk or another Emacs holds its lock."
          (info (org-babel-get-src-block-info 'light))
          ;; Its picture went where the header said when it was run.
          (file-now (cdr (assq :file (nth 2 info))))
+         (source-now (let ((element (org-element-at-point)))
+                       (and (eq (org-element-type element) 'src-block)
+                            (org-element-property :value element))))
          (head (point-marker)))
     (setf (nth 2 info) params)
     ;; Org, putting the earlier result back, would say "Code block
@@ -927,9 +948,16 @@ changed on disk or another Emacs holds its lock."
     (run-hooks 'org-babel-after-execute-hook)
     (cond (failed (message "%s" failed))
           ((not (equal file-now (cdr (assq :file params))))
-           (message "gradients: %s: its :file changed from %s to %s while it ran; the picture went to %s, which the drawer links: run the block again"
-                    (gradients-request-where request) (cdr (assq :file params)) file-now
-                    (cdr (assq :file params)))))))
+           (message "gradients: %s: its :file %s while it ran; the picture went to %s, which the drawer links: run the block again"
+                    (gradients-request-where request)
+                    (if file-now
+                        (format "changed from %s to %s" (cdr (assq :file params)) file-now)
+                      (format "%s was removed" (cdr (assq :file params))))
+                    (cdr (assq :file params))))
+          ((and (gradients-request-source request) source-now
+                (not (equal source-now (gradients-request-source request))))
+           (message "gradients: %s: its code was edited after it was run, and the drawer holds what the code made before: run the block again"
+                    (gradients-request-where request))))))
 
 ;;;; Commands
 
@@ -965,7 +993,15 @@ KeyboardInterrupt and the kernel keeps its variables.  Blocks queued
 behind it are dropped.  A block that has not stopped after
 `gradients-interrupt-patience' seconds is named, with the way out."
   (interactive)
-  (let ((process (gradients--current-session)))
+  (let* ((busy (cl-remove-if-not (lambda (session)
+                                   (and (process-live-p (cdr session))
+                                        (process-get (cdr session) 'current)))
+                                 gradients--sessions))
+         ;; The one session running a block, wherever point is; else as
+         ;; for any command on a session.
+         (process (if (and busy (null (cdr busy)))
+                      (cdr (car busy))
+                    (gradients--current-session))))
     (if (not (process-live-p process))
         (message "gradients: no kernel is running")
       (let ((queue (process-get process 'queue)))
@@ -973,7 +1009,8 @@ behind it are dropped.  A block that has not stopped after
         (gradients--drop queue "the kernel was interrupted"))
       (let ((running (process-get process 'current)))
         (if (not running)
-            (message "gradients: no block is running")
+            (message "gradients: no block is running in session %s"
+                     (process-get process 'session))
           (gradients--interrupt-process process)
           (run-at-time gradients-interrupt-patience nil
                        #'gradients--check-interrupted process running)
@@ -994,6 +1031,9 @@ folder the old one worked in."
          (default-directory (or (and process (process-get process 'directory))
                                 default-directory))
          (gradients-kernel-directory (and (not process) gradients-kernel-directory)))
+    ;; Before the working kernel is stopped: without a Python (a venv
+    ;; removed by `make clean'), it would be stopped and none started.
+    (gradients--check-python)
     (when process (gradients--stop process))
     (let ((fresh (gradients-start-session name)))
       (process-put fresh 'announced t)

@@ -536,6 +536,46 @@ time.sleep(1)
         (set-buffer-modified-p nil)
         (kill-buffer)))))
 
+;; Found by probing: a result holding a line that reads as a placeholder,
+;; among others, made every save say a block would never get a result,
+;; which the build, reading whole drawers, did not refuse.
+(ert-deftest obgt-a-printed-placeholder-line-is-no-placeholder ()
+  (obgt-with-notes ("printed-placeholder.org" "
+#+name: prints
+#+begin_src jupyter-python
+print('quick', 1 + 1)
+print('[waiting for the kernel: request 5]')
+#+end_src
+")
+    (obgt-run "prints")
+    (should (obgt-wait))
+    (should (equal (obgt-drawer "prints")
+                   ": quick 2\n: [waiting for the kernel: request 5]"))
+    (should (null (gradients-placeholder-lines)))
+    (should-not (obgt-said-p "waiting for the kernel" (obgt-messages (save-buffer))))))
+
+;; Found by probing: a line written into the drawer of a block waiting for
+;; its result was reported as the block renamed.
+(ert-deftest obgt-a-drawer-written-in-while-its-block-ran-is-said-so ()
+  (obgt-with-notes ("written-in.org" "
+#+name: nap
+#+begin_src jupyter-python
+import time
+time.sleep(0.5)
+print('rested')
+#+end_src
+")
+    (obgt-run "nap")
+    (save-excursion
+      (goto-char (point-min))
+      (search-forward ":results:\n")
+      (insert "note to self\n"))
+    (let ((said (obgt-messages (should (obgt-wait)))))
+      (should (obgt-said-p "block `nap' finished, but its results drawer in written-in\\.org was written in while the block ran"
+                           said))
+      (should-not (obgt-said-p "renamed" said)))
+    (should (equal (obgt-drawer "nap") "note to self"))))
+
 ;;;; C-c C-v b
 
 (ert-deftest obgt-queuing-every-block-of-the-notes-is-cheap ()
@@ -868,6 +908,97 @@ graph
       (should (obgt-said-p "block `graph': its :file changed from one\\.svg to two\\.svg while it ran; the picture went to one\\.svg"
                            said)))
     (should (equal (obgt-drawer "graph") "[[file:one.svg]]"))))
+
+(ert-deftest obgt-a-file-removed-while-its-block-ran-is-said-so ()
+  "Not \"changed from one.svg to nil\"."
+  (obgt-with-notes ("removed-file.org" "
+#+name: graph
+#+begin_src jupyter-python :file one.svg
+import time, graphviz
+time.sleep(0.5)
+graph = graphviz.Digraph()
+graph.edge('a', 'b')
+graph
+#+end_src
+")
+    (obgt-run "graph")
+    (save-excursion
+      (goto-char (point-min))
+      (re-search-forward " :file one\\.svg")
+      (replace-match "" t t))
+    (let ((said (obgt-messages (should (obgt-wait)))))
+      (should (obgt-said-p "block `graph': its :file one\\.svg was removed while it ran; the picture went to one\\.svg"
+                           said)))))
+
+;; Found by probing: a block whose code was edited while it waited behind
+;; another got the result of its code as it was, without a word.
+(ert-deftest obgt-code-edited-while-its-block-waited-is-said ()
+  (obgt-with-notes ("edited-code.org" "
+#+name: slow
+#+begin_src jupyter-python
+import time
+time.sleep(0.5)
+#+end_src
+
+#+name: quick
+#+begin_src jupyter-python
+print('quick', 2)
+#+end_src
+")
+    (obgt-run "slow")
+    (obgt-run "quick")
+    (save-excursion
+      (goto-char (point-min))
+      (re-search-forward "'quick', 2")
+      (replace-match "'quick', 100" t t))
+    (let ((said (obgt-messages (should (obgt-wait)))))
+      (should (obgt-said-p "block `quick': its code was edited after it was run, and the drawer holds what the code made before: run the block again"
+                           said))
+      (should-not (obgt-said-p "block `slow': its code was edited" said)))
+    (should (equal (obgt-drawer "quick") ": quick 2"))))
+
+;; Found by probing: with the venv gone (`make clean'), restarting stopped
+;; the working kernel, then failed to start another.
+(ert-deftest obgt-a-restart-without-a-python-keeps-the-kernel ()
+  (obgt-with-notes ("restart.org" "
+#+name: one
+#+begin_src jupyter-python
+x = 1
+#+end_src
+")
+    (obgt-run "one")
+    (should (obgt-wait))
+    (org-babel-goto-named-src-block "one")
+    (let ((process (gradients--current-session))
+          (gradients-python (expand-file-name "no-such-python" obgt-scratch)))
+      (should (process-live-p process))
+      (should (string-match-p "\\`No .*no-such-python: run `make venv' in "
+                              (cadr (should-error (gradients-restart) :type 'user-error))))
+      (should (process-live-p process)))))
+
+;; Found by probing: with point on a block of an idle session, the
+;; interrupt said "no block is running" while another session ran one.
+(ert-deftest obgt-the-interrupt-finds-the-one-session-running-a-block ()
+  (obgt-with-notes ("interrupt-other.org" "
+#+name: other
+#+begin_src jupyter-python :session other
+y = 2
+#+end_src
+
+#+name: sleeps
+#+begin_src jupyter-python
+import time
+open('sleeping', 'w').close()
+time.sleep(60)
+#+end_src
+")
+    (obgt-run "other")
+    (should (obgt-wait))
+    (obgt-run "sleeps")
+    (should (obgt-wait-for-file "sleeping"))
+    (org-babel-goto-named-src-block "other")
+    (let ((said (obgt-messages (gradients-interrupt) (should (obgt-wait 20)))))
+      (should (obgt-said-p "interrupted .*block `sleeps'" said)))))
 
 ;; Notes with a byte that is not UTF-8, visited as UTF-8 (as Emacs in a
 ;; UTF-8 locale does): the byte stays in the buffer as a raw byte, which
