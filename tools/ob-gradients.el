@@ -142,6 +142,32 @@ saves while a long block runs, and saves again when it is done."
 
 (add-hook 'after-save-hook #'gradients--warn-of-saved-placeholders)
 
+(defun gradients--warn-of-undone-results (&rest _)
+  "After an undo, say so when it brought back the placeholder of a run
+that has ended: the step that wrote a result gives back what was there
+just before, the placeholder, and the drawer's earlier text comes only
+with the step before (the undo list records positions, and rewriting
+one step would throw every older one off)."
+  (when (derived-mode-p 'org-mode)
+    (let* ((pending (mapcar #'gradients-request-id (gradients--pending-requests)))
+           (dead (cl-remove-if
+                  (lambda (line)
+                    (save-excursion
+                      (save-restriction
+                        (widen)
+                        (goto-char (point-min))
+                        (forward-line (1- line))
+                        (looking-at gradients-placeholder-line-regexp)
+                        (memq (string-to-number (match-string 1)) pending))))
+                  (gradients-placeholder-lines))))
+      (when dead
+        ;; After the undo command's own "Undo".
+        (run-at-time 0 nil #'message "gradients: line%s %s hold%s the placeholder of a run that has ended, brought back by the undo: undo once more for what the drawer held before, or run the block again"
+                     (if (cdr dead) "s" "") (mapconcat #'number-to-string dead ", ")
+                     (if (cdr dead) "" "s"))))))
+
+(advice-add 'primitive-undo :after #'gradients--warn-of-undone-results)
+
 ;;;; Running a block
 
 (defun gradients--own-head (&optional element)

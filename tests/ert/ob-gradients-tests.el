@@ -576,6 +576,31 @@ print('rested')
       (should-not (obgt-said-p "renamed" said)))
     (should (equal (obgt-drawer "nap") "note to self"))))
 
+;; Found by probing: an undo right after a result brings back the
+;; placeholder, which no result will fill, and nothing said so until the
+;; file was saved.
+(ert-deftest obgt-an-undo-that-brings-back-a-placeholder-says-so ()
+  (obgt-with-notes ("undone.org" "
+#+name: quick
+#+begin_src jupyter-python
+print('quick', 1 + 1)
+#+end_src
+")
+    (buffer-enable-undo)
+    (obgt-run "quick")
+    (undo-boundary)
+    (should (obgt-wait))
+    (should (equal (obgt-drawer "quick") ": quick 2"))
+    (let ((said (obgt-messages (let ((last-command nil)) (undo))
+                               (obgt-wait-until-said "placeholder of a run that has ended"))))
+      (should (obgt-said-p (format "line %d holds the placeholder of a run that has ended, brought back by the undo"
+                                   (car (gradients-placeholder-lines)))
+                           said)))
+    (should (string-prefix-p ": [waiting for the kernel" (obgt-drawer "quick")))
+    ;; The step before gives back the drawer as it was: none.
+    (let ((last-command 'undo)) (undo))
+    (should (null (obgt-drawer "quick")))))
+
 ;;;; C-c C-v b
 
 (ert-deftest obgt-queuing-every-block-of-the-notes-is-cheap ()
