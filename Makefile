@@ -22,6 +22,11 @@ endif
 ifneq ($(findstring i,$(GIVEN_OPTIONS)),)
 $(error make -i (or an i in MAKEFLAGS) would go on past a failed step and record it as done: run make without it)
 endif
+# `make -t` marks every step done without doing it: a venv never made, a
+# build never run, would pass for up to date.
+ifneq ($(findstring t,$(GIVEN_OPTIONS)),)
+$(error make -t (or a t in MAKEFLAGS) would record every step as done without doing it: run make without it)
+endif
 # Every file it reads and writes is named relative to the notes' folder:
 # `make -f path/to/Makefile` from another folder would make a .build/
 # there, and `clean` remove one.  The folder is known by the build's own
