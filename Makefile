@@ -414,8 +414,9 @@ lock: | $(UV_MADE)  ## compile requirements.lock again from pyproject.toml
 # environment's win).  Each make installs into a
 # folder of its own, renamed into place whole: two makes started at once
 # on a fresh checkout never see half of it, and the second keeps the
-# first's.
-UV_VERSION := 0.13.9
+# first's.  The version and the digests of its wheels are in
+# tools/uv-requirements.txt: a pip that requires hashes (PIP_REQUIRE_HASHES,
+# or require-hashes in a pip.conf) finds them there.
 $(UV_OURS):
 	@echo "uv is not on the PATH: installing it from PyPI into $(UV_HOME)/"
 	@$(REQUIRE_PYTHON)
@@ -423,7 +424,8 @@ $(UV_OURS):
 	@new=$(UV_HOME).new-$$$$ && rm -rf "$$new" && \
 	unset PIP_TARGET PIP_PREFIX PIP_ROOT PIP_PYTHON && \
 	PIP_REQUIRE_VIRTUALENV=false PIP_USER=false python3 -m pip install -qq \
-	    --disable-pip-version-check --target "$$new" uv==$(UV_VERSION) || { rm -rf "$$new"; exit 1; }; \
+	    --disable-pip-version-check --require-hashes --target "$$new" \
+	    -r tools/uv-requirements.txt || { rm -rf "$$new"; exit 1; }; \
 	if ! mv -T "$$new" $(UV_HOME) 2>/dev/null; then \
 	    if [ -x $(UV_OURS) ]; then rm -rf "$$new"; \
 	    else rm -rf $(UV_HOME) && mv -T "$$new" $(UV_HOME); fi; \

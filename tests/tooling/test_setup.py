@@ -26,7 +26,7 @@ def uv_in(folder):
 def small_project(folder):
     """The build's files in FOLDER, with a lock of graphviz alone."""
     for name in ("Makefile", "README.org", "pyproject.toml", "tools/require-debian-packages",
-                 "tools/one-build-at-a-time"):
+                 "tools/one-build-at-a-time", "tools/uv-requirements.txt"):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, folder / name)
     lock = LOCK.read_text()
@@ -110,6 +110,22 @@ def test_make_works_with_a_uv_whose_path_has_a_space(tmp_path):
         run = make("-n", target, cwd=project, env=on_path)
         assert run.returncode == 0, run.stderr
         assert f'"{uv}"' in run.stdout or target == "bench"
+
+
+@pytest.mark.long
+def test_the_uv_make_installs_passes_a_pip_that_requires_hashes(tmp_path):
+    """uv==VERSION alone failed there: every other package is pinned by its
+    digest in the lock, and so is uv."""
+    project = small_project(tmp_path / "clone")
+    path = os.pathsep.join(folder for folder in os.environ["PATH"].split(os.pathsep)
+                           if not (Path(folder) / "uv").exists())
+    run = make(".build/uv/bin/uv", cwd=project,
+               env=dict(os.environ, PATH=path, PIP_REQUIRE_HASHES="1"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    version = re.search(r"^uv==(\S+)", (ROOT / "tools/uv-requirements.txt").read_text(), re.M)
+    said = subprocess.run([project / ".build/uv/bin/uv", "--version"], capture_output=True,
+                          text=True).stdout
+    assert said.split()[:2] == ["uv", version.group(1)], said
 
 
 @pytest.mark.long
