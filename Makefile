@@ -159,9 +159,11 @@ UV_MADE  := $(if $(filter $(UV_OURS),$(UV)),$(UV_OURS))
 # $XDG_CACHE_HOME/uv, or ~/.cache/uv), and stops before installing
 # anything where it cannot make that folder (a service user's
 # HOME=/nonexistent, a home on a read-only disk): there it runs without a
-# cache, as pip does.  Recursive, so that only a recipe that runs uv
+# cache, as pip does.  The folder is uv's own answer (`uv cache dir`):
+# with HOME unset or a relative XDG_CACHE_HOME, uv looks elsewhere than
+# those variables say.  Recursive, so that only a recipe that runs uv
 # looks; never under make -n, which writes nothing, that folder included.
-UV_CACHE_USABLE = $(shell folder="$${UV_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/uv}"; \
+UV_CACHE_USABLE = $(shell folder=$$("$(UV)" cache dir 2>/dev/null) && [ -n "$$folder" ] && \
                     mkdir -p "$$folder" 2>/dev/null && [ -w "$$folder" ] && echo yes)
 RUN_UV = $(if $(ONLY_ASKING),,$(if $(UV_CACHE_USABLE),,UV_NO_CACHE=1 ))"$(UV)"
 # uv runs the machine's python3 and never downloads a Python of its own.

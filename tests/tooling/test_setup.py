@@ -151,23 +151,30 @@ def test_make_tangle_works_in_a_checkout_whose_path_has_a_space(tmp_path):
     assert make("-q", "tangle", f"UV={uv}", cwd=project).returncode == 0
 
 
-@pytest.mark.parametrize("home", ["/proc/self/no-such-home", "a file"])
+@pytest.mark.parametrize("home", ["/proc/self/no-such-home", "a file", "relative cache"])
 def test_a_home_uv_cannot_keep_its_cache_in_still_gets_a_venv(tmp_path, home):
     """A service user's HOME=/nonexistent, or a home that is a file: uv,
     which keeps its downloads under it, stopped before installing
-    anything.  It runs without a cache there, as pip does."""
+    anything.  It runs without a cache there, as pip does.  The folder
+    looked at is the one uv uses: a relative XDG_CACHE_HOME, which uv
+    ignores, left an empty folder in the checkout."""
     project = small_project(tmp_path / "project")
     uv = f"UV={the_build_uv()}"
     assert make("venv", uv, cwd=project).returncode == 0
     (project / ".venv" / ".installed").unlink()
-    if home == "a file":
-        home = tmp_path / "home"
-        home.write_text("")
     env = {name: value for name, value in os.environ.items()
            if name not in ("UV_CACHE_DIR", "XDG_CACHE_HOME")}
-    run = make("venv", uv, cwd=project, env={**env, "HOME": str(home)})
+    if home == "relative cache":
+        env["XDG_CACHE_HOME"] = "relcache"
+    else:
+        if home == "a file":
+            home = tmp_path / "home"
+            home.write_text("")
+        env["HOME"] = str(home)
+    run = make("venv", uv, cwd=project, env=env)
     assert run.returncode == 0, run.stderr
     assert imports_graphviz(project)
+    assert not (project / "relcache").exists()
     assert make("-q", "venv", uv, cwd=project).returncode == 0
 
 
