@@ -313,8 +313,11 @@ REQUIRE := sh tools/require-debian-packages
 # A python3 there, and one the lock can use: uv would say so in a page of
 # its resolver's reasoning, pip as a version of uv it cannot find.
 REQUIRE_PYTHON := $(REQUIRE) 'python3=command -v python3' && { \
+    version=$$(python3 -c 'import platform; print(platform.python_version())' 2>/dev/null) || { \
+    echo "python3 ($$(command -v python3)) does not run: put a working Python 3.11 or newer first on the PATH" >&2; \
+    exit 1; }; \
     python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
-    echo "python3 is Python $$(python3 -c 'import platform; print(platform.python_version())'): the lock needs 3.11 or newer, as Debian 12 has; put one first on the PATH" >&2; \
+    echo "python3 is Python $$version: the lock needs 3.11 or newer, as Debian 12 has; put one first on the PATH" >&2; \
     exit 1; }; }
 
 .DEFAULT_GOAL := help
@@ -423,6 +426,8 @@ $(UV_OURS):
 	@echo "uv is not on the PATH: installing it from PyPI into $(UV_HOME)/"
 	@$(REQUIRE_PYTHON)
 	@$(REQUIRE) 'python3-pip=python3 -m pip --version'
+	@mkdir -p $(BUILD) 2>/dev/null && [ -w $(BUILD) ] || { \
+	    echo "cannot write $(BUILD)/ in $(CURDIR), where make installs uv (a read-only checkout?): put uv on the PATH, or build in a copy of your own" >&2; exit 1; }
 	@new=$(UV_HOME).new-$$$$ && rm -rf "$$new" && \
 	unset PIP_TARGET PIP_PREFIX PIP_ROOT PIP_PYTHON && \
 	PIP_REQUIRE_VIRTUALENV=false PIP_USER=false python3 -m pip install -qq \

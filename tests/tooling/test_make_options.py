@@ -135,14 +135,27 @@ def test_make_n_writes_no_cache_folder_of_uv(built, tmp_path):
     assert make("-q", "tangle", cwd=built).returncode == 0
 
 
+PYTHONS = {
+    "too old": ("#!/bin/sh\ncase \"$*\" in *platform*) echo 3.10.13;; *) exit 1;; esac\n",
+                "python3 is Python 3.10.13: the lock needs 3.11 or newer, as Debian 12 has; "
+                "put one first on the PATH"),
+    # A python3 that does not run was "Python : the lock needs 3.11".
+    "broken": ("#!/bin/sh\necho 'cannot execute: required file not found' >&2\nexit 127\n",
+               "python3 ({}) does not run: put a working Python 3.11 or newer first on the "
+               "PATH"),
+}
+
+
+@pytest.mark.parametrize("python", PYTHONS)
 @pytest.mark.parametrize("uv_given", [True, False], ids=["uv", "uv to install"])
-def test_a_python_too_old_for_the_lock_is_named(built, tmp_path, uv_given):
+def test_a_python_too_old_for_the_lock_is_named(built, tmp_path, uv_given, python):
     """uv would say so in a page of its resolver's reasoning, and pip, as
     it installed uv, as a version of uv it cannot find."""
     bin_folder = tmp_path / "bin"
     bin_folder.mkdir()
-    (bin_folder / "python3").write_text(
-        "#!/bin/sh\ncase \"$*\" in *platform*) echo 3.10.13;; *) exit 1;; esac\n")
+    script, said = PYTHONS[python]
+    said = said.format(bin_folder / "python3")
+    (bin_folder / "python3").write_text(script)
     (bin_folder / "python3").chmod(0o755)
     lock = built / "requirements.lock"
     times = lock.stat()
@@ -152,9 +165,8 @@ def test_a_python_too_old_for_the_lock_is_named(built, tmp_path, uv_given):
         run = make_with(built, "venv", *([f"UV={the_build_uv()}"] if uv_given else []),
                         PATH=f"{bin_folder}:{os.environ['PATH']}")
         assert run.returncode != 0
-        assert ("python3 is Python 3.10.13: the lock needs 3.11 or newer, as Debian 12 has; "
-                "put one first on the PATH") in run.stderr, run.stderr
-        assert "Error" not in run.stderr.split("put one first on the PATH")[0], run.stderr
+        assert said in run.stderr, run.stderr
+        assert "Error" not in run.stderr.split(said)[0], run.stderr
         assert everything(built) == before
     finally:
         os.utime(lock, ns=(times.st_atime_ns, times.st_mtime_ns))
