@@ -513,8 +513,12 @@ spellings of one file are one output, and a link cannot lead outside."
                 (member (car parts) gradients-build-protected)
                 (cl-some (lambda (part) (string-prefix-p "." part)) parts)
                 (and (null (cdr parts)) (member (car parts) (gradients-build--make-targets))))
-        (funcall complain "would replace a source of the project (%s); outputs go to files of their own, such as images/%s"
-                 relative (file-name-nondirectory name)))
+        (if (not (equal relative (file-relative-name absolute gradients-build--project)))
+            ;; The name is fine; a link on the way leads to a source.
+            (funcall complain "leads to a source of the project (%s) through a symbolic link; remove the link"
+                     relative)
+          (funcall complain "would replace a source of the project (%s); outputs go to files of their own, such as images/%s"
+                   relative (file-name-nondirectory name))))
       (when (gradients-build--ignored-by-git-p relative)
         (funcall complain "is ignored by git (.gitignore), so it would never be committed; choose another name"))
       (let ((long (cl-find-if (lambda (part) (> (string-bytes part) 200)) parts)))

@@ -74,6 +74,14 @@
             (should (equal (build-tests--path "figures/x.png") "images/x.png")))
         (delete-directory outside t)))))
 
+;; Found by probing: a picture linked to README.org was told to be named
+;; as it already was, "such as images/plot.png".
+(ert-deftest build-tests-a-link-to-a-source-is-said-to-be-one ()
+  (build-tests--in-project
+    (make-symbolic-link "../README.org" (expand-file-name "images/plot.png" project))
+    (should (string-match-p ":file images/plot\\.png leads to a source of the project (README\\.org) through a symbolic link; remove the link"
+                            (build-tests--refusal "images/plot.png")))))
+
 (ert-deftest build-tests-no-output-is-a-source-or-outside ()
   (build-tests--in-project
     (dolist (name '("README.org" "./README.org" "Makefile" "pyproject.toml"
