@@ -870,6 +870,8 @@ ORG_STRUCTURE = [
     # Not in the drawer alone: Org links its words wherever the notes use them.
     ("holds a radio target, which would turn its words into links all over the notes",
      re.compile(r".*?<<<[^<>\s](?:[^<>\n]*[^<>\s])?>>>")),
+    # A footnote of the notes' own, defined where no text refers to it.
+    ("would define a footnote of the notes", re.compile(r"\[fn:[^\]\s]+\]")),
 ]
 
 

@@ -159,6 +159,7 @@ ESCAPING = [
     "see src_python{1} here", "src_sh[:results raw]{ls}", "x_src_elisp{(kill-emacs)}",
     "(src_python{1})", "é-src_python{1}", "call_other()", "then call_other[:eval yes](n=1)",
     "my_call_f()", "<<<gradient>>>", "a <<<radio target>>> here",
+    "[fn:1] A footnote.", "[fn:label] Another.",
 ]
 
 
