@@ -155,6 +155,9 @@ UV_HOME  := $(BUILD)/uv
 UV_OURS  := $(UV_HOME)/bin/uv
 UV       := $(or $(shell command -v uv),$(UV_OURS))
 UV_MADE  := $(if $(filter $(UV_OURS),$(UV)),$(UV_OURS))
+# Its path as one word for the shell, whatever it holds ($, quotes, a
+# backtick, a backslash): in single quotes, each of its own as '\''.
+UV_QUOTED = '$(subst ','\'',$(UV))'
 # uv keeps what it downloads under the home folder ($UV_CACHE_DIR, or
 # $XDG_CACHE_HOME/uv, or ~/.cache/uv), and stops before installing
 # anything where it cannot make that folder (a service user's
@@ -163,9 +166,9 @@ UV_MADE  := $(if $(filter $(UV_OURS),$(UV)),$(UV_OURS))
 # with HOME unset or a relative XDG_CACHE_HOME, uv looks elsewhere than
 # those variables say.  Recursive, so that only a recipe that runs uv
 # looks; never under make -n, which writes nothing, that folder included.
-UV_CACHE_USABLE = $(shell folder=$$("$(UV)" cache dir 2>/dev/null) && [ -n "$$folder" ] && \
+UV_CACHE_USABLE = $(shell folder=$$($(UV_QUOTED) cache dir 2>/dev/null) && [ -n "$$folder" ] && \
                     mkdir -p "$$folder" 2>/dev/null && [ -w "$$folder" ] && echo yes)
-RUN_UV = $(if $(ONLY_ASKING),,$(if $(UV_CACHE_USABLE),,UV_NO_CACHE=1 ))"$(UV)"
+RUN_UV = $(if $(ONLY_ASKING),,$(if $(UV_CACHE_USABLE),,UV_NO_CACHE=1 ))$(UV_QUOTED)
 # uv runs the machine's python3 and never downloads a Python of its own.
 export UV_PYTHON_DOWNLOADS  := never
 export UV_PYTHON_PREFERENCE := only-system
@@ -381,7 +384,7 @@ venv: $(VENV_STAMP)  ## the Python environment, exactly as requirements.lock say
 $(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(VENV_FOLDERS) $(VENV_CHANGED)
 	@grep -qxF "$(LOCK_SOURCE)" $(LOCK) || \
 	    { echo "$(LOCK) is older than pyproject.toml: run \`make lock\`" >&2; exit 1; }
-	@[ -x "$(UV)" ] || $(MAKE) --no-print-directory $(UV_OURS)
+	@[ -x $(UV_QUOTED) ] || $(MAKE) --no-print-directory $(UV_OURS)
 	@$(REQUIRE_PYTHON)
 	$(RUN_UV) venv --quiet --allow-existing --python python3 "$(VENV)"
 	$(RUN_UV) pip sync --quiet --python "$(PYTHON)" $(LOCK)

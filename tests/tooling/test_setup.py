@@ -93,10 +93,13 @@ def test_a_lock_put_back_with_an_older_time_syncs_the_venv_again(tmp_path):
 
 
 def test_make_works_with_a_uv_whose_path_has_a_space(tmp_path):
+    """And what the shell reads in double quotes: $, a backtick, a quote,
+    a backslash."""
     spaced = tmp_path / "a b"
     project = small_project(spaced / "clone")
-    uv = uv_in(spaced / "tools dir")
-    run = make("venv", f"UV={uv}", cwd=project)
+    uv = uv_in(tmp_path / "u v$HOME`x`'y\"z\\" / "tools dir")
+    # On make's command line a $ is make's, written $$.
+    run = make("venv", f"UV={str(uv).replace('$', '$$')}", cwd=project)
     assert run.returncode == 0, run.stderr
     assert imports_graphviz(project)
     # The same uv found on the PATH.
@@ -109,7 +112,8 @@ def test_make_works_with_a_uv_whose_path_has_a_space(tmp_path):
     for target in ("lock", "bench"):
         run = make("-n", target, cwd=project, env=on_path)
         assert run.returncode == 0, run.stderr
-        assert f'"{uv}"' in run.stdout or target == "bench"
+        quoted = "'" + str(uv).replace("'", "'\\''") + "'"
+        assert quoted in run.stdout or target == "bench", run.stdout
 
 
 @pytest.mark.long
