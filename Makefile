@@ -386,6 +386,8 @@ $(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(VENV_FOLDERS) $(VENV_CHANGED)
 	    { echo "$(LOCK) is older than pyproject.toml: run \`make lock\`" >&2; exit 1; }
 	@[ -x $(UV_QUOTED) ] || $(MAKE) --no-print-directory $(UV_OURS)
 	@$(REQUIRE_PYTHON)
+	@python3 -c 'import os; os.getcwdb().decode("utf-8")' 2>/dev/null || { \
+	    echo "the checkout's path is not valid UTF-8, and uv makes no venv there: rename its folders" >&2; exit 1; }
 	$(RUN_UV) venv --quiet --allow-existing --python python3 "$(VENV)"
 	$(RUN_UV) pip sync --quiet --python "$(PYTHON)" $(LOCK)
 	@broken=$$(for dir in "$(VENV)"/lib/python3*/site-packages; do \

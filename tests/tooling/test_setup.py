@@ -116,6 +116,18 @@ def test_make_works_with_a_uv_whose_path_has_a_space(tmp_path):
         assert quoted in run.stdout or target == "bench", run.stdout
 
 
+def test_a_checkout_whose_path_is_not_utf_8_is_said_so(tmp_path):
+    """uv said "Virtual environment path is not valid UTF-8: .venv"."""
+    folder = Path(os.fsdecode(bytes(tmp_path) + b"/x\xff"))
+    folder.mkdir()
+    project = small_project(folder)
+    run = make("venv", f"UV={the_build_uv()}", cwd=project)
+    assert run.returncode != 0
+    assert run.stderr.splitlines()[0] == (
+        "the checkout's path is not valid UTF-8, and uv makes no venv there: rename its folders")
+    assert not (project / ".venv").exists()
+
+
 @pytest.mark.long
 def test_the_uv_make_installs_passes_a_pip_that_requires_hashes(tmp_path):
     """uv==VERSION alone failed there: every other package is pinned by its
