@@ -373,8 +373,16 @@ bench: $(VENV_STAMP) | $(UV_MADE)  ## time the build against jupyter nbconvert, 
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	"$(PYTHON)" tools/bench.py
 
+# Into the user's Jupyter folder, which must be writable: Jupyter would
+# suggest --user, given already.  ipykernel leaves the copy it makes
+# first in the temporary folder: one of the build's own, removed after.
 kernelspec: $(VENV_STAMP)  ## a Jupyter kernel "gradients" on the venv, for emacs-jupyter
-	"$(PYTHON)" -m ipykernel install --user --name gradients --display-name "Python (gradients)"
+	@folder=$$("$(PYTHON)" -c 'from jupyter_core.paths import jupyter_data_dir; print(jupyter_data_dir())') && \
+	{ mkdir -p "$$folder/kernels" 2>/dev/null && [ -w "$$folder/kernels" ]; } || { \
+	    echo "cannot write $$folder/kernels, where Jupyter keeps your kernels (HOME=$$HOME): make kernelspec with a HOME you can write" >&2; exit 1; }
+	@mkdir -p $(BUILD) && scratch=$$(mktemp -d "$$PWD/$(BUILD)/kernelspec-XXXXXX") && \
+	TMPDIR="$$scratch" "$(PYTHON)" -m ipykernel install --user --name gradients \
+	    --display-name "Python (gradients)"; status=$$?; rm -rf "$$scratch"; exit $$status
 
 venv: $(VENV_STAMP)  ## the Python environment, exactly as requirements.lock says
 

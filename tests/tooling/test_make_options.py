@@ -3,9 +3,11 @@ of the environment that share a name with the Makefile's.  Each is either
 honoured as a user expects, or refused in one line before anything is
 written.  The notes here hold a `python' block alone: no kernel starts."""
 
+import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -222,3 +224,22 @@ def test_make_t_touches_nothing_through_the_venvs_python(built, tmp_path):
         shutil.rmtree(venv)
         venv.symlink_to(real)
         assert make("tangle", cwd=built).returncode == 0
+
+
+def test_make_kernelspec_writes_the_users_kernel_or_says_why_not(built, tmp_path):
+    """Where HOME cannot be written, Jupyter suggested --user, already
+    given, and left its scratch copy in the temporary folder."""
+    home, temporary = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    temporary.mkdir()
+    run = make_with(built, "kernelspec", HOME=str(home), TMPDIR=str(temporary))
+    assert run.returncode == 0, run.stderr
+    spec = json.loads((home / ".local/share/jupyter/kernels/gradients/kernel.json").read_text())
+    assert Path(spec["argv"][0]).resolve() == (built / ".venv/bin/python").resolve()
+    run = make_with(built, "kernelspec", HOME="/proc/self/no-such-home", TMPDIR=str(temporary))
+    assert run.returncode != 0
+    said = [line for line in run.stderr.splitlines() if not line.startswith("make: ***")]
+    assert len(said) == 1 and said[0].startswith("cannot write ") and said[0].endswith(
+        "where Jupyter keeps your kernels (HOME=/proc/self/no-such-home): make kernelspec "
+        "with a HOME you can write"), run.stderr
+    assert list(temporary.iterdir()) == []
