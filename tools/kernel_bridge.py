@@ -137,6 +137,8 @@ class Stopped(Exception):
 #   says: a warning written before a print came after it on one run and
 #   before it on the next.  What the other stream holds is sent before a
 #   write, so that they arrive in the order they were written.
+# The file name a traceback through it gives.
+STREAMS_FILE = "<the kernel's streams, from tools/kernel_bridge.py>"
 KERNEL_STREAMS = """\
 import codecs, os, select, sys
 import ipykernel.iostream
@@ -172,8 +174,9 @@ def streams(OutStream=ipykernel.iostream.OutStream):
                 if not drain(stream):
                     return
     def checked_write(stream, text):
-        __tracebackhide__ = True
         if isinstance(text, str):
+            # Printed text UTF-8 cannot carry (a lone surrogate) fails
+            # here, as print() fails in the script run on its own.
             text.encode("utf-8", "surrogateescape")
         others_first(stream)
         with stream._buffer_lock:
@@ -202,12 +205,19 @@ del streams
 # whether debugpy is there; a None in sys.modules makes that import fail,
 # and is then taken out again, so that a block may still import debugpy.
 LAUNCH_KERNEL = """\
-import runpy, sys
+import linecache, runpy, sys
 notes_folder = sys.path.pop(0)
 sys.modules["debugpy"] = None
 import ipykernel.debugger
 del sys.modules["debugpy"]
-""" + KERNEL_STREAMS + """\
+""" + f"""\
+streams_source = {KERNEL_STREAMS!r}
+# Named, and its lines known, so that a traceback through it shows them.
+linecache.cache[{STREAMS_FILE!r}] = (len(streams_source), None,
+                                     streams_source.splitlines(True), {STREAMS_FILE!r})
+exec(compile(streams_source, {STREAMS_FILE!r}, "exec"))
+del streams_source
+""" + """\
 sys.path.insert(0, notes_folder)
 runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
 """

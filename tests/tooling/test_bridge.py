@@ -109,6 +109,11 @@ def test_a_lone_surrogate_fails_its_block_by_name_and_the_kernel_goes_on(kernel,
         kernel_bridge.execute(kernel, code, max_lines=1000)
     assert failure.value.kind == kind
     assert failure.value.summary.startswith(what), failure.value.summary
+    # The traceback shows why, by the line that failed, not "Could not
+    # get source".
+    if case == "printed, no byte":
+        assert kernel_bridge.STREAMS_FILE in str(failure.value), str(failure.value)
+        assert "fails\n" in str(failure.value) and "Could not get source" not in str(failure.value)
     assert kernel_bridge.execute(kernel, "print('next')")[0] == ": next"
 
 
