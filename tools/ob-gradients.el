@@ -114,6 +114,20 @@ among others."
             (push (line-number-at-pos (match-beginning 0)) lines)))
         (nreverse lines)))))
 
+(defun gradients--dead-placeholder-lines (lines)
+  "Those of LINES, placeholders' line numbers, whose request is no longer
+pending in this Emacs: no result will ever fill them."
+  (let ((pending (mapcar #'gradients-request-id (gradients--pending-requests))))
+    (cl-remove-if (lambda (line)
+                    (save-excursion
+                      (save-restriction
+                        (widen)
+                        (goto-char (point-min))
+                        (forward-line (1- line))
+                        (looking-at gradients-placeholder-line-regexp)
+                        (memq (string-to-number (match-string 1)) pending))))
+                  lines)))
+
 (defun gradients--warn-of-saved-placeholders ()
   "After saving an Org file, say which of its lines are placeholders:
 those results are not in the file.  Saving is not refused: an author
@@ -121,17 +135,7 @@ saves while a long block runs, and saves again when it is done."
   (when (derived-mode-p 'org-mode)
     (let ((lines (gradients-placeholder-lines)))
       (when lines
-        (let* ((pending (mapcar #'gradients-request-id (gradients--pending-requests)))
-               (stale (cl-count-if-not
-                       (lambda (line)
-                         (save-excursion
-                           (save-restriction
-                             (widen)
-                             (goto-char (point-min))
-                             (forward-line (1- line))
-                             (looking-at gradients-placeholder-line-regexp)
-                             (memq (string-to-number (match-string 1)) pending))))
-                       lines)))
+        (let ((stale (length (gradients--dead-placeholder-lines lines))))
           (message "gradients: %s was saved with %d block%s waiting for the kernel (line%s %s)%s"
                    (buffer-name) (length lines) (if (cdr lines) "s" "")
                    (if (cdr lines) "s" "") (mapconcat #'number-to-string lines ", ")
@@ -149,17 +153,7 @@ just before, the placeholder, and the drawer's earlier text comes only
 with the step before (the undo list records positions, and rewriting
 one step would throw every older one off)."
   (when (derived-mode-p 'org-mode)
-    (let* ((pending (mapcar #'gradients-request-id (gradients--pending-requests)))
-           (dead (cl-remove-if
-                  (lambda (line)
-                    (save-excursion
-                      (save-restriction
-                        (widen)
-                        (goto-char (point-min))
-                        (forward-line (1- line))
-                        (looking-at gradients-placeholder-line-regexp)
-                        (memq (string-to-number (match-string 1)) pending))))
-                  (gradients-placeholder-lines))))
+    (let ((dead (gradients--dead-placeholder-lines (gradients-placeholder-lines))))
       (when dead
         ;; After the undo command's own "Undo".
         (run-at-time 0 nil #'message "gradients: line%s %s hold%s the placeholder of a run that has ended, brought back by the undo: undo once more for what the drawer held before, or run the block again"

@@ -913,8 +913,13 @@ graph
     (should (string-match-p "\\`\\[\\[file:\\.build/pictures/[0-9a-f]+\\.svg\\]\\]\\'"
                             (obgt-drawer "graph")))))
 
-(ert-deftest obgt-a-file-renamed-while-its-block-ran-is-said ()
-  (obgt-with-notes ("renamed-file.org" "
+(ert-deftest obgt-a-file-changed-while-its-block-ran-is-said ()
+  "Renamed, or removed: not \"changed from one.svg to nil\"."
+  (dolist (case '(("renamed-file.org" ":file two.svg"
+                   "its :file changed from one\\.svg to two\\.svg while it ran")
+                  ("removed-file.org" ""
+                   "its :file one\\.svg was removed while it ran")))
+    (obgt-with-notes ((car case) "
 #+name: graph
 #+begin_src jupyter-python :file one.svg
 import time, graphviz
@@ -924,36 +929,16 @@ graph.edge('a', 'b')
 graph
 #+end_src
 ")
-    (obgt-run "graph")
-    (save-excursion
-      (goto-char (point-min))
-      (re-search-forward ":file one\\.svg")
-      (replace-match ":file two.svg" t t))
-    (let ((said (obgt-messages (should (obgt-wait)))))
-      (should (obgt-said-p "block `graph': its :file changed from one\\.svg to two\\.svg while it ran; the picture went to one\\.svg"
-                           said)))
-    (should (equal (obgt-drawer "graph") "[[file:one.svg]]"))))
-
-(ert-deftest obgt-a-file-removed-while-its-block-ran-is-said-so ()
-  "Not \"changed from one.svg to nil\"."
-  (obgt-with-notes ("removed-file.org" "
-#+name: graph
-#+begin_src jupyter-python :file one.svg
-import time, graphviz
-time.sleep(0.5)
-graph = graphviz.Digraph()
-graph.edge('a', 'b')
-graph
-#+end_src
-")
-    (obgt-run "graph")
-    (save-excursion
-      (goto-char (point-min))
-      (re-search-forward " :file one\\.svg")
-      (replace-match "" t t))
-    (let ((said (obgt-messages (should (obgt-wait)))))
-      (should (obgt-said-p "block `graph': its :file one\\.svg was removed while it ran; the picture went to one\\.svg"
-                           said)))))
+      (obgt-run "graph")
+      (save-excursion
+        (goto-char (point-min))
+        (re-search-forward " ?:file one\\.svg")
+        (replace-match (if (string-empty-p (nth 1 case)) "" (concat " " (nth 1 case))) t t))
+      (let ((said (obgt-messages (should (obgt-wait)))))
+        (should (obgt-said-p (concat "block `graph': " (nth 2 case)
+                                     "; the picture went to one\\.svg")
+                             said)))
+      (should (equal (obgt-drawer "graph") "[[file:one.svg]]")))))
 
 ;; Found by probing: a block whose code was edited while it waited behind
 ;; another got the result of its code as it was, without a word.
