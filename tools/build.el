@@ -1252,18 +1252,21 @@ def _watch_reads():
     inside = project + os.sep
     skipped = tuple(os.path.join(project, name) + os.sep for name in ('.venv', '.build', '.git'))
     bytecode = os.sep + '__pycache__' + os.sep
-    files = set()
+    files, written = set(), set()
 
     def hook(event, args):
         if event != 'open' or not isinstance(args[0], (str, bytes)):
             return
         mode, flags = args[1], args[2]
+        path = os.path.normpath(os.path.join(os.getcwd(), os.fsdecode(args[0])))
+        if not path.startswith(inside) or path.startswith(skipped):
+            return
+        if (any(letter in mode for letter in 'wax+') if mode is not None
+                else flags & os.O_ACCMODE != os.O_RDONLY):
+            written.add(os.path.relpath(os.path.realpath(path), project))
         if mode is not None and 'r' not in mode and '+' not in mode:
             return
         if mode is None and flags & os.O_ACCMODE == os.O_WRONLY:
-            return
-        path = os.path.normpath(os.path.join(os.getcwd(), os.fsdecode(args[0])))
-        if not path.startswith(inside) or path.startswith(skipped):
             return
         if bytecode in path:
             try:
@@ -1275,7 +1278,7 @@ def _watch_reads():
             files.add(os.path.relpath(path, project))
 
     sys.addaudithook(hook)
-    sys.modules['_gradients_reads'] = types.SimpleNamespace(files=files)
+    sys.modules['_gradients_reads'] = types.SimpleNamespace(files=files, written=written)
 _watch_reads()
 del _watch_reads
 "
@@ -1283,12 +1286,16 @@ del _watch_reads
 project (but for .venv, .build and .git) that Python opens for reading,
 a module's bytecode counting as its source, so that the kept run
 depends on those files too (a block that reads
-data.csv runs again once it changed).  What other programs read, a
-block's subprocesses for instance, is not seen.")
+data.csv runs again once it changed); and every file it opens for
+writing, which the blocks make: no input of theirs (gradients.py,
+imported by `make test', would write it again, and make would build
+again).  What other programs read, a block's subprocesses for instance,
+is not seen.")
 
 (defconst gradients-build-report-reads
-  "import json, _gradients_reads\nprint(json.dumps(sorted(_gradients_reads.files)))"
-  "Python that prints the files the kernel read, as a JSON list.")
+  "import json, _gradients_reads as r\nprint(json.dumps(sorted(r.files - r.written)))"
+  "Python that prints the files the kernel read, and did not write, as a
+JSON list.")
 
 (defun gradients-build--on-each-kernel (blocks code what)
   "Run CODE, described as WHAT, on the kernel of each session the blocks
