@@ -1071,10 +1071,11 @@ def write_atomically(path, data):
 
 
 # A memory address: in an object's default repr ("<Foo object at
-# 0x7f...>"), or printed bare (hex(id(x))), which on a 64-bit machine has
-# more than eight digits.  A shorter hex number (a colour, a mask) is not
-# one.  tests/test_notes.py refuses a recorded one with this pattern.
-MEMORY_ADDRESS = re.compile(r"(?<= at )0x[0-9a-f]+\b|\b0x[0-9a-f]{9,}\b")
+# 0x7f...>", six digits or more), or printed bare (hex(id(x))), which on a
+# 64-bit machine has more than eight digits.  A shorter hex number (a
+# colour, a mask, "the byte at 0x10") is not one.  tests/test_notes.py
+# refuses a recorded one with this pattern.
+MEMORY_ADDRESS = re.compile(r"(?<= at )0x[0-9a-f]{6,}\b|\b0x[0-9a-f]{9,}\b")
 
 
 def check_repeatable(outputs, file, org):

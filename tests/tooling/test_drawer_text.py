@@ -489,7 +489,8 @@ def test_a_cells_file_is_named_alike_in_every_text_a_block_shows():
     ("<__main__.Foo object at 0x7f3a2b1c4d50>", "0x7f3a2b1c4d50"),
     ("<function f at 0x55d0c0ffee00>", "0x55d0c0ffee00"),
     ("0x7f3a2b1c4d50", "0x7f3a2b1c4d50"),
-    ("0xffffff", None), ("0xdeadbeef", None), ("mask 0x10", None), ("0x1f at 0xff", "0xff"),
+    ("0xffffff", None), ("0xdeadbeef", None), ("mask 0x10", None),
+    ("the byte at 0x10 is 255", None), ("<Foo object at 0x55d0c0ffee>", "0x55d0c0ffee"),
 ])
 def test_a_memory_address_is_told_from_other_hex_numbers(text, address):
     found = kernel_bridge.MEMORY_ADDRESS.search(text)
