@@ -1959,34 +1959,59 @@ picture an interactive run saved) would otherwise be written by one
                   gradients-build--org-name (error-message-string err))))
       (gradients-build--release-markers blocks))))
 
-(defun gradients-build--check-reproduced (blocks)
-  "Fail unless every block of BLOCKS (read from the buffer the run wrote
-its results into) that runs recorded what the build's own run of the
-same code produced (.build/produced/blocks.json): a result that changes
-from run to run is one no build could check, and `make test' would fail
-on it after every `make run'."
+(defun gradients-build--first-difference (one other)
+  "The first line where the texts ONE and OTHER differ, as (NUMBER
+ONE-LINE OTHER-LINE), each line cut at 200 characters."
+  (let ((ones (split-string one "\n")) (others (split-string other "\n")) (number 1))
+    (while (and ones others (equal (car ones) (car others)))
+      (setq ones (cdr ones) others (cdr others) number (1+ number)))
+    (list number
+          (truncate-string-to-width (or (car ones) "(no line)") 200)
+          (truncate-string-to-width (or (car others) "(no line)") 200))))
+
+(defun gradients-build--check-reproduced (made)
+  "Fail unless each reply of MADE, those of the blocks `make run' ran in
+order, holds what the build's own run of the same code made of that
+block (.build/produced/blocks.json): the drawer text, what it printed
+(which `make test' compares with gradients.py's output, for a block of
+:results silent too) and its picture, byte for byte.  What changes from
+run to run no build could check, and `make test' would fail on it after
+every `make run'."
   (let ((produced (cl-remove-if-not
                    (lambda (entry) (alist-get 'runs entry))
                    (alist-get 'blocks (gradients-build--read-json
                                        (gradients-build--produced-file
                                         gradients-build--project)))))
         differing)
-    (dolist (block (cl-remove-if-not #'gradients-build--runs-p blocks))
+    (dolist (reply made)
       (let* ((entry (pop produced))
-             (again (alist-get 'produced entry))
-             (recorded (plist-get block :recorded))
-             (results (split-string (or (cdr (assq :results (nth 2 (plist-get block :info))))
-                                        ""))))
-        (unless (or (cl-intersection '("silent" "none") results :test #'equal)
-                    (equal (or recorded "") (or again "")))
-          ;; Named by its line in the file, not in the buffer that holds
-          ;; the results of the blocks above it.
-          (push (format "%s:%d: block %s gave another result when run again on a fresh kernel\n  one run:  %S\n  another:  %S"
-                        gradients-build--org-name (alist-get 'line entry)
-                        (if (alist-get 'name entry) (format "`%s'" (alist-get 'name entry))
-                          "(unnamed)")
-                        (truncate-string-to-width (or recorded "") 200)
-                        (truncate-string-to-width (or again "") 200))
+             (where (format "%s:%d: block %s" gradients-build--org-name (alist-get 'line entry)
+                            (if (alist-get 'name entry) (format "`%s'" (alist-get 'name entry))
+                              "(unnamed)")))
+             (file (alist-get :file (alist-get 'header entry)))
+             (output (and file (gradients-build-output-path file :file where)))
+             (what
+              (cond
+               ((not (equal (alist-get 'org reply) (alist-get 'produced entry)))
+                (cons "its result" (gradients-build--first-difference
+                                    (or (alist-get 'produced entry) "")
+                                    (or (alist-get 'org reply) ""))))
+               ((not (equal (alist-get 'printed reply) (alist-get 'printed entry)))
+                (cons "what it printed" (gradients-build--first-difference
+                                         (or (alist-get 'printed entry) "")
+                                         (or (alist-get 'printed reply) ""))))
+               ((and output
+                     (not (equal (gradients-build--file-bytes
+                                  (gradients-build--produced-file gradients-build--project output))
+                                 (gradients-build--file-bytes
+                                  (gradients-build--scratch-path output)))))
+                (list (format "its picture %s" output))))))
+        (when what
+          (push (if (cdr what)
+                    (format "%s gave another result when run again on a fresh kernel: %s, line %d:\n  the build's run:  %S\n  make run's run:   %S"
+                            where (car what) (nth 1 what) (nth 2 what) (nth 3 what))
+                  (format "%s gave another result when run again on a fresh kernel: %s, drawn again, holds other bytes"
+                          where (car what)))
                 differing))))
     (when differing
       (error "%s\nWhat these blocks show changes from run to run, and no build could check it: seed what is random, sort what has no order, round what the machine may change"
@@ -2001,7 +2026,8 @@ and `make test' find everything as the run left it."
   (gradients-build--main (progn (gradients-build--check-rewritable org-file)
                                 (gradients-build--has-blocks-p original))
     (let ((outputs (gradients-build--produce org-file original "run"))
-          (before (gradients-build--installed-before)))
+          (before (gradients-build--installed-before))
+          made)
       ;; The results are recorded from a kernel of their own.
       (gradients-stop-sessions)
       (gradients-build--make-scratch project)
@@ -2023,15 +2049,20 @@ and `make test' find everything as the run left it."
             (when (gradients-build--runs-p block)
               (goto-char (plist-get block :marker))
               (message "running %s" (plist-get block :where))
-              (let ((org-babel-current-src-block-location (plist-get block :marker))
-                    (inhibit-message t))
-                (org-babel-execute-src-block)))))
+              (let* ((org-babel-current-src-block-location (plist-get block :marker))
+                     (replies nil)
+                     (gradients-reply-functions
+                      (cons (lambda (_request reply) (push reply replies))
+                            gradients-reply-functions)))
+                (let ((inhibit-message t))
+                  (org-babel-execute-src-block))
+                ;; Its own, the last: a block runs no other (no :var of a
+                ;; block passes the checks).
+                (push (car replies) made)))))
         (gradients-build--release-markers blocks)
         (gradients-stop-sessions))
       (gradients-build--check-as-written)
-      (let ((written (gradients-build--read-blocks)))
-        (unwind-protect (gradients-build--check-reproduced written)
-          (gradients-build--release-markers written)))
+      (gradients-build--check-reproduced (nreverse made))
       (let ((copy (expand-file-name (file-name-nondirectory org-file) gradients-build--scratch))
             (coding-system-for-write 'utf-8-unix))
         (write-region nil nil copy nil 'silent)

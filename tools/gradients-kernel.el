@@ -120,7 +120,12 @@ own words: no Lisp function name before it, no debugger."
 
 ;;;; The bridge process
 
+(defvar gradients-reply-functions nil
+  "Functions called with each request and its reply as it comes, before
+anything else is done with it: `make run' gathers its replies so.")
+
 (defun gradients--deliver (request reply)
+  (run-hook-with-args 'gradients-reply-functions request reply)
   (setf (gradients-request-reply request) reply)
   (cond ((gradients-request-abandoned request)
          (message "gradients: the result of %s came after its wait was given up; dropped"

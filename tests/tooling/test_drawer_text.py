@@ -329,19 +329,38 @@ def test_what_make_run_records_make_test_finds_as_the_notes_make_it(built_twice)
 
 def test_make_run_refuses_a_result_that_changes_from_run_to_run(tiny):
     """Else make test would fail on it after every make run, saying to run
-    make run."""
-    text = HEADER + block("print(1 + 1)", "steady") + block(
-        "import os\nprint(os.getpid())", "pid") + block("print(3)", "after")
+    make run: whatever make test compares, the drawer, what a block printed
+    (a silent one too, and a progress bar whose last state is the same)
+    and the picture it drew."""
+    text = (HEADER + block("print(1 + 1)", "steady")
+            + block("import os\nprint(os.getpid())", "pid")
+            + block("import time\nprint(time.time())", "quiet", ":results silent")
+            + block("import time\nprint(f'\\r{time.perf_counter_ns()}', end='')\n"
+                    "print('\\r\\x1b[Kdone')", "bar")
+            + block("import numpy as np, matplotlib.pyplot as plt\n"
+                    "plt.imshow(np.random.rand(4, 4)); plt.axis('off'); plt.show()",
+                    "noise", ":file images/noise.png")
+            + block("print(3)", "after"))
     before = write_readme(tiny, text)
     run = make("run", cwd=tiny)
     assert run.returncode != 0
     said = [line for line in run.stderr.splitlines()
             if not line.startswith(("running ", "make: ***"))]
-    assert said[0] == (f"README.org:{line_of(text, 'pid')}: block `pid' gave another result "
-                       "when run again on a fresh kernel"), run.stderr
-    assert said[1].startswith("  one run:  \": ") and said[2].startswith("  another:  \": ")
-    assert said[3].startswith("What these blocks show changes from run to run"), run.stderr
-    assert not any("steady" in line or "after" in line for line in said[1:]), run.stderr
+    named = [line for line in said if "gave another result" in line]
+    assert named == [
+        f"README.org:{line_of(text, 'pid')}: block `pid' gave another result when run again "
+        "on a fresh kernel: its result, line 1:",
+        f"README.org:{line_of(text, 'quiet')}: block `quiet' gave another result when run "
+        "again on a fresh kernel: its result, line 1:",
+        f"README.org:{line_of(text, 'bar')}: block `bar' gave another result when run again "
+        "on a fresh kernel: what it printed, line 1:",
+        f"README.org:{line_of(text, 'noise')}: block `noise' gave another result when run "
+        "again on a fresh kernel: its picture images/noise.png, drawn again, holds other bytes",
+    ], run.stderr
+    first = said.index(named[0])
+    assert said[first + 1].startswith("  the build's run:  \": ")
+    assert said[first + 2].startswith("  make run's run:   \": ")
+    assert any(line.startswith("What these blocks show changes from run to run") for line in said)
     assert said[-1] == "Nothing was changed.", run.stderr
     assert snapshot(tiny) == before
 
