@@ -1610,12 +1610,15 @@ WRITTEN-SOME's words followed by the outputs, or \"Nothing was changed.\""
 so in the build's own words, as a refusal does: make alone would only
 say that its recipe failed."
   (gradients-build--cleanup)
-  (when gradients-build--under-way
-    (message "%s: the build was stopped (Ctrl-C or a signal) before it ended."
-             gradients-build--under-way)
-    ;; An install under way when the build was stopped was completed.
-    (message "%s" (gradients-build--what-changed "Changed before it stopped"))
-    (setq gradients-build--under-way nil)))
+  ;; Stopped while a block of `make run' ran, which is run with its
+  ;; messages held back, this is still said.
+  (let ((inhibit-message nil))
+    (when gradients-build--under-way
+      (message "%s: the build was stopped (Ctrl-C or a signal) before it ended."
+               gradients-build--under-way)
+      ;; An install under way when the build was stopped was completed.
+      (message "%s" (gradients-build--what-changed "Changed before it stopped"))
+      (setq gradients-build--under-way nil))))
 
 (add-hook 'kill-emacs-hook #'gradients-build--on-exit)
 

@@ -349,6 +349,31 @@ def test_ctrl_c_while_a_block_runs_changes_nothing_and_leaves_nothing(tiny):
                               "sleeping": b""}
 
 
+# Sleeps only on the second kernel, that of make run's own run: the
+# build's run, first, leaves a file behind.
+SLEEPS_THE_SECOND_TIME = """import os, time
+if os.path.exists('ran-once'):
+    open('sleeping', 'w').close()
+    time.sleep(300)
+open('ran-once', 'w').close()"""
+
+
+def test_ctrl_c_while_make_run_runs_its_blocks_is_said(tiny):
+    """Its blocks run with their messages held back: the build's last
+    words were lost with them."""
+    before = write_readme(tiny, HEADER + block(SLEEPS_THE_SECOND_TIME, "sleeps"))
+    process, temporary = build_with_tmpdir(tiny, "run")
+    try:
+        assert wait_for((tiny / "sleeping").exists, PATIENCE), "the block did not start"
+        os.killpg(process.pid, signal.SIGINT)
+    finally:
+        stderr = finish(process)
+    assert process.returncode != 0, stderr
+    assert stderr.endswith("README.org: the build was stopped (Ctrl-C or a signal) before it "
+                           "ended.\nNothing was changed.\n"), stderr
+    assert (tiny / "README.org").read_bytes() == before["README.org"]
+
+
 def test_a_build_started_after_ctrl_c_waits_for_the_last_kernel_to_be_gone(tiny):
     """Emacs exits at Ctrl-C without waiting for its bridge to stop the
     kernel, so make returns first: the next build, waiting on the lock
