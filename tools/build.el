@@ -1972,6 +1972,20 @@ ONE-LINE OTHER-LINE), each line cut at 200 characters."
           (truncate-string-to-width (or (car ones) "(no line)") 200)
           (truncate-string-to-width (or (car others) "(no line)") 200))))
 
+(defun gradients-build--check-reads-unchanged ()
+  "Fail if a file the build's run read (.build/produced/blocks.json) has
+changed since: `make run' would record what its own run made of the new
+file, beside the build's run of the old one."
+  (let* ((reads (gradients-build--reads (gradients-build--read-json
+                                         (gradients-build--produced-file
+                                          gradients-build--project))))
+         (now (gradients-build--digests (mapcar #'car reads)))
+         (changed (cl-loop for (file . digest) in reads
+                           unless (equal (cdr (assoc file now)) digest) collect file)))
+    (when changed
+      (error "%s: %s, which the blocks read, changed while `make run' ran; run it again"
+             gradients-build--org-name (mapconcat #'identity changed ", ")))))
+
 (defun gradients-build--check-reproduced (made)
   "Fail unless each reply of MADE, those of the blocks `make run' ran in
 order, holds what the build's own run of the same code made of that
@@ -2065,6 +2079,7 @@ and `make test' find everything as the run left it."
         (gradients-build--release-markers blocks)
         (gradients-stop-sessions))
       (gradients-build--check-as-written)
+      (gradients-build--check-reads-unchanged)
       (gradients-build--check-reproduced (nreverse made))
       (let ((copy (expand-file-name (file-name-nondirectory org-file) gradients-build--scratch))
             (coding-system-for-write 'utf-8-unix))

@@ -374,6 +374,24 @@ def test_ctrl_c_while_make_run_runs_its_blocks_is_said(tiny):
     assert (tiny / "README.org").read_bytes() == before["README.org"]
 
 
+def test_a_file_the_blocks_read_changed_while_make_run_ran_is_named(tiny):
+    """make run wrote what its own run made of the old file, and the build
+    kept a run of the new one: make test failed right after."""
+    (tiny / "input.txt").write_text("one\n")
+    before = write_readme(tiny, HEADER + block("print(open('input.txt').read())", "reads")
+                          + block(SLEEPS_THE_SECOND_TIME.replace("300", "2"), "sleeps"))
+    process, temporary = build_with_tmpdir(tiny, "run")
+    try:
+        assert wait_for((tiny / "sleeping").exists, PATIENCE), "the block did not start"
+        (tiny / "input.txt").write_text("two\n")
+    finally:
+        stderr = finish(process)
+    assert process.returncode != 0, stderr
+    assert stderr.endswith("README.org: input.txt, which the blocks read, changed while "
+                           "`make run' ran; run it again\nNothing was changed.\n"), stderr
+    assert (tiny / "README.org").read_bytes() == before["README.org"]
+
+
 def test_a_build_started_after_ctrl_c_waits_for_the_last_kernel_to_be_gone(tiny):
     """Emacs exits at Ctrl-C without waiting for its bridge to stop the
     kernel, so make returns first: the next build, waiting on the lock
