@@ -113,8 +113,12 @@ def pytest_configure(config):
     signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)
     if hasattr(config, "workerinput"):
         return
+    # After any build under way (a `make run` in another terminal): make
+    # would find the first half of its work up to date, and the tests read
+    # the checkout before its end.
     build = subprocess.Popen(
-        ["make", "--no-print-directory", str(produced.FOLDER / "blocks.json")],
+        ["sh", "-c", 'sh tools/one-build-at-a-time true && exec make --no-print-directory "$1"',
+         "sh", str(produced.FOLDER / "blocks.json")],
         cwd=ROOT, env=make_environment())
     try:
         # The tooling's suite alone (make check) never imports gradients.py.

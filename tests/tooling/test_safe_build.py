@@ -392,6 +392,25 @@ def test_a_file_the_blocks_read_changed_while_make_run_ran_is_named(tiny):
     assert (tiny / "README.org").read_bytes() == before["README.org"]
 
 
+def test_the_checks_started_during_make_run_wait_for_its_end(tiny):
+    """The build's half of make run had made .build/produced/ up to date:
+    pytest read it, and the notes not yet rewritten, at once."""
+    write_readme(tiny, HEADER + block("print('made')", "prints")
+                 + block(SLEEPS_THE_SECOND_TIME.replace("300", "3"), "sleeps"))
+    process = start_make("run", cwd=tiny)
+    try:
+        assert wait_for((tiny / "sleeping").exists, PATIENCE), "the block did not start"
+        checks = subprocess.run(
+            [str(tiny / ".venv" / "bin" / "python"), "-m", "pytest", "-p", "no:xdist",
+             "tests/test_notes.py", "-k", "recorded_result or committed_output"],
+            cwd=tiny, capture_output=True, text=True, timeout=PATIENCE)
+    finally:
+        stderr = finish(process)
+    assert process.returncode == 0, stderr
+    assert "waiting for the other build" in checks.stderr, checks.stderr
+    assert checks.returncode == 0, checks.stdout[-3000:]
+
+
 def test_a_build_started_after_ctrl_c_waits_for_the_last_kernel_to_be_gone(tiny):
     """Emacs exits at Ctrl-C without waiting for its bridge to stop the
     kernel, so make returns first: the next build, waiting on the lock
