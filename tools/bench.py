@@ -127,6 +127,7 @@ def small_notes(folder, blocks):
     """A project whose README.org is BLOCKS small blocks under one heading."""
     copy_project(folder, keep_produced=False)
     header = "#+PROPERTY: header-args:jupyter-python :session gradients\n" \
+             "#+PROPERTY: header-args:jupyter-python+ :results raw drawer\n" \
              "#+PROPERTY: header-args:jupyter-python+ :tangle gradients.py\n\n* Notes\n"
     body = "".join(f"\n#+name: b{n}\n#+begin_src jupyter-python\nx{n} = {n}\n#+end_src\n"
                    for n in range(blocks))

@@ -1847,15 +1847,20 @@ the tangling time, so every language is tangled as plain text."
     (advice-remove 'org-babel-tangle-collect-blocks
                    #'gradients-build--tangle-into-scratch)))
 
-(defun gradients-build--produce (org-file original target)
+(defun gradients-build--produce (org-file original target &optional kept-only)
   "Produce everything into the scratch folder and make it .build/produced/;
 return the outputs, relative to the notes' folder.  TARGET is the make
-target to run again after an edit saved meanwhile: the one the user ran."
+target to run again after an edit saved meanwhile: the one the user ran.
+With KEPT-ONLY, the kept run must serve: `make run' reads the notes it
+wrote, whose code is that of the run it just kept."
   (let* ((blocks (gradients-build--read-blocks))
          (pictures (gradients-build--check-blocks blocks))
          (earlier (gradients-build--read-json
                    (gradients-build--produced-file gradients-build--project)))
          (key (gradients-build--key blocks))
+         (_ (when (and kept-only (not (equal key (alist-get 'key earlier))))
+              (error "%s: the notes' code, or what the build depends on, changed while `make %s' ran; run it again"
+                     gradients-build--org-name target)))
          ;; Code unlike the kept run's runs whatever is tangled: at once,
          ;; on the kernel started early, and tangling waits.
          (ran (not (equal key (alist-get 'key earlier))))
@@ -1868,7 +1873,10 @@ target to run again after an edit saved meanwhile: the one the user ran."
          (tangled-key (gradients-build--tangled-key tangled)))
     (unless ran
       (if (not (gradients-build--reusable-p earlier tangled-key pictures))
-          (setq reads (gradients-build--run blocks))
+          (if kept-only
+              (error "%s: a file the blocks read changed while `make %s' ran; run it again"
+                     gradients-build--org-name target)
+            (setq reads (gradients-build--run blocks)))
         (message "%s" "the code of the blocks is as when they last ran: their results are reused")
         ;; One guessed needed, and started early, is not.
         (gradients-stop-sessions 'no-wait)
@@ -2083,9 +2091,6 @@ and `make test' find everything as the run left it."
       (gradients-build--check-reproduced (nreverse made))
       (let ((copy (expand-file-name (file-name-nondirectory org-file) gradients-build--scratch))
             (coding-system-for-write 'utf-8-unix))
-        (write-region nil nil copy nil 'silent)
-        (set-buffer-modified-p nil)
-        (gradients-build--check-unchanged org-file original "run")
         ;; The outputs of the build's run, which `make test' compares
         ;; with the committed ones, beside the Org file, all moved into
         ;; place together.
@@ -2093,6 +2098,10 @@ and `make test' find everything as the run left it."
           (let ((to (expand-file-name output gradients-build--scratch)))
             (make-directory (file-name-directory to) t)
             (copy-file (gradients-build--produced-file project output) to t t)))
+        (write-region nil nil copy nil 'silent)
+        (set-buffer-modified-p nil)
+        ;; As near the install as can be: an edit saved meanwhile is kept.
+        (gradients-build--check-unchanged org-file original "run")
         (gradients-build--install
          gradients-build--scratch (cons (file-name-nondirectory org-file) outputs))
         ;; What the build keeps of the notes is read again from them as
@@ -2105,7 +2114,7 @@ and `make test' find everything as the run left it."
           (set-visited-file-modtime)
           (delete-directory gradients-build--scratch t)
           (gradients-build--make-scratch project)
-          (gradients-build--produce org-file now "run")
+          (gradients-build--produce org-file now "run" 'kept-only)
           (gradients-build--remove-retired-outputs before outputs
                                                    (decode-coding-string now 'utf-8-unix))
           (gradients-build--write-outputs-list outputs))))))
