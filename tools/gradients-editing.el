@@ -14,6 +14,9 @@
 (defvar python-indent-guess-indent-offset)
 (defvar gradients--placeholder-inserted)
 (defvar gradients-project-directory)
+(defvar org-src--beg-marker)
+(declare-function org-edit-src-save "org-src")
+(declare-function org-babel-execute-src-block "ob-core")
 (declare-function org-babel-get-src-block-info "ob-core")
 (declare-function org-babel-where-is-src-block-result "ob-core")
 (declare-function org-babel-result-end "ob-core")
@@ -24,9 +27,39 @@
 (defun gradients-python-mode ()
   "python-mode for the notes' blocks, without guessing the indentation:
 Org fontifies and edits blocks in buffers that have no file, so no
-directory setting reaches them, and the guess would say it failed."
+directory setting reaches them, and the guess would say it failed.
+In a block's edit buffer (C-c '), C-c C-c runs the block."
   (let ((python-indent-guess-indent-offset nil))
-    (python-mode)))
+    (python-mode))
+  (gradients-edit-block-mode 1))
+
+(defun gradients-run-edited-block ()
+  "Put the code of this edit buffer (C-c ') back into its block and run
+the block, as C-c C-c on it in the notes does.  python-mode's C-c C-c
+would send the code to a Python shell of its own, not to the kernel."
+  (interactive)
+  (unless (and (bound-and-true-p org-src-mode) (markerp org-src--beg-marker)
+               (marker-buffer org-src--beg-marker))
+    (user-error "Not in the edit buffer of a block of the notes (C-c ' opens one)"))
+  ;; Org's own write-back, which also saves the notes' file: C-c C-c on
+  ;; the block in the notes saves nothing, nor does this.
+  (cl-letf (((symbol-function 'save-buffer) #'ignore))
+    (org-edit-src-save))
+  (let ((block org-src--beg-marker))
+    (with-current-buffer (marker-buffer block)
+      (save-excursion
+        (goto-char block)
+        (org-babel-execute-src-block)))))
+
+(defvar gradients-edit-block-mode-map
+  (let ((map (make-sparse-keymap)))
+    (define-key map (kbd "C-c C-c") #'gradients-run-edited-block)
+    map)
+  "Keys of a block's edit buffer: C-c C-c runs the block.")
+
+(define-minor-mode gradients-edit-block-mode
+  "In the edit buffer of a block of the notes, C-c C-c runs the block."
+  :lighter nil)
 
 (defun gradients--notes-buffer-p ()
   "Whether the current buffer visits a file of this project."

@@ -601,6 +601,35 @@ print('quick', 1 + 1)
     (let ((last-command 'undo)) (undo))
     (should (null (obgt-drawer "quick")))))
 
+;; Found by probing: C-c C-c in a block's edit buffer (C-c ') was
+;; python-mode's, which asked for a Python shell of its own.
+(ert-deftest obgt-c-c-c-c-in-a-blocks-edit-buffer-runs-the-block ()
+  (obgt-with-notes ("edited-here.org" "
+#+name: edited
+#+begin_src jupyter-python
+print('before')
+#+end_src
+")
+    (org-babel-goto-named-src-block "edited")
+    (let ((notes (current-buffer)))
+      (org-edit-special)
+      (unwind-protect
+          (progn
+            (goto-char (point-min))
+            (search-forward "before")
+            (replace-match "after edit" t t)
+            (should (eq (key-binding (kbd "C-c C-c")) #'gradients-run-edited-block))
+            (call-interactively #'gradients-run-edited-block))
+        (org-edit-src-exit))
+      (with-current-buffer notes
+        (should (obgt-wait))
+        (should (equal (obgt-drawer "edited") ": after edit"))
+        ;; As C-c C-c in the notes: the file is not saved.
+        (should (buffer-modified-p))
+        (should-not (string-match-p "after edit"
+                                    (with-temp-buffer (insert-file-contents file)
+                                                      (buffer-string))))))))
+
 ;;;; C-c C-v b
 
 (ert-deftest obgt-queuing-every-block-of-the-notes-is-cheap ()
