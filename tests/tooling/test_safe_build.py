@@ -358,38 +358,39 @@ if os.path.exists('ran-once'):
 open('ran-once', 'w').close()"""
 
 
-def test_ctrl_c_while_make_run_runs_its_blocks_is_said(tiny):
-    """Its blocks run with their messages held back: the build's last
-    words were lost with them."""
-    before = write_readme(tiny, HEADER + block(SLEEPS_THE_SECOND_TIME, "sleeps"))
-    process, temporary = build_with_tmpdir(tiny, "run")
+def refuses_make_run(tiny, text, meanwhile, said):
+    """make run of the notes TEXT, with MEANWHILE (given the process) done
+    once its own run sleeps, ends saying SAID, then "Nothing was
+    changed.", and leaves README.org as it was."""
+    before = write_readme(tiny, text)
+    process, _ = build_with_tmpdir(tiny, "run")
     try:
         assert wait_for((tiny / "sleeping").exists, PATIENCE), "the block did not start"
-        os.killpg(process.pid, signal.SIGINT)
+        meanwhile(process)
     finally:
         stderr = finish(process)
     assert process.returncode != 0, stderr
-    assert stderr.endswith("README.org: the build was stopped (Ctrl-C or a signal) before it "
-                           "ended.\nNothing was changed.\n"), stderr
+    assert stderr.endswith(f"{said}\nNothing was changed.\n"), stderr
     assert (tiny / "README.org").read_bytes() == before["README.org"]
+
+
+def test_ctrl_c_while_make_run_runs_its_blocks_is_said(tiny):
+    """Its blocks run with their messages held back: the build's last
+    words were lost with them."""
+    refuses_make_run(tiny, HEADER + block(SLEEPS_THE_SECOND_TIME, "sleeps"),
+                     lambda process: os.killpg(process.pid, signal.SIGINT),
+                     "README.org: the build was stopped (Ctrl-C or a signal) before it ended.")
 
 
 def test_a_file_the_blocks_read_changed_while_make_run_ran_is_named(tiny):
     """make run wrote what its own run made of the old file, and the build
     kept a run of the new one: make test failed right after."""
     (tiny / "input.txt").write_text("one\n")
-    before = write_readme(tiny, HEADER + block("print(open('input.txt').read())", "reads")
-                          + block(SLEEPS_THE_SECOND_TIME.replace("300", "2"), "sleeps"))
-    process, temporary = build_with_tmpdir(tiny, "run")
-    try:
-        assert wait_for((tiny / "sleeping").exists, PATIENCE), "the block did not start"
-        (tiny / "input.txt").write_text("two\n")
-    finally:
-        stderr = finish(process)
-    assert process.returncode != 0, stderr
-    assert stderr.endswith("README.org: input.txt, which the blocks read, changed while "
-                           "`make run' ran; run it again\nNothing was changed.\n"), stderr
-    assert (tiny / "README.org").read_bytes() == before["README.org"]
+    refuses_make_run(tiny, HEADER + block("print(open('input.txt').read())", "reads")
+                     + block(SLEEPS_THE_SECOND_TIME.replace("300", "2"), "sleeps"),
+                     lambda _: (tiny / "input.txt").write_text("two\n"),
+                     "README.org: input.txt, which the blocks read, changed while `make run' "
+                     "ran; run it again")
 
 
 def test_the_checks_started_during_make_run_wait_for_its_end(tiny):
