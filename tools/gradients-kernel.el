@@ -104,6 +104,7 @@ met again from another in practice.")
   value-of    ; the result params of a block whose value Org wants, or nil
   timeout     ; its time limit in seconds, or nil
   source      ; the block's code as written when it was asked for, or nil
+  interrupted ; whether Emacs interrupted it (a block may raise KeyboardInterrupt itself)
   sent)       ; when it went to the bridge, or nil while it waits its turn
 
 (defconst gradients--raise
@@ -484,8 +485,10 @@ placeholders."
 
 (defun gradients--interrupt-process (process)
   "Interrupt the block PROCESS's kernel is running, as Jupyter does."
-  (let ((pid (process-get process 'kernel-pid)))
-    (when (and pid (process-get process 'current))
+  (let ((pid (process-get process 'kernel-pid))
+        (current (process-get process 'current)))
+    (when (and pid current)
+      (setf (gradients-request-interrupted current) t)
       (signal-process pid 'SIGINT))))
 
 (defun gradients--kill-if-unanswered (process request)

@@ -330,7 +330,10 @@ text.  ELEMENT is as for `gradients--own-head'."
         (error (alist-get 'error reply)))
     (pcase kind
       ("raised" (format "%s raised %s" where summary))
-      ("interrupted" (format "%s was interrupted (KeyboardInterrupt)" where))
+      ("interrupted" (if (gradients-request-interrupted request)
+                         (format "%s was interrupted (KeyboardInterrupt)" where)
+                       ;; Its own doing, or a signal from outside Emacs.
+                       (format "%s raised %s" where (or summary "KeyboardInterrupt"))))
       ("died" (let ((requeued (or (alist-get 'requeued reply) 0)))
                 (format "%s %s: %s%s" where
                         ;; Killed from outside (kill -9, the memory's

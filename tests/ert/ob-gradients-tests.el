@@ -1037,7 +1037,21 @@ time.sleep(60)
     (should (obgt-wait-for-file "sleeping"))
     (org-babel-goto-named-src-block "other")
     (let ((said (obgt-messages (gradients-interrupt) (should (obgt-wait 20)))))
-      (should (obgt-said-p "interrupted .*block `sleeps'" said)))))
+      (should (obgt-said-p "interrupted .*block `sleeps'" said))
+      (should (obgt-said-p "block `sleeps' was interrupted (KeyboardInterrupt)" said)))))
+
+;; Found by probing: a block that raised KeyboardInterrupt itself was said
+;; to have been interrupted, when nobody had.
+(ert-deftest obgt-a-keyboardinterrupt-no-one-sent-is-raised ()
+  (obgt-with-notes ("raises-interrupt.org" "
+#+name: raises
+#+begin_src jupyter-python
+raise KeyboardInterrupt('on its own')
+#+end_src
+")
+    (let ((said (obgt-messages (obgt-run "raises") (should (obgt-wait)))))
+      (should (obgt-said-p "block `raises' raised KeyboardInterrupt: on its own" said))
+      (should-not (obgt-said-p "was interrupted" said)))))
 
 ;; Notes with a byte that is not UTF-8, visited as UTF-8 (as Emacs in a
 ;; UTF-8 locale does): the byte stays in the buffer as a raw byte, which
