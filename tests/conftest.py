@@ -204,7 +204,9 @@ def written_to_descriptors(written):
     """Gather what is written to file descriptors 1 and 2 meanwhile, by
     print(), os.write or a subprocess alike and in the order written, into
     WRITTEN["stdout"] and WRITTEN["stderr"] (text decoded as the bridge
-    decodes a kernel's).  sys.stdout and sys.stderr write through to them."""
+    decodes a kernel's, and as it passes a block's printed text on).  sys.stdout and sys.stderr write through to them."""
+    # Here, not at the top: the tooling's workers never need the bridge.
+    from kernel_bridge import readable_by_emacs
     saved_streams = sys.stdout, sys.stderr
     files, saved = {}, {}
     try:
@@ -227,7 +229,7 @@ def written_to_descriptors(written):
             os.close(copy)
         for name, file in files.items():
             file.seek(0)
-            written[name] = file.read().decode("utf-8", "replace").replace("\x00", "")
+            written[name] = readable_by_emacs(file.read().decode("utf-8", "replace"))
             file.close()
 
 

@@ -22,18 +22,16 @@ NOTES = produced.load()
 EVALUATED = NOTES.evaluated_blocks()
 PICTURES = [b for b in EVALUATED if b.file]
 
-# The only volatile part of a repr; a recorded one is a bug in itself
-# (see test_no_memory_address_is_recorded), so it is masked for comparison.
-ADDRESS = MEMORY_ADDRESS
-
-
 # A warning as Python writes it: "FILE:LINE: CATEGORY: MESSAGE"; the notes
 # name a block's file <cell>, the script its own.
 WARNING = re.compile(r"^.*?:[0-9]+: ([A-Za-z_][\w.]*Warning: .*)$", re.M)
 
 
 def comparable(text):
-    return ADDRESS.sub("0x…", text or "")
+    """TEXT with its memory addresses, the only volatile part of a repr,
+    masked: a recorded one is a bug in itself (see
+    test_no_memory_address_is_recorded)."""
+    return MEMORY_ADDRESS.sub("0x…", text or "")
 
 
 def show(expected, actual, before="recorded in README.org", after="produced now"):
@@ -70,7 +68,7 @@ if UNCHECKED:
 
 
 def test_no_memory_address_is_recorded():
-    found = [b.label for b in NOTES.blocks if b.recorded and ADDRESS.search(b.recorded)]
+    found = [b.label for b in NOTES.blocks if b.recorded and MEMORY_ADDRESS.search(b.recorded)]
     assert not found, f"results with a memory address in README.org: {found}"
 
 

@@ -653,6 +653,12 @@ under a COMMENT."
     (cond ((org-in-commented-heading-p) "it is under a COMMENT heading")
           ((org-in-archived-heading-p) "it is under an archived heading"))))
 
+(defun gradients-build--where (org-name line block-name)
+  "How messages name the block BLOCK-NAME (nil for one without a name) at
+LINE of the Org file ORG-NAME."
+  (format "%s:%d: block %s" org-name line
+          (if block-name (format "`%s'" block-name) "(unnamed)")))
+
 (defun gradients-build--read-blocks ()
   "Every source block of the buffer, read once from one parse by Org, as
 plists in document order.  Everything later (checks, runs, blocks.json)
@@ -666,8 +672,7 @@ works from these."
                 (info (org-babel-get-src-block-info 'light element))
                 (block-name (nth 4 info))
                 (line (line-number-at-pos position))
-                (where (format "%s:%d: block %s" name line
-                               (if block-name (format "`%s'" block-name) "(unnamed)")))
+                (where (gradients-build--where name line block-name))
                 (recorded (gradients-build--recorded info position))
                 (left-out (gradients-build--left-out-at position)))
            (push (list :element element :info info :language (car info)
@@ -968,17 +973,17 @@ a block inside a drawer, where its results drawer would end the outer."
     (let ((silent (car (cl-intersection '("silent" "none") results :test #'equal))))
       (when (and silent results-line)
         (error "%s: its #+RESULTS (line %d) is never updated, as :results %s writes no result, so nothing checks it; remove it, or drop `%s'"
-               where results-line silent silent)))
-    (when (cdr (assq :post params))
-      (error "%s: :post %s would record what another block makes of the result, which `make tangle' and `make test' never run; drop the :post, and do it in this block's code"
-             where (cdr (assq :post params))))
-    (unless (cl-intersection '("silent" "none") results :test #'equal)
-      ;; Org nests no drawer in another: the first :end: closes both.
-      (let ((drawer (org-element-lineage (plist-get block :element)
-                                         '(drawer property-drawer))))
-        (when drawer
-          (error "%s: is inside the drawer :%s:, where its results drawer would end the outer one, and the next build find both unclosed; move the block out of the drawer"
-                 where (or (org-element-property :drawer-name drawer) "PROPERTIES")))))))
+               where results-line silent silent))
+      (when (cdr (assq :post params))
+        (error "%s: :post %s would record what another block makes of the result, which `make tangle' and `make test' never run; drop the :post, and do it in this block's code"
+               where (cdr (assq :post params))))
+      (unless silent
+        ;; Org nests no drawer in another: the first :end: closes both.
+        (let ((drawer (org-element-lineage (plist-get block :element)
+                                           '(drawer property-drawer))))
+          (when drawer
+            (error "%s: is inside the drawer :%s:, where its results drawer would end the outer one, and the next build find both unclosed; move the block out of the drawer"
+                   where (or (org-element-property :drawer-name drawer) "PROPERTIES"))))))))
 
 (defun gradients-build--check-tangle (block)
   "Fail on a :tangle that may not be an output, or whose folder is
@@ -1366,13 +1371,18 @@ kernel run under the same key, and copy its PICTURES."
   (mapcar (lambda (read) (cons (alist-get 'file read) (alist-get 'sha256 read)))
           (alist-get 'reads earlier)))
 
+(defun gradients-build--changed-reads (earlier)
+  "The files EARLIER's kernel run read that hold other bytes now."
+  (let ((reads (gradients-build--reads earlier)))
+    (cl-loop for (file . digest) in (gradients-build--digests (mapcar #'car reads))
+             unless (equal digest (cdr (assoc file reads))) collect file)))
+
 (defun gradients-build--reusable-p (earlier tangled-key pictures)
   "Whether EARLIER, a kept run of the same code, holds for the files
 tangled now (TANGLED-KEY), the files it read as they are now, and has
 every one of PICTURES."
   (and (equal (alist-get 'tangled_key earlier) tangled-key)
-       (let ((reads (gradients-build--reads earlier)))
-         (equal (gradients-build--digests (mapcar #'car reads)) reads))
+       (null (gradients-build--changed-reads earlier))
        (cl-every (lambda (picture)
                    (file-exists-p (gradients-build--produced-file
                                    gradients-build--project (car picture))))
@@ -1980,39 +1990,29 @@ ONE-LINE OTHER-LINE), each line cut at 200 characters."
           (truncate-string-to-width (or (car ones) "(no line)") 200)
           (truncate-string-to-width (or (car others) "(no line)") 200))))
 
-(defun gradients-build--check-reads-unchanged ()
-  "Fail if a file the build's run read (.build/produced/blocks.json) has
-changed since: `make run' would record what its own run made of the new
-file, beside the build's run of the old one."
-  (let* ((reads (gradients-build--reads (gradients-build--read-json
-                                         (gradients-build--produced-file
-                                          gradients-build--project))))
-         (now (gradients-build--digests (mapcar #'car reads)))
-         (changed (cl-loop for (file . digest) in reads
-                           unless (equal (cdr (assoc file now)) digest) collect file)))
+(defun gradients-build--check-reads-unchanged (kept)
+  "Fail if a file KEPT, the build's kept run, read has changed since:
+`make run' would record what its own run made of the new file, beside
+the build's run of the old one."
+  (let ((changed (gradients-build--changed-reads kept)))
     (when changed
       (error "%s: %s, which the blocks read, changed while `make run' ran; run it again"
              gradients-build--org-name (mapconcat #'identity changed ", ")))))
 
-(defun gradients-build--check-reproduced (made)
+(defun gradients-build--check-reproduced (made kept)
   "Fail unless each reply of MADE, those of the blocks `make run' ran in
-order, holds what the build's own run of the same code made of that
-block (.build/produced/blocks.json): the drawer text, what it printed
-(which `make test' compares with gradients.py's output, for a block of
-:results silent too) and its picture, byte for byte.  What changes from
-run to run no build could check, and `make test' would fail on it after
-every `make run'."
-  (let ((produced (cl-remove-if-not
-                   (lambda (entry) (alist-get 'runs entry))
-                   (alist-get 'blocks (gradients-build--read-json
-                                       (gradients-build--produced-file
-                                        gradients-build--project)))))
+order, holds what KEPT, the build's own run of the same code, made of
+that block: the drawer text, what it printed (which `make test' compares
+with gradients.py's output, for a block of :results silent too) and its
+picture, byte for byte.  What changes from run to run no build could
+check, and `make test' would fail on it after every `make run'."
+  (let ((produced (cl-remove-if-not (lambda (entry) (alist-get 'runs entry))
+                                    (alist-get 'blocks kept)))
         differing)
     (dolist (reply made)
       (let* ((entry (pop produced))
-             (where (format "%s:%d: block %s" gradients-build--org-name (alist-get 'line entry)
-                            (if (alist-get 'name entry) (format "`%s'" (alist-get 'name entry))
-                              "(unnamed)")))
+             (where (gradients-build--where gradients-build--org-name (alist-get 'line entry)
+                                            (alist-get 'name entry)))
              (file (alist-get :file (alist-get 'header entry)))
              (output (and file (gradients-build-output-path file :file where)))
              (what
@@ -2087,8 +2087,9 @@ and `make test' find everything as the run left it."
         (gradients-build--release-markers blocks)
         (gradients-stop-sessions))
       (gradients-build--check-as-written)
-      (gradients-build--check-reads-unchanged)
-      (gradients-build--check-reproduced (nreverse made))
+      (let ((kept (gradients-build--read-json (gradients-build--produced-file project))))
+        (gradients-build--check-reads-unchanged kept)
+        (gradients-build--check-reproduced (nreverse made) kept))
       (let ((copy (expand-file-name (file-name-nondirectory org-file) gradients-build--scratch))
             (coding-system-for-write 'utf-8-unix))
         ;; The outputs of the build's run, which `make test' compares

@@ -381,9 +381,9 @@ KERNEL_FOLDERS = {
 # the notes draw or compute with (a JUPYTER_CONFIG_PATH config that runs
 # code at start, IPYKERNEL_CELL_NAME, MPLBACKEND=TkAgg, a MATPLOTLIBRC
 # with other colours, Graphviz's font paths, the threads and code paths
-# of NumPy's linear algebra, which change the last digits of a sum;
-# and Fontconfig's, whose fonts size Graphviz's boxes); the locale; and an environment activated in the
-# caller's shell (a venv's bin/activate, conda activate), whose python and
+# of NumPy's linear algebra, which change the last digits of a sum, and
+# Fontconfig's, whose fonts size Graphviz's boxes); the locale; and an
+# environment activated in the caller's shell (a venv's bin/activate, conda activate), whose python and
 # dot would run in place of the project's; and pytest's PYTEST_CURRENT_TEST,
 # under which ipykernel stops sending what is written to file descriptors
 # 1 and 2 (by a subprocess, os.write, a C library) as printed text, so that
@@ -737,12 +737,16 @@ def decoded(mime, data):
                          "output") from None
 
 
+def is_picture(data):
+    """Whether the data of a display or value DATA hold a picture."""
+    return any(mime in data for mime in MIME_BY_EXTENSION.values())
+
+
 def shown_pictures(outputs):
     """The data of each picture OUTPUTS show, in order: one per display
     (a figure shown as PNG and as SVG at once is one picture)."""
     return [content["data"] for kind, content in outputs
-            if kind in ("display_data", "execute_result")
-            and any(mime in content["data"] for mime in MIME_BY_EXTENSION.values())]
+            if kind in ("display_data", "execute_result") and is_picture(content["data"])]
 
 
 def picture(outputs, file):
@@ -941,7 +945,7 @@ def org_result(outputs, file=None, links=(), max_lines=None, results=None, wrap=
             printed += content["text"]
         elif kind in ("execute_result", "display_data"):
             data = content["data"]
-            if any(mime in data for mime in MIME_BY_EXTENSION.values()):
+            if is_picture(data):
                 # A picture, drawn to its :file or linked, which is all
                 # Jupyter shows of it: its text/plain would add a memory
                 # address beside it.
@@ -1110,8 +1114,7 @@ def textless(data):
     """The kinds of output, as words, of a value or display DATA whose
     only text for the notes is CLASS_ONLY; or None."""
     plain = data.get("text/plain")
-    if ({"text/org", "text/markdown"} & data.keys()
-            or any(mime in data for mime in MIME_BY_EXTENSION.values())
+    if ({"text/org", "text/markdown"} & data.keys() or is_picture(data)
             or not (isinstance(plain, str) and CLASS_ONLY.fullmatch(plain))):
         return None
     others = sorted(data.keys() - {"text/plain"})

@@ -97,6 +97,14 @@ looking at, and only a :file under images/ goes on GitHub."
 kernel; group 1 is the request.  Such a line in a saved file means that
 a result never arrived: the build refuses it.")
 
+(defun gradients--alone-in-drawer-p ()
+  "Whether the line at point is the whole of a results drawer, as the
+executor writes a placeholder."
+  (save-excursion
+    (forward-line 0)
+    (and (save-excursion (forward-line 1) (looking-at-p "[ \t]*:end:[ \t]*$"))
+         (progn (forward-line -1) (looking-at-p "[ \t]*:results:[ \t]*$")))))
+
 (defun gradients-placeholder-lines ()
   "The line numbers of the placeholders in the current buffer, all of it:
 lines that are the whole of a results drawer, as the executor writes
@@ -108,9 +116,7 @@ among others."
       (goto-char (point-min))
       (let ((case-fold-search nil) lines)
         (while (re-search-forward gradients-placeholder-line-regexp nil t)
-          (when (save-excursion
-                  (and (progn (forward-line 1) (looking-at-p "[ \t]*:end:[ \t]*$"))
-                       (progn (forward-line -2) (looking-at-p "[ \t]*:results:[ \t]*$"))))
+          (when (gradients--alone-in-drawer-p)
             (push (line-number-at-pos (match-beginning 0)) lines)))
         (nreverse lines)))))
 
@@ -847,10 +853,7 @@ with one."
     (when (re-search-forward (concat "^[ \t]*" (regexp-quote (gradients--placeholder request))
                                      "[ \t]*$")
                              nil t)
-      (let ((alone (save-excursion
-                     (goto-char (match-beginning 0))
-                     (and (save-excursion (forward-line 1) (looking-at-p "[ \t]*:end:[ \t]*$"))
-                          (progn (forward-line -1) (looking-at-p "[ \t]*:results:[ \t]*$"))))))
+      (let ((alone (gradients--alone-in-drawer-p)))
         (if (and previous (not (string-empty-p previous)))
             (replace-match previous t t)
           ;; An empty drawer had no line here.
