@@ -302,7 +302,10 @@ endif
 # A program a variable names (EMACS, GUI_EMACS) comes from Debian's PACKAGE
 # under its DEFAULT name only; another is the caller's, which no package
 # would install: a missing one is named instead (tools/require-debian-packages).
-program = $(if $(filter $(3),$(firstword $($(1)))),'$(2)=command -v $(3)','$(1)=$($(1))')
+# Either, when it is not plainly the default, is run once as the build
+# runs it, and one that does not answer as an Emacs is named.
+program = $(if $(filter $(3),$(firstword $($(1)))),'$(2)=command -v $(3)') \
+          $(if $(filter-out $(3),$($(1))),'$(1)=$($(1))')
 BUILD_PACKAGES := $(call program,EMACS,emacs-nox,emacs) 'graphviz=command -v dot'
 TEST_PACKAGES  := 'ruby-github-markup=command -v github-markup' \
                   'ruby-org=ruby -e "require %q(org-ruby)"' \

@@ -642,6 +642,32 @@ def test_an_emacs_named_that_is_not_there_is_said_and_nothing_installed(project_
         assert "flock" not in run.stderr, run.stderr
 
 
+@pytest.mark.parametrize("chosen, said", [
+    ("true", "it printed nothing"),
+    ("echo", "-Q --batch --eval"),
+    (f"{EMACS} --no-such-option", "--no-such-option"),
+], ids=["exits at once", "echoes its arguments", "an option Emacs refuses"])
+def test_an_emacs_named_that_does_not_run_as_one_is_said_before_any_build(project_copy,
+                                                                          chosen, said):
+    """Whatever EMACS names is run once as the build runs it: `true` made
+    `make tangle` pass having built nothing, and an option Emacs refuses
+    gave its backtrace."""
+    for target in ("tangle", "test"):
+        run = make(target, f"EMACS={chosen}", cwd=project_copy)
+        assert run.returncode != 0
+        first = run.stderr.strip().splitlines()[0]
+        assert first.startswith(f"EMACS={chosen} does not run as an Emacs (as {chosen} -Q "
+                                "--batch): ") and said in first, run.stderr
+        assert first.endswith("; name GNU Emacs, or leave EMACS unset to use Debian's"), first
+        assert "Debugger entered" not in run.stderr.split("\n", 1)[1], run.stderr
+
+
+def test_an_emacs_named_with_an_option_it_takes_builds(project_copy):
+    write_readme(project_copy, "* Notes\n\nProse only: no kernel.\n")
+    run = make("tangle", f"EMACS={EMACS} --no-site-file", cwd=project_copy)
+    assert run.returncode == 0, run.stderr
+
+
 def test_an_emacs_whose_path_holds_a_space_is_said_so(project_copy, tmp_path):
     """make splits EMACS at its spaces (so that it may carry options), so
     such a program cannot be run: said so, rather than "EMACS=/tmp/a names
