@@ -75,6 +75,26 @@ def start_make(*args, cwd):
                             preexec_fn=ctrl_c_as_in_a_terminal)
 
 
+@contextlib.contextmanager
+def as_in_a_kernel():
+    """This process's environment, while gradients.py or what it imports is
+    imported, as a kernel's (kernel_environment in tools/kernel_bridge.py):
+    a MATPLOTLIBRC, an FC_DEBUG or a ~/.config/matplotlib/matplotlibrc of
+    the caller's would change what the module prints or draws here and not
+    in the build.  Matplotlib's backend is left to choose: the script alone
+    has no kernel to draw inline into."""
+    from kernel_bridge import kernel_environment
+    kept = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(kernel_environment(kept))
+        del os.environ["MPLBACKEND"]
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(kept)
+
+
 def import_what_gradients_imports():
     """Import the libraries gradients.py imports at its top (NumPy,
     Matplotlib...): most of the time its import takes.  Named by the
@@ -92,7 +112,7 @@ def import_what_gradients_imports():
         else:
             continue
         for name in names:
-            with contextlib.suppress(Exception), \
+            with contextlib.suppress(Exception), as_in_a_kernel(), \
                  contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 importlib.import_module(name)
 
@@ -257,7 +277,8 @@ def gradients():
         # pytest takes every warning raised during a test for its summary,
         # under filters of its own: they are taken here instead, under
         # Python's, as the script run on its own would show them.
-        with written_to_descriptors(written), warnings.catch_warnings(record=True) as raised:
+        with as_in_a_kernel(), written_to_descriptors(written), \
+             warnings.catch_warnings(record=True) as raised:
             as_a_script_shows_warnings()
             module = importlib.import_module("gradients")
     except Exception as error:

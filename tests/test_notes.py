@@ -11,11 +11,12 @@ No test here runs a block or reads README.org itself."""
 import difflib
 import os
 import re
+import xml.etree.ElementTree
 
 import pytest
 
 from conftest import ROOT, committed, committed_output_problem
-from kernel_bridge import MEMORY_ADDRESS
+from kernel_bridge import MEMORY_ADDRESS, stable_text, terminal_lines
 import produced
 
 NOTES = produced.load()
@@ -105,6 +106,28 @@ def test_picture_is_linked_where_recorded(block):
         f"{block.where()}: its result should link {block.file}")
 
 
+def picture_problem(path):
+    """What is wrong with PATH as a picture of its kind, or None."""
+    data = path.read_bytes()
+    if path.suffix == ".png":
+        return None if data.startswith(b"\x89PNG\r\n\x1a\n") else "holds no PNG"
+    try:
+        root = xml.etree.ElementTree.fromstring(data)
+    except xml.etree.ElementTree.ParseError as error:
+        return f"is no SVG: {error}"
+    return None if root.tag.endswith("svg") else f"is no SVG: its root is <{root.tag}>"
+
+
+@pytest.mark.parametrize("block", PICTURES, ids=lambda b: b.file)
+def test_every_picture_is_a_picture_of_its_kind(block):
+    """The build and the committed copy agree even on a picture gone bad:
+    Fontconfig's FC_DEBUG once wrote its report into every SVG dot drew."""
+    picture = ROOT / block.file
+    if picture.exists():
+        problem = picture_problem(picture)
+        assert problem is None, f"{block.file}, drawn by {block.where()}, {problem}"
+
+
 # A line of printed text, which Org shows as it is: a link there is no link.
 FIXED_WIDTH = re.compile(r"[ \t]*:( |$)")
 
@@ -146,10 +169,12 @@ def test_gradients_py_prints_what_the_document_records(gradients):
         printed = printed[len(expected):]
     assert printed == "", f"gradients.py, imported, prints more than its blocks did: {printed[:200]!r}"
     # What the kernel showed, which the drawers record (but a silent
-    # block's): the kernel names the block's file <cell>, the script its own.
+    # block's): the kernel names the block's file <cell>, the script its
+    # own.  Each warning as the bridge puts it into a drawer: a library's
+    # file by a stable name, its line as a terminal shows it.
     shown = "\n".join(block.produced or "" for block in tangled)
-    unshown = [warning for warning in WARNING.findall(gradients.warned_on_import)
-               if warning not in shown]
+    warned = "\n".join(terminal_lines(stable_text(gradients.warned_on_import)))
+    unshown = [warning for warning in WARNING.findall(warned) if warning not in shown]
     assert not unshown, (
         f"gradients.py, imported, warns where no block tangled into it did on the build's "
         f"kernel: {unshown}")

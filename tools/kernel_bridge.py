@@ -58,9 +58,11 @@ import queue
 import re
 import shutil
 import signal
+import site
 import stat
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -372,28 +374,23 @@ KERNEL_FOLDERS = {
 }
 
 
-# The caller's settings that never reach a kernel, by the prefix of their
-# names: each would change what a block prints or draws, and the same code
-# must record the same result whoever builds it.  Python's own (PYTHONPATH
-# and PYTHONHOME replace the modules, PYTHONOPTIMIZE strips asserts, the
-# hash seed orders sets, PYTHONWARNINGS=error turns a warning into a
-# traceback); those of Jupyter, IPython, ipykernel and of every library
-# the notes draw or compute with (a JUPYTER_CONFIG_PATH config that runs
-# code at start, IPYKERNEL_CELL_NAME, MPLBACKEND=TkAgg, a MATPLOTLIBRC
-# with other colours, Graphviz's font paths, the threads and code paths
-# of NumPy's linear algebra, which change the last digits of a sum, and
-# Fontconfig's, whose fonts size Graphviz's boxes); the locale; and an
-# environment activated in the caller's shell (a venv's bin/activate, conda activate), whose python and
-# dot would run in place of the project's; and pytest's PYTEST_CURRENT_TEST,
-# under which ipykernel stops sending what is written to file descriptors
-# 1 and 2 (by a subprocess, os.write, a C library) as printed text, so that
-# a build started by a test would record less than one started by hand.
-# The kernel gets the build's own values of those it needs.
-WITHHELD_FROM_THE_KERNEL = ("PYTHON", "JUPYTER", "JPY_", "IPY", "MPL", "MATPLOTLIB",
-                            "GV", "NPY_", "NUMPY_", "OMP_", "OPENBLAS_", "MKL_",
-                            "FONTCONFIG_", "LC_", "VIRTUAL_ENV", "CONDA")
-WITHHELD_FROM_THE_KERNEL_BY_NAME = ("TZ", "LANG", "LANGUAGE", "COLUMNS", "LINES",
-                                    "GDFONTPATH", "DOTFONTPATH", "PYTEST_CURRENT_TEST")
+# What a kernel keeps of the caller's environment: where programs are,
+# whose files it may read and where its temporary files go.  Nothing
+# else reaches it, for each setting a library reads may change what a
+# block prints or draws, and the same code must record the same result
+# whoever builds it: Python's own (PYTHONPATH and PYTHONHOME replace the
+# modules, PYTHONWARNINGS=error turns a warning into a traceback); those
+# of Jupyter, IPython and ipykernel (a JUPYTER_CONFIG_PATH config that
+# runs code at start); those of every library the notes draw or compute
+# with (MPLBACKEND=TkAgg, a MATPLOTLIBRC with other colours, Graphviz's
+# font paths, NumPy's threads, which change the last digits of a sum,
+# Fontconfig's FC_DEBUG, which writes into the SVG dot draws); the locale
+# and the time zone; an environment activated in the caller's shell; and
+# pytest's PYTEST_CURRENT_TEST, under which ipykernel stops sending what
+# is written to file descriptors 1 and 2 as printed text.  A list of what
+# to withhold missed one of them after the other; this one names what is
+# needed.  The kernel gets the build's own values of what it needs besides.
+KEPT_FOR_THE_KERNEL = ("PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "LD_LIBRARY_PATH")
 
 
 def deactivated_path(environ):
@@ -407,7 +404,7 @@ def deactivated_path(environ):
 
 def kernel_environment(environ=None, caches=None):
     """The environment a kernel runs in: the caller's ENVIRON (this
-    process's by default) less WITHHELD_FROM_THE_KERNEL, with the
+    process's by default), of it only KEPT_FOR_THE_KERNEL, with the
     folders of KERNEL_FOLDERS made in CACHES, by default BUILD_FOLDER's
     kernel/ (an OSError when it cannot be written).  Pictures come
     from the inline backend's display output.  The kernel keeps the
@@ -417,9 +414,7 @@ def kernel_environment(environ=None, caches=None):
     themselves run from strings, so this leaves no bytecode beside the
     notes."""
     environ = os.environ if environ is None else environ
-    env = {name: value for name, value in environ.items()
-           if not name.startswith(WITHHELD_FROM_THE_KERNEL)
-           and name not in WITHHELD_FROM_THE_KERNEL_BY_NAME}
+    env = {name: environ[name] for name in KEPT_FOR_THE_KERNEL if name in environ}
     env.update(PATH=deactivated_path(environ),
                MPLBACKEND="module://matplotlib_inline.backend_inline",
                PYTHONHASHSEED="0", TZ="UTC", LC_ALL="C.UTF-8")
@@ -921,10 +916,39 @@ KERNEL_CELL_FILE = re.compile(re.escape(tempfile.gettempdir().rstrip("/"))
                               + r"/ipykernel_[0-9]+/[0-9]+\.py")
 
 
+# Where the checkout, the venv and Python's own library lie differs from
+# one clone and machine to the next: a library's warning names its file
+# (<venv>/lib/python3.11/site-packages/numpy/_core/fromnumeric.py:3824:
+# RuntimeWarning: Mean of empty slice), a block may print a path of the
+# notes.  Recorded as they are, they would publish the author's folders
+# and fail `make test` in any other clone.  Each is named as it stays:
+# the notes' folder (the bridge's and the kernel's) by paths relative to
+# it, the others by a placeholder.
+def _stable_places():
+    places = {folder.rstrip("/") + "/": "<site-packages>/"
+              for folder in site.getsitepackages() if folder.rstrip("/")}
+    for name in ("stdlib", "platstdlib"):
+        places.setdefault(sysconfig.get_paths()[name].rstrip("/") + "/", "<stdlib>/")
+    notes = os.getcwd().rstrip("/")
+    if notes:
+        places.setdefault(notes + "/", "")
+    alternatives = [re.escape(place) for place in sorted(places, key=len, reverse=True)]
+    if notes:
+        # The folder itself, not one whose name it begins.
+        alternatives.append(re.escape(notes) + r"(?![^/\s'\"),:;\]])")
+        places[notes] = "."
+    return re.compile("|".join(alternatives)), places
+
+
+STABLE_PLACES = _stable_places()
+
+
 def stable_text(text):
-    """TEXT with what changes from run to run of the same code put as it
-    stays: a cell's file named <cell>."""
-    return KERNEL_CELL_FILE.sub("<cell>", text)
+    """TEXT with what changes from run to run, clone to clone or machine
+    to machine of the same code put as it stays: a cell's file named
+    <cell>, the folders above as they are named there."""
+    pattern, places = STABLE_PLACES
+    return pattern.sub(lambda place: places[place.group()], KERNEL_CELL_FILE.sub("<cell>", text))
 
 
 def org_result(outputs, file=None, links=(), max_lines=None, results=None, wrap=False):

@@ -49,6 +49,21 @@ def test_what_cannot_go_into_the_notes_fails_the_block(kernel, case):
     assert "%tb" not in str(failure.value)
 
 
+def test_the_folders_of_the_clone_and_of_python_are_named_as_they_stay(kernel):
+    """A library's warning names its file, and a block may print a path of
+    the notes: a drawer holding the clone's or the machine's folders would
+    publish them, and fail `make test` in any other clone."""
+    import kernel_bridge
+    org, _ = kernel_bridge.execute(kernel, "import os, numpy\nnumpy.mean([])\n"
+                                           "print(os.path.abspath('data.csv'))\n"
+                                           "print(os.getcwd(), os.__file__)")
+    lines = org.splitlines()
+    assert any(line.startswith(": <site-packages>/numpy/") and "RuntimeWarning: Mean of empty"
+               in line for line in lines), org
+    assert ": data.csv" in lines and ": . <stdlib>/os.py" in lines, org
+    assert os.getcwd() not in org and sys.prefix not in org, org
+
+
 def test_the_kernel_keeps_no_history_in_the_users_home(kernel):
     """Every block of every build would go into ~/.ipython's database."""
     import kernel_bridge

@@ -76,6 +76,8 @@ def settings_of_libraries_and_an_activated_environment(folder):
             "JUPYTER_CONFIG_PATH": str(folder / "jupyter"), "JUPYTER_PATH": str(folder / "jupyter"),
             "IPYKERNEL_CELL_NAME": "cell.py", "MATPLOTLIBRC": str(folder / "matplotlibrc"),
             "GVBINDIR": "/nonexistent", "OMP_NUM_THREADS": "3", "VIRTUAL_ENV": str(other),
+            # Fontconfig's report, which dot wrote into the SVG it drew.
+            "FC_DEBUG": "1",
             "CONDA_PREFIX": str(other), "PATH": f"{other}/bin:{os.environ['PATH']}"}
 
 
@@ -116,6 +118,22 @@ def test_the_callers_environment_changes_nothing_and_leaves_nothing(tiny, tmp_pa
     assert (tiny / "images" / "graph.svg").read_bytes() == graph
     assert (tiny / "images" / "plot.png").read_bytes() == plot
     assert sorted(p.name for p in temporary.iterdir()) == []
+
+
+def test_make_test_imports_gradients_py_as_a_kernel_runs_its_blocks(project_copy, tmp_path):
+    """make test imports gradients.py in its own process, under the
+    settings a kernel would have, not the caller's: a MATPLOTLIBRC that
+    warns of a second figure made it fail, where the build had passed."""
+    shutil.copytree(ROOT / ".build" / "produced", project_copy / ".build" / "produced")
+    for stamp in ("outputs", "outputs.sha256", "emacs-id"):
+        if (ROOT / ".build" / stamp).exists():
+            shutil.copy2(ROOT / ".build" / stamp, project_copy / ".build" / stamp)
+    settings = tmp_path / "settings"
+    settings.mkdir()
+    (settings / "matplotlibrc").write_text("figure.max_open_warning: 1\n")
+    run = make("test", cwd=project_copy,
+               env=dict(os.environ, MATPLOTLIBRC=str(settings), FC_DEBUG="1"))
+    assert run.returncode == 0, run.stdout[-3000:]
 
 
 # What a caller's environment may hold that must not reach the notes: the
