@@ -16,6 +16,16 @@ ONLY_ASKING := $(findstring n,$(GIVEN_OPTIONS))$(findstring q,$(GIVEN_OPTIONS))
 ifneq ($(findstring e,$(GIVEN_OPTIONS)),)
 $(error make -e (or an e in MAKEFLAGS) would let the environment replace the Makefile's own variables (BUILD, VENV, PYTHON...): run make without it, and give settings on its command line, as in `make test EMACS=emacs-30`)
 endif
+# Nor may the command line, or a MAKEFLAGS a calling make passes on
+# (`make -f outer.mk BUILD=x` in a makefile that runs this one), set any
+# variable but the settings below: VENV=/elsewhere made `make clean`
+# remove that folder, PYTHON another Python run the tests.
+SETTINGS := EMACS GUI_EMACS UV CHECK_WORKERS SHELL
+override GIVEN_VARIABLES := $(foreach word,$(-*-command-variables-*-),$(if $(findstring =,$(word)),\
+  $(patsubst %:,%,$(patsubst %+,%,$(patsubst %?,%,$(firstword $(subst =, ,$(word))))))))
+ifneq ($(filter-out $(SETTINGS),$(GIVEN_VARIABLES)),)
+$(error $(firstword $(filter-out $(SETTINGS),$(GIVEN_VARIABLES))), given on make's command line or in MAKEFLAGS, is one of the Makefile's own variables, not a setting: the settings are $(SETTINGS))
+endif
 # `make -i` goes on past a step that failed, and the steps after it would
 # record the work as done: a venv synced from a lock older than
 # pyproject.toml, or not synced at all, would pass for up to date.

@@ -142,11 +142,13 @@ def cold_venvs(scratch):
     installing uv from PyPI the way make does when the PATH has none, and
     with `python3 -m venv` and pip."""
     cold = dict(os.environ, UV_CACHE_DIR=str(scratch / "uv-cache"), PIP_NO_CACHE_DIR="1")
-    uv_home = scratch / "uv"
-    uv = uv_home / "bin" / "uv"
-    install_uv = timed(["make", "--no-print-directory", f"UV_HOME={uv_home}", uv], ROOT, env=cold)
-    with_uv = timed(["make", "--no-print-directory", "venv", f"UV={uv}",
-                     f"VENV={scratch / 'uv-venv'}"], ROOT, env=cold)
+    # In a clone of its own, whose .build/ and .venv/ are made here: make
+    # takes none of its own variables from its command line.
+    project = scratch / "project"
+    subprocess.run(["git", "clone", "--quiet", ROOT, project], check=True)
+    uv = project / ".build" / "uv" / "bin" / "uv"
+    install_uv = timed(["make", "--no-print-directory", ".build/uv/bin/uv"], project, env=cold)
+    with_uv = timed(["make", "--no-print-directory", "venv", f"UV={uv}"], project, env=cold)
     # Isolated from pip's configuration, so that pip too fetches every
     # package from PyPI rather than from a mirror or folder on this machine.
     pip_venv = scratch / "pip-venv"

@@ -64,6 +64,31 @@ def test_options_that_would_record_work_not_done_are_refused(built, options, env
         assert make("tangle", cwd=built).returncode == 0
 
 
+@pytest.mark.parametrize("goal, given, environment", [
+    ("clean", ["VENV={folder}"], {}),
+    ("clean", [], {"MAKEFLAGS": "VENV={folder}"}),
+    ("tangle", [], {"MAKEFLAGS": "-k BUILD:={folder}"}),
+    ("test", ["PYTHON+=-x"], {}),
+], ids=["VENV", "VENV in MAKEFLAGS", "BUILD in MAKEFLAGS", "PYTHON"])
+def test_the_makefiles_own_variables_are_refused_from_outside(built, tmp_path, goal, given,
+                                                            environment):
+    """Only settings come from the command line, or from a make that runs
+    this one: VENV=/elsewhere made `make clean` remove that folder."""
+    folder = tmp_path / "not the venv"
+    folder.mkdir()
+    (folder / "kept").write_text("mine")
+    given = [word.format(folder=folder) for word in given]
+    environment = {name: value.format(folder=folder) for name, value in environment.items()}
+    before = everything(built)
+    run = make_with(built, goal, *given, **environment)
+    assert run.returncode != 0
+    said = run.stderr.strip().splitlines()
+    assert len(said) == 1 and "is one of the Makefile's own variables, not a setting: the " \
+        "settings are EMACS GUI_EMACS UV CHECK_WORKERS SHELL" in said[0], run.stderr
+    assert (folder / "kept").read_text() == "mine"
+    assert everything(built) == before
+
+
 @pytest.mark.parametrize("files, goal", [
     (["pyproject.toml"], "tangle"), (["tools/one-build-at-a-time"], "tangle"),
     (["Makefile", "requirements.lock", "tools/build.el"], "tangle"),
