@@ -486,17 +486,22 @@ spellings of one file are one output, and a link cannot lead outside."
          (real (file-truename absolute))
          (relative (file-relative-name real project))
          (complain (lambda (why &rest args)
-                     (error "%s: %s %s %s" where key name (apply #'format why args)))))
+                     (error "%s: %s %s %s" where key name (apply #'format why args))))
+         ;; A name to suggest instead: a picture's in images/, a tangled
+         ;; file's in the notes' folder, neither hidden.
+         (suggested (concat (if (eq key :file) "images/" "")
+                            (replace-regexp-in-string "\\`\\.+" "" (file-name-nondirectory
+                                                                  (directory-file-name name))))))
     (unless (gradients-file-inside-p real project)
       (if (or (equal real (directory-file-name absolute))
               ;; As spelled, links not followed.
               (not (string-prefix-p (file-name-as-directory
                                      (expand-file-name gradients-build--project))
                                     absolute)))
-          (funcall complain "is outside the project%s; use a path under the notes' folder, such as images/%s"
+          (funcall complain "is outside the project%s; use a path under the notes' folder, such as %s"
                    (if (equal real (directory-file-name absolute)) ""
                      (format " (it leads to %s)" (abbreviate-file-name real)))
-                   (file-name-nondirectory name))
+                   suggested)
         ;; Spelled inside, led outside by a link on the way: the same
         ;; spelling would not do.
         (funcall complain "leads outside the project, to %s, through a symbolic link; remove the link, or choose another name"
@@ -517,8 +522,8 @@ spellings of one file are one output, and a link cannot lead outside."
             ;; The name is fine; a link on the way leads to a source.
             (funcall complain "leads to a source of the project (%s) through a symbolic link; remove the link"
                      relative)
-          (funcall complain "would replace a source of the project (%s); outputs go to files of their own, such as images/%s"
-                   relative (file-name-nondirectory name))))
+          (funcall complain "would replace a source of the project (%s); outputs go to files of their own, such as %s"
+                   relative suggested)))
       (when (gradients-build--ignored-by-git-p relative)
         (funcall complain "is ignored by git (.gitignore), so it would never be committed; choose another name"))
       (let ((long (cl-find-if (lambda (part) (> (string-bytes part) 200)) parts)))
@@ -534,6 +539,21 @@ spellings of one file are one output, and a link cannot lead outside."
           (funcall complain "has %s, which make or the shell cannot hold in a file name; use letters, digits, -, _, . and + only"
                    (if (string-match-p "[[:space:]]" (match-string 0 bad)) "a space"
                      (format "%S" (match-string 0 bad)))))))
+    ;; A picture is linked from its drawer by its :file as written, and
+    ;; GitHub and `make test' read that link: only one spelling of it
+    ;; names the file the build writes, directly in images/.
+    (when (eq key :file)
+      (let ((as-spelled (file-relative-name absolute gradients-build--project))
+            (in-images (string-match-p "\\`images/[^/]+\\'" relative)))
+        (cond ((not (equal relative as-spelled))
+               (funcall complain "leads to %s through a symbolic link, and the drawer would link the link; remove it%s"
+                        relative (if in-images (format ", or name %s" relative) "")))
+              ((not (equal name relative))
+               (funcall complain "is %s written another way; write :file %s, the link the drawer gets"
+                        relative relative))
+              ((not in-images)
+               (funcall complain "is not in images/, where the notes keep their pictures; write :file %s"
+                        suggested)))))
     relative))
 
 (defvar gradients-build--answers (make-hash-table :test #'equal)

@@ -424,7 +424,7 @@ raise ValueError('late')
 #+name: where
 #+begin_src jupyter-python
 import os
-os.getcwd()
+os.path.basename(os.getcwd())
 #+end_src
 
 #+name: mark
@@ -447,19 +447,19 @@ print(globals().get('here'))
       (obgt-run "where")
       (obgt-run "mark")
       (should (obgt-wait))
-      (should (equal (obgt-drawer "where") (format ": '%s'" (directory-file-name a))))
+      (should (equal (obgt-drawer "where") (format ": '%s'" (file-name-nondirectory (directory-file-name a)))))
       (obgt-with-notes ("b/notes.org" obgt-folder-notes)
         (obgt-run "where")
         (obgt-run "peek")
         (should (obgt-wait))
-        (should (equal (obgt-drawer "where") (format ": '%s'" (directory-file-name b))))
+        (should (equal (obgt-drawer "where") (format ": '%s'" (file-name-nondirectory (directory-file-name b)))))
         (should (equal (obgt-drawer "peek") ": None"))
         ;; A restart from b's notes restarts b's kernel, in b.
         (org-babel-goto-named-src-block "where")
         (gradients-restart)
         (obgt-run "where")
         (should (obgt-wait))
-        (should (equal (obgt-drawer "where") (format ": '%s'" (directory-file-name b)))))
+        (should (equal (obgt-drawer "where") (format ": '%s'" (file-name-nondirectory (directory-file-name b))))))
       ;; a's kernel kept its variables.
       (obgt-run "peek")
       (should (obgt-wait))

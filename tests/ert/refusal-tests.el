@@ -584,27 +584,51 @@ build found, its hook into file reading, the notes' buffer."
                         "images/../images/x.svg" "images/./x.svg"))
            (text (refusal-tests--drawing-notes
                   "draws" (mapcar (lambda (name) (concat ":file " name)) spellings))))
-      (should (refusal-tests--said-in-order
+      ;; The drawer links a picture by its :file as written.
+      (should (equal
                (refusal-tests--refused text)
                (cl-loop for name in (cdr spellings) for n from 1
-                        collect (format "README.org:%d: block `draws-%d': :file %s is drawn already by README.org:%d"
+                        collect (format "README.org:%d: block `draws-%d': :file %s is images/x.svg written another way; write :file images/x.svg, the link the drawer gets"
                                         (refusal-tests--block-line text (format "draws-%d" n))
-                                        n name (refusal-tests--block-line text "draws-0"))))))))
+                                        n name)))))))
+
+;; Where a drawer's link would lead GitHub and `make test' elsewhere.
+(ert-deftest refusal-tests-a-picture-not-directly-in-images-is-refused ()
+  (refusal-tests--in-project
+    (make-directory (expand-file-name "images/sub" refusal-tests--project))
+    (let* ((names (list "images/sub/x.svg" "x.svg" "pictures/x.svg"
+                        (expand-file-name "images/y.svg" refusal-tests--project)))
+           (text (refusal-tests--drawing-notes
+                  "away" (mapcar (lambda (name) (concat ":file " name)) names))))
+      (should (equal
+               (refusal-tests--refused text)
+               (cl-loop for name in names for n from 0
+                        collect (format "README.org:%d: block `away-%d': :file %s %s"
+                                        (refusal-tests--block-line text (format "away-%d" n))
+                                        n name
+                                        (if (= n 3)
+                                            "is images/y.svg written another way; write :file images/y.svg, the link the drawer gets"
+                                          (format "is not in images/, where the notes keep their pictures; write :file images/%s"
+                                                  (file-name-nondirectory name))))))))))
 
 ;; A symbolic link in images/ to another picture's file, either way round.
 (ert-deftest refusal-tests-one-picture-through-a-link-is-named-with-the-link ()
   (refusal-tests--in-project
     (write-region "<svg/>" nil (expand-file-name "images/x.svg" refusal-tests--project) nil 'silent)
     (make-symbolic-link "x.svg" (expand-file-name "images/linked.svg" refusal-tests--project))
-    (pcase-dolist (`(,first ,second ,how)
-                   '(("images/linked.svg" "images/x.svg" "its :file images/linked.svg leads to images/x.svg")
-                     ("images/x.svg" "images/linked.svg" "images/linked.svg leads to images/x.svg")))
-      (let ((text (refusal-tests--drawing-notes "draws" (list (concat ":file " first)
-                                                               (concat ":file " second)))))
+    ;; The folder images/ itself a link too, to another of the project.
+    (make-symbolic-link "images" (expand-file-name "imgs" refusal-tests--project))
+    (pcase-dolist (`(,first ,second ,linked ,target)
+                   '(("images/linked.svg" "images/x.svg" 0 "images/x.svg")
+                     ("images/x.svg" "images/linked.svg" 1 "images/x.svg")
+                     ("images/x.svg" "imgs/y.svg" 1 "images/y.svg")))
+      (let* ((text (refusal-tests--drawing-notes "draws" (list (concat ":file " first)
+                                                                (concat ":file " second))))
+             (name (format "draws-%d" linked)))
         (should (equal (refusal-tests--refused text)
-                       (list (format "README.org:%d: block `draws-1': :file %s is drawn already by README.org:%d: block `draws-0' (%s); give each output its own file"
-                                     (refusal-tests--block-line text "draws-1") second
-                                     (refusal-tests--block-line text "draws-0") how))))))))
+                       (list (format "README.org:%d: block `%s': :file %s leads to %s through a symbolic link, and the drawer would link the link; remove it, or name %s"
+                                     (refusal-tests--block-line text name) name
+                                     (if (= linked 0) first second) target target))))))))
 
 ;; Each would replace a source of the project, or write where no output goes.
 (ert-deftest refusal-tests-no-output-replaces-a-source-of-the-project ()

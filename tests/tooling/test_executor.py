@@ -106,7 +106,7 @@ open('soon-ran', 'w').close()
 #+name: where
 #+begin_src jupyter-python :tangle no
 import os
-os.getcwd()
+os.path.basename(os.getcwd())
 #+end_src
 
 #+name: with-vars
@@ -384,7 +384,8 @@ def test_restart_gives_a_fresh_kernel_in_the_same_folder(el, project):
     assert "NameError" in el('(with-current-buffer "*gradients-traceback*" (buffer-string))')
     assert el('(test-run "where")') == "done"
     assert settled(el)
-    assert el('(test-drawer "where")') == f": {str(project)!r}"
+    # By its name: a drawer names the notes' folder itself ".".
+    assert el('(test-drawer "where")') == f": {project.name!r}"
 
 
 def test_quitting_asks_while_a_block_runs_and_a_restart_names_the_block_it_stops(el):

@@ -34,8 +34,9 @@ def tangled_once(tmp_path_factory):
     (folder / ".build" / "run-99999999-abcdef" / "images").mkdir(parents=True)
     (folder / ".build" / f"run-{os.getpid()}-abcdef").mkdir()
     text = HEADER + block("print('one')", "one", ":tangle ./gradients.py") \
-        + block("print('two')", "two") + block("print('three')", "three", ":tangle gradients.py") \
-        + block(DRAW, "absolute", f":file {folder}/images/abs.svg")
+        + block("print('two')", "two") \
+        + block("print('three')", "three", f":tangle {folder}/gradients.py") \
+        + block(DRAW, "picture", ":file images/abs.svg")
     write_readme(folder, text)
     return folder, build(folder)
 
@@ -127,7 +128,8 @@ def run_twice_then_tangled(tmp_path_factory):
 def test_lisp_header_values_and_setupfile_see_the_notes_folder(run_twice_then_tangled):
     folder, first, once, second, _ = run_twice_then_tangled
     assert first.returncode == 0, first.stderr
-    assert f": {folder}/data.csv 42" in once
+    # The path Lisp made, relative to the notes' folder as a drawer names it.
+    assert ": data.csv 42" in once and str(folder) not in once
     assert second.returncode == 0 and "wrote README.org" not in second.stderr, second.stderr
 
 
@@ -172,12 +174,21 @@ def test_an_output_that_became_a_link_to_nowhere_is_built_again(tiny):
     assert reported(run) and reported(run)[0].startswith(
         f"README.org:{line_of(text, 'drawn')}: block `drawn': :file images/drawn.svg "
         "leads outside the project, to "), run.stderr
+    # Inside, it is named too: the drawer would link the link.
     picture.unlink()
     picture.symlink_to("gone.svg")
     assert make("-q", "tangle", cwd=tiny).returncode == 1
     run = make("tangle", cwd=tiny)
+    assert run.returncode != 0
+    assert reported(run) == [
+        f"README.org:{line_of(text, 'drawn')}: block `drawn': :file images/drawn.svg leads to "
+        "images/gone.svg through a symbolic link, and the drawer would link the link; remove "
+        "it, or name images/gone.svg"], run.stderr
+    assert not (tiny / "images" / "gone.svg").exists()
+    picture.unlink()
+    run = make("tangle", cwd=tiny)
     assert run.returncode == 0, run.stderr
-    assert (tiny / "images" / "gone.svg").read_text().startswith("<?xml")
+    assert picture.read_text().startswith("<?xml")
     assert make("-q", "tangle", cwd=tiny).returncode == 0
 
 
