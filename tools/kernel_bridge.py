@@ -10,7 +10,8 @@ one JSON object per line each way:
                "results": the block's :results words, "wrap": whether it has a :wrap,
                "loose_pictures": {"folder": "/where/they/go", "link": "as the drawer
                                   names that folder"} or null,
-               "for_the_notes": whether the build records the result}
+               "for_the_notes": whether the build records the result,
+               "tangled": the file the build tangles the block into, or null}
     reply:    {"id": 7, "ok": true,  "org": "<text for the results drawer>",
                "printed": "<what it wrote to its standard output>"}
               {"id": 7, "ok": false, "kind": KIND, "error": "<message>",
@@ -19,7 +20,8 @@ one JSON object per line each way:
 With "loose_pictures", the pictures of a block without a :file are saved
 in that folder and linked from the drawer.  With "for_the_notes", what
 the notes could not keep as the block made it is refused: a picture
-without a :file, and a memory address, which changes on every run.
+without a :file, and a memory address, which changes on every run; and
+with "tangled", a display, which the tangled script would not show.
 
 KIND says what went wrong: "raised" (the code raised; "error" is the
 traceback, "summary" its last line), "interrupted" (KeyboardInterrupt, from
@@ -1106,10 +1108,21 @@ def write_atomically(path, data):
 MEMORY_ADDRESS = re.compile(r"(?<= at )0x[0-9a-f]{6,}\b|\b0x[0-9a-f]{9,}\b")
 
 
-def check_repeatable(outputs, file, org):
+def check_repeatable(outputs, file, org, tangled=None):
     """Refuse what a build would record otherwise than the block made it,
     or differently on every run: pictures without a :file, which no
-    drawer of the notes can link, and a memory address."""
+    drawer of the notes can link, a memory address, and for a block
+    TANGLED into a script, a display of anything but a picture: the
+    script, run on its own, has no display() (NameError), and IPython's
+    objects print as their class (<IPython.core.display.Markdown
+    object>), so what it printed would not be what the notes record.  A
+    picture is the build's to draw, and plt.show() prints nothing."""
+    for kind, content in outputs:
+        if tangled and kind == "display_data" and not is_picture(content["data"]):
+            raise BlockError(f"is tangled into {tangled} and displayed "
+                             f"{' and '.join(sorted(content['data']))}, which {tangled}, run "
+                             "on its own, would not show; print it instead, or display it "
+                             "from a block of :tangle no", "output")
     shown = len(shown_pictures(outputs))
     if shown and not file:
         raise BlockError(f"displayed {'a picture' if shown == 1 else f'{shown} pictures'} "
@@ -1146,7 +1159,8 @@ def textless(data):
 
 
 def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None,
-            loose_pictures=None, results=None, wrap=False, for_the_notes=False):
+            loose_pictures=None, results=None, wrap=False, for_the_notes=False,
+            tangled=None):
     """Run CODE; write its picture to WRITE_TO (default FILE); return the
     org text and the raw outputs.  Raise BlockError if the code raised or
     its result cannot go into the notes.  With LOOSE_PICTURES, {"folder":
@@ -1156,7 +1170,7 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
     outputs = kernel.run(code, timeout)
     try:
         org = result(outputs, file, write_to, max_lines, loose_pictures, results, wrap,
-                     for_the_notes)
+                     for_the_notes, tangled)
     except BlockError:
         raise
     except Exception as error:
@@ -1169,7 +1183,8 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
     return org, outputs
 
 
-def result(outputs, file, write_to, max_lines, loose_pictures, results, wrap, for_the_notes):
+def result(outputs, file, write_to, max_lines, loose_pictures, results, wrap, for_the_notes,
+           tangled=None):
     """The drawer text of a block's OUTPUTS, once its picture is written;
     see execute."""
     error = failure(outputs)
@@ -1187,7 +1202,7 @@ def result(outputs, file, write_to, max_lines, loose_pictures, results, wrap, fo
              if not file]
     org = org_result(outputs, file, links, max_lines, results, wrap)
     if for_the_notes:
-        check_repeatable(outputs, file, org)
+        check_repeatable(outputs, file, org, tangled)
     for path, data in writes:
         try:
             write_atomically(path, data)
@@ -1351,7 +1366,7 @@ def serve(stdin, stdout):
                                  request.get("write_to"), request.get("timeout"),
                                  request.get("max_lines"), request.get("loose_pictures"),
                                  request.get("results"), request.get("wrap", False),
-                                 request.get("for_the_notes", False))
+                                 request.get("for_the_notes", False), request.get("tangled"))
                 send({**reply, "ok": True, "org": org, "printed": printed_text(outputs)})
             except BlockError as error:
                 send({**reply, "ok": False, "kind": error.kind, "summary": error.summary,

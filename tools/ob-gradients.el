@@ -326,6 +326,12 @@ text.  ELEMENT is as for `gradients--own-head'."
               (results . ,(vconcat (cdr (assq :result-params params))))
               (for_the_notes . ,(if (and gradients-results-for-the-notes (not value-of))
                                     t :false))
+              ;; A tangled script shows no display: the notes may not
+              ;; record one from a block it runs.
+              (tangled . ,(let ((tangle (cdr (assq :tangle params))))
+                            (if (and gradients-results-for-the-notes (not value-of)
+                                     (stringp tangle) (not (equal tangle "no")))
+                                tangle :null)))
               (wrap . ,(if (assq :wrap params) t :false)))))))
 
 (defun gradients--failure-message (request reply)

@@ -64,6 +64,25 @@ def test_the_folders_of_the_clone_and_of_python_are_named_as_they_stay(kernel):
     assert os.getcwd() not in org and sys.prefix not in org, org
 
 
+def test_a_block_tangled_into_a_script_may_display_only_pictures(kernel, tmp_path):
+    """The script, run on its own, has no display(), and prints IPython's
+    objects as their class: the notes would record what it never shows.
+    A picture is the build's to draw."""
+    import kernel_bridge
+    for code in ("display(42)", "from IPython.display import Markdown\ndisplay(Markdown('*x*'))"):
+        with pytest.raises(kernel_bridge.BlockError, match="is tangled into gradients.py and "
+                           "displayed .*text/plain, which gradients.py, run on its own, would "
+                           "not show"):
+            kernel_bridge.execute(kernel, code, for_the_notes=True, tangled="gradients.py")
+        org, _ = kernel_bridge.execute(kernel, code, for_the_notes=True)
+        assert org.strip(), code
+    picture = tmp_path / "p.png"
+    org, _ = kernel_bridge.execute(
+        kernel, "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()",
+        file="images/p.png", write_to=str(picture), for_the_notes=True, tangled="gradients.py")
+    assert org == "[[file:images/p.png]]" and picture.exists()
+
+
 def test_the_kernel_keeps_no_history_in_the_users_home(kernel):
     """Every block of every build would go into ~/.ipython's database."""
     import kernel_bridge

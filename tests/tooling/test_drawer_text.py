@@ -388,7 +388,11 @@ def test_printed_org_syntax_leaves_a_readme_the_next_build_accepts(built_twice):
     # in saved notes, as a result that never came.
     ("print('[waiting for the kernel: request 1]')", "",
      "made a result that reads as the placeholder of a block waiting for the kernel"),
-], ids=["org-u2028-end", "org-drawer", "two-figures", "placeholder"])
+    # gradients.py, imported by make test, printed the class of each.
+    ("from IPython.display import display, Markdown\ndisplay(Markdown('# Title'))", "",
+     "is tangled into gradients.py and displayed text/markdown and text/plain, which "
+     "gradients.py, run on its own, would not show"),
+], ids=["org-u2028-end", "org-drawer", "two-figures", "placeholder", "tangled-display"])
 def test_output_that_cannot_go_into_the_notes_fails_the_build_cleanly(tiny, code, args,
                                                                       message):
     text = HEADER + block("x = 1", "before") + block(code, "bad", args)
