@@ -586,11 +586,16 @@ a file of that name would be taken for the target."
   "Whether the project's git ignore rules make git ignore the output
 RELATIVE (when the notes are in a checkout).  Not the user's own
 (core.excludesFile), which would refuse on one machine what another
-builds; and not a file git tracks, which no rule ignores."
+builds; and not a file git tracks, which no rule ignores.  Nor does
+the caller's GIT_DIR, GIT_WORK_TREE or any GIT_ setting lead git to
+another repository than the notes'."
   (gradients-build--once (list 'ignored-by-git relative)
     (and (file-exists-p (expand-file-name ".git" gradients-build--project))
          (executable-find "git")
-         (let ((default-directory gradients-build--project))
+         (let ((default-directory gradients-build--project)
+               (process-environment
+                (cl-remove-if (lambda (setting) (string-prefix-p "GIT_" setting))
+                              process-environment)))
            (eql 0 (call-process "git" nil nil nil "-c" "core.excludesFile=/dev/null"
                                 "check-ignore" "-q" relative))))))
 

@@ -723,7 +723,15 @@ build found, its hook into file reading, the notes' buffer."
       (write-region "" nil "gradients.ipynb" nil 'silent)
       (should (eql 0 (call-process "git" nil nil nil "init" "-q")))
       (should (eql 0 (call-process "git" nil nil nil "add" "-f" "gradients.ipynb")))
-      (let ((said (refusal-tests--refused text)))
+      ;; Another repository, which the caller's GIT_DIR names, ignores
+      ;; every file the notes make.
+      (should (eql 0 (call-process "git" nil nil nil "init" "-q" "other")))
+      (write-region "*\n" nil "other/.git/info/exclude" nil 'silent)
+      (let* ((process-environment
+              (append (list (concat "GIT_DIR=" (expand-file-name "other/.git"))
+                            (concat "GIT_WORK_TREE=" refusal-tests--project))
+                      process-environment))
+             (said (refusal-tests--refused text)))
         (should (cl-some (lambda (line) (string-match-p "differs only in case" line)) said))
         (should (equal (cl-remove-if-not (lambda (line) (string-match-p "ignored by git" line))
                                          said)
