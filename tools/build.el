@@ -217,7 +217,18 @@ its line, so that not even #+end_src ends a block."
     (when (search-forward "\r\n" nil t)
       (gradients-build--fail-at
        (line-number-at-pos (match-beginning 0))
-       "the line ends in CR LF (Windows line ends), which Org reads as part of the line; save the notes with LF line ends"))))
+       "the line ends in CR LF (Windows line ends), which Org reads as part of the line; save the notes with LF line ends"))
+    ;; Emacs shows each as ^M or ^@ in the line; Python, which runs a
+    ;; block's code, takes a CR for a line end, so that a block runs
+    ;; other code than it shows; and a NUL makes git and GitHub take the
+    ;; whole file for binary, shown and diffed as no text.
+    (goto-char (point-min))
+    (when (re-search-forward "[\r\0]" nil t)
+      (gradients-build--fail-at
+       (line-number-at-pos (match-beginning 0))
+       (if (eq (char-before) ?\r)
+           "a carriage return (^M) inside the line, which Python reads as a line end; remove it"
+         "a NUL byte (^@), for which git and GitHub take the whole file for binary; remove it")))))
 
 (defun gradients-build--file-bytes (file)
   (with-temp-buffer

@@ -164,7 +164,11 @@ build found, its hook into file reading, the notes' buffer."
                        (,(string-replace "\n" "\r\n" notes) 1
                         "the line ends in CR LF (Windows line ends)")
                        (,(string-replace "x = 1\n" "x = 1\r\n" notes) 9
-                        "the line ends in CR LF")))
+                        "the line ends in CR LF")
+                       (,(string-replace "x = 1\n" "x = 1\rprint(2)\n" notes) 9
+                        "a carriage return (^M) inside the line")
+                       (,(concat notes "\nNo\0te.\n") 12
+                        "a NUL byte (^@), for which git and GitHub take the whole file for binary")))
         (let ((said (refusal-tests--refused text)))
           (should (= (length said) 1))
           (should (string-prefix-p (format "README.org:%d: %s" line what) (car said))))))))
