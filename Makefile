@@ -48,8 +48,11 @@ PROJECT_GOALS := help tangle run test check notebook preview bench kernelspec ve
 ifeq ($(wildcard tools/require-debian-packages),)
 ifneq ($(filter $(PROJECT_GOALS),$(or $(MAKECMDGOALS),help)),)
 # Said as the shell takes it: make's word functions would cut the path at
-# a space.  This Makefile is the only one read so far.
-NOTES_FOLDER := $(subst /Makefile,,$(if $(filter /%,$(strip $(MAKEFILE_LIST))),,$(CURDIR)/)$(strip $(MAKEFILE_LIST)))
+# a space.  This Makefile is the only one read so far but those MAKEFILES
+# names, which come first.
+THIS_MAKEFILE := $(strip $(if $(strip $(MAKEFILES)),$(subst $(strip $(MAKEFILES)) ,,$(strip \
+                   $(MAKEFILE_LIST))),$(MAKEFILE_LIST)))
+NOTES_FOLDER := $(subst /Makefile,,$(if $(filter /%,$(THIS_MAKEFILE)),,$(CURDIR)/)$(THIS_MAKEFILE))
 $(error this Makefile builds the notes of its own folder, and $(CURDIR) is not one: run `make -C '$(subst ','\'',$(NOTES_FOLDER))' $(or $(MAKECMDGOALS),help)`, or make there)
 endif
 endif
@@ -453,7 +456,7 @@ $(UV_OURS):
 	@$(REQUIRE_PYTHON)
 	@$(REQUIRE) 'python3-pip=python3 -m pip --version'
 	@mkdir -p $(BUILD) 2>/dev/null && [ -w $(BUILD) ] || { \
-	    echo "cannot write $(BUILD)/ in $(CURDIR), where make installs uv (a read-only checkout?): put uv on the PATH, or build in a copy of your own" >&2; exit 1; }
+	    echo "cannot write $(BUILD)/ in "'$(subst ','\'',$(CURDIR))'", where make installs uv (a read-only checkout?): put uv on the PATH, or build in a copy of your own" >&2; exit 1; }
 	@new=$(UV_HOME).new-$$$$ && rm -rf "$$new" && \
 	unset PIP_TARGET PIP_PREFIX PIP_ROOT PIP_PYTHON && \
 	PIP_REQUIRE_VIRTUALENV=false PIP_USER=false python3 -m pip install -qq \

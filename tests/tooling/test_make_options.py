@@ -117,20 +117,28 @@ def test_a_checkout_written_with_cr_lf_is_named_so(built, files, goal):
     assert make("-q", "tangle", cwd=built).returncode == 0
 
 
-@pytest.mark.parametrize("goal", ["tangle", "clean", None])
-def test_make_f_from_another_folder_is_sent_to_the_notes(built, tmp_path, goal):
+@pytest.mark.parametrize("goal, makefiles", [("tangle", False), ("clean", False), (None, False),
+                                             ("tangle", True)],
+                         ids=["tangle", "clean", "no goal", "MAKEFILES"])
+def test_make_f_from_another_folder_is_sent_to_the_notes(built, tmp_path, goal, makefiles):
     """Every path of the Makefile is relative to the notes' folder: from
     another one, `make -f` made a .build/ there, and `clean` would remove
-    the .venv and .build/ it found there."""
+    the .venv and .build/ it found there.  The makefiles MAKEFILES names,
+    read first, are not taken for the folder."""
     (tmp_path / ".build").mkdir()
+    environment = {}
+    if makefiles:
+        (tmp_path / ".build" / "extra.mk").write_text("")
+        environment["MAKEFILES"] = str(tmp_path / ".build" / "extra.mk")
     before = everything(built)
-    run = make_with(tmp_path, "-f", str(built / "Makefile"), *([goal] if goal else []))
+    run = make_with(tmp_path, "-f", str(built / "Makefile"), *([goal] if goal else []),
+                    **environment)
     assert run.returncode != 0
     assert run.stderr.strip().endswith(
         f"this Makefile builds the notes of its own folder, and {tmp_path} is not one: "
         f"run `make -C '{built}' {goal or 'help'}`, or make there.  Stop."), run.stderr
     assert [p.name for p in tmp_path.iterdir()] == [".build"]
-    assert list((tmp_path / ".build").iterdir()) == []
+    assert [p.name for p in (tmp_path / ".build").iterdir()] == (["extra.mk"] if makefiles else [])
     assert everything(built) == before
 
 
