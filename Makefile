@@ -362,8 +362,14 @@ $(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLA
 
 # pytest brings $(PRODUCED) up to date itself (tests/conftest.py), with
 # make, while it imports what the checks need: the two overlap.
+# A command said as make says it, then run with its output going nowhere
+# when make's own is closed (`make test >&-`): Python starts with no
+# sys.stdout there, and pytest failed on its report, and the build it
+# starts on its first line.
+with-output = @(exec 3>&1) 2>/dev/null || exec >/dev/null; \
+    printf '%s\n' '$(subst ','\'',$(1))'; $(1)
 test: $(VENV_STAMP)  ## check the notes: every recorded result, output and gradient
-	"$(PYTHON)" -m pytest -p no:xdist tests
+	$(call with-output,"$(PYTHON)" -m pytest -p no:xdist tests)
 
 # The ERT tests of tests/ert/ run among them (tests/tooling/test_ert.py).
 # Two workers a core: a good part of the tests' time goes to waiting for
@@ -374,7 +380,7 @@ CHECK_WORKERS = $(shell echo $$(( $$(nproc) * 2 )))
 check: test  ## make test, then the tooling's own suite: executor, Emacs, browser, bad input
 	@$(REQUIRE) $(GUI_PACKAGES)
 	@$(REQUIRE) $(TEST_PACKAGES)
-	"$(PYTHON)" -m pytest -n $(CHECK_WORKERS) --dist loadgroup tests/tooling
+	$(call with-output,"$(PYTHON)" -m pytest -n $(CHECK_WORKERS) --dist loadgroup tests/tooling)
 
 notebook: gradients.ipynb  ## gradients.ipynb for Jupyter users, from README.org
 

@@ -489,6 +489,16 @@ def copy_project(folder):
     return folder
 
 
+def with_the_checkouts_build(folder):
+    """FOLDER, a copy of the project, given the checkout's kept kernel run
+    and stamps, with their times: make then has nothing to do there."""
+    shutil.copytree(ROOT / ".build" / "produced", folder / ".build" / "produced")
+    for stamp in ("outputs", "outputs.sha256", "emacs-id"):
+        if (ROOT / ".build" / stamp).exists():
+            shutil.copy2(ROOT / ".build" / stamp, folder / ".build" / stamp)
+    return folder
+
+
 @pytest.fixture
 def project_copy(tmp_path):
     """A copy of the files the build reads and writes, with the real venv."""

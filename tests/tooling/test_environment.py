@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from conftest import EMACS, ROOT, a_users_make_environment, ctrl_c_as_in_a_terminal, make
+from conftest import (EMACS, ROOT, a_users_make_environment, ctrl_c_as_in_a_terminal, make,
+                      with_the_checkouts_build)
 from tiny_notes import HEADER, assert_failed_cleanly, block, snapshot, write_readme
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -124,10 +125,7 @@ def test_make_test_imports_gradients_py_as_a_kernel_runs_its_blocks(project_copy
     """make test imports gradients.py in its own process, under the
     settings a kernel would have, not the caller's: a MATPLOTLIBRC that
     warns of a second figure made it fail, where the build had passed."""
-    shutil.copytree(ROOT / ".build" / "produced", project_copy / ".build" / "produced")
-    for stamp in ("outputs", "outputs.sha256", "emacs-id"):
-        if (ROOT / ".build" / stamp).exists():
-            shutil.copy2(ROOT / ".build" / stamp, project_copy / ".build" / stamp)
+    with_the_checkouts_build(project_copy)
     settings = tmp_path / "settings"
     settings.mkdir()
     (settings / "matplotlibrc").write_text("figure.max_open_warning: 1\n")

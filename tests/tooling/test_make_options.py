@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import a_users_make_environment, copy_project, make, the_build_uv
+from conftest import (a_users_make_environment, copy_project, make, the_build_uv,
+                      with_the_checkouts_build)
 from tiny_notes import HEADER, block, snapshot, write_readme
 
 pytestmark = pytest.mark.xdist_group(__name__)
@@ -87,6 +88,16 @@ def test_the_makefiles_own_variables_are_refused_from_outside(built, tmp_path, g
         "settings are EMACS GUI_EMACS UV CHECK_WORKERS SHELL" in said[0], run.stderr
     assert (folder / "kept").read_text() == "mine"
     assert everything(built) == before
+
+
+def test_make_test_with_its_output_closed_passes_quietly(project_copy):
+    """`make test >&-`: Python started with no sys.stdout, and pytest
+    failed on its own report and on the build it starts first."""
+    with_the_checkouts_build(project_copy)
+    run = subprocess.run(["make", "test"], cwd=project_copy, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, timeout=300,
+                         env=a_users_make_environment(), preexec_fn=lambda: os.close(1))
+    assert run.returncode == 0 and run.stderr == "", run.stderr
 
 
 @pytest.mark.parametrize("files, goal", [

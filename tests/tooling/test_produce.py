@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EMACS, ROOT, emacs, make
+from conftest import EMACS, ROOT, emacs, make, with_the_checkouts_build
 from tiny_notes import HEADER, block, snapshot, write_readme
 
 import produced  # noqa: E402 (tools/, on the path once conftest is)
@@ -270,10 +270,7 @@ def test_make_test_catches_each_planted_fault_and_touches_nothing(project_copy, 
     # suite, holds for the copy's code: only a planted change runs blocks.
     # Once the checkout is tangled too, its stamps, copied with their
     # times, leave make nothing to do in the copy before the faults.
-    shutil.copytree(ROOT / ".build" / "produced", project_copy / ".build" / "produced")
-    for stamp in ("outputs", "outputs.sha256", "emacs-id"):
-        if (ROOT / ".build" / stamp).exists():
-            shutil.copy2(ROOT / ".build" / stamp, project_copy / ".build" / stamp)
+    with_the_checkouts_build(project_copy)
     assert make("tangle", cwd=project_copy).returncode == 0
     for fault in PLANTED_TOGETHER[group]:
         FAULTS[fault][0](project_copy)
