@@ -329,12 +329,12 @@ def ctrl_c_as_in_a_terminal():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def emacs(*args, cwd=ROOT, check=True, timeout=120):
+def emacs(*args, cwd=ROOT, check=True, timeout=120, env=None):
     """Run Emacs in batch mode the way the Makefile does, with the tests'
-    settings."""
+    settings (in ENV, by default this process's environment)."""
     return subprocess.run(
         [EMACS, "-Q", "--batch", "--eval", TEST_EMACS_SETTINGS, *args], cwd=cwd,
-        capture_output=True, text=True, check=check, timeout=timeout,
+        capture_output=True, text=True, check=check, timeout=timeout, env=env,
         preexec_fn=ctrl_c_as_in_a_terminal)
 
 

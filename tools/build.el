@@ -419,13 +419,15 @@ them and of ORG-FILE, which make checks as well."
   "Emacs's own files this build ran on: its program and dump, every Lisp
 file it loaded but the build's own (Org's, wherever it lies, .build/
 included), and every folder of its load path, where a library added
-would be loaded in place of the one loaded now."
+would be loaded in place of the one loaded now; and the files of the
+programs the kernel ran with (`gradients-build-programs')."
   (let ((files (list (expand-file-name invocation-name invocation-directory))))
     (when (fboundp 'pdumper-stats)
       (push (alist-get 'dump-file-name (pdumper-stats)) files))
     (dolist (entry load-history)
       (push (car entry) files))
-    (setq files (append files load-path))
+    ;; Replaced in place (an upgrade), they run the blocks again too.
+    (setq files (append files (gradients-build--program-files) load-path))
     (sort (delete-dups
            (cl-remove-if-not
             (lambda (file)
@@ -1258,12 +1260,32 @@ encoding for the buffer, which scans it and costs more than the hash."
   (let ((coding-system-for-write 'utf-8-unix))
     (secure-hash 'sha256 (current-buffer))))
 
+(defconst gradients-build-programs '(gradients-python "dot")
+  "The programs a kernel's run depends on besides Emacs and Org: the
+venv's Python (a variable naming it) and Graphviz's dot, which draws.")
+
+(defun gradients-build--program-files ()
+  "The files of `gradients-build-programs' as found now, links followed:
+the venv made again with another python3, or another dot first on the
+PATH, is another program, whatever the lock says."
+  (delq nil (mapcar (lambda (program)
+                      (let ((file (if (symbolp program) (symbol-value program)
+                                    (executable-find program))))
+                        (and file (file-exists-p file) (file-truename file))))
+                    gradients-build-programs)))
+
 (defun gradients-build--key (blocks)
   "A digest of everything the kernel's run of BLOCKS can depend on but
 the tangled files: the code and header arguments of each block it runs,
-in order, the lock, the build's tools, and Emacs and Org."
+in order, the lock, the build's tools, Emacs and Org, and the programs
+it runs with, by their files' names, sizes and times."
   (with-temp-buffer
     (insert emacs-version "\0" (org-release) "\0")
+    (dolist (file (gradients-build--program-files))
+      (let ((attributes (file-attributes file)))
+        (insert (format "%s %s %s\0" file (file-attribute-size attributes)
+                        (format-time-string "%s.%N" (file-attribute-modification-time
+                                                     attributes))))))
     (gradients-build--insert-files
      (cons (expand-file-name "requirements.lock" gradients-build--project)
            (mapcar (lambda (tool) (expand-file-name tool gradients-build-directory))

@@ -16,8 +16,11 @@ from tiny_notes import HEADER, block, snapshot, write_readme
 
 import produced  # noqa: E402 (tools/, on the path once conftest is)
 
-# With this Python no kernel can start: a build that needs one fails.
-NO_KERNEL = ("--eval", '(setq gradients-python "/nonexistent/python")')
+# With this no kernel can start: a build that needs one fails, saying
+# NEEDS_A_KERNEL.  (The venv's Python is part of the kept run's key.)
+NO_KERNEL = ("--eval", "(advice-add 'gradients-start-session :override (lambda (name) "
+                       "(error \"No kernel may start here (session %s)\" name)))")
+NEEDS_A_KERNEL = "No kernel may start here"
 
 
 def produce(folder, *options):
@@ -58,12 +61,21 @@ def test_a_prose_edit_starts_no_kernel_and_a_code_edit_does(tiny):
                  lambda t: t.replace(":file images/drawn.svg", ":file images/drawn.svg :timeout 9")):
         write_readme(tiny, edit(NOTES))
         run = produce(tiny, *NO_KERNEL)
-        assert run.returncode != 0 and "No /nonexistent/python" in run.stderr, run.stderr
+        assert run.returncode != 0 and NEEDS_A_KERNEL in run.stderr, run.stderr
+    # Another dot first on the PATH: it draws the pictures.
     write_readme(tiny, NOTES)
+    other = tiny.parent / "other-dot"
+    other.mkdir()
+    (other / "dot").write_text(f'#!/bin/sh\nexec {shutil.which("dot")} "$@"\n')
+    (other / "dot").chmod(0o755)
+    run = emacs(*NO_KERNEL, "-l", "tools/build.el", "-f", "gradients-build-produce", "README.org",
+                cwd=tiny, check=False, timeout=120,
+                env=dict(os.environ, PATH=f"{other}:{os.environ['PATH']}"))
+    assert run.returncode != 0 and NEEDS_A_KERNEL in run.stderr, run.stderr
     with open(tiny / "requirements.lock", "a") as lock:
         lock.write("# changed\n")
     run = produce(tiny, *NO_KERNEL)
-    assert run.returncode != 0 and "No /nonexistent/python" in run.stderr, run.stderr
+    assert run.returncode != 0 and NEEDS_A_KERNEL in run.stderr, run.stderr
 
 
 # A file the blocks write and then read back is theirs, no input: the
@@ -95,7 +107,7 @@ def test_a_file_a_block_reads_is_part_of_the_kept_run(tiny):
 
     (tiny / "data" / "input.txt").write_text("second\n")
     refused = produce(tiny, *NO_KERNEL)
-    assert refused.returncode != 0 and "No /nonexistent/python" in refused.stderr, refused.stderr
+    assert refused.returncode != 0 and NEEDS_A_KERNEL in refused.stderr, refused.stderr
     rerun = produce(tiny)
     assert rerun.returncode == 0, rerun.stderr
     assert blocks_json(tiny)["blocks"][0]["produced"] == ": second"
@@ -113,7 +125,7 @@ def test_a_module_a_block_imports_is_read_as_its_source(tiny):
     assert list((tiny / "__pycache__").glob("helper.*.pyc")), "the second run read no bytecode"
     (tiny / "helper.py").write_text("X = 2\n")
     refused = produce(tiny, *NO_KERNEL)
-    assert refused.returncode != 0 and "No /nonexistent/python" in refused.stderr, refused.stderr
+    assert refused.returncode != 0 and NEEDS_A_KERNEL in refused.stderr, refused.stderr
 
 
 def test_a_block_org_leaves_out_does_not_run_and_its_result_is_said_unchecked(tiny):
