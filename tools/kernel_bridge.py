@@ -208,6 +208,11 @@ del streams
 # ipykernel decides once, when its debugger module is first imported,
 # whether debugpy is there; a None in sys.modules makes that import fail,
 # and is then taken out again, so that a block may still import debugpy.
+# A message holding a lone surrogate that stands for no byte (an
+# exception's text, \ud800) is sent with it escaped, as JSON can: UTF-8
+# cannot carry it, and the kernel would report its own UnicodeEncodeError
+# in place of the block's exception (Python, running the script, shows
+# the exception so escaped).
 LAUNCH_KERNEL = """\
 import linecache, runpy, sys
 notes_folder = sys.path.pop(0)
@@ -222,6 +227,22 @@ linecache.cache[{STREAMS_FILE!r}] = (len(streams_source), None,
 exec(compile(streams_source, {STREAMS_FILE!r}, "exec"))
 del streams_source
 """ + """\
+import json, jupyter_client.session
+def escaping_what_utf_8_cannot_carry(init):
+    def __init__(session, *args, **kwargs):
+        init(session, *args, **kwargs)
+        pack = session.pack
+        def escaping(message):
+            try:
+                return pack(message)
+            except UnicodeEncodeError:
+                return json.dumps(message, default=jupyter_client.session.json_default,
+                                  allow_nan=False).encode()
+        session.pack = escaping
+    return __init__
+jupyter_client.session.Session.__init__ = escaping_what_utf_8_cannot_carry(
+    jupyter_client.session.Session.__init__)
+del escaping_what_utf_8_cannot_carry
 sys.path.insert(0, notes_folder)
 runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
 """

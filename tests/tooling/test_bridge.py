@@ -121,13 +121,16 @@ def test_a_block_sees_the_kernel_that_python_m_ipykernel_launcher_starts(kernel)
 # made ipykernel fail to send the output, which was lost, the block's
 # print recorded as ipykernel's own traceback, or its exception as
 # success; one that stands for a byte ended the bridge, which read it
-# back as UTF-8.  As for the script on its own, the first is an error of
-# the block, the second text the notes refuse by name.
+# back as UTF-8.  As for the script on its own, printing the first is an
+# error of the block, raising it shows the exception with it escaped, and
+# the second is text the notes refuse by name.
 SURROGATES = {
     "printed, no byte": ("print('ok'); print('b\\ud800'); print('after')", "raised",
                          "UnicodeEncodeError: 'utf-8' codec can't encode character '\\ud800'"),
-    "raised, no byte": ("raise ValueError('bad\\ud800')", "raised",
-                        "UnicodeEncodeError: 'utf-8' codec can't encode character '\\ud800'"),
+    # The block's own exception, escaped as Python shows it on its own
+    # (it was ipykernel's UnicodeEncodeError, sending it).
+    "raised, no byte": ("x = 1\nraise ValueError('bad\\ud800')", "raised",
+                        "ValueError: bad\\ud800"),
     "printed, a byte": ("print('x\\udcff')", "output", "printed '\\udcff', which is not valid"),
     "a repr, a byte": ("class R:\n    def __repr__(self):\n        return 'r\\udc80'\nR()",
                        "output", "printed '\\udc80', which is not valid"),
