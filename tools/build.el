@@ -1174,6 +1174,29 @@ kernel."
                line "the result of block %s was saved while it still waited for the kernel; run the block again, or remove the drawer"
                (if (plist-get block :name) (format "`%s'" (plist-get block :name)) "(unnamed)")))))))))
 
+(defun gradients-build--check-linked-files (block picture)
+  "Fail when BLOCK's recorded result links a file but PICTURE, the one
+its :file draws (relative to the notes, or nil): a value shown as Org
+may link any, and GitHub shows one no block draws, or one outside
+images/, broken.  Fixed-width lines are text, and a picture an
+interactive run saved is said so by the check of every link."
+  (dolist (line (split-string (or (plist-get block :recorded) "") "\n"))
+    (unless (string-match-p "\\`[ \t]*:\\( \\|\\'\\)" line)
+      (let ((start 0))
+        (while (string-match "\\[\\[\\(file:\\)?\\([^]]+\\)\\]" line start)
+          (setq start (match-end 0))
+          (let ((target (match-string 2 line)))
+            (when (and (or (match-beginning 1) (string-match-p "\\`\\.\\{0,2\\}/\\|\\`~/" target))
+                       (not (equal target picture))
+                       (not (string-prefix-p (file-name-as-directory gradients-loose-picture-folder)
+                                             (file-relative-name
+                                              (expand-file-name target gradients-build--project)
+                                              gradients-build--project))))
+              (error "%s: its result links %s, which %s; a picture goes into the notes through its block's :file, under images/"
+                     (plist-get block :where) target
+                     (if picture (format "is not the picture its :file draws (%s)" picture)
+                       "no :file of the block draws")))))))))
+
 (defun gradients-build--check-blocks (blocks)
   "Fail on every header argument that would go wrong, each on a line of
 its own, as a linter does.  Runs before any block, so a bad header costs
@@ -1234,7 +1257,8 @@ nothing; return the pictures, an alist of output path and block."
               (let ((picture (gradients-build--check-picture block)))
                 (when picture
                   (gradients-build--claim-output claimed block :file picture)
-                  (push (cons picture block) pictures))))))))
+                  (push (cons picture block) pictures))
+                (gradients-build--check-linked-files block picture)))))))
     (when gradients-build--problems
       (error "%s" (mapconcat #'cdr (sort (nreverse gradients-build--problems)
                                          (lambda (a b) (< (car a) (car b))))

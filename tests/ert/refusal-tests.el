@@ -596,6 +596,28 @@ build found, its hook into file reading, the notes' buffer."
                                         (refusal-tests--block-line text (format "draws-%d" n))
                                         n name)))))))
 
+;; A value shown as Org may link any file: make run recorded such links,
+;; and `make test' refused them, or GitHub showed them broken.
+(ert-deftest refusal-tests-a-result-linking-a-file-its-block-does-not-draw-is-refused ()
+  (refusal-tests--in-project
+    (let* ((cases '(("drawn" ":file images/x.svg" "[[file:images/x.svg]]\n[[file:images/nope.png]]"
+                     "images/nope.png, which is not the picture its :file draws (images/x.svg)")
+                    ("outside" "" "See [[file:../outside.png]]"
+                     "../outside.png, which no :file of the block draws")
+                    ("bare" "" "| [[/etc/hostname]] |"
+                     "/etc/hostname, which no :file of the block draws")
+                    ("text" "" ": printed [[file:images/nope.png]]" nil)))
+           (text (apply #'concat refusal-tests--header
+                        (mapcar (lambda (case)
+                                  (concat (refusal-tests--block "1" (nth 0 case) (nth 1 case))
+                                          (format "\n#+RESULTS: %s\n:results:\n%s\n:end:\n"
+                                                  (nth 0 case) (nth 2 case))))
+                                cases))))
+      (should (equal (refusal-tests--refused text)
+                     (cl-loop for (name _ _ what) in cases when what
+                              collect (format "README.org:%d: block `%s': its result links %s; a picture goes into the notes through its block's :file, under images/"
+                                              (refusal-tests--block-line text name) name what)))))))
+
 ;; Where a drawer's link would lead GitHub and `make test' elsewhere.
 (ert-deftest refusal-tests-a-picture-not-directly-in-images-is-refused ()
   (refusal-tests--in-project

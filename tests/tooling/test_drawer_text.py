@@ -403,18 +403,23 @@ def test_output_that_cannot_go_into_the_notes_fails_the_build_cleanly(tiny, code
     assert not (tiny / "images" / "two.png").exists()
 
 
-def test_make_run_writes_no_result_the_next_build_would_refuse(tiny):
-    """The bridge lets through Org text that links a picture an
-    interactive run saved under .build/pictures/: only the build knows
-    that folder, and refuses such a link in the notes.  make run checks the
-    notes as it would leave them, and writes nothing."""
+@pytest.mark.parametrize("link, said", [
+    (".build/pictures/x.png", ".build/pictures/x.png is a picture saved by an interactive run"),
+    ("images/nope.png", "block `linked': its result links images/nope.png, which no :file of "
+                        "the block draws"),
+], ids=["saved by a run", "drawn by no block"])
+def test_make_run_writes_no_result_the_next_build_would_refuse(tiny, link, said):
+    """The bridge lets through Org text that links a file, a picture an
+    interactive run saved under .build/pictures/ or one no block draws:
+    only the build knows which the notes may link, and refuses others.
+    make run checks the notes as it would leave them, and writes nothing."""
     text = (HEADER + block("x = 1", "before")
-            + block(ORG.format("'See [[file:.build/pictures/x.png]]'"), "linked"))
+            + block(ORG.format(f"'See [[file:{link}]]'"), "linked"))
     before = write_readme(tiny, text)
     run = build(tiny, "run", timeout=120)
     assert_failed_cleanly(run, tiny, before,
                           "README.org would be refused by the next build as this run leaves it")
-    assert ".build/pictures/x.png is a picture saved by an interactive run" in run.stderr
+    assert said in run.stderr, run.stderr
 
 
 # The build refuses `:results raw' outside a drawer before anything runs;
