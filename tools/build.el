@@ -1174,12 +1174,19 @@ kernel."
                line "the result of block %s was saved while it still waited for the kernel; run the block again, or remove the drawer"
                (if (plist-get block :name) (format "`%s'" (plist-get block :name)) "(unnamed)")))))))))
 
+(defvar gradients-build--results-as-produced nil
+  "Whether the results drawers read are what this build's run produced,
+as `make run' checks them before it writes the notes; else they are as
+recorded, and may be those of a block edited since.")
+
 (defun gradients-build--check-linked-files (block picture)
   "Fail when BLOCK's recorded result links a file but PICTURE, the one
 its :file draws (relative to the notes, or nil): a value shown as Org
 may link any, and GitHub shows one no block draws, or one outside
 images/, broken.  Fixed-width lines are text, and a picture an
-interactive run saved is said so by the check of every link."
+interactive run saved is said so by the check of every link.  A result
+recorded before its block's :file was changed links the old picture:
+that is `make test''s to say (run make run), and `make run''s to mend."
   (dolist (line (split-string (or (plist-get block :recorded) "") "\n"))
     (unless (string-match-p "\\`[ \t]*:\\( \\|\\'\\)" line)
       (let ((start 0))
@@ -1188,6 +1195,8 @@ interactive run saved is said so by the check of every link."
           (let ((target (match-string 2 line)))
             (when (and (or (match-beginning 1) (string-match-p "\\`\\.\\{0,2\\}/\\|\\`~/" target))
                        (not (equal target picture))
+                       (or gradients-build--results-as-produced
+                           (not (string-match-p "\\`images/[^/]+\\'" target)))
                        (not (string-prefix-p (file-name-as-directory gradients-loose-picture-folder)
                                              (file-relative-name
                                               (expand-file-name target gradients-build--project)
@@ -2053,7 +2062,8 @@ passes the checks the next build will make of it.  The bridge refuses
 what no notes could keep; what only the build knows of (a link to a
 picture an interactive run saved) would otherwise be written by one
 `make run' and refused by the next build."
-  (let ((blocks (gradients-build--read-blocks)))
+  (let ((blocks (gradients-build--read-blocks))
+        (gradients-build--results-as-produced t))
     (unwind-protect
         (condition-case err
             (gradients-build--check-blocks blocks)
