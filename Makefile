@@ -134,7 +134,13 @@ export EMACS
 # have no X.  Any other build with X will do: `make test GUI_EMACS=emacs-lucid`.
 GUI_EMACS ?= emacs-gtk
 export GUI_EMACS
-BATCH_EMACS := $(EMACS) -Q --batch
+# Under a UTF-8 locale, whatever the caller's: Emacs decodes the names of
+# files it is given (the checkout's path among them) by the locale's
+# coding before any Lisp runs, and under ISO-8859-1 a checkout /tmp/café
+# was another folder by the time the build read its own files as UTF-8.
+# C.UTF-8 is built into the C library; the build says nothing in any
+# language but English.
+BATCH_EMACS := env LC_ALL=C.UTF-8 $(EMACS) -Q --batch
 # One build of the notes at a time: `make -j tangle test`, or MAKEFLAGS=-j
 # in the environment, would run two kernels on the same notes, each
 # writing .build/; the second waits, then finds the first's run to reuse.

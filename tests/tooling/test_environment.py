@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from conftest import (EMACS, ROOT, a_users_make_environment, ctrl_c_as_in_a_terminal, make,
-                      with_the_checkouts_build)
+from conftest import (EMACS, ROOT, a_users_make_environment, copy_project,
+                      ctrl_c_as_in_a_terminal, make, with_the_checkouts_build)
 from tiny_notes import HEADER, assert_failed_cleanly, block, snapshot, write_readme
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -275,6 +275,25 @@ def test_a_locale_whose_capital_i_is_dotted_builds_as_any_other(tiny, locale):
                timeout=120)
     assert run.returncode == 0, run.stderr
     assert "print('tangled')" in (tiny / "gradients.py").read_text()
+
+
+def test_a_checkout_named_in_utf_8_builds_under_a_latin_1_locale(tmp_path_factory):
+    """Emacs decoded the checkout's path by the locale's coding before any
+    Lisp ran: under ISO-8859-1, /…/café was another folder by the time the
+    build read its own files as UTF-8, and Emacs gave a backtrace."""
+    locales = tmp_path_factory.mktemp("locales")
+    made = subprocess.run(["localedef", "-i", "de_DE", "-f", "ISO-8859-1",
+                           locales / "de_DE.ISO-8859-1"], capture_output=True, text=True)
+    assert made.returncode in (0, 1) and (locales / "de_DE.ISO-8859-1").exists(), made.stderr
+    folder = tmp_path_factory.mktemp("notes") / "café"
+    folder.mkdir()
+    copy_project(folder)
+    write_readme(folder, HEADER + block("print('tangled')", "plain", ":tangle gradients.py")
+                 .replace("jupyter-python", "python"))
+    run = make("tangle", cwd=folder, timeout=120,
+               env={**os.environ, "LOCPATH": str(locales), "LC_ALL": "de_DE.ISO-8859-1"})
+    assert run.returncode == 0, run.stderr
+    assert "print('tangled')" in (folder / "gradients.py").read_text()
 
 
 @pytest.mark.parametrize("asked", ["make -e", "MAKEFLAGS=e", "make -ke"])
