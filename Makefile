@@ -371,11 +371,14 @@ $(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLA
 # A command said as make says it, then run with its output going nowhere
 # when make's own is closed (`make test >&-`): Python starts with no
 # sys.stdout there, and pytest failed on its report, and the build it
-# starts on its first line.
+# starts on its first line.  In place of the shell, so that the signal
+# make passes on to its child when it is stopped (`kill`, a CI's timeout)
+# reaches pytest, which stops its fixtures and builds: under the shell,
+# which waits for a command it runs, pytest and the build went on.
 with-output = @(exec 3>&1) 2>/dev/null || exec >/dev/null; \
-    printf '%s\n' '$(subst ','\'',$(1))'; $(1)
+    printf '%s\n' '$(subst ','\'',$(1))'; exec $(1)
 test: $(VENV_STAMP)  ## check the notes: every recorded result, output and gradient
-	$(call with-output,"$(PYTHON)" -m pytest -p no:xdist tests)
+	$(call with-output,$(PYTHON) -m pytest -p no:xdist tests)
 
 # The ERT tests of tests/ert/ run among them (tests/tooling/test_ert.py).
 # Two workers a core: a good part of the tests' time goes to waiting for
@@ -386,20 +389,20 @@ CHECK_WORKERS = $(shell echo $$(( $$(nproc) * 2 )))
 check: test  ## make test, then the tooling's own suite: executor, Emacs, browser, bad input
 	@$(REQUIRE) $(GUI_PACKAGES)
 	@$(REQUIRE) $(TEST_PACKAGES)
-	$(call with-output,"$(PYTHON)" -m pytest -n $(CHECK_WORKERS) --dist loadgroup tests/tooling)
+	$(call with-output,$(PYTHON) -m pytest -n $(CHECK_WORKERS) --dist loadgroup tests/tooling)
 
 notebook: gradients.ipynb  ## gradients.ipynb for Jupyter users, from README.org
 
 gradients.ipynb: $(PRODUCED) tools/notebook.py $(filter images/%,$(OUTPUTS))
-	"$(PYTHON)" tools/notebook.py README.org "$@"
+	$(PYTHON) tools/notebook.py README.org $@
 
 preview: $(VENV_STAMP)  ## a screenshot of the README as GitHub renders it, in .build/preview/
 	@$(REQUIRE) $(BUILD_PACKAGES) $(TEST_PACKAGES)
-	"$(PYTHON)" tools/preview.py README.org "$(BUILD)/preview"
+	$(PYTHON) tools/preview.py README.org $(BUILD)/preview
 
 bench: $(VENV_STAMP) | $(UV_MADE)  ## time the build against jupyter nbconvert, the venv against pip; in .build/bench/
 	@$(REQUIRE) $(BUILD_PACKAGES)
-	"$(PYTHON)" tools/bench.py
+	$(PYTHON) tools/bench.py
 
 # Into the user's Jupyter folder, which must be writable: Jupyter would
 # suggest --user, given already.  ipykernel leaves the copy it makes

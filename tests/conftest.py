@@ -136,18 +136,25 @@ def pytest_configure(config):
     # After any build under way (a `make run` in another terminal): make
     # would find the first half of its work up to date, and the tests read
     # the checkout before its end.
+    # In a process group of its own, which a stopped run stops as Ctrl-C
+    # would: left to itself, the build ran on after pytest was gone,
+    # holding the checkout's lock.
     build = subprocess.Popen(
         ["sh", "-c", 'sh tools/one-build-at-a-time true && exec make --no-print-directory "$1"',
          "sh", str(produced.FOLDER / "blocks.json")],
-        cwd=ROOT, env=make_environment())
+        cwd=ROOT, env=make_environment(), process_group=0)
     try:
         # The tooling's suite alone (make check) never imports gradients.py.
         tooling = Path(__file__).parent / "tooling"
         if not all(Path(arg.split("::")[0]).resolve().is_relative_to(tooling)
                    for arg in config.args):
             import_what_gradients_imports()
-    finally:
         status = build.wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(build.pid, signal.SIGINT)
+        build.wait()
+        raise
     if status != 0:
         pytest.exit("the build of README.org failed (make said why, above)", returncode=2)
 

@@ -12,13 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 import kernel_bridge
 import kernel_supervisor
-from conftest import (FORGET_THE_NOTES_BUFFER, ROOT, Bridge, Daemon, alive, command_line,
-                      copy_project, gone, wait_for)
+from conftest import (FORGET_THE_NOTES_BUFFER, ROOT, Bridge, Daemon, a_users_make_environment,
+                      alive, command_line, copy_project, gone, wait_for)
 from tiny_notes import HEADER, assert_no_kernel_left, block, build, write_readme
 
 
@@ -532,6 +533,47 @@ def child():
 def test_waits(child):
     time.sleep(600)
 """
+
+
+def processes_in(folder):
+    """The processes running in FOLDER or below, but this one."""
+    import psutil
+    found = []
+    for process in psutil.process_iter(["pid", "cwd"]):
+        cwd = process.info["cwd"]
+        if process.pid != os.getpid() and cwd and Path(cwd).is_relative_to(folder):
+            found.append(f"{process.pid} {' '.join(process.cmdline())}")
+    return found
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("stopped", ["make", "pytest"])
+def test_make_test_stopped_while_it_builds_leaves_nothing_running(project_copy, stopped):
+    """SIGTERM to make alone (a CI's timeout, `kill`) reached only the
+    shell it ran pytest from, and to pytest alone never the build pytest
+    waited for: each ran on, holding the checkout's lock."""
+    make_test = subprocess.Popen(["make", "test"], cwd=project_copy, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True,
+                                 env=a_users_make_environment())
+    try:
+        assert wait_for(lambda: any("gradients-build-produce" in p
+                                    for p in processes_in(project_copy)), 60), \
+            processes_in(project_copy)
+        if stopped == "make":
+            make_test.send_signal(signal.SIGTERM)
+        else:
+            pytest_pid = next(int(p.split()[0]) for p in processes_in(project_copy)
+                              if "-m pytest" in p)
+            os.kill(pytest_pid, signal.SIGTERM)
+        said = make_test.communicate(timeout=60)[0]
+        assert make_test.returncode != 0
+        assert wait_for(lambda: not processes_in(project_copy), 20), processes_in(project_copy)
+        # Stopped, not run to its end once make was gone.
+        assert not (project_copy / ".build" / "produced" / "blocks.json").exists(), said
+        assert " passed" not in said, said
+    finally:
+        make_test.kill()
+        make_test.wait()
 
 
 def test_pytest_stopped_by_sigterm_tears_its_fixtures_down(tmp_path):
