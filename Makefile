@@ -347,6 +347,10 @@ REQUIRE_PYTHON := $(REQUIRE) 'python3=command -v python3' && { \
 
 .DEFAULT_GOAL := help
 .PHONY: help tangle run test check notebook preview bench kernelspec venv lock clean FORCE
+# Each is written whole, by a rename, once its build has done all its
+# work: make, stopped by Ctrl-C while the build stops its kernel after
+# that, would delete a stamp that holds, and build again for nothing.
+.PRECIOUS: $(OUTPUTS_LIST) $(PRODUCED) gradients.ipynb
 
 help:  ## list the targets
 	@sed -n 's/^\([a-z]*\):.*## \(.*\)/  make \1\t\2/p' Makefile | expand -t 20
