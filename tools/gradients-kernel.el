@@ -402,9 +402,14 @@ With NO-WAIT, only tell them to: each bridge stops its kernel on its
 own, so a batch build can exit at once."
   (interactive)
   (let* ((processes (cl-remove-if-not #'process-live-p (mapcar #'cdr gradients--sessions)))
+         ;; A bridge whose kernel died leaves the sessions at once, and
+         ;; exits once it has cleaned up: it is waited for too, for until
+         ;; then it holds a build's lock (one-build-at-a-time).
+         (leaving (cl-set-difference (cl-remove-if-not #'process-live-p (gradients--bridges))
+                                     processes))
          (labels (mapcar #'gradients--session-label processes))
          (unfinished (length (gradients--pending-requests))))
-    (dolist (process processes)
+    (dolist (process (append processes leaving))
       (gradients--stop process no-wait))
     (setq gradients--sessions nil)
     (when gradients-chatty
