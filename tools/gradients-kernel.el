@@ -257,9 +257,12 @@ given for them, never more."
            current `((ok . nil) (kind . ,(if stopped "stopped" "died"))
                      (requeued . ,(if requeue (length queue) 0))
                      ;; From outside (kill -9 or the like), not by Emacs
-                     ;; for its silence: no doing of the block's.
+                     ;; for its silence: no doing of the block's.  A
+                     ;; bridge exits 0 only when told to stop (SIGTERM,
+                     ;; SIGHUP), which Emacs did not do here.
                      (killed . ,(and (not stopped) (not (process-get process 'unanswered))
-                                     (eq (process-status process) 'signal)))
+                                     (or (eq (process-status process) 'signal)
+                                         (eql (process-exit-status process) 0))))
                      (error . ,(if stopped "the kernel was stopped"
                                  (or (process-get process 'unanswered)
                                      (gradients--bridge-end process)))))))
@@ -279,8 +282,10 @@ kernel's memory), or with an exit status, and its last words if any."
     (concat (if (eq (process-status process) 'signal)
                 (format "the kernel bridge was killed by signal %d"
                         (process-exit-status process))
-              (format "the kernel bridge ended (exit status %d)"
-                      (process-exit-status process)))
+              (if (eql (process-exit-status process) 0)
+                  "the kernel bridge was told to stop from outside (SIGTERM or SIGHUP)"
+                (format "the kernel bridge ended (exit status %d)"
+                        (process-exit-status process))))
             ;; On lines of their own: the first line is said alone.
             (if (string-empty-p tail) "" (concat "\n" tail)))))
 

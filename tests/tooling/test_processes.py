@@ -20,7 +20,7 @@ import kernel_bridge
 import kernel_supervisor
 from conftest import (FORGET_THE_NOTES_BUFFER, ROOT, Bridge, Daemon, a_users_make_environment,
                       alive, command_line, copy_project, gone, wait_for)
-from tiny_notes import HEADER, assert_no_kernel_left, block, build, write_readme
+from tiny_notes import HEADER, assert_no_kernel_left, block, build, line_of, write_readme
 
 
 
@@ -574,6 +574,29 @@ def test_make_test_stopped_while_it_builds_leaves_nothing_running(project_copy, 
     finally:
         make_test.kill()
         make_test.wait()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_bridge_stopped_from_outside_does_not_blame_the_block(tiny, signum):
+    """It stops its kernel and exits 0, as when Emacs stops it: the block
+    was said to have stopped the kernel itself."""
+    text = HEADER + block("import time\nopen('started', 'w').close()\ntime.sleep(60)", "waits")
+    write_readme(tiny, text)
+    building = subprocess.Popen(["make", "tangle"], cwd=tiny, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                env=a_users_make_environment())
+    try:
+        assert wait_for((tiny / "started").exists, 60)
+        bridge = next(int(p.split()[0]) for p in processes_in(tiny) if "kernel_bridge.py" in p)
+        os.kill(bridge, signum)
+        _, said = building.communicate(timeout=60)
+        assert building.returncode != 0
+        assert (f"README.org:{line_of(text, 'waits')}: block `waits' lost its kernel: the kernel "
+                "bridge was told to stop from outside (SIGTERM or SIGHUP)") in said, said
+        assert wait_for(lambda: not processes_in(tiny), 20), processes_in(tiny)
+    finally:
+        building.kill()
+        building.wait()
 
 
 def test_pytest_stopped_by_sigterm_tears_its_fixtures_down(tmp_path):
