@@ -49,6 +49,7 @@ The same functions serve the tests (`Kernel`, `execute`, `org_result`),
 so what the tests compare is produced exactly as the build produces it.
 """
 
+import ast
 import base64
 import datetime
 import glob
@@ -637,12 +638,15 @@ class Kernel:
                 break
         raise KernelDied("the kernel did not reply after running it")
 
-    def run(self, code, timeout=None):
+    def run(self, code, timeout=None, expressions=None):
         """Execute CODE; return its outputs as a list of (kind, content).
-        Past TIMEOUT seconds the kernel is interrupted and BlockError raised."""
+        Past TIMEOUT seconds the kernel is interrupted and BlockError raised.
+        EXPRESSIONS, {name: Python expression}, are evaluated once CODE has
+        run, their values' text kept in self.evaluated by name."""
         msg_id = self.channels.send("execute_request", {
-            "code": code, "silent": False, "store_history": True, "user_expressions": {},
-            "allow_stdin": False, "stop_on_error": True})
+            "code": code, "silent": False, "store_history": True,
+            "user_expressions": expressions or {}, "allow_stdin": False, "stop_on_error": True})
+        self.evaluated = {}
         deadline = time.monotonic() + timeout if timeout else None
         interrupted_at = None
         outputs = []
@@ -672,6 +676,9 @@ class Kernel:
                 outputs.append((kind, content))
         reply = self.reply_to(msg_id)
         content = reply["content"]
+        self.evaluated = {name: value.get("data", {}).get("text/plain")
+                          for name, value in (content.get("user_expressions") or {}).items()
+                          if isinstance(value, dict) and value.get("status") == "ok"}
         if content.get("status") == "error" and not any(kind == "error" for kind, _ in outputs):
             # The kernel could not send the block's error (its text held
             # what its messages cannot carry); the reply still says so.
@@ -1129,7 +1136,7 @@ def write_atomically(path, data):
 MEMORY_ADDRESS = re.compile(r"(?<= at )0x[0-9a-f]{6,}\b|\b0x[0-9a-f]{9,}\b")
 
 
-def check_repeatable(outputs, file, org, tangled=None):
+def check_repeatable(outputs, file, org, tangled=None, left=None):
     """Refuse what a build would record otherwise than the block made it,
     or differently on every run: pictures without a :file, which no
     drawer of the notes can link, a memory address, and for a block
@@ -1138,6 +1145,17 @@ def check_repeatable(outputs, file, org, tangled=None):
     objects print as their class (<IPython.core.display.Markdown
     object>), so what it printed would not be what the notes record.  A
     picture is the build's to draw, and plt.show() prints nothing."""
+    left = left or {}
+    if left.get("threads"):
+        raise BlockError(f"is tangled into {tangled} and leaves a thread running when it ends "
+                         f"({', '.join(left['threads'])}): {tangled}, imported by `make test', "
+                         "would not end before it does; join it before the block ends, or make "
+                         "it a daemon", "output")
+    if left.get("processes"):
+        pid, command = left["processes"][0]
+        raise BlockError(f"is tangled into {tangled} and leaves a process running when it ends "
+                         f"({pid}: {command[:80]}): {tangled}, imported by `make test', would "
+                         "leave it behind; wait for it before the block ends", "output")
     for kind, content in outputs:
         if tangled and kind == "display_data" and not is_picture(content["data"]):
             raise BlockError(f"is tangled into {tangled} and displayed "
@@ -1188,10 +1206,11 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
     where, "link": the same folder as the drawer should name it}, the
     pictures of a block without a :file are saved there and linked.  With
     FOR_THE_NOTES, see check_repeatable."""
-    outputs = kernel.run(code, timeout)
+    outputs = kernel.run(code, timeout,
+                         {"left": LEFT_RUNNING} if for_the_notes and tangled else None)
     try:
         org = result(outputs, file, write_to, max_lines, loose_pictures, results, wrap,
-                     for_the_notes, tangled)
+                     for_the_notes, tangled, left_running(kernel.evaluated.get("left")))
     except BlockError:
         raise
     except Exception as error:
@@ -1204,8 +1223,32 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
     return org, outputs
 
 
+# What a block leaves running when it ends, in the kernel: threads that
+# would keep a script from ending, and child processes (not zombies,
+# which are gone).  Imported by `make test`, a tangled block that leaves
+# either would hang pytest, or leave the process behind, where the build,
+# whose kernel stops everything it started, passed.
+LEFT_RUNNING = (
+    "__import__('json').dumps({'threads': [t.name for t in __import__('threading').enumerate()"
+    " if not t.daemon and t is not __import__('threading').main_thread()],"
+    " 'processes': [(pid, open(f'/proc/{pid}/cmdline', 'rb').read().replace(b'\\0', b' ')"
+    ".decode(errors='replace').strip()) for pid in sorted({int(child)"
+    " for task in __import__('os').listdir('/proc/self/task')"
+    " for child in open(f'/proc/self/task/{task}/children').read().split()})"
+    " if open(f'/proc/{pid}/stat').read().rpartition(')')[2].split()[0] != 'Z']})")
+
+
+def left_running(text):
+    """What LEFT_RUNNING found, as {"threads": [...], "processes": [...]},
+    from the text of its value; nothing when it could not tell."""
+    try:
+        return json.loads(ast.literal_eval(text))
+    except (ValueError, SyntaxError, TypeError):
+        return {}
+
+
 def result(outputs, file, write_to, max_lines, loose_pictures, results, wrap, for_the_notes,
-           tangled=None):
+           tangled=None, left=None):
     """The drawer text of a block's OUTPUTS, once its picture is written;
     see execute."""
     error = failure(outputs)
@@ -1223,7 +1266,7 @@ def result(outputs, file, write_to, max_lines, loose_pictures, results, wrap, fo
              if not file]
     org = org_result(outputs, file, links, max_lines, results, wrap)
     if for_the_notes:
-        check_repeatable(outputs, file, org, tangled)
+        check_repeatable(outputs, file, org, tangled, left or {})
     for path, data in writes:
         try:
             write_atomically(path, data)

@@ -3,6 +3,7 @@ a kernel that dies, and a bridge whose Emacs is gone."""
 
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -81,6 +82,28 @@ def test_a_block_tangled_into_a_script_may_display_only_pictures(kernel, tmp_pat
         kernel, "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()",
         file="images/p.png", write_to=str(picture), for_the_notes=True, tangled="gradients.py")
     assert org == "[[file:images/p.png]]" and picture.exists()
+
+
+def test_a_block_tangled_into_a_script_may_leave_nothing_running(kernel):
+    """Imported by `make test', gradients.py ran such a block in pytest's
+    own process: a thread kept pytest from ending, a process was left
+    behind, where the build's kernel stopped both."""
+    import kernel_bridge
+    # Each left as it was, then ended by a block not tangled, which may.
+    for code, what, end in [
+            ("import subprocess\np = subprocess.Popen(['sleep', '31'], start_new_session=True)",
+             "leaves a process running when it ends (", "p.kill(); p.wait();"),
+            ("import threading, time\nt = threading.Thread(target=time.sleep, args=(1,))\n"
+             "t.start()", "leaves a thread running when it ends (Thread-", "t.join()"),
+    ]:
+        with pytest.raises(kernel_bridge.BlockError, match=re.escape(what)):
+            kernel_bridge.execute(kernel, code, for_the_notes=True, tangled="gradients.py")
+        kernel_bridge.execute(kernel, end, for_the_notes=True)
+    # What ends in its block, or is a daemon, may be tangled.
+    kernel_bridge.execute(kernel, "t2 = threading.Thread(target=time.sleep, args=(30,), "
+                                  "daemon=True)\nt2.start()\nsubprocess.run(['true'])\n"
+                                  "q = subprocess.Popen(['true'])\nq.wait();",
+                          for_the_notes=True, tangled="gradients.py")
 
 
 def test_the_kernel_keeps_no_history_in_the_users_home(kernel):
