@@ -136,9 +136,11 @@ def pytest_configure(config):
     # After any build under way (a `make run` in another terminal): make
     # would find the first half of its work up to date, and the tests read
     # the checkout before its end.
-    # In a process group of its own, which a stopped run stops as Ctrl-C
-    # would: left to itself, the build ran on after pytest was gone,
-    # holding the checkout's lock.
+    # In a process group of its own, which a stopped run stops: left to
+    # itself, the build ran on after pytest was gone, holding the
+    # checkout's lock.  With SIGTERM, which the build takes as it takes
+    # Ctrl-C: SIGINT is ignored by whatever a script starts in the
+    # background, and ran on too.
     build = subprocess.Popen(
         ["sh", "-c", 'sh tools/one-build-at-a-time true && exec make --no-print-directory "$1"',
          "sh", str(produced.FOLDER / "blocks.json")],
@@ -152,7 +154,7 @@ def pytest_configure(config):
         status = build.wait()
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(build.pid, signal.SIGINT)
+            os.killpg(build.pid, signal.SIGTERM)
         build.wait()
         raise
     if status != 0:
