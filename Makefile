@@ -21,8 +21,11 @@ endif
 # variable but the settings below: VENV=/elsewhere made `make clean`
 # remove that folder, PYTHON another Python run the tests.
 SETTINGS := EMACS GUI_EMACS UV CHECK_WORKERS SHELL
-override GIVEN_VARIABLES := $(foreach word,$(-*-command-variables-*-),$(if $(findstring =,$(word)),\
-  $(patsubst %:,%,$(patsubst %+,%,$(patsubst %?,%,$(firstword $(subst =, ,$(word))))))))
+# Make lists them with the spaces of their values escaped, which are
+# taken out first: a value may hold words with = of their own
+# (EMACS="env TERM=dumb emacs").
+override GIVEN_VARIABLES := $(foreach word,$(subst \ ,^,$(-*-command-variables-*-)),\
+  $(patsubst %:,%,$(patsubst %+,%,$(patsubst %?,%,$(firstword $(subst =, ,$(word)))))))
 ifneq ($(filter-out $(SETTINGS),$(GIVEN_VARIABLES)),)
 $(error $(firstword $(filter-out $(SETTINGS),$(GIVEN_VARIABLES))), given on make's command line or in MAKEFLAGS, is one of the Makefile's own variables, not a setting: the settings are $(SETTINGS))
 endif
@@ -109,6 +112,10 @@ endif
 # (kernel_environment in tools/kernel_bridge.py).
 unexport $(filter PYTHON%,$(.VARIABLES))
 export PYTHONUTF8 := 1
+# And each orders sets of strings as the kernel does (kernel_environment):
+# gradients.py, imported by `make test', printed a set in another order
+# than the notes record.
+export PYTHONHASHSEED := 0
 # Nor do pytest's: PYTEST_ADDOPTS="--collect-only" would make `make test`
 # pass with nothing checked, "-k x" deselect every check, and a plugin
 # named in PYTEST_PLUGINS (or none loaded at all) change what runs.

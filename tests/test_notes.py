@@ -109,7 +109,7 @@ def test_picture_is_linked_where_recorded(block):
 def picture_problem(path):
     """What is wrong with PATH as a picture of its kind, or None."""
     data = path.read_bytes()
-    if path.suffix == ".png":
+    if path.suffix.lower() == ".png":
         return None if data.startswith(b"\x89PNG\r\n\x1a\n") else "holds no PNG"
     try:
         root = xml.etree.ElementTree.fromstring(data)

@@ -539,6 +539,9 @@ class Kernel:
     def __init__(self, stop_requested=None):
         self.stop_requested = stop_requested or (lambda: False)
         self.channels = self.supervisor = self.caches = None
+        # What was running when the last block for the notes ended.
+        self.known_running = set()
+        self.evaluated = {}
         remove_stale_folders()
         folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
         try:
@@ -952,33 +955,45 @@ KERNEL_CELL_FILE = re.compile(re.escape(tempfile.gettempdir().rstrip("/"))
 # RuntimeWarning: Mean of empty slice), a block may print a path of the
 # notes.  Recorded as they are, they would publish the author's folders
 # and fail `make test` in any other clone.  Each is named as it stays:
-# the notes' folder (the bridge's and the kernel's) by paths relative to
-# it, the others by a placeholder.
+# the libraries' folders by a placeholder, the notes' folder (the
+# bridge's and the kernel's) by paths relative to it, and alone as
+# <notes> ("." would read as the end of a sentence, ".." as its parent).
+# Only a whole path: not one that merely begins like it (/tmp/notes2),
+# nor one inside another word or address (https://example.org/tmp/notes).
+PATH_CHARACTER = r"[\w.~+-]"
+
+
 def _stable_places():
-    places = {folder.rstrip("/") + "/": "<site-packages>/"
+    places = {folder.rstrip("/"): "<site-packages>"
               for folder in site.getsitepackages() if folder.rstrip("/")}
-    for name in ("stdlib", "platstdlib"):
-        places.setdefault(sysconfig.get_paths()[name].rstrip("/") + "/", "<stdlib>/")
+    # The standard library's own folder, not the venv's lib/python3.X.
+    places.setdefault(os.path.dirname(os.__file__).rstrip("/"), "<stdlib>")
     notes = os.getcwd().rstrip("/")
-    if notes:
-        places.setdefault(notes + "/", "")
-    alternatives = [re.escape(place) for place in sorted(places, key=len, reverse=True)]
-    if notes:
-        # The folder itself, not one whose name it begins.
-        alternatives.append(re.escape(notes) + r"(?![^/\s'\"),:;\]])")
-        places[notes] = "."
-    return re.compile("|".join(alternatives)), places
+    if notes and notes != os.path.expanduser("~").rstrip("/"):
+        places.setdefault(notes, "<notes>")
+    alternatives = "|".join(re.escape(place) for place in sorted(places, key=len, reverse=True))
+    # A place, then the rest of its path, or its end: punctuation, a
+    # space, the end of a sentence.
+    pattern = re.compile(rf"(?<![\w.:/-])({alternatives})"
+                         rf"(?:(/)(?={PATH_CHARACTER})|(/)?(?!{PATH_CHARACTER}|/)|(?=\.(?:\s|$)))")
+    return pattern, places
 
 
 STABLE_PLACES = _stable_places()
+
+
+def _stable_place(match):
+    place = STABLE_PLACES[1][match.group(1)]
+    if match.group(2):                   # a path under it goes on
+        return "" if place == "<notes>" else place + "/"
+    return place + (match.group(3) or "")
 
 
 def stable_text(text):
     """TEXT with what changes from run to run, clone to clone or machine
     to machine of the same code put as it stays: a cell's file named
     <cell>, the folders above as they are named there."""
-    pattern, places = STABLE_PLACES
-    return pattern.sub(lambda place: places[place.group()], KERNEL_CELL_FILE.sub("<cell>", text))
+    return STABLE_PLACES[0].sub(_stable_place, KERNEL_CELL_FILE.sub("<cell>", text))
 
 
 def org_result(outputs, file=None, links=(), max_lines=None, results=None, wrap=False):
@@ -1145,7 +1160,7 @@ def check_repeatable(outputs, file, org, tangled=None, left=None):
     objects print as their class (<IPython.core.display.Markdown
     object>), so what it printed would not be what the notes record.  A
     picture is the build's to draw, and plt.show() prints nothing."""
-    left = left or {}
+    left = left if tangled else {}
     if left.get("threads"):
         raise BlockError(f"is tangled into {tangled} and leaves a thread running when it ends "
                          f"({', '.join(left['threads'])}): {tangled}, imported by `make test', "
@@ -1206,11 +1221,11 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
     where, "link": the same folder as the drawer should name it}, the
     pictures of a block without a :file are saved there and linked.  With
     FOR_THE_NOTES, see check_repeatable."""
-    outputs = kernel.run(code, timeout,
-                         {"left": LEFT_RUNNING} if for_the_notes and tangled else None)
+    outputs = kernel.run(code, timeout, {"left": LEFT_RUNNING} if for_the_notes else None)
+    left = left_running(kernel, kernel.evaluated.get("left")) if for_the_notes else {}
     try:
         org = result(outputs, file, write_to, max_lines, loose_pictures, results, wrap,
-                     for_the_notes, tangled, left_running(kernel.evaluated.get("left")))
+                     for_the_notes, tangled, left)
     except BlockError:
         raise
     except Exception as error:
@@ -1223,28 +1238,44 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
     return org, outputs
 
 
-# What a block leaves running when it ends, in the kernel: threads that
-# would keep a script from ending, and child processes (not zombies,
-# which are gone).  Imported by `make test`, a tangled block that leaves
-# either would hang pytest, or leave the process behind, where the build,
-# whose kernel stops everything it started, passed.
+# What is running in the kernel when a block ends: threads that would
+# keep a script from ending (not daemons, nor the workers of a
+# concurrent.futures executor, which Python stops at exit), and the
+# programs its child processes run (not zombies, which are gone, nor
+# forks of the kernel, as multiprocessing's workers are, which end with
+# it).  Imported by `make test', a tangled block that leaves either hung
+# pytest, or left the process behind, where the build, whose kernel stops
+# everything it started, passed.  Each block is held to what it started:
+# what was running before it ran is known (Kernel.known_running).
 LEFT_RUNNING = (
-    "__import__('json').dumps({'threads': [t.name for t in __import__('threading').enumerate()"
-    " if not t.daemon and t is not __import__('threading').main_thread()],"
-    " 'processes': [(pid, open(f'/proc/{pid}/cmdline', 'rb').read().replace(b'\\0', b' ')"
-    ".decode(errors='replace').strip()) for pid in sorted({int(child)"
+    "__import__('json').dumps({'threads': [[t.ident, t.name] for t in"
+    " __import__('threading').enumerate() if not t.daemon"
+    " and t is not __import__('threading').main_thread() and not getattr(getattr(t, '_target',"
+    " None), '__module__', '').startswith('concurrent.futures')],"
+    " 'processes': [[pid, command] for pid, command in"
+    " ((pid, open(f'/proc/{pid}/cmdline', 'rb').read()) for pid in sorted({int(child)"
     " for task in __import__('os').listdir('/proc/self/task')"
     " for child in open(f'/proc/self/task/{task}/children').read().split()})"
-    " if open(f'/proc/{pid}/stat').read().rpartition(')')[2].split()[0] != 'Z']})")
+    " if open(f'/proc/{pid}/stat').read().rpartition(')')[2].split()[0] != 'Z')"
+    " if command != open('/proc/self/cmdline', 'rb').read() and b'multiprocessing' not in"
+    " command for command in [' '.join(command.decode(errors='replace').split('\\0')).strip()]]})")
 
 
-def left_running(text):
-    """What LEFT_RUNNING found, as {"threads": [...], "processes": [...]},
-    from the text of its value; nothing when it could not tell."""
+def left_running(kernel, text):
+    """What LEFT_RUNNING found in KERNEL that was not running before, as
+    {"threads": [names], "processes": [(pid, command)]}; nothing when it
+    could not tell."""
     try:
-        return json.loads(ast.literal_eval(text))
+        found = json.loads(ast.literal_eval(text))
     except (ValueError, SyntaxError, TypeError):
         return {}
+    known = kernel.known_running
+    kernel.known_running = {("thread", ident) for ident, _ in found["threads"]} | {
+        ("process", pid) for pid, _ in found["processes"]}
+    return {"threads": [name for ident, name in found["threads"]
+                        if ("thread", ident) not in known],
+            "processes": [(pid, " ".join(command.split())) for pid, command in found["processes"]
+                          if ("process", pid) not in known]}
 
 
 def result(outputs, file, write_to, max_lines, loose_pictures, results, wrap, for_the_notes,

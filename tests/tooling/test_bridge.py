@@ -55,14 +55,19 @@ def test_the_folders_of_the_clone_and_of_python_are_named_as_they_stay(kernel):
     the notes: a drawer holding the clone's or the machine's folders would
     publish them, and fail `make test` in any other clone."""
     import kernel_bridge
-    org, _ = kernel_bridge.execute(kernel, "import os, numpy\nnumpy.mean([])\n"
+    org, _ = kernel_bridge.execute(kernel, "import os, numpy, site\nnumpy.mean([])\n"
                                            "print(os.path.abspath('data.csv'))\n"
-                                           "print(os.getcwd(), os.__file__)")
+                                           "print(os.getcwd(), os.__file__)\n"
+                                           "print(f'Saved into {os.getcwd()}.', site.getsitepackages())\n"
+                                           "print('https://example.org' + os.getcwd() + '/page')")
     lines = org.splitlines()
+    assert ": Saved into <notes>. ['<site-packages>']" in lines, org
+    assert f": https://example.org{os.getcwd()}/page" in lines, org
     assert any(line.startswith(": <site-packages>/numpy/") and "RuntimeWarning: Mean of empty"
                in line for line in lines), org
-    assert ": data.csv" in lines and ": . <stdlib>/os.py" in lines, org
-    assert os.getcwd() not in org and sys.prefix not in org, org
+    assert ": data.csv" in lines and ": <notes> <stdlib>/os.py" in lines, org
+    assert os.getcwd() + "/" not in org.replace("https://example.org" + os.getcwd(), "")
+    assert sys.prefix not in org, org
 
 
 def test_a_block_tangled_into_a_script_may_display_only_pictures(kernel, tmp_path):
@@ -99,11 +104,22 @@ def test_a_block_tangled_into_a_script_may_leave_nothing_running(kernel):
         with pytest.raises(kernel_bridge.BlockError, match=re.escape(what)):
             kernel_bridge.execute(kernel, code, for_the_notes=True, tangled="gradients.py")
         kernel_bridge.execute(kernel, end, for_the_notes=True)
-    # What ends in its block, or is a daemon, may be tangled.
+    # What ends in its block, or is a daemon, may be tangled; so may the
+    # workers of an executor or of multiprocessing, which Python stops at
+    # exit.  What a block not tangled left running is not the next one's.
     kernel_bridge.execute(kernel, "t2 = threading.Thread(target=time.sleep, args=(30,), "
                                   "daemon=True)\nt2.start()\nsubprocess.run(['true'])\n"
                                   "q = subprocess.Popen(['true'])\nq.wait();",
                           for_the_notes=True, tangled="gradients.py")
+    kernel_bridge.execute(kernel, "from concurrent.futures import ThreadPoolExecutor\n"
+                                  "import multiprocessing\nex = ThreadPoolExecutor(2)\n"
+                                  "print(list(ex.map(abs, [-1, 2])))\n"
+                                  "pool = multiprocessing.Pool(2)\nprint(pool.map(abs, [-1, 2]))",
+                          for_the_notes=True, tangled="gradients.py")
+    kernel_bridge.execute(kernel, "t3 = threading.Thread(target=time.sleep, args=(1,))\n"
+                                  "t3.start()", for_the_notes=True)
+    kernel_bridge.execute(kernel, "x = 1", for_the_notes=True, tangled="gradients.py")
+    kernel_bridge.execute(kernel, "pool.terminate(); t3.join()", for_the_notes=True)
 
 
 def test_the_kernel_keeps_no_history_in_the_users_home(kernel):

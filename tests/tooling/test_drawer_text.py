@@ -527,12 +527,15 @@ def test_a_memory_address_is_told_from_other_hex_numbers(text, address):
 
 class Shows:
     """A kernel, as `execute' sees one, whose every block shows DATA, as
-    display(DATA, raw=True) sends it, whatever its types."""
+    display(DATA, raw=True) sends it, whatever its types, and evaluates no
+    expression after it."""
+
+    evaluated, known_running = {}, set()
 
     def __init__(self, data):
         self.data = data
 
-    def run(self, code, timeout):
+    def run(self, code, timeout, expressions=None):
         return [("display_data", {"data": self.data, "metadata": {}})]
 
 

@@ -384,7 +384,7 @@ def test_restart_gives_a_fresh_kernel_in_the_same_folder(el, project):
     assert "NameError" in el('(with-current-buffer "*gradients-traceback*" (buffer-string))')
     assert el('(test-run "where")') == "done"
     assert settled(el)
-    # By its name: a drawer names the notes' folder itself ".".
+    # By its name: a drawer names the notes' folder itself <notes>.
     assert el('(test-drawer "where")') == f": {project.name!r}"
 
 

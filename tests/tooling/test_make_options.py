@@ -90,6 +90,12 @@ def test_the_makefiles_own_variables_are_refused_from_outside(built, tmp_path, g
     assert everything(built) == before
 
 
+def test_a_setting_whose_value_holds_an_equals_sign_is_a_setting(built):
+    """Its words with = of their own were read as variables given."""
+    run = make_with(built, "help", "EMACS=env TERM=dumb emacs --eval=t", "UV=uv --cache-dir=/x")
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+
+
 def test_make_test_with_its_output_closed_passes_quietly(project_copy):
     """`make test >&-`: Python started with no sys.stdout, and pytest
     failed on its own report and on the build it starts first."""

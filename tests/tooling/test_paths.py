@@ -193,9 +193,12 @@ def test_an_output_that_became_a_link_to_nowhere_is_built_again(tiny):
 
 
 class ShowsOnePicture:
-    """A kernel, as `execute' sees one, whose every block shows one SVG."""
+    """A kernel, as `execute' sees one, whose every block shows one SVG,
+    and evaluates no expression after it."""
 
-    def run(self, code, timeout):
+    evaluated, known_running = {}, set()
+
+    def run(self, code, timeout, expressions=None):
         return [("display_data", {"data": {"image/svg+xml": "<svg/>"}, "metadata": {}})]
 
 

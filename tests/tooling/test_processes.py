@@ -325,7 +325,11 @@ def test_an_emacs_killed_leaves_nothing_running(emacs_with_a_session):
 def test_a_build_leaves_nothing_running(tiny, tmp_path_factory, leftovers, outcome):
     pids = tmp_path_factory.mktemp("pids") / "pids"
     ending = "\nraise ValueError('nudged too far')" if outcome == "fails" else ""
-    write_readme(tiny, HEADER + block(detaching(pids) + ending, "detaches"))
+    # Not tangled: a tangled block may leave nothing running (make test
+    # imports gradients.py in its own process); the build stops what
+    # any other one leaves.
+    write_readme(tiny, HEADER + block("x = 1", "tangled")
+                 + block(detaching(pids) + ending, "detaches", ":tangle no"))
     run = build(tiny)
     # The build returns once its kernel is gone: a script's next build
     # finds the checkout's lock free, and nothing of this one running.

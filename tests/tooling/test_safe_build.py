@@ -82,7 +82,7 @@ def nothing_left_running(tiny):
 
 
 def test_a_runaway_block_times_out_naming_itself_and_leaves_nothing(tiny):
-    text = HEADER + block(CHILD, "child") + \
+    text = HEADER + block(CHILD, "child", ":tangle no") + \
         block("while True:\n    pass", "runaway", ":timeout 0.5") + block("x = 1", "after")
     before = write_readme(tiny, text)
     process, temporary = build_with_tmpdir(tiny)
@@ -226,7 +226,7 @@ def test_every_kernel_runs_in_the_folder_of_the_notes(tiny, tmp_path_factory):
     assert run.returncode == 0, run.stderr
     text = (tiny / "README.org").read_text()
     # The notes' folder, as a drawer names it wherever the clone lies.
-    assert text.count(": .\n") == 2 and str(elsewhere) not in text, text
+    assert text.count(": <notes>\n") == 2 and str(elsewhere) not in text, text
     assert ".build" not in text
     assert (tiny / "first.txt").exists() and (tiny / "other.txt").exists()
     assert list(elsewhere.iterdir()) == []
@@ -330,7 +330,7 @@ def test_no_venv_is_said_in_one_line(tiny):
 def test_ctrl_c_while_a_block_runs_changes_nothing_and_leaves_nothing(tiny):
     """A failed build is the runaway block's test, a successful one the
     indented block's."""
-    before = write_readme(tiny, HEADER + block(CHILD, "child")
+    before = write_readme(tiny, HEADER + block(CHILD, "child", ":tangle no")
                           + block("open('sleeping', 'w').close()\nimport time\ntime.sleep(300)",
                                   "sleeps"))
     # An Emacs that waited for its bridges to stop their kernels would
@@ -422,8 +422,9 @@ def test_a_build_started_after_ctrl_c_waits_for_the_last_kernel_to_be_gone(tiny)
     kernel, so make returns first: the next build, waiting on the lock
     as make's builds do, must start only once that kernel and what its
     blocks started have ended."""
-    write_readme(tiny, HEADER + block(CHILD + "\nopen('sleeping', 'w').close()\n"
-                                      "import time\ntime.sleep(300)", "sleeps"))
+    write_readme(tiny, HEADER + block("x = 1", "tangled")
+                 + block(CHILD + "\nopen('sleeping', 'w').close()\nimport time\ntime.sleep(300)",
+                         "sleeps", ":tangle no"))
     process = start_make("tangle", cwd=tiny)
     try:
         assert wait_for((tiny / "sleeping").exists, PATIENCE), "the block did not start"
@@ -512,7 +513,8 @@ def test_make_tangle_rewrites_exactly_what_changed_and_knows_every_output(tiny):
     """Even the picture of an indented block, which no reader but Org's
     would see; and a successful build leaves nothing running or lying about."""
     def notes(label):
-        return HEADER + block(CHILD, "child") + block("from graphviz import Digraph", "imports") \
+        return HEADER + block(CHILD, "child", ":tangle no") \
+            + block("from graphviz import Digraph", "imports") \
             + "\n  #+name: indented\n  #+begin_src jupyter-python :file images/indented.svg\n" \
             "  d = Digraph()\n  d.node('x')\n  d\n  #+end_src\n" \
             + block(f"d = Digraph()\nd.node('{label}')\nd", "other", ":file images/other.svg")
