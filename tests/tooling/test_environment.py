@@ -219,8 +219,8 @@ def test_the_callers_python_jupyter_and_activated_environment_do_not_reach_the_k
 
 def test_make_starts_its_pythons_without_the_callers_settings(tmp_path):
     """Every recipe, pytest's, pip's and the build's alike, runs without
-    the caller's PYTHON* and PYTEST* settings but UTF-8, and as after
-    `deactivate`."""
+    the caller's PYTHON* and PYTEST* settings but UTF-8 and the kernel's
+    hash seed, and as after `deactivate`."""
     (tmp_path / "elsewhere").mkdir()
     folder = elsewhere(tmp_path / "elsewhere")
     env = a_users_make_environment(
@@ -237,7 +237,8 @@ def test_make_starts_its_pythons_without_the_callers_settings(tmp_path):
     lines = shown.stdout.splitlines()
     assert [line for line in lines
             if line.startswith(("PYTHON", "VIRTUAL_ENV", "CONDA", "PYTEST_ADDOPTS",
-                                "PYTEST_PLUGINS", "PYTEST_DISABLE"))] == ["PYTHONUTF8=1"]
+                                "PYTEST_PLUGINS", "PYTEST_DISABLE"))] == ["PYTHONHASHSEED=0",
+                                                                          "PYTHONUTF8=1"]
     assert "other-env" not in next(line for line in lines if line.startswith("PATH="))
     assert "other-env" not in lines[-1], lines[-1]
 
