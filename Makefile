@@ -379,14 +379,16 @@ $(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLA
 
 # pytest brings $(PRODUCED) up to date itself (tests/conftest.py), with
 # make, while it imports what the checks need: the two overlap.
-# A command said as make says it, then run with its output going nowhere
-# when make's own is closed (`make test >&-`): Python starts with no
-# sys.stdout there, and pytest failed on its report, and the build it
-# starts on its first line.  In place of the shell, so that the signal
+# A command said as make says it, then run with its output (or its error
+# output) going nowhere when make's own is closed (`make test >&-`,
+# `2>&-`): Python starts with no sys.stdout or sys.stderr there, and
+# pytest failed on its report, and the build it starts on its first line;
+# the exit status still tells.  In place of the shell, so that the signal
 # make passes on to its child when it is stopped (`kill`, a CI's timeout)
 # reaches pytest, which stops its fixtures and builds: under the shell,
 # which waits for a command it runs, pytest and the build went on.
-with-output = @(exec 3>&1) 2>/dev/null || exec >/dev/null; \
+with-output = @[ -e /proc/self/fd/2 ] || exec 2>/dev/null; \
+    (exec 3>&1) 2>/dev/null || exec >/dev/null; \
     printf '%s\n' '$(subst ','\'',$(1))'; exec $(1)
 test: $(VENV_STAMP)  ## check the notes: every recorded result, output and gradient
 	$(call with-output,$(PYTHON) -m pytest -p no:xdist tests)

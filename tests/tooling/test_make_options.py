@@ -96,14 +96,17 @@ def test_a_setting_whose_value_holds_an_equals_sign_is_a_setting(built):
     assert run.returncode == 0 and run.stderr == "", run.stderr
 
 
-def test_make_test_with_its_output_closed_passes_quietly(project_copy):
+@pytest.mark.parametrize("closed", [1, 2], ids=[">&-", "2>&-"])
+def test_make_test_with_its_output_closed_passes_quietly(project_copy, closed):
     """`make test >&-`: Python started with no sys.stdout, and pytest
-    failed on its own report and on the build it starts first."""
+    failed on its own report and on the build it starts first; with
+    2>&-, it failed saying nothing."""
     with_the_checkouts_build(project_copy)
-    run = subprocess.run(["make", "test"], cwd=project_copy, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True, timeout=300,
-                         env=a_users_make_environment(), preexec_fn=lambda: os.close(1))
-    assert run.returncode == 0 and run.stderr == "", run.stderr
+    run = subprocess.run(["make", "test"], cwd=project_copy, capture_output=True, text=True,
+                         timeout=300, env=a_users_make_environment(),
+                         preexec_fn=lambda: os.close(closed))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (run.stdout if closed == 1 else run.stderr) == "", run.stdout + run.stderr
 
 
 @pytest.mark.parametrize("files, goal", [
