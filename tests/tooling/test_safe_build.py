@@ -99,12 +99,20 @@ def test_a_block_that_calls_exit_is_blamed_not_a_later_one(tiny):
     text = HEADER + block("exit()", "exits") + block("x = 1", "after") + block("x", "later")
     before = write_readme(tiny, text)
     run = build(tiny)
-    # The bridge of a kernel that died holds the lock until it exits, and
-    # the build waits for it: the next build may start at once.
-    free = subprocess.run(["flock", "--nonblock", str(tiny), "true"]).returncode == 0
     assert_failed_cleanly(run, tiny, before, f"README.org:{line_of(text, 'exits')}: block "
                           "`exits' stopped the kernel: it called exit() or quit()")
-    assert free, "the build returned while its kernel's bridge still held the lock"
+
+
+def test_a_build_whose_kernel_died_returns_with_the_lock_free(tiny):
+    """The bridge of a kernel that died holds the checkout's lock until it
+    has cleaned up and exited: make returned before, and the next build
+    found the checkout locked."""
+    write_readme(tiny, HEADER + block("x = 1", "before") + block("import os\nos._exit(3)", "dies"))
+    held = 0
+    for _ in range(3):
+        assert make("tangle", cwd=tiny).returncode != 0
+        held += subprocess.run(["flock", "--nonblock", str(tiny), "true"]).returncode != 0
+    assert held == 0, f"the lock was still held after {held} of 3 builds"
 
 
 def test_readme_edited_during_make_run_is_kept(tiny):
