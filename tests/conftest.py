@@ -104,17 +104,18 @@ def import_what_gradients_imports():
         tree = ast.parse((ROOT / "gradients.py").read_bytes())
     except (OSError, SyntaxError):
         return
-    for statement in tree.body:
-        if isinstance(statement, ast.Import):
-            names = [alias.name for alias in statement.names]
-        elif isinstance(statement, ast.ImportFrom) and statement.level == 0:
-            names = [statement.module]
-        else:
-            continue
-        for name in names:
-            with contextlib.suppress(Exception), as_in_a_kernel(), \
-                 contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                importlib.import_module(name)
+    with as_in_a_kernel():
+        for statement in tree.body:
+            if isinstance(statement, ast.Import):
+                names = [alias.name for alias in statement.names]
+            elif isinstance(statement, ast.ImportFrom) and statement.level == 0:
+                names = [statement.module]
+            else:
+                continue
+            for name in names:
+                with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()), \
+                     contextlib.redirect_stderr(io.StringIO()):
+                    importlib.import_module(name)
 
 
 def stop_as_on_ctrl_c(signum, frame):

@@ -487,6 +487,16 @@ matching another checkout's folders, or none."
 
 ;;;; Output paths
 
+(defconst gradients-build--picture-path-regexp "\\`images/[^/]+\\'"
+  "A picture's path as a drawer links it: a file directly in images/.")
+
+(defun gradients-build--saved-picture-p (path)
+  "Whether PATH, as a link in the notes names it, leads to a picture an
+interactive run saved (`gradients-loose-picture-folder'), however spelled."
+  (string-prefix-p (file-name-as-directory gradients-loose-picture-folder)
+                   (file-relative-name (expand-file-name path gradients-build--project)
+                                       gradients-build--project)))
+
 (defun gradients-build-output-path (name key where)
   "The file an output NAME (given by header KEY of the block WHERE
 names) denotes, relative to the notes' folder; an error naming WHERE if
@@ -557,7 +567,7 @@ spellings of one file are one output, and a link cannot lead outside."
     ;; names the file the build writes, directly in images/.
     (when (eq key :file)
       (let ((as-spelled (file-relative-name absolute gradients-build--project))
-            (in-images (string-match-p "\\`images/[^/]+\\'" relative)))
+            (in-images (string-match-p gradients-build--picture-path-regexp relative)))
         (cond ((not (equal relative as-spelled))
                (funcall complain "leads to %s through a symbolic link, and the drawer would link the link; remove it%s"
                         relative (if in-images (format ", or name %s" relative) "")))
@@ -1105,10 +1115,7 @@ kernel."
                              ('link
                               (let ((path (org-element-property :path datum)))
                                 (when (and (equal (org-element-property :type datum) "file")
-                                           (string-prefix-p (file-name-as-directory gradients-loose-picture-folder)
-                                                            (file-relative-name
-                                                             (expand-file-name path gradients-build--project)
-                                                             gradients-build--project)))
+                                           (gradients-build--saved-picture-p path))
                                   (gradients-build--fail-at
                                    line "%s is a picture saved by an interactive run, which GitHub cannot show; give its block a :file under images/"
                                    path)))))))))
@@ -1196,11 +1203,8 @@ that is `make test''s to say (run make run), and `make run''s to mend."
             (when (and (or (match-beginning 1) (string-match-p "\\`\\.\\{0,2\\}/\\|\\`~/" target))
                        (not (equal target picture))
                        (or gradients-build--results-as-produced
-                           (not (string-match-p "\\`images/[^/]+\\'" target)))
-                       (not (string-prefix-p (file-name-as-directory gradients-loose-picture-folder)
-                                             (file-relative-name
-                                              (expand-file-name target gradients-build--project)
-                                              gradients-build--project))))
+                           (not (string-match-p gradients-build--picture-path-regexp target)))
+                       (not (gradients-build--saved-picture-p target)))
               (error "%s: its result links %s, which %s; a picture goes into the notes through its block's :file, under images/"
                      (plist-get block :where) target
                      (if picture (format "is not the picture its :file draws (%s)" picture)

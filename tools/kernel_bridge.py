@@ -65,7 +65,6 @@ import site
 import stat
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 import time
