@@ -128,10 +128,12 @@ def pytest_configure(config):
     the checks compare against it.  The libraries gradients.py needs are
     imported meanwhile, so that the test run and the build overlap.  In
     xdist's workers, the controller did this already."""
-    # SIGTERM (a CI's timeout, kill, pkill) ends pytest as Ctrl-C does,
-    # through every fixture's teardown: by default it dies at once, and
-    # the Emacsen, X servers and kernels the fixtures started live on.
+    # SIGTERM (a CI's timeout, kill, pkill) and SIGHUP (the terminal
+    # closed) end pytest as Ctrl-C does, through every fixture's teardown:
+    # by default it dies at once, and the Emacsen, X servers and kernels
+    # the fixtures started live on, as does the build it waits for.
     signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)
+    signal.signal(signal.SIGHUP, stop_as_on_ctrl_c)
     if hasattr(config, "workerinput"):
         return
     # After any build under way (a `make run` in another terminal): make

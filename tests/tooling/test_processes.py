@@ -551,11 +551,12 @@ def processes_in(folder):
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("stopped", ["make", "pytest"])
+@pytest.mark.parametrize("stopped", ["make", "pytest", "pytest hung up"])
 def test_make_test_stopped_while_it_builds_leaves_nothing_running(project_copy, stopped):
     """SIGTERM to make alone (a CI's timeout, `kill`) reached only the
-    shell it ran pytest from, and to pytest alone never the build pytest
-    waited for: each ran on, holding the checkout's lock."""
+    shell it ran pytest from, and SIGTERM or SIGHUP (a terminal closed) to
+    pytest never the build pytest waited for: each ran on, holding the
+    checkout's lock."""
     make_test = subprocess.Popen(["make", "test"], cwd=project_copy, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True,
                                  env=a_users_make_environment())
@@ -568,7 +569,7 @@ def test_make_test_stopped_while_it_builds_leaves_nothing_running(project_copy, 
         else:
             pytest_pid = next(int(p.split()[0]) for p in processes_in(project_copy)
                               if "-m pytest" in p)
-            os.kill(pytest_pid, signal.SIGTERM)
+            os.kill(pytest_pid, signal.SIGHUP if stopped == "pytest hung up" else signal.SIGTERM)
         said = make_test.communicate(timeout=60)[0]
         assert make_test.returncode != 0
         assert wait_for(lambda: not processes_in(project_copy), 20), processes_in(project_copy)
