@@ -181,7 +181,11 @@ def test_a_build_whose_scratch_files_are_removed_still_runs_alone(tiny, removal)
             cleared = make("clean", cwd=tiny)
             assert cleared.returncode == 0, cleared.stderr
             assert WAITING in cleared.stderr, cleared.stderr
-            assert first.poll() is not None, "make clean returned while the build ran"
+            # The block writes "end" 3 s after "start": had make clean not
+            # waited, it would have returned before.  (make tangle itself
+            # may still be exiting once its Emacs has freed the lock.)
+            ran = (tiny / "runs.log").read_text()
+            assert ran == "start\nend\n", f"make clean returned while the build ran: {ran!r}"
             (tiny / ".venv").symlink_to(ROOT / ".venv")
         else:
             subprocess.run(["rm", "-rf", ".build"], cwd=tiny, check=True)
