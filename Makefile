@@ -343,12 +343,16 @@ GUI_PACKAGES   := $(call program,GUI_EMACS,emacs-gtk,emacs-gtk) 'xvfb=command -v
                   'xdotool=command -v xdotool'
 REQUIRE := sh tools/require-debian-packages
 # A python3 there, and one the lock can use: uv would say so in a page of
-# its resolver's reasoning, pip as a version of uv it cannot find.
+# its resolver's reasoning, pip as a version of uv it cannot find.  Asked
+# once, its version compared by the shell: a python3 may be a shim
+# (pyenv's starts some thirty shells a call).
 REQUIRE_PYTHON := $(REQUIRE) 'python3=command -v python3' && { \
-    version=$$(python3 -c 'import platform; print(platform.python_version())' 2>/dev/null) || { \
+    version=$$(python3 -c 'import platform; print(platform.python_version())' 2>/dev/null) && \
+    case $$version in ([0-9]*.[0-9]*) ;; (*) false ;; esac || { \
     echo "python3 ($$(command -v python3)) does not run: put a working Python 3.11 or newer first on the PATH" >&2; \
     exit 1; }; \
-    python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+    major=$${version%%.*} minor=$${version\#*.}; minor=$${minor%%.*}; \
+    [ "$$major" -gt 3 ] 2>/dev/null || { [ "$$major" = 3 ] && [ "$$minor" -ge 11 ] 2>/dev/null; } || { \
     echo "python3 is Python $$version: the lock needs 3.11 or newer, as Debian 12 has; put one first on the PATH" >&2; \
     exit 1; }; }
 
@@ -438,7 +442,7 @@ $(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(VENV_FOLDERS) $(VENV_CHANGED)
 	    { echo "$(LOCK) is older than pyproject.toml: run \`make lock\`" >&2; exit 1; }
 	@[ -x $(UV_QUOTED) ] || $(MAKE) --no-print-directory $(UV_OURS)
 	@$(REQUIRE_PYTHON)
-	@python3 -c 'import os; os.getcwdb().decode("utf-8")' 2>/dev/null || { \
+	@! pwd -P | LC_ALL=C.UTF-8 grep -qavx '.*' || { \
 	    echo "the checkout's path is not valid UTF-8, and uv makes no venv there: rename its folders" >&2; exit 1; }
 	$(RUN_UV) venv --quiet --allow-existing --python python3 "$(VENV)"
 	$(RUN_UV) pip sync --quiet --python "$(PYTHON)" $(LOCK)

@@ -1246,18 +1246,36 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
 # pytest, or left the process behind, where the build, whose kernel stops
 # everything it started, passed.  Each block is held to what it started:
 # what was running before it ran is known (Kernel.known_running).
-LEFT_RUNNING = (
-    "__import__('json').dumps({'threads': [[t.ident, t.name] for t in"
-    " __import__('threading').enumerate() if not t.daemon"
-    " and t is not __import__('threading').main_thread() and not getattr(getattr(t, '_target',"
-    " None), '__module__', '').startswith('concurrent.futures')],"
-    " 'processes': [[pid, command] for pid, command in"
-    " ((pid, open(f'/proc/{pid}/cmdline', 'rb').read()) for pid in sorted({int(child)"
-    " for task in __import__('os').listdir('/proc/self/task')"
-    " for child in open(f'/proc/self/task/{task}/children').read().split()})"
-    " if open(f'/proc/{pid}/stat').read().rpartition(')')[2].split()[0] != 'Z')"
-    " if command != open('/proc/self/cmdline', 'rb').read() and b'multiprocessing' not in"
-    " command for command in [' '.join(command.decode(errors='replace').split('\\0')).strip()]]})")
+LEFT_RUNNING_SOURCE = """\
+import json, os, threading
+def read(path):
+    # A process or thread can end between being listed and being read.
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+def left_running():
+    threads = [[thread.ident, thread.name] for thread in threading.enumerate()
+               if not thread.daemon and thread is not threading.main_thread()
+               and not getattr(getattr(thread, "_target", None), "__module__", "")
+                   .startswith("concurrent.futures")]
+    children = set()
+    for task in os.listdir("/proc/self/task"):
+        children.update(map(int, (read(f"/proc/self/task/{task}/children") or b"").split()))
+    own_command, processes = read("/proc/self/cmdline"), []
+    for pid in sorted(children):
+        status, command = read(f"/proc/{pid}/stat"), read(f"/proc/{pid}/cmdline")
+        if (status is None or command is None or status.rpartition(b")")[2].split()[:1] == [b"Z"]
+                or command == own_command or b"multiprocessing" in command):
+            continue
+        processes.append([pid, " ".join(command.decode(errors="replace").split("\\0")).strip()])
+    return json.dumps({"threads": threads, "processes": processes})
+"""
+# An expression, as Jupyter's user_expressions take: it defines the
+# above in a namespace of its own, not the blocks'.
+LEFT_RUNNING = ("(lambda names: (exec(%r, names), names['left_running']())[1])({})"
+                % LEFT_RUNNING_SOURCE)
 
 
 def left_running(kernel, text):
