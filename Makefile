@@ -157,9 +157,10 @@ BATCH_EMACS := env LC_ALL=C.UTF-8 $(EMACS) -Q --batch
 # `git clean` during a build would remove that file, and the next build
 # lock a new one beside the running build.  `make clean` takes the lock
 # too, rather than remove the venv and scratch files of a running build.
-# A build's kernel bridge inherits the lock from Emacs and keeps it until
-# it has stopped its kernel, so that a build started as the previous one
-# is interrupted waits for its kernel to be gone.
+# A build's kernel bridge inherits the lock from Emacs, and its kernel's
+# supervisor from the bridge, which keep it until the kernel and all it
+# started are gone, so that a build started as the previous one is
+# interrupted (or its bridge killed) waits for them.
 # Run through sh, as are tools/require-debian-packages below: a copy that
 # lost its execute bits (a zip, a FAT disk) runs them all the same.
 BUILD_LOCK  := sh tools/one-build-at-a-time

@@ -248,6 +248,23 @@ runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
 """
 
 
+def held_locks():
+    """The descriptors of folders this process holds: the lock on the
+    notes' folder a build takes (tools/one-build-at-a-time), which Emacs
+    hands on to its bridges.  Handed on again to the supervisor, they keep
+    the lock until everything the kernel started has been killed: a bridge
+    killed by SIGKILL lets go of it at once, and the next build started
+    while the supervisor still killed its kernel."""
+    held = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if int(name) > 2 and stat.S_ISDIR(os.fstat(int(name)).st_mode):
+                held.append(int(name))
+        except OSError:
+            pass  # the listing's own descriptor, closed by now
+    return held
+
+
 def kernel_command(connection_file):
     """The command that starts a kernel for CONNECTION_FILE: this
     interpreter's ipykernel, whatever "python3" kernelspec is installed
@@ -575,11 +592,13 @@ class Kernel:
             # goes into this bridge's own error, the one a batch build
             # shows (its Emacs, and the buffer of this error output, end
             # with it).
+            # The build's lock goes to the supervisor too (see held_locks).
             self.supervisor = subprocess.Popen(kernel_command(connection_file),
                                                env=environment, stdin=subprocess.DEVNULL,
                                                stdout=subprocess.DEVNULL,
                                                stderr=subprocess.PIPE,
-                                               start_new_session=True)
+                                               start_new_session=True,
+                                               pass_fds=held_locks())
             self.errors = ErrorOutput(self.supervisor.stderr)
             self.channels = Channels(address, key)
             self.wait_for_ready(timeout=60)

@@ -182,6 +182,9 @@ def supervise(bridge, command):
     kernel = os.fork()
     if kernel == 0:
         try:
+            # What the bridge handed over (the build's lock) stays here: a
+            # process the kernel started and left could keep it for ever.
+            os.closerange(3, os.sysconf("SC_OPEN_MAX"))
             signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
             signal.signal(signal.SIGINT, signal.SIG_IGN if interrupt == signal.SIG_IGN
                           else signal.SIG_DFL)

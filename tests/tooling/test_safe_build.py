@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from conftest import (EMACS, ROOT, alive, ctrl_c_as_in_a_terminal, emacs, gone, make,
-                      start_make, wait_for)
+import kernel_supervisor
+from conftest import (EMACS, ROOT, alive, command_line, ctrl_c_as_in_a_terminal, emacs, gone,
+                      make, start_make, wait_for)
 from tiny_notes import (CHILD, HEADER, assert_failed_cleanly, assert_no_kernel_left, block,
                         build, line_of, snapshot, write_readme)
 
@@ -447,6 +448,39 @@ def test_a_build_started_after_ctrl_c_waits_for_the_last_kernel_to_be_gone(tiny)
     child = int((tiny / "child.pid").read_text())
     subprocess.run(["flock", "-w", str(PATIENCE), ".", "true"], cwd=tiny, check=True)
     assert not alive(child), "the lock was free while the block's process still ran"
+
+
+def test_a_bridge_killed_outright_leaves_the_lock_held_until_its_kernel_is_gone(tiny):
+    """SIGKILL of the bridge alone: Emacs, then make, end at once, while the
+    kernel's supervisor has yet to kill the kernel and what its blocks
+    started.  The lock goes with the supervisor, so a next build cannot
+    start beside them.  The supervisor is held stopped meanwhile, which
+    makes the moment as long as the test needs."""
+    write_readme(tiny, HEADER + block("x = 1", "tangled")
+                 + block(CHILD + "\nopen('sleeping', 'w').close()\nimport time\ntime.sleep(300)",
+                         "sleeps", ":tangle no"))
+    process = start_make("tangle", cwd=tiny)
+    supervisor = None
+    try:
+        assert wait_for((tiny / "sleeping").exists, PATIENCE), "the block did not start"
+        (bridge,) = [pid for pid in kernel_supervisor.process_table()
+                     if command_line(pid).rstrip().endswith(f"{tiny}/tools/kernel_bridge.py")]
+        (supervisor,) = [pid for pid, parent in kernel_supervisor.process_table().items()
+                         if parent == bridge]
+        os.kill(supervisor, signal.SIGSTOP)
+        os.kill(bridge, signal.SIGKILL)
+        stderr = finish(process)
+        assert process.returncode != 0, stderr
+        child = int((tiny / "child.pid").read_text())
+        assert alive(child)
+        held = subprocess.run(["flock", "--nonblock", ".", "true"], cwd=tiny).returncode != 0
+        assert held, "the lock was free while the kernel's supervisor had still to stop the block's process"
+    finally:
+        if supervisor:
+            os.kill(supervisor, signal.SIGCONT)
+    subprocess.run(["flock", "-w", str(PATIENCE), ".", "true"], cwd=tiny, check=True)
+    assert not alive(child), "the lock was free while the block's process still ran"
+    assert_no_kernel_left(tiny)
 
 
 INTERRUPT_AFTER_FIRST_MOVE = """;;; -*- lexical-binding: t -*-
