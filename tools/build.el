@@ -1692,6 +1692,11 @@ and the next build finds the checkout's lock free."
 cleared when it ends or refuses.  Still set when Emacs exits, the build
 was stopped from outside (Ctrl-C, a signal).")
 
+(defvar gradients-build--kernel-stopping nil
+  "The Org file's name while a build that has done all its work waits for
+its kernel to stop.  Still set when Emacs exits, the build was stopped
+then: it says so, as make alone would only say that its recipe failed.")
+
 (defconst gradients-build--removed " (removed)"
   "What follows an output's name in `gradients-build--written' when the
 build removed it.")
@@ -1723,7 +1728,11 @@ say that its recipe failed."
                gradients-build--under-way)
       ;; An install under way when the build was stopped was completed.
       (message "%s" (gradients-build--what-changed "Changed before it stopped"))
-      (setq gradients-build--under-way nil))))
+      (setq gradients-build--under-way nil))
+    (when gradients-build--kernel-stopping
+      (message "%s: the build was stopped (Ctrl-C or a signal) as its kernel stopped, after all its work: every output is in place."
+               gradients-build--kernel-stopping)
+      (setq gradients-build--kernel-stopping nil))))
 
 (add-hook 'kill-emacs-hook #'gradients-build--on-exit)
 
@@ -1847,8 +1856,10 @@ folder) and `scratch'."
            (with-current-buffer (gradients-build--visit org-file)
              (let ((default-directory project))
                ,@body)))
-         (setq gradients-build--under-way nil)
+         (setq gradients-build--kernel-stopping gradients-build--under-way
+               gradients-build--under-way nil)
          (gradients-build--cleanup 'wait)
+         (setq gradients-build--kernel-stopping nil)
          nil)
      (error (gradients-build--refuse err)))))
 
@@ -1909,7 +1920,8 @@ after, so that the next run reads the file afresh.  For ERT (tests/ert/)."
           (with-current-buffer buffer (set-buffer-modified-p nil))
           (kill-buffer buffer)))
       (setq gradients-build--project nil
-            gradients-build--under-way nil))))
+            gradients-build--under-way nil
+            gradients-build--kernel-stopping nil))))
 
 (defun gradients-build--has-blocks-p (original)
   (string-match-p "#\\+begin_src[ \t]+jupyter-python" original))

@@ -367,6 +367,48 @@ def test_ctrl_c_while_a_block_runs_changes_nothing_and_leaves_nothing(tiny):
                               "sleeping": b""}
 
 
+def signal_pending(pid, signum):
+    """Whether process PID has SIGNUM sent and not yet delivered."""
+    with open(f"/proc/{pid}/status") as status:
+        masks = [int(line.split()[1], 16) for line in status
+                 if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(mask & (1 << (signum - 1)) for mask in masks)
+
+
+def test_ctrl_c_while_the_kernel_stops_after_the_build_says_every_output_is_in_place(tiny):
+    """The build has installed its outputs and written make's stamp, and
+    waits for its kernel to end: stopped then, it said nothing, and make
+    only that its recipe was interrupted.  The kernel's supervisor is held
+    stopped, so that the build waits as long as the test needs."""
+    write_readme(tiny, HEADER + block("print(6 * 7)", "tangled")
+                 + block("import os, time\nopen('ran', 'w').close()\n"
+                         "while not os.path.exists('go'):\n    time.sleep(0.05)",
+                         "waits", ":tangle no"))
+    process = start_make("tangle", cwd=tiny)
+    supervisor = None
+    try:
+        assert wait_for((tiny / "ran").exists, PATIENCE), "the block did not start"
+        (bridge,) = [pid for pid in kernel_supervisor.process_table()
+                     if command_line(pid).rstrip().endswith(f"{tiny}/tools/kernel_bridge.py")]
+        (supervisor,) = [pid for pid, parent in kernel_supervisor.process_table().items()
+                         if parent == bridge]
+        os.kill(supervisor, signal.SIGSTOP)
+        (tiny / "go").touch()
+        # The bridge told it to stop the kernel: the build waits for that.
+        assert wait_for(lambda: signal_pending(supervisor, signal.SIGTERM), PATIENCE)
+        os.killpg(process.pid, signal.SIGINT)   # as Ctrl-C in a terminal does
+        stderr = finish(process)
+    finally:
+        if supervisor:
+            os.kill(supervisor, signal.SIGCONT)
+    assert process.returncode != 0, stderr
+    assert ("\nREADME.org: the build was stopped (Ctrl-C or a signal) as its kernel stopped, "
+            "after all its work: every output is in place.\nmake: ") in stderr, stderr
+    assert (tiny / "gradients.py").read_text().endswith("print(6 * 7)\n")
+    assert make("-q", "tangle", cwd=tiny).returncode == 0, "make would build again"
+    assert_no_kernel_left(tiny)
+
+
 # Sleeps only on the second kernel, that of make run's own run: the
 # build's run, first, leaves a file behind.
 SLEEPS_THE_SECOND_TIME = """import os, time
