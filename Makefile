@@ -64,6 +64,7 @@ endif
 VENV_CHANGED :=
 EMACS_CHANGED :=
 EMACS_REPLACED :=
+PROGRAMS_MOVED :=
 OUTPUTS_CHANGED :=
 STALE :=
 # Make's built-in rules would look for every prerequisite's source under
@@ -316,6 +317,16 @@ EMACS_REPLACED := $(shell xargs -r -d '\n' -a $(EMACS_FILES) stat -L -c '%d %i %
   2>/dev/null | cmp -s - $(EMACS_FILES).stat || echo FORCE)
 endif
 
+# The programs the build looked up on the PATH (Graphviz's dot), each with
+# where it found it: another one first on the PATH now, or none, is
+# another program, which the files listed above, those found then, cannot
+# tell.  Said by the check itself, as `changed' below is.
+ifneq ($(BUILD_GOALS),)
+PROGRAMS_MOVED := $(if $(filter same,$(shell { while read -r name file; do \
+    [ "$$(command -v "$$name")" = "$$file" ] || exit; done < $(BUILD)/produced/programs && \
+    echo same; } 2>/dev/null)),,FORCE)
+endif
+
 # The build's own files and what it read besides README.org (a #+SETUPFILE,
 # a file a block reads), and the digests of all of them and README.org:
 # a change to any of them builds again, even one put back with an older
@@ -370,7 +381,7 @@ help:  ## list the targets
 ifeq ($(AFTER_CLEAN),)
 tangle: $(OUTPUTS_LIST)  ## gradients.py and the pictures in images/, from README.org
 
-$(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLACED) $(OUTPUTS) $(OUTPUTS_CHANGED) $(STALE)
+$(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLACED) $(PROGRAMS_MOVED) $(OUTPUTS) $(OUTPUTS_CHANGED) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-tangle README.org
 
@@ -378,7 +389,7 @@ run: $(VENV_STAMP)  ## restart and run all: every result in README.org, then wha
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-run README.org
 
-$(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLACED) $(STALE)
+$(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLACED) $(PROGRAMS_MOVED) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-produce README.org
 

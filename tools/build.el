@@ -461,7 +461,21 @@ them now, which the Makefile compares with what it says then."
     (let ((coding-system-for-write 'utf-8-unix))
       (with-temp-file (concat list ".stat")
         (apply #'call-process "stat" nil '(t nil) nil
-               (append gradients-build-emacs-stat-arguments files))))))
+               (append gradients-build-emacs-stat-arguments files))))
+    (gradients-build--write-programs-found)))
+
+(defun gradients-build--write-programs-found ()
+  "Write programs into the scratch folder: each program of
+`gradients-build-programs' looked up on the PATH, and where it was found,
+a line each.  The Makefile looks each up again: another one first on the
+PATH now (or none) is another program, which the files it stats, the
+ones found then, cannot tell."
+  (let ((coding-system-for-write
+         (or file-name-coding-system default-file-name-coding-system 'utf-8-unix)))
+    (with-temp-file (expand-file-name "programs" gradients-build--scratch)
+      (dolist (program gradients-build-programs)
+        (when (stringp program)
+          (insert program " " (or (executable-find program) "") "\n"))))))
 
 ;;;; Scratch folders
 

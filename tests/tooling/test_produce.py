@@ -37,7 +37,7 @@ NOTES = HEADER + "\nSome prose.\n" + block("x = 6 * 7\nprint(x)", "answer") \
             ":file images/drawn.svg")
 
 
-def test_a_prose_edit_starts_no_kernel_and_a_code_edit_does(tiny):
+def test_a_prose_edit_starts_no_kernel_and_a_code_edit_does(tiny, tmp_path_factory):
     write_readme(tiny, NOTES)
     first = produce(tiny)
     assert first.returncode == 0, first.stderr
@@ -64,8 +64,7 @@ def test_a_prose_edit_starts_no_kernel_and_a_code_edit_does(tiny):
         assert run.returncode != 0 and NEEDS_A_KERNEL in run.stderr, run.stderr
     # Another dot first on the PATH: it draws the pictures.
     write_readme(tiny, NOTES)
-    other = tiny.parent / "other-dot"
-    other.mkdir()
+    other = tmp_path_factory.mktemp("other-dot")
     (other / "dot").write_text(f'#!/bin/sh\nexec {shutil.which("dot")} "$@"\n')
     (other / "dot").chmod(0o755)
     run = emacs(*NO_KERNEL, "-l", "tools/build.el", "-f", "gradients-build-produce", "README.org",
@@ -76,6 +75,21 @@ def test_a_prose_edit_starts_no_kernel_and_a_code_edit_does(tiny):
         lock.write("# changed\n")
     run = produce(tiny, *NO_KERNEL)
     assert run.returncode != 0 and NEEDS_A_KERNEL in run.stderr, run.stderr
+
+
+def test_make_sees_another_dot_first_on_the_path(project_copy, tmp_path_factory):
+    """The kept run is keyed on the dot found then (above); make itself
+    stats that file only, and took the build for up to date until some
+    other change ran it."""
+    built = with_the_checkouts_build(project_copy)
+    assert make("-q", "tangle", cwd=built).returncode == 0
+    other = tmp_path_factory.mktemp("other-dot")
+    (other / "dot").write_text(f'#!/bin/sh\nexec {shutil.which("dot")} "$@"\n')
+    (other / "dot").chmod(0o755)
+    moved = dict(os.environ, PATH=f"{other}{os.pathsep}{os.environ['PATH']}")
+    for goal in ("tangle", ".build/produced/blocks.json"):
+        assert make("-q", goal, cwd=built, env=moved).returncode == 1, goal
+    assert make("-q", "tangle", cwd=built).returncode == 0
 
 
 # A file the blocks write and then read back is theirs, no input: the
