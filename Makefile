@@ -200,6 +200,19 @@ RUN_UV = $(if $(ONLY_ASKING),,$(if $(UV_CACHE_USABLE),,UV_NO_CACHE=1 ))$(UV_QUOT
 # uv runs the machine's python3 and never downloads a Python of its own.
 export UV_PYTHON_DOWNLOADS  := never
 export UV_PYTHON_PREFERENCE := only-system
+# Of the caller's uv settings, only those that say where packages come
+# from and how they travel (an index or mirror, its credentials and
+# certificates, timeouts, the cache, the way files are linked) reach uv:
+# the lock says what is installed.  A constraint or override file, a
+# date packages must predate (UV_EXCLUDE_NEWER), hashes not checked, or
+# another Python would give uv's own error, or another venv than the lock's.
+UV_SETTINGS_KEPT := UV_PYTHON_DOWNLOADS UV_PYTHON_PREFERENCE \
+    UV_INDEX UV_INDEX_% UV_DEFAULT_INDEX UV_INDEX_URL UV_EXTRA_INDEX_URL UV_FIND_LINKS \
+    UV_INDEX_STRATEGY UV_KEYRING_PROVIDER UV_INSECURE_HOST UV_NATIVE_TLS UV_OFFLINE \
+    UV_HTTP_TIMEOUT UV_HTTP_RETRIES UV_REQUEST_TIMEOUT UV_CONCURRENT_DOWNLOADS \
+    UV_CONCURRENT_INSTALLS UV_CONCURRENT_BUILDS UV_CACHE_DIR UV_NO_CACHE UV_LINK_MODE \
+    UV_NO_PROGRESS
+unexport $(filter-out $(UV_SETTINGS_KEPT),$(filter UV_%,$(.VARIABLES)))
 # Every dependency group of pyproject.toml goes into the lock.
 LOCK_GROUPS = $(shell sed -n '/^\[dependency-groups\]/,/^\[/s/^\([A-Za-z0-9_.-]*\) = \[.*/--group \1/p' pyproject.toml)
 # The lock's last line names the pyproject.toml it was compiled from by

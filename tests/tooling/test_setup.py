@@ -194,6 +194,22 @@ def test_a_home_uv_cannot_keep_its_cache_in_still_gets_a_venv(tmp_path, home):
     assert make("-q", "venv", uv, cwd=project).returncode == 0
 
 
+def test_the_callers_uv_settings_reach_uv_only_where_they_say_how_to_fetch(tmp_path):
+    """Settings that change what uv installs gave uv's own error: "No
+    solution found" for a constraint file, "filtered by exclude-newer" for
+    a date.  Those that say how to fetch (the cache, here) still reach uv."""
+    project = small_project(tmp_path / "project")
+    constraint = tmp_path / "constraint.txt"
+    constraint.write_text("graphviz==0.1\n")
+    cache = tmp_path / "cache"
+    env = dict(os.environ, UV_CONSTRAINT=str(constraint), UV_OVERRIDE=str(constraint),
+               UV_EXCLUDE_NEWER="2000-01-01", UV_PYTHON="3.10", UV_CACHE_DIR=str(cache))
+    run = make("venv", f"UV={the_build_uv()}", cwd=project, env=env)
+    assert run.returncode == 0, run.stderr
+    assert imports_graphviz(project)
+    assert (cache / "CACHEDIR.TAG").exists(), "UV_CACHE_DIR did not reach uv"
+
+
 @pytest.mark.parametrize("jobs", [[], ["-j2"]], ids=["serial", "-j2"])
 def test_make_clean_with_other_goals_cleans_then_makes_them(tmp_path, jobs):
     """What make read of .venv (its folders, its stamp) is gone once clean
