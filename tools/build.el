@@ -812,20 +812,115 @@ evaluated, :var resolved), once."
        (progn ,@body)
      (error (push (cons ,line (error-message-string err)) gradients-build--problems))))
 
+(defconst gradients-build--header-args-regexp
+  (concat "^[ \t]*\\(?:#\\+PROPERTY:[ \t]+header-args\\(?::\\(\\S-+?\\)\\)?\\+?"
+          "\\|:header-args\\(?::\\(\\S-+?\\)\\)?\\+?:\\)[ \t]+\\(.*\\)$")
+  "A header-args property: a #+PROPERTY line (its language in group 1)
+or a property drawer's line (its language in group 2); the arguments in
+group 3.")
+
 (defun gradients-build--check-header-properties ()
   "Note each unknown name in a header-args property, naming its line."
   (save-excursion
     (goto-char (point-min))
     (let ((case-fold-search t))
-      (while (re-search-forward
-              (concat "^[ \t]*\\(?:#\\+PROPERTY:[ \t]+header-args\\(?::\\(\\S-+?\\)\\)?\\+?"
-                      "\\|:header-args\\(?::\\(\\S-+?\\)\\)?\\+?:\\)[ \t]+\\(.*\\)$")
-              nil t)
+      (while (re-search-forward gradients-build--header-args-regexp nil t)
         (dolist (name (gradients-unknown-header-names
                        (match-string 3) (or (match-string 1) (match-string 2))))
           (gradients-build--noting-problem (line-number-at-pos)
             (error "%s:%d: unknown header argument %s; Org would ignore it (a typo?)"
                    gradients-build--org-name (line-number-at-pos) name)))))))
+
+(defun gradients-build--header-settings (position)
+  "The header-args properties that reach a block at POSITION, as Org
+merges them: an alist from each property's name (\"header-args\" or
+\"header-args:LANGUAGE\", in lower case) to its settings in order, each
+\(ORIGIN . ARGUMENTS).  The #+PROPERTY lines come first, a #+SETUPFILE's
+where that line stands; then the property drawers of the headings that
+hold POSITION, the outermost first.  A setting without `+' drops the ones
+before it of the same property."
+  (let ((case-fold-search t) settings)
+    (cl-flet ((add (name plus origin arguments)
+                (let ((entry (assoc (downcase name) settings)))
+                  (unless entry
+                    (push (setq entry (list (downcase name))) settings))
+                  (setcdr entry (append (and plus (cdr entry))
+                                        (list (cons origin arguments)))))))
+      (cl-flet ((add-keyword (value file line)
+                  (when (string-match "\\`\\(header-args\\(?::\\S-+?\\)?\\)\\(\\+\\)?[ \t]+\\(.*\\)\\'"
+                                      value)
+                    (add (match-string 1 value) (match-beginning 2)
+                         (format "the #+PROPERTY at %s:%d" file line)
+                         (match-string 3 value)))))
+        (save-excursion
+          (goto-char (point-min))
+          (while (re-search-forward "^[ \t]*#\\+\\(PROPERTY\\|SETUPFILE\\):[ \t]+\\(.*?\\)[ \t]*$"
+                                    nil t)
+            (if (string-equal (upcase (match-string 1)) "PROPERTY")
+                (add-keyword (match-string 2) gradients-build--org-name (line-number-at-pos))
+              (let ((file (expand-file-name (org-strip-quotes (match-string 2)))))
+                (when (file-readable-p file)
+                  (with-temp-buffer
+                    (insert-file-contents file)
+                    (while (re-search-forward "^[ \t]*#\\+PROPERTY:[ \t]+\\(.*?\\)[ \t]*$" nil t)
+                      (add-keyword (match-string 1)
+                                   (file-relative-name file gradients-build--project)
+                                   (line-number-at-pos)))))))))
+        (save-excursion
+          (goto-char (point-min))
+          (while (re-search-forward
+                  "^[ \t]*:\\(header-args\\(?::\\S-+?\\)?\\)\\(\\+\\)?:[ \t]+\\(.*?\\)[ \t]*$" nil t)
+            (let ((name (match-string 1)) (plus (match-beginning 2)) (arguments (match-string 3))
+                  (line (line-number-at-pos)))
+              (when (and (org-at-property-p)
+                         (save-excursion
+                           (org-back-to-heading t)
+                           (and (<= (point) position)
+                                (< position (save-excursion (org-end-of-subtree t t))))))
+                (add name plus
+                     (format "the header-args property of its heading at %s:%d"
+                             gradients-build--org-name line)
+                     arguments)))))))
+    settings))
+
+(defun gradients-build--header-origin (block key)
+  "Where BLOCK's header argument KEY comes from, when not from BLOCK's
+own lines (#+begin_src, #+header:): \"set by the #+PROPERTY at
+FILE:LINE\" (a #+SETUPFILE's included), or by a heading's property
+drawer; nil when BLOCK sets it itself, or Org's defaults do.  An error
+about a value the block does not show would otherwise send its reader to
+the block, which has nothing to change."
+  (let* ((element (plist-get block :element))
+         (own (org-babel-parse-header-arguments
+               (mapconcat #'identity
+                          (cons (or (org-element-property :parameters element) "")
+                                (org-element-property :header element))
+                          " "))))
+    (unless (assq key own)
+      (let ((settings (gradients-build--header-settings
+                       (marker-position (plist-get block :marker)))))
+        ;; The language's own property is merged after the general one.
+        (cl-loop for name in (list (concat "header-args:" (downcase (plist-get block :language)))
+                                   "header-args")
+                 for setting = (cl-find-if
+                                (lambda (setting)
+                                  (assq key (org-babel-parse-header-arguments (cdr setting))))
+                                (reverse (cdr (assoc name settings))))
+                 when setting return (concat "set by " (car setting)))))))
+
+(defmacro gradients-build--naming-header-origin (block key &rest body)
+  "Run BODY; an error it signals that names header argument KEY is said
+with where BLOCK got KEY from (`gradients-build--header-origin')."
+  (declare (indent 2))
+  `(condition-case err
+       (progn ,@body)
+     (error
+      (let* ((said (error-message-string err))
+             (origin (and (string-match-p (concat (regexp-quote (symbol-name ,key)) "\\_>") said)
+                          (gradients-build--header-origin ,block ,key))))
+        (if origin
+            (error "%s (%s)" said origin)
+          (signal (car err) (cdr err)))))))
 
 (defconst gradients-build--picture-extensions
   (mapcar (lambda (type) (symbol-name (car type)))
@@ -1274,12 +1369,16 @@ nothing; return the pictures, an alist of output path and block."
           (let ((key (plist-get block :tangled-key)))
             (when key
               (gradients-build--noting-problem line
-                (gradients-build--check-session block (gethash key first-into)))))
+                (gradients-build--naming-header-origin block :session
+                  (gradients-build--check-session block (gethash key first-into))))))
           (gradients-build--noting-problem line (gradients-build--check-what-it-uses block blocks))
           (when (gradients-build--runs-p block)
             (gradients-build--noting-problem line
-              (gradients--timeout (nth 2 (plist-get block :info))))
-            (gradients-build--noting-problem line (gradients-build--check-results block))
+              (gradients-build--naming-header-origin block :timeout
+                (gradients--timeout (nth 2 (plist-get block :info)))))
+            (gradients-build--noting-problem line
+              (gradients-build--naming-header-origin block :results
+                (gradients-build--check-results block)))
             (gradients-build--noting-problem line
               (let ((picture (gradients-build--check-picture block)))
                 (when picture

@@ -565,6 +565,62 @@ build found, its hook into file reading, the notes' buffer."
       (should (equal (refusal-tests--refused text)
                      (list "README.org tangles no file, though the build runs its blocks: none of them has a :tangle (the notes' #+PROPERTY gives :tangle gradients.py), so the files tangled before would be left as they are"))))))
 
+;;;; Where a header argument the block does not show comes from
+
+(defconst refusal-tests--bad-timeout "is not a number of seconds, such as :timeout 60"
+  "What the build says of a :timeout that is no number.")
+
+(ert-deftest refusal-tests-a-value-from-a-property-line-names-that-line ()
+  (refusal-tests--in-project
+    (let* ((setting "#+PROPERTY: header-args:jupyter-python+ :timeout soon")
+           (text (concat refusal-tests--header setting "\n"
+                         (refusal-tests--block "x = 1" "one")
+                         (refusal-tests--block "x = 2" "two" ":timeout never")))
+           (said (refusal-tests--refused text)))
+      (should (equal said
+                     (list (format "README.org:%d: block `one': :timeout soon %s (set by the #+PROPERTY at README.org:%d)"
+                                   (refusal-tests--block-line text "one") refusal-tests--bad-timeout
+                                   (refusal-tests--line text setting))
+                           ;; Its own, shown on its line: nothing to add.
+                           (format "README.org:%d: block `two': :timeout never %s"
+                                   (refusal-tests--block-line text "two")
+                                   refusal-tests--bad-timeout)))))))
+
+(ert-deftest refusal-tests-a-value-from-a-setup-file-names-its-line-there ()
+  (refusal-tests--in-project
+    (write-region "#+TITLE: Shared\n#+PROPERTY: header-args:jupyter-python+ :timeout soon\n"
+                  nil (expand-file-name "setup.org" refusal-tests--project) nil 'silent)
+    ;; After the notes' own #+PROPERTY without `+', which would replace it.
+    (let* ((text (concat refusal-tests--header "#+SETUPFILE: setup.org\n"
+                         (refusal-tests--block "x = 1" "one"))))
+      (should (equal (refusal-tests--refused text)
+                     (list (format "README.org:%d: block `one': :timeout soon %s (set by the #+PROPERTY at setup.org:2)"
+                                   (refusal-tests--block-line text "one")
+                                   refusal-tests--bad-timeout)))))))
+
+(ert-deftest refusal-tests-a-value-from-a-heading-names-that-headings-drawer ()
+  "Only the drawer of a heading that holds the block counts, and the
+nearest wins over a #+PROPERTY line."
+  (refusal-tests--in-project
+    (let* ((drawer ":header-args:jupyter-python+: :timeout soon :results table")
+           (text (concat refusal-tests--header
+                         "#+PROPERTY: header-args:jupyter-python+ :timeout later\n"
+                         "** Elsewhere\n:PROPERTIES:\n:header-args:jupyter-python+: :timeout never\n:END:\n"
+                         (refusal-tests--block "x = 0" "zero" ":timeout 5")
+                         "** Here\n:PROPERTIES:\n" drawer "\n:END:\n"
+                         (refusal-tests--block "x = 1" "one")))
+           (said (refusal-tests--refused text))
+           (origin (format "(set by the header-args property of its heading at README.org:%d)"
+                           (refusal-tests--line text drawer))))
+      (should (= (length said) 2))
+      (should (equal (car said)
+                     (format "README.org:%d: block `one': :timeout soon %s %s"
+                             (refusal-tests--block-line text "one") refusal-tests--bad-timeout
+                             origin)))
+      (should (string-match-p (concat "\\`README.org:[0-9]+: block `one': :results table .* "
+                                      (regexp-quote origin) "\\'")
+                              (cadr said))))))
+
 ;;;; Names
 
 (ert-deftest refusal-tests-two-blocks-of-one-name-are-refused-on-both-lines ()
