@@ -82,14 +82,16 @@ def test_make_sees_another_dot_first_on_the_path(project_copy, tmp_path_factory)
     stats that file only, and took the build for up to date until some
     other change ran it."""
     built = with_the_checkouts_build(project_copy)
-    assert make("-q", "tangle", cwd=built).returncode == 0
+    # What `make test` keeps current (the outputs are, too, unless the
+    # checkout's last build was by another Emacs or Org, as in CI's matrix).
+    produced = ".build/produced/blocks.json"
+    assert make("-q", produced, cwd=built).returncode == 0
     other = tmp_path_factory.mktemp("other-dot")
     (other / "dot").write_text(f'#!/bin/sh\nexec {shutil.which("dot")} "$@"\n')
     (other / "dot").chmod(0o755)
     moved = dict(os.environ, PATH=f"{other}{os.pathsep}{os.environ['PATH']}")
-    for goal in ("tangle", ".build/produced/blocks.json"):
-        assert make("-q", goal, cwd=built, env=moved).returncode == 1, goal
-    assert make("-q", "tangle", cwd=built).returncode == 0
+    assert make("-q", produced, cwd=built, env=moved).returncode == 1
+    assert make("-q", produced, cwd=built).returncode == 0
 
 
 # A file the blocks write and then read back is theirs, no input: the
