@@ -252,9 +252,10 @@ def held_locks():
     """The descriptors of folders this process holds: the lock on the
     notes' folder a build takes (tools/one-build-at-a-time), which Emacs
     hands on to its bridges.  Handed on again to the supervisor, they keep
-    the lock until everything the kernel started has been killed: a bridge
-    killed by SIGKILL lets go of it at once, and the next build started
-    while the supervisor still killed its kernel."""
+    the lock until everything the kernel started has been killed: held by
+    the bridge alone, the lock went with a bridge killed by SIGKILL, and
+    the next build could start while the supervisor still killed the
+    kernel."""
     held = []
     for name in os.listdir("/proc/self/fd"):
         try:
