@@ -367,6 +367,16 @@ def test_ctrl_c_while_a_block_runs_changes_nothing_and_leaves_nothing(tiny):
                               "sleeping": b""}
 
 
+def bridge_and_supervisor(folder):
+    """The process ids of the one kernel bridge of the notes in FOLDER and
+    of its kernel's supervisor."""
+    table = kernel_supervisor.process_table()
+    (bridge,) = [pid for pid in table
+                 if command_line(pid).rstrip().endswith(f"{folder}/tools/kernel_bridge.py")]
+    (supervisor,) = [pid for pid, parent in table.items() if parent == bridge]
+    return bridge, supervisor
+
+
 def signal_pending(pid, signum):
     """Whether process PID has SIGNUM sent and not yet delivered."""
     with open(f"/proc/{pid}/status") as status:
@@ -388,10 +398,7 @@ def test_ctrl_c_while_the_kernel_stops_after_the_build_says_every_output_is_in_p
     supervisor = None
     try:
         assert wait_for((tiny / "ran").exists, PATIENCE), "the block did not start"
-        (bridge,) = [pid for pid in kernel_supervisor.process_table()
-                     if command_line(pid).rstrip().endswith(f"{tiny}/tools/kernel_bridge.py")]
-        (supervisor,) = [pid for pid, parent in kernel_supervisor.process_table().items()
-                         if parent == bridge]
+        _, supervisor = bridge_and_supervisor(tiny)
         os.kill(supervisor, signal.SIGSTOP)
         (tiny / "go").touch()
         # The bridge told it to stop the kernel: the build waits for that.
@@ -505,10 +512,7 @@ def test_a_bridge_killed_outright_leaves_the_lock_held_until_its_kernel_is_gone(
     supervisor = None
     try:
         assert wait_for((tiny / "sleeping").exists, PATIENCE), "the block did not start"
-        (bridge,) = [pid for pid in kernel_supervisor.process_table()
-                     if command_line(pid).rstrip().endswith(f"{tiny}/tools/kernel_bridge.py")]
-        (supervisor,) = [pid for pid, parent in kernel_supervisor.process_table().items()
-                         if parent == bridge]
+        bridge, supervisor = bridge_and_supervisor(tiny)
         os.kill(supervisor, signal.SIGSTOP)
         os.kill(bridge, signal.SIGKILL)
         stderr = finish(process)
