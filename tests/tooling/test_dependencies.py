@@ -22,10 +22,14 @@ import produced
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 LOCK = ROOT / "requirements.lock"
 
-# A package index named by host or by option.  Written so that this file
-# does not match itself.
+# A package index named by host, by option or by uv's table of indexes in
+# pyproject.toml; not a setting's name, such as UV_INDEX_URL, which the
+# Makefile lets through to uv.  Written so that this file does not match
+# itself.
 INDEX = re.compile(
-    rb"pypi\.(?:org|python\.org)|pythonhost(?:ed)?\.org|index[-_]url|find[-_]links", re.I)
+    rb"pypi\.(?:org|python\.org)|pythonhost(?:ed)?\.org|(?<!\w)(?:index[-_]url|find[-_]links)"
+    rb"|tool\.uv\.index",
+    re.I)
 
 
 def locked():
