@@ -826,101 +826,122 @@ group 3.")
     (let ((case-fold-search t))
       (while (re-search-forward gradients-build--header-args-regexp nil t)
         (dolist (name (gradients-unknown-header-names
-                       (match-string 3) (or (match-string 1) (match-string 2))))
+                       (match-string 3)
+                       ;; Org reads a property's name in any case.
+                       (let ((language (or (match-string 1) (match-string 2))))
+                         (and language (downcase language)))))
           (gradients-build--noting-problem (line-number-at-pos)
             (error "%s:%d: unknown header argument %s; Org would ignore it (a typo?)"
                    gradients-build--org-name (line-number-at-pos) name)))))))
 
-(defun gradients-build--header-settings (position)
-  "The header-args properties that reach a block at POSITION, as Org
-merges them: an alist from each property's name (\"header-args\" or
-\"header-args:LANGUAGE\", in lower case) to its settings in order, each
-\(ORIGIN . ARGUMENTS).  The #+PROPERTY lines come first, a #+SETUPFILE's
-where that line stands; then the property drawers of the headings that
-hold POSITION, the outermost first.  A setting without `+' drops the ones
-before it of the same property."
-  (let ((case-fold-search t) settings)
-    (cl-flet ((add (name plus origin arguments)
-                (let ((entry (assoc (downcase name) settings)))
-                  (unless entry
-                    (push (setq entry (list (downcase name))) settings))
-                  (setcdr entry (append (and plus (cdr entry))
-                                        (list (cons origin arguments)))))))
-      (cl-flet ((add-keyword (value file line)
-                  (when (string-match "\\`\\(header-args\\(?::\\S-+?\\)?\\)\\(\\+\\)?[ \t]+\\(.*\\)\\'"
-                                      value)
-                    (add (match-string 1 value) (match-beginning 2)
-                         (format "the #+PROPERTY at %s:%d" file line)
-                         (match-string 3 value)))))
-        (save-excursion
-          (goto-char (point-min))
-          (while (re-search-forward "^[ \t]*#\\+\\(PROPERTY\\|SETUPFILE\\):[ \t]+\\(.*?\\)[ \t]*$"
-                                    nil t)
-            (if (string-equal (upcase (match-string 1)) "PROPERTY")
-                (add-keyword (match-string 2) gradients-build--org-name (line-number-at-pos))
-              (let ((file (expand-file-name (org-strip-quotes (match-string 2)))))
-                (when (file-readable-p file)
-                  (with-temp-buffer
-                    (insert-file-contents file)
-                    (while (re-search-forward "^[ \t]*#\\+PROPERTY:[ \t]+\\(.*?\\)[ \t]*$" nil t)
-                      (add-keyword (match-string 1)
-                                   (file-relative-name file gradients-build--project)
-                                   (line-number-at-pos)))))))))
-        (save-excursion
-          (goto-char (point-min))
-          (while (re-search-forward
-                  "^[ \t]*:\\(header-args\\(?::\\S-+?\\)?\\)\\(\\+\\)?:[ \t]+\\(.*?\\)[ \t]*$" nil t)
-            (let ((name (match-string 1)) (plus (match-beginning 2)) (arguments (match-string 3))
-                  (line (line-number-at-pos)))
-              (when (and (org-at-property-p)
-                         (save-excursion
-                           (org-back-to-heading t)
-                           (and (<= (point) position)
-                                (< position (save-excursion (org-end-of-subtree t t))))))
-                (add name plus
-                     (format "the header-args property of its heading at %s:%d"
-                             gradients-build--org-name line)
-                     arguments)))))))
-    settings))
+(defun gradients-build--setup-file-properties (file depth)
+  "The #+PROPERTY lines Org reads from the setup FILE, those of the setup
+files it names in turn (relative to it) in their place, as (TEXT FILE .
+LINE); nil for a FILE Org cannot read (a folder, none).  Found by Org's
+parser, so that one inside an example block is none, as for Org."
+  (when (and (< depth 5) (file-regular-p file) (file-readable-p file))
+    (with-temp-buffer
+      (insert-file-contents file)
+      (delay-mode-hooks (org-mode))
+      (let (lines)
+        (org-element-map (org-element-parse-buffer) 'keyword
+          (lambda (keyword)
+            (let ((key (org-element-property :key keyword))
+                  (value (org-element-property :value keyword)))
+              (cond ((equal key "PROPERTY")
+                     (push (cons (concat "#+PROPERTY: " value)
+                                 (cons file (line-number-at-pos
+                                             (org-element-property :begin keyword))))
+                           lines))
+                    ((equal key "SETUPFILE")
+                     (dolist (line (gradients-build--setup-file-properties
+                                    (expand-file-name (org-strip-quotes value)
+                                                      (file-name-directory file))
+                                    (1+ depth)))
+                       (push line lines)))))))
+        (nreverse lines)))))
 
-(defun gradients-build--header-origin (block key)
-  "Where BLOCK's header argument KEY comes from, when not from BLOCK's
-own lines (#+begin_src, #+header:): \"set by the #+PROPERTY at
-FILE:LINE\" (a #+SETUPFILE's included), or by a heading's property
-drawer; nil when BLOCK sets it itself, or Org's defaults do.  An error
-about a value the block does not show would otherwise send its reader to
-the block, which has nothing to change."
-  (let* ((element (plist-get block :element))
-         (own (org-babel-parse-header-arguments
-               (mapconcat #'identity
-                          (cons (or (org-element-property :parameters element) "")
-                                (org-element-property :header element))
-                          " "))))
-    (unless (assq key own)
-      (let ((settings (gradients-build--header-settings
-                       (marker-position (plist-get block :marker)))))
-        ;; The language's own property is merged after the general one.
-        (cl-loop for name in (list (concat "header-args:" (downcase (plist-get block :language)))
-                                   "header-args")
-                 for setting = (cl-find-if
-                                (lambda (setting)
-                                  (assq key (org-babel-parse-header-arguments (cdr setting))))
-                                (reverse (cdr (assoc name settings))))
-                 when setting return (concat "set by " (car setting)))))))
+(defun gradients-build--notes-lines ()
+  "This buffer's lines as (TEXT FILE . LINE), each #+SETUPFILE replaced by
+the #+PROPERTY lines Org reads from it, where it stands."
+  (let ((file (buffer-file-name)) lines)
+    (save-excursion
+      (goto-char (point-min))
+      (while (not (eobp))
+        (let* ((text (buffer-substring-no-properties (line-beginning-position)
+                                                     (line-end-position)))
+               (element (and (string-match-p "\\`[ \t]*#\\+SETUPFILE:" text)
+                             (org-element-at-point))))
+          (if (and (eq (org-element-type element) 'keyword)
+                   (equal (org-element-property :key element) "SETUPFILE"))
+              (dolist (line (gradients-build--setup-file-properties
+                             (expand-file-name (org-strip-quotes
+                                                (org-element-property :value element)))
+                             1))
+                (push line lines))
+            (push (cons text (cons file (line-number-at-pos))) lines)))
+        (forward-line 1)))
+    (nreverse lines)))
 
-(defmacro gradients-build--naming-header-origin (block key &rest body)
-  "Run BODY; an error it signals that names header argument KEY is said
-with where BLOCK got KEY from (`gradients-build--header-origin')."
-  (declare (indent 2))
-  `(condition-case err
-       (progn ,@body)
-     (error
-      (let* ((said (error-message-string err))
-             (origin (and (string-match-p (concat (regexp-quote (symbol-name ,key)) "\\_>") said)
-                          (gradients-build--header-origin ,block ,key))))
-        (if origin
-            (error "%s (%s)" said origin)
-          (signal (car err) (cdr err)))))))
+(defun gradients-build--header-origin (block check said)
+  "The line of the notes or of a setup file without which the refusal
+SAID of CHECK (a function of a block, which signals it) would not be said
+of BLOCK: \"because of the #+PROPERTY at FILE:LINE\" or \"because of the
+header-args property at FILE:LINE\" (one that sets the value, or one
+without `+' that dropped the notes' own); nil for none (the block's own
+header, Org's defaults), or when it cannot tell.  Asked of Org itself:
+the notes are read again without each line that sets header arguments
+in turn, and BLOCK's header taken as Org merges it there.  An error about
+a value the block does not show would otherwise send its reader to the
+block, which has nothing to change.  On the refusal's path only."
+  (condition-case nil
+      (gradients-build--creating-no-folders
+       (let* ((lines (vconcat (gradients-build--notes-lines)))
+              (target (cons (buffer-file-name) (plist-get block :line)))
+              (index (cl-position target lines :key #'cdr :test #'equal))
+              (project default-directory))
+         (cl-flet ((said-without (skipped)
+                     (let ((info (with-temp-buffer
+                                   (let ((default-directory project))
+                                     (dotimes (n (length lines))
+                                       (unless (eql n skipped)
+                                         (insert (car (aref lines n))))
+                                       (insert "\n"))
+                                     (delay-mode-hooks (org-mode))
+                                     (goto-char (point-min))
+                                     (forward-line index)
+                                     (org-babel-get-src-block-info 'light)))))
+                       (condition-case err
+                           (progn (funcall check (plist-put (copy-sequence block) :info info))
+                                  nil)
+                         (error (error-message-string err))))))
+           (when (and index (equal (said-without nil) said))
+             (cl-loop for n from (1- (length lines)) downto 0
+                      for (text file . line) = (aref lines n)
+                      when (and (string-match-p
+                                 "\\`[ \t]*\\(?:#\\+PROPERTY:[ \t]+header-args\\|:header-args\\)"
+                                 (downcase text))
+                                (not (equal (said-without n) said)))
+                      return (format "because of the %s at %s:%d"
+                                     (if (string-match-p "\\`[ \t]*:" text)
+                                         "header-args property"
+                                       "#+PROPERTY")
+                                     (file-relative-name file project) line))))))
+    (error nil)))
+
+(defun gradients-build--naming-header-origin (block key check)
+  "Call CHECK, a function of a block, on BLOCK; a refusal that names the
+header argument KEY is said with the line it comes from, when not
+BLOCK's own (`gradients-build--header-origin')."
+  (condition-case err
+      (funcall check block)
+    (error
+     (let* ((said (error-message-string err))
+            (origin (and (string-match-p (concat (regexp-quote (symbol-name key)) "\\_>") said)
+                         (gradients-build--header-origin block check said))))
+       (if origin
+           (error "%s (%s)" said origin)
+         (signal (car err) (cdr err)))))))
 
 (defconst gradients-build--picture-extensions
   (mapcar (lambda (type) (symbol-name (car type)))
@@ -1369,16 +1390,16 @@ nothing; return the pictures, an alist of output path and block."
           (let ((key (plist-get block :tangled-key)))
             (when key
               (gradients-build--noting-problem line
-                (gradients-build--naming-header-origin block :session
-                  (gradients-build--check-session block (gethash key first-into))))))
+                (let ((first (gethash key first-into)))
+                  (gradients-build--naming-header-origin
+                   block :session (lambda (block) (gradients-build--check-session block first)))))))
           (gradients-build--noting-problem line (gradients-build--check-what-it-uses block blocks))
           (when (gradients-build--runs-p block)
             (gradients-build--noting-problem line
-              (gradients-build--naming-header-origin block :timeout
-                (gradients--timeout (nth 2 (plist-get block :info)))))
+              (gradients-build--naming-header-origin
+               block :timeout (lambda (block) (gradients--timeout (nth 2 (plist-get block :info))))))
             (gradients-build--noting-problem line
-              (gradients-build--naming-header-origin block :results
-                (gradients-build--check-results block)))
+              (gradients-build--naming-header-origin block :results #'gradients-build--check-results))
             (gradients-build--noting-problem line
               (let ((picture (gradients-build--check-picture block)))
                 (when picture

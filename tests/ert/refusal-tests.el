@@ -487,8 +487,9 @@ build found, its hook into file reading, the notes' buffer."
                       (list (format "README.org:%d: block `posted': :post up(x=*this*) would record what another block makes of the result, which `make tangle' and `make test' never run; drop the :post, and do it in this block's code"
                                     (refusal-tests--block-line text "posted")))
                       (mapcar (lambda (word)
-                                (format "README.org:%d: block `%s': :results %s without `drawer' makes Org write the block's text, lines already fixed-width, as fixed-width lines of its own (`: : 20.0'); use :results raw drawer, as the notes' #+PROPERTY does (a header-args property without `+' replaces it)"
-                                        (refusal-tests--block-line text (car word)) (car word) (cdr word)))
+                                (format "README.org:%d: block `%s': :results %s without `drawer' makes Org write the block's text, lines already fixed-width, as fixed-width lines of its own (`: : 20.0'); use :results raw drawer, as the notes' #+PROPERTY does (a header-args property without `+' replaces it) (because of the header-args property at README.org:%d)"
+                                        (refusal-tests--block-line text (car word)) (car word) (cdr word)
+                                        (refusal-tests--line text ":header-args:jupyter-python: :session gradients")))
                               '(("undrawn" . "replace") ("output" . "output")))))))))
 
 ;; The kernel runs what gradients.py holds, in one module: the blocks
@@ -578,7 +579,7 @@ build found, its hook into file reading, the notes' buffer."
                          (refusal-tests--block "x = 2" "two" ":timeout never")))
            (said (refusal-tests--refused text)))
       (should (equal said
-                     (list (format "README.org:%d: block `one': :timeout soon %s (set by the #+PROPERTY at README.org:%d)"
+                     (list (format "README.org:%d: block `one': :timeout soon %s (because of the #+PROPERTY at README.org:%d)"
                                    (refusal-tests--block-line text "one") refusal-tests--bad-timeout
                                    (refusal-tests--line text setting))
                            ;; Its own, shown on its line: nothing to add.
@@ -594,7 +595,7 @@ build found, its hook into file reading, the notes' buffer."
     (let* ((text (concat refusal-tests--header "#+SETUPFILE: setup.org\n"
                          (refusal-tests--block "x = 1" "one"))))
       (should (equal (refusal-tests--refused text)
-                     (list (format "README.org:%d: block `one': :timeout soon %s (set by the #+PROPERTY at setup.org:2)"
+                     (list (format "README.org:%d: block `one': :timeout soon %s (because of the #+PROPERTY at setup.org:2)"
                                    (refusal-tests--block-line text "one")
                                    refusal-tests--bad-timeout)))))))
 
@@ -610,7 +611,7 @@ nearest wins over a #+PROPERTY line."
                          "** Here\n:PROPERTIES:\n" drawer "\n:END:\n"
                          (refusal-tests--block "x = 1" "one")))
            (said (refusal-tests--refused text))
-           (origin (format "(set by the header-args property of its heading at README.org:%d)"
+           (origin (format "(because of the header-args property at README.org:%d)"
                            (refusal-tests--line text drawer))))
       (should (= (length said) 2))
       (should (equal (car said)
@@ -620,6 +621,63 @@ nearest wins over a #+PROPERTY line."
       (should (string-match-p (concat "\\`README.org:[0-9]+: block `one': :results table .* "
                                       (regexp-quote origin) "\\'")
                               (cadr said))))))
+
+(ert-deftest refusal-tests-a-propertys-language-is-read-in-any-case ()
+  "Org reads header-args:JUPYTER-PYTHON as header-args:jupyter-python: its
+:timeout is known, and refused for its value, naming the line."
+  (refusal-tests--in-project
+    (let* ((setting "#+PROPERTY: header-args:JUPYTER-PYTHON+ :timeout soon")
+           (text (concat refusal-tests--header setting "\n"
+                         (refusal-tests--block "x = 1" "one"))))
+      (should (equal (refusal-tests--refused text)
+                     (list (format "README.org:%d: block `one': :timeout soon %s (because of the #+PROPERTY at README.org:%d)"
+                                   (refusal-tests--block-line text "one") refusal-tests--bad-timeout
+                                   (refusal-tests--line text setting))))))))
+
+(ert-deftest refusal-tests-the-origin-is-what-org-reads ()
+  "Members of the family Org's reading decides: a #+PROPERTY in an
+example block is no setting; a #+header: line is the block's own; words
+of :results come from the setting that adds the refused one; a drawer
+before the first heading counts; a #+SETUPFILE naming a folder is
+skipped, and one named in a setup file is read; a Lisp value in a header
+is not evaluated to find any of this."
+  (refusal-tests--in-project
+    (make-directory (expand-file-name "sub" refusal-tests--project))
+    (write-region "#+SETUPFILE: inner.org\n" nil
+                  (expand-file-name "sub/setup.org" refusal-tests--project) nil 'silent)
+    (write-region "#+TITLE: Inner\n#+PROPERTY: header-args:jupyter-python+ :timeout inner\n" nil
+                  (expand-file-name "sub/inner.org" refusal-tests--project) nil 'silent)
+    (let* ((top ":header-args:jupyter-python+: :timeout top")
+           (table "#+PROPERTY: header-args:jupyter-python+ :results table")
+           (text (concat ":PROPERTIES:\n" top "\n:END:\n"
+                         refusal-tests--header
+                         table "\n"
+                         "#+SETUPFILE: sub\n"
+                         "#+begin_example\n#+PROPERTY: header-args:jupyter-python+ :timeout example\n#+end_example\n"
+                         "\n#+header: :timeout own\n#+name: own\n"
+                         "#+begin_src jupyter-python :cache (progn (make-directory \"made\" t) \"no\")\n"
+                         "x = 1\n#+end_src\n"
+                         "** Drawer\n:PROPERTIES:\n:header-args:jupyter-python+: :results drawer\n:END:\n"
+                         (refusal-tests--block "x = 2" "merged")))
+           (said (refusal-tests--refused text)))
+      (should (equal said
+                     (cl-loop for (name . timeout) in '(("own" . "own") ("merged" . "top"))
+                              for line = (if (equal name "own")
+                                             (1+ (refusal-tests--line text "#+name: own"))
+                                           (refusal-tests--block-line text name))
+                              collect (format "README.org:%d: block `%s': :timeout %s %s%s"
+                                              line name timeout refusal-tests--bad-timeout
+                                              (if (equal name "own") ""
+                                                " (because of the header-args property at README.org:2)"))
+                              collect (format "README.org:%d: block `%s': :results table would make Org record the result reshaped, not as the text the block produced, which `make test' compares it with; use :results drawer (because of the #+PROPERTY at README.org:%d)"
+                                              line name (refusal-tests--line text table)))))
+      ;; A setup file that names another: the line is in that one.
+      (let ((text (concat refusal-tests--header "#+SETUPFILE: sub/setup.org\n"
+                          (refusal-tests--block "x = 1" "one"))))
+        (should (equal (refusal-tests--refused text)
+                       (list (format "README.org:%d: block `one': :timeout inner %s (because of the #+PROPERTY at sub/inner.org:2)"
+                                     (refusal-tests--block-line text "one")
+                                     refusal-tests--bad-timeout))))))))
 
 ;;;; Names
 
