@@ -206,12 +206,15 @@ export UV_PYTHON_PREFERENCE := only-system
 # the lock says what is installed.  A constraint or override file, a
 # date packages must predate (UV_EXCLUDE_NEWER), hashes not checked, or
 # another Python would give uv's own error, or another venv than the lock's.
+# uv's configuration file (uv.toml) is read for the venv, as it may name
+# a mirror, but not for `make lock', which compiles the same pyproject.toml
+# to the same bytes on every machine.
 UV_SETTINGS_KEPT := UV_PYTHON_DOWNLOADS UV_PYTHON_PREFERENCE \
     UV_INDEX UV_INDEX_% UV_DEFAULT_INDEX UV_INDEX_URL UV_EXTRA_INDEX_URL UV_FIND_LINKS \
-    UV_INDEX_STRATEGY UV_KEYRING_PROVIDER UV_INSECURE_HOST UV_NATIVE_TLS UV_OFFLINE \
-    UV_HTTP_TIMEOUT UV_HTTP_RETRIES UV_REQUEST_TIMEOUT UV_CONCURRENT_DOWNLOADS \
-    UV_CONCURRENT_INSTALLS UV_CONCURRENT_BUILDS UV_CACHE_DIR UV_NO_CACHE UV_LINK_MODE \
-    UV_NO_PROGRESS
+    UV_INDEX_STRATEGY UV_KEYRING_PROVIDER UV_INSECURE_HOST UV_NATIVE_TLS UV_SYSTEM_CERTS \
+    UV_CREDENTIALS_DIR UV_OFFLINE UV_HTTP_TIMEOUT UV_HTTP_CONNECT_TIMEOUT UV_HTTP_RETRIES \
+    UV_REQUEST_TIMEOUT UV_CONCURRENT_DOWNLOADS UV_CONCURRENT_INSTALLS UV_CONCURRENT_BUILDS \
+    UV_CACHE_DIR UV_NO_CACHE UV_LINK_MODE UV_NO_PROGRESS UV_CONFIG_FILE UV_NO_CONFIG
 unexport $(filter-out $(UV_SETTINGS_KEPT),$(filter UV_%,$(.VARIABLES)))
 # Every dependency group of pyproject.toml goes into the lock.
 LOCK_GROUPS = $(shell sed -n '/^\[dependency-groups\]/,/^\[/s/^\([A-Za-z0-9_.-]*\) = \[.*/--group \1/p' pyproject.toml)
@@ -331,13 +334,18 @@ EMACS_REPLACED := $(shell xargs -r -d '\n' -a $(EMACS_FILES) stat -L -c '%d %i %
 endif
 
 # The programs the build looked up on the PATH (Graphviz's dot), each with
-# where it found it: another one first on the PATH now, or none, is
-# another program, which the files listed above, those found then, cannot
-# tell.  Said by the check itself, as `changed' below is.
+# the file it found, links followed: another one first on the PATH now, a
+# link on the way pointed elsewhere, or none, is another program, which
+# the files listed above, those found then, cannot tell.  Compared as
+# files, not as spelled (a PATH entry with a trailing slash, a relative
+# one).  Under the PATH make exports (an activated venv's set aside),
+# which $(shell) does not see by itself.  Said by the check itself, as
+# `changed' below is.
 ifneq ($(BUILD_GOALS),)
-PROGRAMS_MOVED := $(if $(filter same,$(shell { while read -r name file; do \
-    [ "$$(command -v "$$name")" = "$$file" ] || exit; done < $(BUILD)/produced/programs && \
-    echo same; } 2>/dev/null)),,FORCE)
+PROGRAMS_MOVED := $(if $(filter same,$(shell PATH='$(subst ','\'',$(PATH))'; \
+    { while read -r name file; do \
+    [ "$$(readlink -f "$$(command -v "$$name")")" = "$$file" ] || exit; \
+    done < $(BUILD)/produced/programs && echo same; } 2>/dev/null)),,FORCE)
 endif
 
 # The build's own files and what it read besides README.org (a #+SETUPFILE,
@@ -469,7 +477,7 @@ $(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(VENV_FOLDERS) $(VENV_CHANGED)
 	@$(REQUIRE_PYTHON)
 	@! pwd -P | LC_ALL=C.UTF-8 grep -qavx '.*' || { \
 	    echo "the checkout's path is not valid UTF-8, and uv makes no venv there: rename its folders" >&2; exit 1; }
-	$(RUN_UV) venv --quiet --allow-existing --python python3 "$(VENV)"
+	$(RUN_UV) venv --quiet --allow-existing --python "$$(command -v python3)" "$(VENV)"
 	$(RUN_UV) pip sync --quiet --python "$(PYTHON)" $(LOCK)
 	@broken=$$(for dir in "$(VENV)"/lib/python3*/site-packages; do \
 	               "$(PYTHON)" -I -c "$$BROKEN_PACKAGES" "$$dir"; done) || exit 1; \
@@ -491,7 +499,7 @@ $(PYTHON):
 # so that the same pyproject.toml always compiles to the same bytes.  Its
 # hashes cover every platform's files of each version.
 lock: | $(UV_MADE)  ## compile requirements.lock again from pyproject.toml
-	$(RUN_UV) pip compile --quiet pyproject.toml $(LOCK_GROUPS) \
+	$(RUN_UV) pip compile --quiet --no-config pyproject.toml $(LOCK_GROUPS) \
 	    --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
 	    --generate-hashes --custom-compile-command 'make lock' --output-file $(LOCK)
 	@echo "$(LOCK_SOURCE)" >> $(LOCK)

@@ -466,8 +466,8 @@ them now, which the Makefile compares with what it says then."
 
 (defun gradients-build--write-programs-found ()
   "Write programs into the scratch folder: each program of
-`gradients-build-programs' looked up on the PATH, and where it was found,
-a line each.  The Makefile looks each up again: another one first on the
+`gradients-build-programs' looked up on the PATH, and the file found,
+links followed, a line each.  The Makefile looks each up again: another one first on the
 PATH now (or none) is another program, which the files it stats, the
 ones found then, cannot tell."
   (let ((coding-system-for-write
@@ -475,7 +475,8 @@ ones found then, cannot tell."
     (with-temp-file (expand-file-name "programs" gradients-build--scratch)
       (dolist (program gradients-build-programs)
         (when (stringp program)
-          (insert program " " (or (executable-find program) "") "\n"))))))
+          (let ((file (executable-find program)))
+            (insert program " " (if file (file-truename file) "") "\n")))))))
 
 ;;;; Scratch folders
 

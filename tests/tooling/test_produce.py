@@ -77,20 +77,52 @@ def test_a_prose_edit_starts_no_kernel_and_a_code_edit_does(tiny, tmp_path_facto
     assert run.returncode != 0 and NEEDS_A_KERNEL in run.stderr, run.stderr
 
 
-def test_make_sees_another_dot_first_on_the_path(project_copy, tmp_path_factory):
+def other_dot(folder):
+    """FOLDER/dot, a program of its own that runs the machine's dot."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dot").write_text(f'#!/bin/sh\nexec {shutil.which("dot")} "$@"\n')
+    (folder / "dot").chmod(0o755)
+    return folder / "dot"
+
+
+def linked_dot(folder, target):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dot").symlink_to(target)
+    return folder
+
+
+# How the PATH changes after the build, and whether make must build again:
+# each a function of a scratch folder, giving the settings to add.
+PATHS = {
+    "another dot first": (lambda tmp: {"PATH": str(other_dot(tmp / "other").parent)}, True),
+    "the same dot, its folder spelled with a slash": (
+        lambda tmp: {"PATH": str(Path(shutil.which("dot")).parent) + "/"}, False),
+    "the same dot through a link": (
+        lambda tmp: {"PATH": str(linked_dot(tmp / "link", shutil.which("dot")))}, False),
+    "a link first, pointed at another dot": (
+        lambda tmp: {"PATH": str(linked_dot(tmp / "link", other_dot(tmp / "other")))}, True),
+    # make sets an activated environment's bin/ aside, for its $(shell) too.
+    "another dot in an activated venv": (
+        lambda tmp: {"PATH": str(other_dot(tmp / "venv" / "bin").parent),
+                     "VIRTUAL_ENV": str(tmp / "venv")}, False),
+}
+
+
+@pytest.mark.parametrize("change", PATHS)
+def test_make_sees_the_dot_on_the_path_change_as_a_file(project_copy, tmp_path_factory, change):
     """The kept run is keyed on the dot found then (above); make itself
-    stats that file only, and took the build for up to date until some
-    other change ran it."""
+    statted that file only, and took the build for up to date until some
+    other change ran it; the same dot spelled otherwise made it build on
+    every run."""
     built = with_the_checkouts_build(project_copy)
     # What `make test` keeps current (the outputs are, too, unless the
     # checkout's last build was by another Emacs or Org, as in CI's matrix).
     produced = ".build/produced/blocks.json"
     assert make("-q", produced, cwd=built).returncode == 0
-    other = tmp_path_factory.mktemp("other-dot")
-    (other / "dot").write_text(f'#!/bin/sh\nexec {shutil.which("dot")} "$@"\n')
-    (other / "dot").chmod(0o755)
-    moved = dict(os.environ, PATH=f"{other}{os.pathsep}{os.environ['PATH']}")
-    assert make("-q", produced, cwd=built, env=moved).returncode == 1
+    settings, builds_again = PATHS[change]
+    added = settings(tmp_path_factory.mktemp("path"))
+    env = {**os.environ, **added, "PATH": f"{added['PATH']}{os.pathsep}{os.environ['PATH']}"}
+    assert make("-q", produced, cwd=built, env=env).returncode == (1 if builds_again else 0)
     assert make("-q", produced, cwd=built).returncode == 0
 
 

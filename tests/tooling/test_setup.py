@@ -238,6 +238,25 @@ def test_a_user_who_cannot_install_a_package_is_told_how(sudo, advice):
         told_how(Path(shared) / "bin", sudo, advice)
 
 
+def test_a_package_installed_whose_program_is_off_the_path_is_said_so(tmp_path):
+    """apt-get, as root, installed it again, changing nothing, and the
+    build failed in the middle of a block (dot not found)."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for program in ("sh", "id", "dpkg-query"):
+        (folder / program).symlink_to(shutil.which(program))
+    (folder / "apt-get").write_text(f"#!/bin/sh\ntouch {tmp_path}/apt-get-ran\n")
+    (folder / "apt-get").chmod(0o755)
+    script = shutil.copy(ROOT / "tools" / "require-debian-packages", folder)
+    # dpkg is on every Debian; its check here finds nothing.
+    run = subprocess.run(["/bin/sh", script, "dpkg=command -v no-such-program"],
+                         env={"PATH": str(folder)}, capture_output=True, text=True, timeout=30)
+    assert run.returncode == 1
+    assert run.stderr == (f"dpkg is installed, but its program is not on the PATH ({folder}): "
+                          "the check `command -v no-such-program` fails\n")
+    assert not (tmp_path / "apt-get-ran").exists()
+
+
 def told_how(folder, sudo, advice):
     folder.mkdir()
     for program in ("sh", "id"):
