@@ -1828,9 +1828,13 @@ cleared when it ends or refuses.  Still set when Emacs exits, the build
 was stopped from outside (Ctrl-C, a signal).")
 
 (defvar gradients-build--kernel-stopping nil
-  "The Org file's name while a build that has done all its work waits for
-its kernel to stop.  Still set when Emacs exits, the build was stopped
-then: it says so, as make alone would only say that its recipe failed.")
+  "What to say while a build that has done all its work waits for its
+kernel to stop.  Still set when Emacs exits, the build was stopped then:
+it says so, as make alone would only say that its recipe failed.")
+
+(defvar gradients-build--installed nil
+  "Whether the running build has installed its outputs and written
+make's stamp (`make tangle', `make run'), rather than only kept its run.")
 
 (defconst gradients-build--removed " (removed)"
   "What follows an output's name in `gradients-build--written' when the
@@ -1865,8 +1869,7 @@ say that its recipe failed."
       (message "%s" (gradients-build--what-changed "Changed before it stopped"))
       (setq gradients-build--under-way nil))
     (when gradients-build--kernel-stopping
-      (message "%s: the build was stopped (Ctrl-C or a signal) as its kernel stopped, after all its work: every output is in place."
-               gradients-build--kernel-stopping)
+      (message "%s" gradients-build--kernel-stopping)
       (setq gradients-build--kernel-stopping nil))))
 
 (add-hook 'kill-emacs-hook #'gradients-build--on-exit)
@@ -1881,7 +1884,8 @@ make's stamp, last."
           (coding-system-for-write 'utf-8-unix))
       (with-temp-file temporary
         (insert (mapconcat #'identity outputs "\n") "\n"))
-      (rename-file temporary file t))))
+      (rename-file temporary file t)))
+  (setq gradients-build--installed t))
 
 (defun gradients-build--check-unchanged (org-file original target)
   "Fail if ORG-FILE no longer holds ORIGINAL, the bytes the build began
@@ -1979,6 +1983,7 @@ folder) and `scratch'."
          (gradients-build-take-as-spelled project)
          (setq gradients-build--project project
                gradients-build--under-way gradients-build--org-name
+               gradients-build--installed nil
                gradients-build--inputs nil
                gradients-build--written nil)
          (clrhash gradients-build--answers)
@@ -1991,12 +1996,34 @@ folder) and `scratch'."
            (with-current-buffer (gradients-build--visit org-file)
              (let ((default-directory project))
                ,@body)))
-         (setq gradients-build--kernel-stopping gradients-build--under-way
+         (setq gradients-build--kernel-stopping
+               (format "%s: the build was stopped (Ctrl-C or a signal) as its kernel stopped, after all its work: %s."
+                       gradients-build--under-way (gradients-build--work-done))
                gradients-build--under-way nil)
-         (gradients-build--cleanup 'wait)
-         (setq gradients-build--kernel-stopping nil)
-         nil)
+         (prog1 (condition-case err
+                    (progn (gradients-build--cleanup 'wait) nil)
+                  (error (gradients-build--fail-after-the-work err)))
+           (setq gradients-build--kernel-stopping nil)))
      (error (gradients-build--refuse err)))))
+
+(defun gradients-build--work-done ()
+  "What a build that did all its work leaves: its outputs installed, or,
+for `make test', its run kept."
+  (if gradients-build--installed
+      "every output is in place"
+    (format "what it made is whole in %s/" gradients-build-produced-folder)))
+
+(defun gradients-build--fail-after-the-work (err)
+  "End a build whose cleaning up after all its work failed with ERR: say
+so, with what it did, and exit 1; in process, return what it said."
+  (setq gradients-build--kernel-stopping nil)
+  (let ((said (format "%s: cleaning up after the build failed, after all its work (%s): %s"
+                      gradients-build--org-name (gradients-build--work-done)
+                      (error-message-string err))))
+    (message "%s" said)
+    (if gradients-build--in-process
+        said
+      (kill-emacs 1))))
 
 (defun gradients-build--refusal-text (err org-name)
   "The line saying why a build of the Org file ORG-NAME (nil before it is
@@ -2027,7 +2054,8 @@ too, with the paths under the notes' folder made relative to it."
   "End a build that failed with ERR: say why and what it changed, undo
 what it began, and exit 1; in process, return what it said instead."
   ;; A move that failed is not tried again on the way out.
-  (setq gradients-build--moves nil)
+  (setq gradients-build--moves nil
+        gradients-build--kernel-stopping nil)
   (let ((said (list (gradients-build--refusal-text err gradients-build--under-way)
                     (gradients-build--what-changed "Only some outputs were changed"))))
     (setq gradients-build--under-way nil)

@@ -385,17 +385,27 @@ when another session of that name works elsewhere."
         (format "%s (in %s)" name (abbreviate-file-name folder))
       name)))
 
+(defun gradients--accept-output (process seconds)
+  "Wait up to SECONDS for output from PROCESS, a bridge.  A bridge held
+stopped (SIGSTOP, a shell's Ctrl-Z) is a process `accept-process-output'
+returns for at once: a loop waiting on it spun, a processor's worth, and
+Emacs, stopped by Ctrl-C in that state, aborted.  It is waited for as
+any process then."
+  (accept-process-output (unless (eq (process-status process) 'stop) process) seconds))
+
 (defun gradients--stop (process &optional no-wait)
   "Stop PROCESS and its kernel: SIGTERM makes the bridge kill the kernel
 with everything it started, even in the middle of a block."
   (when (process-live-p process)
     (unless (process-get process 'stopped)
       (process-put process 'stopped t)
-      (signal-process process 'SIGTERM))
+      (signal-process process 'SIGTERM)
+      ;; One held stopped acts on it only once it runs again.
+      (signal-process process 'SIGCONT))
     (unless no-wait
       (with-timeout (gradients-stop-patience (delete-process process))
         (while (process-live-p process)
-          (accept-process-output process 0.05)))
+          (gradients--accept-output process 0.05)))
       ;; A process can be seen to have ended before its sentinel ran;
       ;; whoever stops it counts on its blocks' drawers being restored
       ;; (before a save, on the way out).  The sentinel does nothing twice.
@@ -589,7 +599,7 @@ dropped."
           ;; a fresh bridge: the wait follows it there, as a dead one
           ;; would never answer, and waiting on it returns at once.
           (setq process (or (gradients--bridge-holding request) process))
-          (accept-process-output process 0.5)
+          (gradients--accept-output process 0.5)
           ;; Sentinels do not run inside another process's filter (code
           ;; run by emacsclient -e, for one): see to a bridge that ended.
           (unless (or (process-live-p process) (gradients-request-reply request))

@@ -679,6 +679,32 @@ is not evaluated to find any of this."
                                      (refusal-tests--block-line text "one")
                                      refusal-tests--bad-timeout))))))))
 
+;;;; After all the work
+
+(ert-deftest refusal-tests-a-failure-cleaning-up-after-the-work-says-the-work-is-done ()
+  "Once every output is installed, a failure removing the scratch folder
+\(a file a network disk still holds) was said as a refusal, with \"Only
+some outputs were changed\", and then as a Ctrl-C no one pressed."
+  (refusal-tests--in-project
+    (let ((file (expand-file-name "README.org" refusal-tests--project)))
+      (write-region (concat refusal-tests--header
+                            (replace-regexp-in-string
+                             "jupyter-python" "python"
+                             (refusal-tests--block "x = 1" "one" ":tangle gradients.py")))
+                    nil file nil 'silent)
+      (cl-letf* ((cleanup (symbol-function 'gradients-build--cleanup))
+                 ((symbol-function 'gradients-build--cleanup)
+                  (lambda (&optional wait)
+                    (funcall cleanup wait)
+                    (when wait
+                      (signal 'file-error (list "Removing directory" "Device or resource busy"
+                                                "/somewhere/.build/run-1"))))))
+        (let ((said (let ((inhibit-message t))
+                      (gradients-build-in-process #'gradients-build-tangle file))))
+          (should (equal said "README.org: cleaning up after the build failed, after all its work (every output is in place): Removing directory: Device or resource busy, /somewhere/.build/run-1"))
+          (should-not gradients-build--kernel-stopping)
+          (should (file-exists-p (expand-file-name "gradients.py" refusal-tests--project))))))))
+
 ;;;; Names
 
 (ert-deftest refusal-tests-two-blocks-of-one-name-are-refused-on-both-lines ()

@@ -385,16 +385,27 @@ def signal_pending(pid, signum):
     return any(mask & (1 << (signum - 1)) for mask in masks)
 
 
-def test_ctrl_c_while_the_kernel_stops_after_the_build_says_every_output_is_in_place(tiny):
-    """The build has installed its outputs and written make's stamp, and
-    waits for its kernel to end: stopped then, it said nothing, and make
-    only that its recipe was interrupted.  The kernel's supervisor is held
-    stopped, so that the build waits as long as the test needs."""
+# What each goal says when stopped as its kernel stops, after all its
+# work: make test's build installs nothing, and said it did.
+AFTER_ALL_ITS_WORK = {
+    "tangle": "every output is in place",
+    ".build/produced/blocks.json": "what it made is whole in .build/produced/",
+}
+
+
+@pytest.mark.parametrize("goal", AFTER_ALL_ITS_WORK)
+def test_ctrl_c_while_the_kernel_stops_after_the_build_says_what_it_did(tiny, goal):
+    """The build has done all its work (installed its outputs and written
+    make's stamp, or kept its run), and waits for its kernel to end:
+    stopped then, it said nothing, and make only that its recipe was
+    interrupted.  The kernel's supervisor is held stopped, so that the
+    build waits as long as the test needs."""
     write_readme(tiny, HEADER + block("print(6 * 7)", "tangled")
                  + block("import os, time\nopen('ran', 'w').close()\n"
                          "while not os.path.exists('go'):\n    time.sleep(0.05)",
                          "waits", ":tangle no"))
-    process = start_make("tangle", cwd=tiny)
+    before = (tiny / "gradients.py").read_bytes()
+    process = start_make(goal, cwd=tiny)
     supervisor = None
     try:
         assert wait_for((tiny / "ran").exists, PATIENCE), "the block did not start"
@@ -410,10 +421,52 @@ def test_ctrl_c_while_the_kernel_stops_after_the_build_says_every_output_is_in_p
             os.kill(supervisor, signal.SIGCONT)
     assert process.returncode != 0, stderr
     assert ("\nREADME.org: the build was stopped (Ctrl-C or a signal) as its kernel stopped, "
-            "after all its work: every output is in place.\nmake: ") in stderr, stderr
-    assert (tiny / "gradients.py").read_text().endswith("print(6 * 7)\n")
-    assert make("-q", "tangle", cwd=tiny).returncode == 0, "make would build again"
+            f"after all its work: {AFTER_ALL_ITS_WORK[goal]}.\nmake: ") in stderr, stderr
+    assert make("-q", goal, cwd=tiny).returncode == 0, "make would build again"
+    if goal == "tangle":
+        assert (tiny / "gradients.py").read_text().endswith("print(6 * 7)\n")
+    else:
+        assert (tiny / "gradients.py").read_bytes() == before
     assert_no_kernel_left(tiny)
+
+
+def test_a_bridge_held_stopped_is_waited_for_without_spinning_and_ctrl_c_ends_it(tiny):
+    """A bridge stopped (SIGSTOP, a shell's Ctrl-Z on it) is a process Emacs
+    returned from waiting on at once: the build spun a processor's worth
+    for as long, and Emacs, stopped by Ctrl-C then, aborted without a word
+    and left the bridge, its kernel and the lock held."""
+    write_readme(tiny, HEADER + block("x = 1", "tangled")
+                 + block(CHILD + "\nopen('sleeping', 'w').close()\nimport time\ntime.sleep(300)",
+                         "sleeps", ":tangle no"))
+    process = start_make("tangle", cwd=tiny)
+    bridge = None
+    try:
+        assert wait_for((tiny / "sleeping").exists, PATIENCE), "the block did not start"
+        bridge, _ = bridge_and_supervisor(tiny)
+        emacs = kernel_supervisor.process_table()[bridge]
+        os.kill(bridge, signal.SIGSTOP)
+        used = processor_seconds(emacs)
+        time.sleep(2)
+        used = processor_seconds(emacs) - used
+        os.killpg(process.pid, signal.SIGINT)   # as Ctrl-C in a terminal does
+        stderr = finish(process)
+    finally:
+        if bridge:
+            os.kill(bridge, signal.SIGCONT)
+    # Waiting costs next to nothing; spinning took the whole of it, and at
+    # least a quarter even on a machine busy elsewhere.
+    assert used < 0.4, f"Emacs used {used:.2f} s of processor in 2 s of waiting"
+    assert process.returncode != 0, stderr
+    assert "README.org: the build was stopped (Ctrl-C or a signal) before it ended." in stderr, stderr
+    subprocess.run(["flock", "-w", str(PATIENCE), ".", "true"], cwd=tiny, check=True)
+    assert not alive(int((tiny / "child.pid").read_text()))
+    assert_no_kernel_left(tiny)
+
+
+def processor_seconds(pid):
+    """The processor time process PID has used, in seconds."""
+    fields = kernel_supervisor.process_status(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # Sleeps only on the second kernel, that of make run's own run: the
