@@ -15,7 +15,8 @@ one JSON object per line each way:
     reply:    {"id": 7, "ok": true,  "org": "<text for the results drawer>",
                "printed": "<what it wrote to its standard output>"}
               {"id": 7, "ok": false, "kind": KIND, "error": "<message>",
-               "summary": "<its one line>"}
+               "summary": "<its one line>", "killed": whether the kernel was
+               killed from outside, no doing of the block's}
 
 With "loose_pictures", the pictures of a block without a :file are saved
 in that folder and linked from the drawer.  With "for_the_notes", what
@@ -111,8 +112,12 @@ class BlockError(Exception):
 
 
 class KernelDied(BlockError):
-    def __init__(self, message):
+    """KILLED: the kernel was killed from outside (its supervisor got a
+    signal), no doing of the block's."""
+
+    def __init__(self, message, killed=False):
         super().__init__(message, "died")
+        self.killed = killed
 
 
 class Stopped(Exception):
@@ -619,6 +624,17 @@ class Kernel:
     def is_alive(self):
         return self.supervisor is not None and self.supervisor.poll() is None
 
+    def died(self, why):
+        """KernelDied for a kernel gone for WHY, unless its supervisor was
+        killed by a signal (kill -9 on it, the out-of-memory killer): the
+        supervisor itself ends only with its kernel's exit code, and the
+        block did nothing to it."""
+        code = self.supervisor.returncode if self.supervisor is not None else None
+        if code is not None and code < 0:
+            return KernelDied(f"the kernel's supervisor was killed by signal {-code} "
+                              "from outside", killed=True)
+        return KernelDied(why)
+
     def wait_for_ready(self, timeout):
         """Wait for the kernel's first answer, asking meanwhile whether to
         stop.  An answer on the shell socket is not enough: IOPub, where
@@ -658,7 +674,7 @@ class Kernel:
                 return reply
             if not self.is_alive():
                 break
-        raise KernelDied("the kernel did not reply after running it")
+        raise self.died("the kernel did not reply after running it")
 
     def run(self, code, timeout=None, expressions=None):
         """Execute CODE; return its outputs as a list of (kind, content).
@@ -677,8 +693,8 @@ class Kernel:
             msg = self.channels.receive(self.channels.iopub, WAKE_UP)
             if msg is None:
                 if not self.is_alive():
-                    raise KernelDied("the kernel died while running it "
-                                     "(os._exit, a crash, or a signal)")
+                    raise self.died("the kernel died while running it "
+                                    "(os._exit, a crash, or a signal)")
                 now = time.monotonic()
                 if interrupted_at is None and deadline and now > deadline:
                     self.interrupt()
@@ -1502,7 +1518,7 @@ def serve(stdin, stdout):
                 send({**reply, "ok": True, "org": org, "printed": printed_text(outputs)})
             except BlockError as error:
                 send({**reply, "ok": False, "kind": error.kind, "summary": error.summary,
-                      "error": str(error)})
+                      "error": str(error), "killed": getattr(error, "killed", False)})
                 if isinstance(error, KernelDied):
                     break
     except Stopped:

@@ -585,10 +585,24 @@ def test_make_test_stopped_while_it_builds_leaves_nothing_running(project_copy, 
         make_test.wait()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
-def test_a_bridge_stopped_from_outside_does_not_blame_the_block(tiny, signum):
-    """It stops its kernel and exits 0, as when Emacs stops it: the block
-    was said to have stopped the kernel itself."""
+# Who is stopped from outside while a block runs, how, and what the block
+# is then said to have met.
+FROM_OUTSIDE = {
+    "SIGTERM to the bridge": ("kernel_bridge.py", signal.SIGTERM,
+                              "the kernel bridge was told to stop from outside (SIGTERM or SIGHUP)"),
+    "SIGHUP to the bridge": ("kernel_bridge.py", signal.SIGHUP,
+                             "the kernel bridge was told to stop from outside (SIGTERM or SIGHUP)"),
+    "SIGKILL to the supervisor": ("kernel_supervisor.py", signal.SIGKILL,
+                                  "the kernel's supervisor was killed by signal 9 from outside"),
+}
+
+
+@pytest.mark.parametrize("stopped", FROM_OUTSIDE)
+def test_a_kernel_stopped_from_outside_does_not_blame_the_block(tiny, stopped):
+    """The bridge stops its kernel and exits 0, as when Emacs stops it; the
+    supervisor, killed, ends the kernel with it: the block was said to
+    have stopped the kernel itself."""
+    program, signum, why = FROM_OUTSIDE[stopped]
     text = HEADER + block("import time\nopen('started', 'w').close()\ntime.sleep(60)", "waits")
     write_readme(tiny, text)
     building = subprocess.Popen(["make", "tangle"], cwd=tiny, stdout=subprocess.PIPE,
@@ -596,12 +610,12 @@ def test_a_bridge_stopped_from_outside_does_not_blame_the_block(tiny, signum):
                                 env=a_users_make_environment())
     try:
         assert wait_for((tiny / "started").exists, 60)
-        bridge = next(int(p.split()[0]) for p in processes_in(tiny) if "kernel_bridge.py" in p)
-        os.kill(bridge, signum)
+        (pid,) = [int(p.split()[0]) for p in processes_in(tiny)
+                  if str(tiny / "tools" / program) in p.split()]
+        os.kill(pid, signum)
         _, said = building.communicate(timeout=60)
         assert building.returncode != 0
-        assert (f"README.org:{line_of(text, 'waits')}: block `waits' lost its kernel: the kernel "
-                "bridge was told to stop from outside (SIGTERM or SIGHUP)") in said, said
+        assert f"README.org:{line_of(text, 'waits')}: block `waits' lost its kernel: {why}" in said, said
         assert wait_for(lambda: not processes_in(tiny), 20), processes_in(tiny)
     finally:
         building.kill()
