@@ -625,14 +625,23 @@ class Kernel:
         return self.supervisor is not None and self.supervisor.poll() is None
 
     def died(self, why):
-        """KernelDied for a kernel gone for WHY, unless its supervisor was
-        killed by a signal (kill -9 on it, the out-of-memory killer): the
-        supervisor itself ends only with its kernel's exit code, and the
-        block did nothing to it."""
+        """KernelDied for a kernel gone for WHY, said from what its
+        supervisor's exit tells: the supervisor killed (kill -9) or told to
+        stop (kill) from outside, which the block did nothing to; the
+        kernel killed by SIGKILL, as the system's memory limit does; or
+        the kernel's own end."""
         code = self.supervisor.returncode if self.supervisor is not None else None
         if code is not None and code < 0:
             return KernelDied(f"the kernel's supervisor was killed by signal {-code} "
                               "from outside", killed=True)
+        if code == kernel_supervisor.TOLD_TO_STOP:
+            return KernelDied("the kernel's supervisor was told to stop from outside "
+                              "(SIGTERM or SIGHUP)", killed=True)
+        if code == 128 + signal.SIGKILL:
+            return KernelDied("the kernel was killed by signal 9 (the system's memory "
+                              "limit, or kill -9)", killed=True)
+        if code is not None and code > 128:
+            return KernelDied(f"the kernel died of signal {code - 128} while running it")
         return KernelDied(why)
 
     def wait_for_ready(self, timeout):
@@ -742,8 +751,10 @@ class Kernel:
         supervisor, self.supervisor = self.supervisor, None
         if supervisor is not None:
             if supervisor.poll() is None:
-                # It kills everything below it, then ends.
+                # It kills everything below it, then ends; held stopped
+                # (SIGSTOP), only once it goes on.
                 supervisor.send_signal(signal.SIGTERM)
+                supervisor.send_signal(signal.SIGCONT)
                 try:
                     supervisor.wait(timeout=SUPERVISOR_PATIENCE)
                 except subprocess.TimeoutExpired:

@@ -30,6 +30,10 @@ PR_SET_CHILD_SUBREAPER = 36
 # Signals that end the supervision, and the one that says a child ended.
 STOPPING = {signal.SIGTERM, signal.SIGHUP}
 
+# The exit code of a supervision ended by one of those: a kernel's own
+# maps to 0-127, or 128 and a signal's number (`exit_code').
+TOLD_TO_STOP = 250
+
 # How long kill_tree insists on processes that SIGKILL does not end at once
 # (an uninterruptible wait on a disk or a network file system).
 KILL_PATIENCE = 10
@@ -209,8 +213,12 @@ def supervise(bridge, command):
             if kernel in ended:
                 code = exit_code(ended[kernel])
                 break
-        else:
+        elif info.si_signo in STOPPING:
+            code = TOLD_TO_STOP
             break
+        # Anything else is no signal: Python 3.11's sigtimedwait, woken
+        # (EINTR, as by SIGSTOP then SIGCONT) past its time, returns what
+        # it never filled in, and the kernel was killed for it.
     kill_tree(me, reap=True)
     return code
 

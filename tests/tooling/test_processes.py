@@ -594,6 +594,13 @@ FROM_OUTSIDE = {
                              "the kernel bridge was told to stop from outside (SIGTERM or SIGHUP)"),
     "SIGKILL to the supervisor": ("kernel_supervisor.py", signal.SIGKILL,
                                   "the kernel's supervisor was killed by signal 9 from outside"),
+    "SIGTERM to the supervisor": ("kernel_supervisor.py", signal.SIGTERM,
+                                  "the kernel's supervisor was told to stop from outside "
+                                  "(SIGTERM or SIGHUP)"),
+    # As the system's memory limit does.
+    "SIGKILL to the kernel": (None, signal.SIGKILL,
+                              "the kernel was killed by signal 9 (the system's memory limit, "
+                              "or kill -9)"),
 }
 
 
@@ -610,8 +617,14 @@ def test_a_kernel_stopped_from_outside_does_not_blame_the_block(tiny, stopped):
                                 env=a_users_make_environment())
     try:
         assert wait_for((tiny / "started").exists, 60)
-        (pid,) = [int(p.split()[0]) for p in processes_in(tiny)
-                  if str(tiny / "tools" / program) in p.split()]
+        (supervisor,) = [int(p.split()[0]) for p in processes_in(tiny)
+                         if str(tiny / "tools" / "kernel_supervisor.py") in p.split()]
+        if program:
+            (pid,) = [int(p.split()[0]) for p in processes_in(tiny)
+                      if str(tiny / "tools" / program) in p.split()]
+        else:
+            (pid,) = [child for child, parent in kernel_supervisor.process_table().items()
+                      if parent == supervisor]
         os.kill(pid, signum)
         _, said = building.communicate(timeout=60)
         assert building.returncode != 0

@@ -385,49 +385,85 @@ def signal_pending(pid, signum):
     return any(mask & (1 << (signum - 1)) for mask in masks)
 
 
-# What each goal says when stopped as its kernel stops, after all its
-# work: make test's build installs nothing, and said it did.
-AFTER_ALL_ITS_WORK = {
-    "tangle": "every output is in place",
-    ".build/produced/blocks.json": "what it made is whole in .build/produced/",
-}
+# Holds a build at its end, once all its work is done, as it waits for
+# its kernel to stop: the moment the test needs, as long as it needs it.
+HELD_AS_THE_KERNEL_STOPS = """(advice-add 'gradients-stop-sessions :before
+  (lambda (&optional no-wait)
+    (unless no-wait
+      (write-region "" nil "stopping")
+      (sleep-for 300))))"""
 
 
-@pytest.mark.parametrize("goal", AFTER_ALL_ITS_WORK)
-def test_ctrl_c_while_the_kernel_stops_after_the_build_says_what_it_did(tiny, goal):
+@pytest.mark.parametrize("target", ["tangle", "produce"])
+def test_ctrl_c_while_the_kernel_stops_after_the_build_says_what_it_did(tiny, target):
     """The build has done all its work (installed its outputs and written
-    make's stamp, or kept its run), and waits for its kernel to end:
-    stopped then, it said nothing, and make only that its recipe was
-    interrupted.  The kernel's supervisor is held stopped, so that the
-    build waits as long as the test needs."""
-    write_readme(tiny, HEADER + block("print(6 * 7)", "tangled")
-                 + block("import os, time\nopen('ran', 'w').close()\n"
-                         "while not os.path.exists('go'):\n    time.sleep(0.05)",
-                         "waits", ":tangle no"))
+    make's stamp, or kept its run for make test), and waits for its kernel
+    to end: stopped then, it said nothing, and make only that its recipe
+    was interrupted; make test's build said its outputs were in place."""
+    write_readme(tiny, HEADER + block("print(6 * 7)", "tangled"))
     before = (tiny / "gradients.py").read_bytes()
-    process = start_make(goal, cwd=tiny)
+    process, _ = build_with_tmpdir(tiny, target, settings=[HELD_AS_THE_KERNEL_STOPS])
+    try:
+        assert wait_for((tiny / "stopping").exists, PATIENCE), "the build did not end its work"
+        os.killpg(process.pid, signal.SIGINT)   # as Ctrl-C in a terminal does
+    finally:
+        stderr = finish(process)
+    assert process.returncode != 0, stderr
+    done = {"tangle": "every output is in place",
+            "produce": "what it made is whole in .build/produced/"}[target]
+    assert stderr.endswith("README.org: the build was stopped (Ctrl-C or a signal) as its kernel "
+                           f"stopped, after all its work: {done}.\n"), stderr
+    assert (tiny / ".build" / "produced" / "blocks.json").exists()
+    if target == "tangle":
+        assert (tiny / "gradients.py").read_text().endswith("print(6 * 7)\n")
+        assert (tiny / ".build" / "outputs").exists()
+    else:
+        assert (tiny / "gradients.py").read_bytes() == before
+    assert_no_kernel_left(tiny)
+
+
+WAITS_FOR_GO = ("import os, time\nopen('ran', 'w').close()\n"
+                "while not os.path.exists('go'):\n    time.sleep(0.05)")
+
+
+def test_a_supervisor_held_stopped_a_while_keeps_its_kernel(tiny):
+    """Its wait for a signal, woken past its time (Python 3.11), returned
+    what it never filled in, which it took for a signal to stop: the
+    kernel was killed, and the block blamed."""
+    write_readme(tiny, HEADER + block("x = 1", "tangled") + block(WAITS_FOR_GO, "waits", ":tangle no"))
+    process = start_make("tangle", cwd=tiny)
+    try:
+        assert wait_for((tiny / "ran").exists, PATIENCE), "the block did not start"
+        _, supervisor = bridge_and_supervisor(tiny)
+        os.kill(supervisor, signal.SIGSTOP)
+        time.sleep(2.5)   # past the end of its one-second wait
+        os.kill(supervisor, signal.SIGCONT)
+        (tiny / "go").touch()
+    finally:
+        stderr = finish(process)
+    assert process.returncode == 0, stderr
+
+
+def test_a_supervisor_held_stopped_still_stops_its_kernel_when_the_build_ends(tiny):
+    """The bridge told it to stop, and Emacs, whose patience is shorter
+    than the bridge's, killed the bridge: the stopped supervisor and its
+    kernel stayed, holding the checkout's lock for good."""
+    write_readme(tiny, HEADER + block("x = 1", "tangled") + block(WAITS_FOR_GO, "waits", ":tangle no"))
+    process = start_make("tangle", cwd=tiny)
     supervisor = None
     try:
         assert wait_for((tiny / "ran").exists, PATIENCE), "the block did not start"
         _, supervisor = bridge_and_supervisor(tiny)
         os.kill(supervisor, signal.SIGSTOP)
         (tiny / "go").touch()
-        # The bridge told it to stop the kernel: the build waits for that.
-        assert wait_for(lambda: signal_pending(supervisor, signal.SIGTERM), PATIENCE)
-        os.killpg(process.pid, signal.SIGINT)   # as Ctrl-C in a terminal does
         stderr = finish(process)
+        assert process.returncode == 0, stderr
+        freed = subprocess.run(["flock", "-w", str(PATIENCE), ".", "true"], cwd=tiny)
+        assert freed.returncode == 0, "the lock stayed held"
+        assert_no_kernel_left(tiny)
     finally:
-        if supervisor:
+        if supervisor and alive(supervisor):
             os.kill(supervisor, signal.SIGCONT)
-    assert process.returncode != 0, stderr
-    assert ("\nREADME.org: the build was stopped (Ctrl-C or a signal) as its kernel stopped, "
-            f"after all its work: {AFTER_ALL_ITS_WORK[goal]}.\nmake: ") in stderr, stderr
-    assert make("-q", goal, cwd=tiny).returncode == 0, "make would build again"
-    if goal == "tangle":
-        assert (tiny / "gradients.py").read_text().endswith("print(6 * 7)\n")
-    else:
-        assert (tiny / "gradients.py").read_bytes() == before
-    assert_no_kernel_left(tiny)
 
 
 def test_a_bridge_held_stopped_is_waited_for_without_spinning_and_ctrl_c_ends_it(tiny):
