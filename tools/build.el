@@ -1858,7 +1858,11 @@ WRITTEN-SOME's words followed by the outputs, or \"Nothing was changed.\""
   "Clean up, however Emacs exits; for a build stopped from outside, say
 so in the build's own words, as a refusal does: make alone would only
 say that its recipe failed."
-  (gradients-build--cleanup)
+  ;; Its failure is not said here: a build that ended has cleaned up
+  ;; already, and said a failure then, which would only come again with
+  ;; Emacs's raw "Error in kill-emacs-hook" and skip what follows; what a
+  ;; stopped build leaves in .build/ the next build removes.
+  (ignore-errors (gradients-build--cleanup))
   ;; Stopped while a block of `make run' ran, which is run with its
   ;; messages held back, this is still said.
   (let ((inhibit-message nil))

@@ -422,6 +422,29 @@ def test_ctrl_c_while_the_kernel_stops_after_the_build_says_what_it_did(tiny, ta
     assert_no_kernel_left(tiny)
 
 
+# Removing the scratch folder fails, as where a network disk still holds
+# a file in it.
+CLEANUP_FAILS = """(advice-add 'gradients-build--cleanup :after
+  (lambda (&rest _)
+    (signal 'file-error (list "Removing directory" "Device or resource busy"
+                              ".build/run-1"))))"""
+
+
+def test_a_failure_cleaning_up_after_the_work_is_said_once(tiny):
+    """Said as a refusal (\"Only some outputs were changed\"), then as a
+    Ctrl-C no one pressed; the exit hook, failing again, added Emacs's raw
+    \"Error in kill-emacs-hook\"."""
+    write_readme(tiny, HEADER + block("print(6 * 7)", "tangled"))
+    process, _ = build_with_tmpdir(tiny, settings=[CLEANUP_FAILS])
+    stderr = finish(process)
+    assert process.returncode == 1, stderr
+    assert stderr.endswith("README.org: cleaning up after the build failed, after all its work "
+                           "(every output is in place): Removing directory: Device or resource "
+                           "busy, .build/run-1\n"), stderr
+    assert stderr.count("cleaning up") == 1 and "kill-emacs-hook" not in stderr, stderr
+    assert (tiny / "gradients.py").read_text().endswith("print(6 * 7)\n")
+
+
 WAITS_FOR_GO = ("import os, time\nopen('ran', 'w').close()\n"
                 "while not os.path.exists('go'):\n    time.sleep(0.05)")
 
