@@ -842,7 +842,10 @@ LINE); nil for a FILE Org cannot read (a folder, none).  Found by Org's
 parser, so that one inside an example block is none, as for Org."
   (when (and (< depth 5) (file-regular-p file) (file-readable-p file))
     (with-temp-buffer
-      (insert-file-contents file)
+      ;; As the notes are read.
+      (let ((coding-system-for-read 'utf-8-unix))
+        (insert-file-contents file))
+      (setq default-directory (file-name-directory file))
       (delay-mode-hooks (org-mode))
       (let (lines)
         (org-element-map (org-element-parse-buffer) 'keyword
@@ -884,50 +887,99 @@ the #+PROPERTY lines Org reads from it, where it stands."
         (forward-line 1)))
     (nreverse lines)))
 
-(defun gradients-build--header-origin (block check said)
+(defvar gradients-build--origin-readings nil
+  "The notes read again without one line each, for the origin search:
+a hash table from the line's index (nil for none) to an alist of
+\(LINE . INFO) for each source block, LINE its #+begin_src in the notes.
+One reading serves every block refused in a build.")
+
+(defconst gradients-build--origin-limit 20
+  "The most lines the origin search reads the notes again without.")
+
+(defun gradients-build--origin-reading (lines skipped project)
+  "The blocks' information as Org reads LINES (a vector of (TEXT FILE .
+LINE)) without the one at index SKIPPED, in folder PROJECT; kept in
+`gradients-build--origin-readings'."
+  (let ((readings (or gradients-build--origin-readings
+                      (setq gradients-build--origin-readings (make-hash-table :test #'eql)))))
+    (or (gethash skipped readings)
+        (puthash skipped
+                 (with-temp-buffer
+                   (let ((default-directory project)
+                         ;; Org 9.6's cache of a buffer read once went wrong here.
+                         (org-element-use-cache nil)
+                         places)
+                     (dotimes (n (length lines))
+                       (let ((line (aref lines n)))
+                         (if (eql n skipped)
+                             ;; In a property drawer a blank line would end
+                             ;; the drawer: a property of no meaning instead.
+                             (insert (if (string-match-p "\\`[ \t]*:" (car line))
+                                         ":GRADIENTS-NONE: t"
+                                       ""))
+                           (insert (car line)))
+                         (insert "\n")
+                         (push (cdr line) places)))
+                     (setq places (vconcat (nreverse places)))
+                     (delay-mode-hooks (org-mode))
+                     (org-element-map (org-element-parse-buffer 'element) 'src-block
+                       (lambda (element)
+                         (goto-char (org-element-property :post-affiliated element))
+                         (cons (aref places (1- (line-number-at-pos)))
+                               (org-babel-get-src-block-info 'light element))))))
+                 readings))))
+
+(defun gradients-build--header-origin (block key check said)
   "The line of the notes or of a setup file without which the refusal
 SAID of CHECK (a function of a block, which signals it) would not be said
 of BLOCK: \"because of the #+PROPERTY at FILE:LINE\" or \"because of the
-header-args property at FILE:LINE\" (one that sets the value, or one
-without `+' that dropped the notes' own); nil for none (the block's own
-header, Org's defaults), or when it cannot tell.  Asked of Org itself:
-the notes are read again without each line that sets header arguments
-in turn, and BLOCK's header taken as Org merges it there.  An error about
-a value the block does not show would otherwise send its reader to the
-block, which has nothing to change.  On the refusal's path only."
+header-args property at FILE:LINE\" (one that sets KEY, or one without
+`+' that dropped the notes' own); nil when BLOCK's own header sets KEY,
+for none (Org's defaults), or when it cannot tell.  Asked of Org itself:
+the notes are read again without each line that sets KEY, or drops what
+came before, in turn, and BLOCK's header taken as Org merges it there.
+An error about a value the block does not show would otherwise send its
+reader to the block, which has nothing to change.  On the refusal's
+path only."
   (condition-case nil
       (gradients-build--creating-no-folders
-       (let* ((lines (vconcat (gradients-build--notes-lines)))
-              (target (cons (buffer-file-name) (plist-get block :line)))
-              (index (cl-position target lines :key #'cdr :test #'equal))
-              (project default-directory))
-         (cl-flet ((said-without (skipped)
-                     (let ((info (with-temp-buffer
-                                   (let ((default-directory project))
-                                     (dotimes (n (length lines))
-                                       (unless (eql n skipped)
-                                         (insert (car (aref lines n))))
-                                       (insert "\n"))
-                                     (delay-mode-hooks (org-mode))
-                                     (goto-char (point-min))
-                                     (forward-line index)
-                                     (org-babel-get-src-block-info 'light)))))
-                       (condition-case err
-                           (progn (funcall check (plist-put (copy-sequence block) :info info))
-                                  nil)
-                         (error (error-message-string err))))))
-           (when (and index (equal (said-without nil) said))
-             (cl-loop for n from (1- (length lines)) downto 0
-                      for (text file . line) = (aref lines n)
-                      when (and (string-match-p
-                                 "\\`[ \t]*\\(?:#\\+PROPERTY:[ \t]+header-args\\|:header-args\\)"
-                                 (downcase text))
-                                (not (equal (said-without n) said)))
-                      return (format "because of the %s at %s:%d"
-                                     (if (string-match-p "\\`[ \t]*:" text)
-                                         "header-args property"
-                                       "#+PROPERTY")
-                                     (file-relative-name file project) line))))))
+       (let* ((element (plist-get block :element))
+              (own (cl-some (lambda (header)
+                              (assq key (org-babel-parse-header-arguments header t)))
+                            (delq nil (cons (org-element-property :parameters element)
+                                            (org-element-property :header element))))))
+         (unless own
+           (let* ((lines (vconcat (gradients-build--notes-lines)))
+                  (target (cons (buffer-file-name) (plist-get block :line)))
+                  (project default-directory)
+                  (name (regexp-quote (symbol-name key)))
+                  (candidates
+                   (cl-loop for n from (1- (length lines)) downto 0
+                            for text = (downcase (car (aref lines n)))
+                            when (and (string-match
+                                       "\\`[ \t]*\\(?:#\\+property:[ \t]+header-args\\|:header-args\\)\\(?::[^ \t+:]+\\)?\\(\\+\\)?"
+                                       text)
+                                      (or (not (match-beginning 1))
+                                          (string-match-p (concat name "\\_>") text)))
+                            collect n)))
+             (cl-flet ((said-without (skipped)
+                         (let ((info (cdr (assoc target (gradients-build--origin-reading
+                                                         lines skipped project)))))
+                           (when info
+                             (condition-case err
+                                 (progn (funcall check (plist-put (copy-sequence block) :info info))
+                                        nil)
+                               (error (error-message-string err)))))))
+               (when (and (<= (length candidates) gradients-build--origin-limit)
+                          (equal (said-without nil) said))
+                 (cl-loop for n in candidates
+                          for (text file . line) = (aref lines n)
+                          unless (equal (said-without n) said)
+                          return (format "because of the %s at %s:%d"
+                                         (if (string-match-p "\\`[ \t]*:" text)
+                                             "header-args property"
+                                           "#+PROPERTY")
+                                         (file-relative-name file project) line))))))))
     (error nil)))
 
 (defun gradients-build--naming-header-origin (block key check)
@@ -939,7 +991,7 @@ BLOCK's own (`gradients-build--header-origin')."
     (error
      (let* ((said (error-message-string err))
             (origin (and (string-match-p (concat (regexp-quote (symbol-name key)) "\\_>") said)
-                         (gradients-build--header-origin block check said))))
+                         (gradients-build--header-origin block key check said))))
        (if origin
            (error "%s (%s)" said origin)
          (signal (car err) (cdr err)))))))
@@ -1391,9 +1443,7 @@ nothing; return the pictures, an alist of output path and block."
           (let ((key (plist-get block :tangled-key)))
             (when key
               (gradients-build--noting-problem line
-                (let ((first (gethash key first-into)))
-                  (gradients-build--naming-header-origin
-                   block :session (lambda (block) (gradients-build--check-session block first)))))))
+                (gradients-build--check-session block (gethash key first-into)))))
           (gradients-build--noting-problem line (gradients-build--check-what-it-uses block blocks))
           (when (gradients-build--runs-p block)
             (gradients-build--noting-problem line
@@ -1988,6 +2038,7 @@ folder) and `scratch'."
          (setq gradients-build--project project
                gradients-build--under-way gradients-build--org-name
                gradients-build--installed nil
+               gradients-build--origin-readings nil
                gradients-build--inputs nil
                gradients-build--written nil)
          (clrhash gradients-build--answers)

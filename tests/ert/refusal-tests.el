@@ -487,9 +487,12 @@ build found, its hook into file reading, the notes' buffer."
                       (list (format "README.org:%d: block `posted': :post up(x=*this*) would record what another block makes of the result, which `make tangle' and `make test' never run; drop the :post, and do it in this block's code"
                                     (refusal-tests--block-line text "posted")))
                       (mapcar (lambda (word)
-                                (format "README.org:%d: block `%s': :results %s without `drawer' makes Org write the block's text, lines already fixed-width, as fixed-width lines of its own (`: : 20.0'); use :results raw drawer, as the notes' #+PROPERTY does (a header-args property without `+' replaces it) (because of the header-args property at README.org:%d)"
+                                ;; The origin of a value the block does not show.
+                                (format "README.org:%d: block `%s': :results %s without `drawer' makes Org write the block's text, lines already fixed-width, as fixed-width lines of its own (`: : 20.0'); use :results raw drawer, as the notes' #+PROPERTY does (a header-args property without `+' replaces it)%s"
                                         (refusal-tests--block-line text (car word)) (car word) (cdr word)
-                                        (refusal-tests--line text ":header-args:jupyter-python: :session gradients")))
+                                        (if (equal (car word) "output") ""
+                                          (format " (because of the header-args property at README.org:%d)"
+                                                  (refusal-tests--line text ":header-args:jupyter-python: :session gradients")))))
                               '(("undrawn" . "replace") ("output" . "output")))))))))
 
 ;; The kernel runs what gradients.py holds, in one module: the blocks
@@ -678,6 +681,20 @@ is not evaluated to find any of this."
                        (list (format "README.org:%d: block `one': :timeout inner %s (because of the #+PROPERTY at sub/inner.org:2)"
                                      (refusal-tests--block-line text "one")
                                      refusal-tests--bad-timeout))))))))
+
+(ert-deftest refusal-tests-the-origin-in-a-drawer-of-several-lines ()
+  "A line taken out of a property drawer left a blank line, which ends
+the drawer: the drawer's last line was named."
+  (refusal-tests--in-project
+    (let* ((setting ":header-args:jupyter-python+: :timeout soon")
+           (text (concat refusal-tests--header
+                         "** Here\n:PROPERTIES:\n" setting
+                         "\n:header-args:jupyter-python+: :exports both\n:END:\n"
+                         (refusal-tests--block "x = 1" "one"))))
+      (should (equal (refusal-tests--refused text)
+                     (list (format "README.org:%d: block `one': :timeout soon %s (because of the header-args property at README.org:%d)"
+                                   (refusal-tests--block-line text "one") refusal-tests--bad-timeout
+                                   (refusal-tests--line text setting))))))))
 
 ;;;; After all the work
 
