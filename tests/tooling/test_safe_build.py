@@ -367,6 +367,19 @@ def test_ctrl_c_while_a_block_runs_changes_nothing_and_leaves_nothing(tiny):
                               "sleeping": b""}
 
 
+def start_make_while_a_block_sleeps(folder):
+    """make tangle of notes in FOLDER whose second block starts a process
+    (child.pid) and sleeps; returned once that block runs."""
+    write_readme(folder, HEADER + block("x = 1", "tangled")
+                 + block(CHILD + "\nopen('sleeping', 'w').close()\nimport time\ntime.sleep(300)",
+                         "sleeps", ":tangle no"))
+    process = start_make("tangle", cwd=folder)
+    if not wait_for((folder / "sleeping").exists, PATIENCE):
+        finish(process)
+        pytest.fail("the block did not start")
+    return process
+
+
 def bridge_and_supervisor(folder):
     """The process ids of the one kernel bridge of the notes in FOLDER and
     of its kernel's supervisor."""
@@ -494,13 +507,9 @@ def test_a_bridge_held_stopped_is_waited_for_without_spinning_and_ctrl_c_ends_it
     returned from waiting on at once: the build spun a processor's worth
     for as long, and Emacs, stopped by Ctrl-C then, aborted without a word
     and left the bridge, its kernel and the lock held."""
-    write_readme(tiny, HEADER + block("x = 1", "tangled")
-                 + block(CHILD + "\nopen('sleeping', 'w').close()\nimport time\ntime.sleep(300)",
-                         "sleeps", ":tangle no"))
-    process = start_make("tangle", cwd=tiny)
+    process = start_make_while_a_block_sleeps(tiny)
     bridge = None
     try:
-        assert wait_for((tiny / "sleeping").exists, PATIENCE), "the block did not start"
         bridge, _ = bridge_and_supervisor(tiny)
         emacs = kernel_supervisor.process_table()[bridge]
         os.kill(bridge, signal.SIGSTOP)
@@ -596,12 +605,8 @@ def test_a_build_started_after_ctrl_c_waits_for_the_last_kernel_to_be_gone(tiny)
     kernel, so make returns first: the next build, waiting on the lock
     as make's builds do, must start only once that kernel and what its
     blocks started have ended."""
-    write_readme(tiny, HEADER + block("x = 1", "tangled")
-                 + block(CHILD + "\nopen('sleeping', 'w').close()\nimport time\ntime.sleep(300)",
-                         "sleeps", ":tangle no"))
-    process = start_make("tangle", cwd=tiny)
+    process = start_make_while_a_block_sleeps(tiny)
     try:
-        assert wait_for((tiny / "sleeping").exists, PATIENCE), "the block did not start"
         os.killpg(process.pid, signal.SIGINT)
     finally:
         stderr = finish(process)
@@ -617,13 +622,9 @@ def test_a_bridge_killed_outright_leaves_the_lock_held_until_its_kernel_is_gone(
     started.  The lock goes with the supervisor, so a next build cannot
     start beside them.  The supervisor is held stopped meanwhile, which
     makes the moment as long as the test needs."""
-    write_readme(tiny, HEADER + block("x = 1", "tangled")
-                 + block(CHILD + "\nopen('sleeping', 'w').close()\nimport time\ntime.sleep(300)",
-                         "sleeps", ":tangle no"))
-    process = start_make("tangle", cwd=tiny)
+    process = start_make_while_a_block_sleeps(tiny)
     supervisor = None
     try:
-        assert wait_for((tiny / "sleeping").exists, PATIENCE), "the block did not start"
         bridge, supervisor = bridge_and_supervisor(tiny)
         os.kill(supervisor, signal.SIGSTOP)
         os.kill(bridge, signal.SIGKILL)
