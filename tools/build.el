@@ -467,16 +467,15 @@ them now, which the Makefile compares with what it says then."
 (defun gradients-build--write-programs-found ()
   "Write programs into the scratch folder: each program of
 `gradients-build-programs' looked up on the PATH, and the file found,
-links followed, a line each.  The Makefile looks each up again: another one first on the
-PATH now (or none) is another program, which the files it stats, the
-ones found then, cannot tell."
+links followed, a line each.  The Makefile looks each up again: another
+one first on the PATH now (or none) is another program, which the files
+it stats, the ones found then, cannot tell."
   (let ((coding-system-for-write
          (or file-name-coding-system default-file-name-coding-system 'utf-8-unix)))
     (with-temp-file (expand-file-name "programs" gradients-build--scratch)
       (dolist (program gradients-build-programs)
         (when (stringp program)
-          (let ((file (executable-find program)))
-            (insert program " " (if file (file-truename file) "") "\n")))))))
+          (insert program " " (or (gradients-build--program-file program) "") "\n"))))))
 
 ;;;; Scratch folders
 
@@ -1486,15 +1485,17 @@ encoding for the buffer, which scans it and costs more than the hash."
   "The programs a kernel's run depends on besides Emacs and Org: the
 venv's Python (a variable naming it) and Graphviz's dot, which draws.")
 
+(defun gradients-build--program-file (program)
+  "The file PROGRAM of `gradients-build-programs' is now, links followed,
+or nil."
+  (let ((file (if (symbolp program) (symbol-value program) (executable-find program))))
+    (and file (file-exists-p file) (file-truename file))))
+
 (defun gradients-build--program-files ()
   "The files of `gradients-build-programs' as found now, links followed:
 the venv made again with another python3, or another dot first on the
 PATH, is another program, whatever the lock says."
-  (delq nil (mapcar (lambda (program)
-                      (let ((file (if (symbolp program) (symbol-value program)
-                                    (executable-find program))))
-                        (and file (file-exists-p file) (file-truename file))))
-                    gradients-build-programs)))
+  (delq nil (mapcar #'gradients-build--program-file gradients-build-programs)))
 
 (defun gradients-build--key (blocks)
   "A digest of everything the kernel's run of BLOCKS can depend on but
