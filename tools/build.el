@@ -813,11 +813,13 @@ evaluated, :var resolved), once."
      (error (push (cons ,line (error-message-string err)) gradients-build--problems))))
 
 (defconst gradients-build--header-args-regexp
-  (concat "^[ \t]*\\(?:#\\+PROPERTY:[ \t]+header-args\\(?::\\(\\S-+?\\)\\)?\\+?"
-          "\\|:header-args\\(?::\\(\\S-+?\\)\\)?\\+?:\\)[ \t]+\\(.*\\)$")
-  "A header-args property: a #+PROPERTY line (its language in group 1)
-or a property drawer's line (its language in group 2); the arguments in
-group 3.")
+  (concat "^[ \t]*\\(?:#\\+PROPERTY:[ \t]+header-args\\(?::\\(?1:\\S-+?\\)\\)?\\(?4:\\+\\)?"
+          "\\|\\(?2::\\)header-args\\(?::\\(?1:\\S-+?\\)\\)?\\(?4:\\+\\)?:\\)"
+          "\\(?:[ \t]+\\(?3:.*?\\)\\)?[ \t]*$")
+  "A header-args property, matched with `case-fold-search' on, as Org
+reads it: a #+PROPERTY line, or a property drawer's line (group 2
+matched); its language in group 1, its arguments in group 3, and in
+group 4 the `+' that adds them to those before.")
 
 (defun gradients-build--check-header-properties ()
   "Note each unknown name in a header-args property, naming its line."
@@ -826,13 +828,21 @@ group 3.")
     (let ((case-fold-search t))
       (while (re-search-forward gradients-build--header-args-regexp nil t)
         (dolist (name (gradients-unknown-header-names
-                       (match-string 3)
+                       (or (match-string 3) "")
                        ;; Org reads a property's name in any case.
-                       (let ((language (or (match-string 1) (match-string 2))))
-                         (and language (downcase language)))))
+                       (and (match-string 1) (downcase (match-string 1)))))
           (gradients-build--noting-problem (line-number-at-pos)
             (error "%s:%d: unknown header argument %s; Org would ignore it (a typo?)"
                    gradients-build--org-name (line-number-at-pos) name)))))))
+
+(defun gradients-build--header-setting (text)
+  "For TEXT, one line, a header-args property (see
+`gradients-build--header-args-regexp'): (DRAWER-P PLUS-P ARGUMENTS),
+ARGUMENTS \"\" for none; else nil."
+  (let ((case-fold-search t))
+    (when (string-match gradients-build--header-args-regexp text)
+      (list (and (match-beginning 2) t) (and (match-beginning 4) t)
+            (or (match-string 3 text) "")))))
 
 (defun gradients-build--setup-file-properties (file depth)
   "The #+PROPERTY lines Org reads from the setup FILE, those of the setup
@@ -904,16 +914,13 @@ LINE)) without the one at index SKIPPED, in folder PROJECT; kept in
     (or (gethash skipped readings)
         (puthash skipped
                  (with-temp-buffer
-                   (let ((default-directory project)
-                         ;; Org 9.6's cache of a buffer read once went wrong here.
-                         (org-element-use-cache nil)
-                         places)
+                   (let ((default-directory project) places)
                      (dotimes (n (length lines))
                        (let ((line (aref lines n)))
                          (if (eql n skipped)
                              ;; In a property drawer a blank line would end
                              ;; the drawer: a property of no meaning instead.
-                             (insert (if (string-match-p "\\`[ \t]*:" (car line))
+                             (insert (if (car (gradients-build--header-setting (car line)))
                                          ":GRADIENTS-NONE: t"
                                        ""))
                            (insert (car line)))
@@ -951,15 +958,16 @@ path only."
            (let* ((lines (vconcat (gradients-build--notes-lines)))
                   (target (cons (buffer-file-name) (plist-get block :line)))
                   (project default-directory)
-                  (name (regexp-quote (symbol-name key)))
+                  (name (concat (regexp-quote (symbol-name key)) "\\_>"))
+                  ;; Those that set KEY, or drop what came before.
                   (candidates
                    (cl-loop for n from (1- (length lines)) downto 0
-                            for text = (downcase (car (aref lines n)))
-                            when (and (string-match
-                                       "\\`[ \t]*\\(?:#\\+property:[ \t]+header-args\\|:header-args\\)\\(?::[^ \t+:]+\\)?\\(\\+\\)?"
-                                       text)
-                                      (or (not (match-beginning 1))
-                                          (string-match-p (concat name "\\_>") text)))
+                            for (_drawer plus arguments) = (gradients-build--header-setting
+                                                            (car (aref lines n)))
+                            when (and arguments
+                                      (or (not plus)
+                                          (let ((case-fold-search t))
+                                            (string-match-p name arguments))))
                             collect n)))
              (cl-flet ((said-without (skipped)
                          (let ((info (cdr (assoc target (gradients-build--origin-reading
@@ -975,7 +983,7 @@ path only."
                           for (text file . line) = (aref lines n)
                           unless (equal (said-without n) said)
                           return (format "because of the %s at %s:%d"
-                                         (if (string-match-p "\\`[ \t]*:" text)
+                                         (if (car (gradients-build--header-setting text))
                                              "header-args property"
                                            "#+PROPERTY")
                                          (file-relative-name file project) line))))))))
