@@ -103,21 +103,19 @@ SUPERVISOR_PATIENCE = kernel_supervisor.KILL_PATIENCE + 5
 
 class BlockError(Exception):
     """The block did not produce a result; KIND says why (see the module
-    docstring), the message is for the author."""
+    docstring), the message is for the author.  KILLED: its kernel was
+    killed from outside, no doing of the block's."""
 
-    def __init__(self, message, kind="raised", summary=None):
+    def __init__(self, message, kind="raised", summary=None, killed=False):
         super().__init__(message)
         self.kind = kind
         self.summary = summary or message.splitlines()[0]
+        self.killed = killed
 
 
 class KernelDied(BlockError):
-    """KILLED: the kernel was killed from outside (its supervisor got a
-    signal), no doing of the block's."""
-
     def __init__(self, message, killed=False):
-        super().__init__(message, "died")
-        self.killed = killed
+        super().__init__(message, "died", killed=killed)
 
 
 class Stopped(Exception):
@@ -1529,7 +1527,7 @@ def serve(stdin, stdout):
                 send({**reply, "ok": True, "org": org, "printed": printed_text(outputs)})
             except BlockError as error:
                 send({**reply, "ok": False, "kind": error.kind, "summary": error.summary,
-                      "error": str(error), "killed": getattr(error, "killed", False)})
+                      "error": str(error), "killed": error.killed})
                 if isinstance(error, KernelDied):
                     break
     except Stopped:

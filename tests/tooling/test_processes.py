@@ -20,7 +20,8 @@ import kernel_bridge
 import kernel_supervisor
 from conftest import (FORGET_THE_NOTES_BUFFER, ROOT, Bridge, Daemon, a_users_make_environment,
                       alive, command_line, copy_project, gone, wait_for)
-from tiny_notes import HEADER, assert_no_kernel_left, block, build, line_of, write_readme
+from tiny_notes import (HEADER, assert_no_kernel_left, block, bridge_and_supervisor, build,
+                        line_of, write_readme)
 
 
 
@@ -588,17 +589,17 @@ def test_make_test_stopped_while_it_builds_leaves_nothing_running(project_copy, 
 # Who is stopped from outside while a block runs, how, and what the block
 # is then said to have met.
 FROM_OUTSIDE = {
-    "SIGTERM to the bridge": ("kernel_bridge.py", signal.SIGTERM,
+    "SIGTERM to the bridge": ("bridge", signal.SIGTERM,
                               "the kernel bridge was told to stop from outside (SIGTERM or SIGHUP)"),
-    "SIGHUP to the bridge": ("kernel_bridge.py", signal.SIGHUP,
+    "SIGHUP to the bridge": ("bridge", signal.SIGHUP,
                              "the kernel bridge was told to stop from outside (SIGTERM or SIGHUP)"),
-    "SIGKILL to the supervisor": ("kernel_supervisor.py", signal.SIGKILL,
+    "SIGKILL to the supervisor": ("supervisor", signal.SIGKILL,
                                   "the kernel's supervisor was killed by signal 9 from outside"),
-    "SIGTERM to the supervisor": ("kernel_supervisor.py", signal.SIGTERM,
+    "SIGTERM to the supervisor": ("supervisor", signal.SIGTERM,
                                   "the kernel's supervisor was told to stop from outside "
                                   "(SIGTERM or SIGHUP)"),
     # As the system's memory limit does.
-    "SIGKILL to the kernel": (None, signal.SIGKILL,
+    "SIGKILL to the kernel": ("kernel", signal.SIGKILL,
                               "the kernel was killed by signal 9 (the system's memory limit, "
                               "or kill -9)"),
 }
@@ -609,7 +610,7 @@ def test_a_kernel_stopped_from_outside_does_not_blame_the_block(tiny, stopped):
     """The bridge stops its kernel and exits 0, as when Emacs stops it; the
     supervisor, killed, ends the kernel with it: the block was said to
     have stopped the kernel itself."""
-    program, signum, why = FROM_OUTSIDE[stopped]
+    whom, signum, why = FROM_OUTSIDE[stopped]
     text = HEADER + block("import time\nopen('started', 'w').close()\ntime.sleep(60)", "waits")
     write_readme(tiny, text)
     building = subprocess.Popen(["make", "tangle"], cwd=tiny, stdout=subprocess.PIPE,
@@ -617,14 +618,10 @@ def test_a_kernel_stopped_from_outside_does_not_blame_the_block(tiny, stopped):
                                 env=a_users_make_environment())
     try:
         assert wait_for((tiny / "started").exists, 60)
-        (supervisor,) = [int(p.split()[0]) for p in processes_in(tiny)
-                         if str(tiny / "tools" / "kernel_supervisor.py") in p.split()]
-        if program:
-            (pid,) = [int(p.split()[0]) for p in processes_in(tiny)
-                      if str(tiny / "tools" / program) in p.split()]
-        else:
-            (pid,) = [child for child, parent in kernel_supervisor.process_table().items()
-                      if parent == supervisor]
+        bridge, supervisor = bridge_and_supervisor(tiny)
+        (kernel,) = [child for child, parent in kernel_supervisor.process_table().items()
+                     if parent == supervisor]
+        pid = {"bridge": bridge, "supervisor": supervisor, "kernel": kernel}[whom]
         os.kill(pid, signum)
         _, said = building.communicate(timeout=60)
         assert building.returncode != 0

@@ -14,10 +14,10 @@ import time
 import pytest
 
 import kernel_supervisor
-from conftest import (EMACS, ROOT, alive, command_line, ctrl_c_as_in_a_terminal, emacs, gone,
+from conftest import (EMACS, ROOT, alive, ctrl_c_as_in_a_terminal, emacs, gone,
                       make, start_make, wait_for)
 from tiny_notes import (CHILD, HEADER, assert_failed_cleanly, assert_no_kernel_left, block,
-                        build, line_of, snapshot, write_readme)
+                        bridge_and_supervisor, build, line_of, snapshot, write_readme)
 
 
 def build_with_tmpdir(folder, target="tangle", settings=()):
@@ -378,16 +378,6 @@ def start_make_while_a_block_sleeps(folder):
         finish(process)
         pytest.fail("the block did not start")
     return process
-
-
-def bridge_and_supervisor(folder):
-    """The process ids of the one kernel bridge of the notes in FOLDER and
-    of its kernel's supervisor."""
-    table = kernel_supervisor.process_table()
-    (bridge,) = [pid for pid in table
-                 if command_line(pid).rstrip().endswith(f"{folder}/tools/kernel_bridge.py")]
-    (supervisor,) = [pid for pid, parent in table.items() if parent == bridge]
-    return bridge, supervisor
 
 
 def signal_pending(pid, signum):

@@ -70,3 +70,13 @@ def write_readme(folder, text):
 CHILD = """import subprocess
 child = subprocess.Popen(['sleep', '300'])
 open('child.pid', 'w').write(str(child.pid));"""
+
+
+def bridge_and_supervisor(folder):
+    """The process ids of the one kernel bridge of the notes in FOLDER and
+    of its kernel's supervisor."""
+    table = kernel_supervisor.process_table()
+    (bridge,) = [pid for pid in table
+                 if command_line(pid).rstrip().endswith(f"{folder}/tools/kernel_bridge.py")]
+    (supervisor,) = [pid for pid, parent in table.items() if parent == bridge]
+    return bridge, supervisor
