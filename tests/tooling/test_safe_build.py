@@ -14,8 +14,8 @@ import time
 import pytest
 
 import kernel_supervisor
-from conftest import (EMACS, ROOT, alive, ctrl_c_as_in_a_terminal, emacs, gone,
-                      make, start_make, wait_for)
+from conftest import (EMACS, ROOT, a_users_make_environment, alive, ctrl_c_as_in_a_terminal,
+                      emacs, gone, make, start_make, wait_for)
 from tiny_notes import (CHILD, HEADER, assert_failed_cleanly, assert_no_kernel_left, block,
                         bridge_and_supervisor, build, line_of, snapshot, write_readme)
 
@@ -550,6 +550,30 @@ def refuses_make_run(tiny, text, meanwhile, said):
     assert process.returncode != 0, stderr
     assert stderr.endswith(f"{said}\nNothing was changed.\n"), stderr
     assert (tiny / "README.org").read_bytes() == before["README.org"]
+
+
+@pytest.mark.parametrize("target", ["tangle", "run"])
+def test_a_reader_that_stops_reading_does_not_stop_the_build_half_way(tiny, target):
+    """`make tangle 2>&1 | head -1`: the build's next message went to a
+    pipe nobody read, and Emacs died of SIGPIPE where it stood, its
+    scratch folder left and (between two moves) half of its outputs in
+    place.  It runs to its end instead: what it said is lost, not what
+    it did."""
+    # The first block outlasts the reader, which leaves with make's first
+    # line: every message of the build after it meets a broken pipe.
+    write_readme(tiny, HEADER + block("import time\ntime.sleep(2)\n'first'", "first")
+                 + block("'second'", "second"))
+    subprocess.run(["sh", "-c", f"make {target} 2>&1 | head -1 >/dev/null"], cwd=tiny,
+                   env=a_users_make_environment(), timeout=PATIENCE * 2)
+    assert not list((tiny / ".build").glob("run-*"))
+    assert_no_kernel_left(tiny)
+    tangled = (tiny / "gradients.py").read_text()
+    assert "time.sleep(2)" in tangled and "'second'" in tangled
+    if target == "tangle":
+        assert make("-q", "tangle", cwd=tiny).returncode == 0, "the build was not recorded"
+    else:
+        notes = (tiny / "README.org").read_text()
+        assert ":results:\n: 'first'\n:end:" in notes and ":results:\n: 'second'\n:end:" in notes, notes
 
 
 def test_ctrl_c_while_make_run_runs_its_blocks_is_said(tiny):
