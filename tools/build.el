@@ -28,6 +28,8 @@
 
 ;;; Code:
 
+(require 'cl-lib)
+
 (defconst gradients-build-directory
   (file-name-directory (or load-file-name buffer-file-name)))
 
@@ -49,6 +51,8 @@
 ;; no block) it looks up among the IDs of the user's other Org files,
 ;; listed under ~/.emacs.d/: the build would read files that are no input
 ;; of its own, nor any of the project's.
+(defvar org-id-track-globally)
+(defvar org-id-locations-file)
 (setq org-id-track-globally nil
       org-id-locations-file null-device)
 
@@ -57,6 +61,8 @@
 ;; `org-export-backends' (ODT brings the whole of nXML), and version
 ;; control looks for git: together most of the start-up time of a batch
 ;; run, and none of it is needed here, where nothing is exported.
+(defvar org-modules)
+(defvar org-export-backends)
 (setq org-modules nil
       org-export-backends nil
       vc-handled-backends nil
@@ -101,7 +107,44 @@ they are spelled, if it would read them otherwise."
   (when (stringp folder)
     (gradients-build-take-as-spelled folder)))
 
-(load (expand-file-name "ob-gradients" gradients-build-directory) nil t)
+;; Compiling needs the executor's definitions too: which of the
+;; variables bound below are special, which functions exist.
+(eval-and-compile
+  (load (expand-file-name "ob-gradients" (file-name-directory (or (macroexp-file-name)
+                                                                  buffer-file-name)))
+        nil t))
+;; Org is loaded by the build itself (`gradients-build--load-org'), after
+;; this file: variables of its that are bound below must be known as
+;; special here, or compiling would bind them lexically.
+(defvar org-babel-current-src-block-location)
+(defvar org-babel-noweb-error-all-langs)
+(defvar org-babel-tangle-lang-exts)
+(defvar org-element-all-elements)
+(defvar org-confirm-babel-evaluate)
+(defvar python-indent-guess-indent-offset)
+(defvar org-element-use-cache)
+(defvar org-src-lang-modes)
+(defvar gradients-build-programs)
+(declare-function org-babel-execute-src-block "ob-core")
+(declare-function org-babel-tangle "ob-tangle")
+(declare-function org-lint "org-lint")
+(declare-function org-lint-checker-name "org-lint")
+(declare-function org-element-lineage "org-element")
+(declare-function org-strip-quotes "org-macs")
+(declare-function org-babel-process-params "ob-core")
+(declare-function org-babel--expand-body "ob-core")
+(declare-function org-element-parse-buffer "org-element")
+(declare-function org-element-map "org-element")
+(declare-function org-in-archived-heading-p "org")
+(declare-function org-in-commented-heading-p "org")
+(declare-function org-remove-indentation "org-macs")
+(declare-function ucs-normalize-NFC-string "ucs-normalize")
+(declare-function org-babel-parse-header-arguments "ob-core")
+(declare-function org-babel-get-src-block-info "ob-core")
+(declare-function org-babel-where-is-src-block-result "ob-core")
+(declare-function org-element-type "org-element")
+(declare-function org-element-property "org-element")
+(declare-function org-element-at-point "org-element")
 
 (defmacro gradients-build--as-a-build (&rest body)
   "Run BODY with the executor behaving as a build needs: every block

@@ -13,6 +13,8 @@
 (defvar org-inline-image-overlays)
 (defvar python-indent-guess-indent-offset)
 (defvar gradients--placeholder-inserted)
+(declare-function gradients-file-inside-p "gradients-kernel")
+(declare-function clear-image-cache "image.c")
 (defvar gradients-project-directory)
 (defvar org-src--beg-marker)
 (declare-function org-edit-src-save "org-src")

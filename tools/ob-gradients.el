@@ -36,10 +36,13 @@
 ;; Org-related below runs only once Org is there.
 (require 'cl-lib)
 (require 'json)
-(let ((load-path (cons (file-name-directory (or load-file-name buffer-file-name))
-                       load-path)))
-  (load "gradients-kernel" nil t)
-  (load "gradients-editing" nil t))
+;; Compiling needs their definitions too (their macros, which variables
+;; are special, which functions exist).
+(eval-and-compile
+  (let ((load-path (cons (file-name-directory (or (macroexp-file-name) buffer-file-name))
+                         load-path)))
+    (load "gradients-kernel" nil t)
+    (load "gradients-editing" nil t)))
 
 (defvar org-babel-current-src-block-location)
 (defvar org-babel-after-execute-hook)
@@ -52,10 +55,19 @@
 (declare-function org-element-property "org-element")
 (declare-function org-current-line "org-macs")
 (declare-function org-babel-result-end "ob-core")
+(declare-function org-babel-find-named-block "ob-core")
+(declare-function org-babel-expand-body:generic "ob-core")
+(declare-function org-babel-parse-header-arguments "ob-core")
+(declare-function org-element-type "org-element")
+(declare-function org-babel-variable-assignments:python "ob-python")
+(declare-function org-babel-python-table-or-string "ob-python")
+(defvar org-babel-header-arg-names)
+(defvar gradients--placeholder-regexp)
+(defvar org-babel-tangle-lang-exts)
 
 (defcustom gradients-batch-timeout 300
   "Seconds a block may run in a batch build unless it says `:timeout N'."
-  :type 'number)
+  :type 'number :group 'gradients)
 
 ;; What the batch build does differently, each bound by build.el: the
 ;; executor itself never asks whether Emacs runs in batch.
@@ -79,13 +91,13 @@ than one line, with the traceback shown in its own buffer.")
 
 (defcustom gradients-max-result-lines 1000
   "A block whose result is longer fails: the notes are for people to read."
-  :type 'natnum)
+  :type 'natnum :group 'gradients)
 
 (defcustom gradients-loose-picture-folder ".build/pictures"
   "Where an interactive run saves the pictures of a block without :file,
 relative to the Org file.  It is ignored by git: such pictures are for
 looking at, and only a :file under images/ goes on GitHub."
-  :type 'string)
+  :type 'string :group 'gradients)
 
 (defconst gradients-traceback-buffer "*gradients-traceback*")
 

@@ -24,11 +24,15 @@
 (defconst queue-timing-root
   (expand-file-name ".." (file-name-directory (or load-file-name buffer-file-name))))
 
-(setq native-comp-deferred-compilation nil)
+;; By its name in each Emacs (Emacs 29 renamed it), set whichever it has.
+(dolist (switch '(native-comp-deferred-compilation native-comp-jit-compilation))
+  (set switch nil))
 ;; Found on the load path, as the Makefile finds build.el: `load' would
 ;; read a `$' or `~' in the checkout's path in an absolute name.
-(let ((load-path (cons (expand-file-name "tools" queue-timing-root) load-path)))
-  (load "ob-gradients.el" nil t t))
+(eval-and-compile
+  (let ((load-path (cons (file-name-directory (or (macroexp-file-name) buffer-file-name))
+                         load-path)))
+    (load "ob-gradients.el" nil t t)))
 (setq org-confirm-babel-evaluate nil)
 
 (defvar queue-timing-runs (string-to-number (or (getenv "RUNS") "7")))
