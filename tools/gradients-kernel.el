@@ -134,20 +134,32 @@ anything else is done with it: `make run' gathers its replies so.")
         ((gradients-request-callback request)
          (funcall (gradients-request-callback request) reply))))
 
+(defun gradients--note-held-stopped (process)
+  "Note when PROCESS was first seen held stopped (SIGSTOP from outside),
+and forget it once it runs again.  Emacs calls no sentinel for either
+change when it happens to read the status in between, so the watch
+\(`gradients--watch-bridges') looks."
+  (if (eq (process-status process) 'stop)
+      (unless (process-get process 'stopped-at)
+        (process-put process 'stopped-at (float-time)))
+    (process-put process 'stopped-at nil)))
+
 (defun gradients--send-next (process)
   "Send the next queued request to PROCESS, when it is free for one."
+  (gradients--note-held-stopped process)
   (when (and (process-get process 'ready)
              (null (process-get process 'current))
-             (process-live-p process)
+             ;; Emacs writes nothing to a bridge it saw stop (SIGSTOP from
+             ;; outside): the block stays queued, and the watch sends it
+             ;; once the bridge goes on.
+             (eq (process-status process) 'run)
              (not (process-get process 'dead)))
     (let ((request (pop (process-get process 'queue))))
       (when request
         (process-put process 'current request)
         (setf (gradients-request-sent request) (float-time))
-        ;; Emacs writes nothing to a bridge it saw stop (SIGSTOP), nor to
-        ;; one that has just ended.  Either way the block counts as
-        ;; running: the sentinel answers it for a bridge that ended,
-        ;; `gradients--watch-bridges' for one that stays silent.
+        ;; Nor to one that has just ended: the block counts as running,
+        ;; and the sentinel answers it.
         (condition-case nil
             (process-send-string process (concat (gradients-request-json request) "\n"))
           (error nil))))))
@@ -260,9 +272,11 @@ given for them, never more."
                      ;; for its silence: no doing of the block's.  A
                      ;; bridge exits 0 only when told to stop (SIGTERM,
                      ;; SIGHUP), which Emacs did not do here.
-                     (killed . ,(and (not stopped) (not (process-get process 'unanswered))
-                                     (or (eq (process-status process) 'signal)
-                                         (eql (process-exit-status process) 0))))
+                     (killed . ,(and (not stopped)
+                                     (or (process-get process 'held-stopped)
+                                         (and (not (process-get process 'unanswered))
+                                              (or (eq (process-status process) 'signal)
+                                                  (eql (process-exit-status process) 0))))))
                      (error . ,(if stopped "the kernel was stopped"
                                  (or (process-get process 'unanswered)
                                      (gradients--bridge-end process)))))))
@@ -517,20 +531,27 @@ time limit and `gradients-bridge-patience' with no answer, or PROCESS
 has said nothing for that patience since it was last asked something:
 its sentinel then fails the block, saying so.  The kernel's supervisor
 ends all the kernel started as the bridge dies."
+  (gradients--note-held-stopped process)
   (let* ((ready (process-get process 'ready))
          ;; Before its kernel is ready, the bridge has a time limit too.
          (since (if ready (gradients-request-sent request) (process-get process 'started)))
          (limit (if ready (gradients-request-timeout request) gradients--kernel-start-limit))
          (current (process-get process 'current))
+         ;; Held stopped from outside, it holds the next block unsent.
+         (held (eq (process-status process) 'stop))
          ;; An idle bridge says nothing, rightly: silence counts from
-         ;; its start, or the block it was last given, whichever is later.
+         ;; its start, the block it was last given, or when it was
+         ;; stopped, whichever is latest.
          (silent (- (float-time)
                     (max (or (process-get process 'heard) 0)
                          (process-get process 'started)
-                         (or (and current (gradients-request-sent current)) 0)))))
+                         (or (and current (gradients-request-sent current)) 0)
+                         (or (and held (process-get process 'stopped-at)) 0)))))
     (when (and (process-live-p process)
                (if ready
-                   (eq current request)
+                   (or (eq current request)
+                       (and held (null current)
+                            (eq request (car (process-get process 'queue)))))
                  (memq request (process-get process 'queue)))
                (not (process-get process 'unanswered)))
       (let ((why (cond ((and since limit
@@ -545,7 +566,16 @@ ends all the kernel started as the bridge dies."
                                 gradients-bridge-patience)))))
         (when why
           (process-put process 'unanswered
-                       (format "the kernel bridge %s (stopped, or stuck), and was killed" why))
+                       (format "the kernel bridge %s (%s), and was killed" why
+                               ;; Which no block can do: SIGSTOP from outside.
+                               (if (eq (process-status process) 'stop)
+                                   "held stopped from outside"
+                                 "stopped, or stuck")))
+          (process-put process 'held-stopped held)
+          ;; The block it held unsent fails as the running one would;
+          ;; those behind it go to a fresh kernel.
+          (when (and ready held (null current))
+            (process-put process 'current (pop (process-get process 'queue))))
           (signal-process process 'SIGKILL))))))
 
 (defvar gradients-watch-interval 1
@@ -567,10 +597,12 @@ for ever, and its placeholder with it."
 
 (defun gradients--watch-bridges ()
   "Kill each bridge that has not answered a block it runs, or holds
-queued, in time (`gradients--kill-if-unanswered'); stop looking once no
-bridge holds a block."
+queued, in time (`gradients--kill-if-unanswered'), and send the next
+block to one that goes on after it was held stopped; stop looking once
+no bridge holds a block."
   (let ((pending nil))
     (dolist (process (gradients--bridges))
+      (gradients--send-next process)
       (dolist (request (cons (process-get process 'current)
                              (copy-sequence (process-get process 'queue))))
         (when request

@@ -30,11 +30,14 @@
 (defvar unanswered-tests--bridges nil
   "The silent bridges the running test made, deleted after it.")
 
-(defun unanswered-tests--bridge (ready)
+(defun unanswered-tests--bridge (ready &optional echo)
   "A bridge that never answers, its kernel READY or not, as far as
-Emacs knows; started just now."
+Emacs knows; started just now.  With ECHO, a function, it is `cat', and
+what it is sent comes back to ECHO."
   (let* ((stderr (generate-new-buffer " *unanswered-silent-bridge*"))
-         (process (make-process :name "unanswered-silent-bridge" :command '("sleep" "600")
+         (process (make-process :name "unanswered-silent-bridge"
+                                :command (if echo '("cat") '("sleep" "600"))
+                                :filter (and echo (lambda (_ output) (funcall echo output)))
                                 :connection-type 'pipe :noquery t :stderr stderr
                                 :sentinel #'gradients--sentinel)))
     (push process unanswered-tests--bridges)
@@ -85,11 +88,17 @@ counted as running, and have failed with the bridge gone."
       (signal-process process 'SIGSTOP)
       (should (unanswered-tests--wait-until (lambda () (eq (process-status process) 'stop)))))
     (gradients--submit process request)
-    (should (eq (process-get process 'current) request))
+    ;; Emacs writes nothing to a bridge it knows is stopped: the block
+    ;; waits its turn, and fails all the same.
+    (if stop-first
+        (should (equal (process-get process 'queue) (list request)))
+      (should (eq (process-get process 'current) request)))
     (should (unanswered-tests--wait-until (lambda () replies)))
     (should-not (process-live-p process))
     (should (= (length replies) 1))
     (should (equal (alist-get 'kind (car replies)) "died"))
+    ;; Held stopped, the bridge was no doing of the block's.
+    (should (eq (alist-get 'killed (car replies)) stop-first))
     (alist-get 'error (car replies))))
 
 (ert-deftest unanswered-a-running-block-nobody-waits-for-fails ()
@@ -121,11 +130,34 @@ counted as running, and have failed with the bridge gone."
               (lambda () (not (unanswered-tests--watching-p))))))))
 
 (ert-deftest unanswered-a-block-given-to-a-stopped-bridge-fails ()
-  ;; Emacs writes nothing to a process it knows is stopped: the block
-  ;; must still get its placeholder, and then its failure.
+  ;; Its time limit is for running, which it never did: the bridge's
+  ;; silence since it was stopped is what fails it, said as it is.
   (unanswered-tests--with-bridges
-   (should (string-match-p "no answer 0 s past the block's time limit of 0 s"
+   (should (string-match-p (concat "said nothing for 0 s while it held a block"
+                                   " (held stopped from outside), and was killed")
                            (unanswered-tests--error-of-one-block 0 t)))))
+
+(ert-deftest unanswered-a-block-given-to-a-stopped-bridge-is-sent-when-it-goes-on ()
+  ;; Emacs refuses to write to a process it saw stop: the block was taken
+  ;; from the queue all the same, and never sent once the bridge went on.
+  (unanswered-tests--with-bridges
+   (let* ((gradients-bridge-patience 60)
+          (received "")
+          (replies nil)
+          (process (unanswered-tests--bridge
+                    t (lambda (output) (setq received (concat received output)))))
+          (request (unanswered-tests--request (lambda (reply) (push reply replies)))))
+     (setf (gradients-request-timeout request) nil)
+     (signal-process process 'SIGSTOP)
+     (should (unanswered-tests--wait-until (lambda () (eq (process-status process) 'stop))))
+     (gradients--submit process request)
+     (should (equal (process-get process 'queue) (list request)))
+     (signal-process process 'SIGCONT)
+     (should (unanswered-tests--wait-until (lambda () (equal received "{}\n"))))
+     (should (eq (process-get process 'current) request))
+     (should-not (process-get process 'queue))
+     (should-not replies)
+     (should (process-live-p process)))))
 
 (ert-deftest unanswered-nothing-watches-once-the-blocks-are-answered ()
   ;; The bridge answers here, so it is never killed; the watch must end

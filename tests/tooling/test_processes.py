@@ -467,14 +467,14 @@ def test_an_async_block_on_a_stopped_bridge_fails_and_leaves_nothing_running(
     # Stopped before the block is sent, a block with no time limit (as
     # blocks run by hand have), and no patience for a bridge that says
     # nothing from then on.  Emacs writes nothing to a bridge it knows is
-    # stopped; the block counts as running all the same, as one the bridge
-    # was stopped in the middle of.
+    # stopped: the block waits its turn, and fails as one the bridge was
+    # stopped in the middle of would, with the kernel said lost.
     os.kill(bridge, signal.SIGSTOP)
     patience = daemon("gradients-bridge-patience")
     assert daemon(f"(progn {FORGET_THE_MESSAGES} (setq gradients-bridge-patience 0) t)") is True
     assert waiting(daemon(run_blocks("stuck", *["after"] * behind)))
-    failed = ("block `stuck' stopped the kernel: the kernel bridge said nothing for 0 s"
-              r" while it held a block \(stopped, or stuck\), and was killed")
+    failed = ("block `stuck' lost its kernel: the kernel bridge said nothing for 0 s"
+              r" while it held a block \(held stopped from outside\), and was killed")
     assert wait_for(lambda: said(daemon, failed), 60), daemon(MESSAGES)
     # With no patience, the fresh kernel of the block queued behind may
     # be taken for a silent one too: it runs again with the patience back.
@@ -492,6 +492,34 @@ def test_an_async_block_on_a_stopped_bridge_fails_and_leaves_nothing_running(
     assert daemon(PLACEHOLDERS) is None
     assert wait_for(lambda: not kernel_supervisor.descendants(daemon.process.pid), 60)
     assert wait_for(lambda: not daemon(WATCHING), 60)
+
+
+@pytest.mark.xdist_group(f"{__name__}.shared_emacs")
+def test_a_block_run_while_its_bridge_is_held_stopped_runs_once_it_goes_on(
+        shared_emacs, silent_bridge_emacs):
+    """C-c C-c on a block while something holds the bridge stopped (kill
+    -STOP, a debugger): Emacs would not write to it, the block was taken
+    for sent all the same, and a minute after the bridge went on it was
+    killed for its silence, the block blamed for stopping the kernel."""
+    daemon, seen = silent_bridge_emacs
+    write_readme(shared_emacs.folder,
+                 HEADER + block("x = 21", "warm", ":async yes :tangle no")
+                 + block("x * 2", "after", ":async yes :tangle no"))
+    assert daemon(f'(progn {FORGET_THE_NOTES_BUFFER} (find-file "README.org") t)') is True
+    assert waiting(daemon(run_blocks("warm")))
+    assert wait_for(lambda: daemon(PLACEHOLDERS) is None, 60), daemon(MESSAGES)
+    bridge = daemon('(process-id (cdr (assoc "gradients" gradients--sessions)))')
+    seen |= kernel_supervisor.descendants(daemon.process.pid)
+    os.kill(bridge, signal.SIGSTOP)
+    try:
+        assert wait_for(lambda: daemon('(process-status (cdr (assoc "gradients"'
+                                       ' gradients--sessions)))') == "stop", 60)
+        assert waiting(daemon(run_blocks("after")))
+    finally:
+        os.kill(bridge, signal.SIGCONT)
+    # The same kernel: x is still there.
+    assert wait_for(lambda: daemon(drawer("after")) == ": 42", 60), daemon(MESSAGES)
+    assert not said(daemon, "was killed")
 
 
 @pytest.mark.xdist_group(f"{__name__}.shared_emacs")
@@ -513,7 +541,7 @@ def test_async_blocks_queued_on_a_bridge_stopped_before_its_kernel_is_ready_all_
     assert waiting(daemon(run_blocks("first", "second")))
     for name in ("first", "second"):
         failed = (f"block `{name}' did not run: the kernel bridge gave no answer 0 s past"
-                  r" the 0 s its kernel has to start \(stopped, or stuck\), and was killed")
+                  r" the 0 s its kernel has to start \(held stopped from outside\), and was killed")
         assert wait_for(lambda: said(daemon, failed), 60), daemon(MESSAGES)
         assert daemon(drawer(name)) is None
     assert daemon(PLACEHOLDERS) is None
