@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import warnings
@@ -118,6 +119,26 @@ def import_what_gradients_imports():
                     importlib.import_module(name)
 
 
+def passed_on(descriptor):
+    """The writing end of a pipe whose reading end a thread copies to this
+    process's DESCRIPTOR as it comes.  Once that fails (its reader gone,
+    or it closed), the rest is read and dropped: whoever writes never dies
+    of SIGPIPE, nor waits on a full pipe."""
+    reading, writing = os.pipe()
+
+    def copy():
+        target = descriptor
+        with open(reading, "rb", buffering=0) as source:
+            while chunk := source.read(65536):
+                while target is not None and chunk:
+                    try:
+                        chunk = chunk[os.write(target, chunk):]
+                    except OSError:
+                        target = None
+    threading.Thread(target=copy, daemon=True).start()
+    return writing
+
+
 def stop_as_on_ctrl_c(signum, frame):
     raise KeyboardInterrupt(f"stopped by signal {signum}")
 
@@ -144,10 +165,18 @@ def pytest_configure(config):
     # checkout's lock.  With SIGTERM, which the build takes as it takes
     # Ctrl-C: SIGINT is ignored by whatever a script starts in the
     # background, and ran on too.
-    build = subprocess.Popen(
-        ["sh", "-c", 'sh tools/one-build-at-a-time true && exec make --no-print-directory "$1"',
-         "sh", str(produced.FOLDER / "blocks.json")],
-        cwd=ROOT, env=make_environment(), process_group=0)
+    # Its output passed on, not inherited: a reader that stopped reading
+    # (`make test | head`) killed the make with SIGPIPE at its first line,
+    # and the tests stopped, blaming the build.
+    output, error = passed_on(1), passed_on(2)
+    try:
+        build = subprocess.Popen(
+            ["sh", "-c", 'sh tools/one-build-at-a-time true && exec make --no-print-directory "$1"',
+             "sh", str(produced.FOLDER / "blocks.json")],
+            cwd=ROOT, env=make_environment(), process_group=0, stdout=output, stderr=error)
+    finally:
+        os.close(output)
+        os.close(error)
     try:
         # The tooling's suite alone (make check) never imports gradients.py.
         tooling = Path(__file__).parent / "tooling"

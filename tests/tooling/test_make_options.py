@@ -109,6 +109,24 @@ def test_make_test_with_its_output_closed_passes_quietly(project_copy, closed):
     assert (run.stdout if closed == 1 else run.stderr) == "", run.stdout + run.stderr
 
 
+@pytest.mark.parametrize("pipeline", ["make test 2>error | head -1 >/dev/null",
+                                      "make test 2>&1 | head -1 >/dev/null"],
+                         ids=["output", "both"])
+def test_make_test_whose_reader_stops_reading_still_builds(project_copy, pipeline):
+    """`make test | head -1`: the make that pytest starts to bring the
+    build up to date died of SIGPIPE at its first line, before any build,
+    and pytest stopped saying the build had failed."""
+    with_the_checkouts_build(project_copy)
+    (project_copy / "README.org").touch()
+    subprocess.run(["sh", "-c", pipeline], cwd=project_copy, timeout=300,
+                   env=a_users_make_environment())
+    if (project_copy / "error").exists():
+        assert "the build of README.org failed" not in (project_copy / "error").read_text()
+    assert make("-q", ".build/produced/blocks.json", cwd=project_copy).returncode == 0, \
+        "the build did not run to its end"
+    assert not list((project_copy / ".build").glob("run-*"))
+
+
 @pytest.mark.parametrize("files, goal", [
     (["pyproject.toml"], "tangle"), (["tools/one-build-at-a-time"], "tangle"),
     (["Makefile", "requirements.lock", "tools/build.el"], "tangle"),
