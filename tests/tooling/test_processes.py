@@ -505,7 +505,8 @@ def test_a_block_run_while_its_bridge_is_held_stopped_runs_once_it_goes_on(
     write_readme(shared_emacs.folder,
                  HEADER + block("x = 21", "warm", ":async yes :tangle no")
                  + block("x * 2", "after", ":async yes :tangle no"))
-    assert daemon(f'(progn {FORGET_THE_NOTES_BUFFER} (find-file "README.org") t)') is True
+    assert daemon(f'(progn {FORGET_THE_NOTES_BUFFER} {FORGET_THE_MESSAGES}'
+                  ' (find-file "README.org") t)') is True
     assert waiting(daemon(run_blocks("warm")))
     assert wait_for(lambda: daemon(PLACEHOLDERS) is None, 60), daemon(MESSAGES)
     bridge = daemon('(process-id (cdr (assoc "gradients" gradients--sessions)))')
