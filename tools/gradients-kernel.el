@@ -153,6 +153,9 @@ change when it happens to read the status in between, so the watch
              ;; outside): the block stays queued, and the watch sends it
              ;; once the bridge goes on.
              (eq (process-status process) 'run)
+             ;; Nor is a block sent to one told to stop: it goes with its
+             ;; queue, which the sentinel drops.
+             (not (process-get process 'stopped))
              (not (process-get process 'dead)))
     (let ((request (pop (process-get process 'queue))))
       (when request
