@@ -128,7 +128,13 @@ anything else is done with it: `make run' gathers its replies so.")
 (defun gradients--deliver (request reply)
   (run-hook-with-args 'gradients-reply-functions request reply)
   (setf (gradients-request-reply request) reply)
-  (cond ((gradients-request-abandoned request)
+  (cond ((and (gradients-request-abandoned request)
+              (equal (alist-get 'kind reply) "died"))
+         ;; No result came: the kernel went, and the variables with it.
+         (message "gradients: the kernel of %s was lost after its wait was given up (%s); its variables are gone"
+                  (gradients-request-where request)
+                  (car (split-string (or (alist-get 'error reply) "") "\n"))))
+        ((gradients-request-abandoned request)
          (message "gradients: the result of %s came after its wait was given up; dropped"
                   (gradients-request-where request)))
         ((gradients-request-callback request)

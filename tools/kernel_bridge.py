@@ -558,7 +558,7 @@ class Kernel:
 
     def __init__(self, stop_requested=None):
         self.stop_requested = stop_requested or (lambda: False)
-        self.channels = self.supervisor = self.caches = None
+        self.channels = self.supervisor = self.caches = self.pid = None
         # What was running when the last block for the notes ended.
         self.known_running = set()
         self.evaluated = {}
@@ -621,6 +621,14 @@ class Kernel:
 
     def is_alive(self):
         return self.supervisor is not None and self.supervisor.poll() is None
+
+    def held_stopped(self):
+        """How the kernel is held stopped from outside, which no block can
+        do to it: "SIGSTOP" (kill -STOP, a shell's Ctrl-Z), "a debugger"
+        (stopped under ptrace); None while it runs."""
+        fields = kernel_supervisor.process_status(self.pid) if self.pid else None
+        state = fields[0] if fields else None
+        return {b"T": "SIGSTOP", b"t": "a debugger"}.get(state)
 
     def died(self, why):
         """KernelDied for a kernel gone for WHY, said from what its
@@ -707,7 +715,13 @@ class Kernel:
                     self.interrupt()
                     interrupted_at = now
                 elif interrupted_at is not None and now - interrupted_at > INTERRUPT_GRACE:
+                    held = self.held_stopped()
                     self.kill()
+                    if held:
+                        raise KernelDied(
+                            f"the kernel was held stopped from outside ({held}) when the "
+                            f"block's time limit of {timeout:g} s ran out, so it was killed",
+                            killed=True)
                     raise KernelDied(
                         f"it ran past its time limit of {timeout:g} s and did not "
                         f"stop when interrupted, so the kernel was killed")

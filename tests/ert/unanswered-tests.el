@@ -208,5 +208,21 @@ counted as running, and have failed with the bridge gone."
      (should (unanswered-tests--wait-until (lambda () replies)))
      (should (string-match-p "said nothing for 5 s" (alist-get 'error (car replies)))))))
 
+(ert-deftest unanswered-a-kernel-lost-after-its-wait-was-given-up-is-said-lost ()
+  ;; After C-g, a bridge killed for its silence was said to have sent a
+  ;; result that came late: no result came, and the variables were gone.
+  (let ((request (unanswered-tests--request nil))
+        (said nil))
+    (setf (gradients-request-abandoned request) t)
+    (cl-letf (((symbol-function 'message)
+               (lambda (format-string &rest arguments)
+                 (push (apply #'format format-string arguments) said))))
+      (gradients--deliver request '((ok . nil) (kind . "died")
+                                    (error . "the kernel bridge was killed by signal 9\nits log"))))
+    (should (string-match-p (concat "\\`gradients: the kernel of block [0-9]+ was lost after its wait"
+                                    " was given up (the kernel bridge was killed by signal 9);"
+                                    " its variables are gone\\'")
+                            (car said)))))
+
 (provide 'unanswered-tests)
 ;;; unanswered-tests.el ends here

@@ -661,6 +661,25 @@ def test_a_kernel_stopped_from_outside_does_not_blame_the_block(tiny, stopped):
         building.wait()
 
 
+@pytest.mark.parametrize("when", ["before the block", "while it runs"])
+def test_a_kernel_held_stopped_past_a_time_limit_is_lost_not_blamed_on_the_block(bridge, when):
+    """A kernel held stopped (kill -STOP, a debugger) answers no
+    interrupt: the block that ran out of time was said to have stopped
+    the kernel, having run past its limit and ignored the interrupt."""
+    kernel = bridge.ready()
+    if when == "before the block":
+        os.kill(kernel, signal.SIGSTOP)
+    bridge.send("import time\ntime.sleep(0.5 if __name__ else 0)\nprint('ran')", timeout=1)
+    if when == "while it runs":
+        time.sleep(0.2)
+        os.kill(kernel, signal.SIGSTOP)
+    reply = bridge.reply()
+    assert (reply["ok"], reply["kind"], reply["killed"]) == (False, "died", True), reply
+    assert reply["error"] == ("the kernel was held stopped from outside (SIGSTOP) when the block's "
+                              "time limit of 1 s ran out, so it was killed"), reply
+    assert wait_for(lambda: not alive(kernel), 30)
+
+
 def test_pytest_stopped_by_sigterm_tears_its_fixtures_down(tmp_path):
     """A CI's timeout, kill or pkill ends pytest with SIGTERM: it stops as
     on Ctrl-C, through the fixtures' teardown, rather than die and leave
