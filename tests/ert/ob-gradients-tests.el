@@ -1042,69 +1042,62 @@ time.sleep(60)
 
 ;; Found by probing: with its bridge held stopped (kill -STOP), a block
 ;; waits unsent; the interrupt dropped it "as the kernel was interrupted",
-;; and its last word was that no block was running.
+;; and its last word was that no block was running.  And a kernel held
+;; stopped takes no interrupt: the block was said to perhaps catch
+;; KeyboardInterrupt.
+
+(defmacro obgt-with-a-warm-session (session &rest body)
+  "Run BODY in notes of two blocks of SESSION, `warm' (x = 1), which has
+run, and `next' (x + 1), with BRIDGE and KERNEL bound to its processes'
+ids; stop the session after, whatever BODY held stopped."
+  (declare (indent 1))
+  `(obgt-with-notes (,(concat session ".org")
+                     ,(format "
+#+name: warm
+#+begin_src jupyter-python :session %s
+x = 1
+#+end_src
+
+#+name: next
+#+begin_src jupyter-python :session %s
+x + 1
+#+end_src
+" session session))
+     (obgt-run "warm")
+     (should (obgt-wait))
+     (let* ((bridge (cdr (assoc ,session gradients--sessions)))
+            (kernel (process-get bridge 'kernel-pid)))
+       (unwind-protect
+           (progn ,@body)
+         (signal-process kernel 'SIGCONT)
+         (signal-process bridge 'SIGCONT)
+         (gradients--stop bridge)))))
+
 (ert-deftest obgt-an-interrupt-with-a-block-queued-on-a-stopped-bridge-says-what-it-dropped ()
-  (obgt-with-notes ("held-bridge.org" "
-#+name: warm
-#+begin_src jupyter-python :session held
-x = 1
-#+end_src
+  (obgt-with-a-warm-session "held"
+    (signal-process bridge 'SIGSTOP)
+    (should (obgt-wait-until (lambda () (eq (process-status bridge) 'stop))))
+    (obgt-run "next")
+    (org-babel-goto-named-src-block "next")
+    (let ((said (obgt-messages (gradients-interrupt))))
+      (should (obgt-said-p (concat "no block was running in session held; the block queued"
+                                   " dropped (its kernel bridge is held stopped from"
+                                   " outside: kill -CONT [0-9]+ lets it go on)")
+                           said))
+      (should-not (obgt-said-p "the kernel was interrupted" said)))))
 
-#+name: queued
-#+begin_src jupyter-python :session held
-x + 1
-#+end_src
-")
-    (obgt-run "warm")
-    (should (obgt-wait))
-    (let ((bridge (cdr (assoc "held" gradients--sessions))))
-      (unwind-protect
-          (progn
-            (signal-process bridge 'SIGSTOP)
-            (should (obgt-wait-until (lambda () (eq (process-status bridge) 'stop))))
-            (obgt-run "queued")
-            (org-babel-goto-named-src-block "queued")
-            (let ((said (obgt-messages (gradients-interrupt))))
-              (should (obgt-said-p (concat "no block was running in session held; the block queued"
-                                           " dropped (its kernel bridge is held stopped from"
-                                           " outside: kill -CONT [0-9]+ lets it go on)")
-                                   said))
-              (should-not (obgt-said-p "the kernel was interrupted" said))))
-        (signal-process bridge 'SIGCONT)
-        (gradients--stop bridge)))))
-
-;; Found by probing: a kernel held stopped takes no interrupt, and the
-;; block was said to perhaps catch KeyboardInterrupt.
 (ert-deftest obgt-an-interrupt-a-stopped-kernel-cannot-take-says-why ()
-  (obgt-with-notes ("held-kernel.org" "
-#+name: warm
-#+begin_src jupyter-python :session heldkernel
-x = 1
-#+end_src
-
-#+name: waits
-#+begin_src jupyter-python :session heldkernel
-x + 1
-#+end_src
-")
-    (obgt-run "warm")
-    (should (obgt-wait))
-    (let* ((bridge (cdr (assoc "heldkernel" gradients--sessions)))
-           (kernel (process-get bridge 'kernel-pid))
-           (gradients-interrupt-patience 0.5))
-      (unwind-protect
-          (progn
-            (signal-process kernel 'SIGSTOP)
-            (obgt-run "waits")
-            (should (obgt-wait-until (lambda () (process-get bridge 'current))))
-            (org-babel-goto-named-src-block "waits")
-            (obgt-messages
-             (gradients-interrupt)
-             (should (obgt-wait-until-said
-                      (format "still running 0.5s after the interrupt (its kernel is held stopped from outside: kill -CONT %d lets it go on)"
-                              kernel)))))
-        (signal-process kernel 'SIGCONT)
-        (gradients--stop bridge)))))
+  (obgt-with-a-warm-session "heldkernel"
+    (let ((gradients-interrupt-patience 0.5))
+      (signal-process kernel 'SIGSTOP)
+      (obgt-run "next")
+      (should (obgt-wait-until (lambda () (process-get bridge 'current))))
+      (org-babel-goto-named-src-block "next")
+      (obgt-messages
+       (gradients-interrupt)
+       (should (obgt-wait-until-said
+                (format "still running 0.5s after the interrupt (its kernel is held stopped from outside: kill -CONT %d lets it go on)"
+                        kernel)))))))
 
 ;; Found by probing: a block that raised KeyboardInterrupt itself was said
 ;; to have been interrupted, when nobody had.
