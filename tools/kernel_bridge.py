@@ -623,12 +623,19 @@ class Kernel:
         return self.supervisor is not None and self.supervisor.poll() is None
 
     def held_stopped(self):
-        """How the kernel is held stopped from outside, which no block can
-        do to it: "SIGSTOP" (kill -STOP, a shell's Ctrl-Z), "a debugger"
-        (stopped under ptrace); None while it runs."""
-        fields = kernel_supervisor.process_status(self.pid) if self.pid else None
-        state = fields[0] if fields else None
-        return {b"T": "SIGSTOP", b"t": "a debugger"}.get(state)
+        """Which of the kernel and its supervisor is held stopped from
+        outside, which no block can do, and how: "the kernel was held
+        stopped from outside (SIGSTOP)", or "(a debugger)" for one stopped
+        under ptrace; None while both run.  The supervisor held stopped
+        neither passes an interrupt on nor tells of the kernel's end."""
+        for name, pid in (("the kernel", self.pid),
+                          ("the kernel's supervisor",
+                           self.supervisor.pid if self.supervisor else None)):
+            fields = kernel_supervisor.process_status(pid) if pid else None
+            how = {b"T": "SIGSTOP", b"t": "a debugger"}.get(fields[0] if fields else None)
+            if how:
+                return f"{name} was held stopped from outside ({how})"
+        return None
 
     def died(self, why):
         """KernelDied for a kernel gone for WHY, said from what its
@@ -719,9 +726,8 @@ class Kernel:
                     self.kill()
                     if held:
                         raise KernelDied(
-                            f"the kernel was held stopped from outside ({held}) when the "
-                            f"block's time limit of {timeout:g} s ran out, so it was killed",
-                            killed=True)
+                            f"{held} when the block's time limit of {timeout:g} s ran out, "
+                            f"so the kernel was killed", killed=True)
                     raise KernelDied(
                         f"it ran past its time limit of {timeout:g} s and did not "
                         f"stop when interrupted, so the kernel was killed")

@@ -661,22 +661,29 @@ def test_a_kernel_stopped_from_outside_does_not_blame_the_block(tiny, stopped):
         building.wait()
 
 
-@pytest.mark.parametrize("when", ["before the block", "while it runs"])
-def test_a_kernel_held_stopped_past_a_time_limit_is_lost_not_blamed_on_the_block(bridge, when):
-    """A kernel held stopped (kill -STOP, a debugger) answers no
-    interrupt: the block that ran out of time was said to have stopped
+@pytest.mark.parametrize("who, when", [("the kernel", "before the block"),
+                                       ("the kernel", "while it runs"),
+                                       ("the kernel's supervisor", "while it runs")])
+def test_a_kernel_held_stopped_past_a_time_limit_is_lost_not_blamed_on_the_block(
+        bridge, who, when):
+    """A kernel held stopped (kill -STOP, a debugger) takes no interrupt,
+    nor one killed while its supervisor is held stopped, which then tells
+    of no end: the block that ran out of time was said to have stopped
     the kernel, having run past its limit and ignored the interrupt."""
     kernel = bridge.ready()
+    stopped = kernel if who == "the kernel" else kernel_supervisor.process_table()[kernel]
     if when == "before the block":
-        os.kill(kernel, signal.SIGSTOP)
+        os.kill(stopped, signal.SIGSTOP)
     bridge.send("import time\ntime.sleep(0.5 if __name__ else 0)\nprint('ran')", timeout=1)
     if when == "while it runs":
         time.sleep(0.2)
-        os.kill(kernel, signal.SIGSTOP)
+        os.kill(stopped, signal.SIGSTOP)
+    if who != "the kernel":
+        os.kill(kernel, signal.SIGKILL)
     reply = bridge.reply()
     assert (reply["ok"], reply["kind"], reply["killed"]) == (False, "died", True), reply
-    assert reply["error"] == ("the kernel was held stopped from outside (SIGSTOP) when the block's "
-                              "time limit of 1 s ran out, so it was killed"), reply
+    assert reply["error"] == (f"{who} was held stopped from outside (SIGSTOP) when the block's "
+                              "time limit of 1 s ran out, so the kernel was killed"), reply
     assert wait_for(lambda: not alive(kernel), 30)
 
 
