@@ -404,6 +404,10 @@ BUILD_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 # matplotlibrc or an IPython start-up file, which would change what the
 # notes record on that one machine.
 KERNEL_FOLDERS = {
+    # For whatever reads its settings from the home folder itself, as
+    # fontconfig reads ~/.fonts.conf and ~/.fonts whatever the XDG
+    # folders say (a user's font settings changed every graph dot drew).
+    "HOME": "home",
     "MPLCONFIGDIR": "matplotlib",          # its settings and font cache
     "IPYTHONDIR": "ipython",               # the profile ipykernel loads
     "JUPYTER_CONFIG_DIR": "jupyter/config",
@@ -419,7 +423,8 @@ KERNEL_FOLDERS = {
 
 
 # What a kernel keeps of the caller's environment: where programs are,
-# whose files it may read and where its temporary files go.  Nothing
+# whose files it may read (its home is the build's) and where its
+# temporary files go.  Nothing
 # else reaches it, for each setting a library reads may change what a
 # block prints or draws, and the same code must record the same result
 # whoever builds it: Python's own (PYTHONPATH and PYTHONHOME replace the
@@ -434,7 +439,7 @@ KERNEL_FOLDERS = {
 # is written to file descriptors 1 and 2 as printed text.  A list of what
 # to withhold missed one of them after the other; this one names what is
 # needed.  The kernel gets the build's own values of what it needs besides.
-KEPT_FOR_THE_KERNEL = ("PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "LD_LIBRARY_PATH")
+KEPT_FOR_THE_KERNEL = ("PATH", "USER", "LOGNAME", "TMPDIR", "LD_LIBRARY_PATH")
 
 
 def deactivated_path(environ):

@@ -142,6 +142,23 @@ CALLERS_SETTINGS = {"PYTHONOPTIMIZE": "2", "PYTHONHASHSEED": "random", "TZ": "As
                     "LANG": "C", "LC_ALL": "C", "COLUMNS": "20"}
 
 
+# A user's own font settings: every font asked for is DejaVu Sans Mono.
+MONOSPACE_FIRST = """<?xml version="1.0"?>
+<!DOCTYPE fontconfig SYSTEM "fonts.dtd">
+<fontconfig><match target="pattern"><edit name="family" mode="prepend" binding="strong">
+<string>DejaVu Sans Mono</string></edit></match></fontconfig>
+"""
+
+
+def dot_width(environment=None):
+    """Python that prints the width of a graph dot draws, which follows
+    the font fontconfig finds for its label."""
+    return ("import re, subprocess\n"
+            "svg = subprocess.run(['dot', '-Tsvg'], input='digraph { a [label=\"Wide label\"] }',\n"
+            f"                     capture_output=True, text=True, env={environment!r}).stdout\n"
+            "print(re.search('<svg width=\"([^\"]+)\"', svg).group(1))")
+
+
 @pytest.fixture(scope="module")
 def users_home_and_kernel(tmp_path_factory):
     """A HOME holding the user's own settings, and a kernel started by a
@@ -154,6 +171,8 @@ def users_home_and_kernel(tmp_path_factory):
     startup = home / ".ipython" / "profile_default" / "startup"
     startup.mkdir(parents=True)
     (startup / "00-mine.py").write_text("from_my_startup = True\n")
+    # Read by fontconfig from HOME, whatever XDG_CONFIG_HOME says.
+    (home / ".fonts.conf").write_text(MONOSPACE_FIRST)
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("HOME", str(home))
         monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
@@ -180,10 +199,24 @@ def test_the_users_own_settings_do_not_reach_the_kernel(users_home_and_kernel):
         kernel, "import os\nfor v in ('MPLCONFIGDIR', 'IPYTHONDIR', 'XDG_CACHE_HOME'):\n"
         "    print(os.path.relpath(os.environ[v], os.getcwd()))")
     assert org == ": 1.5 False"
-    assert sorted(os.listdir(home)) == [".config", ".ipython"]
+    assert sorted(os.listdir(home)) == [".config", ".fonts.conf", ".ipython"]
     build = os.path.relpath(ROOT / ".build", os.getcwd())
     assert folders.split("\n") == [f": {build}/kernel/{name}"
                                    for name in ("matplotlib", "ipython", "cache")]
+
+
+@pytest.mark.xdist_group(__name__)
+def test_the_users_own_fonts_do_not_reach_what_dot_draws(users_home_and_kernel, tmp_path):
+    """Fontconfig reads ~/.fonts.conf, ~/.fonts.conf.d and ~/.fonts from
+    HOME, whatever XDG_CONFIG_HOME says: a user's font settings changed
+    every graph dot drew, and the committed SVGs with them."""
+    _, kernel = users_home_and_kernel
+    drawn, _ = kernel_bridge.execute(kernel, dot_width())
+    # Drawn with a home of no settings, by the same fontconfig.
+    empty = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LC_ALL": "C.UTF-8",
+             "XDG_CONFIG_HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    clean, _ = kernel_bridge.execute(kernel, dot_width(empty))
+    assert drawn == clean
 
 
 @pytest.mark.xdist_group(__name__)
