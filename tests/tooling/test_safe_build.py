@@ -888,6 +888,30 @@ def test_an_emacs_named_that_does_not_run_as_one_is_said_before_any_build(projec
         assert "Debugger entered" not in run.stderr.split("\n", 1)[1], run.stderr
 
 
+@pytest.mark.parametrize("program, shim, package, said", [
+    ("emacs", "exec true", "emacs-nox", "asked with -Q --batch, it said nothing"),
+    ("dot", "exec true", "graphviz", "asked with -V, it said nothing"),
+    ("dot", "echo junk from a shim", "graphviz", "asked with -V, it said: junk from a shim"),
+], ids=["emacs that exits at once", "dot that exits at once", "dot that prints"])
+def test_a_program_of_a_package_shadowed_on_the_path_is_said_before_any_build(
+        project_copy, tmp_path, program, shim, package, said):
+    """Another `emacs` first on the PATH made `make tangle` pass having
+    built nothing; another `dot` wrote empty pictures over the committed
+    ones."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / program).write_text(f"#!/bin/sh\n{shim}\n")
+    (shims / program).chmod(0o755)
+    before = snapshot(project_copy)
+    run = make("tangle", cwd=project_copy,
+               env=dict(os.environ, PATH=f"{shims}{os.pathsep}{os.environ['PATH']}"))
+    assert run.returncode != 0
+    assert run.stderr.splitlines()[0] == (
+        f"the {program} first on the PATH ({shims / program}) is not {package}'s: {said}; "
+        "put Debian's first on the PATH"), run.stderr
+    assert snapshot(project_copy) == before
+
+
 def test_an_emacs_named_with_an_option_it_takes_builds(project_copy):
     write_readme(project_copy, "* Notes\n\nProse only: no kernel.\n")
     run = make("tangle", f"EMACS={EMACS} --no-site-file", cwd=project_copy)
