@@ -404,15 +404,15 @@ tangle: $(OUTPUTS_LIST)  ## gradients.py and the pictures in images/, from READM
 
 $(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLACED) $(PROGRAMS_MOVED) $(OUTPUTS) $(OUTPUTS_CHANGED) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
-	$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-tangle README.org
+	$(call with-output,$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-tangle README.org)
 
 run: $(VENV_STAMP)  ## restart and run all: every result in README.org, then what make tangle makes
 	@$(REQUIRE) $(BUILD_PACKAGES)
-	$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-run README.org
+	$(call with-output,$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-run README.org)
 
 $(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLACED) $(PROGRAMS_MOVED) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
-	$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-produce README.org
+	$(call with-output,$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-produce README.org)
 
 # pytest brings $(PRODUCED) up to date itself (tests/conftest.py), with
 # make, while it imports what the checks need: the two overlap.
@@ -420,7 +420,8 @@ $(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLA
 # output) going nowhere when make's own is closed (`make test >&-`,
 # `2>&-`): Python starts with no sys.stdout or sys.stderr there, and
 # pytest failed on its report, and the build it starts on its first line;
-# the exit status still tells.  In place of the shell, so that the signal
+# Emacs, which cannot write what it says, exits 1 having built all; the
+# exit status still tells.  In place of the shell, so that the signal
 # make passes on to its child when it is stopped (`kill`, a CI's timeout)
 # reaches pytest, which stops its fixtures and builds: under the shell,
 # which waits for a command it runs, pytest and the build went on.

@@ -109,6 +109,19 @@ def test_make_test_with_its_output_closed_passes_quietly(project_copy, closed):
     assert (run.stdout if closed == 1 else run.stderr) == "", run.stdout + run.stderr
 
 
+@pytest.mark.parametrize("target", ["tangle", "run"])
+def test_a_build_with_its_error_output_closed_passes_quietly(project_copy, target):
+    """`make tangle 2>&-`: Emacs, which could not write what it said,
+    exited 1 having built everything, and make failed."""
+    write_readme(project_copy, HEADER + block("print('tangled')", "plain", ":tangle gradients.py")
+                 .replace("jupyter-python", "python"))
+    run = subprocess.run(["make", target], cwd=project_copy, capture_output=True, text=True,
+                         timeout=300, env=a_users_make_environment(),
+                         preexec_fn=lambda: os.close(2))
+    assert run.returncode == 0, run.stdout
+    assert make("-q", "tangle", cwd=project_copy).returncode == 0, "the build was not recorded"
+
+
 @pytest.mark.parametrize("pipeline", ["make test 2>error | head -1 >/dev/null",
                                       "make test 2>&1 | head -1 >/dev/null"],
                          ids=["output", "both"])
