@@ -121,9 +121,10 @@ def import_what_gradients_imports():
 
 def passed_on(descriptor):
     """The writing end of a pipe whose reading end a thread copies to this
-    process's DESCRIPTOR as it comes.  Once that fails (its reader gone,
-    or it closed), the rest is read and dropped: whoever writes never dies
-    of SIGPIPE, nor waits on a full pipe."""
+    process's DESCRIPTOR as it comes, and that thread, which ends with
+    the pipe.  Once the copy fails (its reader gone, or it closed), the
+    rest is read and dropped: whoever writes never dies of SIGPIPE, nor
+    waits on a full pipe."""
     reading, writing = os.pipe()
 
     def copy():
@@ -135,8 +136,9 @@ def passed_on(descriptor):
                         chunk = chunk[os.write(target, chunk):]
                     except OSError:
                         target = None
-    threading.Thread(target=copy, daemon=True).start()
-    return writing
+    thread = threading.Thread(target=copy, daemon=True)
+    thread.start()
+    return writing, thread
 
 
 def stop_as_on_ctrl_c(signum, frame):
@@ -168,7 +170,7 @@ def pytest_configure(config):
     # Its output passed on, not inherited: a reader that stopped reading
     # (`make test | head`) killed the make with SIGPIPE at its first line,
     # and the tests stopped, blaming the build.
-    output, error = passed_on(1), passed_on(2)
+    (output, output_copied), (error, error_copied) = passed_on(1), passed_on(2)
     try:
         build = subprocess.Popen(
             ["sh", "-c", 'sh tools/one-build-at-a-time true && exec make --no-print-directory "$1"',
@@ -184,6 +186,10 @@ def pytest_configure(config):
                    for arg in config.args):
             import_what_gradients_imports()
         status = build.wait()
+        # Its last words before the tests' first: the pipes end with the
+        # build, unless something it left running still holds them.
+        output_copied.join(timeout=5)
+        error_copied.join(timeout=5)
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(build.pid, signal.SIGTERM)
