@@ -421,13 +421,13 @@ $(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLA
 # `2>&-`): Python starts with no sys.stdout or sys.stderr there, and
 # pytest failed on its report, and the build it starts on its first line;
 # Emacs, which cannot write what it says, exits 1 having built all; the
-# exit status still tells.  In place of the shell, so that the signal
+# exit status still tells.  `make -n` shows the command alone.  In place of the shell, so that the signal
 # make passes on to its child when it is stopped (`kill`, a CI's timeout)
 # reaches pytest, which stops its fixtures and builds: under the shell,
 # which waits for a command it runs, pytest and the build went on.
-with-output = @[ -e /proc/self/fd/2 ] || exec 2>/dev/null; \
+with-output = $(if $(ONLY_ASKING),$(1),@[ -e /proc/self/fd/2 ] || exec 2>/dev/null; \
     (exec 3>&1) 2>/dev/null || exec >/dev/null; \
-    printf '%s\n' '$(subst ','\'',$(1))'; exec $(1)
+    printf '%s\n' '$(subst ','\'',$(1))'; exec $(1))
 test: $(VENV_STAMP)  ## check the notes: every recorded result, output and gradient
 	$(call with-output,$(PYTHON) -m pytest -p no:xdist tests)
 

@@ -109,6 +109,20 @@ def test_make_test_with_its_output_closed_passes_quietly(project_copy, closed):
     assert (run.stdout if closed == 1 else run.stderr) == "", run.stdout + run.stderr
 
 
+@pytest.mark.parametrize("target", ["tangle", "run", "test"])
+def test_make_n_shows_each_command_as_it_would_run(built, target):
+    """Not the shell that guards the command against a closed output."""
+    os.utime(built / "README.org")
+    try:
+        run = make_with(built, "-n", target)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.splitlines()[-1].startswith(
+            ".venv/bin/python -m pytest" if target == "test" else "sh tools/one-build-at-a-time"), \
+            run.stdout
+    finally:
+        assert make_with(built, "tangle").returncode == 0
+
+
 @pytest.mark.parametrize("target", ["tangle", "run"])
 def test_a_build_with_its_error_output_closed_passes_quietly(project_copy, target):
     """`make tangle 2>&-`: Emacs, which could not write what it said,
