@@ -60,6 +60,7 @@ import json
 import os
 import queue
 import re
+import resource
 import shutil
 import signal
 import site
@@ -247,7 +248,26 @@ jupyter_client.session.Session.__init__ = escaping_what_utf_8_cannot_carry(
     jupyter_client.session.Session.__init__)
 del escaping_what_utf_8_cannot_carry
 sys.path.insert(0, notes_folder)
-runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
+import os
+# The error output as the kernel got it: ipykernel puts a pipe of its own
+# in its place, read by a thread, and neither outlives os._exit below.
+error_output = os.dup(2)
+try:
+    runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
+except BaseException as failure:
+    if isinstance(failure, SystemExit) and failure.code in (None, 0):
+        raise
+    # A kernel that failed may hold ZeroMQ sockets still open, and the
+    # interpreter's exit would then wait for ever on their context: said
+    # (the last line is what the bridge reports) and ended now.
+    if isinstance(failure, SystemExit) and isinstance(failure.code, int):
+        code = failure.code
+    else:
+        import traceback
+        os.write(error_output, "".join(traceback.format_exception(failure)).encode(
+            "utf-8", "backslashreplace"))
+        code = 1
+    os._exit(code)
 """
 
 
@@ -280,6 +300,46 @@ def kernel_command(connection_file):
     return [sys.executable, "-I", "-S", SUPERVISOR, str(os.getpid()),
             sys.executable, "-c", LAUNCH_KERNEL, "-f", connection_file,
             "--HistoryManager.enabled=False"]
+
+
+# The limits a process inherits from its shell, by the words of the
+# errors that meeting them gives: a kernel that cannot start under one
+# says only "Too many open files" or "can't start new thread", and the
+# limit, set once in a shell's startup file, is long forgotten.  The
+# kernel has this process's limits.  Each is said as `ulimit` says it.
+LIMITS = (
+    ("ulimit -n", resource.RLIMIT_NOFILE, 1, ("Too many open files",)),
+    ("ulimit -v", resource.RLIMIT_AS, 1024,
+     ("can't start new thread", "MemoryError", "Cannot allocate memory")),
+    ("ulimit -d", resource.RLIMIT_DATA, 1024,
+     ("can't start new thread", "MemoryError", "Cannot allocate memory")),
+    ("ulimit -u", resource.RLIMIT_NPROC, 1,
+     ("can't start new thread", "Resource temporarily unavailable")),
+)
+
+
+def lowered(limit, value):
+    """Whether VALUE, LIMIT's value now, is lower than the system sets it:
+    the number of processes is limited by default, to half the threads
+    the system allows (Linux), the others not at all."""
+    if limit == resource.RLIMIT_NPROC:
+        try:
+            with open("/proc/sys/kernel/threads-max") as threads:
+                return value < int(threads.read()) // 2
+        except (OSError, ValueError):
+            return False
+    return value != resource.RLIM_INFINITY
+
+
+def with_the_limits_it_met(error):
+    """ERROR, a line that says why a process failed, followed by the
+    limits lowered in force that it may have met, if any."""
+    met = []
+    for command, limit, unit, words in LIMITS:
+        soft, _ = resource.getrlimit(limit)
+        if any(word in error for word in words) and lowered(limit, soft):
+            met.append(f"`{command}` is {soft // unit}")
+    return error + (f" (limits in force: {', '.join(met)})" if met else "")
 
 
 def kernel_address():
@@ -678,7 +738,7 @@ class Kernel:
             if not self.is_alive():
                 last = self.errors.last_line()
                 raise RuntimeError("Kernel died before replying to kernel_info"
-                                   + (f": {last}" if last else ""))
+                                   + (f": {with_the_limits_it_met(last)}" if last else ""))
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
         # What IOPub still holds answers these requests: run() passes over

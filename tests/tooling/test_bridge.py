@@ -351,6 +351,75 @@ def test_a_kernel_that_dies_as_it_starts_says_why(monkeypatch):
         kernel_bridge.Kernel()
 
 
+# Code run in the kernel before it starts, which makes its start fail
+# with something left that an exit would wait for.
+KEPT_FROM_ENDING = {
+    # What `ulimit -n` did to ipykernel: its IOPub thread could not make
+    # a socket, and the context of the sockets already open waited.
+    "sockets open": "import zmq, ipykernel.iostream\n"
+                    "def failing(thread):\n    raise zmq.ZMQError(24)\n"
+                    "ipykernel.iostream.IOPubThread._setup_event_pipe = failing\n",
+    "a thread running": "import threading, time, ipykernel.kernelapp\n"
+                        "def failing(app):\n"
+                        "    threading.Thread(target=time.sleep, args=(600,)).start()\n"
+                        "    raise RuntimeError('the kernel could not start')\n"
+                        "ipykernel.kernelapp.IPKernelApp.init_kernel = failing\n",
+}
+
+
+@pytest.mark.parametrize("case", KEPT_FROM_ENDING, ids=list(KEPT_FROM_ENDING))
+def test_a_kernel_that_fails_as_it_starts_ends_at_once(monkeypatch, case):
+    """A kernel whose start fails once it has started something its exit
+    waits for (ZeroMQ's sockets, a thread) ended after a minute, and the
+    bridge blamed no one ("Kernel didn't respond")."""
+    import kernel_bridge
+    monkeypatch.setattr(kernel_bridge, "LAUNCH_KERNEL",
+                        KEPT_FROM_ENDING[case] + kernel_bridge.LAUNCH_KERNEL)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="kernel_info: .*(Too many open files|could not start)"):
+        kernel_bridge.Kernel()
+    assert time.monotonic() - started < 30
+
+
+# Where each fails moves with what the process has open already: in
+# ZeroMQ's context, in one of its sockets (ZeroMQ's own assertion), in
+# ipykernel's pipes.
+@pytest.mark.parametrize("limit, value, said", [("-n", 32, "Too many open files"),
+                                                ("-n", 40, "Too many open files")])
+def test_a_kernel_that_cannot_start_under_a_limit_names_it_at_once(tmp_path, limit, value, said):
+    """The limits a shell gives its processes (`ulimit`), which a kernel
+    inherits, are said when one stops it from starting."""
+    start = ("import sys, kernel_bridge\n"
+             "try:\n    kernel_bridge.Kernel()\n"
+             "except RuntimeError as failure:\n    print(failure)\n")
+    run = subprocess.run(["sh", "-c", f'ulimit {limit} {value} && exec "$0" -c "$1"',
+                          sys.executable, start],
+                         cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT / "tools")),
+                         capture_output=True, text=True, timeout=40)
+    assert "Kernel died before replying to kernel_info: " in run.stdout, run.stdout + run.stderr
+    assert said in run.stdout, run.stdout
+    assert f"(limits in force: `ulimit {limit}` is {value})" in run.stdout
+
+
+@pytest.mark.parametrize("limits, error, said", [
+    ("ulimit -v 600000", "RuntimeError: can't start new thread", "`ulimit -v` is 600000"),
+    ("ulimit -u 50", "RuntimeError: can't start new thread", "`ulimit -u` is 50"),
+    ("ulimit -d 500000", "MemoryError", "`ulimit -d` is 500000"),
+    ("ulimit -v 600000 -n 64", "OSError: [Errno 24] Too many open files", "`ulimit -n` is 64"),
+    ("true", "RuntimeError: can't start new thread", None),
+    ("ulimit -n 64", "MemoryError", None),
+])
+def test_only_the_limits_an_error_may_have_met_are_named(limits, error, said):
+    """A limit is named when it was lowered (the number of processes is
+    limited by default) and the error is one that meeting it gives."""
+    run = subprocess.run(["bash", "-c", f'{limits} && exec "$0" -c "$1" "$2"', sys.executable,
+                          "import sys, kernel_bridge\n"
+                          "print(kernel_bridge.with_the_limits_it_met(sys.argv[1]))", error],
+                         env=dict(os.environ, PYTHONPATH=str(ROOT / "tools")),
+                         capture_output=True, text=True, check=True)
+    assert run.stdout == (f"{error} (limits in force: {said})\n" if said else f"{error}\n")
+
+
 # Each one a module that the kernel imports while it starts.
 STANDARD_MODULES = ["random", "json", "logging"]
 
