@@ -90,6 +90,20 @@ AFTER_CLEAN := $(if $(filter clean,$(MAKECMDGOALS)),$(BUILD_GOALS))
 ifneq ($(AFTER_CLEAN),)
 BUILD_GOALS :=
 endif
+# The programs make and the build's scripts run, each by its name on the
+# PATH: without one, a check that runs it fails as if it had said no (a
+# PATH without grep read as a lock older than pyproject.toml), so each
+# is looked for first, under the PATH make exports.  Every Debian has
+# them (coreutils, grep, sed, diffutils, findutils, util-linux, make).
+NEEDED_PROGRAMS := cat cmp cp env flock grep head id make mkdir mktemp mv nproc readlink rm \
+                   sed sha256sum stat touch true xargs
+ifneq ($(filter-out help,$(MAKECMDGOALS)),)
+MISSING_PROGRAMS := $(shell PATH='$(subst ','\'',$(PATH))'; for name in $(NEEDED_PROGRAMS); do \
+    command -v $$name >/dev/null 2>&1 || printf '%s ' $$name; done)
+ifneq ($(strip $(MISSING_PROGRAMS)),)
+$(error $(strip $(MISSING_PROGRAMS)) $(if $(word 2,$(MISSING_PROGRAMS)),are,is) not on the PATH ($(PATH)), and make runs $(if $(word 2,$(MISSING_PROGRAMS)),them,it): put /usr/bin on the PATH, where Debian has $(if $(word 2,$(MISSING_PROGRAMS)),them,it))
+endif
+endif
 # git's core.autocrlf=true writes every text file with CR LF line ends:
 # the lock would then read as older than pyproject.toml, and the scripts
 # of tools/ fail to start (make clean's too), each saying something else.

@@ -422,3 +422,41 @@ def test_an_org_on_emacsloadpath_that_cannot_serve_is_refused_in_one_line(
         said = [line for line in run.stderr.splitlines() if f"EMACSLOADPATH={folder}:" in line]
         assert len(said) == 1, (case, run.stderr)
         assert_failed_cleanly(run, tiny, before, said[0])
+
+
+def a_path_without(name, folder):
+    """FOLDER made a PATH of links to every program of this PATH but NAME."""
+    for place in os.environ["PATH"].split(os.pathsep):
+        for program in (os.listdir(place) if os.path.isdir(place) else []):
+            if program != name and not (folder / program).exists():
+                (folder / program).symlink_to(os.path.join(place, program))
+    return str(folder)
+
+
+@pytest.mark.parametrize("goal, missing", [("tangle", "grep"), ("test", "flock"),
+                                           ("run", "sha256sum"), ("venv", "cmp")])
+def test_a_program_make_runs_missing_from_the_path_is_named_before_anything_runs(
+        project_copy, tmp_path_factory, goal, missing):
+    """A check that runs a program the PATH lacks fails as one that said
+    no: a PATH without grep was said to hold a lock older than
+    pyproject.toml."""
+    path = a_path_without(missing, tmp_path_factory.mktemp("path"))
+    before = snapshot(project_copy)
+    run = subprocess.run([shutil.which("make"), goal], cwd=project_copy, capture_output=True,
+                         text=True, env=a_users_make_environment({**os.environ, "PATH": path}))
+    assert run.returncode == 2
+    assert run.stderr.endswith(f"*** {missing} is not on the PATH ({path}), and make runs it: "
+                               "put /usr/bin on the PATH, where Debian has it.  Stop.\n"), \
+        run.stderr
+    assert not run.stdout
+    assert snapshot(project_copy) == before
+
+
+def test_a_path_of_nothing_names_every_program_make_runs(project_copy):
+    run = subprocess.run([shutil.which("make"), "tangle"], cwd=project_copy, capture_output=True,
+                         text=True, env=a_users_make_environment({**os.environ,
+                                                                  "PATH": "/nonexistent"}))
+    assert run.returncode == 2
+    said = run.stderr.split("*** ")[-1]
+    named = said.split(" are not on the PATH (/nonexistent), and make runs them")[0].split()
+    assert {"grep", "sha256sum", "flock", "cmp", "make"} <= set(named), said
