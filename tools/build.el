@@ -940,27 +940,27 @@ the #+PROPERTY lines Org reads from it, where it stands."
     (nreverse lines)))
 
 (defvar gradients-build--origin-readings nil
-  "The notes read again without one line each, for the origin search:
-a hash table from the line's index (nil for none) to an alist of
-\(LINE . INFO) for each source block, LINE its #+begin_src in the notes.
-One reading serves every block refused in a build.")
+  "The notes read again without some of their lines, for the origin
+search: a hash table from the lines' indexes (a list, nil for none) to an
+alist of (LINE . INFO) for each source block, LINE its #+begin_src in the
+notes.  One reading serves every block refused in a build.")
 
 (defconst gradients-build--origin-limit 20
   "The most lines the origin search reads the notes again without.")
 
 (defun gradients-build--origin-reading (lines skipped project)
   "The blocks' information as Org reads LINES (a vector of (TEXT FILE .
-LINE)) without the one at index SKIPPED, in folder PROJECT; kept in
+LINE)) without those at the indexes SKIPPED, in folder PROJECT; kept in
 `gradients-build--origin-readings'."
   (let ((readings (or gradients-build--origin-readings
-                      (setq gradients-build--origin-readings (make-hash-table :test #'eql)))))
+                      (setq gradients-build--origin-readings (make-hash-table :test #'equal)))))
     (or (gethash skipped readings)
         (puthash skipped
                  (with-temp-buffer
                    (let ((default-directory project) places)
                      (dotimes (n (length lines))
                        (let ((line (aref lines n)))
-                         (if (eql n skipped)
+                         (if (memq n skipped)
                              ;; In a property drawer a blank line would end
                              ;; the drawer: a property of no meaning instead.
                              (insert (if (car (gradients-build--header-setting (car line)))
@@ -978,18 +978,22 @@ LINE)) without the one at index SKIPPED, in folder PROJECT; kept in
                                (org-babel-get-src-block-info 'light element))))))
                  readings))))
 
+;; Where a value a block does not show comes from is asked of Org itself:
+;; the notes are read again without each line that could have set it, and
+;; the block's refusal taken again as Org merges its header there.  An
+;; error about a value the block does not show would otherwise send its
+;; reader to the block, which has nothing to change.  On the refusal's
+;; path only.
+
 (defun gradients-build--header-origin (block key check said)
-  "The line of the notes or of a setup file without which the refusal
+  "The lines of the notes or of a setup file without which the refusal
 SAID of CHECK (a function of a block, which signals it) would not be said
-of BLOCK: \"because of the #+PROPERTY at FILE:LINE\" or \"because of the
-header-args property at FILE:LINE\" (one that sets KEY, or one without
-`+' that dropped the notes' own); nil when BLOCK's own header sets KEY,
-for none (Org's defaults), or when it cannot tell.  Asked of Org itself:
-the notes are read again without each line that sets KEY, or drops what
-came before, in turn, and BLOCK's header taken as Org merges it there.
-An error about a value the block does not show would otherwise send its
-reader to the block, which has nothing to change.  On the refusal's
-path only."
+of BLOCK: \"because of the #+PROPERTY at FILE:LINE\", or \"the
+header-args property at FILE:LINE\", one that sets KEY or one without
+`+' that dropped the notes' own; when no one line alone makes the
+refusal, every line that sets KEY, if together they do (two lines giving
+the same value).  Nil when BLOCK's own header sets KEY, for none (Org's
+defaults), or when it cannot tell."
   (condition-case nil
       (gradients-build--creating-no-folders
        (let* ((element (plist-get block :element))
@@ -1002,16 +1006,16 @@ path only."
                   (target (cons (buffer-file-name) (plist-get block :line)))
                   (project default-directory)
                   (name (concat (regexp-quote (symbol-name key)) "\\_>"))
-                  ;; Those that set KEY, or drop what came before.
-                  (candidates
-                   (cl-loop for n from (1- (length lines)) downto 0
-                            for (_drawer plus arguments) = (gradients-build--header-setting
-                                                            (car (aref lines n)))
-                            when (and arguments
-                                      (or (not plus)
-                                          (let ((case-fold-search t))
-                                            (string-match-p name arguments))))
-                            collect n)))
+                  setters candidates)
+             ;; Those that set KEY, or drop what came before.
+             (cl-loop for n from (1- (length lines)) downto 0
+                      for (_drawer plus arguments) = (gradients-build--header-setting
+                                                      (car (aref lines n)))
+                      for sets = (and arguments (let ((case-fold-search t))
+                                                  (string-match-p name arguments)))
+                      when sets do (push n setters)
+                      when (and arguments (or sets (not plus))) do (push n candidates))
+             (setq candidates (nreverse candidates))
              (cl-flet ((said-without (skipped)
                          (let ((info (cdr (assoc target (gradients-build--origin-reading
                                                          lines skipped project)))))
@@ -1019,29 +1023,57 @@ path only."
                              (condition-case err
                                  (progn (funcall check (plist-put (copy-sequence block) :info info))
                                         nil)
-                               (error (error-message-string err)))))))
+                               (error (error-message-string err))))))
+                       (named (indexes)
+                         (concat "because of "
+                                 (mapconcat
+                                  (lambda (n)
+                                    (pcase-let ((`(,text ,file . ,line) (aref lines n)))
+                                      (format "the %s at %s:%d"
+                                              (if (car (gradients-build--header-setting text))
+                                                  "header-args property"
+                                                "#+PROPERTY")
+                                              (file-relative-name file project) line)))
+                                  indexes " and "))))
                (when (and (<= (length candidates) gradients-build--origin-limit)
                           (equal (said-without nil) said))
-                 (cl-loop for n in candidates
-                          for (text file . line) = (aref lines n)
-                          unless (equal (said-without n) said)
-                          return (format "because of the %s at %s:%d"
-                                         (if (car (gradients-build--header-setting text))
-                                             "header-args property"
-                                           "#+PROPERTY")
-                                         (file-relative-name file project) line))))))))
+                 (or (cl-loop for n in candidates
+                              unless (equal (said-without (list n)) said)
+                              return (named (list n)))
+                     (and (cdr setters)
+                          (not (equal (said-without setters) said))
+                          (named setters)))))))))
     (error nil)))
 
+(defun gradients-build--key-refused (said block)
+  "The header argument of BLOCK that the refusal SAID is about: the first
+it names.  A refusal of the block's own :eval no that names the :tangle
+it would need is about the :eval."
+  (let ((params (nth 2 (plist-get block :info)))
+        (start 0) found)
+    (while (and (not found)
+                (string-match "\\(?:\\`\\|[ (]\\)\\(:[a-z][a-z0-9-]*\\)\\_>" said start))
+      (let ((key (intern (match-string 1 said))))
+        (when (assq key params)
+          (setq found key)))
+      (setq start (match-end 1)))
+    found))
+
 (defun gradients-build--naming-header-origin (block key check)
-  "Call CHECK, a function of a block, on BLOCK; a refusal that names the
-header argument KEY is said with the line it comes from, when not
-BLOCK's own (`gradients-build--header-origin')."
+  "Call CHECK, a function of a block, on BLOCK.  A refusal that names the
+header argument KEY (when nil, the one it is about,
+`gradients-build--key-refused') is said with the line it comes from,
+when not BLOCK's own (`gradients-build--header-origin').  Every check of
+one block's header goes through here."
   (condition-case err
       (funcall check block)
     (error
      (let* ((said (error-message-string err))
-            (origin (and (string-match-p (concat (regexp-quote (symbol-name key)) "\\_>") said)
-                         (gradients-build--header-origin block key check said))))
+            (key (if key
+                     (and (string-match-p (concat (regexp-quote (symbol-name key)) "\\_>") said)
+                          key)
+                   (gradients-build--key-refused said block)))
+            (origin (and key (gradients-build--header-origin block key check said))))
        (if origin
            (error "%s (%s)" said origin)
          (signal (car err) (cdr err)))))))
@@ -1483,26 +1515,35 @@ nothing; return the pictures, an alist of output path and block."
           (gradients-build--noting-problem line
             ;; Kept for the check of what is tangled with it, below.
             (let ((file (or (plist-get block :tangle-file)
-                            (let ((found (gradients-build--check-tangle block)))
+                            (let ((found (gradients-build--naming-header-origin
+                                          block nil #'gradients-build--check-tangle)))
                               (plist-put block :tangle-file found)
                               found))))
               (when file
                 (gradients-build--claim-output claimed block :tangle file))))
-          (gradients-build--noting-problem line (gradients-build--check-how-it-runs block))
-          (gradients-build--noting-problem line (gradients-build--check-as-tangled block run-files))
+          (gradients-build--noting-problem line
+            (gradients-build--naming-header-origin block nil #'gradients-build--check-how-it-runs))
+          (gradients-build--noting-problem line
+            (gradients-build--naming-header-origin
+             block nil (lambda (block) (gradients-build--check-as-tangled block run-files))))
           (let ((key (plist-get block :tangled-key)))
             (when key
               (gradients-build--noting-problem line
-                (gradients-build--check-session block (gethash key first-into)))))
-          (gradients-build--noting-problem line (gradients-build--check-what-it-uses block blocks))
+                (gradients-build--naming-header-origin
+                 block nil (lambda (block)
+                             (gradients-build--check-session block (gethash key first-into)))))))
+          (gradients-build--noting-problem line
+            (gradients-build--naming-header-origin
+             block nil (lambda (block) (gradients-build--check-what-it-uses block blocks))))
           (when (gradients-build--runs-p block)
             (gradients-build--noting-problem line
               (gradients-build--naming-header-origin
                block :timeout (lambda (block) (gradients--timeout (nth 2 (plist-get block :info))))))
             (gradients-build--noting-problem line
-              (gradients-build--naming-header-origin block :results #'gradients-build--check-results))
+              (gradients-build--naming-header-origin block nil #'gradients-build--check-results))
             (gradients-build--noting-problem line
-              (let ((picture (gradients-build--check-picture block)))
+              (let ((picture (gradients-build--naming-header-origin
+                              block nil #'gradients-build--check-picture)))
                 (when picture
                   (gradients-build--claim-output claimed block :file picture)
                   (push (cons picture block) pictures))

@@ -696,6 +696,50 @@ the drawer: the drawer's last line was named."
                                    (refusal-tests--block-line text "one") refusal-tests--bad-timeout
                                    (refusal-tests--line text setting))))))))
 
+(ert-deftest refusal-tests-every-check-of-a-header-names-where-its-value-comes-from ()
+  "Each check of a block's header, not :timeout and :results alone: a
+value the block does not show is said with the line that set it."
+  (refusal-tests--in-project
+    (dolist (setting '(":wrap example" ":post up(x=*this*)" ":file images/x.txt"
+                       ":tangle /tmp/elsewhere.py" ":dir /tmp" ":cache yes" ":eval query"
+                       ":eval no" ":session other"))
+      (let* ((line (concat "#+PROPERTY: header-args:jupyter-python+ " setting))
+             ;; The first block tangled shows the notes' session as its own.
+             (text (concat refusal-tests--header line "\n"
+                           (refusal-tests--block "x = 0" "zero" ":session gradients :eval yes")
+                           (refusal-tests--block "x = 1" "one")))
+             (said (cl-remove-if-not
+                    (lambda (refusal) (string-prefix-p
+                                       (format "README.org:%d: block `one': "
+                                               (refusal-tests--block-line text "one"))
+                                       refusal))
+                    (refusal-tests--refused text))))
+        (should (equal (list setting (length said)) (list setting 1)))
+        (should (string-suffix-p (format " (because of the #+PROPERTY at README.org:%d)"
+                                         (refusal-tests--line text line))
+                                 (car said)))
+        (should (string-match-p (regexp-quote (car (split-string setting))) (car said)))))))
+
+(ert-deftest refusal-tests-a-value-set-twice-names-both-lines ()
+  "Taking out either line alone leaves the other's value: both are said."
+  (refusal-tests--in-project
+    (let* ((setting "#+PROPERTY: header-args:jupyter-python+ :timeout soon")
+           (drawer ":header-args:jupyter-python+: :post up(x=*this*)")
+           (text (concat refusal-tests--header setting "\n" setting "\n"
+                         "** Outer\n:PROPERTIES:\n" drawer "\n:END:\n"
+                         "*** Here\n:PROPERTIES:\n" drawer "\n:END:\n"
+                         (refusal-tests--block "x = 1" "one")))
+           (lines (split-string text "\n"))
+           (at (lambda (wanted) (cl-loop for line in lines for n from 1
+                                         when (equal line wanted) collect n))))
+      (should (equal (refusal-tests--refused text)
+                     (list (format "README.org:%d: block `one': :timeout soon %s (because of the #+PROPERTY at README.org:%d and the #+PROPERTY at README.org:%d)"
+                                   (refusal-tests--block-line text "one") refusal-tests--bad-timeout
+                                   (car (funcall at setting)) (cadr (funcall at setting)))
+                           (format "README.org:%d: block `one': :post up(x=*this*) would record what another block makes of the result, which `make tangle' and `make test' never run; drop the :post, and do it in this block's code (because of the header-args property at README.org:%d and the header-args property at README.org:%d)"
+                                   (refusal-tests--block-line text "one")
+                                   (car (funcall at drawer)) (cadr (funcall at drawer)))))))))
+
 ;;;; After all the work
 
 (ert-deftest refusal-tests-a-failure-cleaning-up-after-the-work-says-the-work-is-done ()
