@@ -90,18 +90,32 @@ AFTER_CLEAN := $(if $(filter clean,$(MAKECMDGOALS)),$(BUILD_GOALS))
 ifneq ($(AFTER_CLEAN),)
 BUILD_GOALS :=
 endif
-# The programs make and the build's scripts run, each by its name on the
-# PATH: without one, a check that runs it fails as if it had said no (a
-# PATH without grep read as a lock older than pyproject.toml), so each
-# is looked for first, under the PATH make exports.  Every Debian has
-# them (coreutils, grep, sed, diffutils, findutils, util-linux, make).
+# What make and every program it starts inherit from the shell, asked
+# once, before anything runs.  The programs make and the build's scripts
+# run, each by its name on the PATH: without one, a check that runs it
+# fails as if it had said no (a PATH without grep was read as a lock older
+# than pyproject.toml).  Every Debian has them (coreutils, grep, sed,
+# diffutils, findutils, util-linux, make).  A limit on the size of a file
+# (`ulimit -f`), which cut off a picture, blocks.json or Python's
+# bytecode where it fell: the bytecode, cut off in place, then broke
+# every later `make test`.  A umask that takes the owner's own reading or
+# writing away, under which the outputs are written for no one to read.
 NEEDED_PROGRAMS := cat cmp cp env flock grep head id make mkdir mktemp mv nproc readlink rm \
                    sed sha256sum stat touch true xargs
 ifneq ($(filter-out help,$(MAKECMDGOALS)),)
-MISSING_PROGRAMS := $(shell PATH='$(subst ','\'',$(PATH))'; for name in $(NEEDED_PROGRAMS); do \
-    command -v $$name >/dev/null 2>&1 || printf '%s ' $$name; done)
-ifneq ($(strip $(MISSING_PROGRAMS)),)
-$(error $(strip $(MISSING_PROGRAMS)) $(if $(word 2,$(MISSING_PROGRAMS)),are,is) not on the PATH ($(PATH)), and make runs $(if $(word 2,$(MISSING_PROGRAMS)),them,it): put /usr/bin on the PATH, where Debian has $(if $(word 2,$(MISSING_PROGRAMS)),them,it))
+INHERITED := $(shell PATH='$(subst ','\'',$(PATH))'; for name in $(NEEDED_PROGRAMS); do \
+    command -v $$name >/dev/null 2>&1 || printf 'missing:%s ' $$name; done; \
+    [ "$$(ulimit -f)" = unlimited ] || printf 'file-size-limit '; \
+    [ $$(( $$(umask) & 0600 )) -eq 0 ] || printf 'umask:%s' $$(umask))
+MISSING_PROGRAMS := $(patsubst missing:%,%,$(filter missing:%,$(INHERITED)))
+ifneq ($(MISSING_PROGRAMS),)
+$(error $(MISSING_PROGRAMS) $(if $(word 2,$(MISSING_PROGRAMS)),are,is) not on the PATH ($(PATH)), and make runs $(if $(word 2,$(MISSING_PROGRAMS)),them,it): put /usr/bin on the PATH, where Debian has $(if $(word 2,$(MISSING_PROGRAMS)),them,it))
+endif
+ifneq ($(filter file-size-limit,$(INHERITED)),)
+$(error the shell limits the size of the files make's programs write (`ulimit -f`), which would cut off a picture, gradients.py or Python's bytecode where it fell: run make under `ulimit -f unlimited`)
+endif
+ifneq ($(filter umask:%,$(INHERITED)),)
+$(error the umask, $(patsubst umask:%,%,$(filter umask:%,$(INHERITED))), takes from a file's owner the reading or writing of it, and the outputs would be written so that their owner could not read or rewrite them: run make under `umask 022`)
 endif
 endif
 # git's core.autocrlf=true writes every text file with CR LF line ends:

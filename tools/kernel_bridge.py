@@ -302,44 +302,63 @@ def kernel_command(connection_file):
             "--HistoryManager.enabled=False"]
 
 
-# The limits a process inherits from its shell, by the words of the
-# errors that meeting them gives: a kernel that cannot start under one
-# says only "Too many open files" or "can't start new thread", and the
-# limit, set once in a shell's startup file, is long forgotten.  The
-# kernel has this process's limits.  Each is said as `ulimit` says it.
+# The limits a process inherits from its shell, each with the words of
+# the errors that meeting it gives, and whether it can end a process
+# outright (a signal, a crash): a kernel that cannot start under one says
+# only "Too many open files" or "can't start new thread", one that dies
+# under one says nothing, and the limit, set once in a shell's startup
+# file, is long forgotten.  The kernel has this process's limits.  Each
+# is said as `ulimit` says it.
+MEMORY_WORDS = ("can't start new thread", "MemoryError", "Cannot allocate memory",
+                "Resource temporarily unavailable", "failed to map segment",
+                "pthread_create failed", "bad_alloc")
 LIMITS = (
-    ("ulimit -n", resource.RLIMIT_NOFILE, 1, ("Too many open files",)),
-    ("ulimit -v", resource.RLIMIT_AS, 1024,
-     ("can't start new thread", "MemoryError", "Cannot allocate memory")),
-    ("ulimit -d", resource.RLIMIT_DATA, 1024,
-     ("can't start new thread", "MemoryError", "Cannot allocate memory")),
+    # (the command, the limit, its unit in bytes, the words, ends a process)
+    ("ulimit -n", resource.RLIMIT_NOFILE, 1, ("Too many open files",), False),
+    ("ulimit -v", resource.RLIMIT_AS, 1024, MEMORY_WORDS, True),
+    ("ulimit -d", resource.RLIMIT_DATA, 1024, MEMORY_WORDS, True),
+    ("ulimit -s", resource.RLIMIT_STACK, 1024, ("can't start new thread",), True),
+    ("ulimit -t", resource.RLIMIT_CPU, 1, (), True),
     ("ulimit -u", resource.RLIMIT_NPROC, 1,
-     ("can't start new thread", "Resource temporarily unavailable")),
+     ("can't start new thread", "Resource temporarily unavailable", "pthread_create failed"),
+     False),
 )
 
 
 def lowered(limit, value):
     """Whether VALUE, LIMIT's value now, is lower than the system sets it:
     the number of processes is limited by default, to half the threads
-    the system allows (Linux), the others not at all."""
+    the system allows (Linux), the stack to 8 MiB, the others not at all
+    (files open at once are limited everywhere, but only their own error
+    names that limit)."""
     if limit == resource.RLIMIT_NPROC:
         try:
             with open("/proc/sys/kernel/threads-max") as threads:
                 return value < int(threads.read()) // 2
         except (OSError, ValueError):
             return False
+    if limit == resource.RLIMIT_STACK:
+        return value != resource.RLIM_INFINITY and value < 8 * 1024 * 1024
     return value != resource.RLIM_INFINITY
+
+
+def limits_in_force(error=None):
+    """The lowered limits in force that ERROR, a line that says why a
+    process failed, names by its words, or with no ERROR those that can
+    end a process outright; as words to add to a message ("" for none)."""
+    met = []
+    for command, limit, unit, words, ends in LIMITS:
+        soft, _ = resource.getrlimit(limit)
+        if ((any(word in error for word in words) if error is not None else ends)
+                and lowered(limit, soft)):
+            met.append(f"`{command}` is {soft // unit}")
+    return f" (limits in force: {', '.join(met)})" if met else ""
 
 
 def with_the_limits_it_met(error):
     """ERROR, a line that says why a process failed, followed by the
-    limits lowered in force that it may have met, if any."""
-    met = []
-    for command, limit, unit, words in LIMITS:
-        soft, _ = resource.getrlimit(limit)
-        if any(word in error for word in words) and lowered(limit, soft):
-            met.append(f"`{command}` is {soft // unit}")
-    return error + (f" (limits in force: {', '.join(met)})" if met else "")
+    lowered limits in force that it may have met, if any."""
+    return error + limits_in_force(error)
 
 
 def kernel_address():
@@ -715,12 +734,16 @@ class Kernel:
         if code == kernel_supervisor.TOLD_TO_STOP:
             return KernelDied("the kernel's supervisor was told to stop from outside "
                               "(SIGTERM or SIGHUP)", killed=True)
+        # A limit of the shell's may have ended it (processor time, by
+        # SIGXCPU then SIGKILL; memory or stack, by a crash): said with it.
+        limits = limits_in_force()
         if code == 128 + signal.SIGKILL:
             return KernelDied("the kernel was killed by signal 9 (the system's memory "
-                              "limit, or kill -9)", killed=True)
+                              "limit, or kill -9)" + limits, killed=True)
         if code is not None and code > 128:
-            return KernelDied(f"the kernel died of signal {code - 128} while running it")
-        return KernelDied(why)
+            return KernelDied(f"the kernel died of signal {code - 128} while running it"
+                              + limits)
+        return KernelDied(why + limits)
 
     def wait_for_ready(self, timeout):
         """Wait for the kernel's first answer, asking meanwhile whether to
@@ -878,6 +901,7 @@ def failure(outputs):
                         f"SystemExit; the kernel goes on)")
             else:
                 text = "\n".join(terminal_lines("\n".join(content["traceback"])))
+                summary = with_the_limits_it_met(summary)
             kind = "interrupted" if ename == "KeyboardInterrupt" else "raised"
             return BlockError(readable_by_emacs(text), kind, readable_by_emacs(summary))
     return None

@@ -420,6 +420,55 @@ def test_only_the_limits_an_error_may_have_met_are_named(limits, error, said):
     assert run.stdout == (f"{error} (limits in force: {said})\n" if said else f"{error}\n")
 
 
+@pytest.mark.parametrize("limits, said", [
+    ("ulimit -t 5", "`ulimit -t` is 5"),
+    ("ulimit -v 3000000", "`ulimit -v` is 3000000"),
+    ("ulimit -s 1024", "`ulimit -s` is 1024"),
+    ("ulimit -d 3000000 -t 9", "`ulimit -d` is 3000000, `ulimit -t` is 9"),
+    # Files open at once end no process; a stack as large as the default,
+    # or none at all, is no lowered limit.
+    ("ulimit -n 64 -s 8192", None),
+    ("ulimit -s unlimited", None),
+])
+def test_the_limits_that_may_have_ended_a_kernel_are_named(limits, said):
+    run = subprocess.run(["bash", "-c", f'{limits} && exec "$0" -c "$1"', sys.executable,
+                          "import kernel_bridge; print(repr(kernel_bridge.limits_in_force()))"],
+                         env=dict(os.environ, PYTHONPATH=str(ROOT / "tools")),
+                         capture_output=True, text=True, check=True)
+    assert run.stdout == repr(f" (limits in force: {said})" if said else "") + "\n"
+
+
+# A block that meets a limit of the shell's, run by a bridge under it.
+UNDER_A_LIMIT = {
+    "memory": ("ulimit -v 3000000", "bytearray(4 * 10**9)",
+               "raised MemoryError (limits in force: `ulimit -v` is 3000000)"),
+    "processor time": ("ulimit -S -t 3", "import time\nwhile time.process_time() < 5:\n    pass",
+                       "died the kernel died of signal 24 while running it "
+                       "(limits in force: `ulimit -t` is 3)"),
+    "files open": ("ulimit -n 256", "files = [open('/dev/null') for _ in range(300)]",
+                   "raised OSError: [Errno 24] Too many open files: '/dev/null' "
+                   "(limits in force: `ulimit -n` is 256)"),
+}
+
+
+@pytest.mark.parametrize("case", UNDER_A_LIMIT, ids=list(UNDER_A_LIMIT))
+def test_a_block_that_meets_a_limit_of_the_shells_is_said_to(tmp_path, case):
+    """A MemoryError, a kernel ended by SIGXCPU, too many files open: each
+    is said with the limit the shell set, which no block shows."""
+    limits, code, said = UNDER_A_LIMIT[case]
+    run_it = ("import sys, kernel_bridge\n"
+              "kernel = kernel_bridge.Kernel()\n"
+              "try:\n    kernel_bridge.execute(kernel, sys.argv[1])\n"
+              "except kernel_bridge.BlockError as failure:\n"
+              "    print(failure.kind, failure.summary)\n"
+              "finally:\n    kernel.kill()\n")
+    run = subprocess.run(["bash", "-c", f'{limits} && exec "$0" -c "$1" "$2"', sys.executable,
+                          run_it, code], cwd=tmp_path,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT / "tools")),
+                         capture_output=True, text=True, timeout=60)
+    assert run.stdout == said + "\n", run.stdout + run.stderr
+
+
 # Each one a module that the kernel imports while it starts.
 STANDARD_MODULES = ["random", "json", "logging"]
 

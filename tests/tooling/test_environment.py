@@ -460,3 +460,32 @@ def test_a_path_of_nothing_names_every_program_make_runs(project_copy):
     said = run.stderr.split("*** ")[-1]
     named = said.split(" are not on the PATH (/nonexistent), and make runs them")[0].split()
     assert {"grep", "sha256sum", "flock", "cmp", "make"} <= set(named), said
+
+
+@pytest.mark.parametrize("goal, shell, said", [
+    ("test", "ulimit -f 40", "the shell limits the size of the files make's programs write"),
+    ("tangle", "ulimit -f 0", "the shell limits the size of the files make's programs write"),
+    ("run", "umask 0777", "the umask, 0777, takes from a file's owner the reading or writing"),
+    ("test", "umask 0277", "the umask, 0277, takes from a file's owner the reading or writing"),
+])
+def test_what_the_shell_would_have_the_build_write_wrongly_is_refused_before_it_runs(
+        project_copy, goal, shell, said):
+    """Under `ulimit -f`, `make test` left Python's bytecode of the bridge
+    cut off in tools/__pycache__, and every later `make test` failed on it;
+    under umask 0777 the pictures were written for no one to read."""
+    before = snapshot(project_copy)
+    run = subprocess.run(["sh", "-c", f'{shell} && exec make "$0"', goal], cwd=project_copy,
+                         capture_output=True, text=True, env=a_users_make_environment())
+    assert run.returncode == 2
+    assert said in run.stderr, run.stderr
+    assert not run.stdout
+    assert snapshot(project_copy) == before
+    assert not list(project_copy.rglob("__pycache__")) and not (project_copy / ".build"
+                                                                / "produced").exists()
+
+
+@pytest.mark.parametrize("shell", ["umask 0077", "umask 0007", "ulimit -f unlimited"])
+def test_a_shell_that_keeps_the_owners_rights_and_any_file_size_may_build(project_copy, shell):
+    run = subprocess.run(["sh", "-c", f"{shell} && exec make -n tangle"], cwd=project_copy,
+                         capture_output=True, text=True, env=a_users_make_environment())
+    assert run.returncode == 0, run.stderr
