@@ -519,7 +519,8 @@ class TerminalEmacs(EmacsServer):
 
 def copy_project(folder):
     """Copy the project's tracked files into FOLDER, with a link to the real
-    venv and its stamp, and a copy of the kernels' caches; return FOLDER."""
+    venv and its stamp, a copy of the kernels' caches and of the programs
+    known to be the packages'; return FOLDER."""
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
                              text=True, check=True).stdout.split("\0")
     for name in filter(None, tracked):
@@ -533,6 +534,13 @@ def copy_project(folder):
     caches = ROOT / ".build" / "kernel"
     if caches.is_dir():
         shutil.copytree(caches, folder / ".build" / "kernel", symlinks=True)
+    # And the programs found to be the packages' (tools/require-debian-packages),
+    # each noted by the file it is: asking Emacs again costs a start of it
+    # in every copy that builds.
+    answered = ROOT / ".build" / "answered"
+    if answered.is_file():
+        (folder / ".build").mkdir(exist_ok=True)
+        shutil.copy2(answered, folder / ".build" / "answered")
     return folder
 
 

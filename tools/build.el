@@ -894,9 +894,10 @@ LINE); nil for a FILE Org cannot read (a folder, none).  Found by Org's
 parser, so that one inside an example block is none, as for Org."
   (when (and (< depth 5) (file-regular-p file) (file-readable-p file))
     (with-temp-buffer
-      ;; As the notes are read.
-      (let ((coding-system-for-read 'utf-8-unix))
-        (insert-file-contents file))
+      ;; As Org reads it (`org-file-contents'), its coding found by Emacs:
+      ;; bytes of latin-1 forced into UTF-8 stayed raw, and Org 9.6, to
+      ;; hash the buffer, asked which coding to save them in.
+      (insert-file-contents file)
       (setq default-directory (file-name-directory file))
       (delay-mode-hooks (org-mode))
       (let (lines)
@@ -985,64 +986,98 @@ LINE)) without those at the indexes SKIPPED, in folder PROJECT; kept in
 ;; reader to the block, which has nothing to change.  On the refusal's
 ;; path only.
 
+(defun gradients-build--lines-named (lines indexes project)
+  "INDEXES of LINES (see `gradients-build--origin-reading') said as the
+lines they are, in their order, each once, those of one file and kind
+together: \"the #+PROPERTY at README.org:4\", \"the #+PROPERTY lines at
+README.org:4, 5 and 6\"."
+  (let (groups)
+    (dolist (n (sort (copy-sequence indexes) #'<))
+      (pcase-let* ((`(,text ,file . ,line) (aref lines n))
+                   (kind (if (car (gradients-build--header-setting text))
+                             "header-args property"
+                           "#+PROPERTY"))
+                   (where (cons kind (file-relative-name file project)))
+                   (group (assoc where groups)))
+        (if group
+            (unless (memq line (cdr group)) (nconc group (list line)))
+          (push (list where line) groups))))
+    (mapconcat (lambda (group)
+                 (pcase-let ((`((,kind . ,file) . ,numbers) group))
+                   (if (cdr numbers)
+                       (format "the %s lines at %s:%s and %d" kind file
+                               (mapconcat #'number-to-string (butlast numbers) ", ")
+                               (car (last numbers)))
+                     (format "the %s at %s:%d" kind file (car numbers)))))
+               (nreverse groups) " and ")))
+
 (defun gradients-build--header-origin (block key check said)
   "The lines of the notes or of a setup file without which the refusal
 SAID of CHECK (a function of a block, which signals it) would not be said
-of BLOCK: \"because of the #+PROPERTY at FILE:LINE\", or \"the
+of BLOCK at all: \"because of the #+PROPERTY at FILE:LINE\", or \"the
 header-args property at FILE:LINE\", one that sets KEY or one without
-`+' that dropped the notes' own; when no one line alone makes the
-refusal, every line that sets KEY, if together they do (two lines giving
-the same value).  Nil when BLOCK's own header sets KEY, for none (Org's
-defaults), or when it cannot tell."
+`+' that dropped the notes' own.  When no one line alone is, the fewest
+of the lines that give KEY the value the block has that together are
+\(two lines giving the same value).  Without such a line the block is
+refused no more, or its value of KEY is another (a heading's :timeout
+over the file's).  Nil when there are none (the block's own header,
+Org's defaults), or when it cannot tell.  SAID is what CHECK said of
+BLOCK as the build read it."
   (condition-case nil
       (gradients-build--creating-no-folders
-       (let* ((element (plist-get block :element))
-              (own (cl-some (lambda (header)
-                              (assq key (org-babel-parse-header-arguments header t)))
-                            (delq nil (cons (org-element-property :parameters element)
-                                            (org-element-property :header element))))))
-         (unless own
-           (let* ((lines (vconcat (gradients-build--notes-lines)))
-                  (target (cons (buffer-file-name) (plist-get block :line)))
-                  (project default-directory)
-                  (name (concat (regexp-quote (symbol-name key)) "\\_>"))
-                  setters candidates)
-             ;; Those that set KEY, or drop what came before.
-             (cl-loop for n from (1- (length lines)) downto 0
-                      for (_drawer plus arguments) = (gradients-build--header-setting
-                                                      (car (aref lines n)))
-                      for sets = (and arguments (let ((case-fold-search t))
-                                                  (string-match-p name arguments)))
-                      when sets do (push n setters)
-                      when (and arguments (or sets (not plus))) do (push n candidates))
-             (setq candidates (nreverse candidates))
-             (cl-flet ((said-without (skipped)
-                         (let ((info (cdr (assoc target (gradients-build--origin-reading
-                                                         lines skipped project)))))
-                           (when info
-                             (condition-case err
-                                 (progn (funcall check (plist-put (copy-sequence block) :info info))
-                                        nil)
-                               (error (error-message-string err))))))
-                       (named (indexes)
-                         (concat "because of "
-                                 (mapconcat
-                                  (lambda (n)
-                                    (pcase-let ((`(,text ,file . ,line) (aref lines n)))
-                                      (format "the %s at %s:%d"
-                                              (if (car (gradients-build--header-setting text))
-                                                  "header-args property"
-                                                "#+PROPERTY")
-                                              (file-relative-name file project) line)))
-                                  indexes " and "))))
-               (when (and (<= (length candidates) gradients-build--origin-limit)
-                          (equal (said-without nil) said))
-                 (or (cl-loop for n in candidates
-                              unless (equal (said-without (list n)) said)
-                              return (named (list n)))
-                     (and (cdr setters)
-                          (not (equal (said-without setters) said))
-                          (named setters)))))))))
+       (let* ((lines (vconcat (gradients-build--notes-lines)))
+              (target (cons (buffer-file-name) (plist-get block :line)))
+              (project default-directory)
+              (name (concat (regexp-quote (symbol-name key)) "\\_>"))
+              (value (cdr (assq key (nth 2 (plist-get block :info)))))
+              setters candidates)
+         ;; Those that set KEY (to the block's value: the setters), or
+         ;; drop what came before.
+         (cl-loop for n from (1- (length lines)) downto 0
+                  for (_drawer plus arguments) = (gradients-build--header-setting
+                                                  (car (aref lines n)))
+                  for sets = (and arguments (let ((case-fold-search t))
+                                              (string-match-p name arguments)))
+                  when (and sets (equal (cdr (assq key (ignore-errors
+                                                         (org-babel-parse-header-arguments
+                                                          arguments t))))
+                                        value))
+                  do (push n setters)
+                  when (and arguments (or sets (not plus))) do (push n candidates))
+         (setq candidates (nreverse candidates))
+         (cl-flet ((moved (skipped)
+                     ;; Whether, read without the lines SKIPPED, the block
+                     ;; is refused no more, or refused for another value of
+                     ;; KEY (not for the same value, of which a line
+                     ;; without it took only a word Org merges, :results
+                     ;; drawer beside the refused table).
+                     (let ((info (cdr (assoc target (gradients-build--origin-reading
+                                                     lines skipped project)))))
+                       (and info
+                            (let ((now (condition-case err
+                                           (progn (funcall check (plist-put (copy-sequence block)
+                                                                            :info info))
+                                                  nil)
+                                         (error (error-message-string err)))))
+                              (or (null now)
+                                  (and (not (equal now said))
+                                       (not (equal (cdr (assq key (nth 2 info))) value)))))))))
+           (when (and (<= (length candidates) gradients-build--origin-limit)
+                      (not (moved nil)))
+             (let ((alone (cl-loop for n in candidates
+                                   when (moved (list n)) return n)))
+               (cond
+                (alone (concat "because of "
+                               (gradients-build--lines-named lines (list alone) project)))
+                ((and (cdr setters) (moved setters))
+                 ;; The fewest: each kept only if without it (and those
+                 ;; kept so far) taken out the refusal still moves.
+                 (let ((needed setters))
+                   (dolist (n setters)
+                     (when (moved (remq n needed))
+                       (setq needed (remq n needed))))
+                   (concat "because of "
+                           (gradients-build--lines-named lines needed project))))))))))
     (error nil)))
 
 (defun gradients-build--key-refused (said block)

@@ -487,12 +487,12 @@ build found, its hook into file reading, the notes' buffer."
                       (list (format "README.org:%d: block `posted': :post up(x=*this*) would record what another block makes of the result, which `make tangle' and `make test' never run; drop the :post, and do it in this block's code"
                                     (refusal-tests--block-line text "posted")))
                       (mapcar (lambda (word)
-                                ;; The origin of a value the block does not show.
-                                (format "README.org:%d: block `%s': :results %s without `drawer' makes Org write the block's text, lines already fixed-width, as fixed-width lines of its own (`: : 20.0'); use :results raw drawer, as the notes' #+PROPERTY does (a header-args property without `+' replaces it)%s"
+                                ;; The line that dropped the notes' drawer,
+                                ;; whether the block shows a :results of
+                                ;; its own or not.
+                                (format "README.org:%d: block `%s': :results %s without `drawer' makes Org write the block's text, lines already fixed-width, as fixed-width lines of its own (`: : 20.0'); use :results raw drawer, as the notes' #+PROPERTY does (a header-args property without `+' replaces it) (because of the header-args property at README.org:%d)"
                                         (refusal-tests--block-line text (car word)) (car word) (cdr word)
-                                        (if (equal (car word) "output") ""
-                                          (format " (because of the header-args property at README.org:%d)"
-                                                  (refusal-tests--line text ":header-args:jupyter-python: :session gradients")))))
+                                        (refusal-tests--line text ":header-args:jupyter-python: :session gradients")))
                               '(("undrawn" . "replace") ("output" . "output")))))))))
 
 ;; The kernel runs what gradients.py holds, in one module: the blocks
@@ -595,6 +595,21 @@ build found, its hook into file reading, the notes' buffer."
     (write-region "#+TITLE: Shared\n#+PROPERTY: header-args:jupyter-python+ :timeout soon\n"
                   nil (expand-file-name "setup.org" refusal-tests--project) nil 'silent)
     ;; After the notes' own #+PROPERTY without `+', which would replace it.
+    (let* ((text (concat refusal-tests--header "#+SETUPFILE: setup.org\n"
+                         (refusal-tests--block "x = 1" "one"))))
+      (should (equal (refusal-tests--refused text)
+                     (list (format "README.org:%d: block `one': :timeout soon %s (because of the #+PROPERTY at setup.org:2)"
+                                   (refusal-tests--block-line text "one")
+                                   refusal-tests--bad-timeout)))))))
+
+(ert-deftest refusal-tests-a-value-from-a-latin-1-setup-file-names-its-line-there ()
+  "Org reads a setup file in the coding Emacs finds for it: read as
+UTF-8, its latin-1 bytes stayed raw, and Org 9.6 asked which coding to
+save them in, a question the build could not answer."
+  (refusal-tests--in-project
+    (let ((coding-system-for-write 'latin-1-unix))
+      (write-region "#+TITLE: Caf\u00e9\n#+PROPERTY: header-args:jupyter-python+ :timeout soon\n"
+                    nil (expand-file-name "setup.org" refusal-tests--project) nil 'silent))
     (let* ((text (concat refusal-tests--header "#+SETUPFILE: setup.org\n"
                          (refusal-tests--block "x = 1" "one"))))
       (should (equal (refusal-tests--refused text)
@@ -733,12 +748,51 @@ value the block does not show is said with the line that set it."
            (at (lambda (wanted) (cl-loop for line in lines for n from 1
                                          when (equal line wanted) collect n))))
       (should (equal (refusal-tests--refused text)
-                     (list (format "README.org:%d: block `one': :timeout soon %s (because of the #+PROPERTY at README.org:%d and the #+PROPERTY at README.org:%d)"
+                     (list (format "README.org:%d: block `one': :timeout soon %s (because of the #+PROPERTY lines at README.org:%d and %d)"
                                    (refusal-tests--block-line text "one") refusal-tests--bad-timeout
                                    (car (funcall at setting)) (cadr (funcall at setting)))
-                           (format "README.org:%d: block `one': :post up(x=*this*) would record what another block makes of the result, which `make tangle' and `make test' never run; drop the :post, and do it in this block's code (because of the header-args property at README.org:%d and the header-args property at README.org:%d)"
+                           (format "README.org:%d: block `one': :post up(x=*this*) would record what another block makes of the result, which `make tangle' and `make test' never run; drop the :post, and do it in this block's code (because of the header-args property lines at README.org:%d and %d)"
                                    (refusal-tests--block-line text "one")
                                    (car (funcall at drawer)) (cadr (funcall at drawer)))))))))
+
+(ert-deftest refusal-tests-only-the-lines-that-give-the-value-are-named ()
+  "Of several lines that mention an argument, those without which the
+block's value would be another: not one that sets another value, one in
+another heading's drawer, one in an example block; a setup file read
+twice is named once; a value merged into the block's own is traced."
+  (refusal-tests--in-project
+    (write-region "#+PROPERTY: header-args:jupyter-python+ :cache yes\n" nil
+                  (expand-file-name "setup.org" refusal-tests--project) nil 'silent)
+    (let ((yes "#+PROPERTY: header-args:jupyter-python+ :cache yes")
+          (cache "would make Org skip the block when its code is unchanged"))
+      (pcase-dolist (`(,middle ,after ,block-args ,said ,origin . ,offsets)
+                     `((,(concat "#+PROPERTY: header-args:jupyter-python+ :cache no\n" yes "\n" yes "\n")
+                        "" "" ,cache "the #+PROPERTY lines at README.org:%d and %d" 1 2)
+                       (,(concat yes "\n" yes "\n")
+                        "\n* Elsewhere\n:PROPERTIES:\n:header-args:jupyter-python+: :cache yes\n:END:\n"
+                        "" ,cache "the #+PROPERTY lines at README.org:%d and %d" 0 1)
+                       (,(concat yes "\n" yes "\n#+begin_example\n" yes "\n#+end_example\n")
+                        "" "" ,cache "the #+PROPERTY lines at README.org:%d and %d" 0 1)
+                       ("#+SETUPFILE: setup.org\n#+SETUPFILE: setup.org\n"
+                        "" "" ,cache "the #+PROPERTY at setup.org:1")
+                       ("#+PROPERTY: header-args:jupyter-python+ :results table\n"
+                        "" ":results drawer" "reshaped" "the #+PROPERTY at README.org:%d" 0)
+                       ("#+PROPERTY: header-args:jupyter-python+ :var y=zero\n"
+                        "" ":var z=2" "names block `zero'" "the #+PROPERTY at README.org:%d" 0)))
+        (let* ((text (concat refusal-tests--header middle
+                             (refusal-tests--block "x = 0" "zero")
+                             (refusal-tests--block "x = 1" "one" block-args)
+                             after))
+               (refused (cl-find-if (lambda (line) (string-match-p "block `one'" line))
+                                    (refusal-tests--refused text))))
+          (should (string-match-p (regexp-quote said) (or refused "")))
+          (should (equal (list middle (and refused (string-match " (because of \\(.*\\))\\'"
+                                                                  refused)
+                                          (match-string 1 refused)))
+                         (list middle (apply #'format origin
+                                             (mapcar (lambda (offset)
+                                                       (+ offset 1 (refusal-tests--line text "* Notes")))
+                                                     offsets))))))))))
 
 ;;;; After all the work
 

@@ -576,6 +576,34 @@ def test_a_reader_that_stops_reading_does_not_stop_the_build_half_way(tiny, targ
         assert ":results:\n: 'first'\n:end:" in notes and ":results:\n: 'second'\n:end:" in notes, notes
 
 
+@pytest.mark.parametrize("target", ["tangle", "run", "test"])
+def test_a_question_a_build_meets_is_not_waited_for_on_a_terminal(tiny, tmp_path_factory,
+                                                                  target):
+    """Emacs in batch reads any question from its standard input (Org 9.6
+    asked which coding to save the raw bytes of a latin-1 setup file in):
+    typed in a terminal, the build waited there for an answer no one knew
+    was asked.  The question fails instead, and the build says so."""
+    question = tmp_path_factory.mktemp("question") / "question.el"
+    question.write_text('(with-eval-after-load (quote org) (read-string "Which coding? "))\n')
+    before = snapshot(tiny)
+    terminal, its_end = os.openpty()
+    make_it = subprocess.Popen(["make", target, f"EMACS={EMACS} -l {question}"], cwd=tiny,
+                               stdin=its_end, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=a_users_make_environment(), start_new_session=True)
+    try:
+        said = make_it.communicate(timeout=PATIENCE * 2)[0]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(make_it.pid, signal.SIGKILL)
+        make_it.wait()
+        os.close(terminal)
+        os.close(its_end)
+    assert make_it.returncode != 0
+    assert "Error reading from stdin" in said, said
+    assert snapshot(tiny) == before
+    assert_no_kernel_left(tiny)
+
+
 def test_ctrl_c_while_make_run_runs_its_blocks_is_said(tiny):
     """Its blocks run with their messages held back: the build's last
     words were lost with them."""
@@ -969,7 +997,7 @@ def test_ctrl_c_while_the_produced_folder_is_replaced_leaves_no_copy_of_it(tiny)
                 "README.org", cwd=tiny, check=False)
     assert run.returncode != 0 and "the build was stopped" in run.stderr, run.stderr
     assert sorted(p.name for p in (tiny / ".build").iterdir()
-                  if p.name not in ("kernel", "produced")) == [], run.stderr
+                  if p.name not in ("kernel", "produced", "answered")) == [], run.stderr
     assert build(tiny, "produce").returncode == 0
     assert (tiny / ".build" / "produced" / "blocks.json").exists()
 
