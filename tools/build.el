@@ -1580,7 +1580,16 @@ nothing; return the pictures, an alist of output path and block."
               (let ((picture (gradients-build--naming-header-origin
                               block nil #'gradients-build--check-picture)))
                 (when picture
-                  (gradients-build--claim-output claimed block :file picture)
+                  ;; A :file a property gives every block is drawn by the
+                  ;; first: the property's line is named.  The blocks read
+                  ;; again claim in a copy of what is claimed.
+                  (gradients-build--naming-header-origin
+                   block :file (lambda (read)
+                                 (let ((again (gradients-build--check-picture read)))
+                                   (when again
+                                     (gradients-build--claim-output
+                                      (if (eq read block) claimed (copy-hash-table claimed))
+                                      read :file again)))))
                   (push (cons picture block) pictures))
                 (gradients-build--check-linked-files block picture)))))))
     (when gradients-build--problems

@@ -735,6 +735,19 @@ value the block does not show is said with the line that set it."
                                  (car said)))
         (should (string-match-p (regexp-quote (car (split-string setting))) (car said)))))))
 
+(ert-deftest refusal-tests-a-file-every-block-gets-from-a-property-names-it ()
+  "The first block draws it; each after it is refused with the line."
+  (refusal-tests--in-project
+    (let* ((setting "#+PROPERTY: header-args:jupyter-python+ :file images/x.png")
+           (text (concat refusal-tests--header setting "\n"
+                         (refusal-tests--block refusal-tests--draw "zero")
+                         (refusal-tests--block refusal-tests--draw "one"))))
+      (should (equal (refusal-tests--refused text)
+                     (list (format "README.org:%d: block `one': :file images/x.png is drawn already by README.org:%d: block `zero'; give each output its own file (because of the #+PROPERTY at README.org:%d)"
+                                   (refusal-tests--block-line text "one")
+                                   (refusal-tests--block-line text "zero")
+                                   (refusal-tests--line text setting))))))))
+
 (ert-deftest refusal-tests-a-value-set-twice-names-both-lines ()
   "Taking out either line alone leaves the other's value: both are said."
   (refusal-tests--in-project
