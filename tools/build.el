@@ -1097,9 +1097,9 @@ it would need is about the :eval."
 (defun gradients-build--naming-header-origin (block key check)
   "Call CHECK, a function of a block, on BLOCK.  A refusal that names the
 header argument KEY (when nil, the one it is about,
-`gradients-build--key-refused') is said with the line it comes from,
-when not BLOCK's own (`gradients-build--header-origin').  Every check of
-one block's header goes through here."
+`gradients-build--key-refused') is said with the lines it comes from
+other than BLOCK's own header (`gradients-build--header-origin').  Every
+check of one block's header goes through here."
   (condition-case err
       (funcall check block)
     (error
