@@ -70,6 +70,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 
 import zmq
@@ -1647,9 +1648,24 @@ def serve(stdin, stdout):
             kernel.kill()
 
 
-if __name__ == "__main__":
+def main():
     # The requests are UTF-8 JSON whatever the locale says: under LC_ALL=C
     # or POSIX a block's non-ASCII text would otherwise reach the kernel as
     # surrogates, and under a Latin-1 locale as other characters.
     sys.stdin.reconfigure(encoding="utf-8", errors="strict")
-    serve(sys.stdin, sys.stdout)
+    try:
+        serve(sys.stdin, sys.stdout)
+    except Exception as error:
+        # Emacs says the last line of a bridge that ended so: with it, the
+        # limits of the shell's it may have met (the bridge's own files
+        # open at once, its threads).
+        said = traceback.format_exception(error)
+        last = said[-1].rstrip("\n")
+        if "(limits in force: " not in last:
+            last = with_the_limits_it_met(last)
+        sys.stderr.write("".join(said[:-1]) + last + "\n")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

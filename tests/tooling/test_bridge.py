@@ -401,6 +401,29 @@ def test_a_kernel_that_cannot_start_under_a_limit_names_it_at_once(tmp_path, lim
     assert f"(limits in force: `ulimit {limit}` is {value})" in run.stdout
 
 
+@pytest.mark.parametrize("failure, said", [
+    ("OSError(24, 'Too many open files')",
+     "OSError: [Errno 24] Too many open files (limits in force: `ulimit -n` is 64)"),
+    # Said already where it was raised: not twice.
+    ("RuntimeError('Too many open files (limits in force: `ulimit -n` is 64)')",
+     "RuntimeError: Too many open files (limits in force: `ulimit -n` is 64)"),
+    ("ValueError('no limit meant')", "ValueError: no limit meant"),
+])
+def test_a_bridge_that_ends_on_an_error_says_the_limit_it_may_have_met(tmp_path, failure, said):
+    """Emacs says the last line of a bridge that ended: under `ulimit -n`
+    the bridge itself may be the first to meet the limit."""
+    end = ("import kernel_bridge\n"
+           "def serve(*args):\n"
+           f"    raise {failure}\n"
+           "kernel_bridge.serve = serve\n"
+           "kernel_bridge.main()\n")
+    run = subprocess.run(["sh", "-c", 'ulimit -n 64 && exec "$0" -c "$1"', sys.executable, end],
+                         cwd=tmp_path, input="", capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT / "tools")))
+    assert run.returncode == 1
+    assert run.stderr.endswith("\n" + said + "\n"), run.stderr
+
+
 @pytest.mark.parametrize("limits, error, said", [
     ("ulimit -v 600000", "RuntimeError: can't start new thread", "`ulimit -v` is 600000"),
     ("ulimit -u 50", "RuntimeError: can't start new thread", "`ulimit -u` is 50"),
