@@ -1011,6 +1011,12 @@ README.org:4, 5 and 6\"."
                      (format "the %s at %s:%d" kind file (car numbers)))))
                (nreverse groups) " and ")))
 
+(defconst gradients-build--merged-keys '(:results :exports :var)
+  "The header arguments whose value Org merges from every level (words of
+:results and :exports, each :var), where a block's own sets only part:
+for the others, a block's own value is wholly its own, and no other
+line is its origin.")
+
 (defun gradients-build--header-origin (block key check said)
   "The lines of the notes or of a setup file without which the refusal
 SAID of CHECK (a function of a block, which signals it) would not be said
@@ -1021,64 +1027,83 @@ of the lines that give KEY the value the block has that together are
 \(two lines giving the same value).  Without such a line the block is
 refused no more, or its value of KEY is another (a heading's :timeout
 over the file's).  Nil when there are none (the block's own header,
-Org's defaults), or when it cannot tell.  SAID is what CHECK said of
+unless Org merges KEY, `gradients-build--merged-keys'; Org's defaults),
+or when it cannot tell.  SAID is what CHECK said of
 BLOCK as the build read it."
   (condition-case nil
       (gradients-build--creating-no-folders
-       (let* ((lines (vconcat (gradients-build--notes-lines)))
-              (target (cons (buffer-file-name) (plist-get block :line)))
-              (project default-directory)
-              (name (concat (regexp-quote (symbol-name key)) "\\_>"))
-              (value (cdr (assq key (nth 2 (plist-get block :info)))))
-              setters candidates)
-         ;; Those that set KEY (to the block's value: the setters), or
-         ;; drop what came before.
-         (cl-loop for n from (1- (length lines)) downto 0
-                  for (_drawer plus arguments) = (gradients-build--header-setting
-                                                  (car (aref lines n)))
-                  for sets = (and arguments (let ((case-fold-search t))
-                                              (string-match-p name arguments)))
-                  when (and sets (equal (cdr (assq key (ignore-errors
-                                                         (org-babel-parse-header-arguments
-                                                          arguments t))))
-                                        value))
-                  do (push n setters)
-                  when (and arguments (or sets (not plus))) do (push n candidates))
-         (setq candidates (nreverse candidates))
-         (cl-flet ((moved (skipped)
-                     ;; Whether, read without the lines SKIPPED, the block
-                     ;; is refused no more, or refused for another value of
-                     ;; KEY (not for the same value, of which a line
-                     ;; without it took only a word Org merges, :results
-                     ;; drawer beside the refused table).
-                     (let ((info (cdr (assoc target (gradients-build--origin-reading
-                                                     lines skipped project)))))
-                       (and info
-                            (let ((now (condition-case err
-                                           (progn (funcall check (plist-put (copy-sequence block)
-                                                                            :info info))
-                                                  nil)
-                                         (error (error-message-string err)))))
-                              (or (null now)
-                                  (and (not (equal now said))
-                                       (not (equal (cdr (assq key (nth 2 info))) value)))))))))
-           (when (and (<= (length candidates) gradients-build--origin-limit)
-                      (not (moved nil)))
-             (let ((alone (cl-loop for n in candidates
-                                   when (moved (list n)) return n)))
-               (cond
-                (alone (concat "because of "
-                               (gradients-build--lines-named lines (list alone) project)))
-                ((and (cdr setters) (moved setters))
-                 ;; The fewest: each kept only if without it (and those
-                 ;; kept so far) taken out the refusal still moves.
-                 (let ((needed setters))
-                   (dolist (n setters)
-                     (when (moved (remq n needed))
-                       (setq needed (remq n needed))))
-                   (concat "because of "
-                           (gradients-build--lines-named lines needed project))))))))))
+       (unless (and (not (memq key gradients-build--merged-keys))
+                    (let ((element (plist-get block :element)))
+                      (cl-some (lambda (header)
+                                 (assq key (org-babel-parse-header-arguments header t)))
+                               (delq nil (cons (org-element-property :parameters element)
+                                               (org-element-property :header element))))))
+         (let* ((lines (vconcat (gradients-build--notes-lines)))
+                (target (cons (buffer-file-name) (plist-get block :line)))
+                (project default-directory)
+                (name (concat (regexp-quote (symbol-name key)) "\\_>"))
+                (value (cdr (assq key (nth 2 (plist-get block :info)))))
+                setters candidates)
+           ;; Those that set KEY (to the block's value: the setters), or
+           ;; drop what came before.
+           (cl-loop for n from (1- (length lines)) downto 0
+                    for (_drawer plus arguments) = (gradients-build--header-setting
+                                                    (car (aref lines n)))
+                    for sets = (and arguments (let ((case-fold-search t))
+                                                (string-match-p name arguments)))
+                    when (and sets (equal (cdr (assq key (ignore-errors
+                                                           (org-babel-parse-header-arguments
+                                                            arguments t))))
+                                          value))
+                    do (push n setters)
+                    when (and arguments (or sets (not plus))) do (push n candidates))
+           (setq candidates (nreverse candidates))
+           (cl-flet ((moved (skipped)
+                            ;; Whether, read without the lines SKIPPED, the block
+                            ;; is refused no more, or refused for another value of
+                            ;; KEY (not for the same value, of which a line
+                            ;; without it took only a word Org merges, :results
+                            ;; drawer beside the refused table).
+                            (let* ((reading (gradients-build--origin-reading lines skipped project))
+                                   (info (cdr (assoc target reading))))
+                              (and info
+                                   (let ((now (condition-case err
+                                                  (progn (funcall check
+                                                                  (plist-put
+                                                                   (plist-put (copy-sequence block)
+                                                                              :info info)
+                                                                   :reading reading))
+                                                         nil)
+                                                (error (error-message-string err)))))
+                                     (or (null now)
+                                         (and (not (equal now said))
+                                              (not (equal (cdr (assq key (nth 2 info))) value)))))))))
+             (when (and (<= (length candidates) gradients-build--origin-limit)
+                        (not (moved nil)))
+               (let ((alone (cl-loop for n in candidates
+                                     when (moved (list n)) return n)))
+                 (cond
+                  (alone (concat "because of "
+                                 (gradients-build--lines-named lines (list alone) project)))
+                  ((and (cdr setters) (moved setters))
+                   ;; The fewest: each kept only if without it (and those
+                   ;; kept so far) taken out the refusal still moves.
+                   (let ((needed setters))
+                     (dolist (n setters)
+                       (when (moved (remq n needed))
+                         (setq needed (remq n needed))))
+                     (concat "because of "
+                             (gradients-build--lines-named lines needed project)))))))))))
     (error nil)))
+
+(defun gradients-build--as-read (block reading)
+  "BLOCK with its information as in READING, the notes read again without
+some lines (`gradients-build--origin-reading'), when it is there: a check
+that compares a block with another (the first of its file) sees both as
+read without those lines."
+  (let ((info (and reading
+                   (cdr (assoc (cons (buffer-file-name) (plist-get block :line)) reading)))))
+    (if info (plist-put (copy-sequence block) :info info) block)))
 
 (defun gradients-build--key-refused (said block)
   "The header argument of BLOCK that the refusal SAID is about: the first
@@ -1566,7 +1591,9 @@ nothing; return the pictures, an alist of output path and block."
               (gradients-build--noting-problem line
                 (gradients-build--naming-header-origin
                  block nil (lambda (block)
-                             (gradients-build--check-session block (gethash key first-into)))))))
+                             (gradients-build--check-session
+                              block (gradients-build--as-read (gethash key first-into)
+                                                              (plist-get block :reading))))))))
           (gradients-build--noting-problem line
             (gradients-build--naming-header-origin
              block nil (lambda (block) (gradients-build--check-what-it-uses block blocks))))

@@ -748,6 +748,22 @@ value the block does not show is said with the line that set it."
                                    (refusal-tests--block-line text "zero")
                                    (refusal-tests--line text setting))))))))
 
+(ert-deftest refusal-tests-a-session-apart-names-the-line-that-set-it-apart ()
+  "The block refused has the notes' session; the first block of its file
+has another from its heading's drawer, which is the line to change."
+  (refusal-tests--in-project
+    (let* ((drawer ":header-args:jupyter-python+: :session other")
+           (text (concat refusal-tests--header
+                         "** First\n:PROPERTIES:\n" drawer "\n:END:\n"
+                         (refusal-tests--block "x = 0" "zero")
+                         "** Second\n"
+                         (refusal-tests--block "x = 1" "one"))))
+      (should (equal (refusal-tests--refused text)
+                     (list (format "README.org:%d: block `one': :session gradients is not the session of the blocks tangled with it (other, from block `zero' at line %d), and their file runs in one module what two kernels ran apart: drop the :session, or add :tangle no (because of the header-args property at README.org:%d)"
+                                   (refusal-tests--block-line text "one")
+                                   (refusal-tests--block-line text "zero")
+                                   (refusal-tests--line text drawer))))))))
+
 (ert-deftest refusal-tests-a-value-set-twice-names-both-lines ()
   "Taking out either line alone leaves the other's value: both are said."
   (refusal-tests--in-project
