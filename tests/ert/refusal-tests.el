@@ -591,31 +591,23 @@ build found, its hook into file reading, the notes' buffer."
                                    refusal-tests--bad-timeout)))))))
 
 (ert-deftest refusal-tests-a-value-from-a-setup-file-names-its-line-there ()
-  (refusal-tests--in-project
-    (write-region "#+TITLE: Shared\n#+PROPERTY: header-args:jupyter-python+ :timeout soon\n"
-                  nil (expand-file-name "setup.org" refusal-tests--project) nil 'silent)
-    ;; After the notes' own #+PROPERTY without `+', which would replace it.
-    (let* ((text (concat refusal-tests--header "#+SETUPFILE: setup.org\n"
-                         (refusal-tests--block "x = 1" "one"))))
-      (should (equal (refusal-tests--refused text)
-                     (list (format "README.org:%d: block `one': :timeout soon %s (because of the #+PROPERTY at setup.org:2)"
-                                   (refusal-tests--block-line text "one")
-                                   refusal-tests--bad-timeout)))))))
-
-(ert-deftest refusal-tests-a-value-from-a-latin-1-setup-file-names-its-line-there ()
-  "Org reads a setup file in the coding Emacs finds for it: read as
-UTF-8, its latin-1 bytes stayed raw, and Org 9.6 asked which coding to
-save them in, a question the build could not answer."
-  (refusal-tests--in-project
-    (let ((coding-system-for-write 'latin-1-unix))
-      (write-region "#+TITLE: Caf\u00e9\n#+PROPERTY: header-args:jupyter-python+ :timeout soon\n"
-                    nil (expand-file-name "setup.org" refusal-tests--project) nil 'silent))
-    (let* ((text (concat refusal-tests--header "#+SETUPFILE: setup.org\n"
-                         (refusal-tests--block "x = 1" "one"))))
-      (should (equal (refusal-tests--refused text)
-                     (list (format "README.org:%d: block `one': :timeout soon %s (because of the #+PROPERTY at setup.org:2)"
-                                   (refusal-tests--block-line text "one")
-                                   refusal-tests--bad-timeout)))))))
+  "In UTF-8 or in latin-1: Org reads a setup file in the coding Emacs
+finds for it, and read as UTF-8, a latin-1 file's bytes stayed raw, and
+Org 9.6 asked which coding to save them in, a question the build could
+not answer."
+  (dolist (coding '(utf-8-unix latin-1-unix))
+    (refusal-tests--in-project
+      (let ((coding-system-for-write coding))
+        (write-region "#+TITLE: Caf\u00e9\n#+PROPERTY: header-args:jupyter-python+ :timeout soon\n"
+                      nil (expand-file-name "setup.org" refusal-tests--project) nil 'silent))
+      ;; After the notes' own #+PROPERTY without `+', which would replace it.
+      (let* ((text (concat refusal-tests--header "#+SETUPFILE: setup.org\n"
+                           (refusal-tests--block "x = 1" "one"))))
+        (should (equal (cons coding (refusal-tests--refused text))
+                       (list coding
+                             (format "README.org:%d: block `one': :timeout soon %s (because of the #+PROPERTY at setup.org:2)"
+                                     (refusal-tests--block-line text "one")
+                                     refusal-tests--bad-timeout))))))))
 
 (ert-deftest refusal-tests-a-value-from-a-heading-names-that-headings-drawer ()
   "Only the drawer of a heading that holds the block counts, and the
