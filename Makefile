@@ -94,14 +94,16 @@ endif
 # once, before anything runs.  The programs make and the build's scripts
 # run, each by its name on the PATH: without one, a check that runs it
 # fails as if it had said no (a PATH without grep was read as a lock older
-# than pyproject.toml).  Every Debian has them (coreutils, grep, sed,
+# than pyproject.toml).  The tests build on a PATH of these alone and the
+# packages' programs, so that one a recipe starts to run is not left
+# off.  Every Debian has them (coreutils, grep, sed,
 # diffutils, findutils, util-linux, make).  A limit on the size of a file
 # (`ulimit -f`), which cut off a picture, blocks.json or Python's
 # bytecode where it fell: the bytecode, cut off in place, then broke
 # every later `make test`.  A umask that takes the owner's own reading or
 # writing away, under which the outputs are written for no one to read.
-NEEDED_PROGRAMS := cat cmp cp env flock grep head id make mkdir mktemp mv nproc readlink rm \
-                   sed sha256sum stat touch true xargs
+NEEDED_PROGRAMS := cat cmp cp cut env flock grep head id make mkdir mktemp mv nproc readlink rm \
+                   sed sh sha256sum stat touch true xargs
 ifneq ($(filter-out help,$(MAKECMDGOALS)),)
 INHERITED := $(shell PATH='$(subst ','\'',$(PATH))'; for name in $(NEEDED_PROGRAMS); do \
     command -v $$name >/dev/null 2>&1 || printf 'missing:%s ' $$name; done; \

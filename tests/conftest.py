@@ -544,6 +544,19 @@ def copy_project(folder):
     return folder
 
 
+def a_path_of_what_make_names(folder, *programs):
+    """FOLDER made a PATH of links to the programs the Makefile says make
+    runs (NEEDED_PROGRAMS), and to PROGRAMS: a recipe that runs another
+    program fails there.  Debian's python3, not a shim in front of it."""
+    named = make("-s", "--eval", "print-needed: ; @echo $(NEEDED_PROGRAMS)", "print-needed",
+                 cwd=ROOT).stdout.split()
+    assert "grep" in named, named
+    for program in {*named, *programs}:
+        found = "/usr/bin/python3" if program == "python3" else shutil.which(program)
+        (folder / program).symlink_to(found)
+    return str(folder)
+
+
 def with_the_checkouts_build(folder):
     """FOLDER, a copy of the project, given the checkout's kept kernel run
     and stamps, with their times: make then has nothing to do there."""

@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from conftest import (EMACS, ROOT, a_users_make_environment, copy_project,
+from conftest import (EMACS, ROOT, a_path_of_what_make_names, a_users_make_environment,
+                      copy_project,
                       ctrl_c_as_in_a_terminal, make, with_the_checkouts_build)
 from tiny_notes import HEADER, assert_failed_cleanly, block, snapshot, write_readme
 
@@ -460,6 +461,22 @@ def test_a_path_of_nothing_names_every_program_make_runs(project_copy):
     said = run.stderr.split("*** ")[-1]
     named = said.split(" are not on the PATH (/nonexistent), and make runs them")[0].split()
     assert {"grep", "sha256sum", "flock", "cmp", "make"} <= set(named), said
+
+
+def test_the_notes_build_and_are_checked_on_a_path_of_what_make_names(tiny, tmp_path_factory):
+    """Every program the recipes and the build's scripts run is in the
+    Makefile's list: one left off (cut) failed as a check that said no."""
+    path = a_path_of_what_make_names(tmp_path_factory.mktemp("path"), "emacs", "dot", "python3")
+    environment = {**os.environ, "PATH": path}
+    checked = make("test", cwd=with_the_checkouts_build(copy_project(
+        tmp_path_factory.mktemp("checkout"))), env=environment)
+    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr
+    assert " passed" in checked.stdout
+    write_readme(tiny, HEADER + "".join(block(*each) for each in BLOCKS))
+    built = make("run", cwd=tiny, env=environment)
+    assert built.returncode == 0, built.stderr
+    assert ":results:\n: ∂f/∂x = 6\n:end:" in (tiny / "README.org").read_text(encoding="utf-8")
+    assert (tiny / "images" / "plot.png").exists()
 
 
 @pytest.mark.parametrize("goal, shell, said", [

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, copy_project, make, the_build_uv
+from conftest import ROOT, a_path_of_what_make_names, copy_project, make, the_build_uv
 
 LOCK = ROOT / "requirements.lock"
 
@@ -210,6 +210,17 @@ def test_the_callers_uv_settings_reach_uv_only_where_they_say_how_to_fetch(tmp_p
     assert (cache / "CACHEDIR.TAG").exists(), "UV_CACHE_DIR did not reach uv"
 
 
+def test_the_venv_is_made_on_a_path_of_what_make_names(tmp_path):
+    """The venv's own checks (the lock's digest, cut from sha256sum's line)
+    run no program the Makefile does not name."""
+    project = small_project(tmp_path / "project")
+    (tmp_path / "bin").mkdir()
+    path = a_path_of_what_make_names(tmp_path / "bin", "python3")
+    run = make("venv", f"UV={the_build_uv()}", cwd=project, env={**os.environ, "PATH": path})
+    assert run.returncode == 0, run.stderr
+    assert imports_graphviz(project)
+
+
 @pytest.mark.parametrize("jobs", [[], ["-j2"]], ids=["serial", "-j2"])
 def test_make_clean_with_other_goals_cleans_then_makes_them(tmp_path, jobs):
     """What make read of .venv (its folders, its stamp) is gone once clean
@@ -238,23 +249,52 @@ def test_a_user_who_cannot_install_a_package_is_told_how(sudo, advice):
         told_how(Path(shared) / "bin", sudo, advice)
 
 
-def test_a_package_installed_whose_program_is_off_the_path_is_said_so(tmp_path):
-    """apt-get, as root, installed it again, changing nothing, and the
-    build failed in the middle of a block (dot not found)."""
+def a_folder_of(tmp_path, *programs):
+    """A PATH of the given programs, and an apt-get that only notes it ran."""
     folder = tmp_path / "bin"
     folder.mkdir()
-    for program in ("sh", "id", "dpkg-query"):
+    for program in programs:
         (folder / program).symlink_to(shutil.which(program))
-    (folder / "apt-get").write_text(f"#!/bin/sh\ntouch {tmp_path}/apt-get-ran\n")
+    (folder / "apt-get").write_text(f"#!/bin/sh\n: > {tmp_path}/apt-get-ran\n")
     (folder / "apt-get").chmod(0o755)
-    script = shutil.copy(ROOT / "tools" / "require-debian-packages", folder)
-    # dpkg is on every Debian; its check here finds nothing.
-    run = subprocess.run(["/bin/sh", script, "dpkg=command -v no-such-program"],
-                         env={"PATH": str(folder)}, capture_output=True, text=True, timeout=30)
+    (folder / "sudo").write_text('#!/bin/sh\nshift\nexec "$@"\n')
+    (folder / "sudo").chmod(0o755)
+    return folder, shutil.copy(ROOT / "tools" / "require-debian-packages", folder)
+
+
+# Each is a package whose check fails while what it looks for is on the
+# machine: installing would change nothing the build sees, or worse (with
+# `emacs` off the PATH and emacs-gtk installed, installing emacs-nox
+# removed emacs-gtk).  The PATH is told, or said to be empty.
+@pytest.mark.parametrize("pair, path, said", [
+    ("dpkg=command -v no-such-program", "{folder}",
+     "dpkg is installed, but its program is not on the PATH ({folder}): "
+     "the check `command -v no-such-program` fails"),
+    ("nosuchpackage=command -v env", "{folder}",
+     "env is on this machine, at /usr/bin/env, but /usr/bin is not on the PATH ({folder}): put it there"),
+    ("nosuchpackage=command -v env", "",
+     "env is on this machine, at /usr/bin/env, but /usr/bin is not on the PATH (it is empty): put it there"),
+], ids=["package installed, dpkg-query off the PATH", "another package's program",
+        "an empty PATH"])
+def test_what_is_on_the_machine_off_the_path_is_named_not_installed(tmp_path, pair, path, said):
+    folder, script = a_folder_of(tmp_path, "id")
+    run = subprocess.run(["/bin/sh", script, pair], env={"PATH": path.format(folder=folder)},
+                         capture_output=True, text=True, timeout=30)
     assert run.returncode == 1
-    assert run.stderr == (f"dpkg is installed, but its program is not on the PATH ({folder}): "
-                          "the check `command -v no-such-program` fails\n")
+    assert run.stderr == said.format(folder=folder) + "\n"
     assert not (tmp_path / "apt-get-ran").exists()
+
+
+def test_a_package_installed_whose_check_still_fails_is_said_so(tmp_path):
+    """apt-get said yes, and the build would have failed in the middle of a
+    block: the check is run again after it."""
+    folder, script = a_folder_of(tmp_path, "id")
+    run = subprocess.run(["/bin/sh", script, "nosuchpackage=command -v no-such-program"],
+                         env={"PATH": str(folder)}, capture_output=True, text=True, timeout=30)
+    assert (tmp_path / "apt-get-ran").exists()
+    assert run.returncode == 1
+    assert run.stderr == ("apt-get installed nosuchpackage, but the check "
+                          f"`command -v no-such-program` still fails on the PATH ({folder})\n")
 
 
 def told_how(folder, sudo, advice):
