@@ -256,7 +256,7 @@ given for them, never more."
          (pipe (and buffer (get-buffer-process buffer)))
          (until (+ (float-time) 0.5)))
     (while (and pipe (process-live-p pipe) (< (float-time) until))
-      (accept-process-output pipe 0.05 nil t))
+      (gradients--accept-output pipe 0.05 t))
     (if (buffer-live-p buffer)
         (with-current-buffer buffer
           (string-trim (buffer-substring (max (point-min) (- (point-max) 3000))
@@ -408,13 +408,20 @@ when another session of that name works elsewhere."
         (format "%s (in %s)" name (abbreviate-file-name folder))
       name)))
 
-(defun gradients--accept-output (process seconds)
-  "Wait up to SECONDS for output from PROCESS, a bridge.  A bridge held
-stopped (SIGSTOP, a shell's Ctrl-Z) is a process `accept-process-output'
-returns for at once: a loop waiting on it spun, a processor's worth, and
-Emacs, stopped by Ctrl-C in that state, aborted.  It is waited for as
-any process then."
-  (accept-process-output (unless (eq (process-status process) 'stop) process) seconds))
+(defun gradients--accept-output (process seconds &optional just-this-one)
+  "Wait up to SECONDS for output from PROCESS, a bridge or its error pipe;
+JUST-THIS-ONE as for `accept-process-output'.  Every wait of the
+executor's is this one.  A bridge held stopped (SIGSTOP, a shell's
+Ctrl-Z) is a process `accept-process-output' returns for at once: a loop
+waiting on it spun, a processor's worth, and Emacs, stopped by Ctrl-C in
+that state, aborted.  It is waited for as any process then.  A sentinel
+or a timer runs with quit inhibited, and a wait there put \"Blocking call
+to accept-process-output with quit inhibited!!\" in the echo area over
+the block's own message: quit is let in for the wait alone, and a C-g
+during it takes effect once the sentinel has done its work."
+  (with-local-quit
+    (accept-process-output (unless (eq (process-status process) 'stop) process) seconds
+                           nil just-this-one)))
 
 (defun gradients--stop (process &optional no-wait)
   "Stop PROCESS and its kernel: SIGTERM makes the bridge kill the kernel
@@ -644,7 +651,7 @@ dropped."
           ;; Sentinels do not run inside another process's filter (code
           ;; run by emacsclient -e, for one): see to a bridge that ended.
           (unless (or (process-live-p process) (gradients-request-reply request))
-            (accept-process-output process 0.1)
+            (gradients--accept-output process 0.1)
             (unless (gradients-request-reply request)
               (gradients--sentinel process nil)))
           (gradients--kill-if-unanswered process request)

@@ -224,5 +224,39 @@ counted as running, and have failed with the bridge gone."
                                     " its variables are gone\\'")
                             (car said)))))
 
+(ert-deftest unanswered-no-wait-runs-with-quit-inhibited ()
+  ;; A sentinel and a timer run with quit inhibited, and a wait there put
+  ;; "Blocking call to accept-process-output with quit inhibited!!" in an
+  ;; interactive Emacs's echo area over the block's own message (under
+  ;; `ulimit -t', whose bridge dies with its last words still in the pipe).
+  ;; Batch Emacs says nothing of it: each wait is looked at instead.
+  (unanswered-tests--with-bridges
+   (let ((inhibited 0)
+         (replies nil)
+         (holding-the-pipe nil))
+     (advice-add 'accept-process-output :before
+                 (lambda (&rest _) (when inhibit-quit (cl-incf inhibited)))
+                 '((name . unanswered-tests--quit-inhibited)))
+     (unwind-protect
+         (let* ((dying (unanswered-tests--bridge t))
+                (stopped (unanswered-tests--bridge t))
+                (request (unanswered-tests--request (lambda (reply) (push reply replies)))))
+           ;; Its error pipe stays open after it: the sentinel waits on it.
+           (setq holding-the-pipe
+                 (make-process :name "unanswered-pipe-holder" :noquery t
+                               :command '("sleep" "600")
+                               :stderr (process-get dying 'stderr-buffer)))
+           (gradients--submit dying request)
+           (signal-process dying 'SIGKILL)
+           (should (unanswered-tests--wait-until (lambda () replies)))
+           (should (equal (alist-get 'kind (car replies)) "died"))
+           ;; As a timer would: a bridge stopped, and waited for.
+           (let ((inhibit-quit t))
+             (gradients--stop stopped))
+           (should-not (process-live-p stopped)))
+       (advice-remove 'accept-process-output 'unanswered-tests--quit-inhibited)
+       (when holding-the-pipe (delete-process holding-the-pipe)))
+     (should (= inhibited 0)))))
+
 (provide 'unanswered-tests)
 ;;; unanswered-tests.el ends here
