@@ -1017,7 +1017,7 @@ README.org:4, 5 and 6\"."
 for the others, a block's own value is wholly its own, and no other
 line is its origin.")
 
-(defun gradients-build--header-origin (block key check said)
+(defun gradients-build--header-origin (block key check said &optional partner)
   "The lines of the notes or of a setup file without which the refusal
 SAID of CHECK (a function of a block, which signals it) would not be said
 of BLOCK at all: \"because of the #+PROPERTY at FILE:LINE\", or \"the
@@ -1029,15 +1029,20 @@ refused no more, or its value of KEY is another (a heading's :timeout
 over the file's).  Nil when there are none (the block's own header,
 unless Org merges KEY, `gradients-build--merged-keys'; Org's defaults),
 or when it cannot tell.  SAID is what CHECK said of
-BLOCK as the build read it."
+BLOCK as the build read it.  With PARTNER, the block CHECK compares BLOCK
+with (the first of its file), the difference between the two is refused:
+a line is its origin only if the refusal goes without it; where BLOCK's
+value is its own, only a heading's drawer that sets PARTNER apart (one
+whose section does not hold BLOCK) is, and a line both share is not."
   (condition-case nil
       (gradients-build--creating-no-folders
-       (unless (and (not (memq key gradients-build--merged-keys))
-                    (let ((element (plist-get block :element)))
-                      (cl-some (lambda (header)
-                                 (assq key (org-babel-parse-header-arguments header t)))
-                               (delq nil (cons (org-element-property :parameters element)
-                                               (org-element-property :header element))))))
+       (let ((own (and (not (memq key gradients-build--merged-keys))
+                       (let ((element (plist-get block :element)))
+                         (cl-some (lambda (header)
+                                    (assq key (org-babel-parse-header-arguments header t)))
+                                  (delq nil (cons (org-element-property :parameters element)
+                                                  (org-element-property :header element))))))))
+       (unless (and own (not partner))
          (let* ((lines (vconcat (gradients-build--notes-lines)))
                 (target (cons (buffer-file-name) (plist-get block :line)))
                 (project default-directory)
@@ -1056,7 +1061,10 @@ BLOCK as the build read it."
                                                             arguments t))))
                                           value))
                     do (push n setters)
-                    when (and arguments (or sets (not plus))) do (push n candidates))
+                    when (and arguments (or sets (not plus))
+                              (or (not own)
+                                  (gradients-build--drawer-apart-p (aref lines n) block)))
+                    do (push n candidates))
            (setq candidates (nreverse candidates))
            (cl-flet ((moved (skipped)
                             ;; Whether, read without the lines SKIPPED, the block
@@ -1076,7 +1084,8 @@ BLOCK as the build read it."
                                                          nil)
                                                 (error (error-message-string err)))))
                                      (or (null now)
-                                         (and (not (equal now said))
+                                         (and (not partner)
+                                              (not (equal now said))
                                               (not (equal (cdr (assq key (nth 2 info))) value)))))))))
              (when (and (<= (length candidates) gradients-build--origin-limit)
                         (not (moved nil)))
@@ -1093,8 +1102,24 @@ BLOCK as the build read it."
                        (when (moved (remq n needed))
                          (setq needed (remq n needed))))
                      (concat "because of "
-                             (gradients-build--lines-named lines needed project)))))))))))
+                             (gradients-build--lines-named lines needed project))))))))))))
     (error nil)))
+
+(defun gradients-build--drawer-apart-p (line block)
+  "Whether LINE, (TEXT FILE . LINE) of `gradients-build--notes-lines', is
+in the property drawer of a heading of the notes whose section does not
+hold BLOCK: what it sets, BLOCK does not share."
+  (pcase-let ((`(,text ,file . ,number) line))
+    (and (car (gradients-build--header-setting text))
+         (equal file (buffer-file-name))
+         (save-excursion
+           (goto-char (point-min))
+           (forward-line (1- number))
+           (and (ignore-errors (org-back-to-heading t) t)
+                (let ((start (point))
+                      (end (save-excursion (org-end-of-subtree t t) (point)))
+                      (place (marker-position (plist-get block :marker))))
+                  (not (and (<= start place) (< place end)))))))))
 
 (defun gradients-build--as-read (block reading)
   "BLOCK with its information as in READING, the notes read again without
@@ -1105,35 +1130,42 @@ read without those lines."
                    (cdr (assoc (cons (buffer-file-name) (plist-get block :line)) reading)))))
     (if info (plist-put (copy-sequence block) :info info) block)))
 
-(defun gradients-build--key-refused (said block)
-  "The header argument of BLOCK that the refusal SAID is about: the first
-it names.  A refusal of the block's own :eval no that names the :tangle
-it would need is about the :eval."
-  (let ((params (nth 2 (plist-get block :info)))
-        (start 0) found)
-    (while (and (not found)
-                (string-match "\\(?:\\`\\|[ (]\\)\\(:[a-z][a-z0-9-]*\\)\\_>" said start))
+(defun gradients-build--keys-refused (said block)
+  "The header arguments of BLOCK that the refusal SAID names as what is
+wrong, in its order: any of them may be where it comes from (the block's
+own :tangle beside the :mkdirp no a property gives it).  Not one its
+advice names, after its first \": \" (\"add :tangle no\"): that is what to
+change, not why."
+  (let* ((params (nth 2 (plist-get block :info)))
+         (prefix (concat (plist-get block :where) ": "))
+         (said (if (string-prefix-p prefix said) (substring said (length prefix)) said))
+         (said (if (string-match ": " said) (substring said 0 (match-beginning 0)) said))
+         (start 0) found)
+    (while (string-match "\\(?:\\`\\|[ (]\\)\\(:[a-z][a-z0-9-]*\\)\\_>" said start)
       (let ((key (intern (match-string 1 said))))
-        (when (assq key params)
-          (setq found key)))
+        (when (and (assq key params) (not (memq key found)))
+          (push key found)))
       (setq start (match-end 1)))
-    found))
+    (nreverse found)))
 
-(defun gradients-build--naming-header-origin (block key check)
+(defun gradients-build--naming-header-origin (block key check &optional partner)
   "Call CHECK, a function of a block, on BLOCK.  A refusal that names the
-header argument KEY (when nil, the one it is about,
-`gradients-build--key-refused') is said with the lines it comes from
-other than BLOCK's own header (`gradients-build--header-origin').  Every
-check of one block's header goes through here."
+header argument KEY (when nil, each it names in turn,
+`gradients-build--keys-refused') is said with the lines it comes from
+other than BLOCK's own header (`gradients-build--header-origin'), or,
+for a CHECK that compares BLOCK with PARTNER, of either's.  Every check
+of one block's header goes through here."
   (condition-case err
       (funcall check block)
     (error
      (let* ((said (error-message-string err))
-            (key (if key
-                     (and (string-match-p (concat (regexp-quote (symbol-name key)) "\\_>") said)
-                          key)
-                   (gradients-build--key-refused said block)))
-            (origin (and key (gradients-build--header-origin block key check said))))
+            (keys (if key
+                      (and (string-match-p (concat (regexp-quote (symbol-name key)) "\\_>") said)
+                           (list key))
+                    (gradients-build--keys-refused said block)))
+            (origin (cl-some (lambda (key)
+                               (gradients-build--header-origin block key check said partner))
+                             keys)))
        (if origin
            (error "%s (%s)" said origin)
          (signal (car err) (cdr err)))))))
@@ -1593,7 +1625,8 @@ nothing; return the pictures, an alist of output path and block."
                  block nil (lambda (block)
                              (gradients-build--check-session
                               block (gradients-build--as-read (gethash key first-into)
-                                                              (plist-get block :reading))))))))
+                                                              (plist-get block :reading))))
+                 (gethash key first-into)))))
           (gradients-build--noting-problem line
             (gradients-build--naming-header-origin
              block nil (lambda (block) (gradients-build--check-what-it-uses block blocks))))

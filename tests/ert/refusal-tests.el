@@ -756,6 +756,48 @@ has another from its heading's drawer, which is the line to change."
                                    (refusal-tests--block-line text "zero")
                                    (refusal-tests--line text drawer))))))))
 
+(ert-deftest refusal-tests-a-session-compared-is-traced-on-the-side-that-differs ()
+  "A refusal comparing two blocks names a line only where it sets one of
+them apart: the first block's drawer, though the block refused shows its
+session as its own; not the notes' session line, though without it the
+block refused would have none, when the first block's own header set it
+apart; nor that line when the block refused sets itself apart."
+  (refusal-tests--in-project
+    (pcase-dolist (`(,first-heading ,first-args ,second-args ,second-session ,first-session ,origin)
+                   '((":PROPERTIES:\n:header-args:jupyter-python+: :session other\n:END:\n"
+                      "" ":session gradients" "gradients" "other"
+                      ":header-args:jupyter-python+: :session other")
+                     ("" ":session other" "" "gradients" "other" nil)
+                     ("" "" ":session elsewhere" "elsewhere" "gradients" nil)))
+      (let* ((text (concat refusal-tests--header
+                           "** First\n" first-heading
+                           (refusal-tests--block "x = 0" "zero" first-args)
+                           "** Second\n"
+                           (refusal-tests--block "x = 1" "one" second-args))))
+        (should (equal (refusal-tests--refused text)
+                       (list (format "README.org:%d: block `one': :session %s is not the session of the blocks tangled with it (%s, from block `zero' at line %d), and their file runs in one module what two kernels ran apart: drop the :session, or add :tangle no%s"
+                                     (refusal-tests--block-line text "one") second-session
+                                     first-session (refusal-tests--block-line text "zero")
+                                     (if origin
+                                         (format " (because of the header-args property at README.org:%d)"
+                                                 (refusal-tests--line text origin))
+                                       "")))))))))
+
+(ert-deftest refusal-tests-each-argument-a-refusal-is-about-is-traced ()
+  "A refusal about two arguments, one the block's own, names the line
+that gives the other; one its advice names is not traced."
+  (refusal-tests--in-project
+    (pcase-dolist (`(,setting ,args)
+                   '(("#+PROPERTY: header-args:jupyter-python+ :mkdirp no" ":tangle missing/x.py")
+                     ("#+PROPERTY: header-args:jupyter-python+ :tangle missing/x.py" ":mkdirp no")))
+      (let* ((text (concat refusal-tests--header setting "\n"
+                           (refusal-tests--block "x = 1" "one" args))))
+        (should (equal (list setting (refusal-tests--refused text))
+                       (list setting
+                             (list (format "README.org:%d: block `one': :tangle missing/x.py goes in a folder that does not exist, and :mkdirp no forbids making it (because of the #+PROPERTY at README.org:%d)"
+                                           (refusal-tests--block-line text "one")
+                                           (refusal-tests--line text setting))))))))))
+
 (ert-deftest refusal-tests-a-value-set-twice-names-both-lines ()
   "Taking out either line alone leaves the other's value: both are said."
   (refusal-tests--in-project
