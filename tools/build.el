@@ -1009,7 +1009,10 @@ README.org:4, 5 and 6\"."
                                (mapconcat #'number-to-string (butlast numbers) ", ")
                                (car (last numbers)))
                      (format "the %s at %s:%d" kind file (car numbers)))))
-               (nreverse groups) " and ")))
+               (nreverse groups)
+               ;; "lines at README.org:4 and 5, and the property at ...":
+               ;; the groups apart from the numbers of one of them.
+               (if (cl-some #'cddr groups) ", and " " and "))))
 
 (defconst gradients-build--merged-keys '(:results :exports :var)
   "The header arguments whose value Org merges from every level (words of

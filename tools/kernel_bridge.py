@@ -343,16 +343,22 @@ def lowered(limit, value):
     return value != resource.RLIM_INFINITY
 
 
-def limits_in_force(error=None):
+def lowered_limits(error=None):
     """The lowered limits in force that ERROR, a line that says why a
     process failed, names by its words, or with no ERROR those that can
-    end a process outright; as words to add to a message ("" for none)."""
+    end a process outright, each as `ulimit` says it."""
     met = []
     for command, limit, unit, words, ends in LIMITS:
         soft, _ = resource.getrlimit(limit)
         if ((any(word in error for word in words) if error is not None else ends)
                 and lowered(limit, soft)):
             met.append(f"`{command}` is {soft // unit}")
+    return met
+
+
+def limits_in_force(error=None):
+    """`lowered_limits` as words to add to a message ("" for none)."""
+    met = lowered_limits(error)
     return f" (limits in force: {', '.join(met)})" if met else ""
 
 
@@ -739,8 +745,11 @@ class Kernel:
         # SIGXCPU then SIGKILL; memory or stack, by a crash): said with it.
         limits = limits_in_force()
         if code == 128 + signal.SIGKILL:
-            return KernelDied("the kernel was killed by signal 9 (the system's memory "
-                              "limit, or kill -9)" + limits, killed=True)
+            # One cause among the others, not a second aside after them.
+            met = lowered_limits()
+            return KernelDied("the kernel was killed by signal 9 (the system's memory limit, "
+                              + (f"kill -9, or a limit in force: {', '.join(met)})" if met
+                                 else "or kill -9)"), killed=True)
         if code is not None and code > 128:
             return KernelDied(f"the kernel died of signal {code - 128} while running it"
                               + limits)

@@ -836,6 +836,11 @@ twice is named once; a value merged into the block's own is traced."
                         "" ,cache "the #+PROPERTY lines at README.org:%d and %d" 0 1)
                        (,(concat yes "\n" yes "\n#+begin_example\n" yes "\n#+end_example\n")
                         "" "" ,cache "the #+PROPERTY lines at README.org:%d and %d" 0 1)
+                       (,(concat ":PROPERTIES:\n:header-args:jupyter-python+: :cache yes\n:END:\n"
+                                 yes "\n" yes "\n")
+                        "" "" ,cache
+                        "the header-args property at README.org:%d, and the #+PROPERTY lines at README.org:%d and %d"
+                        1 3 4)
                        ("#+SETUPFILE: setup.org\n#+SETUPFILE: setup.org\n"
                         "" "" ,cache "the #+PROPERTY at setup.org:1")
                        ("#+PROPERTY: header-args:jupyter-python+ :results table\n"

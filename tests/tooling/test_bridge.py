@@ -468,6 +468,10 @@ UNDER_A_LIMIT = {
     "processor time": ("ulimit -S -t 3", "import time\nwhile time.process_time() < 5:\n    pass",
                        "died the kernel died of signal 24 while running it "
                        "(limits in force: `ulimit -t` is 3)"),
+    # Not by the limit, yet it may have been: one cause among the others.
+    "kill -9": ("ulimit -S -t 100", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+                "died the kernel was killed by signal 9 (the system's memory limit, kill -9, "
+                "or a limit in force: `ulimit -t` is 100)"),
     "files open": ("ulimit -n 256", "files = [open('/dev/null') for _ in range(300)]",
                    "raised OSError: [Errno 24] Too many open files: '/dev/null' "
                    "(limits in force: `ulimit -n` is 256)"),
