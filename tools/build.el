@@ -135,6 +135,8 @@ they are spelled, if it would read them otherwise."
 (declare-function org-babel--expand-body "ob-core")
 (declare-function org-element-parse-buffer "org-element")
 (declare-function org-element-map "org-element")
+(declare-function org-back-to-heading "org")
+(declare-function org-end-of-subtree "org")
 (declare-function org-in-archived-heading-p "org")
 (declare-function org-in-commented-heading-p "org")
 (declare-function org-remove-indentation "org-macs")
