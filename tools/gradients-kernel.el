@@ -312,16 +312,34 @@ kernel's memory), or with an exit status, and its last words if any."
             ;; On lines of their own: the first line is said alone.
             (if (string-empty-p tail) "" (concat "\n" tail)))))
 
+(defconst gradients--traceback-headings
+  (concat "\\`\\(?:Traceback (most recent call last):\\|Exception in thread .*:"
+          "\\|During handling of the above exception"
+          "\\|The above exception was the direct cause\\)")
+  "Lines that open or join a Python traceback, none of which says why.")
+
+(defun gradients--reason-in (said)
+  "The line of SAID, a dying process's error output, that names why:
+the last line a traceback ends with, or one outside any, as the bridge
+finds its kernel's (kernel_bridge.reason_in).  Its last line may be a
+frame of a traceback cut by the process's end, or Emacs's own \"Process
+... exited\" line."
+  (let ((lines (reverse (split-string said "\n" t "[ \t\r]*\\'"))))
+    (or (cl-find-if (lambda (line)
+                      (not (or (string-match-p "\\`[ \t]" line)
+                               (string-match-p gradients--traceback-headings line)
+                               (string-prefix-p "Process " line))))
+                    lines)
+        (car lines))))
+
 (defun gradients--start-failure (process)
-  "Why the bridge PROCESS ended before its kernel was ready: the last
-line it wrote, which names the error (a venv without pyzmq, a
-kernel that did not start in time)."
-  (let ((last (car (last (cl-remove-if
-                          (lambda (line) (string-prefix-p "Process " line))
-                          (split-string (gradients--stderr-tail process) "\n" t "[ \t]+"))))))
+  "Why the bridge PROCESS ended before its kernel was ready: the line of
+its error output that names the error (a venv without pyzmq, a kernel
+that did not start in time)."
+  (let ((reason (gradients--reason-in (gradients--stderr-tail process))))
     ;; A batch build's Emacs, and that buffer, end right after it says so.
     (format "its kernel did not start%s%s"
-            (if last (concat ": " last) "")
+            (if reason (concat ": " (string-trim reason)) "")
             (if noninteractive ""
               (format " (more in the buffer `%s')" (process-get process 'stderr-buffer))))))
 

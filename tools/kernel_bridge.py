@@ -605,7 +605,7 @@ def first_child(parent):
 class ErrorOutput:
     """What a kernel writes to its error output, passed on to this
     process's as it comes (ipykernel echoes a block's own there too), its
-    last line kept."""
+    end kept for the reason a dying kernel gives."""
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -631,13 +631,29 @@ class ErrorOutput:
                     sink = None   # nowhere to show it; the tail is still kept
         self.pipe.close()
 
-    def last_line(self):
-        """The last line the kernel wrote, once it has ended: the one that
-        names why, after a traceback."""
+    def reason(self):
+        """Why the kernel ended, as it said it, once it has ended."""
         # Its writers are gone once its supervisor is: the pipe ends soon.
         self.thread.join(timeout=SUPERVISOR_PATIENCE)
-        lines = [line.strip() for line in self.tail.decode("utf-8", "replace").splitlines()]
-        return next((line for line in reversed(lines) if line), "")
+        return reason_in(self.tail.decode("utf-8", "replace"))
+
+
+# Lines that open or join a Python traceback, none of which says why.
+TRACEBACK_HEADINGS = re.compile(r"Traceback \(most recent call last\):|Exception in thread .*:"
+                                r"|During handling of the above exception"
+                                r"|The above exception was the direct cause")
+
+
+def reason_in(said):
+    """The line of SAID, a dying process's error output, that names why:
+    the last line a traceback ends with, or a line outside any.  Its last
+    line may not be one: two threads' tracebacks interleave, and one is
+    cut where the process ended, after a frame (indented, as its code
+    lines are) or after its heading."""
+    lines = [line.rstrip() for line in said.splitlines()]
+    return next((line for line in reversed(lines)
+                 if line and not line[0].isspace() and not TRACEBACK_HEADINGS.match(line)),
+                next((line.strip() for line in reversed(lines) if line.strip()), ""))
 
 
 class Kernel:
@@ -769,7 +785,7 @@ class Kernel:
                     and self.channels.receive(self.channels.iopub, 0.2) is not None):
                 break
             if not self.is_alive():
-                last = self.errors.last_line()
+                last = self.errors.reason()
                 raise RuntimeError("Kernel died before replying to kernel_info"
                                    + (f": {with_the_limits_it_met(last)}" if last else ""))
             if time.monotonic() > deadline:

@@ -916,6 +916,27 @@ time.sleep(30)
                            "its kernel did not start: RuntimeError: no thread"))))
       (delete-process process))))
 
+;; What bridges said as they died, and the line of it named as why.
+(defconst obgt-last-words
+  '(("Traceback (most recent call last):\n  File \"b.py\", line 9, in <module>\nImportError: no zmq\n  File \"t.py\", line 1045, in _bootstrap_inner\n"
+     . "ImportError: no zmq")
+    ("RuntimeError: Kernel died\nException in thread reader:\n" . "RuntimeError: Kernel died")
+    ("OSError: [Errno 24]\n\nDuring handling of the above exception, another exception occurred:\n\nTraceback (most recent call last):\n"
+     . "OSError: [Errno 24]")
+    ("ValueError: x\n\nProcess obgt-bridge stderr finished\n" . "ValueError: x")
+    ("  File \"b.py\", line 9\n" . "File \"b.py\", line 9")))
+
+(ert-deftest obgt-a-bridge-that-did-not-start-is-named-by-the-line-that-says-why ()
+  ;; Not its last line: a thread's traceback cut by the process's end,
+  ;; its heading, a chained exception's, Emacs's own line.
+  (let ((process (make-pipe-process :name "obgt-bridge" :noquery t)))
+    (unwind-protect
+        (dolist (case obgt-last-words)
+          (cl-letf (((symbol-function 'gradients--stderr-tail) (lambda (_) (car case))))
+            (should (equal (gradients--start-failure process)
+                           (concat "its kernel did not start: " (cdr case))))))
+      (delete-process process))))
+
 (ert-deftest obgt-the-dead-kernel-buffer-says-it-once ()
   (obgt-with-notes ("dead.org" obgt-crash-notes)
     (obgt-run "crash")

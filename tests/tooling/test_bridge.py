@@ -351,6 +351,54 @@ def test_a_kernel_that_dies_as_it_starts_says_why(monkeypatch):
         kernel_bridge.Kernel()
 
 
+# What kernels said as they died, and the line that says why.
+LAST_WORDS = {
+    "a thread's traceback cut by the process's end":
+        ("Exception in thread Heartbeat:\nTraceback (most recent call last):\n"
+         '  File "threading.py", line 1045, in _bootstrap_inner\n'
+         "Traceback (most recent call last):\n"
+         '  File "kernelapp.py", line 539, in init_io\n'
+         "OSError: [Errno 24] Too many open files\n"
+         '  File "socket.py", line 322, in bind\n',
+         "OSError: [Errno 24] Too many open files"),
+    "a thread's heading last":
+        ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+         "    import numpy\nModuleNotFoundError: No module named 'numpy'\n"
+         "Exception in thread Heartbeat:\n",
+         "ModuleNotFoundError: No module named 'numpy'"),
+    "a chained exception cut after its heading":
+        ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+         "KeyError: 'x'\n\nDuring handling of the above exception, another exception occurred:\n\n"
+         "Traceback (most recent call last):\n",
+         "KeyError: 'x'"),
+    "a library's own line after a traceback":
+        ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+         "OSError: [Errno 24] Too many open files\n"
+         "Too many open files (src/ipc_listener.cpp:297)\n",
+         "Too many open files (src/ipc_listener.cpp:297)"),
+    "one line": ("can't start new thread\n", "can't start new thread"),
+    "frames alone": ('  File "x.py", line 1, in <module>\n', 'File "x.py", line 1, in <module>'),
+}
+
+
+@pytest.mark.parametrize("case", LAST_WORDS, ids=list(LAST_WORDS))
+def test_the_line_of_a_dying_kernel_that_says_why_is_the_one_named(case):
+    """Not its last line: under `ulimit -n` two threads' tracebacks
+    interleaved, and the process ended part way through one."""
+    import kernel_bridge
+    said, why = LAST_WORDS[case]
+    assert kernel_bridge.reason_in(said) == why
+
+
+def test_a_kernel_whose_threads_tracebacks_interleave_is_named_by_the_one_that_ends(monkeypatch):
+    import kernel_bridge
+    said, why = LAST_WORDS["a thread's traceback cut by the process's end"]
+    monkeypatch.setattr(kernel_bridge, "LAUNCH_KERNEL",
+                        f"import os; os.write(2, {said.encode()!r}); os._exit(1)")
+    with pytest.raises(RuntimeError, match=re.escape(f"kernel_info: {why}")):
+        kernel_bridge.Kernel()
+
+
 # Code run in the kernel before it starts, which makes its start fail
 # with something left that an exit would wait for.
 KEPT_FROM_ENDING = {
