@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -154,17 +155,47 @@ def test_two_builds_asked_for_at_once_run_the_blocks_once(tiny):
     assert "results are reused" in run.stderr, run.stderr
 
 
-# A block that notes in runs.log when it starts and ends, slowly enough
-# for a test to do something in between.
-LOGGED_RUN = """import time
-open('runs.log', 'a').write('start\\n')
-time.sleep(3)
-open('runs.log', 'a').write('end\\n')
-print(6 * 7)"""
+# Code of a block that waits until its test creates `go' (within two
+# minutes): what the test does meanwhile is sure to happen while the block
+# runs, however loaded the machine is.  A block that slept a few seconds
+# instead ended first under `stress --cpu 2'.
+WAITS_FOR_GO = """import os, time
+deadline = time.monotonic() + 120
+while not os.path.exists('go') and time.monotonic() < deadline:
+    time.sleep(0.05)
+"""
+
+# A block that notes in runs.log when it starts and ends, and waits for
+# its test in between.
+LOGGED_RUN = ("import os, time\nopen('runs.log', 'a').write('start\\n')\n" + WAITS_FOR_GO
+              + "open('runs.log', 'a').write('end\\n')\nprint(6 * 7)")
 
 
 # What a build or `make clean` says while another build holds the lock.
 WAITING = "waiting for the other build of "
+
+
+def run_while_a_block_waits(folder, command, env=None):
+    """COMMAND run in FOLDER while a block of a build there waits for `go',
+    which is created once COMMAND says it waits for that build (or, that
+    failing, after PATIENCE seconds): a CompletedProcess, its output as
+    text."""
+    with tempfile.TemporaryFile() as errors:
+        # Read with pread: the offset the command writes at is left alone.
+        def said():
+            return os.pread(errors.fileno(), 1 << 20, 0).decode("utf-8", "replace")
+        process = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE,
+                                   stderr=errors, text=True)
+        try:
+            wait_for(lambda: WAITING in said() or process.poll() is not None, PATIENCE)
+            (folder / "go").touch()
+            output, _ = process.communicate(timeout=PATIENCE * 2)
+        finally:
+            (folder / "go").touch()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        return subprocess.CompletedProcess(command, process.returncode, output, said())
 
 
 @pytest.mark.long
@@ -179,18 +210,21 @@ def test_a_build_whose_scratch_files_are_removed_still_runs_alone(tiny, removal)
     try:
         assert wait_for(lambda: (tiny / "runs.log").exists(), PATIENCE)
         if removal == "make clean":
-            cleared = make("clean", cwd=tiny)
+            cleared = run_while_a_block_waits(tiny, ["make", "clean"], a_users_make_environment())
             assert cleared.returncode == 0, cleared.stderr
             assert WAITING in cleared.stderr, cleared.stderr
-            # The block writes "end" 3 s after "start": had make clean not
-            # waited, it would have returned before.  (make tangle itself
-            # may still be exiting once its Emacs has freed the lock.)
+            # The block writes "end" once make clean waits: had make clean
+            # not waited, it would have returned before.  (make tangle
+            # itself may still be exiting once its Emacs has freed the lock.)
             ran = (tiny / "runs.log").read_text()
             assert ran == "start\nend\n", f"make clean returned while the build ran: {ran!r}"
             (tiny / ".venv").symlink_to(ROOT / ".venv")
         else:
             subprocess.run(["rm", "-rf", ".build"], cwd=tiny, check=True)
-        second = make(".build/produced/blocks.json", cwd=tiny, timeout=PATIENCE * 2)
+        second = (run_while_a_block_waits(tiny, ["make", ".build/produced/blocks.json"],
+                                          a_users_make_environment())
+                  if removal == "rm -rf .build"
+                  else make(".build/produced/blocks.json", cwd=tiny, timeout=PATIENCE * 2))
         _, first_stderr = first.communicate(timeout=PATIENCE)
     finally:
         if first.poll() is None:
@@ -535,6 +569,12 @@ if os.path.exists('ran-once'):
     time.sleep(300)
 open('ran-once', 'w').close()"""
 
+# The same, waiting for its test instead (WAITS_FOR_GO).
+WAITS_THE_SECOND_TIME = ("import os, time\nif os.path.exists('ran-once'):\n"
+                         "    open('sleeping', 'w').close()\n"
+                         + "".join("    " + line + "\n" for line in WAITS_FOR_GO.splitlines())
+                         + "open('ran-once', 'w').close()")
+
 
 def refuses_make_run(tiny, text, meanwhile, said):
     """make run of the notes TEXT, with MEANWHILE (given the process) done
@@ -617,8 +657,8 @@ def test_a_file_the_blocks_read_changed_while_make_run_ran_is_named(tiny):
     kept a run of the new one: make test failed right after."""
     (tiny / "input.txt").write_text("one\n")
     refuses_make_run(tiny, HEADER + block("print(open('input.txt').read())", "reads")
-                     + block(SLEEPS_THE_SECOND_TIME.replace("300", "2"), "sleeps"),
-                     lambda _: (tiny / "input.txt").write_text("two\n"),
+                     + block(WAITS_THE_SECOND_TIME, "sleeps"),
+                     lambda _: ((tiny / "input.txt").write_text("two\n"), (tiny / "go").touch()),
                      "README.org: input.txt, which the blocks read, changed while `make run' "
                      "ran; run it again")
 
@@ -627,14 +667,13 @@ def test_the_checks_started_during_make_run_wait_for_its_end(tiny):
     """The build's half of make run had made .build/produced/ up to date:
     pytest read it, and the notes not yet rewritten, at once."""
     write_readme(tiny, HEADER + block("print('made')", "prints")
-                 + block(SLEEPS_THE_SECOND_TIME.replace("300", "3"), "sleeps"))
+                 + block(WAITS_THE_SECOND_TIME, "sleeps"))
     process = start_make("run", cwd=tiny)
     try:
         assert wait_for((tiny / "sleeping").exists, PATIENCE), "the block did not start"
-        checks = subprocess.run(
-            [str(tiny / ".venv" / "bin" / "python"), "-m", "pytest", "-p", "no:xdist",
-             "tests/test_notes.py", "-k", "recorded_result or committed_output"],
-            cwd=tiny, capture_output=True, text=True, timeout=PATIENCE)
+        checks = run_while_a_block_waits(
+            tiny, [str(tiny / ".venv" / "bin" / "python"), "-m", "pytest", "-p", "no:xdist",
+                   "tests/test_notes.py", "-k", "recorded_result or committed_output"])
     finally:
         stderr = finish(process)
     assert process.returncode == 0, stderr
