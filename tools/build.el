@@ -949,7 +949,22 @@ alist of (LINE . INFO) for each source block, LINE its #+begin_src in the
 notes.  One reading serves every block refused in a build.")
 
 (defconst gradients-build--origin-limit 20
-  "The most lines the origin search reads the notes again without.")
+  "The most lines the origin search reads the notes again without, one
+by one; past it, they are halved (`gradients-build--one-by-halving').")
+
+(defun gradients-build--one-by-halving (moves lines)
+  "One of LINES (indexes) without which alone MOVES, a function of the
+indexes left out, is true: MOVES of all of them, then of either half of
+those left, until one is left.  Nil when MOVES of all is false, or of
+neither half: no one line alone.  A reading for each line would take
+minutes of notes with hundreds of property lines; this takes a few."
+  (when (funcall moves lines)
+    (while (cdr lines)
+      (let ((first (cl-subseq lines 0 (/ (length lines) 2)))
+            (rest (nthcdr (/ (length lines) 2) lines)))
+        (setq lines (cond ((funcall moves first) first)
+                          ((funcall moves rest) rest)))))
+    (car lines)))
 
 (defun gradients-build--origin-reading (lines skipped project)
   "The blocks' information as Org reads LINES (a vector of (TEXT FILE .
@@ -1092,14 +1107,16 @@ whose section does not hold BLOCK) is, and a line both share is not."
                                          (and (not partner)
                                               (not (equal now said))
                                               (not (equal (cdr (assq key (nth 2 info))) value)))))))))
-             (when (and (<= (length candidates) gradients-build--origin-limit)
-                        (not (moved nil)))
-               (let ((alone (cl-loop for n in candidates
-                                     when (moved (list n)) return n)))
+             (unless (moved nil)
+               (let ((alone (if (<= (length candidates) gradients-build--origin-limit)
+                                (cl-loop for n in candidates
+                                         when (moved (list n)) return n)
+                              (gradients-build--one-by-halving #'moved candidates))))
                  (cond
                   (alone (concat "because of "
                                  (gradients-build--lines-named lines (list alone) project)))
-                  ((and (cdr setters) (moved setters))
+                  ((and (cdr setters) (<= (length setters) gradients-build--origin-limit)
+                        (moved setters))
                    ;; The fewest: each kept only if without it (and those
                    ;; kept so far) taken out the refusal still moves.
                    (let ((needed setters))

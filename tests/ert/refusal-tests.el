@@ -590,6 +590,26 @@ build found, its hook into file reading, the notes' buffer."
                                    (refusal-tests--block-line text "two")
                                    refusal-tests--bad-timeout)))))))
 
+(ert-deftest refusal-tests-the-origin-among-more-lines-than-are-read-one-by-one ()
+  "Past `gradients-build--origin-limit' lines that could be the origin,
+the search gave up and named none; it halves them instead, wherever
+the line is among them."
+  (dolist (place '(0 7 24))
+    (refusal-tests--in-project
+      (let* ((drawer ":header-args:jupyter-python+: :timeout soon")
+             (text (apply #'concat refusal-tests--header
+                          (cl-loop for n below 25
+                                   collect (if (= n place)
+                                               (concat "** Here\n:PROPERTIES:\n" drawer "\n:END:\n"
+                                                       (refusal-tests--block "x = 1" "one"))
+                                             (format "** Part %d\n:PROPERTIES:\n:header-args:jupyter-python+: :timeout %d\n:END:\n"
+                                                     n (+ 60 n)))))))
+        (should (> 25 gradients-build--origin-limit))
+        (should (equal (refusal-tests--refused text)
+                       (list (format "README.org:%d: block `one': :timeout soon %s (because of the header-args property at README.org:%d)"
+                                     (refusal-tests--block-line text "one") refusal-tests--bad-timeout
+                                     (refusal-tests--line text drawer)))))))))
+
 (ert-deftest refusal-tests-a-value-from-a-setup-file-names-its-line-there ()
   "In UTF-8 or in latin-1: Org reads a setup file in the coding Emacs
 finds for it, and read as UTF-8, a latin-1 file's bytes stayed raw, and
