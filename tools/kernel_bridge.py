@@ -650,10 +650,10 @@ def reason_in(said):
     line may not be one: two threads' tracebacks interleave, and one is
     cut where the process ended, after a frame (indented, as its code
     lines are) or after its heading."""
-    lines = [line.rstrip() for line in said.splitlines()]
-    return next((line for line in reversed(lines)
-                 if line and not line[0].isspace() and not TRACEBACK_HEADINGS.match(line)),
-                next((line.strip() for line in reversed(lines) if line.strip()), ""))
+    lines = [line.rstrip() for line in said.splitlines() if line.strip()]
+    reasons = [line for line in lines
+               if not line[0].isspace() and not TRACEBACK_HEADINGS.match(line)]
+    return (reasons or lines or [""])[-1].strip()
 
 
 class Kernel:

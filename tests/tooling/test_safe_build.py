@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import textwrap
 import time
 
 import pytest
@@ -155,11 +156,12 @@ def test_two_builds_asked_for_at_once_run_the_blocks_once(tiny):
     assert "results are reused" in run.stderr, run.stderr
 
 
-# Code of a block that waits until its test creates `go' (within two
-# minutes): what the test does meanwhile is sure to happen while the block
-# runs, however loaded the machine is.  A block that slept a few seconds
-# instead ended first under `stress --cpu 2'.
+# Code of a block that creates `ran', then waits until its test creates
+# `go' (within two minutes): what the test does meanwhile is sure to
+# happen while the block runs, however loaded the machine is.  A block
+# that slept a few seconds instead ended first under `stress --cpu 2'.
 WAITS_FOR_GO = """import os, time
+open('ran', 'w').close()
 deadline = time.monotonic() + 120
 while not os.path.exists('go') and time.monotonic() < deadline:
     time.sleep(0.05)
@@ -188,10 +190,11 @@ def run_while_a_block_waits(folder, command, env=None):
                                    stderr=errors, text=True)
         try:
             wait_for(lambda: WAITING in said() or process.poll() is not None, PATIENCE)
-            (folder / "go").touch()
-            output, _ = process.communicate(timeout=PATIENCE * 2)
         finally:
             (folder / "go").touch()
+        try:
+            output, _ = process.communicate(timeout=PATIENCE * 2)
+        finally:
             if process.poll() is None:
                 process.kill()
                 process.wait()
@@ -219,12 +222,11 @@ def test_a_build_whose_scratch_files_are_removed_still_runs_alone(tiny, removal)
             ran = (tiny / "runs.log").read_text()
             assert ran == "start\nend\n", f"make clean returned while the build ran: {ran!r}"
             (tiny / ".venv").symlink_to(ROOT / ".venv")
+            second = make(".build/produced/blocks.json", cwd=tiny, timeout=PATIENCE * 2)
         else:
             subprocess.run(["rm", "-rf", ".build"], cwd=tiny, check=True)
-        second = (run_while_a_block_waits(tiny, ["make", ".build/produced/blocks.json"],
-                                          a_users_make_environment())
-                  if removal == "rm -rf .build"
-                  else make(".build/produced/blocks.json", cwd=tiny, timeout=PATIENCE * 2))
+            second = run_while_a_block_waits(tiny, ["make", ".build/produced/blocks.json"],
+                                             a_users_make_environment())
         _, first_stderr = first.communicate(timeout=PATIENCE)
     finally:
         if first.poll() is None:
@@ -482,10 +484,6 @@ def test_a_failure_cleaning_up_after_the_work_is_said_once(tiny):
     assert (tiny / "gradients.py").read_text().endswith("print(6 * 7)\n")
 
 
-WAITS_FOR_GO = ("import os, time\nopen('ran', 'w').close()\n"
-                "while not os.path.exists('go'):\n    time.sleep(0.05)")
-
-
 def test_a_supervisor_held_stopped_a_while_keeps_its_kernel(tiny):
     """Its wait for a signal, woken past its time (Python 3.11), returned
     what it never filled in, which it took for a signal to stop: the
@@ -561,18 +559,10 @@ def processor_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-# Sleeps only on the second kernel, that of make run's own run: the
-# build's run, first, leaves a file behind.
-SLEEPS_THE_SECOND_TIME = """import os, time
-if os.path.exists('ran-once'):
-    open('sleeping', 'w').close()
-    time.sleep(300)
-open('ran-once', 'w').close()"""
-
-# The same, waiting for its test instead (WAITS_FOR_GO).
-WAITS_THE_SECOND_TIME = ("import os, time\nif os.path.exists('ran-once'):\n"
-                         "    open('sleeping', 'w').close()\n"
-                         + "".join("    " + line + "\n" for line in WAITS_FOR_GO.splitlines())
+# Waits for its test (WAITS_FOR_GO) only on the second kernel, that of
+# make run's own run: the build's run, first, leaves a file behind.
+WAITS_THE_SECOND_TIME = ("import os\nif os.path.exists('ran-once'):\n"
+                         + textwrap.indent(WAITS_FOR_GO, "    ")
                          + "open('ran-once', 'w').close()")
 
 
@@ -583,7 +573,7 @@ def refuses_make_run(tiny, text, meanwhile, said):
     before = write_readme(tiny, text)
     process, _ = build_with_tmpdir(tiny, "run")
     try:
-        assert wait_for((tiny / "sleeping").exists, PATIENCE), "the block did not start"
+        assert wait_for((tiny / "ran").exists, PATIENCE), "the block did not start"
         meanwhile(process)
     finally:
         stderr = finish(process)
@@ -647,7 +637,7 @@ def test_a_question_a_build_meets_is_not_waited_for_on_a_terminal(tiny, tmp_path
 def test_ctrl_c_while_make_run_runs_its_blocks_is_said(tiny):
     """Its blocks run with their messages held back: the build's last
     words were lost with them."""
-    refuses_make_run(tiny, HEADER + block(SLEEPS_THE_SECOND_TIME, "sleeps"),
+    refuses_make_run(tiny, HEADER + block(WAITS_THE_SECOND_TIME, "sleeps"),
                      lambda process: os.killpg(process.pid, signal.SIGINT),
                      "README.org: the build was stopped (Ctrl-C or a signal) before it ended.")
 
@@ -670,7 +660,7 @@ def test_the_checks_started_during_make_run_wait_for_its_end(tiny):
                  + block(WAITS_THE_SECOND_TIME, "sleeps"))
     process = start_make("run", cwd=tiny)
     try:
-        assert wait_for((tiny / "sleeping").exists, PATIENCE), "the block did not start"
+        assert wait_for((tiny / "ran").exists, PATIENCE), "the block did not start"
         checks = run_while_a_block_waits(
             tiny, [str(tiny / ".venv" / "bin" / "python"), "-m", "pytest", "-p", "no:xdist",
                    "tests/test_notes.py", "-k", "recorded_result or committed_output"])
