@@ -1097,9 +1097,16 @@ ORG_STRUCTURE = [
 
 
 def check_org_value(text):
-    """The lines of a text/org value, once no line of it would escape its
-    results drawer or change the structure of the notes."""
-    lines = terminal_lines(text)
+    """The lines of a text/org value as the drawer gets them (stable_text),
+    once no line of it would escape its results drawer or change the
+    structure of the notes.  Checked as they will be written: a path the
+    rewriting shortens could make a line that was harmless one that is
+    not (a #+ at the start of a path under the notes' folder)."""
+    # A line's indentation is columns to Org, and Org writes it as spaces
+    # when it indents the results of a block in a list item: a tab there
+    # would come back as spaces, and `make test` find another result.
+    lines = [re.sub(r"^[ \t]+", lambda blank: blank.group().expandtabs(8), line)
+             for line in stable_lines(text)]
     # Blank lines around the value are no part of it.
     while lines and not lines[-1]:
         lines.pop()
@@ -1116,7 +1123,7 @@ def check_org_value(text):
 
 
 def fixed_width(text):
-    return [(": " + line).rstrip() for line in terminal_lines(text)]
+    return [(": " + line).rstrip() for line in stable_lines(text)]
 
 
 # ipykernel compiles each cell as a file of its own temporary folder,
@@ -1175,6 +1182,12 @@ def stable_text(text):
     return STABLE_PLACES[0].sub(_stable_place, KERNEL_CELL_FILE.sub("<cell>", text))
 
 
+def stable_lines(text):
+    """TEXT's lines as a terminal shows them, each made stable: the one way
+    any text a block produced comes into its drawer."""
+    return [stable_text(line) for line in terminal_lines(text)]
+
+
 def org_result(outputs, file=None, links=(), max_lines=None, results=None, wrap=False):
     """The drawer text org-babel records for OUTPUTS, the one path from
     anything a block produced to the notes: printed text and the value's
@@ -1212,8 +1225,9 @@ def org_result(outputs, file=None, links=(), max_lines=None, results=None, wrap=
     if file:
         lines.append(f"[[file:{file}]]")
     lines += [f"[[file:{link}]]" for link in links]
-    # Printed, shown or returned alike (a function's __code__.co_filename).
-    org = stable_text("\n".join(lines))
+    # Each text was made stable (stable_text) as it came in, printed,
+    # shown or returned alike (a function's __code__.co_filename).
+    org = "\n".join(lines)
     check_fits_the_notes(org, max_lines, results, wrap)
     return org
 

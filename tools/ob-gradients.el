@@ -54,6 +54,7 @@
 (declare-function org-element-at-point "org-element")
 (declare-function org-element-property "org-element")
 (declare-function org-current-line "org-macs")
+(declare-function org-remove-indentation "org-macs")
 (declare-function org-babel-result-end "ob-core")
 (declare-function org-babel-find-named-block "ob-core")
 (declare-function org-babel-expand-body:generic "ob-core")
@@ -689,17 +690,23 @@ earlier runs would otherwise pile up."
 the request.")
 
 (defun gradients--drawer-text ()
-  "The content of the results drawer of the block at point, or nil."
+  "The content of the results drawer of the block at point, or nil; as
+the block produced it, as the build reads it: Org indents the results of
+an indented block (in a list item) as far as their #+RESULTS line, and
+that indentation is no part of them."
   (let ((result (org-babel-where-is-src-block-result)))
     (when result
       (save-excursion
         (goto-char result)
-        (forward-line)
-        (when (looking-at "[ \t]*:results:[ \t]*\n")
-          (let ((start (match-end 0)))
-            (when (re-search-forward "^[ \t]*:end:[ \t]*$" nil t)
-              (string-trim-right
-               (buffer-substring-no-properties start (match-beginning 0))))))))))
+        (let ((indentation (current-indentation)))
+          (forward-line)
+          (when (looking-at "[ \t]*:results:[ \t]*\n")
+            (let ((start (match-end 0)))
+              (when (re-search-forward "^[ \t]*:end:[ \t]*$" nil t)
+                (let ((text (buffer-substring-no-properties start (match-beginning 0))))
+                  (string-trim-right
+                   (if (> indentation 0) (org-remove-indentation text indentation)
+                     text)))))))))))
 
 (defvar gradients--earlier-results (make-hash-table)
   "The result each pending request's block had before it, by request id:

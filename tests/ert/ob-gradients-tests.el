@@ -418,6 +418,25 @@ raise ValueError('late')
     (should (string-match-p "^#\\+name: second\n\\(?:.*\n\\)*#\\+name: first$"
                             (buffer-string)))))
 
+;; Org indents the results of a block in a list item as far as the
+;; block: the placeholder and the result are found there too.
+(defconst obgt-list-item-notes "
+- an item
+  #+name: in-item
+  #+begin_src jupyter-python
+  print('hi')
+  #+end_src
+")
+
+(ert-deftest obgt-a-block-in-a-list-item-gets-its-result ()
+  (obgt-with-notes ("item.org" obgt-list-item-notes)
+    (dotimes (_ 2)              ; into an empty drawer, then over a result
+      (should-not (obgt-said-p "unwritten\\|renamed\\|not found"
+                               (obgt-messages (obgt-run "in-item") (should (obgt-wait)))))
+      (should (equal (obgt-drawer "in-item") ": hi"))
+      (should (string-match-p "\n  #\\+RESULTS: in-item\n  :results:\n  : hi\n  :end:\n"
+                              (buffer-string))))))
+
 ;;;; One kernel per session and folder
 
 (defconst obgt-folder-notes "

@@ -172,6 +172,32 @@ def test_org_text_that_would_change_the_notes_is_refused_naming_its_line(line, s
     assert f"line 2, {line.strip()!r}" in str(refused.value)
 
 
+def with_a_path_of_the_notes(line):
+    """LINE with a path of the notes' folder put in it where making the
+    path relative to that folder (as every text of a drawer is made)
+    gives LINE back: the folder, a slash, then what follows."""
+    notes = {name: place for place, name in kernel_bridge.STABLE_PLACES[1].items()}["<notes>"]
+    for at in range(len(line)):
+        if re.match(kernel_bridge.PATH_CHARACTER, line[at]) and \
+           (at == 0 or not re.match(r"[\w.:/-]", line[at - 1])):
+            return line[:at] + notes + "/" + line[at:]
+    return None
+
+
+@pytest.mark.parametrize("line", [line for line in ESCAPING if with_a_path_of_the_notes(line)]
+                         + ["<<<notes>>>", "a <<<notes>>> here"], ids=repr)
+def test_org_text_is_checked_as_the_drawer_would_hold_it(line):
+    """As written, with the notes' folder made relative: a line harmless
+    before that (#/the/notes/+TITLE:) may not be after."""
+    notes = {name: place for place, name in kernel_bridge.STABLE_PLACES[1].items()}["<notes>"]
+    smuggled = (line.replace("<notes>", notes) if "<notes>" in line
+                else with_a_path_of_the_notes(line))
+    assert smuggled != line
+    with pytest.raises(BlockError) as refused:
+        org_result(org_value(f"| a |\n{smuggled}\nafter"))
+    assert f"line 2, {line.strip()!r}" in str(refused.value)
+
+
 @pytest.mark.parametrize("line", ESCAPING, ids=repr)
 def test_printed_text_is_inert_whatever_it_holds(line):
     """Fixed-width lines, which Org shows verbatim and never reads."""
@@ -184,6 +210,13 @@ def test_org_text_that_stays_text_goes_in_as_it_is():
            "- an item\n# a comment\n: fixed\nmy_src is call_me maybe\n" \
            "recall_this(1), resrc_x{1}, 2src_y{2}\n<<a target>> <<< spaced >>> <<<no>>\n\n"
     assert org_result(org_value(text)) == text.strip("\n")
+
+
+def test_org_text_is_indented_by_spaces_as_org_indents_it():
+    """As the drawer of a block in a list item holds it, whatever the
+    value's indentation was made of; tabs after the indentation stay."""
+    assert org_result(org_value("\tx\n  \t y\n- a\tb\n\t\t- c")) == \
+        "        x\n         y\n- a\tb\n                - c"
 
 
 @pytest.mark.parametrize("results, wrap", [
