@@ -920,7 +920,11 @@ def failure(outputs):
             ename, evalue = content["ename"], content["evalue"]
             # An exception's text is read as printed text is: IPython
             # colours a traceback, as for a terminal.
-            summary = "\n".join(terminal_lines(f"{ename}: {evalue}" if evalue else ename))
+            # One line, which the echo area and the build's first line of a
+            # failure show: a message of several lines is whole in the
+            # traceback.
+            said = terminal_lines(f"{ename}: {evalue}" if evalue else ename) or [ename]
+            summary = said[0] + (" …" if len(said) > 1 else "")
             if ename == "SystemExit":
                 # IPython's text asks for %tb, which a build cannot type.
                 text = (f"{summary} (the block called sys.exit() or raised "

@@ -122,6 +122,16 @@ def test_a_traceback_is_read_the_same_way():
     assert failure.summary == "ValueError: bad"
 
 
+@pytest.mark.parametrize("evalue", ["bad\n* Heading\n#+end_src\n:END:", "bad\r\n\nmore",
+                                    "bad\u2028more", "bad\x1b[0m\nmore"], ids=repr)
+def test_an_exception_of_several_lines_is_summed_up_in_its_first(evalue):
+    error = ("error", {"ename": "ValueError", "evalue": evalue,
+                       "traceback": ["Traceback", f"ValueError: {evalue}"]})
+    failure = kernel_bridge.failure([error])
+    assert failure.summary == "ValueError: bad …"
+    assert str(failure).endswith(terminal_lines(evalue)[-1])
+
+
 def test_every_text_of_a_reply_is_one_emacs_can_read(tmp_path):
     """Emacs's JSON reader refuses a NUL and a lone surrogate, and would
     lose the whole reply to either."""
