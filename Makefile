@@ -113,6 +113,17 @@ MISSING_PROGRAMS := $(patsubst missing:%,%,$(filter missing:%,$(INHERITED)))
 ifneq ($(MISSING_PROGRAMS),)
 $(error $(MISSING_PROGRAMS) $(if $(word 2,$(MISSING_PROGRAMS)),are,is) not on the PATH ($(PATH)), and make runs $(if $(word 2,$(MISSING_PROGRAMS)),them,it): put /usr/bin on the PATH, where Debian has $(if $(word 2,$(MISSING_PROGRAMS)),them,it))
 endif
+# Each of them, and git, which the build asks what .gitignore ignores,
+# must be the program it is named: one that only printed something
+# passed for one that did its work (tools/programs-answer).
+ifeq ($(MISSING_PROGRAMS),)
+IMPOSTOR := $(shell PATH='$(subst ','\'',$(PATH))'; PROGRAMS_ONLY_ASKING='$(ONLY_ASKING)'; \
+    set -- $(NEEDED_PROGRAMS) $$(command -v git >/dev/null 2>&1 && echo git); \
+    . ./tools/programs-answer)
+ifneq ($(IMPOSTOR),)
+$(error the $(word 1,$(IMPOSTOR)) first on the PATH ($(word 2,$(IMPOSTOR))) is not $(word 1,$(IMPOSTOR)): asked as make and the build run it, it said: $(wordlist 3,999,$(IMPOSTOR)); put the system's $(word 1,$(IMPOSTOR)) first on the PATH)
+endif
+endif
 ifneq ($(filter file-size-limit,$(INHERITED)),)
 $(error the shell limits the size of the files make's programs write (`ulimit -f`), which would cut off a picture, gradients.py or Python's bytecode where it fell: run make under `ulimit -f unlimited`)
 endif

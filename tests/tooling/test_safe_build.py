@@ -971,6 +971,37 @@ def test_a_program_of_a_package_shadowed_on_the_path_is_said_before_any_build(
     assert snapshot(project_copy) == before
 
 
+@pytest.mark.parametrize("program, shim, said", [
+    ("sh", "echo junk", "junk"),
+    ("env", 'echo "$@"', "--version"),
+    ("flock", "exit 0", "nothing"),
+    ("sha256sum", "echo 0000  requirements.lock", "0000 requirements.lock"),
+    ("git", "exit 0", "nothing"),
+    ("grep", "echo grep", "grep"),
+])
+def test_a_program_make_runs_by_name_that_is_another_is_said_before_any_build(
+        project_copy, tmp_path, program, shim, said):
+    """An `env`, `flock` or `sh` first on the PATH that only printed made
+    `make tangle` pass having built nothing; a `sha256sum` read as a lock
+    older than pyproject.toml; a `git` as every output ignored by git."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / program).write_text(f"#!/bin/sh\n{shim}\n")
+    (shims / program).chmod(0o755)
+    (project_copy / "README.org").write_text(
+        (project_copy / "README.org").read_text().replace("f(3.0)\n", "f(2.0)\n", 1))
+    before = snapshot(project_copy)
+    run = make("tangle", cwd=project_copy,
+               env=dict(os.environ, PATH=f"{shims}{os.pathsep}{os.environ['PATH']}"))
+    assert run.returncode != 0
+    assert run.stderr.splitlines() == [
+        f"Makefile:{run.stderr.split(':')[1]}: *** the {program} first on the PATH "
+        f"({shims / program}) is not {program}: asked as make and the build run it, it said: "
+        f"{said}; put the system's {program} first on the PATH.  Stop."], run.stderr
+    assert snapshot(project_copy) == before
+    assert not (project_copy / ".build" / "produced").exists()
+
+
 def test_an_emacs_named_with_an_option_it_takes_builds(project_copy):
     write_readme(project_copy, "* Notes\n\nProse only: no kernel.\n")
     run = make("tangle", f"EMACS={EMACS} --no-site-file", cwd=project_copy)
