@@ -377,8 +377,17 @@ depend on besides the notes.")
                     (string-prefix-p "tools/" relative))
           (cl-pushnew relative gradients-build--inputs :test #'equal))))))
 
-(defun gradients-build--make-quoted (file)
-  (replace-regexp-in-string "\\([ #$:%\\\\]\\)" "\\\\\\1" file))
+(defun gradients-build--make-quoted (file &optional target)
+  "FILE as make reads it in a rule, as a TARGET when non-nil, else as a
+prerequisite.  A % makes a target a pattern, unless quoted, and is a
+letter in a prerequisite, where a backslash before it stays: the two
+spellings differ, and with the target's in both, every later make
+looked for a file of the wrong name.  A $ is make's own, doubled.  A
+backslash is a letter too, but before one of these."
+  (replace-regexp-in-string
+   "\\$" "$$" (replace-regexp-in-string (if target "\\([ #:%]\\)" "\\([ #:]\\)")
+                                       "\\\\\\1" file)
+   t t))
 
 (defun gradients-build--make-temp (prefix &optional folder)
   "`make-temp-file' of PREFIX (a FOLDER when non-nil), with the permissions
@@ -439,7 +448,7 @@ them and of ORG-FILE, which make checks as well."
       (insert "# Written by tools/build.el: what the last build read besides the notes.\n")
       (insert (format "%s %s: %s\n" gradients-build-produced-file-for-make
                       gradients-build-outputs-file (mapconcat #'identity quoted " ")))
-      (dolist (input quoted) (insert input ":\n")))
+      (dolist (input inputs) (insert (gradients-build--make-quoted input t) ":\n")))
     ;; The tools are the checkout's, which notes built from elsewhere (the
     ;; ERT tests' own) do not have beside them.
     (gradients-build--write-digests

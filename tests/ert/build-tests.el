@@ -38,6 +38,29 @@
   (condition-case err (progn (build-tests--path name key) nil)
     (error (error-message-string err))))
 
+(ert-deftest build-tests-make-reads-an-input-of-any-name-as-that-file ()
+  "Each name, written as inputs.mk writes it, is the file make looks at:
+up to date once the target is newer, out of date once the input is, and
+a name gone makes the target out of date, never make fail."
+  (let ((folder (file-name-as-directory (make-temp-file "build-tests-make-" t)))
+        (names '("p%x.txt" "d$x.txt" "a b.txt" "h#x.txt" "c:x.txt" "b\\x.txt" "plain.txt")))
+    (unwind-protect
+        (let ((default-directory folder))
+          (dolist (name names) (write-region "" nil name))
+          (with-temp-file "Makefile"
+            (insert "out: " (mapconcat #'gradients-build--make-quoted names " ") "\n\ttouch out\n")
+            (dolist (name names) (insert (gradients-build--make-quoted name t) ":\n")))
+          (dolist (name names) (set-file-times name (time-subtract nil 100)))
+          (write-region "" nil "out")
+          (should (eql 0 (call-process "make" nil nil nil "-q" "out")))
+          (dolist (name names)
+            (set-file-times name)
+            (should (equal (list name 1) (list name (call-process "make" nil nil nil "-q" "out"))))
+            (set-file-times name (time-subtract nil 100)))
+          (delete-file "p%x.txt")
+          (should (eql 1 (call-process "make" nil nil nil "-q" "out"))))
+      (delete-directory folder t))))
+
 (ert-deftest build-tests-one-file-has-one-name-however-it-is-spelt ()
   (build-tests--in-project
     (dolist (spelling (list "images/x.png" "./images/x.png" "images//x.png"
