@@ -1435,37 +1435,60 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
     return org, outputs
 
 
-# What is running in the kernel when a block ends: threads that would
-# keep a script from ending (not daemons, nor the workers of a
-# concurrent.futures executor, which Python stops at exit), and the
-# programs its child processes run (not zombies, which are gone, nor
-# forks of the kernel, as multiprocessing's workers are, which end with
-# it).  Imported by `make test', a tangled block that leaves either hung
-# pytest, or left the process behind, where the build, whose kernel stops
-# everything it started, passed.  Each block is held to what it started:
-# what was running before it ran is known (Kernel.known_running).
+# What is running in the kernel when a block ends that would keep a
+# script from ending, or outlive it.  Imported by `make test', a tangled
+# block that leaves either hung pytest, or left the process behind, where
+# the build, whose kernel stops everything it started, passed.  Threads:
+# not daemons, nor a concurrent.futures worker waiting for work (Python
+# stops those at exit; one still running its work is waited for).
+# Processes: the kernel's children (not zombies, which are gone, nor
+# daemonic multiprocessing children, as a pool's workers are, which
+# Python ends at exit, nor multiprocessing's own helpers), and the
+# processes the supervisor above the kernel adopted, a block's
+# double-forked daemons.  Each block is held to what it started: what was
+# running before it ran is known (Kernel.known_running).
 LEFT_RUNNING_SOURCE = """\
-import json, os, threading
+import json, os, sys, threading
 def read(path):
     # A process or thread can end between being listed and being read.
     try:
         with open(path, "rb") as file:
             return file.read()
-    except (FileNotFoundError, ProcessLookupError):
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
+def children(pid):
+    found = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        found.update(map(int, (read(f"/proc/{pid}/task/{task}/children") or b"").split()))
+    return found
+def working(thread, frames):
+    frame = frames.get(thread.ident)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "run" and code.co_filename.endswith(
+                os.path.join("concurrent", "futures", "thread.py")):
+            return True
+        frame = frame.f_back
+    return False
 def left_running():
+    frames = sys._current_frames()
     threads = [[thread.ident, thread.name] for thread in threading.enumerate()
                if not thread.daemon and thread is not threading.main_thread()
-               and not getattr(getattr(thread, "_target", None), "__module__", "")
-                   .startswith("concurrent.futures")]
-    children = set()
-    for task in os.listdir("/proc/self/task"):
-        children.update(map(int, (read(f"/proc/self/task/{task}/children") or b"").split()))
-    own_command, processes = read("/proc/self/cmdline"), []
-    for pid in sorted(children):
+               and (not getattr(getattr(thread, "_target", None), "__module__", "")
+                    .startswith("concurrent.futures") or working(thread, frames))]
+    multiprocessing = sys.modules.get("multiprocessing")
+    ended_at_exit = {child.pid for child in multiprocessing.active_children()
+                     if child.daemon} if multiprocessing else set()
+    found = children("self") - ended_at_exit
+    supervisor = os.getppid()
+    if b"kernel_supervisor" in (read(f"/proc/{supervisor}/cmdline") or b""):
+        found |= children(supervisor) - {os.getpid()}
+    processes = []
+    for pid in sorted(found):
         status, command = read(f"/proc/{pid}/stat"), read(f"/proc/{pid}/cmdline")
         if (status is None or command is None or status.rpartition(b")")[2].split()[:1] == [b"Z"]
-                or command == own_command or b"multiprocessing" in command):
+                or b"multiprocessing.resource_tracker" in command
+                or b"multiprocessing.forkserver" in command):
             continue
         processes.append([pid, " ".join(command.decode(errors="replace").split("\\0")).strip()])
     return json.dumps({"threads": threads, "processes": processes})

@@ -100,6 +100,21 @@ def test_a_block_tangled_into_a_script_may_leave_nothing_running(kernel):
              "leaves a process running when it ends (", "p.kill(); p.wait();"),
             ("import threading, time\nt = threading.Thread(target=time.sleep, args=(1,))\n"
              "t.start()", "leaves a thread running when it ends (Thread-", "t.join()"),
+            # Found by probing: a fork of the kernel, a daemon its supervisor
+            # adopted, a multiprocessing child Python waits for at exit, an
+            # executor's worker still at its work.
+            ("import os\nforked = os.fork()\nif forked == 0:\n    time.sleep(31)\n"
+             "    os._exit(0)", "leaves a process running when it ends (",
+             "os.kill(forked, 9); os.waitpid(forked, 0);"),
+            ("daemon = int(subprocess.run('sleep 31 >/dev/null 2>&1 & echo $!', shell=True,\n"
+             "    capture_output=True, text=True).stdout)",
+             "leaves a process running when it ends (", "os.kill(daemon, 9)"),
+            ("import multiprocessing\nchild = multiprocessing.Process(target=time.sleep, "
+             "args=(31,))\nchild.start()", "leaves a process running when it ends (",
+             "child.terminate(); child.join()"),
+            ("from concurrent.futures import ThreadPoolExecutor\nbusy = ThreadPoolExecutor(1)\n"
+             "busy.submit(time.sleep, 2);", "leaves a thread running when it ends "
+             "(ThreadPoolExecutor-", "busy.shutdown(wait=True)"),
     ]:
         with pytest.raises(kernel_bridge.BlockError, match=re.escape(what)):
             kernel_bridge.execute(kernel, code, for_the_notes=True, tangled="gradients.py")
