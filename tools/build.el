@@ -131,6 +131,7 @@ they are spelled, if it would read them otherwise."
 (declare-function org-lint-checker-name "org-lint")
 (declare-function org-element-lineage "org-element")
 (declare-function org-strip-quotes "org-macs")
+(declare-function org-url-p "org-macs")
 (declare-function org-babel-process-params "ob-core")
 (declare-function org-babel--expand-body "ob-core")
 (declare-function org-element-parse-buffer "org-element")
@@ -1443,11 +1444,13 @@ missing where the block forbids making it; return BLOCK's file, or nil."
         relative))))
 
 (defconst gradients-build-lint-checkers
-  '(invalid-block incomplete-drawer duplicate-name invalid-babel-call-block)
+  '(invalid-block incomplete-drawer duplicate-name invalid-babel-call-block
+    non-existent-setupfile-parameter)
   "The checkers of `org-lint' whose reports stop the build: a block or
 drawer Org reads as plain text (its code would neither run nor be
-tangled), and a name two blocks share (Org gives a named result and a
-:var naming it to the first only).")
+tangled), a name two blocks share (Org gives a named result and a
+:var naming it to the first only), and a #+SETUPFILE that is not there
+(Org says it cannot read it, and builds without its settings).")
 
 (defun gradients-build--check-with-org-lint ()
   "Note every report of `gradients-build-lint-checkers', in the build's words."
@@ -1468,6 +1471,9 @@ tangled), and a name two blocks share (Org gives a named result and a
                     (match-string 1 quoted) (match-string 1 quoted)))
            ((and 'incomplete-drawer (guard quoted))
             (format "drawer %s has no :end:; Org reads it as plain text" quoted))
+           ((and 'non-existent-setupfile-parameter (guard quoted))
+            (format "#+SETUPFILE names %s, which is not there; Org would build without its settings"
+                    quoted))
            ((and 'duplicate-name (guard quoted))
             (format "the name `%s' is given to more than one block; Org would give its result, and a :var naming it, to the first only: give each its own"
                     quoted))
@@ -1480,7 +1486,7 @@ is no call): a #+CALL line, an inline block, a link to a picture an
 interactive run saved, and a result saved while it still waited for the
 kernel."
   (let ((tree (org-element-parse-buffer)))
-    (org-element-map tree '(babel-call inline-babel-call inline-src-block link headline)
+    (org-element-map tree '(babel-call inline-babel-call inline-src-block link headline keyword)
                      (lambda (datum)
                        (let ((line (line-number-at-pos (org-element-property :begin datum))))
                          (gradients-build--noting-problem line
@@ -1500,6 +1506,19 @@ kernel."
                                                           (if (org-element-property :priority datum)
                                                               "COMMENT after a priority cookie"
                                                             "COMMENT with no title"))))
+                             ;; Read as the notes' other inputs are, were it
+                             ;; theirs: the kept run is keyed on the project's
+                             ;; files, and this one would change unseen.
+                             ('keyword
+                              (let ((value (org-strip-quotes (org-element-property :value datum))))
+                                (when (and (equal (org-element-property :key datum) "SETUPFILE")
+                                           (or (org-url-p value)
+                                               (not (gradients-file-inside-p
+                                                     (expand-file-name value)
+                                                     gradients-build--project))))
+                                  (gradients-build--fail-at
+                                   line "#+SETUPFILE %s is outside the notes' folder, where the build would not see it change; keep it in the checkout"
+                                   value))))
                              ('link
                               (let ((path (org-element-property :path datum)))
                                 (when (and (equal (org-element-property :type datum) "file")

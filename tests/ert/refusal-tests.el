@@ -709,6 +709,27 @@ is not evaluated to find any of this."
                                      (refusal-tests--block-line text "one")
                                      refusal-tests--bad-timeout))))))))
 
+(ert-deftest refusal-tests-a-setup-file-the-build-cannot-follow-is-named ()
+  "One that is not there (Org said it could not read it, and built without
+its settings); one outside the notes' folder, or at an address, which
+the kept run could not be keyed on: it changed, and make had nothing to
+do."
+  (refusal-tests--in-project
+    (let ((outside (make-temp-file "refusal-tests-setup-" nil ".org")))
+      (unwind-protect
+          (dolist (case `(("missing.org" "#+SETUPFILE names missing.org, which is not there; Org would build without its settings")
+                          (,outside ,(format "#+SETUPFILE %s is outside the notes' folder, where the build would not see it change; keep it in the checkout" outside))
+                          ("../elsewhere.org" "#+SETUPFILE ../elsewhere.org is outside the notes' folder, where the build would not see it change; keep it in the checkout")
+                          ("https://example.org/setup.org" "#+SETUPFILE https://example.org/setup.org is outside the notes' folder, where the build would not see it change; keep it in the checkout")))
+            (let ((text (concat refusal-tests--header "#+SETUPFILE: " (car case) "
+"
+                                (refusal-tests--block "x = 1" "one"))))
+              (should (member (format "README.org:%d: %s"
+                                      (refusal-tests--line text (concat "#+SETUPFILE: " (car case)))
+                                      (cadr case))
+                              (refusal-tests--refused text)))))
+        (delete-file outside)))))
+
 (ert-deftest refusal-tests-the-origin-in-a-drawer-of-several-lines ()
   "A line taken out of a property drawer left a blank line, which ends
 the drawer: the drawer's last line was named."
