@@ -59,6 +59,15 @@ NOTES_FOLDER := $(subst /Makefile,,$(if $(filter /%,$(THIS_MAKEFILE)),,$(CURDIR)
 $(error this Makefile builds the notes of its own folder, and $(CURDIR) is not one: run `make -C '$(subst ','\'',$(NOTES_FOLDER))' $(or $(MAKECMDGOALS),help)`, or make there)
 endif
 endif
+# A line break in the checkout's path: every recipe that names a file
+# there would be cut in two by the shell, each failing in its own way.
+define LINE_BREAK
+
+
+endef
+ifneq ($(findstring $(LINE_BREAK),$(CURDIR)),)
+$(error the checkout's path holds a line break, which no command make runs can take: rename its folders)
+endif
 # Set below only where they apply; otherwise empty, whatever the
 # environment holds under their names (make reads it as variables).
 VENV_CHANGED :=

@@ -167,6 +167,22 @@ def test_make_tangle_works_in_a_checkout_whose_path_has_a_space(tmp_path):
     assert make("-q", "tangle", f"UV={uv}", cwd=project).returncode == 0
 
 
+@pytest.mark.parametrize("goal", ["tangle", "test", "clean"])
+def test_a_checkout_whose_path_holds_a_line_break_is_said_in_one_line(tmp_path, goal):
+    """Found by probing: the first recipe to name a file there failed with
+    the shell's "Unterminated quoted string"."""
+    project = tmp_path / "two\nlines"
+    project.mkdir()
+    copy_project(project)
+    before = sorted(path.name for path in project.iterdir())
+    run = make(goal, cwd=project)
+    assert run.returncode != 0
+    assert run.stderr.splitlines() == [
+        f"Makefile:{run.stderr.split(':')[1]}: *** the checkout's path holds a line break, "
+        "which no command make runs can take: rename its folders.  Stop."], run.stderr
+    assert sorted(path.name for path in project.iterdir()) == before
+
+
 @pytest.mark.parametrize("home", ["/proc/self/no-such-home", "a file", "relative cache"])
 def test_a_home_uv_cannot_keep_its_cache_in_still_gets_a_venv(tmp_path, home):
     """A service user's HOME=/nonexistent, or a home that is a file: uv,
