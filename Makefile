@@ -220,8 +220,9 @@ BUILD_EMACS := $(BUILD_LOCK) $(BATCH_EMACS)
 # ${HOME}, $$, ~user and a second / in an absolute file name, and in a
 # checkout whose path holds one would load another file or none.  Emacs
 # takes the folders of its load path as they are; build.el then makes it
-# take every name under the checkout so.
-LOAD_BUILD_EL := --eval '(let ((load-path (cons (expand-file-name "tools") load-path))) (load "build.el" nil t t))'
+# take every name under the checkout so.  Through load-build.el, which
+# says in one line why a library the build loads failed to.
+LOAD_BUILD_EL := --eval '(let ((load-path (cons (expand-file-name "tools") load-path))) (load "load-build.el" nil t t))'
 
 # The exact versions the notes are tested with, compiled from pyproject.toml.
 LOCK := requirements.lock

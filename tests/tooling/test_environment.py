@@ -425,6 +425,30 @@ def test_an_org_on_emacsloadpath_that_cannot_serve_is_refused_in_one_line(
         assert_failed_cleanly(run, tiny, before, said[0])
 
 
+# Found by probing: other libraries of Emacs's own, shadowed on
+# EMACSLOADPATH by files that fail, gave a page of backtrace.
+UNUSABLE_LIBRARIES = {
+    "json.el": "(error \"not the json of Emacs\")",
+    "subr-x.el": "(defun string-remove-suffix ())",
+    "cl-lib.el": "(error \"not the cl-lib of Emacs\")",
+}
+
+
+@pytest.mark.parametrize("library", UNUSABLE_LIBRARIES)
+def test_a_library_on_emacsloadpath_that_fails_is_said_in_one_line(tiny, tmp_path_factory,
+                                                                   library):
+    before = write_readme(tiny, HEADER + "Some prose.\n")
+    folder = tmp_path_factory.mktemp("libraries")
+    (folder / library).write_text(UNUSABLE_LIBRARIES[library])
+    run = make("tangle", cwd=tiny, env=dict(os.environ, EMACSLOADPATH=f"{folder}:"))
+    said = [line for line in run.stderr.splitlines()
+            if line.startswith("the Lisp of the build did not load: ")]
+    assert len(said) == 1 and said[0].endswith(
+        f" (EMACSLOADPATH={folder}: puts its folders before those of Emacs)"), run.stderr
+    assert "Debugger entered" not in run.stderr
+    assert_failed_cleanly(run, tiny, before, said[0])
+
+
 def a_path_without(name, folder):
     """FOLDER made a PATH of links to every program of this PATH but NAME."""
     for place in os.environ["PATH"].split(os.pathsep):
