@@ -124,9 +124,12 @@ $(error $(MISSING_PROGRAMS) $(if $(word 2,$(MISSING_PROGRAMS)),are,is) not on th
 endif
 # Each of them, and git, which the build asks what .gitignore ignores,
 # must be the program it is named: one that only printed something
-# passed for one that did its work (tools/programs-answer).
+# passed for one that did its work (tools/programs-answer, which the
+# CR LF check below names when git wrote it so; until then it is not
+# read).
 ifeq ($(MISSING_PROGRAMS),)
 IMPOSTOR := $(shell PATH='$(subst ','\'',$(PATH))'; PROGRAMS_ONLY_ASKING='$(ONLY_ASKING)'; \
+    IFS= read -r first < tools/programs-answer; case $$first in (*"$$(printf '\r')") exit;; esac; \
     set -- $(NEEDED_PROGRAMS) $$(command -v git >/dev/null 2>&1 && echo git); \
     . ./tools/programs-answer)
 ifneq ($(IMPOSTOR),)

@@ -158,7 +158,10 @@ def test_make_test_whose_reader_stops_reading_still_builds(project_copy, pipelin
     (["pyproject.toml"], "tangle"), (["tools/one-build-at-a-time"], "tangle"),
     (["Makefile", "requirements.lock", "tools/build.el"], "tangle"),
     # make clean runs a script of tools/ too.
-    (["tools/one-build-at-a-time"], "clean")], ids=["pyproject", "a script", "three", "clean"])
+    (["tools/one-build-at-a-time"], "clean"),
+    # Read by make's first shell, before the check.
+    (["tools/programs-answer"], "test")],
+    ids=["pyproject", "a script", "three", "clean", "read by make"])
 def test_a_checkout_written_with_cr_lf_is_named_so(built, files, goal):
     """As git writes it under core.autocrlf=true: the lock read as older than
     pyproject.toml, and a script failed to start, each saying something

@@ -26,7 +26,8 @@ def uv_in(folder):
 def small_project(folder):
     """The build's files in FOLDER, with a lock of graphviz alone."""
     for name in ("Makefile", "README.org", "pyproject.toml", "tools/require-debian-packages",
-                 "tools/one-build-at-a-time", "tools/uv-requirements.txt"):
+                 "tools/one-build-at-a-time", "tools/programs-answer",
+                 "tools/uv-requirements.txt"):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, folder / name)
     lock = LOCK.read_text()
