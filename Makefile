@@ -248,8 +248,16 @@ UV_QUOTED = '$(subst ','\'',$(UV))'
 # with HOME unset or a relative XDG_CACHE_HOME, uv looks elsewhere than
 # those variables say.  Recursive, so that only a recipe that runs uv
 # looks; never under make -n, which writes nothing, that folder included.
-UV_CACHE_USABLE = $(shell folder=$$($(UV_QUOTED) cache dir 2>/dev/null) && [ -n "$$folder" ] && \
-                    mkdir -p "$$folder" 2>/dev/null && [ -w "$$folder" ] && echo yes)
+# make expands a recipe whole before its first line, which installs our
+# own uv on a fresh clone: uv is not there yet to ask, and the folder is
+# found as uv finds it, or, where uv looks elsewhere, taken as unusable
+# (every fresh clone downloaded everything again without a cache).
+UV_CACHE_USABLE = $(shell if command -v $(UV_QUOTED) >/dev/null 2>&1; then \
+                        folder=$$($(UV_QUOTED) cache dir 2>/dev/null); \
+                    elif [ -n "$$UV_CACHE_DIR" ]; then folder=$$UV_CACHE_DIR; \
+                    else folder=$${XDG_CACHE_HOME:-$${HOME:+$$HOME/.cache}}; \
+                        case $$folder in (/?*) folder=$$folder/uv ;; (*) folder= ;; esac; fi; \
+                    [ -n "$$folder" ] && mkdir -p "$$folder" 2>/dev/null && [ -w "$$folder" ] && echo yes)
 RUN_UV = $(if $(ONLY_ASKING),,$(if $(UV_CACHE_USABLE),,UV_NO_CACHE=1 ))$(UV_QUOTED)
 # uv runs the machine's python3 and never downloads a Python of its own.
 export UV_PYTHON_DOWNLOADS  := never

@@ -184,6 +184,25 @@ def test_a_checkout_whose_path_holds_a_line_break_is_said_in_one_line(tmp_path, 
     assert sorted(path.name for path in project.iterdir()) == before
 
 
+@pytest.mark.long
+def test_the_first_make_of_a_fresh_clone_keeps_uvs_downloads(tmp_path):
+    """Found by probing: make installs its uv in the recipe that makes the
+    venv, which make expands whole first; asked for its cache before it
+    was there, uv ran without one, and every fresh clone downloaded every
+    package again."""
+    project = small_project(tmp_path / "clone")
+    path = os.pathsep.join(folder for folder in os.environ["PATH"].split(os.pathsep)
+                           if not (Path(folder) / "uv").exists())
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("UV_CACHE_DIR", "UV_NO_CACHE")}
+    env.update(PATH=path, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    run = make("venv", cwd=project, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "UV_NO_CACHE" not in run.stdout, run.stdout
+    assert list((tmp_path / "cache" / "uv").iterdir()), "uv kept nothing in its cache"
+    assert imports_graphviz(project)
+
+
 @pytest.mark.parametrize("home", ["/proc/self/no-such-home", "a file", "relative cache"])
 def test_a_home_uv_cannot_keep_its_cache_in_still_gets_a_venv(tmp_path, home):
     """A service user's HOME=/nonexistent, or a home that is a file: uv,
