@@ -769,6 +769,10 @@ class Kernel:
         if code is not None and code > 128:
             return KernelDied(f"the kernel died of signal {code - 128} while running it"
                               + limits)
+        # Its own exit, with the status it gave: os._exit(0) is no crash.
+        if code is not None and code >= 0:
+            return KernelDied(f"the kernel died while running it, exiting with status {code} "
+                              "(os._exit, exit(), or a library that ended the process)" + limits)
         return KernelDied(why + limits)
 
     def wait_for_ready(self, timeout):

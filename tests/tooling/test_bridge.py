@@ -260,7 +260,8 @@ def test_what_the_notes_could_not_keep_fails_a_block_the_build_records(kernel, c
 def test_a_kernel_killed_by_its_block_is_reported_as_died(kernel):
     """The last test of the module's kernel, which is gone afterwards."""
     import kernel_bridge
-    with pytest.raises(kernel_bridge.KernelDied, match="the kernel died while running it"):
+    with pytest.raises(kernel_bridge.KernelDied, match="the kernel died while running it, "
+                       "exiting with status 3 "):
         kernel_bridge.execute(kernel, "import os\nos._exit(3)")
 
 
