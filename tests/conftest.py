@@ -534,13 +534,15 @@ def copy_project(folder):
     caches = ROOT / ".build" / "kernel"
     if caches.is_dir():
         shutil.copytree(caches, folder / ".build" / "kernel", symlinks=True)
-    # And the programs found to be the packages' (tools/require-debian-packages),
-    # each noted by the file it is: asking Emacs again costs a start of it
-    # in every copy that builds.
-    answered = ROOT / ".build" / "answered"
-    if answered.is_file():
-        (folder / ".build").mkdir(exist_ok=True)
-        shutil.copy2(answered, folder / ".build" / "answered")
+    # And the programs found to be the packages' (tools/require-debian-packages)
+    # and those make runs by name (tools/programs-answer), each noted by
+    # the file it is: asking Emacs again costs a start of it in every copy
+    # that builds, asking the others two dozen processes.
+    for name in ("answered", "programs-answered"):
+        answered = ROOT / ".build" / name
+        if answered.is_file():
+            (folder / ".build").mkdir(exist_ok=True)
+            shutil.copy2(answered, folder / ".build" / name)
     return folder
 
 
