@@ -133,7 +133,7 @@ IMPOSTOR := $(shell PATH='$(subst ','\'',$(PATH))'; PROGRAMS_ONLY_ASKING='$(ONLY
     set -- $(NEEDED_PROGRAMS) $$(command -v git >/dev/null 2>&1 && echo git); \
     . ./tools/programs-answer)
 ifneq ($(IMPOSTOR),)
-$(error the $(word 1,$(IMPOSTOR)) first on the PATH ($(word 2,$(IMPOSTOR))) is not $(word 1,$(IMPOSTOR)): asked as make and the build run it, it said: $(wordlist 3,999,$(IMPOSTOR)); put the system's $(word 1,$(IMPOSTOR)) first on the PATH)
+$(error $(IMPOSTOR))
 endif
 endif
 ifneq ($(filter file-size-limit,$(INHERITED)),)
@@ -389,9 +389,11 @@ endif
 # them then: an Emacs or Org upgraded or replaced in place, under the same
 # command and EMACSLOADPATH, or a library added where Emacs would load it
 # first, builds again.  `stat`, not digests: they are tens of megabytes.
+# In the C locale, as the build's: under fr_FR or de_DE, stat writes the
+# fraction of a second after a comma, and every make built again.
 EMACS_FILES := $(BUILD)/produced/emacs-files
 ifneq ($(BUILD_GOALS),)
-EMACS_REPLACED := $(shell xargs -r -d '\n' -a $(EMACS_FILES) stat -L -c '%d %i %s %.9Z' -- \
+EMACS_REPLACED := $(shell LC_ALL=C xargs -r -d '\n' -a $(EMACS_FILES) stat -L -c '%d %i %s %.9Z' -- \
   2>/dev/null | cmp -s - $(EMACS_FILES).stat || echo FORCE)
 endif
 

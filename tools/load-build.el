@@ -9,15 +9,20 @@
 
 ;;; Code:
 
+;; Any signal, not only an error: a library may signal `quit', or a
+;; condition of its own that is none.  An EMACSLOADPATH without an empty
+;; entry (no `:' at its end) leaves Emacs's own folders out altogether.
 (condition-case failure
     (load "build.el" nil t t)
-  (error
+  (t
    (let ((setting (getenv "EMACSLOADPATH")))
      (message "the Lisp of the build did not load: %s%s\nNothing was changed."
               (error-message-string failure)
-              (if (member setting '(nil ""))
-                  ""
-                (format " (EMACSLOADPATH=%s puts its folders before those of Emacs)" setting))))
+              (cond ((member setting '(nil "")) "")
+                    ((member "" (split-string setting path-separator))
+                     (format " (EMACSLOADPATH=%s puts its folders before those of Emacs)" setting))
+                    (t (format " (EMACSLOADPATH=%s leaves the folders of Emacs out: end it with %s to keep them after its own)"
+                               setting path-separator)))))
    (kill-emacs 255)))
 
 ;;; load-build.el ends here

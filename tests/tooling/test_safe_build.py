@@ -971,14 +971,24 @@ def test_a_program_of_a_package_shadowed_on_the_path_is_said_before_any_build(
     assert snapshot(project_copy) == before
 
 
+# What each is asked, and the shims that only pass that on.
+ASKED = {"sh": "-c 'echo ...'", "env": "to run /bin/sh", "flock": "to run /bin/sh holding a lock",
+         "xargs": "to run /bin/sh with an argument"}
+PASSES_VERSION_ON = 'case $1 in --version) exec /usr/bin/{} "$@";; esac\nexit 0'
+
+
 @pytest.mark.parametrize("program, shim, said", [
     ("sh", "echo junk", "junk"),
-    ("env", 'echo "$@"', "--version"),
+    ("env", 'echo "$@"', "PROGRAMS_SUM=42 /bin/sh -c echo \"env answers $PROGRAMS_SUM\""),
     ("flock", "exit 0", "nothing"),
-    ("sha256sum", "echo 0000  requirements.lock", "0000 requirements.lock"),
+    ("sha256sum", "echo 0000 requirements.lock", "0000 requirements.lock"),
     ("git", "exit 0", "nothing"),
     ("grep", "echo grep", "grep"),
-])
+    # Found by probing: the --version of the real one, and nothing else.
+    ("env", PASSES_VERSION_ON.format("env"), "nothing"),
+    ("flock", PASSES_VERSION_ON.format("flock"), "nothing"),
+    ("xargs", PASSES_VERSION_ON.format("xargs"), "nothing"),
+], ids=lambda value: value if " " not in value else None)
 def test_a_program_make_runs_by_name_that_is_another_is_said_before_any_build(
         project_copy, tmp_path, program, shim, said):
     """An `env`, `flock` or `sh` first on the PATH that only printed made
@@ -996,8 +1006,8 @@ def test_a_program_make_runs_by_name_that_is_another_is_said_before_any_build(
     assert run.returncode != 0
     assert run.stderr.splitlines() == [
         f"Makefile:{run.stderr.split(':')[1]}: *** the {program} first on the PATH "
-        f"({shims / program}) is not {program}: asked as make and the build run it, it said: "
-        f"{said}; put the system's {program} first on the PATH.  Stop."], run.stderr
+        f"({shims / program}) is not {program}: asked {ASKED.get(program, '--version')}, "
+        f"it said: {said}; put the system's {program} first on the PATH.  Stop."], run.stderr
     assert snapshot(project_copy) == before
     assert not (project_copy / ".build" / "produced").exists()
 
