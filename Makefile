@@ -469,14 +469,29 @@ tangle: $(OUTPUTS_LIST)  ## gradients.py and the pictures in images/, from READM
 $(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLACED) $(PROGRAMS_MOVED) $(OUTPUTS) $(OUTPUTS_CHANGED) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(call with-output,$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-tangle README.org)
+	$(build-finished)
 
 run: $(VENV_STAMP)  ## restart and run all: every result in README.org, then what make tangle makes
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(call with-output,$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-run README.org)
+	$(build-finished)
 
 $(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLACED) $(PROGRAMS_MOVED) $(STALE)
 	@$(REQUIRE) $(BUILD_PACKAGES)
 	$(call with-output,$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-produce README.org)
+	$(build-finished)
+
+# The build's exit status alone is not trusted: between make and Emacs
+# run sh, flock and env, and Emacs loads libraries, any of which may end
+# with 0 having run nothing (a wrapper, a library that calls kill-emacs).
+# The build writes "finished" into the file this make names once all its
+# work is done; make reads it with the shell's builtins.  Named by make's
+# own process, so that two makes at once read each its own.
+MAKE_PID = $(shell echo $$PPID)
+$(OUTPUTS_LIST) $(PRODUCED) run: export GRADIENTS_BUILD_FINISHED = $(BUILD)/finished.$(MAKE_PID)
+build-finished = $(if $(ONLY_ASKING),,@{ read -r said < "$$GRADIENTS_BUILD_FINISHED"; } 2>/dev/null; \
+    rm -f "$$GRADIENTS_BUILD_FINISHED"; [ "$$said" = finished ] || { \
+    echo "the build of README.org ended as if it had succeeded without doing its work: a program between make and Emacs, or a library Emacs loaded, ended it early (see EMACSLOADPATH, and what the PATH finds first)" >&2; exit 1; })
 
 # pytest brings $(PRODUCED) up to date itself (tests/conftest.py), with
 # make, while it imports what the checks need: the two overlap.

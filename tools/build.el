@@ -2264,6 +2264,16 @@ a coding system, not even on a terminal); return its buffer."
 that outlives it: the build then starts no kernel ahead of its checks,
 and a refusal returns what it said instead of exiting.")
 
+(defun gradients-build--say-finished (project)
+  "Tell make that the build did all its work: write \"finished\" into the
+file GRADIENTS_BUILD_FINISHED names (relative to PROJECT), which make
+reads once Emacs has exited.  An exit status of 0 alone may come from a
+program between make and Emacs, or a library, that ran nothing."
+  (let ((file (getenv "GRADIENTS_BUILD_FINISHED")))
+    (when (and file (not (string-empty-p file)) (not gradients-build--in-process))
+      (let ((coding-system-for-write 'utf-8-unix))
+        (write-region "finished\n" nil (expand-file-name file project) nil 'silent)))))
+
 (defmacro gradients-build--main (kernel-wanted &rest body)
   "Run BODY with the Org file named on the command line visited, having
 checked what needs no Org; exit 1 on error, having changed nothing.
@@ -2303,7 +2313,9 @@ folder) and `scratch'."
                        gradients-build--under-way (gradients-build--work-done))
                gradients-build--under-way nil)
          (prog1 (condition-case err
-                    (progn (gradients-build--cleanup 'wait) nil)
+                    (progn (gradients-build--cleanup 'wait)
+                           (gradients-build--say-finished project)
+                           nil)
                   (error (gradients-build--fail-after-the-work err)))
            (setq gradients-build--kernel-stopping nil)))
      (error (gradients-build--refuse err)))))

@@ -457,6 +457,34 @@ def test_a_library_on_emacsloadpath_that_fails_is_said_in_one_line(tiny, tmp_pat
     assert_failed_cleanly(run, tiny, before, said[0])
 
 
+# Found by probing: each ends the build's Emacs with 0 having built
+# nothing, and make took it for done.
+ENDS_THE_BUILD_EARLY = {
+    "a library that exits": lambda folder: (
+        {"EMACSLOADPATH": f"{folder}:"}, (), ("json.el", "(kill-emacs 0)")),
+    "an Emacs that answers only make's question": lambda folder: (
+        {}, (f"EMACS={folder}/emacs",),
+        ("emacs", f"#!/bin/sh\ncase \"$*\" in *gnu-emacs*) exec {EMACS} \"$@\";; esac\nexit 0\n")),
+}
+
+
+@pytest.mark.parametrize("case", ENDS_THE_BUILD_EARLY)
+@pytest.mark.parametrize("goal", ["tangle", "run"])
+def test_a_build_that_ends_with_0_having_done_nothing_fails(tiny, tmp_path_factory, case, goal):
+    before = write_readme(tiny, HEADER + block("x = 1\nx", "one"))
+    folder = tmp_path_factory.mktemp("early")
+    env, settings, (name, text) = ENDS_THE_BUILD_EARLY[case](folder)
+    (folder / name).write_text(text)
+    (folder / name).chmod(0o755)
+    run = make(goal, *settings, cwd=tiny, env={**os.environ, **env})
+    assert run.returncode != 0
+    assert run.stderr.splitlines()[-2].startswith(
+        "the build of README.org ended as if it had succeeded without doing its work: "), \
+        run.stderr
+    assert snapshot(tiny) == before
+    assert not list((tiny / ".build").glob("finished.*"))
+
+
 def a_path_without(name, folder):
     """FOLDER made a PATH of links to every program of this PATH but NAME."""
     for place in os.environ["PATH"].split(os.pathsep):
