@@ -314,8 +314,7 @@ text.  ELEMENT is as for `gradients--own-head'."
     (gradients--make-request
      :id id
      :where where
-     :source (and element (eq (org-element-type element) 'src-block)
-                  (org-element-property :value element))
+     :source (gradients--code-as-run element)
      :value-of value-of
      :timeout timeout
      :json (json-serialize
@@ -689,6 +688,13 @@ earlier runs would otherwise pile up."
   "Matches the drawer text of a block waiting for the kernel; group 1 is
 the request.")
 
+(defun gradients--code-as-run (element)
+  "The code of ELEMENT, a source block (else nil), as Org runs it: without
+the indentation of a block in a list item, which Org 9.5's :value keeps
+and 9.6's does not, so that indenting the block again is no edit."
+  (and element (eq (org-element-type element) 'src-block)
+       (org-remove-indentation (org-element-property :value element))))
+
 (defun gradients--drawer-text ()
   "The content of the results drawer of the block at point, or nil; as
 the block produced it, as the build reads it: Org indents the results of
@@ -978,9 +984,7 @@ changed on disk or another Emacs holds its lock."
          (info (org-babel-get-src-block-info 'light))
          ;; Its picture went where the header said when it was run.
          (file-now (cdr (assq :file (nth 2 info))))
-         (source-now (let ((element (org-element-at-point)))
-                       (and (eq (org-element-type element) 'src-block)
-                            (org-element-property :value element))))
+         (source-now (gradients--code-as-run (org-element-at-point)))
          (head (point-marker)))
     (setf (nth 2 info) params)
     ;; Org, putting the earlier result back, would say "Code block
@@ -1135,6 +1139,16 @@ so that definitions carry no empty drawers."
 far; otherwise nil.  Saying where each block stands as it is queued
 would redraw the echo area once a block, for words no one can read.")
 
+(defun gradients--insert-result-in-spaces (insert result &rest arguments)
+  "Around `org-babel-insert-result' of a jupyter-python block: Org indents
+the results of a block in a list item as far as the block, with tabs
+where `indent-tabs-mode' says so (Emacs's default, or an `org-mode-hook'
+that runs after .dir-locals.el): the drawer then differed from the one
+the build writes, in spaces, and `make test' failed."
+  (let ((indent-tabs-mode (and (not (equal (car (nth 1 arguments)) "jupyter-python"))
+                               indent-tabs-mode)))
+    (apply insert result arguments)))
+
 (defun gradients--insert-placeholder-quietly (insert result &rest arguments)
   "Around `org-babel-insert-result': a placeholder is no result, so Org's
 \"Code block evaluation complete.\" is not said for it; what is said is
@@ -1237,6 +1251,7 @@ emacs-jupyter already provides one."
     (advice-add 'org-babel-ref-resolve :around #'gradients--resolve-reference))
   (with-eval-after-load 'ob-core
     (advice-add 'org-babel-insert-result :around #'gradients--insert-placeholder-quietly)
+    (advice-add 'org-babel-insert-result :around #'gradients--insert-result-in-spaces)
     (advice-add 'org-babel-execute-buffer :around #'gradients--run-blocks-cheaply)
     (advice-add 'org-babel-execute-subtree :around #'gradients--run-blocks-cheaply))
   (with-eval-after-load 'org-element

@@ -437,6 +437,40 @@ raise ValueError('late')
       (should (string-match-p "\n  #\\+RESULTS: in-item\n  :results:\n  : hi\n  :end:\n"
                               (buffer-string))))))
 
+(defconst obgt-deep-item-notes "
+- one
+  - two
+    - three
+      - four
+        #+name: deep
+        #+begin_src jupyter-python
+        import time
+        time.sleep(0.5)
+        print('deep')
+        #+end_src
+")
+
+(ert-deftest obgt-a-deep-block-gets-its-result-in-spaces-and-may-move ()
+  "Found by probing: with `indent-tabs-mode' (Emacs's default, or set by
+a hook after .dir-locals.el), Org indented the drawer with tabs, where
+the build writes spaces; and indenting the block again while it ran was
+said to be an edit of its code."
+  (obgt-with-notes ("deep.org" obgt-deep-item-notes)
+    (setq-local indent-tabs-mode t)
+    (let ((said (obgt-messages
+                 (obgt-run "deep")
+                 (let ((start (save-excursion (goto-char (point-min))
+                                              (search-forward "- one") (line-beginning-position))))
+                   ;; In spaces: the test is of the result's.
+                   (let ((indent-tabs-mode nil))
+                     (indent-rigidly start (point-max) 2)))
+                 (should (obgt-wait)))))
+      (should-not (obgt-said-p "edited" said)))
+    (should (equal (obgt-drawer "deep") ": deep"))
+    (should-not (string-match-p "\t" (buffer-string)))
+    (should (string-match-p "\n          #\\+RESULTS: deep\n          :results:\n          : deep\n"
+                            (buffer-string)))))
+
 ;;;; One kernel per session and folder
 
 (defconst obgt-folder-notes "

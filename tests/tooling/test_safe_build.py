@@ -1067,7 +1067,8 @@ def test_ctrl_c_while_the_produced_folder_is_replaced_leaves_no_copy_of_it(tiny)
                 "README.org", cwd=tiny, check=False)
     assert run.returncode != 0 and "the build was stopped" in run.stderr, run.stderr
     assert sorted(p.name for p in (tiny / ".build").iterdir()
-                  if p.name not in ("kernel", "produced", "answered")) == [], run.stderr
+                  if p.name not in ("kernel", "produced", "answered", "programs-answered")) == [], \
+        run.stderr
     assert build(tiny, "produce").returncode == 0
     assert (tiny / ".build" / "produced" / "blocks.json").exists()
 
