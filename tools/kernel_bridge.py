@@ -1452,7 +1452,7 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
 # double-forked daemons.  Each block is held to what it started: what was
 # running before it ran is known (Kernel.known_running).
 LEFT_RUNNING_SOURCE = """\
-import json, os, sys, threading
+import json, os, sys, threading, time
 def read(path):
     # A process or thread can end between being listed and being read.
     try:
@@ -1474,24 +1474,49 @@ def working(thread, frames):
             return True
         frame = frame.f_back
     return False
+def waits_at_exit(thread, frames):
+    # A C function as a target has no module of its own (None).
+    module = getattr(getattr(thread, "_target", None), "__module__", None) or ""
+    if module.startswith("concurrent.futures"):
+        return working(thread, frames)
+    # A process pool's manager, which Python ends at exit once it has no
+    # work left.
+    if type(thread).__module__ == "concurrent.futures.process":
+        return bool(getattr(thread, "pending_work_items", True))
+    return True
+def alive(pid):
+    status = read(f"/proc/{pid}/stat")
+    return status is not None and status.rpartition(b")")[2].split()[:1] != [b"Z"]
 def left_running():
     frames = sys._current_frames()
-    threads = [[thread.ident, thread.name] for thread in threading.enumerate()
+    # By the system's thread id: Python gives a thread that ended's ident
+    # to the next one.
+    threads = [[thread.native_id or thread.ident, thread.name]
+               for thread in threading.enumerate()
                if not thread.daemon and thread is not threading.main_thread()
-               and (not getattr(getattr(thread, "_target", None), "__module__", "")
-                    .startswith("concurrent.futures") or working(thread, frames))]
+               and waits_at_exit(thread, frames)]
     multiprocessing = sys.modules.get("multiprocessing")
     ended_at_exit = {child.pid for child in multiprocessing.active_children()
                      if child.daemon} if multiprocessing else set()
+    # The workers of an idle process pool, which its manager ends at exit.
+    for thread in threading.enumerate():
+        if (type(thread).__module__ == "concurrent.futures.process"
+                and not waits_at_exit(thread, frames)):
+            ended_at_exit.update(getattr(thread, "processes", None) or ())
     found = children("self") - ended_at_exit
     supervisor = os.getppid()
     if b"kernel_supervisor" in (read(f"/proc/{supervisor}/cmdline") or b""):
         found |= children(supervisor) - {os.getpid()}
+    found = {pid for pid in found if alive(pid)}
+    if found:
+        # A process killed just now (p.kill() without p.wait()) still
+        # shows as running for a moment.
+        time.sleep(0.05)
+        found = {pid for pid in found if alive(pid)}
     processes = []
     for pid in sorted(found):
-        status, command = read(f"/proc/{pid}/stat"), read(f"/proc/{pid}/cmdline")
-        if (status is None or command is None or status.rpartition(b")")[2].split()[:1] == [b"Z"]
-                or b"multiprocessing.resource_tracker" in command
+        command = read(f"/proc/{pid}/cmdline")
+        if (command is None or b"multiprocessing.resource_tracker" in command
                 or b"multiprocessing.forkserver" in command):
             continue
         processes.append([pid, " ".join(command.decode(errors="replace").split("\\0")).strip()])

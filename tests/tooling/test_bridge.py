@@ -115,6 +115,10 @@ def test_a_block_tangled_into_a_script_may_leave_nothing_running(kernel):
             ("from concurrent.futures import ThreadPoolExecutor\nbusy = ThreadPoolExecutor(1)\n"
              "busy.submit(time.sleep, 2);", "leaves a thread running when it ends "
              "(ThreadPoolExecutor-", "busy.shutdown(wait=True)"),
+            # A C function as its target (no module) turned the check off.
+            ("import queue\ninbox = queue.SimpleQueue()\n"
+             "waiting = threading.Thread(target=inbox.get)\nwaiting.start()",
+             "leaves a thread running when it ends (Thread-", "inbox.put(1); waiting.join()"),
     ]:
         with pytest.raises(kernel_bridge.BlockError, match=re.escape(what)):
             kernel_bridge.execute(kernel, code, for_the_notes=True, tangled="gradients.py")
@@ -131,6 +135,15 @@ def test_a_block_tangled_into_a_script_may_leave_nothing_running(kernel):
                                   "print(list(ex.map(abs, [-1, 2])))\n"
                                   "pool = multiprocessing.Pool(2)\nprint(pool.map(abs, [-1, 2]))",
                           for_the_notes=True, tangled="gradients.py")
+    # Found by probing: a child killed but not yet waited for, an idle
+    # process pool's manager thread.
+    kernel_bridge.execute(kernel, "killed = subprocess.Popen(['sleep', '31'])\nkilled.kill()",
+                          for_the_notes=True, tangled="gradients.py")
+    kernel_bridge.execute(kernel, "from concurrent.futures import ProcessPoolExecutor\n"
+                                  "processes = ProcessPoolExecutor(2)\n"
+                                  "print(list(processes.map(abs, [-1, -2])))",
+                          for_the_notes=True, tangled="gradients.py")
+    kernel_bridge.execute(kernel, "killed.wait(); processes.shutdown()", for_the_notes=True)
     kernel_bridge.execute(kernel, "t3 = threading.Thread(target=time.sleep, args=(1,))\n"
                                   "t3.start()", for_the_notes=True)
     kernel_bridge.execute(kernel, "x = 1", for_the_notes=True, tangled="gradients.py")
