@@ -2264,6 +2264,23 @@ a coding system, not even on a terminal); return its buffer."
 that outlives it: the build then starts no kernel ahead of its checks,
 and a refusal returns what it said instead of exiting.")
 
+(defun gradients-build--clear-finished (project)
+  "Before the build's work: remove the note `gradients-build--say-finished'
+writes for this make, were one left by an earlier make of the same
+process id, and those of makes no longer running (one stopped between
+its build and its reading of the note), so that none passes a build that
+ended early for one that finished, nor piles up."
+  (let ((own (getenv "GRADIENTS_BUILD_FINISHED")))
+    (when (and own (not (string-empty-p own)) (not gradients-build--in-process))
+      (let* ((own (expand-file-name own project))
+             (folder (file-name-directory own)))
+        (dolist (file (and (file-directory-p folder)
+                           (directory-files folder t "\\`finished\\.[0-9]+\\'")))
+          (when (or (equal file own)
+                    (not (process-attributes
+                          (string-to-number (file-name-extension file)))))
+            (ignore-errors (delete-file file))))))))
+
 (defun gradients-build--say-finished (project)
   "Tell make that the build did all its work: write \"finished\" into the
 file GRADIENTS_BUILD_FINISHED names (relative to PROJECT), which make
@@ -2299,6 +2316,7 @@ folder) and `scratch'."
                gradients-build--inputs nil
                gradients-build--written nil)
          (clrhash gradients-build--answers)
+         (gradients-build--clear-finished project)
          (advice-add 'insert-file-contents :before #'gradients-build--note-input)
          ;; Evaluated in process too: it may hold a check (`make run').
          (when (and ,kernel-wanted (not gradients-build--in-process))

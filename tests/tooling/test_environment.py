@@ -485,6 +485,21 @@ def test_a_build_that_ends_with_0_having_done_nothing_fails(tiny, tmp_path_facto
     assert not list((tiny / ".build").glob("finished.*"))
 
 
+def test_the_note_of_a_finished_build_left_by_a_stopped_make_goes(tiny):
+    """Found by probing: a make stopped between its build and its reading
+    of the note left it, and such notes piled up; one of a process id a
+    later make gets again would pass that make's build unfinished."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (tiny / ".build").mkdir(exist_ok=True)
+    stale = tiny / ".build" / f"finished.{gone.pid}"
+    stale.write_text("finished\n")
+    write_readme(tiny, HEADER + "Some prose.\n")
+    run = make("tangle", cwd=tiny)
+    assert run.returncode == 0, run.stderr
+    assert not list((tiny / ".build").glob("finished.*"))
+
+
 def a_path_without(name, folder):
     """FOLDER made a PATH of links to every program of this PATH but NAME."""
     for place in os.environ["PATH"].split(os.pathsep):
