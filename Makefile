@@ -495,7 +495,7 @@ build-finished = $(if $(ONLY_ASKING),,@{ read -r said < "$$GRADIENTS_BUILD_FINIS
 
 # pytest brings $(PRODUCED) up to date itself (tests/conftest.py), with
 # make, while it imports what the checks need: the two overlap.
-# A command said as make says it, then run with its output (or its error
+# A command said as make says it (and under make -s, not), then run with its output (or its error
 # output) going nowhere when make's own is closed (`make test >&-`,
 # `2>&-`): Python starts with no sys.stdout or sys.stderr there, and
 # pytest failed on its report, and the build it starts on its first line;
@@ -506,7 +506,7 @@ build-finished = $(if $(ONLY_ASKING),,@{ read -r said < "$$GRADIENTS_BUILD_FINIS
 # which waits for a command it runs, pytest and the build went on.
 with-output = $(if $(ONLY_ASKING),$(1),@[ -e /proc/self/fd/2 ] || exec 2>/dev/null; \
     (exec 3>&1) 2>/dev/null || exec >/dev/null; \
-    printf '%s\n' '$(subst ','\'',$(1))'; exec $(1))
+    $(if $(findstring s,$(GIVEN_OPTIONS)),,printf '%s\n' '$(subst ','\'',$(1))';) exec $(1))
 test: $(VENV_STAMP)  ## check the notes: every recorded result, output and gradient
 	$(call with-output,$(PYTHON) -m pytest -p no:xdist tests)
 

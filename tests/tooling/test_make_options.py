@@ -123,6 +123,15 @@ def test_make_n_shows_each_command_as_it_would_run(built, target):
         assert make_with(built, "tangle").returncode == 0
 
 
+def test_make_s_does_not_say_the_command_it_runs(project_copy):
+    """Found by probing: the build's command line, which the Makefile says
+    itself, was said under -s too."""
+    write_readme(project_copy, HEADER + "Prose only: no kernel.\n")
+    run = make("-s", "tangle", cwd=project_copy)
+    assert run.returncode == 0, run.stderr
+    assert "one-build-at-a-time" not in run.stdout + run.stderr, run.stdout
+
+
 @pytest.mark.parametrize("target", ["tangle", "run"])
 def test_a_build_with_its_error_output_closed_passes_quietly(project_copy, target):
     """`make tangle 2>&-`: Emacs, which could not write what it said,
