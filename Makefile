@@ -467,17 +467,17 @@ ifeq ($(AFTER_CLEAN),)
 tangle: $(OUTPUTS_LIST)  ## gradients.py and the pictures in images/, from README.org
 
 $(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLACED) $(PROGRAMS_MOVED) $(OUTPUTS) $(OUTPUTS_CHANGED) $(STALE)
-	@$(REQUIRE) $(BUILD_PACKAGES)
+	@mkdir -p $(BUILD) && $(REQUIRE) $(BUILD_PACKAGES)
 	$(call with-output,$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-tangle README.org)
 	$(build-finished)
 
 run: $(VENV_STAMP)  ## restart and run all: every result in README.org, then what make tangle makes
-	@$(REQUIRE) $(BUILD_PACKAGES)
+	@mkdir -p $(BUILD) && $(REQUIRE) $(BUILD_PACKAGES)
 	$(call with-output,$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-run README.org)
 	$(build-finished)
 
 $(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLACED) $(PROGRAMS_MOVED) $(STALE)
-	@$(REQUIRE) $(BUILD_PACKAGES)
+	@mkdir -p $(BUILD) && $(REQUIRE) $(BUILD_PACKAGES)
 	$(call with-output,$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-produce README.org)
 	$(build-finished)
 
@@ -486,11 +486,14 @@ $(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLA
 # with 0 having run nothing (a wrapper, a library that calls kill-emacs).
 # The build writes "finished" into the file this make names once all its
 # work is done; make reads it with the shell's builtins.  Named by make's
-# own process, so that two makes at once read each its own.
+# own process, so that two makes at once read each its own.  Made
+# before the build, $(BUILD) gone after it was removed by a make clean
+# that waited for the build to end: the note went with it, and the build
+# had done its work.
 MAKE_PID = $(shell echo $$PPID)
 $(OUTPUTS_LIST) $(PRODUCED) run: export GRADIENTS_BUILD_FINISHED = $(BUILD)/finished.$(MAKE_PID)
 build-finished = $(if $(ONLY_ASKING),,@{ read -r said < "$$GRADIENTS_BUILD_FINISHED"; } 2>/dev/null; \
-    rm -f "$$GRADIENTS_BUILD_FINISHED"; [ "$$said" = finished ] || { \
+    rm -f "$$GRADIENTS_BUILD_FINISHED"; [ "$$said" = finished ] || [ ! -d $(BUILD) ] || { \
     echo "the build of README.org ended as if it had succeeded without doing its work: a program between make and Emacs, or a library Emacs loaded, ended it early (see EMACSLOADPATH, and what the PATH finds first)" >&2; exit 1; })
 
 # pytest brings $(PRODUCED) up to date itself (tests/conftest.py), with
