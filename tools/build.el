@@ -140,7 +140,6 @@ they are spelled, if it would read them otherwise."
 (declare-function org-end-of-subtree "org")
 (declare-function org-in-archived-heading-p "org")
 (declare-function org-in-commented-heading-p "org")
-(declare-function org-remove-indentation "org-macs")
 (declare-function ucs-normalize-NFC-string "ucs-normalize")
 (declare-function org-babel-parse-header-arguments "ob-core")
 (declare-function org-babel-get-src-block-info "ob-core")
@@ -735,9 +734,7 @@ checks passed."
 (defun gradients-build--recorded (info position)
   "The results recorded for the block at POSITION with INFO: (TEXT FIRST
 LAST), its drawer's text and the lines of #+RESULTS and of its end.
-The text is as the block produces it: Org indents the results of an
-indented block (in a list item) as far as their #+RESULTS line, and
-that indentation is no part of them."
+The text is as the block produces it (`gradients-results-unindented')."
   (save-excursion
     (goto-char position)
     (let ((result (org-babel-where-is-src-block-result nil info)))
@@ -757,7 +754,7 @@ that indentation is no part of them."
                            (t (buffer-substring-no-properties
                                (org-element-property :post-affiliated element) end)))))
           (list (string-remove-suffix
-                 "\n" (if (> indentation 0) (org-remove-indentation text indentation) text))
+                 "\n" (gradients-results-unindented text indentation))
                 (line-number-at-pos result)
                 (line-number-at-pos end)))))))
 

@@ -695,11 +695,16 @@ and 9.6's does not, so that indenting the block again is no edit."
   (and element (eq (org-element-type element) 'src-block)
        (org-remove-indentation (org-element-property :value element))))
 
+(defun gradients-results-unindented (text indentation)
+  "TEXT, results Org wrote under a #+RESULTS line INDENTATION columns in,
+as the block produced them: Org indents the results of an indented block
+(in a list item) as far as that line, and that indentation is no part
+of them.  The executor and the build read a drawer so."
+  (if (> indentation 0) (org-remove-indentation text indentation) text))
+
 (defun gradients--drawer-text ()
-  "The content of the results drawer of the block at point, or nil; as
-the block produced it, as the build reads it: Org indents the results of
-an indented block (in a list item) as far as their #+RESULTS line, and
-that indentation is no part of them."
+  "The content of the results drawer of the block at point, or nil, as
+the block produced it (`gradients-results-unindented')."
   (let ((result (org-babel-where-is-src-block-result)))
     (when result
       (save-excursion
@@ -709,10 +714,10 @@ that indentation is no part of them."
           (when (looking-at "[ \t]*:results:[ \t]*\n")
             (let ((start (match-end 0)))
               (when (re-search-forward "^[ \t]*:end:[ \t]*$" nil t)
-                (let ((text (buffer-substring-no-properties start (match-beginning 0))))
-                  (string-trim-right
-                   (if (> indentation 0) (org-remove-indentation text indentation)
-                     text)))))))))))
+                (string-trim-right
+                 (gradients-results-unindented
+                  (buffer-substring-no-properties start (match-beginning 0))
+                  indentation))))))))))
 
 (defvar gradients--earlier-results (make-hash-table)
   "The result each pending request's block had before it, by request id:
