@@ -1489,19 +1489,20 @@ def alive(pid):
     return status is not None and status.rpartition(b")")[2].split()[:1] != [b"Z"]
 def left_running():
     frames = sys._current_frames()
-    # By the system's thread id: Python gives a thread that ended's ident
-    # to the next one.
-    threads = [[thread.native_id or thread.ident, thread.name]
-               for thread in threading.enumerate()
-               if not thread.daemon and thread is not threading.main_thread()
-               and waits_at_exit(thread, frames)]
     multiprocessing = sys.modules.get("multiprocessing")
     ended_at_exit = {child.pid for child in multiprocessing.active_children()
                      if child.daemon} if multiprocessing else set()
-    # The workers of an idle process pool, which its manager ends at exit.
+    threads = []
     for thread in threading.enumerate():
-        if (type(thread).__module__ == "concurrent.futures.process"
-                and not waits_at_exit(thread, frames)):
+        if thread.daemon or thread is threading.main_thread():
+            continue
+        if waits_at_exit(thread, frames):
+            # By the system's thread id: Python gives a thread that ended's
+            # ident to the next one.
+            threads.append([thread.native_id or thread.ident, thread.name])
+        elif type(thread).__module__ == "concurrent.futures.process":
+            # The workers of an idle process pool, which its manager ends
+            # at exit.
             ended_at_exit.update(getattr(thread, "processes", None) or ())
     found = children("self") - ended_at_exit
     supervisor = os.getppid()
