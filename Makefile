@@ -467,19 +467,13 @@ ifeq ($(AFTER_CLEAN),)
 tangle: $(OUTPUTS_LIST)  ## gradients.py and the pictures in images/, from README.org
 
 $(OUTPUTS_LIST): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLACED) $(PROGRAMS_MOVED) $(OUTPUTS) $(OUTPUTS_CHANGED) $(STALE)
-	@mkdir -p $(BUILD) && $(REQUIRE) $(BUILD_PACKAGES)
-	$(call with-output,$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-tangle README.org)
-	$(build-finished)
+	$(call build,tangle)
 
 run: $(VENV_STAMP)  ## restart and run all: every result in README.org, then what make tangle makes
-	@mkdir -p $(BUILD) && $(REQUIRE) $(BUILD_PACKAGES)
-	$(call with-output,$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-run README.org)
-	$(build-finished)
+	$(call build,run)
 
 $(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLACED) $(PROGRAMS_MOVED) $(STALE)
-	@mkdir -p $(BUILD) && $(REQUIRE) $(BUILD_PACKAGES)
-	$(call with-output,$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-produce README.org)
-	$(build-finished)
+	$(call build,produce)
 
 # The build's exit status alone is not trusted: between make and Emacs
 # run sh, flock and env, and Emacs loads libraries, any of which may end
@@ -495,6 +489,13 @@ $(OUTPUTS_LIST) $(PRODUCED) run: export GRADIENTS_BUILD_FINISHED = $(BUILD)/fini
 build-finished = $(if $(ONLY_ASKING),,@{ read -r said < "$$GRADIENTS_BUILD_FINISHED"; } 2>/dev/null; \
     rm -f "$$GRADIENTS_BUILD_FINISHED"; [ "$$said" = finished ] || [ ! -d $(BUILD) ] || { \
     echo "the build of README.org ended as if it had succeeded without doing its work: a program between make and Emacs, or a library Emacs loaded, ended it early (see EMACSLOADPATH, and what the PATH finds first)" >&2; exit 1; })
+# The recipe of each build (tangle, run, produce): the packages it needs,
+# the build itself, then the reading of its note.
+define build
+@mkdir -p $(BUILD) && $(REQUIRE) $(BUILD_PACKAGES)
+$(call with-output,$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-$(1) README.org)
+$(build-finished)
+endef
 
 # pytest brings $(PRODUCED) up to date itself (tests/conftest.py), with
 # make, while it imports what the checks need: the two overlap.
