@@ -478,21 +478,24 @@ $(PRODUCED): README.org $(VENV_STAMP) $(EMACS_ID) $(EMACS_CHANGED) $(EMACS_REPLA
 # The build's exit status alone is not trusted: between make and Emacs
 # run sh, flock and env, and Emacs loads libraries, any of which may end
 # with 0 having run nothing (a wrapper, a library that calls kill-emacs).
-# The build writes "finished" into the file this make names once all its
-# work is done; make reads it with the shell's builtins.  Named by make's
-# own process, so that two makes at once read each its own.  Made
-# before the build, $(BUILD) gone after it was removed by a make clean
-# that waited for the build to end: the note went with it, and the build
-# had done its work.
+# The recipe writes "started" into a note this make names before the
+# build, which the build replaces with "finished" once all its work is
+# done; make reads it back with the shell's builtins.  "started" is a
+# build that ended early; no note at all, one whose scratch folder a make
+# clean removed once the build had ended (and a make after it may already
+# have made again), or a scratch folder the build cannot write in, which
+# it says itself.  Named by make's own process, so that two makes at
+# once read each its own.
 MAKE_PID = $(shell echo $$PPID)
 $(OUTPUTS_LIST) $(PRODUCED) run: export GRADIENTS_BUILD_FINISHED = $(BUILD)/finished.$(MAKE_PID)
 build-finished = $(if $(ONLY_ASKING),,@{ read -r said < "$$GRADIENTS_BUILD_FINISHED"; } 2>/dev/null; \
-    rm -f "$$GRADIENTS_BUILD_FINISHED"; [ "$$said" = finished ] || [ ! -d $(BUILD) ] || { \
+    rm -f "$$GRADIENTS_BUILD_FINISHED"; [ "$$said" != started ] || { \
     echo "the build of README.org ended as if it had succeeded without doing its work: a program between make and Emacs, or a library Emacs loaded, ended it early (see EMACSLOADPATH, and what the PATH finds first)" >&2; exit 1; })
 # The recipe of each build (tangle, run, produce): the packages it needs,
 # the build itself, then the reading of its note.
 define build
-@mkdir -p $(BUILD) && $(REQUIRE) $(BUILD_PACKAGES)
+@mkdir -p $(BUILD) && $(REQUIRE) $(BUILD_PACKAGES) && \
+  { echo started > "$$GRADIENTS_BUILD_FINISHED" || :; } 2>/dev/null
 $(call with-output,$(BUILD_EMACS) $(LOAD_BUILD_EL) -f gradients-build-$(1) README.org)
 $(build-finished)
 endef

@@ -2262,20 +2262,18 @@ that outlives it: the build then starts no kernel ahead of its checks,
 and a refusal returns what it said instead of exiting.")
 
 (defun gradients-build--clear-finished (project)
-  "Before the build's work: remove the note `gradients-build--say-finished'
-writes for this make, were one left by an earlier make of the same
-process id, and those of makes no longer running (one stopped between
-its build and its reading of the note), so that none passes a build that
-ended early for one that finished, nor piles up."
+  "Before the build's work: remove the notes `gradients-build--say-finished'
+writes for makes no longer running (one stopped between its build and its
+reading of the note), so that they do not pile up.  This make's own note,
+which says \"started\" until the build says otherwise, stays."
   (let ((own (getenv "GRADIENTS_BUILD_FINISHED")))
     (when (and own (not (string-empty-p own)) (not gradients-build--in-process))
       (let* ((own (expand-file-name own project))
              (folder (file-name-directory own)))
         (dolist (file (and (file-directory-p folder)
                            (directory-files folder t "\\`finished\\.[0-9]+\\'")))
-          (when (or (equal file own)
-                    (not (process-attributes
-                          (string-to-number (file-name-extension file)))))
+          (unless (or (equal file own)
+                      (process-attributes (string-to-number (file-name-extension file))))
             (ignore-errors (delete-file file))))))))
 
 (defun gradients-build--say-finished (project)

@@ -485,6 +485,26 @@ def test_a_build_that_ends_with_0_having_done_nothing_fails(tiny, tmp_path_facto
     assert not list((tiny / ".build").glob("finished.*"))
 
 
+@pytest.mark.parametrize("goal", ["tangle", "run"])
+def test_a_build_whose_scratch_folder_is_cleared_and_made_again_as_it_ends_passes(
+        tiny, tmp_path_factory, goal):
+    """Found by the suite, once in a few runs: a make clean that waited for
+    the build removed .build/ as the build ended, and a make started next
+    made it again before the first make read the note of its build's end,
+    and took the build for one that ended early.  Here an Emacs that does
+    all the build's work, then clears and remakes the scratch folder."""
+    write_readme(tiny, HEADER + block("x = 1\nx", "one"))
+    folder = tmp_path_factory.mktemp("clearing")
+    (folder / "emacs").write_text(
+        f"#!/bin/sh\n{EMACS} \"$@\"\nstatus=$?\n"
+        "case \"$*\" in *gradients-build-*) rm -rf .build && mkdir .build;; esac\n"
+        "exit $status\n")
+    (folder / "emacs").chmod(0o755)
+    run = make(goal, f"EMACS={folder}/emacs", cwd=tiny)
+    assert run.returncode == 0, run.stderr
+    assert (tiny / "gradients.py").read_text().endswith("x = 1\nx\n"), (tiny / "gradients.py").read_text()
+
+
 def test_the_note_of_a_finished_build_left_by_a_stopped_make_goes(tiny):
     """Found by probing: a make stopped between its build and its reading
     of the note left it, and such notes piled up; one of a process id a
