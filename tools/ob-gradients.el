@@ -878,22 +878,32 @@ dropped in silence."
 
 (defun gradients--restore-orphan-placeholder (request previous)
   "Put PREVIOUS, the drawer text before REQUEST ran, back where REQUEST's
-placeholder is, found by its line where no block owns it; return why it
-was orphaned, or nil if it was not there: `edited' when the drawer
-holds more than the placeholder (the author wrote in it), else
-`renamed' (its block renamed while it ran).  Left as it is, the
-placeholder would never be filled, and the build refuses notes saved
-with one."
+placeholder is, found where no block owns it; return why it was
+orphaned, or nil if it was not there: `edited' when the drawer holds
+more than the placeholder (the author wrote in it, on a line of its own
+or on the placeholder's), else `renamed' (its block renamed while it
+ran).  Left as it is, the placeholder would never be filled, and the
+build refuses notes saved with one.  The request's own placeholder is
+looked for wherever it is on its line: no printed text carries the
+number of a request of this Emacs still waiting."
   (save-excursion
     (goto-char (point-min))
-    (when (re-search-forward (concat "^[ \t]*" (regexp-quote (gradients--placeholder request))
-                                     "[ \t]*$")
-                             nil t)
-      (let ((alone (gradients--alone-in-drawer-p)))
-        (if (and previous (not (string-empty-p previous)))
-            (replace-match previous t t)
-          ;; An empty drawer had no line here.
-          (delete-region (match-beginning 0) (min (point-max) (1+ (match-end 0)))))
+    (when (search-forward (gradients--placeholder request) nil t)
+      (let* ((start (match-beginning 0))
+             (end (match-end 0))
+             (whole-line (save-excursion
+                           (and (progn (goto-char start) (skip-chars-backward " \t") (bolp))
+                                (progn (goto-char end) (skip-chars-forward " \t") (eolp)))))
+             (alone (and whole-line (gradients--alone-in-drawer-p))))
+        (cond ((and previous (not (string-empty-p previous)))
+               (goto-char start)
+               (delete-region start end)
+               (insert previous))
+              (whole-line
+               ;; An empty drawer had no line here.
+               (delete-region (line-beginning-position)
+                              (min (point-max) (1+ (line-end-position)))))
+              (t (delete-region start end)))
         (if alone 'renamed 'edited)))))
 
 (defun gradients--why-unwritable ()

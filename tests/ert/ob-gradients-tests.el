@@ -629,6 +629,34 @@ print('rested')
       (should-not (obgt-said-p "renamed" said)))
     (should (equal (obgt-drawer "nap") "note to self"))))
 
+;; Found by probing: text typed on the placeholder's own line kept the
+;; placeholder, which nothing would fill, and the message said it was gone.
+(ert-deftest obgt-a-placeholder-line-written-on-while-its-block-ran-gets-the-earlier-result ()
+  (obgt-with-notes ("written-on.org" "
+#+name: nap
+#+begin_src jupyter-python
+import time
+time.sleep(0.5)
+print('rested')
+#+end_src
+
+#+RESULTS: nap
+:results:
+: before
+:end:
+")
+    (obgt-run "nap")
+    (save-excursion
+      (goto-char (point-min))
+      (search-forward "[waiting for the kernel")
+      (end-of-line)
+      (insert " (checking)"))
+    (let ((said (obgt-messages (should (obgt-wait)))))
+      (should (obgt-said-p "block `nap' finished, but its results drawer in written-on\\.org was written in while the block ran"
+                           said))
+      (should-not (obgt-said-p "no longer in" said)))
+    (should (equal (obgt-drawer "nap") ": before (checking)"))))
+
 ;; Found by probing: an undo right after a result brings back the
 ;; placeholder, which no result will fill, and nothing said so until the
 ;; file was saved.
