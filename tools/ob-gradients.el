@@ -566,14 +566,22 @@ its place when it comes."
     (gradients--fail "%s: %s is read-only, so its result would have nowhere to go; make the buffer writable (C-x C-q) and run the block again"
                      (gradients-block-description element) (buffer-name)))
   (let* ((own-drawer (gradients--own-drawer-p element))
+         (result-params (cdr (assq :result-params params)))
          (request (gradients--new-request
                    (org-babel-expand-body:generic
                     body params (gradients-variable-assignments params))
                    params nil
                    ;; A block run for its value: a :var, noweb <<name()>>,
                    ;; org-sbe.  #+CALL lines and inline blocks want text.
-                   (and gradients--resolving-reference (not own-drawer)
-                        (or (cdr (assq :result-params params)) '("replace")))
+                   ;; So is a block whose own result Org records as a
+                   ;; table, a list or an export block, as ob-python's:
+                   ;; drawer text there made a table of one cell.
+                   (cond ((and gradients--resolving-reference (not own-drawer))
+                          (or result-params '("replace")))
+                         ((and own-drawer (not gradients--resolving-reference)
+                               (cl-intersection gradients--reshaping-results result-params
+                                                :test #'equal))
+                          result-params))
                    element))
          (process (gradients--session-process params)))
     ;; A placeholder Org would record otherwise than as text in a drawer
@@ -585,7 +593,8 @@ its place when it comes."
       (let ((previous (and own-drawer (gradients--drawer-text))))
         (gradients--submit process request)
         (let ((text (gradients--result-text request (gradients--wait process request))))
-          (unless (gradients--silent-p params)
+          ;; A value (a table, a list) links no picture.
+          (unless (or (gradients--silent-p params) (gradients-request-value-of request))
             (gradients--forget-loose-pictures previous text))
           text)))))
 

@@ -167,6 +167,22 @@ print(ref_runs)
 
 ;;;; Where results go
 
+;; Found by probing: a block's own result under :results table was the
+;; drawer text in a table of one cell.  As ob-python gives it, the value
+;; is read into the table (under the notes' `raw drawer', in a drawer).
+(ert-deftest obgt-a-result-org-reshapes-is-the-value-reshaped ()
+  (obgt-with-notes ("value-shapes.org" "
+#+name: grid
+#+begin_src jupyter-python :results value table
+print('not part of the value')
+[[1, 2], [3, 4]]
+#+end_src
+")
+    (obgt-run "grid")
+    (should (obgt-wait))
+    (goto-char (point-min))
+    (should (search-forward "#+RESULTS: grid\n:results:\n| 1 | 2 |\n| 3 | 4 |\n:end:\n" nil t))))
+
 ;; Found by probing: Org put the placeholder of such a block in a table,
 ;; a list, an example block or fixed-width lines outside a drawer, where
 ;; it was never found again: the result went to *gradients-unwritten*,
@@ -175,7 +191,7 @@ print(ref_runs)
   (obgt-with-notes ("reshaped.org" "
 #+name: as-table
 #+begin_src jupyter-python :results table
-print('t')
+'t'
 #+end_src
 
 #+name: as-example
@@ -185,7 +201,7 @@ print('x')
 
 #+name: as-pp
 #+begin_src jupyter-python :results pp
-print('p')
+'p'
 #+end_src
 
 #+name: as-link
@@ -211,9 +227,9 @@ print('d')
       (should (obgt-wait))
       (should (equal (obgt-drawer "in-drawer") ": d")))
     (should-not (get-buffer gradients-unwritten-buffer))
-    (should (string-match-p "^| : t |$" (buffer-string)))
+    (should (string-match-p "^| t |$" (buffer-string)))
     (should (string-match-p "^#\\+begin_example\n: x\n#\\+end_example$" (buffer-string)))
-    (should (string-match-p "^: : p$" (buffer-string)))
+    (should (string-match-p "^: 'p'$" (buffer-string)))
     (should (string-match-p "^\\[\\[file:as-link.svg\\]\\]$" (buffer-string)))
     (should (file-exists-p (expand-file-name "as-link.svg" obgt-scratch)))))
 
