@@ -557,6 +557,12 @@ its place when it comes."
        element))
     (gradients--run body params element)))
 
+(defconst gradients--reshaping-results
+  '("table" "vector" "list" "pp" "html" "latex" "org")
+  "The :results words under which Org records a result otherwise than as
+the drawer text the bridge made: as a table, a list, fixed-width lines
+outside a drawer, an export block or an Org block.")
+
 (defun gradients--run (body params element)
   "The rest of `gradients-execute', with the ELEMENT at point."
   ;; Org would fail only as it writes the result, or its placeholder:
@@ -617,12 +623,6 @@ WHERE.  For callers that read each block once themselves (the build)."
   "Whether Org writes no drawer for a block with PARAMS."
   (let ((result-params (cdr (assq :result-params params))))
     (and (or (member "silent" result-params) (member "none" result-params)) t)))
-
-(defconst gradients--reshaping-results
-  '("table" "vector" "list" "pp" "html" "latex" "org")
-  "The :results words under which Org records a result otherwise than as
-the drawer text the bridge made: as a table, a list, fixed-width lines
-outside a drawer, an export block or an Org block.")
 
 (defun gradients-result-recorded-otherwise (results params)
   "How Org would record the result of a block with the :results words
