@@ -341,6 +341,11 @@ def test_make_run_twice_writes_the_same_readme(built_twice):
     first, once, second, again, _ = built_twice
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
+    # Found by probing: the second said the results were reused, then ran
+    # every block again, as make run does.
+    assert ("the code of the blocks is as when they last ran: that run is kept for make "
+            "tangle, and each block now runs again for the notes" in second.stderr
+            and "results are reused" not in second.stderr), second.stderr
     assert again == once
     assert not CONTROL.search(once)
     assert ":results:\n: 1500/1500\n:end:" in once
