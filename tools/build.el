@@ -1415,7 +1415,10 @@ a block inside a drawer, where its results drawer would end the outer."
         ;; Org nests no drawer in another: the first :end: closes both.
         (let ((drawer (org-element-lineage (plist-get block :element)
                                            '(drawer property-drawer))))
-          (when drawer
+          ;; A drawer named END is an :end: that closes no drawer,
+          ;; said as such (`gradients-build--stray-drawer-ends').
+          (when (and drawer (not (equal (downcase (or (org-element-property :drawer-name drawer) ""))
+                                        "end")))
             (error "%s: is inside the drawer :%s:, where its results drawer would end the outer one, and the next build find both unclosed; move the block out of the drawer"
                    where (or (org-element-property :drawer-name drawer) "PROPERTIES"))))))))
 
@@ -1449,32 +1452,77 @@ tangled), a name two blocks share (Org gives a named result and a
 :var naming it to the first only), and a #+SETUPFILE that is not there
 (Org says it cannot read it, and builds without its settings).")
 
+(defun gradients-build--stray-drawer-ends ()
+  "The :end: lines that close no drawer as Org parses the notes, each a
+list (LINE OPENER), OPENER the line number of the nearest line above it,
+in the same run of lines, that begins as a drawer does but holds more
+than :NAME: (a drawer's first line written on), or nil.  Org reads such
+an :end: as the start of a drawer named END, closed by the next :end:,
+or, with none after it, as text; `org-lint' reports a later drawer,
+often a sound one, as lacking its :end:."
+  (let (lines)
+    (org-element-map (org-element-parse-buffer) '(drawer paragraph)
+      (lambda (element)
+        (save-excursion
+          (goto-char (org-element-property :begin element))
+          (if (eq (org-element-type element) 'drawer)
+              (when (equal (downcase (org-element-property :drawer-name element)) "end")
+                (push (line-beginning-position) lines))
+            (let ((case-fold-search t)
+                  (end (org-element-property :end element)))
+              (while (re-search-forward "^[ \t]*:end:[ \t]*$" end t)
+                (push (line-beginning-position) lines)))))))
+    (mapcar (lambda (start)
+              (save-excursion
+                (goto-char start)
+                (let ((run-start (save-excursion
+                                   (if (re-search-backward "^[ \t]*$" nil t) (point) (point-min)))))
+                  (list (line-number-at-pos start)
+                        (and (re-search-backward "^[ \t]*:[-_[:word:]]+:[ \t]*\\S-" run-start t)
+                             (line-number-at-pos))))))
+            (sort lines #'<))))
+
 (defun gradients-build--check-with-org-lint ()
-  "Note every report of `gradients-build-lint-checkers', in the build's words."
+  "Note every report of `gradients-build-lint-checkers', in the build's
+words; an :end: that closes no drawer in place of `org-lint's guess of
+which drawer lacks one."
   (require 'org-lint)
-  (dolist (report (org-lint gradients-build-lint-checkers))
-    (let* ((fields (cadr report))
-           (line (string-to-number (aref fields 0)))
-           (description (aref fields 2))
-           (quoted (and (string-match "\"\\(.*\\)\"" description)
-                        (match-string 1 description))))
+  (let ((stray (gradients-build--stray-drawer-ends)))
+    (pcase-dolist (`(,line ,opener) stray)
       (gradients-build--noting-problem line
         (gradients-build--fail-at
-         line "%s"
-         (pcase (org-lint-checker-name (aref fields 3))
-           ((and 'invalid-block
-                 (guard (and quoted (string-match "\\`#\\+begin_\\(\\S-+\\)" quoted))))
-            (format "#+begin_%s has no #+end_%s; Org reads it as plain text, so its code would neither run nor be tangled"
-                    (match-string 1 quoted) (match-string 1 quoted)))
-           ((and 'incomplete-drawer (guard quoted))
-            (format "drawer %s has no :end:; Org reads it as plain text" quoted))
-           ((and 'non-existent-setupfile-parameter (guard quoted))
-            (format "#+SETUPFILE names %s, which is not there; Org would build without its settings"
-                    quoted))
-           ((and 'duplicate-name (guard quoted))
-            (format "the name `%s' is given to more than one block; Org would give its result, and a :var naming it, to the first only: give each its own"
-                    quoted))
-           (_ description)))))))
+         line "this :end: closes no drawer, so Org reads the drawer as plain text%s"
+         (if opener
+             (format ": the drawer's first line, %d, holds more than its :NAME: alone" opener)
+           ": begin the drawer with a line holding its :NAME: alone, or remove the :end:"))))
+    (dolist (report (org-lint gradients-build-lint-checkers))
+      (unless (and stray (eq (org-lint-checker-name (aref (cadr report) 3)) 'incomplete-drawer))
+        (gradients-build--report-of-org-lint report)))))
+
+(defun gradients-build--report-of-org-lint (report)
+  "Note REPORT, one of `org-lint', in the build's words."
+  (let* ((fields (cadr report))
+         (line (string-to-number (aref fields 0)))
+         (description (aref fields 2))
+         (quoted (and (string-match "\"\\(.*\\)\"" description)
+                      (match-string 1 description))))
+    (gradients-build--noting-problem line
+      (gradients-build--fail-at
+       line "%s"
+       (pcase (org-lint-checker-name (aref fields 3))
+         ((and 'invalid-block
+               (guard (and quoted (string-match "\\`#\\+begin_\\(\\S-+\\)" quoted))))
+          (format "#+begin_%s has no #+end_%s; Org reads it as plain text, so its code would neither run nor be tangled"
+                  (match-string 1 quoted) (match-string 1 quoted)))
+         ((and 'incomplete-drawer (guard quoted))
+          (format "drawer %s has no :end:; Org reads it as plain text" quoted))
+         ((and 'non-existent-setupfile-parameter (guard quoted))
+          (format "#+SETUPFILE names %s, which is not there; Org would build without its settings"
+                  quoted))
+         ((and 'duplicate-name (guard quoted))
+          (format "the name `%s' is given to more than one block; Org would give its result, and a :var naming it, to the first only: give each its own"
+                  quoted))
+         (_ description))))))
 
 (defun gradients-build--check-what-org-runs (blocks)
   "Note what Org would run or show that the build cannot keep current,

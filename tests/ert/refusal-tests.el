@@ -250,6 +250,32 @@ build found, its hook into file reading, the notes' buffer."
                        (list (format "README.org:%d: drawer :results: has no :end:; Org reads it as plain text"
                                      (refusal-tests--line text ":results:")))))))))
 
+;; Found by probing: text typed after a drawer's :results: made it no
+;; drawer, and org-lint named the next block's drawer, which was sound.
+(ert-deftest refusal-tests-a-drawer-whose-first-line-was-written-on-is-named-by-its-end ()
+  (refusal-tests--in-project
+    (let ((text (concat refusal-tests--header (refusal-tests--block "x = 1" "fine")
+                        "\n#+RESULTS: fine\n:results: (checking)\n: 1\n:end:\n"
+                        (refusal-tests--block "y = 2" "next")
+                        "\n#+RESULTS: next\n:results:\n: 2\n:end:\n")))
+      (dolist (target '("tangle" "run"))
+        (should (equal (refusal-tests--refused text target)
+                       (list (format "README.org:%d: this :end: closes no drawer, so Org reads the drawer as plain text: the drawer's first line, %d, holds more than its :NAME: alone"
+                                     (refusal-tests--line text ":end:")
+                                     (refusal-tests--line text ":results: (checking)")))))))
+    ;; The last drawer of the notes, whose :end: Org reads as text; and
+    ;; one whose first line is gone.
+    (dolist (drawer '(":results: (checking)\n: 1\n:end:\n" ": 1\n:end:\n"))
+      (let ((text (concat refusal-tests--header (refusal-tests--block "x = 1" "fine")
+                          "\n#+RESULTS: fine\n" drawer)))
+        (should (equal (refusal-tests--refused text)
+                       (list (if (string-prefix-p ":results:" drawer)
+                                 (format "README.org:%d: this :end: closes no drawer, so Org reads the drawer as plain text: the drawer's first line, %d, holds more than its :NAME: alone"
+                                         (refusal-tests--line text ":end:")
+                                         (refusal-tests--line text ":results: (checking)"))
+                               (format "README.org:%d: this :end: closes no drawer, so Org reads the drawer as plain text: begin the drawer with a line holding its :NAME: alone, or remove the :end:"
+                                       (refusal-tests--line text ":end:"))))))))))
+
 ;;;; What the build would not run or keep current
 
 (ert-deftest refusal-tests-a-picture-an-interactive-run-saved-is-refused-by-both-targets ()
