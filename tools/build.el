@@ -68,7 +68,14 @@
       vc-handled-backends nil
       ;; The notes are visited where they are: no lock file beside them.
       create-lockfiles nil
-      make-backup-files nil)
+      make-backup-files nil
+      ;; Org visits the notes again as it tangles; a file whose time
+      ;; changed meanwhile (touched, saved the same by an editor) made
+      ;; Emacs ask whether to read it again, and the question failed
+      ;; the build.  The buffer is kept, and its bytes compared with the
+      ;; file's once the blocks have run
+      ;; (`gradients-build--check-unchanged'): an edit is said so.
+      query-about-changed-file nil)
 
 ;;;; File names taken as they are spelled
 

@@ -130,6 +130,20 @@ def test_readme_edited_during_make_run_is_kept(tiny):
     assert snapshot(tiny) == before
 
 
+@pytest.mark.parametrize("target", ["tangle", "run"])
+def test_readme_touched_during_a_build_is_no_edit(tiny, target):
+    """Found by probing: `touch README.org`, or an editor saving the same
+    bytes, while the blocks ran made Emacs ask, as Org visited the notes
+    again to tangle them, whether to read the file again; the question
+    failed the build.  Here a block touches the notes itself."""
+    text = HEADER + block("import os\nos.utime('README.org', (1, 1))\n6 * 7", "touches")
+    write_readme(tiny, text)
+    run = build(tiny, target)
+    assert run.returncode == 0, run.stderr
+    assert "Reread" not in run.stderr and "changed on disk" not in run.stderr, run.stderr
+    assert "6 * 7" in (tiny / "gradients.py").read_text()
+
+
 def test_readme_edited_during_make_tangle_is_built_by_the_next_one(tiny):
     """The list of outputs is make's stamp: written after the edit, it
     would tell make that the edit was built."""
