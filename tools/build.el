@@ -2395,6 +2395,17 @@ for `make test', its run kept."
       "every output is in place"
     (format "what it made is whole in %s/" gradients-build-produced-folder)))
 
+(defun gradients-build--drop-note ()
+  "Remove the note make wrote \"started\" into before a build that now
+fails, and says why: make, which stops at the failure, would not read
+it, and it stayed until the next build.  (A build stopped by a signal
+leaves it to the next one; one ended early by another program, to make,
+which fails the build on it.)"
+  (let ((file (getenv "GRADIENTS_BUILD_FINISHED")))
+    (when (and file (not (string-empty-p file)) (not gradients-build--in-process))
+      (ignore-errors
+        (delete-file (expand-file-name file command-line-default-directory))))))
+
 (defun gradients-build--fail-after-the-work (err)
   "End a build whose cleaning up after all its work failed with ERR: say
 so, with what it did, and exit 1; in process, return what it said."
@@ -2405,6 +2416,7 @@ so, with what it did, and exit 1; in process, return what it said."
     (message "%s" said)
     (if gradients-build--in-process
         said
+      (gradients-build--drop-note)
       (kill-emacs 1))))
 
 (defun gradients-build--refusal-text (err org-name)
@@ -2446,6 +2458,7 @@ what it began, and exit 1; in process, return what it said instead."
     (gradients-build--cleanup 'wait)
     (if gradients-build--in-process
         (mapconcat #'identity said "\n")
+      (gradients-build--drop-note)
       (kill-emacs 1))))
 
 (defun gradients-build-in-process (entry org-file)

@@ -23,6 +23,11 @@
                      (format " (EMACSLOADPATH=%s puts its folders before those of Emacs)" setting))
                     (t (format " (EMACSLOADPATH=%s leaves the folders of Emacs out: end it with %s to keep them after its own)"
                                setting path-separator)))))
+   ;; The note make wrote "started" into before the build, which it
+   ;; does not read after a failure (as `gradients-build--drop-note').
+   (let ((note (getenv "GRADIENTS_BUILD_FINISHED")))
+     (when (and note (not (equal note "")))
+       (ignore-errors (delete-file note))))
    (kill-emacs 255)))
 
 ;;; load-build.el ends here

@@ -43,6 +43,8 @@ def assert_failed_cleanly(run, folder, before, where):
     assert "Nothing was changed." in run.stderr
     assert snapshot(folder) == before
     assert not list((folder / ".build").glob("run-*"))
+    # Nor the note of the build's end make wrote before it.
+    assert not list((folder / ".build").glob("finished.*"))
 
 
 def assert_no_kernel_left(folder, patience=15):
