@@ -2367,6 +2367,14 @@ folder) and `scratch'."
                gradients-build--written nil)
          (clrhash gradients-build--answers)
          (gradients-build--clear-finished project)
+         ;; A make (which names the note) made or found it before the
+         ;; build: gone now, it was removed while the build waited for
+         ;; another to end.
+         (unless (or gradients-build--in-process (file-executable-p gradients-python)
+                     (member (getenv "GRADIENTS_BUILD_FINISHED") '(nil "")))
+           (error "%s: %s is gone, removed since make looked (a make clean or git clean while this build waited for another?); run make again, which makes it"
+                  gradients-build--org-name
+                  (file-relative-name gradients-python gradients-project-directory)))
          (advice-add 'insert-file-contents :before #'gradients-build--note-input)
          ;; Evaluated in process too: it may hold a check (`make run').
          (when (and ,kernel-wanted (not gradients-build--in-process))

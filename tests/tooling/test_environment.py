@@ -505,6 +505,25 @@ def test_a_build_whose_scratch_folder_is_cleared_and_made_again_as_it_ends_passe
     assert (tiny / "gradients.py").read_text().endswith("x = 1\nx\n"), (tiny / "gradients.py").read_text()
 
 
+def test_a_venv_removed_while_the_build_waited_is_said_so(tiny, tmp_path_factory):
+    """Found by probing: a make clean that took the lock first removed the
+    venv a waiting build's make had found, and the build said to run `make
+    venv` first, where running make again is all it takes.  Here an Emacs
+    that removes the venv as the build starts."""
+    before = write_readme(tiny, HEADER + block("x = 1\nx", "one"))
+    folder = tmp_path_factory.mktemp("removing")
+    (folder / "emacs").write_text(
+        "#!/bin/sh\ncase \"$*\" in *gradients-build-*) rm -f .venv;; esac\n"
+        f"exec {EMACS} \"$@\"\n")
+    (folder / "emacs").chmod(0o755)
+    run = make("tangle", f"EMACS={folder}/emacs", cwd=tiny)
+    (tiny / ".venv").symlink_to(ROOT / ".venv")
+    assert_failed_cleanly(run, tiny, before,
+                          "README.org: .venv/bin/python is gone, removed since make looked "
+                          "(a make clean or git clean while this build waited for another?); "
+                          "run make again, which makes it")
+
+
 def test_the_note_of_a_finished_build_left_by_a_stopped_make_goes(tiny):
     """Found by probing: a make stopped between its build and its reading
     of the note left it, and such notes piled up; one of a process id a
