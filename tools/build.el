@@ -1918,8 +1918,18 @@ drawn into the scratch folder."
       (when (gradients-build--runs-p block)
         (message "running %s" (plist-get block :where))
         (let* ((params (gradients-build--params block))
-               (reply (gradients-run-block (gradients-build--code block) params
-                                           (plist-get block :where))))
+               (reply (condition-case failure
+                          (gradients-run-block (gradients-build--code block) params
+                                               (plist-get block :where))
+                        (error
+                         ;; Its failure then says what was missing (a
+                         ;; module), not why.
+                         (if (file-executable-p gradients-python)
+                             (signal (car failure) (cdr failure))
+                           (error "%s; %s was removed while the block ran (a git clean -fdX?): run make again"
+                                  (error-message-string failure)
+                                  (file-relative-name gradients-python
+                                                      gradients-project-directory)))))))
           (plist-put block :produced (alist-get 'org reply))
           (plist-put block :printed (alist-get 'printed reply)))))
     (gradients-build--digests

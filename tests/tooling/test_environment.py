@@ -524,6 +524,24 @@ def test_a_venv_removed_while_the_build_waited_is_said_so(tiny, tmp_path_factory
                           "run make again, which makes it")
 
 
+def test_a_venv_removed_while_a_block_runs_is_said_so(tiny):
+    """Found by probing: git clean -fdX while a block ran blamed the block,
+    which could no longer import what it needed, and nothing said the venv
+    had gone.  Here the block removes it (the copy's link to the venv)."""
+    text = HEADER + block("import os\nos.remove('.venv')\nimport graphviz", "removes")
+    before = write_readme(tiny, text)
+    try:
+        run = make("tangle", cwd=tiny)
+    finally:
+        (tiny / ".venv").symlink_to(ROOT / ".venv")
+    said = [line for line in run.stderr.splitlines() if "was removed while the block ran" in line]
+    assert len(said) == 1 and said[0].endswith(
+        "; .venv/bin/python was removed while the block ran (a git clean -fdX?): run make again"), \
+        run.stderr
+    assert "ModuleNotFoundError" in said[0], run.stderr
+    assert_failed_cleanly(run, tiny, before, said[0])
+
+
 def test_the_note_of_a_finished_build_left_by_a_stopped_make_goes(tiny):
     """Found by probing: a make stopped between its build and its reading
     of the note left it, and such notes piled up; one of a process id a
