@@ -1424,8 +1424,7 @@ a block inside a drawer, where its results drawer would end the outer."
                                            '(drawer property-drawer))))
           ;; A drawer named END is an :end: that closes no drawer,
           ;; said as such (`gradients-build--stray-drawer-ends').
-          (when (and drawer (not (equal (downcase (or (org-element-property :drawer-name drawer) ""))
-                                        "end")))
+          (when (and drawer (not (gradients-build--stray-end-p drawer)))
             (error "%s: is inside the drawer :%s:, where its results drawer would end the outer one, and the next build find both unclosed; move the block out of the drawer"
                    where (or (org-element-property :drawer-name drawer) "PROPERTIES"))))))))
 
@@ -1459,6 +1458,11 @@ tangled), a name two blocks share (Org gives a named result and a
 :var naming it to the first only), and a #+SETUPFILE that is not there
 (Org says it cannot read it, and builds without its settings).")
 
+(defun gradients-build--stray-end-p (drawer)
+  "Whether DRAWER, as Org parses it, is an :end: that closes no drawer:
+Org reads one as the start of a drawer named END."
+  (equal (downcase (or (org-element-property :drawer-name drawer) "")) "end"))
+
 (defun gradients-build--stray-drawer-ends ()
   "The :end: lines that close no drawer as Org parses the notes, each a
 list (LINE OPENER), OPENER the line number of the nearest line above it,
@@ -1473,7 +1477,7 @@ often a sound one, as lacking its :end:."
         (save-excursion
           (goto-char (org-element-property :begin element))
           (if (eq (org-element-type element) 'drawer)
-              (when (equal (downcase (org-element-property :drawer-name element)) "end")
+              (when (gradients-build--stray-end-p element)
                 (push (line-beginning-position) lines))
             (let ((case-fold-search t)
                   (end (org-element-property :end element)))
@@ -2326,30 +2330,37 @@ a coding system, not even on a terminal); return its buffer."
 that outlives it: the build then starts no kernel ahead of its checks,
 and a refusal returns what it said instead of exiting.")
 
-(defun gradients-build--clear-finished (project)
+(defun gradients-build--note ()
+  "The note in which the make that started this build reads how it
+ended: the file GRADIENTS_BUILD_FINISHED names, relative to the folder
+make started Emacs in; nil for a build no make started, or one in
+process.  Make writes \"started\" into it before the build."
+  (let ((file (getenv "GRADIENTS_BUILD_FINISHED")))
+    (and file (not (string-empty-p file)) (not gradients-build--in-process)
+         (expand-file-name file command-line-default-directory))))
+
+(defun gradients-build--clear-finished ()
   "Before the build's work: remove the notes `gradients-build--say-finished'
 writes for makes no longer running (one stopped between its build and its
 reading of the note), so that they do not pile up.  This make's own note,
 which says \"started\" until the build says otherwise, stays."
-  (let ((own (getenv "GRADIENTS_BUILD_FINISHED")))
-    (when (and own (not (string-empty-p own)) (not gradients-build--in-process))
-      (let* ((own (expand-file-name own project))
-             (folder (file-name-directory own)))
-        (dolist (file (and (file-directory-p folder)
-                           (directory-files folder t "\\`finished\\.[0-9]+\\'")))
-          (unless (or (equal file own)
-                      (process-attributes (string-to-number (file-name-extension file))))
-            (ignore-errors (delete-file file))))))))
+  (let* ((own (gradients-build--note))
+         (folder (and own (file-name-directory own))))
+    (dolist (file (and folder (file-directory-p folder)
+                       (directory-files folder t "\\`finished\\.[0-9]+\\'")))
+      (unless (or (equal file own)
+                  (process-attributes (string-to-number (file-name-extension file))))
+        (ignore-errors (delete-file file))))))
 
-(defun gradients-build--say-finished (project)
-  "Tell make that the build did all its work: write \"finished\" into the
-file GRADIENTS_BUILD_FINISHED names (relative to PROJECT), which make
-reads once Emacs has exited.  An exit status of 0 alone may come from a
-program between make and Emacs, or a library, that ran nothing."
-  (let ((file (getenv "GRADIENTS_BUILD_FINISHED")))
-    (when (and file (not (string-empty-p file)) (not gradients-build--in-process))
-      (let ((coding-system-for-write 'utf-8-unix))
-        (write-region "finished\n" nil (expand-file-name file project) nil 'silent)))))
+(defun gradients-build--say-finished ()
+  "Tell make that the build did all its work: write \"finished\" into its
+note (`gradients-build--note'), which make reads once Emacs has exited.
+An exit status of 0 alone may come from a program between make and
+Emacs, or a library, that ran nothing."
+  (let ((note (gradients-build--note))
+        (coding-system-for-write 'utf-8-unix))
+    (when note
+      (write-region "finished\n" nil note nil 'silent))))
 
 (defmacro gradients-build--main (kernel-wanted &rest body)
   "Run BODY with the Org file named on the command line visited, having
@@ -2376,12 +2387,10 @@ folder) and `scratch'."
                gradients-build--inputs nil
                gradients-build--written nil)
          (clrhash gradients-build--answers)
-         (gradients-build--clear-finished project)
-         ;; A make (which names the note) made or found it before the
-         ;; build: gone now, it was removed while the build waited for
-         ;; another to end.
-         (unless (or gradients-build--in-process (file-executable-p gradients-python)
-                     (member (getenv "GRADIENTS_BUILD_FINISHED") '(nil "")))
+         (gradients-build--clear-finished)
+         ;; The make that started the build made or found it: gone now,
+         ;; it was removed while the build waited for another to end.
+         (when (and (gradients-build--note) (not (file-executable-p gradients-python)))
            (error "%s: %s is gone, removed since make looked (a make clean or git clean while this build waited for another?); run make again, which makes it"
                   gradients-build--org-name
                   (file-relative-name gradients-python gradients-project-directory)))
@@ -2400,7 +2409,7 @@ folder) and `scratch'."
                gradients-build--under-way nil)
          (prog1 (condition-case err
                     (progn (gradients-build--cleanup 'wait)
-                           (gradients-build--say-finished project)
+                           (gradients-build--say-finished)
                            nil)
                   (error (gradients-build--fail-after-the-work err)))
            (setq gradients-build--kernel-stopping nil)))
@@ -2419,10 +2428,9 @@ fails, and says why: make, which stops at the failure, would not read
 it, and it stayed until the next build.  (A build stopped by a signal
 leaves it to the next one; one ended early by another program, to make,
 which fails the build on it.)"
-  (let ((file (getenv "GRADIENTS_BUILD_FINISHED")))
-    (when (and file (not (string-empty-p file)) (not gradients-build--in-process))
-      (ignore-errors
-        (delete-file (expand-file-name file command-line-default-directory))))))
+  (let ((note (gradients-build--note)))
+    (when note
+      (ignore-errors (delete-file note)))))
 
 (defun gradients-build--fail-after-the-work (err)
   "End a build whose cleaning up after all its work failed with ERR: say

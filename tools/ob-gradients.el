@@ -905,9 +905,7 @@ number of a request of this Emacs still waiting."
                                 (progn (goto-char end) (skip-chars-forward " \t") (eolp)))))
              (alone (and whole-line (gradients--alone-in-drawer-p))))
         (cond ((and previous (not (string-empty-p previous)))
-               (goto-char start)
-               (delete-region start end)
-               (insert previous))
+               (replace-match previous t t))
               (whole-line
                ;; An empty drawer had no line here.
                (delete-region (line-beginning-position)

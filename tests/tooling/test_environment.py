@@ -485,6 +485,19 @@ def test_a_build_that_ends_with_0_having_done_nothing_fails(tiny, tmp_path_facto
     assert not list((tiny / ".build").glob("finished.*"))
 
 
+def an_emacs_around_the_build(folder, before=":", after=":"):
+    """An `emacs` in FOLDER that runs the real one, and for the build's
+    Emacs (not make's questions to it) runs the shell command BEFORE ahead
+    of it and AFTER once it ends, ending with its status."""
+    emacs = folder / "emacs"
+    emacs.write_text(
+        "#!/bin/sh\ncase \"$*\" in *gradients-build-*) build=yes;; esac\n"
+        f"[ -z \"$build\" ] || {before}\n{EMACS} \"$@\"\nstatus=$?\n"
+        f"[ -z \"$build\" ] || {after}\nexit $status\n")
+    emacs.chmod(0o755)
+    return emacs
+
+
 @pytest.mark.parametrize("goal", ["tangle", "run"])
 def test_a_build_whose_scratch_folder_is_cleared_and_made_again_as_it_ends_passes(
         tiny, tmp_path_factory, goal):
@@ -494,13 +507,9 @@ def test_a_build_whose_scratch_folder_is_cleared_and_made_again_as_it_ends_passe
     and took the build for one that ended early.  Here an Emacs that does
     all the build's work, then clears and remakes the scratch folder."""
     write_readme(tiny, HEADER + block("x = 1\nx", "one"))
-    folder = tmp_path_factory.mktemp("clearing")
-    (folder / "emacs").write_text(
-        f"#!/bin/sh\n{EMACS} \"$@\"\nstatus=$?\n"
-        "case \"$*\" in *gradients-build-*) rm -rf .build && mkdir .build;; esac\n"
-        "exit $status\n")
-    (folder / "emacs").chmod(0o755)
-    run = make(goal, f"EMACS={folder}/emacs", cwd=tiny)
+    emacs = an_emacs_around_the_build(tmp_path_factory.mktemp("clearing"),
+                                      after="rm -rf .build && mkdir .build")
+    run = make(goal, f"EMACS={emacs}", cwd=tiny)
     assert run.returncode == 0, run.stderr
     assert (tiny / "gradients.py").read_text().endswith("x = 1\nx\n"), (tiny / "gradients.py").read_text()
 
@@ -511,12 +520,8 @@ def test_a_venv_removed_while_the_build_waited_is_said_so(tiny, tmp_path_factory
     venv` first, where running make again is all it takes.  Here an Emacs
     that removes the venv as the build starts."""
     before = write_readme(tiny, HEADER + block("x = 1\nx", "one"))
-    folder = tmp_path_factory.mktemp("removing")
-    (folder / "emacs").write_text(
-        "#!/bin/sh\ncase \"$*\" in *gradients-build-*) rm -f .venv;; esac\n"
-        f"exec {EMACS} \"$@\"\n")
-    (folder / "emacs").chmod(0o755)
-    run = make("tangle", f"EMACS={folder}/emacs", cwd=tiny)
+    emacs = an_emacs_around_the_build(tmp_path_factory.mktemp("removing"), before="rm -f .venv")
+    run = make("tangle", f"EMACS={emacs}", cwd=tiny)
     (tiny / ".venv").symlink_to(ROOT / ".venv")
     assert_failed_cleanly(run, tiny, before,
                           "README.org: .venv/bin/python is gone, removed since make looked "
