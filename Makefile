@@ -552,7 +552,25 @@ kernelspec: $(VENV_STAMP)  ## a Jupyter kernel "gradients" on the venv, for emac
 	TMPDIR="$$scratch" "$(PYTHON)" -m ipykernel install --user --name gradients \
 	    --display-name "Python (gradients)"; status=$$?; rm -rf "$$scratch"; exit $$status
 
+ifeq ($(GRADIENTS_VENV_UNDER_LOCK),)
 venv: $(VENV_STAMP)  ## the Python environment, exactly as requirements.lock says
+
+# Made under the notes' lock, as the build is and make clean removes it:
+# a make clean started meanwhile waits for the venv (it removed the
+# folders uv was filling, and uv failed with an error of its own, or the
+# clean on what uv had half made), and one this make waited for has
+# removed what it read of .venv/ and .build/ (our uv among them).  So a
+# make of its own, started once the lock is held, reads them anew and
+# makes the venv; under make -n it only says how, taking no lock.
+$(VENV_STAMP): export GRADIENTS_VENV_UNDER_LOCK = yes
+$(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(VENV_FOLDERS) $(VENV_CHANGED)
+	@$(if $(ONLY_ASKING),,$(BUILD_LOCK)) $(MAKE) --no-print-directory venv
+else
+# The make started under the lock.  Its goal has a recipe that does
+# nothing, so that where the make this one waited for made the venv, it
+# says nothing.
+venv: $(VENV_STAMP)
+	@:
 
 # uv is made only when the venv is: a venv that matches needs no uv.  A
 # package whose files are gone is installed again: it still counts as
@@ -577,6 +595,7 @@ $(VENV_STAMP): pyproject.toml $(LOCK) $(PYTHON) $(VENV_FOLDERS) $(VENV_CHANGED)
 	    for module in "$${dir%/}"/*.py; do [ -e "$$module" ] && mkdir -p "$${dir%/}/__pycache__"; break; done; \
 	done
 	@sha256sum pyproject.toml $(LOCK) > "$@.new" && mv "$@.new" "$@"
+endif
 
 # A missing or dangling interpreter counts as changed, so the venv is
 # made again instead of every target failing on it.

@@ -8,6 +8,7 @@ import importlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -709,3 +710,18 @@ def the_build_uv():
         made = make(str(uv.relative_to(ROOT)), cwd=ROOT)
         assert made.returncode == 0, made.stdout + made.stderr
     return uv
+
+
+def small_project(folder):
+    """The build's files in FOLDER, with a lock of graphviz alone: enough
+    for make to make a venv, in seconds."""
+    for name in ("Makefile", "README.org", "pyproject.toml", "tools/require-debian-packages",
+                 "tools/one-build-at-a-time", "tools/programs-answer",
+                 "tools/uv-requirements.txt"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, folder / name)
+    lock = (ROOT / "requirements.lock").read_text()
+    graphviz = re.search(r"^graphviz==.*?(?=\n\S)", lock, re.M | re.S).group()
+    # With the line that says which pyproject.toml the lock comes from.
+    (folder / "requirements.lock").write_text(f"{graphviz}\n{lock.splitlines()[-1]}\n")
+    return folder

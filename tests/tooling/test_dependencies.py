@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 import conftest
-from conftest import ROOT, the_build_uv
+from conftest import ROOT, small_project, the_build_uv
 import produced
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -104,21 +104,13 @@ def test_a_second_make_venv_does_nothing():
 
 
 @pytest.fixture
-def small_project(tmp_path):
+def a_small_project(tmp_path):
     """The build's files with a lock of one package, and the build's uv."""
-    for name in ("Makefile", "README.org", "pyproject.toml", "tools/require-debian-packages"):
-        (tmp_path / name).parent.mkdir(exist_ok=True)
-        shutil.copy2(ROOT / name, tmp_path / name)
-    lock = LOCK.read_text()
-    graphviz = re.search(r"^graphviz==.*?(?=\n\S)", lock, re.M | re.S).group()
-    # The line that says which pyproject.toml the lock comes from.
-    source = lock.splitlines()[-1]
-    (tmp_path / "requirements.lock").write_text(f"{graphviz}\n{source}\n")
-    return tmp_path, f"UV={the_build_uv()}"
+    return small_project(tmp_path), f"UV={the_build_uv()}"
 
 
-def test_a_lock_older_than_pyproject_stops_make_venv(small_project):
-    project, uv = small_project
+def test_a_lock_older_than_pyproject_stops_make_venv(a_small_project):
+    project, uv = a_small_project
     lock = (project / "requirements.lock").stat().st_mtime
     pyproject = project / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('"graphviz>=', '"scipy>=1.16",\n    "graphviz>='))
@@ -131,8 +123,8 @@ def test_a_lock_older_than_pyproject_stops_make_venv(small_project):
 
 
 @pytest.mark.long
-def test_make_venv_repairs_a_venv_that_does_not_match_the_lock(small_project):
-    project, uv = small_project
+def test_make_venv_repairs_a_venv_that_does_not_match_the_lock(a_small_project):
+    project, uv = a_small_project
     venv = project / ".venv"
     python = venv / "bin" / "python"
 

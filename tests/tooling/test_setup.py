@@ -2,18 +2,20 @@
 packages' metadata say, and works in a checkout, and with a uv, whose path
 holds a space."""
 
+import fcntl
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, a_path_of_what_make_names, copy_project, make, the_build_uv
+from conftest import (ROOT, a_path_of_what_make_names, a_users_make_environment, copy_project,
+                      make, small_project, the_build_uv)
 
-LOCK = ROOT / "requirements.lock"
 
 
 def uv_in(folder):
@@ -21,19 +23,6 @@ def uv_in(folder):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "uv").symlink_to(the_build_uv())
     return folder / "uv"
-
-
-def small_project(folder):
-    """The build's files in FOLDER, with a lock of graphviz alone."""
-    for name in ("Makefile", "README.org", "pyproject.toml", "tools/require-debian-packages",
-                 "tools/one-build-at-a-time", "tools/programs-answer",
-                 "tools/uv-requirements.txt"):
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, folder / name)
-    lock = LOCK.read_text()
-    graphviz = re.search(r"^graphviz==.*?(?=\n\S)", lock, re.M | re.S).group()
-    (folder / "requirements.lock").write_text(f"{graphviz}\n{lock.splitlines()[-1]}\n")
-    return folder
 
 
 def imports_graphviz(project):
@@ -268,6 +257,79 @@ def test_make_clean_with_other_goals_cleans_then_makes_them(tmp_path, jobs):
     run = make(*jobs, "clean", "venv", uv, cwd=project)
     assert run.returncode == 0, run.stderr
     assert not (project / ".venv" / "marker").exists(), "clean did not run first"
+    assert imports_graphviz(project)
+    assert make("-q", "venv", uv, cwd=project).returncode == 0
+
+
+def said_waiting(process):
+    """Whether PROCESS, a make started with its errors in a pipe, says it
+    waits for another build before it ends."""
+    for line in process.stderr:
+        if line.startswith("waiting for the other build of "):
+            return True
+    return False
+
+
+def test_make_clean_waits_for_the_venv_being_made(tmp_path):
+    """make clean removed the folders uv was filling as it filled them."""
+    project = small_project(tmp_path)
+    syncing, go = tmp_path / "syncing", tmp_path / "go"
+    uv = tmp_path / "uv"
+    uv.write_text(f"""#!/bin/sh
+case "$*" in *"pip sync"*)
+    touch '{syncing}'
+    for i in $(seq 600); do [ -e '{go}' ] && break; sleep 0.1; done ;;
+esac
+exec '{the_build_uv()}' "$@"
+""")
+    uv.chmod(0o755)
+    venv = subprocess.Popen(["make", "venv", f"UV={uv}"], cwd=project,
+                            env=a_users_make_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):
+            if syncing.exists() or venv.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert syncing.exists(), venv.communicate()
+        clean = subprocess.Popen(["make", "clean"], cwd=project, env=a_users_make_environment(),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            assert said_waiting(clean), "make clean did not wait for the venv being made"
+        finally:
+            go.touch()
+            clean.wait(timeout=120)
+        assert venv.wait(timeout=120) == 0, venv.stderr.read()
+        assert clean.returncode == 0
+    finally:
+        go.touch()
+        venv.kill() if venv.poll() is None else None
+        venv.wait()
+    assert not (project / ".venv").exists() and not (project / ".build").exists()
+
+
+def test_a_venv_made_after_waiting_for_another_build_reads_the_venv_anew(tmp_path):
+    """What make read of .venv before the lock was free may be gone once it
+    is (a make clean it waited for): the venv is made as it is then."""
+    project = small_project(tmp_path)
+    uv = f"UV={the_build_uv()}"
+    assert make("venv", uv, cwd=project).returncode == 0
+    # The venv to make again, whatever the clock's grain.
+    (project / ".venv" / ".installed").unlink()
+    folder = os.open(project, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        venv = subprocess.Popen(["make", "venv", uv], cwd=project,
+                                env=a_users_make_environment(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            assert said_waiting(venv), "make venv did not wait for the other build"
+            shutil.rmtree(project / ".venv")
+        finally:
+            fcntl.flock(folder, fcntl.LOCK_UN)
+            out, err = venv.communicate(timeout=120)
+    finally:
+        os.close(folder)
+    assert venv.returncode == 0, err
     assert imports_graphviz(project)
     assert make("-q", "venv", uv, cwd=project).returncode == 0
 
