@@ -140,30 +140,48 @@ class Stopped(Exception):
 #   stands for a byte as that byte, and raises on any other): ipykernel
 #   would take any text, fail to send it, and put the error of its own
 #   failure in the block's output instead, the text lost.
-# The stream's own lock is held from reading the pipe to writing the
-# stream, by the thread that waits on the pipe as by the block.
 # - standard output and error are sent apart, each when its own timer
 #   says: a warning written before a print came after it on one run and
-#   before it on the next.  What the other stream holds is sent before a
-#   write, so that they arrive in the order they were written.
+#   before it on the next.  Text goes into them one piece at a time, under
+#   one lock for both, held from reading a pipe to writing the stream, by
+#   the thread that waits on a pipe as by the block; what the other stream
+#   holds is sent before a piece goes in, and before any piece, what
+#   waits in both pipes is read, standard output's first.  So what a block
+#   wrote before it prints is never overtaken: a subprocess's error after
+#   a print came before the print, sent as the block printed again.  What
+#   a program writes to both descriptors in one go is read as the pipes
+#   hold it (the order of two pipes' bytes is nowhere to be read).
+#   Neither the thread that sends nor a forked child takes that lock: a
+#   flush waits for the first, and the second may hold a copy taken
+#   mid-write.
 # The file name a traceback through it gives.
 STREAMS_FILE = "<the kernel's streams, from tools/kernel_bridge.py>"
 KERNEL_STREAMS = """\
-import codecs, os, select, sys
+import codecs, os, select, sys, threading
 import ipykernel.iostream
 def streams(OutStream=ipykernel.iostream.OutStream):
     write, flush = OutStream.write, OutStream.flush
+    order = threading.RLock()
+    def ours():
+        return [stream for stream in (sys.stdout, sys.stderr) if isinstance(stream, OutStream)]
+    def unordered(stream):
+        sender = getattr(stream.pub_thread, "thread", None)
+        return (not stream._is_master_process()
+                or (sender is not None and sender.ident == threading.get_ident()))
     def others_first(stream):
-        for other in (sys.stdout, sys.stderr):
-            if other is not stream and isinstance(other, OutStream):
+        for other in ours():
+            if other is not stream:
                 with other._buffer_lock:
                     pending = any(buffer.tell()
                                   for buffer in getattr(other, "_buffers", {}).values())
                 if pending:
-                    other.flush()
+                    flush(other)
+    def take_in(stream, text):
+        others_first(stream)
+        write(stream, text)
     def drain(stream):
         fid = getattr(stream, "_fid", None)
-        if fid is None or not stream._is_master_process():
+        if fid is None:
             return True
         decoder = stream.__dict__.setdefault(
             "_gradients_decoder", codecs.getincrementaldecoder("utf-8")("replace"))
@@ -173,13 +191,19 @@ def streams(OutStream=ipykernel.iostream.OutStream):
                 return False
             text = decoder.decode(data)
             if text:
-                write(stream, text)
+                take_in(stream, text)
             os.write(stream._original_stdstream_copy, data)
         return True
+    def drain_all():
+        for stream in ours():
+            drain(stream)
     def watch(stream):
         while stream._should_watch:
             select.select([stream._fid], [], [])
-            with stream._buffer_lock:
+            with order:
+                for other in ours():
+                    if other is not stream:
+                        drain(other)
                 if not drain(stream):
                     return
     def checked_write(stream, text):
@@ -187,13 +211,16 @@ def streams(OutStream=ipykernel.iostream.OutStream):
             # Printed text UTF-8 cannot carry (a lone surrogate) fails
             # here, as print() fails in the script run on its own.
             text.encode("utf-8", "surrogateescape")
-        others_first(stream)
-        with stream._buffer_lock:
-            drain(stream)
+        if unordered(stream):
+            return write(stream, text)
+        with order:
+            drain_all()
+            others_first(stream)
             return write(stream, text)
     def drained_flush(stream):
-        with stream._buffer_lock:
-            drain(stream)
+        if not unordered(stream):
+            with order:
+                drain_all()
         return flush(stream)
     OutStream._watch_pipe_fd = watch
     OutStream.write = checked_write

@@ -245,6 +245,39 @@ def test_what_lands_on_file_descriptor_1_comes_in_the_order_it_was_written(kerne
         assert kernel_bridge.execute(kernel, code, max_lines=1000)[0].split("\n") == lines
 
 
+# Found by probing: what landed on file descriptor 2 went into the error
+# stream apart, so that a subprocess's error after a print was sent before
+# it, as the block printed again; and a print() moved ahead of what the
+# block had written to the other descriptor, or into its line.  (What one
+# program writes to both descriptors at once is read as the two pipes
+# hold it, which keeps no order between them.)
+BOTH_STREAMS = {
+    "a subprocess's error": ("import subprocess\nprint('one')\n"
+                             "subprocess.run('echo two >&2', shell=True)\nprint('three')",
+                             [": one", ": two", ": three"]),
+    "descriptor 2, then print": ("import os\nos.write(2, b'fd 2\\n')\nprint('printed')",
+                                 [": fd 2", ": printed"]),
+    "descriptor 1, then stderr": ("import os, sys\nos.write(1, b'a')\n"
+                                  "print('b', file=sys.stderr)",
+                                  [": ab"]),
+    "descriptor 2, then both streams": (
+        "import os, sys\nos.write(2, b'fd 2\\n')\n"
+        "print('stderr', file=sys.stderr); print('stdout')",
+        [": fd 2", ": stderr", ": stdout"]),
+    "stderr, then descriptor 1": ("import os, sys\nsys.stderr.write('e\\n')\n"
+                                  "os.write(1, b'o\\n')\nprint('p')",
+                                  [": e", ": o", ": p"]),
+}
+
+
+@pytest.mark.parametrize("case", BOTH_STREAMS, ids=list(BOTH_STREAMS))
+def test_what_a_block_writes_to_both_streams_comes_in_the_order_it_was_written(kernel, case):
+    import kernel_bridge
+    code, lines = BOTH_STREAMS[case]
+    for _ in range(5):
+        assert kernel_bridge.execute(kernel, code + "\nNone")[0].split("\n") == lines
+
+
 # Found by probing: `make run' dropped the picture of a block without a
 # :file without a word, and recorded a default repr whose address
 # changed on every run, which only `make test' noticed.
