@@ -515,7 +515,10 @@ requests are answered, or sent to a fresh kernel."
 (defun gradients--confirm-quit ()
   "Ask before quitting while blocks run or wait, and if the answer is
 yes, stop them: each drawer goes back to what it held before, so that a
-file saved on the way out keeps no placeholder."
+file saved on the way out keeps no placeholder.  The kernels stay until
+Emacs exits (`gradients--stop-on-exit'): the quit may still be called
+off, at a question about saving or one of Emacs's own, and every
+kernel, idle ones too, had lost its variables."
   (let ((pending (length (gradients--pending-requests))))
     (or (zerop pending)
         gradients--quit-confirmed
@@ -523,7 +526,24 @@ file saved on the way out keeps no placeholder."
               (format "%d block%s still running or waiting for the kernel; stop %s and quit? "
                       pending (if (= pending 1) " is" "s are")
                       (if (= pending 1) "it" "them")))
-             (progn (gradients-stop-sessions) t)))))
+             (progn (gradients--stop-blocks "Emacs was asked to quit") t)))))
+
+(defun gradients--stop-blocks (why)
+  "Stop every block, saying WHY: those queued are dropped, those running
+interrupted, as `gradients-interrupt' does, and given up, so that each
+drawer goes back to what it held before now, and a result that comes
+after all is dropped.  The kernels, and their variables, stay."
+  (dolist (session gradients--sessions)
+    (let* ((process (cdr session))
+           (queue (process-get process 'queue))
+           (running (process-get process 'current)))
+      (when (process-live-p process)
+        (process-put process 'queue nil)
+        (gradients--drop queue why)
+        (when (and running (not (gradients-request-abandoned running)))
+          (gradients--interrupt-process process)
+          (gradients--deliver running `((ok . nil) (kind . "stopped") (error . ,why)))
+          (setf (gradients-request-abandoned running) t))))))
 
 (add-hook 'kill-emacs-query-functions #'gradients--confirm-quit)
 

@@ -573,6 +573,51 @@ time.sleep(30)
       (should (string-match-p ": slept before" (cdr (nth 1 steps))))
       (should (equal (car (car (last steps))) 'kill)))))
 
+;; Found by probing: the yes stopped every kernel, idle ones too, at once;
+;; a quit then called off at a question about saving left them all gone.
+(ert-deftest obgt-a-quit-called-off-after-yes-keeps-the-kernels ()
+  (obgt-with-notes ("called-off.org" "
+#+name: keep
+#+begin_src jupyter-python
+kept = 41
+#+end_src
+
+#+name: long
+#+begin_src jupyter-python
+import time
+time.sleep(30)
+#+end_src
+
+#+RESULTS: long
+:results:
+: slept before
+:end:
+
+#+name: peek
+#+begin_src jupyter-python
+kept + 1
+#+end_src
+")
+    (obgt-run "keep")
+    (should (obgt-wait))
+    (let* ((bridge (cdr (car gradients--sessions)))
+           (kernel (process-get bridge 'kernel-pid)))
+      (obgt-run "long")
+      (should (string-prefix-p ": [waiting for the kernel" (obgt-drawer "long")))
+      (cl-letf (((symbol-function 'yes-or-no-p) (lambda (_prompt) t))
+                ((symbol-function 'save-some-buffers) (lambda (&rest _) (signal 'quit nil)))
+                ((symbol-function 'kill-emacs) (lambda (&rest _) (error "Emacs exited"))))
+        (should (eq (condition-case nil (progn (save-buffers-kill-emacs) 'went-on) (quit 'called-off))
+                    'called-off)))
+      ;; The running block was stopped and its drawer put back at once.
+      (should (equal (obgt-drawer "long") ": slept before"))
+      (should (process-live-p bridge))
+      (should (equal (process-get bridge 'kernel-pid) kernel))
+      (obgt-run "peek")
+      (should (obgt-wait))
+      (should (equal (obgt-drawer "peek") ": 42"))
+      (should (equal (obgt-drawer "long") ": slept before")))))
+
 (ert-deftest obgt-saving-a-placeholder-says-so ()
   (obgt-with-notes ("saved.org" "
 #+name: nap
