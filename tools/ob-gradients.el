@@ -906,6 +906,19 @@ number of a request of this Emacs still waiting."
              (alone (and whole-line (gradients--alone-in-drawer-p))))
         (cond ((and previous (not (string-empty-p previous)))
                (replace-match previous t t))
+              ((and alone (null previous))
+               ;; The run made the drawer, and its #+RESULTS line: both go,
+               ;; with the blank lines before them, as Org removes a result.
+               (goto-char start)
+               (forward-line -2)
+               (let ((case-fold-search t))
+                 (if (looking-at-p "[ \t]*#\\+results\\(\\[.*\\]\\)?:")
+                     (delete-region (save-excursion (skip-chars-backward " \r\t\n")
+                                                    (line-beginning-position 2))
+                                    (progn (forward-line 4) (point)))
+                   ;; A drawer of no keyword's: its lines alone.
+                   (forward-line 1)
+                   (delete-region (point) (progn (forward-line 3) (point))))))
               (whole-line
                ;; An empty drawer had no line here.
                (delete-region (line-beginning-position)

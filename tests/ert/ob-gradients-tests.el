@@ -413,6 +413,30 @@ raise ValueError('late')
     (should (string-match-p "'one'" (with-current-buffer gradients-unwritten-buffer
                                       (buffer-string))))))
 
+;; Found by probing: a block with no result before kept the empty drawer
+;; its run had made.
+(ert-deftest obgt-a-first-result-whose-block-was-renamed-leaves-no-drawer ()
+  (let ((notes "
+#+name: fresh
+#+begin_src jupyter-python
+import time
+time.sleep(0.5)
+'new'
+#+end_src
+
+Text after.
+"))
+    (obgt-with-notes ("renamed-fresh.org" notes)
+      (obgt-run "fresh")
+      (should (string-match-p "#\\+RESULTS: fresh\n:results:\n: \\[waiting" (buffer-string)))
+      (goto-char (point-min))
+      (re-search-forward "^#\\+name: fresh$")
+      (replace-match "#+name: fresher" t t)
+      (let ((said (obgt-messages (should (obgt-wait)))))
+        (should (obgt-said-p "renamed-fresh\\.org:[0-9]+: block `fresh' finished, but its placeholder" said)))
+      (should (string-suffix-p (replace-regexp-in-string "name: fresh" "name: fresher" notes)
+                               (buffer-string))))))
+
 (ert-deftest obgt-a-result-whose-block-was-moved-follows-it ()
   (obgt-with-notes ("moved.org" obgt-two-naps)
     (obgt-run "first")
