@@ -169,13 +169,14 @@ saves while a long block runs, and saves again when it is done."
   "After an undo, say so when it brought back the placeholder of a run
 that has ended: the step that wrote a result gives back what was there
 just before, the placeholder, and the drawer's earlier text comes only
-with the step before (the undo list records positions, and rewriting
-one step would throw every older one off)."
+with the step that wrote the placeholder, behind any typed while the
+block ran (the undo list records positions, and rewriting one step
+would throw every older one off)."
   (when (derived-mode-p 'org-mode)
     (let ((dead (gradients--dead-placeholder-lines (gradients-placeholder-lines))))
       (when dead
         ;; After the undo command's own "Undo".
-        (run-at-time 0 nil #'message "gradients: line%s %s hold%s the placeholder of a run that has ended, brought back by the undo: undo once more for what the drawer held before, or run the block again"
+        (run-at-time 0 nil #'message "gradients: line%s %s hold%s the placeholder of a run that has ended, brought back by the undo: undo on, past what was typed while the block ran, for what the drawer held before, or run the block again"
                      (if (cdr dead) "s" "") (mapconcat #'number-to-string dead ", ")
                      (if (cdr dead) "" "s"))))))
 
