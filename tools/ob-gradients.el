@@ -927,6 +927,23 @@ number of a request of this Emacs still waiting."
               (t (delete-region start end)))
         (if alone 'renamed 'edited)))))
 
+(defun gradients--restore-copied-placeholders (request previous)
+  "Once REQUEST's result is written, put PREVIOUS back in place of every
+copy of its placeholder left in the buffer, saying where: a block copied
+with its drawer while it ran (M-w, C-y) has two, and Org writes the
+result into the first block of that name, so the block that was run
+kept a placeholder nothing would fill."
+  (let (lines)
+    (while (save-excursion
+             (goto-char (point-min))
+             (when (search-forward (gradients--placeholder request) nil t)
+               (push (line-number-at-pos (match-beginning 0)) lines)))
+      (gradients--restore-orphan-placeholder request previous))
+    (when lines
+      (message "gradients: %s finished, and its result went into the first block of that name; the copy of its placeholder at line%s %s got back what the drawer held before (was the block copied while it ran?)"
+               (gradients-request-where request) (if (cdr lines) "s" "")
+               (mapconcat #'number-to-string (nreverse lines) ", ")))))
+
 (defun gradients--why-unwritable ()
   "Why a result cannot go into the current buffer without a question from
 Emacs, which in a process filter would come out of nowhere, or nil: the
@@ -975,6 +992,7 @@ changed on disk or another Emacs holds its lock."
                           ;; typed while the block ran.
                           (undo-boundary)
                           (gradients--write-result request reply previous params)
+                          (gradients--restore-copied-placeholders request previous)
                           (undo-boundary))
                       (error
                        (gradients--report-unwritten

@@ -437,6 +437,40 @@ Text after.
       (should (string-suffix-p (replace-regexp-in-string "name: fresh" "name: fresher" notes)
                                (buffer-string))))))
 
+;; Found by probing: the result went into the copy, the first block of
+;; that name, and the block that was run kept its placeholder for good.
+(ert-deftest obgt-a-block-copied-with-its-drawer-while-it-runs-keeps-no-placeholder ()
+  (obgt-with-notes ("copied.org" "
+* Below
+
+#+name: nap
+#+begin_src jupyter-python
+import time
+time.sleep(0.5)
+'after'
+#+end_src
+
+#+RESULTS: nap
+:results:
+: 'before'
+:end:
+")
+    (obgt-run "nap")
+    (let ((copy (save-excursion
+                  (goto-char (point-min))
+                  (buffer-substring (re-search-forward "^#\\+name: nap$")
+                                    (re-search-forward "^:end:\n")))))
+      (goto-char (point-min))
+      (re-search-forward "^\\* Below")
+      (forward-line 0)
+      (insert "* Above\n\n#+name: nap" copy "\n"))
+    (let ((said (obgt-messages (should (obgt-wait)))))
+      (should (obgt-said-p "copied\\.org:[0-9]+: block `nap' finished, and its result went into the first block of that name; the copy of its placeholder at line [0-9]+ got back what the drawer held before"
+                           said)))
+    (should-not (string-match-p "waiting for the kernel" (buffer-string)))
+    (should (string-match-p "\\* Above[^*]*: 'after'\n:end:\n+\\* Below[^*]*: 'before'\n:end:"
+                            (buffer-string)))))
+
 (ert-deftest obgt-a-result-whose-block-was-moved-follows-it ()
   (obgt-with-notes ("moved.org" obgt-two-naps)
     (obgt-run "first")
