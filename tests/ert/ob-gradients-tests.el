@@ -629,7 +629,9 @@ time.sleep(30)
       ;; What the file would be saved with: the result it had before.
       (should-not (string-match-p "waiting for the kernel" (cdr (nth 1 steps))))
       (should (string-match-p ": slept before" (cdr (nth 1 steps))))
-      (should (equal (car (car (last steps))) 'kill)))))
+      (should (equal (car (car (last steps))) 'kill)))
+    ;; As Emacs's exit would.
+    (gradients-stop-sessions)))
 
 ;; Found by probing: the yes stopped every kernel, idle ones too, at once;
 ;; a quit then called off at a question about saving left them all gone.
@@ -674,7 +676,9 @@ kept + 1
       (obgt-run "peek")
       (should (obgt-wait))
       (should (equal (obgt-drawer "peek") ": 42"))
-      (should (equal (obgt-drawer "long") ": slept before")))))
+      (should (equal (obgt-drawer "long") ": slept before")))
+    ;; As Emacs's exit would.
+    (gradients-stop-sessions)))
 
 (ert-deftest obgt-saving-a-placeholder-says-so ()
   (obgt-with-notes ("saved.org" "
