@@ -693,13 +693,23 @@ dropped."
             (unless (gradients-request-reply request)
               (gradients--sentinel process nil)))
           (gradients--kill-if-unanswered process request)
-          (when gradients-progress-interval
-            (let ((seconds (truncate (- (float-time) start))))
+          (let ((seconds (truncate (- (float-time) start))))
+            (cond
+             (gradients-progress-interval
               (when (>= seconds (+ said gradients-progress-interval))
                 (setq said seconds)
                 (let ((inhibit-message nil))
                   (message "%s: still running after %d s"
-                           (gradients-request-where request) seconds))))))
+                           (gradients-request-where request) seconds))))
+             ;; Interactively, Emacs waits without a word or a redisplay
+             ;; (a block a :var names, one under :async no): each second
+             ;; says which block, and shows the placeholders written so far.
+             ((and (not noninteractive) (> seconds said))
+              (setq said seconds)
+              (let ((message-log-max nil))
+                (message "%s: running, %d s (C-g stops it)"
+                         (gradients-request-where request) seconds))
+              (redisplay)))))
       (quit
        (setf (gradients-request-abandoned request) t)
        (if (eq (process-get process 'current) request)

@@ -1052,6 +1052,35 @@ os._exit(1)
         (cancel-timer guard)))
     (should (equal (obgt-drawer "waited") ": 5"))))
 
+;; Found by probing: Emacs waited for a block a :var names without a word,
+;; the placeholders already written unseen until the wait ended.
+(ert-deftest obgt-a-waited-block-says-which-it-waits-for ()
+  (obgt-with-notes ("waited.org" "
+#+name: slow-value
+#+begin_src jupyter-python
+import time
+time.sleep(2.5)
+7
+#+end_src
+
+#+name: uses-it
+#+begin_src jupyter-python :var v=slow-value
+int(v) * 6
+#+end_src
+")
+    (let ((echoed nil))
+      (cl-letf* ((message (symbol-function 'message))
+                 ((symbol-function 'message)
+                  (lambda (format-string &rest arguments)
+                    (when format-string
+                      (push (apply #'format format-string arguments) echoed))
+                    (apply message format-string arguments))))
+        (obgt-run "uses-it")
+        (should (obgt-wait)))
+      (should (obgt-said-p "waited\\.org:[0-9]+: block `slow-value': running, [1-9][0-9]* s (C-g stops it)"
+                           echoed)))
+    (should (equal (obgt-drawer "uses-it") ": 42"))))
+
 (ert-deftest obgt-a-block-queued-behind-a-killed-bridge-runs-on-a-fresh-kernel ()
   (obgt-with-notes ("bridge.org" "
 #+name: nap
