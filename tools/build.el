@@ -881,18 +881,31 @@ matched); its language in group 1, its arguments in group 3, and in
 group 4 the `+' that adds them to those before.")
 
 (defun gradients-build--check-header-properties ()
-  "Note each unknown name in a header-args property, naming its line."
+  "Note each unknown name in a header-args property, and each value Org
+does not know, naming its line.  The values as `org-lint' checks a
+block's own, on a block that gives the same arguments: it checks no
+property."
+  (require 'org-lint)
   (save-excursion
     (goto-char (point-min))
     (let ((case-fold-search t))
       (while (re-search-forward gradients-build--header-args-regexp nil t)
-        (dolist (name (gradients-unknown-header-names
-                       (or (match-string 3) "")
-                       ;; Org reads a property's name in any case.
-                       (and (match-string 1) (downcase (match-string 1)))))
-          (gradients-build--noting-problem (line-number-at-pos)
-            (error "%s:%d: unknown header argument %s; Org would ignore it (a typo?)"
-                   gradients-build--org-name (line-number-at-pos) name)))))))
+        (let ((line (line-number-at-pos))
+              ;; Org reads a property's name in any case.
+              (language (and (match-string 1) (downcase (match-string 1))))
+              (arguments (or (match-string 3) "")))
+          (dolist (name (gradients-unknown-header-names arguments language))
+            (gradients-build--noting-problem line
+              (error "%s:%d: unknown header argument %s; Org would ignore it (a typo?)"
+                     gradients-build--org-name line name)))
+          (dolist (report (with-temp-buffer
+                            (insert (format "#+begin_src %s %s\n#+end_src\n"
+                                            ;; Every language's: Org's own values.
+                                            (or language "any-language") arguments))
+                            (delay-mode-hooks (org-mode))
+                            (gradients-build--org-lint '(wrong-header-value))))
+            (setf (aref (cadr report) 0) (number-to-string line))
+            (gradients-build--report-of-org-lint report)))))))
 
 (defun gradients-build--header-setting (text)
   "For TEXT, one line, a header-args property (see
@@ -1309,6 +1322,21 @@ tangled file runs in one module what Org would run on two kernels apart."
              (if (plist-get first :name) (format "`%s'" (plist-get first :name)) "(unnamed)")
              (plist-get first :line)))))
 
+(defun gradients-build--check-tangle-mode (block)
+  "Fail on BLOCK's :tangle-mode when the Org that runs reads no file mode
+in it: Org 9.5 takes a number (`(identity #o644)'), and failed on
+`o644', the spelling of 9.6 and after, with a bare type error as it
+tangled."
+  (let ((mode (cdr (assq :tangle-mode (nth 2 (plist-get block :info))))))
+    (when (and mode
+               (not (integerp (if (fboundp 'org-babel-interpret-file-mode)
+                                  (ignore-errors (org-babel-interpret-file-mode mode))
+                                mode))))
+      (error "%s: :tangle-mode %s is no file mode Org %s reads%s"
+             (plist-get block :where) mode (org-version)
+             (if (fboundp 'org-babel-interpret-file-mode) ""
+               ", which takes a number, such as (identity #o644)")))))
+
 (defun gradients-build--check-one-block (block)
   "Fail on BLOCK when a line of its code opens a source block unescaped:
 a block whose #+end_src is missing runs on to the next block's, which
@@ -1451,12 +1479,14 @@ missing where the block forbids making it; return BLOCK's file, or nil."
 
 (defconst gradients-build-lint-checkers
   '(invalid-block incomplete-drawer duplicate-name invalid-babel-call-block
-    non-existent-setupfile-parameter)
+    non-existent-setupfile-parameter wrong-header-value)
   "The checkers of `org-lint' whose reports stop the build: a block or
 drawer Org reads as plain text (its code would neither run nor be
 tangled), a name two blocks share (Org gives a named result and a
-:var naming it to the first only), and a #+SETUPFILE that is not there
-(Org says it cannot read it, and builds without its settings).")
+:var naming it to the first only), a #+SETUPFILE that is not there
+(Org says it cannot read it, and builds without its settings), and a
+header argument's value Org does not know (`:results silient', `:eval
+noo'), which Org ignores: the block ran, and its result was written.")
 
 (defun gradients-build--stray-end-p (drawer)
   "Whether DRAWER, as Org parses it, is an :end: that closes no drawer:
@@ -1506,9 +1536,41 @@ which drawer lacks one."
          (if opener
              (format ": the drawer's first line, %d, holds more than its :NAME: alone" opener)
            ": begin the drawer with a line holding its :NAME: alone, or remove the :end:"))))
-    (dolist (report (org-lint gradients-build-lint-checkers))
+    (dolist (report (gradients-build--org-lint gradients-build-lint-checkers))
       (unless (and stray (eq (org-lint-checker-name (aref (cadr report) 3)) 'incomplete-drawer))
         (gradients-build--report-of-org-lint report)))))
+
+(defconst gradients-build--values-org-reads
+  '((":eval" . "query-export"))
+  "Header values Org reads, and documents, that its table of values,
+which `org-lint' checks them against, lacks.")
+
+(defun gradients-build--org-lint (checkers)
+  "The reports of `org-lint's CHECKERS on the current buffer, but those
+the build does not take for problems.  A header's value that is Lisp is
+neither evaluated nor checked: `org-lint' would run it (a `(progn ...)'
+that makes a folder) as it reads the value, in a build that may yet
+refuse the notes having changed nothing; Org evaluates it as the block
+runs.  Nor are two values Org's table sets apart (`:results raw
+drawer'), which Org runs with all the same, each doing its part, nor a
+value of `gradients-build--values-org-reads'."
+  (let* ((parse (symbol-function 'org-babel-parse-header-arguments))
+         (reports (cl-letf (((symbol-function 'org-babel-parse-header-arguments)
+                             (lambda (string &rest _)
+                               (cl-remove-if (lambda (header)
+                                               (and (stringp (cdr header))
+                                                    (string-prefix-p "(" (cdr header))))
+                                             (funcall parse string t)))))
+                    (org-lint checkers))))
+    (cl-remove-if
+     (lambda (report)
+       (let ((description (aref (cadr report) 2)))
+         (or (string-prefix-p "Forbidden combination" description)
+             (and (string-match "\\`Unknown value \"\\(.*\\)\" for header \"\\(:[^\"]*\\)\""
+                                description)
+                  (member (cons (match-string 2 description) (match-string 1 description))
+                          gradients-build--values-org-reads)))))
+     reports)))
 
 (defun gradients-build--report-of-org-lint (report)
   "Note REPORT, one of `org-lint', in the build's words."
@@ -1530,6 +1592,11 @@ which drawer lacks one."
          ((and 'non-existent-setupfile-parameter (guard quoted))
           (format "#+SETUPFILE names %s, which is not there; Org would build without its settings"
                   quoted))
+         ((and 'wrong-header-value
+               (guard (string-match "\\`Unknown value \"\\(.*\\)\" for header \"\\(:[^\"]*\\)\""
+                                    description)))
+          (format "%s %s is a value Org does not know, and ignores (a typo?)"
+                  (match-string 2 description) (match-string 1 description)))
          ((and 'duplicate-name (guard quoted))
           (format "the name `%s' is given to more than one block; Org would give its result, and a :var naming it, to the first only: give each its own"
                   quoted))
@@ -1710,6 +1777,7 @@ nothing; return the pictures, an alist of output path and block."
           (gradients-build--noting-problem line
             (gradients-check-header-names (plist-get block :element)))
           (gradients-build--noting-problem line (gradients-build--check-one-block block))
+          (gradients-build--noting-problem line (gradients-build--check-tangle-mode block))
           (gradients-build--noting-problem line
             ;; Kept for the check of what is tangled with it, below.
             (let ((file (or (plist-get block :tangle-file)

@@ -216,6 +216,45 @@ build found, its hook into file reading, the notes' buffer."
 
 ;;;; Blocks and drawers Org reads as plain text
 
+;; Found by probing: Org ignores a value it does not know, and the block
+;; ran and was written as if it had none (`:results silient', `:eval
+;; noo'); Org 9.5 failed on `:tangle-mode o644' with a bare type error,
+;; and 1e309, Org's infinity, passed for a time limit.
+(ert-deftest refusal-tests-a-header-value-org-does-not-know-is-named ()
+  (refusal-tests--in-project
+    (let* ((setting "#+PROPERTY: header-args:jupyter-python+ :results rwa drawer")
+           (text (concat refusal-tests--header setting "\n"
+                         (refusal-tests--block "x = 1" "typo" ":results silient :eval noo")
+                         "\n#+name: on-its-own-line\n#+header: :exports bogus\n"
+                         "#+begin_src jupyter-python\nx = 2\n#+end_src\n"
+                         (refusal-tests--block "x = 3" "mode" ":tangle-mode bogus")
+                         (refusal-tests--block "x = 4" "forever" ":timeout 1e309")))
+           (said (refusal-tests--refused text)))
+      (should-not
+       (refusal-tests--said-somewhere
+        said
+        (list (format "README.org:%d: :results rwa is a value Org does not know, and ignores (a typo?)"
+                      (refusal-tests--line text setting))
+              (format "README.org:%d: :results silient is a value Org does not know"
+                      (refusal-tests--block-line text "typo"))
+              (format "README.org:%d: :eval noo is a value Org does not know"
+                      (refusal-tests--block-line text "typo"))
+              (format "README.org:%d: block `mode': :tangle-mode bogus is no file mode Org"
+                      (refusal-tests--block-line text "mode"))
+              (format "README.org:%d: block `forever': :timeout 1.0e+INF is not a number of seconds"
+                      (refusal-tests--block-line text "forever")))))
+      ;; On the block's first line, the #+header line or its #+begin_src,
+      ;; as Org's version tells.
+      (should (cl-some (lambda (line)
+                         (string-match-p (format "\\`README\\.org:\\(%d\\|%d\\|%d\\): :exports bogus is a value Org does not know"
+                                                 (1- (refusal-tests--block-line text "on-its-own-line"))
+                                                 (refusal-tests--line text "#+header: :exports bogus")
+                                                 (1+ (refusal-tests--line text "#+header: :exports bogus")))
+                                         line))
+                       said))
+      ;; Org runs both, though its table of values sets them apart.
+      (should-not (cl-some (lambda (line) (string-match-p "Forbidden\\|:results raw" line)) said)))))
+
 (ert-deftest refusal-tests-a-block-never-closed-is-named ()
   (refusal-tests--in-project
     (let ((text (concat refusal-tests--header (refusal-tests--block "x = 1" "fine")
