@@ -1128,6 +1128,11 @@ ORG_STRUCTURE = [
      re.compile(r".*?<<<[^<>\s](?:[^<>\n]*[^<>\s])?>>>")),
     # A footnote of the notes' own, defined where no text refers to it.
     ("would define a footnote of the notes", re.compile(r"\[fn:[^\]\s]+\]")),
+    # Code Org runs, if not at once: the agenda evaluates a diary
+    # expression, and following a link runs its Lisp or shell command.
+    ("is a diary expression, which Org's agenda would evaluate", re.compile(r"\s*%%\(")),
+    ("holds a link that runs code when followed (elisp:, shell:)",
+     re.compile(r".*?(?<![^\W_])(?:elisp|shell):\S")),
 ]
 
 

@@ -170,6 +170,8 @@ ESCAPING = [
     "(src_python{1})", "é-src_python{1}", "call_other()", "then call_other[:eval yes](n=1)",
     "my_call_f()", "<<<gradient>>>", "a <<<radio target>>> here",
     "[fn:1] A footnote.", "[fn:label] Another.",
+    "%%(shell-command \"true\")", "  %%(diary-float t 4 2)", "[[elisp:(kill-emacs)][click]]",
+    "[[shell:rm -rf ~][x]]", "see elisp:(kill-emacs) here", "x_shell:ls",
 ]
 
 
@@ -218,7 +220,8 @@ def test_printed_text_is_inert_whatever_it_holds(line):
 def test_org_text_that_stays_text_goes_in_as_it_is():
     text = "\n\n| a | b |\n|---+---|\n| 1 | 2 |\n\nA paragraph, [[https://x.org][a link]].\n\n" \
            "- an item\n# a comment\n: fixed\nmy_src is call_me maybe\n" \
-           "recall_this(1), resrc_x{1}, 2src_y{2}\n<<a target>> <<< spaced >>> <<<no>>\n\n"
+           "recall_this(1), resrc_x{1}, 2src_y{2}\n<<a target>> <<< spaced >>> <<<no>>\n" \
+           "a 50%%(ish) share; the shell: bash; myshell:x, an elisp: note\n\n"
     assert org_result(org_value(text)) == text.strip("\n")
 
 
