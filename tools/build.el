@@ -1724,21 +1724,39 @@ images/, broken.  Fixed-width lines are text, and a picture an
 interactive run saved is said so by the check of every link.  A result
 recorded before its block's :file was changed links the old picture:
 that is `make test''s to say (run make run), and `make run''s to mend."
-  (dolist (line (split-string (or (plist-get block :recorded) "") "\n"))
-    (unless (string-match-p "\\`[ \t]*:\\( \\|\\'\\)" line)
-      (let ((start 0))
-        (while (string-match "\\[\\[\\(file:\\)?\\([^]]+\\)\\]" line start)
-          (setq start (match-end 0))
-          (let ((target (match-string 2 line)))
-            (when (and (or (match-beginning 1) (string-match-p "\\`\\.\\{0,2\\}/\\|\\`~/" target))
-                       (not (equal target picture))
-                       (or gradients-build--results-as-produced
-                           (not (string-match-p gradients-build--picture-path-regexp target)))
-                       (not (gradients-build--saved-picture-p target)))
-              (error "%s: its result links %s, which %s; a picture goes into the notes through its block's :file, under images/"
-                     (plist-get block :where) target
-                     (if picture (format "is not the picture its :file draws (%s)" picture)
-                       "no :file of the block draws")))))))))
+  (dolist (target (gradients-build--linked-files block))
+    (when (and (not (equal target picture))
+               (or gradients-build--results-as-produced
+                   (not (string-match-p gradients-build--picture-path-regexp target)))
+               (not (gradients-build--saved-picture-p target)))
+      (error "%s: its result links %s, which %s; a picture goes into the notes through its block's :file, under images/"
+             (plist-get block :where) target
+             (if picture (format "is not the picture its :file draws (%s)" picture)
+               "no :file of the block draws")))))
+
+(defun gradients-build--linked-files (block)
+  "The files BLOCK's recorded result links, as written, in the order
+written: a link with file: or a path (fixed-width lines are text)."
+  (let (targets)
+    (dolist (line (split-string (or (plist-get block :recorded) "") "\n"))
+      (unless (string-match-p "\\`[ \t]*:\\( \\|\\'\\)" line)
+        (let ((start 0))
+          (while (string-match "\\[\\[\\(file:\\)?\\([^]]+\\)\\]" line start)
+            (setq start (match-end 0))
+            (let ((target (match-string 2 line)))
+              (when (or (match-beginning 1) (string-match-p "\\`\\.\\{0,2\\}/\\|\\`~/" target))
+                (push target targets)))))))
+    (nreverse targets)))
+
+(defun gradients-build--check-links-of-unrun (block)
+  "Fail when BLOCK, which the build does not run, records a link to a
+file: no build draws it, and one an earlier build drew under images/ is
+removed as an output no block makes, so GitHub shows the picture
+broken.  `make test' does not check such a result."
+  (let ((target (car (gradients-build--linked-files block))))
+    (when target
+      (error "%s: its result links %s, which no build draws, as the build does not run the block (%s): GitHub would show it broken; remove the link, or let the block run"
+             (plist-get block :where) target (gradients-build--not-run block)))))
 
 (defun gradients-build--check-blocks (blocks)
   "Fail on every header argument that would go wrong, each on a line of
@@ -1825,7 +1843,11 @@ nothing; return the pictures, an alist of output path and block."
                                       (if (eq read block) claimed (copy-hash-table claimed))
                                       read :file again)))))
                   (push (cons picture block) pictures))
-                (gradients-build--check-linked-files block picture)))))))
+                (gradients-build--check-linked-files block picture))))
+          (when (and (equal (plist-get block :language) "jupyter-python")
+                     (gradients-build--not-run block))
+            (gradients-build--noting-problem line
+              (gradients-build--check-links-of-unrun block))))))
     (when gradients-build--problems
       (error "%s" (mapconcat #'cdr (sort (nreverse gradients-build--problems)
                                          (lambda (a b) (< (car a) (car b))))

@@ -525,6 +525,28 @@ build found, its hook into file reading, the notes' buffer."
 
 ;; A result Org writes nowhere, or makes otherwise than the block did, is
 ;; one nothing checks: each way of it is refused on its block's line.
+;; Found by probing: an archived block, or one of :eval no, kept a link
+;; to a picture no build drew; `make test' does not check its result, and
+;; GitHub, which shows archived sections, showed the picture broken.
+(ert-deftest refusal-tests-a-link-in-the-result-of-a-block-never-run-is-refused ()
+  (refusal-tests--in-project
+    (let* ((drawer "\n#+RESULTS: %s\n:results:\n[[file:images/%s.png]]\n:end:\n")
+           (text (concat refusal-tests--header
+                         (refusal-tests--block "x = 1" "runs")
+                         (refusal-tests--block "print(2)" "never" ":eval no :tangle no :file images/never.png")
+                         (format drawer "never" "never")
+                         "\n* Kept :ARCHIVE:\n"
+                         (refusal-tests--block "print(3)" "archived" ":file images/archived.png")
+                         (format drawer "archived" "archived")))
+           (said (refusal-tests--refused text)))
+      (should-not
+       (refusal-tests--said-somewhere
+        said
+        (list (format "README.org:%d: block `never': its result links images/never.png, which no build draws, as the build does not run the block (it has :eval no)"
+                      (refusal-tests--block-line text "never"))
+              (format "README.org:%d: block `archived': its result links images/archived.png, which no build draws, as the build does not run the block ("
+                      (refusal-tests--block-line text "archived"))))))))
+
 (ert-deftest refusal-tests-a-result-nothing-would-check-is-refused ()
   (refusal-tests--in-project
     (let* ((recorded "\n#+RESULTS: %s\n:results:\n: 20.0\n:end:\n")
