@@ -1925,7 +1925,7 @@ it runs with, by their files' names, sizes and times."
 
 (defconst gradients-build-watch-reads "\
 def _watch_reads():
-    import importlib.util, os, sys, types
+    import importlib.util, json, os, sys, types
     project = os.path.realpath(os.getcwd())
     inside = project + os.sep
     skipped = tuple(os.path.join(project, name) + os.sep for name in ('.venv', '.build', '.git'))
@@ -1956,7 +1956,8 @@ def _watch_reads():
             files.add(os.path.relpath(path, project))
 
     sys.addaudithook(hook)
-    sys.modules['_gradients_reads'] = types.SimpleNamespace(files=files, written=written)
+    sys.modules['_gradients_reads'] = types.SimpleNamespace(
+        files=files, written=written, json=json, stdout=sys.stdout)
 _watch_reads()
 del _watch_reads
 "
@@ -1968,12 +1969,20 @@ data.csv runs again once it changed); and every file it opens for
 writing, which the blocks make: no input of theirs (gradients.py,
 imported by `make test', would write it again, and make would build
 again).  What other programs read, a block's subprocesses for instance,
-is not seen.")
+is not seen.  It keeps the json module and the kernel's standard output
+as they are before any block, for the report below.")
 
 (defconst gradients-build-report-reads
-  "import json, _gradients_reads as r\nprint(json.dumps(sorted(r.files - r.written)))"
+  "import sys\nreads = sys.modules['_gradients_reads']
+reads.stdout.set_parent(get_ipython().kernel.get_parent())
+reads.stdout.write(reads.json.dumps(sorted(reads.files - reads.written)) + '\\n')
+reads.stdout.flush()"
   "Python that prints the files the kernel read, and did not write, as a
-JSON list.")
+JSON list, with what the watch kept: a block may have left another
+sys.stdout (a StringIO, which took the list and failed the build with a
+JSON error naming nothing) or json module behind it.  The kernel's
+stream is told which request it writes for, as the kernel tells
+sys.stdout.")
 
 (defun gradients-build--on-each-kernel (blocks code what)
   "Run CODE, described as WHAT, on the kernel of each session the blocks
