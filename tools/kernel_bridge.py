@@ -183,9 +183,10 @@ def streams(OutStream=ipykernel.iostream.OutStream):
         fid = getattr(stream, "_fid", None)
         if fid is None:
             return True
-        decoder = stream.__dict__.setdefault(
-            "_gradients_decoder", codecs.getincrementaldecoder("utf-8")("replace"))
         while select.select([fid], [], [], 0)[0]:
+            decoder = stream.__dict__.get("_gradients_decoder")
+            if decoder is None:
+                decoder = stream._gradients_decoder = codecs.getincrementaldecoder("utf-8")("replace")
             data = os.read(fid, 65536)
             if not data:
                 return False
@@ -843,11 +844,16 @@ class Kernel:
                 break
         raise self.died("the kernel did not reply after running it")
 
-    def run(self, code, timeout=None, expressions=None):
+    def run(self, code, timeout=None, expressions=None, max_printed=None):
         """Execute CODE; return its outputs as a list of (kind, content).
         Past TIMEOUT seconds the kernel is interrupted and BlockError raised.
         EXPRESSIONS, {name: Python expression}, are evaluated once CODE has
-        run, their values' text kept in self.evaluated by name."""
+        run, their values' text kept in self.evaluated by name.  Past
+        MAX_PRINTED characters of printed text, the kernel is interrupted,
+        the rest of what it prints dropped, and BlockError raised once it
+        has stopped: a block printing hundreds of megabytes kept the bridge
+        reading them, silent, until Emacs took it for stuck and killed it,
+        or printed until its time limit ran out."""
         msg_id = self.channels.send("execute_request", {
             "code": code, "silent": False, "store_history": True,
             "user_expressions": expressions or {}, "allow_stdin": False, "stop_on_error": True})
@@ -855,6 +861,7 @@ class Kernel:
         deadline = time.monotonic() + timeout if timeout else None
         interrupted_at = None
         outputs = []
+        printed = 0
         while True:
             self.check_stop()
             msg = self.channels.receive(self.channels.iopub, WAKE_UP)
@@ -882,9 +889,20 @@ class Kernel:
             kind, content = msg["msg_type"], msg["content"]
             if kind == "status" and content["execution_state"] == "idle":
                 break
+            if kind == "stream" and max_printed:
+                if printed > max_printed:
+                    continue
+                printed += len(content.get("text", ""))
+                if printed > max_printed:
+                    self.interrupt()
+                    continue
             if kind in ("stream", "execute_result", "display_data", "error"):
                 outputs.append((kind, content))
         reply = self.reply_to(msg_id)
+        if max_printed and printed > max_printed:
+            raise BlockError(f"printed more than {max_printed:,} characters, and was "
+                             "interrupted; a result may hold far fewer in the notes: print "
+                             "less (a summary, or a slice)", "output")
         content = reply["content"]
         self.evaluated = {name: value.get("data", {}).get("text/plain")
                           for name, value in (content.get("user_expressions") or {}).items()
@@ -1454,7 +1472,10 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
     where, "link": the same folder as the drawer should name it}, the
     pictures of a block without a :file are saved there and linked.  With
     FOR_THE_NOTES, see check_repeatable."""
-    outputs = kernel.run(code, timeout, {"left": LEFT_RUNNING} if for_the_notes else None)
+    # A hundred times what a result may hold: a progress bar that goes
+    # back over its line prints far more than it leaves.
+    outputs = kernel.run(code, timeout, {"left": LEFT_RUNNING} if for_the_notes else None,
+                         max_printed=max_lines * 200 * 100 if max_lines else None)
     left = left_running(kernel, kernel.evaluated.get("left")) if for_the_notes else {}
     try:
         org = result(outputs, file, write_to, max_lines, loose_pictures, results, wrap,

@@ -50,6 +50,26 @@ def test_what_cannot_go_into_the_notes_fails_the_block(kernel, case):
     assert "%tb" not in str(failure.value)
 
 
+# Found by probing: 300 million characters printed kept the bridge
+# reading them, silent, until Emacs killed it as stuck, blaming the
+# kernel; printing without end ran until the block's time limit.
+@pytest.mark.parametrize("code", ["while True:\n    print('y' * 1000)",
+                                  "import sys\nfor i in range(10**9):\n"
+                                  "    sys.stderr.write(f'{i:>9999}\\n')"],
+                         ids=["printed", "error output"])
+def test_printing_far_more_than_the_notes_hold_stops_the_block(kernel, code):
+    import kernel_bridge
+    started = time.monotonic()
+    with pytest.raises(kernel_bridge.BlockError) as failure:
+        kernel_bridge.execute(kernel, f"stays = 1\n{code}", timeout=600, max_lines=1000)
+    assert failure.value.kind == "output"
+    assert str(failure.value).startswith("printed more than 20,000,000 characters, and was "
+                                         "interrupted"), str(failure.value)
+    # Interrupted, not killed: the kernel keeps its variables.
+    assert kernel_bridge.execute(kernel, "stays")[0] == ": 1"
+    assert time.monotonic() - started < 300
+
+
 def test_the_folders_of_the_clone_and_of_python_are_named_as_they_stay(kernel):
     """A library's warning names its file, and a block may print a path of
     the notes: a drawer holding the clone's or the machine's folders would
