@@ -2316,6 +2316,13 @@ WRITTEN-SOME's words followed by the outputs, or \"Nothing was changed.\""
         (format "%s: %s" written-some (mapconcat #'identity changed ", "))
       "Nothing was changed.")))
 
+(defvar gradients-build--ended-by-lisp nil
+  "Non-nil once Lisp has called `kill-emacs': a library the build
+loaded, not a signal, which Emacs handles without calling it from Lisp.")
+
+(define-advice kill-emacs (:before (&rest _) gradients-build-note-who)
+  (setq gradients-build--ended-by-lisp t))
+
 (defun gradients-build--on-exit ()
   "Clean up, however Emacs exits; for a build stopped from outside, say
 so in the build's own words, as a refusal does: make alone would only
@@ -2329,7 +2336,9 @@ say that its recipe failed."
   ;; messages held back, this is still said.
   (let ((inhibit-message nil))
     (when gradients-build--under-way
-      (message "%s: the build was stopped (Ctrl-C or a signal) before it ended."
+      (message (if gradients-build--ended-by-lisp
+                   "%s: Lisp ended the build before its end, calling kill-emacs (a library Emacs loaded? see EMACSLOADPATH)."
+                 "%s: the build was stopped (Ctrl-C or a signal) before it ended.")
                gradients-build--under-way)
       ;; An install under way when the build was stopped was completed.
       (message "%s" (gradients-build--what-changed "Changed before it stopped"))
