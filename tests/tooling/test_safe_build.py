@@ -1026,6 +1026,20 @@ def test_a_program_make_runs_by_name_that_is_another_is_said_before_any_build(
     assert not (project_copy / ".build" / "produced").exists()
 
 
+def test_a_library_the_loader_cannot_preload_is_named_not_a_program(project_copy):
+    """Found by probing: cat, the first program asked, was said not to be
+    cat, for the loader's complaint every program makes."""
+    run = make("tangle", cwd=project_copy,
+               env=dict(os.environ, LD_PRELOAD=str(project_copy / "no-such-library.so")))
+    assert run.returncode != 0
+    said = [line for line in run.stderr.splitlines() if line.startswith("Makefile:")]
+    assert len(said) == 1 and said[0].split(": *** ")[1].startswith(
+        "LD_PRELOAD names a library the system cannot load, and every program make runs says "
+        "so before its own words ("), run.stderr
+    assert "is not" not in run.stderr
+    assert not (project_copy / ".build" / "produced").exists()
+
+
 def test_an_emacs_named_with_an_option_it_takes_builds(project_copy):
     write_readme(project_copy, "* Notes\n\nProse only: no kernel.\n")
     run = make("tangle", f"EMACS={EMACS} --no-site-file", cwd=project_copy)
