@@ -593,7 +593,7 @@ class Shows:
     def __init__(self, data):
         self.data = data
 
-    def run(self, code, timeout, expressions=None):
+    def run(self, code, timeout, expressions=None, max_printed=None):
         return [("display_data", {"data": self.data, "metadata": {}})]
 
 

@@ -198,7 +198,7 @@ class ShowsOnePicture:
 
     evaluated, known_running = {}, set()
 
-    def run(self, code, timeout, expressions=None):
+    def run(self, code, timeout, expressions=None, max_printed=None):
         return [("display_data", {"data": {"image/svg+xml": "<svg/>"}, "metadata": {}})]
 
 
