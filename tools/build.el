@@ -1328,7 +1328,9 @@ in it: Org 9.5 takes a number (`(identity #o644)'), and failed on
 `o644', the spelling of 9.6 and after, with a bare type error as it
 tangled."
   (let ((mode (cdr (assq :tangle-mode (nth 2 (plist-get block :info))))))
+    ;; Lisp, such as (identity #o644), is Org's to evaluate as it tangles.
     (when (and mode
+               (not (gradients-build--lisp-value-p mode))
                (not (integerp (if (fboundp 'org-babel-interpret-file-mode)
                                   (ignore-errors (org-babel-interpret-file-mode mode))
                                 mode))))
@@ -1545,31 +1547,50 @@ which drawer lacks one."
   "Header values Org reads, and documents, that its table of values,
 which `org-lint' checks them against, lacks.")
 
+(defconst gradients-build--combinations-org-runs
+  '((":results" "drawer" "raw") (":results" "scalar" "verbatim"))
+  "Values of one header argument, sorted, that Org's table of values sets
+apart, and `org-lint' reports together, but Org runs with all the same,
+each doing its part (`:results raw drawer': the text as it is, in a
+drawer), or as one (`scalar' and `verbatim' both keep a value from
+becoming a table).  Other such pairs Org resolves to one of the two in silence
+\(`:results output value').")
+
+(defun gradients-build--lisp-value-p (value)
+  "Whether Org evaluates VALUE, a header argument's value as written,
+as Lisp when it reads it (`org-babel-read')."
+  (and (stringp value)
+       (or (string-match-p "\\`[('`[]" value)
+           (equal value "*this*"))))
+
 (defun gradients-build--org-lint (checkers)
   "The reports of `org-lint's CHECKERS on the current buffer, but those
 the build does not take for problems.  A header's value that is Lisp is
 neither evaluated nor checked: `org-lint' would run it (a `(progn ...)'
 that makes a folder) as it reads the value, in a build that may yet
 refuse the notes having changed nothing; Org evaluates it as the block
-runs.  Nor are two values Org's table sets apart (`:results raw
-drawer'), which Org runs with all the same, each doing its part, nor a
-value of `gradients-build--values-org-reads'."
+runs.  Nor are the pairs of `gradients-build--combinations-org-runs',
+nor the values of `gradients-build--values-org-reads'."
   (let* ((parse (symbol-function 'org-babel-parse-header-arguments))
          (reports (cl-letf (((symbol-function 'org-babel-parse-header-arguments)
                              (lambda (string &rest _)
                                (cl-remove-if (lambda (header)
-                                               (and (stringp (cdr header))
-                                                    (string-prefix-p "(" (cdr header))))
+                                               (gradients-build--lisp-value-p (cdr header)))
                                              (funcall parse string t)))))
                     (org-lint checkers))))
     (cl-remove-if
      (lambda (report)
        (let ((description (aref (cadr report) 2)))
-         (or (string-prefix-p "Forbidden combination" description)
-             (and (string-match "\\`Unknown value \"\\(.*\\)\" for header \"\\(:[^\"]*\\)\""
-                                description)
-                  (member (cons (match-string 2 description) (match-string 1 description))
-                          gradients-build--values-org-reads)))))
+         (cond
+          ((string-match "\\`Forbidden combination in header \"\\(:[^\"]*\\)\": \\(.*\\)"
+                         description)
+           (member (cons (match-string 1 description)
+                         (sort (split-string (match-string 2 description) ", ") #'string<))
+                   gradients-build--combinations-org-runs))
+          ((string-match "\\`Unknown value \"\\(.*\\)\" for header \"\\(:[^\"]*\\)\""
+                         description)
+           (member (cons (match-string 2 description) (match-string 1 description))
+                   gradients-build--values-org-reads)))))
      reports)))
 
 (defun gradients-build--report-of-org-lint (report)
@@ -1748,14 +1769,17 @@ written: a link with file: or a path (fixed-width lines are text)."
                 (push target targets)))))))
     (nreverse targets)))
 
-(defun gradients-build--check-links-of-unrun (block)
+(defun gradients-build--check-links-of-unrun (block drawn)
   "Fail when BLOCK, which the build does not run, records a link to a
-file: no build draws it, and one an earlier build drew under images/ is
-removed as an output no block makes, so GitHub shows the picture
-broken.  `make test' does not check such a result."
-  (let ((target (car (gradients-build--linked-files block))))
+file but the pictures DRAWN by the blocks it runs: the build does not
+draw it, one an earlier build drew under images/ is removed as an
+output no block makes, and GitHub shows the picture broken; elsewhere,
+a picture goes into the notes through a :file, as for any block.
+`make test' does not check such a result."
+  (let ((target (cl-find-if-not (lambda (target) (member target drawn))
+                                (gradients-build--linked-files block))))
     (when target
-      (error "%s: its result links %s, which no build draws, as the build does not run the block (%s): GitHub would show it broken; remove the link, or let the block run"
+      (error "%s: its result links %s, which the build does not draw, as it does not run the block (%s): GitHub would show it broken; remove the link, or let the block run"
              (plist-get block :where) target (gradients-build--not-run block)))))
 
 (defun gradients-build--check-blocks (blocks)
@@ -1843,11 +1867,13 @@ nothing; return the pictures, an alist of output path and block."
                                       (if (eq read block) claimed (copy-hash-table claimed))
                                       read :file again)))))
                   (push (cons picture block) pictures))
-                (gradients-build--check-linked-files block picture))))
-          (when (and (equal (plist-get block :language) "jupyter-python")
-                     (gradients-build--not-run block))
-            (gradients-build--noting-problem line
-              (gradients-build--check-links-of-unrun block))))))
+                (gradients-build--check-linked-files block picture)))))))
+    ;; Once every picture the build draws is known.
+    (dolist (block blocks)
+      (when (and (equal (plist-get block :language) "jupyter-python")
+                 (gradients-build--not-run block))
+        (gradients-build--noting-problem (plist-get block :line)
+          (gradients-build--check-links-of-unrun block (mapcar #'car pictures)))))
     (when gradients-build--problems
       (error "%s" (mapconcat #'cdr (sort (nreverse gradients-build--problems)
                                          (lambda (a b) (< (car a) (car b))))

@@ -228,7 +228,10 @@ build found, its hook into file reading, the notes' buffer."
                          "\n#+name: on-its-own-line\n#+header: :exports bogus\n"
                          "#+begin_src jupyter-python\nx = 2\n#+end_src\n"
                          (refusal-tests--block "x = 3" "mode" ":tangle-mode bogus")
-                         (refusal-tests--block "x = 4" "forever" ":timeout 1e309")))
+                         (refusal-tests--block "x = 4" "forever" ":timeout 1e309")
+                         ;; Lisp, Org's to evaluate: not run here, nor checked.
+                         (refusal-tests--block "x = 5" "quoted" ":exports 'both :cache `no")
+                         (refusal-tests--block "x = 7" "both-ways" ":results output value")))
            (said (refusal-tests--refused text)))
       (should-not
        (refusal-tests--said-somewhere
@@ -242,7 +245,14 @@ build found, its hook into file reading, the notes' buffer."
               (format "README.org:%d: block `mode': :tangle-mode bogus is no file mode Org"
                       (refusal-tests--block-line text "mode"))
               (format "README.org:%d: block `forever': :timeout 1.0e+INF is not a number of seconds"
-                      (refusal-tests--block-line text "forever")))))
+                      (refusal-tests--block-line text "forever"))
+              ;; Org would run one of the two, in silence.
+              (format "README.org:%d: Forbidden combination in header \":results\": output, value"
+                      (refusal-tests--block-line text "both-ways")))))
+      (should-not (cl-some (lambda (line)
+                             (string-prefix-p (format "README.org:%d:" (refusal-tests--block-line text "quoted"))
+                                              line))
+                           said))
       ;; On the block's first line, the #+header line or its #+begin_src,
       ;; as Org's version tells.
       (should (cl-some (lambda (line)
@@ -253,7 +263,7 @@ build found, its hook into file reading, the notes' buffer."
                                          line))
                        said))
       ;; Org runs both, though its table of values sets them apart.
-      (should-not (cl-some (lambda (line) (string-match-p "Forbidden\\|:results raw" line)) said)))))
+      (should-not (cl-some (lambda (line) (string-match-p "Forbidden.*raw\\|:results raw" line)) said)))))
 
 (ert-deftest refusal-tests-a-block-never-closed-is-named ()
   (refusal-tests--in-project
@@ -535,6 +545,12 @@ build found, its hook into file reading, the notes' buffer."
                          (refusal-tests--block "x = 1" "runs")
                          (refusal-tests--block "print(2)" "never" ":eval no :tangle no :file images/never.png")
                          (format drawer "never" "never")
+                         ;; A picture a block the build runs draws is there.
+                         (refusal-tests--block "print(5)" "shares" ":eval no :tangle no")
+                         "\n#+RESULTS: shares\n:results:\n[[file:images/drawn.svg]]\n:end:\n"
+                         (refusal-tests--block refusal-tests--draw "draws" ":file images/drawn.svg")
+                         ;; Lisp Org evaluates as it tangles: no mode to check here.
+                         (refusal-tests--block "x = 6" "lisp-mode" ":tangle-mode (identity #o644)")
                          "\n* Kept :ARCHIVE:\n"
                          (refusal-tests--block "print(3)" "archived" ":file images/archived.png")
                          (format drawer "archived" "archived")))
@@ -542,10 +558,12 @@ build found, its hook into file reading, the notes' buffer."
       (should-not
        (refusal-tests--said-somewhere
         said
-        (list (format "README.org:%d: block `never': its result links images/never.png, which no build draws, as the build does not run the block (it has :eval no)"
+        (list (format "README.org:%d: block `never': its result links images/never.png, which the build does not draw, as it does not run the block (it has :eval no)"
                       (refusal-tests--block-line text "never"))
-              (format "README.org:%d: block `archived': its result links images/archived.png, which no build draws, as the build does not run the block ("
-                      (refusal-tests--block-line text "archived"))))))))
+              (format "README.org:%d: block `archived': its result links images/archived.png, which the build does not draw, as it does not run the block ("
+                      (refusal-tests--block-line text "archived")))))
+      (should-not (cl-some (lambda (line) (string-match-p "`shares'\\|`lisp-mode'\\|`draws'" line))
+                           said)))))
 
 (ert-deftest refusal-tests-a-result-nothing-would-check-is-refused ()
   (refusal-tests--in-project
