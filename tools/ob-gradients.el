@@ -887,18 +887,19 @@ dropped in silence."
         (gradients--fill-placeholder-in buffer marker request reply previous params id)
       (set-marker marker nil))))
 
-(defun gradients--restore-orphan-placeholder (request previous)
+(defun gradients--restore-orphan-placeholder (request previous &optional from)
   "Put PREVIOUS, the drawer text before REQUEST ran, back where REQUEST's
-placeholder is, found where no block owns it; return why it was
-orphaned, or nil if it was not there: `edited' when the drawer holds
-more than the placeholder (the author wrote in it, on a line of its own
-or on the placeholder's), else `renamed' (its block renamed while it
-ran).  Left as it is, the placeholder would never be filled, and the
-build refuses notes saved with one.  The request's own placeholder is
-looked for wherever it is on its line: no printed text carries the
-number of a request of this Emacs still waiting."
+placeholder is, found after FROM (by default the buffer's start) where
+no block owns it; return (WHY . END), END where the text put back ends,
+or nil if it was not there.  WHY is `edited' when the drawer holds more
+than the placeholder (the author wrote in it, on a line of its own or
+on the placeholder's), else `renamed' (its block renamed while it ran).
+Left as it is, the placeholder would never be filled, and the build
+refuses notes saved with one.  The request's own placeholder is looked
+for wherever it is on its line: no printed text carries the number of a
+request of this Emacs still waiting."
   (save-excursion
-    (goto-char (point-min))
+    (goto-char (or from (point-min)))
     (when (search-forward (gradients--placeholder request) nil t)
       (let* ((start (match-beginning 0))
              (end (match-end 0))
@@ -909,37 +910,48 @@ number of a request of this Emacs still waiting."
         (cond ((and previous (not (string-empty-p previous)))
                (replace-match previous t t))
               ((and alone (null previous))
-               ;; The run made the drawer, and its #+RESULTS line: both go,
-               ;; with the blank lines before them, as Org removes a result.
+               ;; The run made the drawer, and with it, above, its
+               ;; #+RESULTS line: both go, with the blank lines before
+               ;; them, as Org removes a result.
                (goto-char start)
-               (forward-line -2)
-               (let ((case-fold-search t))
-                 (if (looking-at-p "[ \t]*#\\+results\\(\\[.*\\]\\)?:")
-                     (delete-region (save-excursion (skip-chars-backward " \r\t\n")
-                                                    (line-beginning-position 2))
-                                    (progn (forward-line 4) (point)))
-                   ;; A drawer of no keyword's: its lines alone.
-                   (forward-line 1)
-                   (delete-region (point) (progn (forward-line 3) (point))))))
+               (forward-line -1)
+               (let ((opener (point))
+                     (case-fold-search t))
+                 (delete-region
+                  (if (and (zerop (forward-line -1))
+                           (looking-at-p "[ \t]*#\\+results\\(\\[.*\\]\\)?:"))
+                      (progn (skip-chars-backward " \r\t\n")
+                             (if (bobp) (point) (line-beginning-position 2)))
+                    opener)
+                  (progn (goto-char opener) (forward-line 3) (point)))))
               (whole-line
                ;; An empty drawer had no line here.
                (delete-region (line-beginning-position)
                               (min (point-max) (1+ (line-end-position)))))
               (t (delete-region start end)))
-        (if alone 'renamed 'edited)))))
+        (cons (if alone 'renamed 'edited) (point))))))
 
 (defun gradients--restore-copied-placeholders (request previous)
   "Once REQUEST's result is written, put PREVIOUS back in place of every
-copy of its placeholder left in the buffer, saying where: a block copied
-with its drawer while it ran (M-w, C-y) has two, and Org writes the
-result into the first block of that name, so the block that was run
-kept a placeholder nothing would fill."
-  (let (lines)
-    (while (save-excursion
-             (goto-char (point-min))
-             (when (search-forward (gradients--placeholder request) nil t)
-               (push (line-number-at-pos (match-beginning 0)) lines)))
-      (gradients--restore-orphan-placeholder request previous))
+copy of its placeholder left alone in a drawer, saying where: a block
+copied with its drawer while it ran (M-w, C-y) has two, and Org writes
+the result into the first block of that name, so the block that was run
+kept a placeholder nothing would fill.  Each is looked for after the
+last one put back: PREVIOUS may hold the placeholder's text itself (a
+drawer saved by an Emacs that quit, whose numbers this one reuses)."
+  (let ((placeholder (gradients--placeholder request))
+        (from (point-min))
+        lines)
+    (while (setq from (save-excursion
+                        (goto-char from)
+                        (when (search-forward placeholder nil t)
+                          (goto-char (match-beginning 0))
+                          (if (gradients--alone-in-drawer-p)
+                              (progn
+                                (push (line-number-at-pos) lines)
+                                (cdr (gradients--restore-orphan-placeholder
+                                      request previous (point))))
+                            (match-end 0))))))
     (when lines
       (message "gradients: %s finished, and its result went into the first block of that name; the copy of its placeholder at line%s %s got back what the drawer held before (was the block copied while it ran?)"
                (gradients-request-where request) (if (cdr lines) "s" "")
@@ -1013,7 +1025,7 @@ changed on disk or another Emacs holds its lock."
                ((setq orphaned (gradients--restore-orphan-placeholder request previous))
                 (gradients--report-unwritten
                  request reply
-                 (if (eq orphaned 'edited)
+                 (if (eq (car orphaned) 'edited)
                      (format "its results drawer in %s was written in while the block ran; it keeps what was written, with what it held before the run in place of the placeholder"
                              (buffer-name))
                    (format "its placeholder in %s is under a #+RESULTS no block is named for any more (was the block renamed?); the drawer holds what it held before the run"

@@ -471,6 +471,53 @@ time.sleep(0.5)
     (should (string-match-p "\\* Above[^*]*: 'after'\n:end:\n+\\* Below[^*]*: 'before'\n:end:"
                             (buffer-string)))))
 
+;; Found by review: a drawer saved by an Emacs that quit, holding a
+;; placeholder of the number this Emacs gives next, and a line typed
+;; after it, came back as the earlier result of a failing block, and the
+;; search for copies of the placeholder found it again and again.
+(ert-deftest obgt-an-earlier-result-holding-a-placeholders-text-is-kept ()
+  (let ((next (1+ gradients--last-id)))
+    (obgt-with-notes ("earlier-placeholder.org" (format "
+#+name: fails
+#+begin_src jupyter-python
+raise ValueError('no')
+#+end_src
+
+#+RESULTS: fails
+:results:
+: [waiting for the kernel: request %d]
+: typed after it
+:end:
+" next))
+      (let ((guard (run-with-timer 20 nil (lambda () (setq quit-flag t)))))
+        (unwind-protect
+            (progn (obgt-run "fails")
+                   (should (obgt-wait)))
+          (cancel-timer guard)))
+      (should (equal (obgt-drawer "fails")
+                     (format ": [waiting for the kernel: request %d]\n: typed after it" next))))))
+
+;; Found by review: at the top of the buffer, the drawer's removal took
+;; the author's next line, or left the #+RESULTS line.
+(ert-deftest obgt-a-first-result-left-at-the-top-of-the-buffer-goes-whole ()
+  (obgt-with-notes ("top.org" "
+#+name: top
+#+begin_src jupyter-python
+import time
+time.sleep(0.5)
+'new'
+#+end_src
+")
+    (obgt-run "top")
+    (goto-char (point-min))
+    (re-search-forward "^#\\+RESULTS:")
+    ;; The block and all above it deleted while it runs.
+    (delete-region (point-min) (line-beginning-position))
+    (goto-char (point-max))
+    (insert "\nThe author's next line.\n")
+    (obgt-wait)
+    (should (equal (buffer-string) "\nThe author's next line.\n"))))
+
 (ert-deftest obgt-a-result-whose-block-was-moved-follows-it ()
   (obgt-with-notes ("moved.org" obgt-two-naps)
     (obgt-run "first")
