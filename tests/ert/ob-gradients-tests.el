@@ -705,9 +705,11 @@ time.sleep(30)
 kept + 1
 #+end_src
 ")
+    ;; A kernel of its own: one an earlier test left may ignore SIGINT.
+    (gradients-stop-sessions)
     (obgt-run "keep")
     (should (obgt-wait))
-    (let* ((bridge (cdr (car gradients--sessions)))
+    (let* ((bridge (gradients--find-session "gradients" (gradients--kernel-folder)))
            (kernel (process-get bridge 'kernel-pid)))
       (obgt-run "long")
       (should (string-prefix-p ": [waiting for the kernel" (obgt-drawer "long")))
