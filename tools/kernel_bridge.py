@@ -1149,6 +1149,8 @@ ORG_STRUCTURE = [
     # Code Org runs, if not at once: the agenda evaluates a diary
     # expression, and following a link runs its Lisp or shell command.
     ("is a diary expression, which Org's agenda would evaluate", re.compile(r"\s*%%\(")),
+    ("holds a diary timestamp, whose expression Org's agenda would evaluate",
+     re.compile(r".*?<%%\(")),
     ("holds a link that runs code when followed (elisp:, shell:)",
      re.compile(r".*?(?<![^\W_])(?:elisp|shell):\S")),
 ]

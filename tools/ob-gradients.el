@@ -263,8 +263,9 @@ A value that is not a positive number is a typo to point at, not a
 reason to fall back on the default in silence."
   (let ((value (cdr (assq :timeout params))))
     (cond ((null value) nil)
-          ;; Org reads 1e309 as infinity, which no reply can carry.
-          ((and (numberp value) (> value 0) (< value 1.0e+INF)) value)
+          ;; Org reads 1e309 as infinity, and a 1 with 400 zeros as an
+          ;; integer no float holds: the bridge's clock cannot count either.
+          ((and (numberp value) (> value 0) (< (float value) 1.0e+INF)) value)
           ((and (stringp value)
                 (string-match-p "\\`\\([0-9]+\\.?[0-9]*\\|\\.[0-9]+\\)\\'" value)
                 (> (string-to-number value) 0))

@@ -229,6 +229,7 @@ build found, its hook into file reading, the notes' buffer."
                          "#+begin_src jupyter-python\nx = 2\n#+end_src\n"
                          (refusal-tests--block "x = 3" "mode" ":tangle-mode bogus")
                          (refusal-tests--block "x = 4" "forever" ":timeout 1e309")
+                         (refusal-tests--block "x = 8" "forever-too" (concat ":timeout 1" (make-string 400 ?0)))
                          ;; Lisp, Org's to evaluate: not run here, nor checked.
                          (refusal-tests--block "x = 5" "quoted" ":exports 'both :cache `no")
                          (refusal-tests--block "x = 7" "both-ways" ":results output value")))
@@ -246,6 +247,8 @@ build found, its hook into file reading, the notes' buffer."
                       (refusal-tests--block-line text "mode"))
               (format "README.org:%d: block `forever': :timeout 1.0e+INF is not a number of seconds"
                       (refusal-tests--block-line text "forever"))
+              (format "README.org:%d: block `forever-too': :timeout 1000"
+                      (refusal-tests--block-line text "forever-too"))
               ;; Org would run one of the two, in silence.
               (format "README.org:%d: Forbidden combination in header \":results\": output, value"
                       (refusal-tests--block-line text "both-ways")))))

@@ -172,6 +172,7 @@ ESCAPING = [
     "[fn:1] A footnote.", "[fn:label] Another.",
     "%%(shell-command \"true\")", "  %%(diary-float t 4 2)", "[[elisp:(kill-emacs)][click]]",
     "[[shell:rm -rf ~][x]]", "see elisp:(kill-emacs) here", "x_shell:ls",
+    "due <%%(diary-float t 4 2)>",
 ]
 
 
