@@ -862,27 +862,33 @@ class Kernel:
         interrupted_at = None
         outputs = []
         printed = 0
+        # Why the kernel was interrupted, once it was, as said of a kernel
+        # held stopped then and of a block that went on: the block's time
+        # limit, or what it printed.  Either is followed by a kill when the
+        # block does not stop.  The clock is read on every pass: a block
+        # that prints without pause sends a message on every one.
+        limit = None
         while True:
             self.check_stop()
             msg = self.channels.receive(self.channels.iopub, WAKE_UP)
+            now = time.monotonic()
+            if interrupted_at is None and deadline and now > deadline:
+                self.interrupt()
+                interrupted_at = now
+                limit = (f"the block's time limit of {timeout:g} s ran out",
+                         f"ran past its time limit of {timeout:g} s")
+            elif interrupted_at is not None and now - interrupted_at > INTERRUPT_GRACE:
+                held = self.held_stopped()
+                self.kill()
+                if held:
+                    raise KernelDied(f"{held} when {limit[0]}, so the kernel was killed",
+                                     killed=True)
+                raise KernelDied(f"it {limit[1]} and did not stop when interrupted, so the "
+                                 f"kernel was killed")
             if msg is None:
                 if not self.is_alive():
                     raise self.died("the kernel died while running it "
                                     "(os._exit, a crash, or a signal)")
-                now = time.monotonic()
-                if interrupted_at is None and deadline and now > deadline:
-                    self.interrupt()
-                    interrupted_at = now
-                elif interrupted_at is not None and now - interrupted_at > INTERRUPT_GRACE:
-                    held = self.held_stopped()
-                    self.kill()
-                    if held:
-                        raise KernelDied(
-                            f"{held} when the block's time limit of {timeout:g} s ran out, "
-                            f"so the kernel was killed", killed=True)
-                    raise KernelDied(
-                        f"it ran past its time limit of {timeout:g} s and did not "
-                        f"stop when interrupted, so the kernel was killed")
                 continue
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
@@ -894,7 +900,11 @@ class Kernel:
                     continue
                 printed += len(content.get("text", ""))
                 if printed > max_printed:
-                    self.interrupt()
+                    if interrupted_at is None:
+                        self.interrupt()
+                        interrupted_at = now
+                    limit = (f"the block had printed more than {max_printed:,} characters",
+                             f"printed more than {max_printed:,} characters")
                     continue
             if kind in ("stream", "execute_result", "display_data", "error"):
                 outputs.append((kind, content))

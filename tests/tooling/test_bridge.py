@@ -70,6 +70,22 @@ def test_printing_far_more_than_the_notes_hold_stops_the_block(kernel, code):
     assert time.monotonic() - started < 300
 
 
+def test_a_block_printing_on_past_its_interrupt_is_killed_saying_why():
+    """Found by review: the bridge dropped what it printed, in silence,
+    until the block ended, or its time limit blamed the time."""
+    import kernel_bridge
+    kernel = kernel_bridge.Kernel()
+    try:
+        with pytest.raises(kernel_bridge.KernelDied) as died:
+            kernel_bridge.execute(kernel, "while True:\n    try:\n        print('y' * 1000)\n"
+                                          "    except KeyboardInterrupt:\n        pass",
+                                  max_lines=1000)
+        assert str(died.value).startswith("it printed more than 20,000,000 characters and did "
+                                          "not stop when interrupted, so the kernel was killed")
+    finally:
+        kernel.kill()
+
+
 def test_the_folders_of_the_clone_and_of_python_are_named_as_they_stay(kernel):
     """A library's warning names its file, and a block may print a path of
     the notes: a drawer holding the clone's or the machine's folders would
