@@ -707,8 +707,11 @@ dropped."
              ((and (not noninteractive) (> seconds said))
               (setq said seconds)
               (let ((message-log-max nil))
-                (message "%s: running, %d s (C-g stops it)"
-                         (gradients-request-where request) seconds))
+                (message "%s: %s, %d s (C-g stops it)"
+                         (gradients-request-where request)
+                         (if (eq (process-get process 'current) request)
+                             "running" "waiting for the blocks before it")
+                         seconds))
               (redisplay)))))
       (quit
        (setf (gradients-request-abandoned request) t)

@@ -1333,6 +1333,11 @@ def one_replaceable_element(lines):
             or (len(lines) == 1 and re.fullmatch(r"\[\[[^]]*\]\]", lines[0]) is not None))
 
 
+# What a long line of a result may hold, on average: the characters a
+# result may have are this many times its lines.
+CHARACTERS_A_LINE = 200
+
+
 def check_fits_the_notes(org, max_lines=None, results=None, wrap=False):
     """Refuse a drawer text that cannot or should not go into an Org file."""
     unfit = NOT_FOR_THE_NOTES.search(org)
@@ -1348,10 +1353,10 @@ def check_fits_the_notes(org, max_lines=None, results=None, wrap=False):
     lines = org.split("\n") if org else []
     # As many characters as a thousand long lines: one huge line is no
     # easier to read than many.
-    if max_lines and len(org) > max_lines * 200:
+    if max_lines and len(org) > max_lines * CHARACTERS_A_LINE:
         raise BlockError(f"produced {len(org):,} characters, more than the "
-                         f"{max_lines * 200:,} a result may have in the notes; print less "
-                         "(a summary, or a slice)", "output")
+                         f"{max_lines * CHARACTERS_A_LINE:,} a result may have in the notes; "
+                         "print less (a summary, or a slice)", "output")
     if max_lines and len(lines) > max_lines:
         raise BlockError(f"produced {len(lines)} lines, more than the {max_lines} "
                          "a result may have in the notes; print less (a summary, "
@@ -1487,7 +1492,7 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
     # A hundred times what a result may hold: a progress bar that goes
     # back over its line prints far more than it leaves.
     outputs = kernel.run(code, timeout, {"left": LEFT_RUNNING} if for_the_notes else None,
-                         max_printed=max_lines * 200 * 100 if max_lines else None)
+                         max_printed=max_lines * CHARACTERS_A_LINE * 100 if max_lines else None)
     left = left_running(kernel, kernel.evaluated.get("left")) if for_the_notes else {}
     try:
         org = result(outputs, file, write_to, max_lines, loose_pictures, results, wrap,

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -263,11 +264,17 @@ def test_make_clean_with_other_goals_cleans_then_makes_them(tmp_path, jobs):
 
 def said_waiting(process):
     """Whether PROCESS, a make started with its errors in a pipe, says it
-    waits for another build before it ends."""
-    for line in process.stderr:
-        if line.startswith("waiting for the other build of "):
-            return True
-    return False
+    waits for another build before it ends; one that neither says so nor
+    ends in two minutes is killed, and has not."""
+    guard = threading.Timer(120, process.kill)
+    guard.start()
+    try:
+        for line in process.stderr:
+            if line.startswith("waiting for the other build of "):
+                return True
+        return False
+    finally:
+        guard.cancel()
 
 
 def test_make_clean_waits_for_the_venv_being_made(tmp_path):
