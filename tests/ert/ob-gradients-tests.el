@@ -642,8 +642,7 @@ print(globals().get('here'))
 
 ;;;; Quitting and saving
 
-(ert-deftest obgt-quitting-asks-about-running-blocks-before-saving ()
-  (obgt-with-notes ("quit.org" "
+(defconst obgt-long-nap "
 #+name: long
 #+begin_src jupyter-python
 import time
@@ -654,7 +653,11 @@ time.sleep(30)
 :results:
 : slept before
 :end:
-")
+"
+  "A block that runs for longer than any test, with a result from before.")
+
+(ert-deftest obgt-quitting-asks-about-running-blocks-before-saving ()
+  (obgt-with-notes ("quit.org" obgt-long-nap)
     (obgt-run "long")
     (should (string-prefix-p ": [waiting for the kernel" (obgt-drawer "long")))
     (let ((steps nil)
@@ -683,28 +686,17 @@ time.sleep(30)
 ;; Found by probing: the yes stopped every kernel, idle ones too, at once;
 ;; a quit then called off at a question about saving left them all gone.
 (ert-deftest obgt-a-quit-called-off-after-yes-keeps-the-kernels ()
-  (obgt-with-notes ("called-off.org" "
+  (obgt-with-notes ("called-off.org" (concat "
 #+name: keep
 #+begin_src jupyter-python
 kept = 41
 #+end_src
-
-#+name: long
-#+begin_src jupyter-python
-import time
-time.sleep(30)
-#+end_src
-
-#+RESULTS: long
-:results:
-: slept before
-:end:
-
+" obgt-long-nap "
 #+name: peek
 #+begin_src jupyter-python
 kept + 1
 #+end_src
-")
+"))
     ;; A kernel of its own: one an earlier test left may ignore SIGINT.
     (gradients-stop-sessions)
     (obgt-run "keep")
