@@ -652,6 +652,11 @@ class Bridge:
         self.process.stdin.write(json.dumps({"id": id, "code": code, **options}) + "\n")
         self.process.stdin.flush()
 
+    def interrupt(self, id):
+        """Ask the bridge to interrupt request ID, as Emacs does."""
+        self.process.stdin.write(json.dumps({"interrupt": id}) + "\n")
+        self.process.stdin.flush()
+
     def reply(self):
         said = self.said()
         assert said, f"the bridge ended without a reply: {self.log()}"

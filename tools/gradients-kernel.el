@@ -572,12 +572,18 @@ placeholders."
                                   (error . ,(gradients--start-failure process))))))
 
 (defun gradients--interrupt-process (process)
-  "Interrupt the block PROCESS's kernel is running, as Jupyter does."
-  (let ((pid (process-get process 'kernel-pid))
-        (current (process-get process 'current)))
-    (when (and pid current)
+  "Interrupt the block PROCESS's kernel is running.  The bridge sends
+the kernel SIGINT, as Jupyter does, once the kernel has begun the block:
+sent from here, a SIGINT that came before then was lost, and the block
+ran to its end."
+  (let ((current (process-get process 'current)))
+    (when current
       (setf (gradients-request-interrupted current) t)
-      (signal-process pid 'SIGINT))))
+      ;; A bridge that has just ended answers no more: its sentinel does.
+      (condition-case nil
+          (process-send-string process (format "{\"interrupt\": %d}\n"
+                                               (gradients-request-id current)))
+        (error nil)))))
 
 (defun gradients--kill-if-unanswered (process request)
   "Kill PROCESS when REQUEST, which it runs or holds queued, is past its

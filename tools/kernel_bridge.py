@@ -34,8 +34,10 @@ the notes).  Messages other than tracebacks read on from the block's name:
 request it answers, so Emacs never writes one block's result into another.
 
 The first line the bridge prints is {"ready": true, "kernel_pid": PID}
-once the kernel answers; Emacs interrupts a running block by sending SIGINT
-to that process, as Jupyter does.  At the end of its input, or on SIGTERM
+once the kernel answers.  A line {"interrupt": ID} asks the bridge to
+interrupt request ID, read even while a block runs: the bridge sends SIGINT
+to the kernel, as Jupyter does, once the kernel has begun the block (see
+Kernel.run), or drops the ask if the request has ended.  At the end of its input, or on SIGTERM
 or SIGHUP, the bridge stops the kernel and every process the kernel
 started, even in the middle of a block, and exits.  The kernel runs below
 kernel_supervisor.py, which Linux gives every process that leaves the
@@ -689,10 +691,13 @@ class Kernel:
     its own, its connection file read at start, JPY_PARENT_PID naming this
     process).  STOP_REQUESTED, when given, is asked while the kernel starts
     and while a block runs: once it says yes, they end at once, raising
-    Stopped."""
+    Stopped.  INTERRUPT_ASKED, when given, is asked while a block runs:
+    once it says yes, the block is interrupted."""
 
-    def __init__(self, stop_requested=None):
+    def __init__(self, stop_requested=None, interrupt_asked=None):
         self.stop_requested = stop_requested or (lambda: False)
+        # Asked while a block runs: whether it is to be interrupted.
+        self.interrupt_asked = interrupt_asked or (lambda: False)
         self.channels = self.supervisor = self.caches = self.pid = None
         # What was running when the last block for the notes ended.
         self.known_running = set()
@@ -834,14 +839,25 @@ class Kernel:
             pass
 
     def reply_to(self, msg_id):
-        """The shell's reply to request MSG_ID, which follows its outputs."""
+        """The shell's reply to request MSG_ID, which follows its outputs,
+        or None when the kernel handled the request without one: a
+        KeyboardInterrupt that lands in ipykernel's handling of a block,
+        outside its code, is caught there, and no reply is sent.  The
+        kernel answers its shell in order, so a reply to a request sent
+        after MSG_ID ended says that none will come for MSG_ID."""
         deadline = time.monotonic() + 60
+        probe = None
         while time.monotonic() < deadline:
             reply = self.channels.receive(self.channels.shell, WAKE_UP)
-            if reply is not None and reply["parent_header"].get("msg_id") == msg_id:
+            answers = reply["parent_header"].get("msg_id") if reply is not None else None
+            if answers == msg_id:
                 return reply
+            if probe is not None and answers == probe:
+                return None
             if not self.is_alive():
                 break
+            if probe is None:
+                probe = self.channels.send("kernel_info_request", {})
         raise self.died("the kernel did not reply after running it")
 
     def run(self, code, timeout=None, expressions=None, max_printed=None):
@@ -859,6 +875,12 @@ class Kernel:
             "user_expressions": expressions or {}, "allow_stdin": False, "stop_on_error": True})
         self.evaluated = {}
         deadline = time.monotonic() + timeout if timeout else None
+        # ipykernel ignores SIGINT but while it handles a request, and says
+        # execute_input once it does: a SIGINT sent before then is lost,
+        # and the block runs to its end, however early the interrupt came
+        # (a block interrupted as it is sent, a loaded machine).  Every
+        # interrupt is wanted first, and sent once the block has begun.
+        begun = wanted = sent = False
         interrupted_at = None
         outputs = []
         printed = 0
@@ -872,8 +894,11 @@ class Kernel:
             self.check_stop()
             msg = self.channels.receive(self.channels.iopub, WAKE_UP)
             now = time.monotonic()
+            ours = msg is not None and msg["parent_header"].get("msg_id") == msg_id
+            begun = begun or (ours and msg["msg_type"] == "execute_input")
+            wanted = wanted or self.interrupt_asked()
             if interrupted_at is None and deadline and now > deadline:
-                self.interrupt()
+                wanted = True
                 interrupted_at = now
                 limit = (f"the block's time limit of {timeout:g} s ran out",
                          f"ran past its time limit of {timeout:g} s")
@@ -885,12 +910,15 @@ class Kernel:
                                      killed=True)
                 raise KernelDied(f"it {limit[1]} and did not stop when interrupted, so the "
                                  f"kernel was killed")
+            if wanted and begun and not sent:
+                self.interrupt()
+                sent = True
             if msg is None:
                 if not self.is_alive():
                     raise self.died("the kernel died while running it "
                                     "(os._exit, a crash, or a signal)")
                 continue
-            if msg["parent_header"].get("msg_id") != msg_id:
+            if not ours:
                 continue
             kind, content = msg["msg_type"], msg["content"]
             if kind == "status" and content["execution_state"] == "idle":
@@ -901,14 +929,16 @@ class Kernel:
                 printed += len(content.get("text", ""))
                 if printed > max_printed:
                     if interrupted_at is None:
-                        self.interrupt()
+                        wanted = True
                         interrupted_at = now
                     limit = (f"the block had printed more than {max_printed:,} characters",
                              f"printed more than {max_printed:,} characters")
                     continue
             if kind in ("stream", "execute_result", "display_data", "error"):
                 outputs.append((kind, content))
-        reply = self.reply_to(msg_id)
+        reply = self.reply_to(msg_id) or {"content": {
+            "status": "error", "ename": "KeyboardInterrupt" if sent else "RuntimeError",
+            "evalue": "" if sent else "the kernel ended the block without a reply (its log may say why)"}}
         if max_printed and printed > max_printed:
             raise BlockError(f"printed more than {max_printed:,} characters, and was "
                              "interrupted; a result may hold far fewer in the notes: print "
@@ -924,7 +954,7 @@ class Kernel:
                 "ename": content.get("ename", "Error"), "evalue": content.get("evalue", ""),
                 "traceback": content.get("traceback") or
                 [f"{content.get('ename', 'Error')}: {content.get('evalue', '')}"]}))
-        if any(p.get("source") == "ask_exit" for p in reply["content"].get("payload", [])):
+        if any(p.get("source") == "ask_exit" for p in content.get("payload", [])):
             # exit() ends the kernel only after this reply: blame this block.
             self.kill()
             raise KernelDied("it called exit() or quit()")
@@ -1685,12 +1715,43 @@ class StopRequest:
         self.requests.put(None)
 
 
-def read_requests(stdin, requests, stop):
-    """Pass each line of STDIN to REQUESTS; at its end (Emacs exited,
-    however it exited), or if reading fails, request the stop."""
+class InterruptAsks:
+    """The requests Emacs asked to interrupt, by id, and the one that
+    runs: calling it says whether that one is to be interrupted.  Asks
+    come on the thread that reads the input, as lines {"interrupt": ID},
+    before the request runs or while it does; one that comes after it
+    ended changes nothing."""
+
+    def __init__(self):
+        self.asked = set()
+        self.running = None
+
+    def ask(self, line):
+        """Note the ask LINE makes, if it makes one; say whether it did."""
+        if not line.startswith('{"interrupt"'):
+            return False
+        self.asked.add(json.loads(line)["interrupt"])
+        return True
+
+    def start(self, request_id):
+        self.running = request_id
+
+    def end(self):
+        self.asked.discard(self.running)
+        self.running = None
+
+    def __call__(self):
+        return self.running is not None and self.running in self.asked
+
+
+def read_requests(stdin, requests, stop, interrupts):
+    """Pass each line of STDIN to REQUESTS, but asks to interrupt, which
+    go to INTERRUPTS at once; at its end (Emacs exited, however it
+    exited), or if reading fails, request the stop."""
     try:
         for line in stdin:
-            requests.put(line)
+            if not interrupts.ask(line):
+                requests.put(line)
     finally:
         stop()
 
@@ -1767,8 +1828,10 @@ def serve(stdin, stdout):
         signal.signal(each, stop)
     kernel_supervisor.adopt_orphans()
     ADOPTS_ORPHANS = True
-    # Input is read while a block runs, so that its end is noticed then too.
-    threading.Thread(target=read_requests, args=(stdin, stop.requests, stop),
+    # Input is read while a block runs, so that its end, or an ask to
+    # interrupt it, is noticed then too.
+    interrupts = InterruptAsks()
+    threading.Thread(target=read_requests, args=(stdin, stop.requests, stop, interrupts),
                      daemon=True).start()
     kernel = None
     replies = Replies(stdout)
@@ -1780,7 +1843,7 @@ def serve(stdin, stdout):
 
     try:
         replies.start_work()
-        kernel = Kernel(stop_requested)
+        kernel = Kernel(stop_requested, interrupts)
         send({"ready": True, "kernel_pid": kernel.pid})
         while True:
             try:
@@ -1794,6 +1857,7 @@ def serve(stdin, stdout):
             request = json.loads(line)
             reply = {"id": request.get("id")}
             replies.start_work()
+            interrupts.start(request.get("id"))
             try:
                 org, outputs = execute(kernel, request["code"], request.get("file"),
                                  request.get("write_to"), request.get("timeout"),
@@ -1806,6 +1870,8 @@ def serve(stdin, stdout):
                       "error": str(error), "killed": error.killed})
                 if isinstance(error, KernelDied):
                     break
+            finally:
+                interrupts.end()
     except Stopped:
         pass
     finally:

@@ -987,6 +987,49 @@ time.sleep(0.5)
     (let ((said (obgt-messages (gradients-stop-sessions))))
       (should (obgt-said-p "no kernel was running" said)))))
 
+;; Found by a CI run on a loaded machine: ipykernel ignores SIGINT until
+;; it has begun a block, and an interrupt that came before then was lost;
+;; the block ran its 30 s, and the blocks after it waited.  Each way of
+;; interrupting, as soon as the block is sent.
+(ert-deftest obgt-an-interrupt-as-the-block-is-sent-stops-it ()
+  (obgt-with-notes ("at-once.org" (concat "
+#+name: warm
+#+begin_src jupyter-python
+'warm'
+#+end_src
+" obgt-long-nap "
+#+name: waited-long
+#+begin_src jupyter-python :async no
+import time
+time.sleep(30)
+#+end_src
+
+#+name: after-long
+#+begin_src jupyter-python
+'after'
+#+end_src
+"))
+    (obgt-run "warm")
+    (should (obgt-wait))
+    (pcase-dolist (`(,way . ,interrupt)
+                   `(("gradients-interrupt" . gradients-interrupt)
+                     ("the quit's yes" . ,(lambda () (gradients--stop-blocks "a test quits")))
+                     ("C-g" . nil)))
+      (if interrupt
+          (progn (obgt-run "long") (funcall interrupt))
+        ;; C-g as the wait for a block under :async no begins.
+        (let ((quit (run-with-timer 0 nil (lambda () (setq quit-flag t)))))
+          (unwind-protect
+              (should (eq (condition-case nil (progn (obgt-run "waited-long") 'waited)
+                            (quit 'quit))
+                          'quit))
+            (cancel-timer quit))))
+      ;; Queued behind the interrupted block: done long before its 30 s.
+      (obgt-run "after-long")
+      (should (equal (list way (obgt-wait 15)) (list way t)))
+      (should (equal (obgt-drawer "after-long") ": 'after'"))
+      (should (equal (obgt-drawer "long") ": slept before")))))
+
 (ert-deftest obgt-an-interrupt-that-does-not-stop-the-block-says-so ()
   (obgt-with-notes ("stubborn.org" "
 #+name: stubborn

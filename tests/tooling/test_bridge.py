@@ -86,6 +86,67 @@ def test_a_block_printing_on_past_its_interrupt_is_killed_saying_why():
         kernel.kill()
 
 
+# Found by a CI run on a loaded machine: ipykernel ignores SIGINT until it
+# has begun a block, and a SIGINT sent before then was lost; the block
+# ran to its end, 30 s, and the blocks after it waited.
+def test_an_interrupt_asked_before_the_kernel_begins_the_block_stops_it(tmp_path):
+    bridge = Bridge(tmp_path)
+    try:
+        bridge.ready()
+        bridge.send("kept = 1", id=1)
+        assert bridge.reply()["ok"]
+        # Asked before the bridge has read the request, and just after.
+        bridge.interrupt(2)
+        bridge.send("import time\ntime.sleep(20)", id=2)
+        bridge.send("import time\ntime.sleep(20)", id=3)
+        bridge.interrupt(3)
+        started = time.monotonic()
+        replies = [bridge.reply() for _ in range(2)]
+        assert [(reply["id"], reply["kind"]) for reply in replies] == \
+            [(2, "interrupted"), (3, "interrupted")], replies
+        assert time.monotonic() - started < 15
+        # One asked after its request ended touches no other.
+        bridge.interrupt(1)
+        bridge.send("time.sleep(1)\nkept + 1", id=4)
+        reply = bridge.reply()
+        assert (reply["id"], reply["ok"], reply["org"]) == (4, True, ": 2"), reply
+    finally:
+        bridge.kill()
+
+
+def test_a_time_limit_that_ends_before_the_block_begins_interrupts_it(kernel):
+    """The interrupt waits for the block; lost, it was followed by a kill
+    that took the kernel's variables."""
+    import kernel_bridge
+    kernel_bridge.execute(kernel, "kept_through_the_limit = 1")
+    with pytest.raises(kernel_bridge.BlockError) as failure:
+        kernel_bridge.execute(kernel, "import time\ntime.sleep(20)", timeout=0.001)
+    assert failure.value.kind == "timeout" and not failure.value.killed, str(failure.value)
+    assert kernel_bridge.execute(kernel, "kept_through_the_limit")[0] == ": 1"
+
+
+# ipykernel catches a KeyboardInterrupt that lands in its own handling of
+# a block, outside the block's code, and sends no reply: as an interrupt
+# can, on a loaded machine.  The bridge waited 60 s for the reply, then
+# killed the kernel.
+def test_a_block_the_kernel_ends_without_a_reply_fails_and_keeps_the_kernel(kernel):
+    import kernel_bridge
+    kernel_bridge.execute(kernel, "kept_past_no_reply = 1\n"
+                                  "def interrupts_once(lines, fired=[]):\n"
+                                  "    if not fired:\n"
+                                  "        fired.append(1)\n"
+                                  "        raise KeyboardInterrupt\n"
+                                  "    return lines\n"
+                                  "get_ipython().input_transformers_cleanup.append(interrupts_once)")
+    started = time.monotonic()
+    with pytest.raises(kernel_bridge.BlockError) as failure:
+        kernel_bridge.execute(kernel, "1 + 1")
+    assert time.monotonic() - started < 30
+    assert failure.value.kind == "raised" and not failure.value.killed
+    assert "the kernel ended the block without a reply" in str(failure.value)
+    assert kernel_bridge.execute(kernel, "kept_past_no_reply")[0] == ": 1"
+
+
 def test_the_folders_of_the_clone_and_of_python_are_named_as_they_stay(kernel):
     """A library's warning names its file, and a block may print a path of
     the notes: a drawer holding the clone's or the machine's folders would
