@@ -686,6 +686,13 @@ def reason_in(said):
     return (reasons or lines or [""])[-1].strip()
 
 
+# Asked after every block that ran without an error: IPython writes to
+# both as it begins a block, and fails before the block's code, sending
+# no reply, where one of them cannot be written to.
+STREAMS_WRITABLE = ("all(callable(getattr(stream, 'write', None)) "
+                    "for stream in (__import__('sys').stdout, __import__('sys').stderr))")
+
+
 class Kernel:
     """One running kernel, started as Jupyter starts one (in a session of
     its own, its connection file read at start, JPY_PARENT_PID naming this
@@ -872,7 +879,8 @@ class Kernel:
         or printed until its time limit ran out."""
         msg_id = self.channels.send("execute_request", {
             "code": code, "silent": False, "store_history": True,
-            "user_expressions": expressions or {}, "allow_stdin": False, "stop_on_error": True})
+            "user_expressions": {**(expressions or {}), "streams_writable": STREAMS_WRITABLE},
+            "allow_stdin": False, "stop_on_error": True})
         self.evaluated = {}
         deadline = time.monotonic() + timeout if timeout else None
         # ipykernel ignores SIGINT but while it handles a request, and says
@@ -936,9 +944,15 @@ class Kernel:
                     continue
             if kind in ("stream", "execute_result", "display_data", "error"):
                 outputs.append((kind, content))
-        reply = self.reply_to(msg_id) or {"content": {
-            "status": "error", "ename": "KeyboardInterrupt" if sent else "RuntimeError",
-            "evalue": "" if sent else "the kernel ended the block without a reply (its log may say why)"}}
+        reply = self.reply_to(msg_id)
+        if reply is None and not sent:
+            # ipykernel failed in its own handling of the block, as it
+            # will for every block after: a kernel of no more use.
+            self.kill()
+            said = self.errors.reason()
+            raise KernelDied("the kernel failed to run it" + (f" ({said})" if said else "")
+                             + ", as it would every block after, so it was stopped")
+        reply = reply or {"content": {"status": "error", "ename": "KeyboardInterrupt"}}
         if max_printed and printed > max_printed:
             raise BlockError(f"printed more than {max_printed:,} characters, and was "
                              "interrupted; a result may hold far fewer in the notes: print "
@@ -954,6 +968,11 @@ class Kernel:
                 "ename": content.get("ename", "Error"), "evalue": content.get("evalue", ""),
                 "traceback": content.get("traceback") or
                 [f"{content.get('ename', 'Error')}: {content.get('evalue', '')}"]}))
+        if self.evaluated.get("streams_writable") == "False":
+            self.kill()
+            raise KernelDied("it left sys.stdout or sys.stderr with no write() (set to None?), "
+                             "which IPython writes to as it runs any block, so the kernel was "
+                             "stopped")
         if any(p.get("source") == "ask_exit" for p in content.get("payload", [])):
             # exit() ends the kernel only after this reply: blame this block.
             self.kill()

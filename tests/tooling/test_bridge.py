@@ -125,26 +125,43 @@ def test_a_time_limit_that_ends_before_the_block_begins_interrupts_it(kernel):
     assert kernel_bridge.execute(kernel, "kept_through_the_limit")[0] == ": 1"
 
 
-# ipykernel catches a KeyboardInterrupt that lands in its own handling of
-# a block, outside the block's code, and sends no reply: as an interrupt
-# can, on a loaded machine.  The bridge waited 60 s for the reply, then
-# killed the kernel.
-def test_a_block_the_kernel_ends_without_a_reply_fails_and_keeps_the_kernel(kernel):
+# Found by probing: a block that left sys.stdout None ran; IPython then
+# failed in every later block before its code, and ipykernel sent no
+# reply: the bridge waited 60 s, then blamed the next block for a kernel
+# that did not answer.  So with any failure in ipykernel's own handling of
+# a block (a KeyboardInterrupt that lands there is one).
+BREAKS_THE_KERNEL = {
+    "stdout None": ("import sys\nsys.stdout = None", None,
+                    "it left sys.stdout or sys.stderr with no write() (set to None?)"),
+    "stderr None, then raised": ("import sys\nsys.stderr = None\nraise ValueError",
+                                 "next = 1", "the kernel failed to run it (AttributeError: "),
+    "KeyboardInterrupt outside the code": (
+        "def interrupts(lines):\n    raise KeyboardInterrupt\n"
+        "get_ipython().input_transformers_cleanup.append(interrupts)",
+        "next = 1", "the kernel failed to run it ([IPKernelApp] ERROR | KeyboardInterrupt"),
+}
+
+
+@pytest.mark.parametrize("case", BREAKS_THE_KERNEL, ids=list(BREAKS_THE_KERNEL))
+def test_a_block_that_leaves_the_kernel_unable_to_run_blocks_is_said_at_once(case):
     import kernel_bridge
-    kernel_bridge.execute(kernel, "kept_past_no_reply = 1\n"
-                                  "def interrupts_once(lines, fired=[]):\n"
-                                  "    if not fired:\n"
-                                  "        fired.append(1)\n"
-                                  "        raise KeyboardInterrupt\n"
-                                  "    return lines\n"
-                                  "get_ipython().input_transformers_cleanup.append(interrupts_once)")
-    started = time.monotonic()
-    with pytest.raises(kernel_bridge.BlockError) as failure:
-        kernel_bridge.execute(kernel, "1 + 1")
-    assert time.monotonic() - started < 30
-    assert failure.value.kind == "raised" and not failure.value.killed
-    assert "the kernel ended the block without a reply" in str(failure.value)
-    assert kernel_bridge.execute(kernel, "kept_past_no_reply")[0] == ": 1"
+    code, then, said = BREAKS_THE_KERNEL[case]
+    kernel = kernel_bridge.Kernel()
+    try:
+        started = time.monotonic()
+        with pytest.raises(kernel_bridge.KernelDied) as died:
+            for each in (code, then):
+                try:
+                    kernel_bridge.execute(kernel, each)
+                except kernel_bridge.KernelDied:
+                    raise
+                except kernel_bridge.BlockError:
+                    pass
+        assert time.monotonic() - started < 30
+        assert str(died.value).startswith(said), str(died.value)
+        assert not kernel.is_alive()
+    finally:
+        kernel.kill()
 
 
 def test_the_folders_of_the_clone_and_of_python_are_named_as_they_stay(kernel):
