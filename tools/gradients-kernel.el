@@ -533,17 +533,18 @@ kernel, idle ones too, had lost its variables."
 interrupted, as `gradients-interrupt' does, and given up, so that each
 drawer goes back to what it held before now, and a result that comes
 after all is dropped.  The kernels, and their variables, stay."
+  ;; A bridge that has just died too: its sentinel, which would put its
+  ;; drawers back, may not have run before the files are saved.
   (dolist (session gradients--sessions)
     (let* ((process (cdr session))
            (queue (process-get process 'queue))
            (running (process-get process 'current)))
-      (when (process-live-p process)
-        (process-put process 'queue nil)
-        (gradients--drop queue why)
-        (when (and running (not (gradients-request-abandoned running)))
-          (gradients--interrupt-process process)
-          (gradients--deliver running `((ok . nil) (kind . "stopped") (error . ,why)))
-          (setf (gradients-request-abandoned running) t))))))
+      (process-put process 'queue nil)
+      (gradients--drop queue why)
+      (when (and running (not (gradients-request-abandoned running)))
+        (gradients--interrupt-process process)
+        (gradients--deliver running `((ok . nil) (kind . "stopped") (error . ,why)))
+        (setf (gradients-request-abandoned running) t)))))
 
 (add-hook 'kill-emacs-query-functions #'gradients--confirm-quit)
 

@@ -721,6 +721,26 @@ kept + 1
     ;; As Emacs's exit would.
     (gradients-stop-sessions)))
 
+;; Found by review: the yes passed over a bridge that had died a moment
+;; before, whose sentinel had not run yet; the notes were then saved with
+;; its placeholder.
+(ert-deftest obgt-a-quit-puts-back-the-drawer-of-a-bridge-that-just-died ()
+  (obgt-with-notes ("just-died.org" obgt-long-nap)
+    (obgt-run "long")
+    (let ((bridge (gradients--find-session "gradients" (gradients--kernel-folder))))
+      (should (obgt-wait-until (lambda () (process-get bridge 'current))))
+      (signal-process bridge 'SIGKILL)
+      ;; Dead, as Emacs's status says, without a chance for its sentinel.
+      (let ((end (+ (float-time) 10)))
+        (while (and (process-live-p bridge) (< (float-time) end))))
+      (should-not (process-live-p bridge))
+      (should (string-prefix-p ": [waiting for the kernel" (obgt-drawer "long")))
+      (cl-letf (((symbol-function 'yes-or-no-p) (lambda (_prompt) t))
+                ((symbol-function 'save-some-buffers) (lambda (&rest _) (signal 'quit nil)))
+                ((symbol-function 'kill-emacs) (lambda (&rest _) (error "Emacs exited"))))
+        (condition-case nil (save-buffers-kill-emacs) (quit nil)))
+      (should (equal (obgt-drawer "long") ": slept before")))))
+
 (ert-deftest obgt-saving-a-placeholder-says-so ()
   (obgt-with-notes ("saved.org" "
 #+name: nap
