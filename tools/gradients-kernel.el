@@ -36,9 +36,10 @@ batch build sets it to the Org file's folder, whatever folder Emacs was
 started from and whichever session a block asks for.")
 
 (defcustom gradients-interrupt-patience 3
-  "Seconds after `gradients-interrupt' before saying that a block which
-has not stopped (one that catches KeyboardInterrupt, or is stuck in C
-code) needs `gradients-restart'."
+  "Seconds after an interrupt (`gradients-interrupt', C-g in a wait, a
+quit that stops the blocks) before saying that a block which has not
+stopped (one that catches KeyboardInterrupt, or is stuck in C code)
+needs `gradients-restart'."
   :type 'number)
 
 (defcustom gradients-stop-patience 3
@@ -134,6 +135,14 @@ anything else is done with it: `make run' gathers its replies so.")
          (message "gradients: the kernel of %s was lost after its wait was given up (%s); its variables are gone"
                   (gradients-request-where request)
                   (car (split-string (or (alist-get 'error reply) "") "\n"))))
+        ;; Its interrupt worked: said in *Messages* alone, as nothing
+        ;; waits for it, and the echo area may hold a question (the save
+        ;; of a quit that stopped it).
+        ((and (gradients-request-abandoned request)
+              (member (alist-get 'kind reply) '("interrupted" "stopped")))
+         (let ((inhibit-message t))
+           (message "gradients: %s stopped after its wait was given up"
+                    (gradients-request-where request))))
         ((gradients-request-abandoned request)
          (message "gradients: the result of %s came after its wait was given up; dropped"
                   (gradients-request-where request)))
@@ -576,7 +585,8 @@ placeholders."
   "Interrupt the block PROCESS's kernel is running.  The bridge sends
 the kernel SIGINT, as Jupyter does, once the kernel has begun the block:
 sent from here, a SIGINT that came before then was lost, and the block
-ran to its end."
+ran to its end.  A block still running `gradients-interrupt-patience'
+seconds later is named, with the way out, however it was interrupted."
   (let ((current (process-get process 'current)))
     (when current
       (setf (gradients-request-interrupted current) t)
@@ -584,7 +594,36 @@ ran to its end."
       (condition-case nil
           (process-send-string process (format "{\"interrupt\": %d}\n"
                                                (gradients-request-id current)))
-        (error nil)))))
+        (error nil))
+      (run-at-time gradients-interrupt-patience nil
+                   #'gradients--check-interrupted process current 1))))
+
+(defun gradients--held-stopped-p (pid)
+  "Whether process PID is held stopped (SIGSTOP from outside, a debugger)."
+  (member (alist-get 'state (and pid (process-attributes pid))) '("T" "t")))
+
+(defun gradients--check-interrupted (process request times)
+  "Say so while REQUEST still runs on PROCESS after an interrupt, TIMES
+`gradients-interrupt-patience' since it, and once more a patience later:
+the echo area is not the say's alone (M-x names a shorter way to the
+command it ran, then puts back what was said before), and *Messages*
+gets the first.  Nothing is said over the questions of a quit, which
+stopped the block and may still exit: it is said once the quit is over."
+  (when (and (process-live-p process) (eq (process-get process 'current) request))
+    (if gradients--quit-confirmed
+        (run-at-time gradients-interrupt-patience nil
+                     #'gradients--check-interrupted process request times)
+      (let ((kernel (process-get process 'kernel-pid))
+            (message-log-max (and (= times 1) message-log-max)))
+        (message "gradients: %s is still running %gs after the interrupt (%s); M-x gradients-restart stops it, losing the kernel's variables"
+                 (gradients-request-where request) (* times gradients-interrupt-patience)
+                 (if (gradients--held-stopped-p kernel)
+                     (format "its kernel is held stopped from outside: kill -CONT %d lets it go on"
+                             kernel)
+                   "it may catch KeyboardInterrupt, or be stuck outside Python")))
+      (when (= times 1)
+        (run-at-time gradients-interrupt-patience nil
+                     #'gradients--check-interrupted process request 2)))))
 
 (defun gradients--kill-if-unanswered (process request)
   "Kill PROCESS when REQUEST, which it runs or holds queued, is past its

@@ -54,6 +54,7 @@ so what the tests compare is produced exactly as the build produces it.
 
 import ast
 import base64
+import collections
 import datetime
 import glob
 import hashlib
@@ -699,12 +700,13 @@ class Kernel:
     process).  STOP_REQUESTED, when given, is asked while the kernel starts
     and while a block runs: once it says yes, they end at once, raising
     Stopped.  INTERRUPT_ASKED, when given, is asked while a block runs:
-    once it says yes, the block is interrupted."""
+    each time its count grows, the block is interrupted."""
 
     def __init__(self, stop_requested=None, interrupt_asked=None):
         self.stop_requested = stop_requested or (lambda: False)
-        # Asked while a block runs: whether it is to be interrupted.
-        self.interrupt_asked = interrupt_asked or (lambda: False)
+        # Asked while a block runs: how many times it was asked to be
+        # interrupted.
+        self.interrupt_asked = interrupt_asked or (lambda: 0)
         self.channels = self.supervisor = self.caches = self.pid = None
         # What was running when the last block for the notes ended.
         self.known_running = set()
@@ -880,15 +882,19 @@ class Kernel:
         msg_id = self.channels.send("execute_request", {
             "code": code, "silent": False, "store_history": True,
             "user_expressions": {**(expressions or {}), "streams_writable": STREAMS_WRITABLE},
-            "allow_stdin": False, "stop_on_error": True})
+            # The bridge sends one request at a time: an error has no
+            # queue to abort, but would abort the check after it.
+            "allow_stdin": False, "stop_on_error": False})
         self.evaluated = {}
         deadline = time.monotonic() + timeout if timeout else None
         # ipykernel ignores SIGINT but while it handles a request, and says
         # execute_input once it does: a SIGINT sent before then is lost,
         # and the block runs to its end, however early the interrupt came
         # (a block interrupted as it is sent, a loaded machine).  Every
-        # interrupt is wanted first, and sent once the block has begun.
-        begun = wanted = sent = False
+        # interrupt is wanted first, and sent once the block has begun:
+        # one for each ask, and one for a limit met.
+        begun = False
+        sent = 0
         interrupted_at = None
         outputs = []
         printed = 0
@@ -904,9 +910,7 @@ class Kernel:
             now = time.monotonic()
             ours = msg is not None and msg["parent_header"].get("msg_id") == msg_id
             begun = begun or (ours and msg["msg_type"] == "execute_input")
-            wanted = wanted or self.interrupt_asked()
             if interrupted_at is None and deadline and now > deadline:
-                wanted = True
                 interrupted_at = now
                 limit = (f"the block's time limit of {timeout:g} s ran out",
                          f"ran past its time limit of {timeout:g} s")
@@ -918,9 +922,10 @@ class Kernel:
                                      killed=True)
                 raise KernelDied(f"it {limit[1]} and did not stop when interrupted, so the "
                                  f"kernel was killed")
-            if wanted and begun and not sent:
+            wanted = self.interrupt_asked() + (interrupted_at is not None)
+            if begun and wanted > sent:
                 self.interrupt()
-                sent = True
+                sent = wanted
             if msg is None:
                 if not self.is_alive():
                     raise self.died("the kernel died while running it "
@@ -937,7 +942,6 @@ class Kernel:
                 printed += len(content.get("text", ""))
                 if printed > max_printed:
                     if interrupted_at is None:
-                        wanted = True
                         interrupted_at = now
                     limit = (f"the block had printed more than {max_printed:,} characters",
                              f"printed more than {max_printed:,} characters")
@@ -973,6 +977,13 @@ class Kernel:
             raise KernelDied("it left sys.stdout or sys.stderr with no write() (set to None?), "
                              "which IPython writes to as it runs any block, so the kernel was "
                              "stopped")
+        if content.get("status") == "error" and not sent and not self.runs_blocks():
+            raised = failure(outputs)
+            self.kill()
+            said = self.errors.reason()
+            raise KernelDied(f"it raised {raised.summary if raised else 'an error'} and left "
+                             "the kernel unable to run another block"
+                             + (f" ({said})" if said else "") + ", so the kernel was stopped")
         if any(p.get("source") == "ask_exit" for p in content.get("payload", [])):
             # exit() ends the kernel only after this reply: blame this block.
             self.kill()
@@ -981,6 +992,19 @@ class Kernel:
             raise BlockError(f"ran past its time limit of {timeout:g} s and was "
                              f"interrupted (give it more with :timeout SECONDS)", "timeout")
         return outputs
+
+    def runs_blocks(self):
+        """Whether the kernel still runs a block: asked after one that
+        failed, after which no user expression is evaluated."""
+        msg_id = self.channels.send("execute_request", {
+            "code": "", "silent": True, "store_history": False,
+            "user_expressions": {"streams_writable": STREAMS_WRITABLE},
+            "allow_stdin": False, "stop_on_error": False})
+        reply = self.reply_to(msg_id)
+        if reply is None:
+            return False
+        value = (reply["content"].get("user_expressions") or {}).get("streams_writable") or {}
+        return (value.get("data") or {}).get("text/plain") != "False"
 
     def kill(self):
         """Stop the kernel at once, with every process it started, however
@@ -1736,31 +1760,36 @@ class StopRequest:
 
 class InterruptAsks:
     """The requests Emacs asked to interrupt, by id, and the one that
-    runs: calling it says whether that one is to be interrupted.  Asks
+    runs: calling it says how many times that one was asked to be.  Asks
     come on the thread that reads the input, as lines {"interrupt": ID},
     before the request runs or while it does; one that comes after it
-    ended changes nothing."""
+    ended changes nothing.  Each ask is one interrupt: a block that
+    caught the first is interrupted again."""
 
     def __init__(self):
-        self.asked = set()
+        self.asked = collections.Counter()
         self.running = None
+        self.lock = threading.Lock()
 
     def ask(self, line):
         """Note the ask LINE makes, if it makes one; say whether it did."""
         if not line.startswith('{"interrupt"'):
             return False
-        self.asked.add(json.loads(line)["interrupt"])
+        with self.lock:
+            self.asked[json.loads(line)["interrupt"]] += 1
         return True
 
     def start(self, request_id):
         self.running = request_id
 
     def end(self):
-        self.asked.discard(self.running)
-        self.running = None
+        with self.lock:
+            self.asked.pop(self.running, None)
+            self.running = None
 
     def __call__(self):
-        return self.running is not None and self.running in self.asked
+        with self.lock:
+            return self.asked[self.running] if self.running is not None else 0
 
 
 def read_requests(stdin, requests, stop, interrupts):

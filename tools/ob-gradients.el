@@ -1135,8 +1135,6 @@ behind it are dropped.  A block that has not stopped after
         (cond
          (running
           (gradients--interrupt-process process)
-          (run-at-time gradients-interrupt-patience nil
-                       #'gradients--check-interrupted process running)
           (message "gradients: interrupted %s" (gradients-request-where running)))
          ;; Blocks wait unsent while the bridge is held stopped, or its
          ;; kernel starts: the last word says what became of them.
@@ -1150,21 +1148,6 @@ behind it are dropped.  A block that has not stopped after
                      "")))
          (t (message "gradients: no block is running in session %s"
                      (process-get process 'session))))))))
-
-(defun gradients--held-stopped-p (pid)
-  "Whether process PID is held stopped (SIGSTOP from outside, a debugger)."
-  (member (alist-get 'state (and pid (process-attributes pid))) '("T" "t")))
-
-(defun gradients--check-interrupted (process request)
-  "Say so when REQUEST still runs on PROCESS after an interrupt."
-  (when (and (process-live-p process) (eq (process-get process 'current) request))
-    (let ((kernel (process-get process 'kernel-pid)))
-      (message "gradients: %s is still running %gs after the interrupt (%s); M-x gradients-restart stops it, with the kernel's variables"
-               (gradients-request-where request) gradients-interrupt-patience
-               (if (gradients--held-stopped-p kernel)
-                   (format "its kernel is held stopped from outside: kill -CONT %d lets it go on"
-                           kernel)
-                 "it may catch KeyboardInterrupt, or be stuck outside Python")))))
 
 (defun gradients-restart ()
   "Replace the kernel of the current session with a fresh one, in the

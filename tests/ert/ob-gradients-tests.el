@@ -115,6 +115,21 @@ first: what `obgt-wait-until-said' looks at.")
 shown, for at most SECONDS (30)."
   (obgt-wait-until (lambda () (obgt-said-p regexp obgt--said)) seconds))
 
+(defun obgt-quit-once-sent (thunk)
+  "Call THUNK, typing C-g as soon as a block has gone to its kernel;
+return `quit' if THUNK was quit, else its value."
+  (let* ((timer nil)
+         (quit-when-sent
+          (lambda ()
+            (when (cl-some (lambda (session) (process-get (cdr session) 'current))
+                           gradients--sessions)
+              (cancel-timer timer)
+              (setq quit-flag t)))))
+    (setq timer (run-with-timer 0 0.01 quit-when-sent))
+    (unwind-protect
+        (condition-case nil (funcall thunk) (quit 'quit))
+      (cancel-timer timer))))
+
 (defun obgt-wait-for-file (file &optional seconds)
   "Wait until FILE, under `obgt-scratch', exists, for at most SECONDS
 (30): how a block says that it got somewhere."
@@ -1037,13 +1052,9 @@ time.sleep(30)
                      ("C-g" . nil)))
       (if interrupt
           (progn (obgt-run "long") (funcall interrupt))
-        ;; C-g as the wait for a block under :async no begins.
-        (let ((quit (run-with-timer 0 nil (lambda () (setq quit-flag t)))))
-          (unwind-protect
-              (should (eq (condition-case nil (progn (obgt-run "waited-long") 'waited)
-                            (quit 'quit))
-                          'quit))
-            (cancel-timer quit))))
+        ;; C-g as soon as a block under :async no is sent.
+        (should (eq (obgt-quit-once-sent (lambda () (obgt-run "waited-long") 'waited))
+                    'quit)))
       ;; Queued behind the interrupted block: done long before its 30 s.
       (obgt-run "after-long")
       (should (equal (list way (obgt-wait 15)) (list way t)))
@@ -1074,6 +1085,60 @@ time.sleep(30)
                            said)))
     (gradients-restart)
     (should (obgt-wait 10))))
+
+;; Found by probing: C-g said "Quit" alone of a block that caught the
+;; KeyboardInterrupt and ran on; and a second interrupt did nothing.
+(ert-deftest obgt-each-interrupt-is-sent-and-one-that-did-not-stop-the-block-is-said ()
+  (obgt-with-notes ("catches.org" "
+#+name: catches
+#+begin_src jupyter-python :async no
+import time
+try:
+    time.sleep(30)
+except KeyboardInterrupt:
+    open('caught-the-interrupt', 'w').close()
+    time.sleep(30)
+    'slept on'
+#+end_src
+")
+    (delete-file (expand-file-name "caught-the-interrupt" obgt-scratch))
+    (let* ((gradients-interrupt-patience 0.5)
+           (said (obgt-messages
+                  (should (eq (obgt-quit-once-sent (lambda () (obgt-run "catches") 'waited))
+                              'quit))
+                  (should (obgt-wait-for-file "caught-the-interrupt"))
+                  (obgt-wait-until-said "is still running" 10))))
+      (should (obgt-said-p "catches\\.org:[0-9]+: block `catches' is still running 0.5s after the interrupt .*gradients-restart stops it, losing the kernel.s variables"
+                           said))
+      (org-babel-goto-named-src-block "catches")
+      (gradients-interrupt)
+      (should (obgt-wait 10)))))
+
+;; Found by probing: the answer of a block a quit had stopped came as
+;; Emacs asked whether to save, and its message hid the question.
+(ert-deftest obgt-a-stopped-blocks-late-answer-keeps-out-of-the-echo-area ()
+  (obgt-with-notes ("late-answer.org" obgt-long-nap)
+    (obgt-run "long")
+    (let ((shown nil)
+          (bridge (gradients--find-session "gradients" (gradients--kernel-folder))))
+      (should (obgt-wait-until (lambda () (process-get bridge 'current))))
+      (cl-letf* ((real-message (symbol-function 'message))
+                 ((symbol-function 'yes-or-no-p) (lambda (_prompt) t))
+                 ((symbol-function 'save-some-buffers)
+                  (lambda (&rest _)
+                    ;; As the question waits: the bridge's answer comes.
+                    (cl-letf (((symbol-function 'message)
+                               (lambda (format-string &rest arguments)
+                                 (unless inhibit-message
+                                   (push (apply #'format-message format-string arguments) shown))
+                                 (apply real-message format-string arguments))))
+                      (should (obgt-wait-until
+                               (lambda () (null (process-get bridge 'current))) 10)))
+                    (signal 'quit nil)))
+                 ((symbol-function 'kill-emacs) (lambda (&rest _) (error "Emacs exited"))))
+        (condition-case nil (save-buffers-kill-emacs) (quit nil)))
+      (should-not shown)
+      (should (equal (obgt-drawer "long") ": slept before")))))
 
 (defconst obgt-crash-notes "
 #+name: crash

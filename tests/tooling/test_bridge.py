@@ -110,6 +110,17 @@ def test_an_interrupt_asked_before_the_kernel_begins_the_block_stops_it(tmp_path
         bridge.send("time.sleep(1)\nkept + 1", id=4)
         reply = bridge.reply()
         assert (reply["id"], reply["ok"], reply["org"]) == (4, True, ": 2"), reply
+        # Each ask is one interrupt, as each SIGINT was: found by probing,
+        # a second ask for a block that caught the first did nothing.
+        bridge.send("try:\n    time.sleep(20)\nexcept KeyboardInterrupt:\n"
+                    "    open('caught', 'w').close()\n    time.sleep(20)", id=5)
+        bridge.interrupt(5)
+        assert wait_for(lambda: (tmp_path / "caught").exists(), 15)
+        started = time.monotonic()
+        bridge.interrupt(5)
+        reply = bridge.reply()
+        assert (reply["id"], reply["kind"]) == (5, "interrupted"), reply
+        assert time.monotonic() - started < 15
     finally:
         bridge.kill()
 
@@ -134,7 +145,9 @@ BREAKS_THE_KERNEL = {
     "stdout None": ("import sys\nsys.stdout = None", None,
                     "it left sys.stdout or sys.stderr with no write() (set to None?)"),
     "stderr None, then raised": ("import sys\nsys.stderr = None\nraise ValueError",
-                                 "next = 1", "the kernel failed to run it (AttributeError: "),
+                                 None, "it raised AttributeError: 'NoneType' object has no "
+                                 "attribute 'flush' and left the kernel unable to run another "
+                                 "block (AttributeError: "),
     "KeyboardInterrupt outside the code": (
         "def interrupts(lines):\n    raise KeyboardInterrupt\n"
         "get_ipython().input_transformers_cleanup.append(interrupts)",
