@@ -93,6 +93,12 @@ with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "pictures.jso
 # How long an interrupted kernel gets to finish its block before it is killed.
 INTERRUPT_GRACE = 5
 
+# How long past a block's time limit a kernel that has not begun the block
+# (and is not held stopped) gets to begin it: one that is busy with what
+# an earlier block left (a thread that holds it, output still going out)
+# or on a loaded machine.
+UNBEGUN_PATIENCE = 30
+
 # Python runs a signal's handler in the main thread, between two steps of
 # its code.  A signal that the system hands to another thread (it may, when
 # two come together) does not wake a main thread blocked in a wait, so the
@@ -893,7 +899,7 @@ class Kernel:
         # (a block interrupted as it is sent, a loaded machine).  Every
         # interrupt is wanted first, and sent once the block has begun:
         # one for each ask, and one for a limit met.
-        begun = False
+        begun_at = None
         sent = 0
         interrupted_at = None
         outputs = []
@@ -909,21 +915,26 @@ class Kernel:
             msg = self.channels.receive(self.channels.iopub, WAKE_UP)
             now = time.monotonic()
             ours = msg is not None and msg["parent_header"].get("msg_id") == msg_id
-            begun = begun or (ours and msg["msg_type"] == "execute_input")
+            if begun_at is None and ours and msg["msg_type"] == "execute_input":
+                begun_at = now
             if interrupted_at is None and deadline and now > deadline:
                 interrupted_at = now
                 limit = (f"the block's time limit of {timeout:g} s ran out",
                          f"ran past its time limit of {timeout:g} s")
-            elif interrupted_at is not None and now - interrupted_at > INTERRUPT_GRACE:
+            elif interrupted_at is not None and self.overdue(now, interrupted_at, begun_at):
                 held = self.held_stopped()
                 self.kill()
                 if held:
                     raise KernelDied(f"{held} when {limit[0]}, so the kernel was killed",
                                      killed=True)
+                if begun_at is None:
+                    raise KernelDied(f"the kernel had not begun the block {UNBEGUN_PATIENCE} s "
+                                     f"after {limit[0]} (busy with what an earlier block left "
+                                     "running?), so the kernel was killed", killed=True)
                 raise KernelDied(f"it {limit[1]} and did not stop when interrupted, so the "
                                  f"kernel was killed")
             wanted = self.interrupt_asked() + (interrupted_at is not None)
-            if begun and wanted > sent:
+            if begun_at is not None and wanted > sent:
                 self.interrupt()
                 sent = wanted
             if msg is None:
@@ -992,6 +1003,20 @@ class Kernel:
             raise BlockError(f"ran past its time limit of {timeout:g} s and was "
                              f"interrupted (give it more with :timeout SECONDS)", "timeout")
         return outputs
+
+    def overdue(self, now, interrupted_at, begun_at):
+        """Whether a block interrupted for a limit at INTERRUPTED_AT is past
+        its grace.  The grace counts from when the interrupt could be sent,
+        once the kernel had begun the block: a block begun late (a loaded
+        machine, an earlier block's output still going out) was killed as
+        one that ignored its interrupt.  A kernel that has not begun the
+        block is given longer, unless it is held stopped, which it will
+        not begin."""
+        if begun_at is not None:
+            return now - max(interrupted_at, begun_at) > INTERRUPT_GRACE
+        waited = now - interrupted_at
+        return waited > UNBEGUN_PATIENCE or (waited > INTERRUPT_GRACE
+                                             and self.held_stopped() is not None)
 
     def runs_blocks(self):
         """Whether the kernel still runs a block: asked after one that

@@ -136,6 +136,32 @@ def test_a_time_limit_that_ends_before_the_block_begins_interrupts_it(kernel):
     assert kernel_bridge.execute(kernel, "kept_through_the_limit")[0] == ": 1"
 
 
+# Found by a CI run on a loaded machine: the grace an interrupted block
+# gets counted from its time limit, and a block the kernel began late
+# was killed, with the kernel's variables, as one that ignored the
+# interrupt.  Here the kernel begins it late because of a thread an
+# earlier block left, which holds Python's lock for 7 s.
+def test_a_block_begun_after_its_time_limit_gets_the_whole_grace():
+    import kernel_bridge
+    kernel = kernel_bridge.Kernel()
+    try:
+        kernel_bridge.execute(kernel, "import sys, threading, time\nkept = 1\n"
+                                      "def hold():\n    time.sleep(1)\n"
+                                      "    end = time.monotonic() + 7\n"
+                                      "    while time.monotonic() < end:\n        pass\n"
+                                      "sys.setswitchinterval(8)\n"
+                                      "threading.Thread(target=hold).start()")
+        time.sleep(2)
+        started = time.monotonic()
+        with pytest.raises(kernel_bridge.BlockError) as failure:
+            kernel_bridge.execute(kernel, "time.sleep(20)", timeout=0.5)
+        assert time.monotonic() - started > kernel_bridge.INTERRUPT_GRACE
+        assert failure.value.kind == "timeout" and not failure.value.killed, str(failure.value)
+        assert kernel_bridge.execute(kernel, "sys.setswitchinterval(0.005)\nkept")[0] == ": 1"
+    finally:
+        kernel.kill()
+
+
 # Found by probing: a block that left sys.stdout None ran; IPython then
 # failed in every later block before its code, and ipykernel sent no
 # reply: the bridge waited 60 s, then blamed the next block for a kernel
