@@ -795,7 +795,9 @@ how it went."
          (shown (gradients--drawer-text))
          (previous (gradients--earlier-result shown))
          (result-params (cdr (assq :result-params params)))
-         (silent (gradients--silent-p params)))
+         (silent (gradients--silent-p params))
+         ;; Before the placeholder goes in.
+         (unmodified (and (not (buffer-modified-p base)) (buffer-hash base))))
     (let ((earlier (gradients--waiting-request shown)))
       (when earlier
         (puthash earlier t gradients--superseded)))
@@ -806,10 +808,21 @@ how it went."
             (if silent
                 (gradients--report-silent request reply result-params marker)
               (gradients--fill-placeholder marker request reply previous params file))
+            (gradients--unmodified-if-unchanged base unmodified)
             (remhash id gradients--superseded)
             (remhash id gradients--reverted)))
     (gradients--submit process request)
     (gradients--placeholder request)))
+
+(defun gradients--unmodified-if-unchanged (buffer hash)
+  "Mark BUFFER unmodified if its text is again what it was when a block
+ran in it unmodified, HASH (nil if it was modified then): a block whose
+drawer went back to what it held (it failed, was interrupted, dropped or
+stopped, or gave its result again) leaves nothing to save, and no
+question about saving on the way out."
+  (when (and hash (buffer-live-p buffer) (buffer-modified-p buffer)
+             (equal (buffer-hash buffer) hash))
+    (with-current-buffer buffer (set-buffer-modified-p nil))))
 
 (defun gradients--report-silent (request reply result-params marker)
   "Say how REQUEST, whose result goes into no drawer, went: its failure,

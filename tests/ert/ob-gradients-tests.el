@@ -756,6 +756,49 @@ kept + 1
         (condition-case nil (save-buffers-kill-emacs) (quit nil)))
       (should (equal (obgt-drawer "long") ": slept before")))))
 
+;; Found by probing: a block interrupted, dropped or failed left its notes
+;; marked modified, their text as it was, and quitting asked to save them.
+(ert-deftest obgt-notes-whose-text-comes-back-as-it-was-are-unmodified ()
+  (obgt-with-notes ("unchanged.org" "
+#+name: same
+#+begin_src jupyter-python
+'same'
+#+end_src
+
+#+RESULTS: same
+:results:
+: 'same'
+:end:
+
+#+name: fails
+#+begin_src jupyter-python
+raise ValueError('no')
+#+end_src
+
+#+RESULTS: fails
+:results:
+: before
+:end:
+
+#+name: differs
+#+begin_src jupyter-python
+'new'
+#+end_src
+")
+    (dolist (name '("same" "fails"))
+      (should-not (buffer-modified-p))
+      (obgt-run name)
+      (should (buffer-modified-p))
+      (should (obgt-wait))
+      (should (equal (list name (buffer-modified-p)) (list name nil))))
+    (obgt-run "differs")
+    (should (obgt-wait))
+    (should (buffer-modified-p))
+    ;; Modified before the run, it stays so, whatever the result.
+    (obgt-run "same")
+    (should (obgt-wait))
+    (should (buffer-modified-p))))
+
 (ert-deftest obgt-saving-a-placeholder-says-so ()
   (obgt-with-notes ("saved.org" "
 #+name: nap
