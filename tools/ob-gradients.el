@@ -1152,9 +1152,11 @@ behind it are dropped.  A block that has not stopped after
          ;; Blocks wait unsent while the bridge is held stopped, or its
          ;; kernel starts: the last word says what became of them.
          (queue
-          (message "gradients: no block was running in session %s; the %s queued dropped%s"
+          (message "gradients: no block was running in session %s; %s%s"
                    (process-get process 'session)
-                   (if (cdr queue) (format "%d blocks" (length queue)) "block")
+                   (if (cdr queue)
+                       (format "the %d blocks queued were dropped" (length queue))
+                     "the block queued was dropped")
                    (if (eq (process-status process) 'stop)
                        (format " (its kernel bridge is held stopped from outside: kill -CONT %d lets it go on)"
                                (process-id process))

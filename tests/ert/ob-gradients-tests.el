@@ -1547,7 +1547,7 @@ x + 1
     (org-babel-goto-named-src-block "next")
     (let ((said (obgt-messages (gradients-interrupt))))
       (should (obgt-said-p (concat "no block was running in session held; the block queued"
-                                   " dropped (its kernel bridge is held stopped from"
+                                   " was dropped (its kernel bridge is held stopped from"
                                    " outside: kill -CONT [0-9]+ lets it go on)")
                            said))
       (should-not (obgt-said-p "the kernel was interrupted" said)))))
