@@ -907,7 +907,9 @@ placeholder is, found after FROM (by default the buffer's start) where
 no block owns it; return (WHY . END), END where the text put back ends,
 or nil if it was not there.  WHY is `edited' when the drawer holds more
 than the placeholder (the author wrote in it, on a line of its own or
-on the placeholder's), else `renamed' (its block renamed while it ran).
+on the placeholder's), else `apart' when the #+RESULTS line above names
+a block, which Org no longer sees the drawer as the result of (a line
+typed between them), else `renamed' (its block renamed while it ran).
 Left as it is, the placeholder would never be filled, and the build
 refuses notes saved with one.  The request's own placeholder is looked
 for wherever it is on its line: no printed text carries the number of a
@@ -920,7 +922,9 @@ request of this Emacs still waiting."
              (whole-line (save-excursion
                            (and (progn (goto-char start) (skip-chars-backward " \t") (bolp))
                                 (progn (goto-char end) (skip-chars-forward " \t") (eolp)))))
-             (alone (and whole-line (gradients--alone-in-drawer-p))))
+             (alone (and whole-line (gradients--alone-in-drawer-p)))
+             (owned (save-excursion
+                      (save-match-data (goto-char start) (gradients--drawer-block)))))
         (cond ((and previous (not (string-empty-p previous)))
                (replace-match previous t t))
               ((and alone (null previous))
@@ -943,7 +947,7 @@ request of this Emacs still waiting."
                (delete-region (line-beginning-position)
                               (min (point-max) (1+ (line-end-position)))))
               (t (delete-region start end)))
-        (cons (if alone 'renamed 'edited) (point))))))
+        (cons (cond ((not alone) 'edited) (owned 'apart) (t 'renamed)) (point))))))
 
 (defun gradients--restore-copied-placeholders (request previous)
   "Once REQUEST's result is written, put PREVIOUS back in place of every
@@ -1039,11 +1043,16 @@ changed on disk or another Emacs holds its lock."
                ((setq orphaned (gradients--restore-orphan-placeholder request previous))
                 (gradients--report-unwritten
                  request reply
-                 (if (eq (car orphaned) 'edited)
-                     (format "its results drawer in %s was written in while the block ran; it keeps what was written, with what it held before the run in place of the placeholder"
-                             (buffer-name))
-                   (format "its placeholder in %s is under a #+RESULTS no block is named for any more (was the block renamed?); the drawer holds what it held before the run"
-                           (buffer-name)))))
+                 (pcase (car orphaned)
+                   ('edited
+                    (format "its results drawer in %s was written in while the block ran; it keeps what was written, with what it held before the run in place of the placeholder"
+                            (buffer-name)))
+                   ('apart
+                    (format "its placeholder in %s is no longer right below the #+RESULTS line of its block (was a line typed between them?); the drawer holds what it held before the run"
+                            (buffer-name)))
+                   (_
+                    (format "its placeholder in %s is under a #+RESULTS no block is named for any more (was the block renamed?); the drawer holds what it held before the run"
+                            (buffer-name))))))
                (t
                 (gradients--report-unwritten
                  request reply

@@ -428,6 +428,26 @@ raise ValueError('late')
     (should (string-match-p "'one'" (with-current-buffer gradients-unwritten-buffer
                                       (buffer-string))))))
 
+;; Found by probing: a line typed between a block's #+RESULTS and its
+;; drawer while it ran was said to be a renamed block.
+(ert-deftest obgt-a-drawer-parted-from-its-results-line-is-said-so ()
+  (obgt-with-notes ("parted.org" (concat obgt-two-naps "
+#+RESULTS: first
+:results:
+: 'before'
+:end:
+"))
+    (obgt-run "first")
+    (save-excursion
+      (goto-char (point-min))
+      (re-search-forward "^#\\+RESULTS: first\n")
+      (insert "typed here\n"))
+    (let ((said (obgt-messages (should (obgt-wait)))))
+      (should (obgt-said-p "parted\\.org:[0-9]+: block `first' finished, but its placeholder in parted\\.org is no longer right below the #\\+RESULTS line of its block (was a line typed between them\\?)"
+                           said)))
+    (should (string-match-p "#\\+RESULTS: first\ntyped here\n:results:\n: 'before'\n:end:"
+                            (buffer-string)))))
+
 ;; Found by probing: a block with no result before kept the empty drawer
 ;; its run had made.
 (ert-deftest obgt-a-first-result-whose-block-was-renamed-leaves-no-drawer ()
