@@ -700,6 +700,15 @@ STREAMS_WRITABLE = ("all(callable(getattr(stream, 'write', None)) "
                     "for stream in (__import__('sys').stdout, __import__('sys').stderr))")
 
 
+def message_date(msg, default):
+    """When the kernel made MSG, in seconds since the epoch; DEFAULT for
+    no message, or one with no date this can read."""
+    try:
+        return datetime.datetime.fromisoformat(msg["header"]["date"]).timestamp()
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return default
+
+
 class Kernel:
     """One running kernel, started as Jupyter starts one (in a session of
     its own, its connection file read at start, JPY_PARENT_PID naming this
@@ -901,6 +910,9 @@ class Kernel:
         # one for each ask, and one for a limit met.
         begun_at = None
         sent = 0
+        # When the first SIGINT went, by the clock the kernel dates its
+        # messages with.
+        signalled_at = None
         interrupted_at = None
         outputs = []
         printed = 0
@@ -921,7 +933,8 @@ class Kernel:
                 interrupted_at = now
                 limit = (f"the block's time limit of {timeout:g} s ran out",
                          f"ran past its time limit of {timeout:g} s")
-            elif interrupted_at is not None and self.overdue(now, interrupted_at, begun_at):
+            elif interrupted_at is not None and self.overdue(now, interrupted_at, begun_at,
+                                                             signalled_at, msg):
                 held = self.held_stopped()
                 self.kill()
                 if held:
@@ -937,6 +950,7 @@ class Kernel:
             if begun_at is not None and wanted > sent:
                 self.interrupt()
                 sent = wanted
+                signalled_at = signalled_at or time.time()
             if msg is None:
                 if not self.is_alive():
                     raise self.died("the kernel died while running it "
@@ -1004,16 +1018,22 @@ class Kernel:
                              f"interrupted (give it more with :timeout SECONDS)", "timeout")
         return outputs
 
-    def overdue(self, now, interrupted_at, begun_at):
+    def overdue(self, now, interrupted_at, begun_at, signalled_at, msg):
         """Whether a block interrupted for a limit at INTERRUPTED_AT is past
-        its grace.  The grace counts from when the interrupt could be sent,
-        once the kernel had begun the block: a block begun late (a loaded
-        machine, an earlier block's output still going out) was killed as
-        one that ignored its interrupt.  A kernel that has not begun the
-        block is given longer, unless it is held stopped, which it will
-        not begin."""
+        its grace.  The grace counts from the SIGINT, sent at SIGNALLED_AT
+        once the kernel had begun the block (at BEGUN_AT): a block begun
+        late (a loaded machine, an earlier block's thread) was killed as
+        one that ignored its interrupt.  And it is read on the kernel's
+        clock, by the date of MSG, the message being read: what a block
+        printed before the interrupt is read after it, and reading the
+        megabytes a block printed fast took longer than the grace, on a
+        loaded machine, though the block had stopped at once.  A kernel
+        that has not begun the block is given longer, unless it is held
+        stopped, which it will not begin."""
         if begun_at is not None:
-            return now - max(interrupted_at, begun_at) > INTERRUPT_GRACE
+            if signalled_at is None:
+                return False
+            return message_date(msg, time.time()) - signalled_at > INTERRUPT_GRACE
         waited = now - interrupted_at
         return waited > UNBEGUN_PATIENCE or (waited > INTERRUPT_GRACE
                                              and self.held_stopped() is not None)

@@ -691,8 +691,17 @@ time.sleep(30)
 "
   "A block that runs for longer than any test, with a result from before.")
 
+(defun obgt-edit-to-save ()
+  "Leave the notes with an edit of the author's to save: Emacs 30 asks
+nothing about saving on the way out where no buffer needs it, and notes
+whose blocks were stopped are as they were."
+  (save-excursion
+    (goto-char (point-max))
+    (insert "\nA line the author typed.\n")))
+
 (ert-deftest obgt-quitting-asks-about-running-blocks-before-saving ()
   (obgt-with-notes ("quit.org" obgt-long-nap)
+    (obgt-edit-to-save)
     (obgt-run "long")
     (should (string-prefix-p ": [waiting for the kernel" (obgt-drawer "long")))
     (let ((steps nil)
@@ -738,6 +747,7 @@ kept + 1
     (should (obgt-wait))
     (let* ((bridge (gradients--find-session "gradients" (gradients--kernel-folder)))
            (kernel (process-get bridge 'kernel-pid)))
+      (obgt-edit-to-save)
       (obgt-run "long")
       (should (string-prefix-p ": [waiting for the kernel" (obgt-drawer "long")))
       (cl-letf (((symbol-function 'yes-or-no-p) (lambda (_prompt) t))
@@ -761,6 +771,7 @@ kept + 1
 ;; its placeholder.
 (ert-deftest obgt-a-quit-puts-back-the-drawer-of-a-bridge-that-just-died ()
   (obgt-with-notes ("just-died.org" obgt-long-nap)
+    (obgt-edit-to-save)
     (obgt-run "long")
     (let ((bridge (gradients--find-session "gradients" (gradients--kernel-folder))))
       (should (obgt-wait-until (lambda () (process-get bridge 'current))))
@@ -1181,6 +1192,7 @@ except KeyboardInterrupt:
 ;; Emacs asked whether to save, and its message hid the question.
 (ert-deftest obgt-a-stopped-blocks-late-answer-keeps-out-of-the-echo-area ()
   (obgt-with-notes ("late-answer.org" obgt-long-nap)
+    (obgt-edit-to-save)
     (obgt-run "long")
     (let ((shown nil)
           (bridge (gradients--find-session "gradients" (gradients--kernel-folder))))

@@ -67,6 +67,8 @@ def test_a_failing_block_is_named_without_a_lisp_function_before_it(emacs):
 
 
 def test_quitting_asks_about_running_blocks_before_offering_to_save(emacs):
+    # An edit of the author's, which the quit offers to save.
+    emacs.keys("M-<", "A line typed before the run.", "Enter")
     go_to(emacs, "long-nap")
     emacs.keys("C-c", "C-c")
     emacs.until(lambda: "waiting for the kernel" in emacs.screen(), "no placeholder")
@@ -81,4 +83,21 @@ def test_quitting_asks_about_running_blocks_before_offering_to_save(emacs):
                 "README.org" not in emacs.screen(), "Emacs did not quit", seconds=20)
     saved = (emacs.folder / "README.org").read_text()
     assert "waiting for the kernel" not in saved
-    assert saved.endswith(BLOCKS)
+    assert saved.startswith("A line typed before the run.\n") and saved.endswith(BLOCKS)
+
+
+def test_notes_whose_only_change_was_a_stopped_block_are_not_offered_to_save(emacs):
+    """Found by probing: the block's placeholder, put back, left the notes
+    marked modified, and the quit asked to save them as they were."""
+    before = (emacs.folder / "README.org").read_text()
+    go_to(emacs, "long-nap")
+    emacs.keys("C-c", "C-c")
+    emacs.until(lambda: "waiting for the kernel" in emacs.screen(), "no placeholder")
+    emacs.keys("C-x", "C-c")
+    emacs.until(lambda: "still running or waiting for the kernel" in emacs.screen(),
+                "no question")
+    emacs.keys("yes", "Enter")
+    emacs.until(lambda: "Save file" in emacs.screen() or "README.org" not in emacs.screen(),
+                "Emacs did not quit", seconds=20)
+    assert "Save file" not in emacs.screen()
+    assert (emacs.folder / "README.org").read_text() == before
