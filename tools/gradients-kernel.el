@@ -605,10 +605,11 @@ seconds later is named, with the way out, however it was interrupted."
 (defun gradients--check-interrupted (process request times)
   "Say so while REQUEST still runs on PROCESS after an interrupt, TIMES
 `gradients-interrupt-patience' since it, and once more a patience later:
-the echo area is not the say's alone (M-x names a shorter way to the
-command it ran, then puts back what was said before), and *Messages*
-gets the first.  Nothing is said over the questions of a quit, which
-stopped the block and may still exit: it is said once the quit is over."
+M-x, once its command has run, names a shorter way to it and then puts
+back what the echo area said before, over the first saying.  *Messages*
+gets the first alone.  Nothing is said over the questions of a quit,
+which stopped the block and may still exit: it is said once the quit is
+called off."
   (when (and (process-live-p process) (eq (process-get process 'current) request))
     (if gradients--quit-confirmed
         (run-at-time gradients-interrupt-patience nil

@@ -35,11 +35,12 @@ request it answers, so Emacs never writes one block's result into another.
 
 The first line the bridge prints is {"ready": true, "kernel_pid": PID}
 once the kernel answers.  A line {"interrupt": ID} asks the bridge to
-interrupt request ID, read even while a block runs: the bridge sends SIGINT
-to the kernel, as Jupyter does, once the kernel has begun the block (see
-Kernel.run), or drops the ask if the request has ended.  At the end of its input, or on SIGTERM
-or SIGHUP, the bridge stops the kernel and every process the kernel
-started, even in the middle of a block, and exits.  The kernel runs below
+interrupt request ID, read even while a block runs: the bridge sends
+SIGINT to the kernel, as Jupyter does, once the kernel has begun the
+block (see Kernel.run), or drops the ask if the request has ended.  At
+the end of its input, or on SIGTERM or SIGHUP, the bridge stops the
+kernel and every process the kernel started, even in the middle of a
+block, and exits.  The kernel runs below
 kernel_supervisor.py, which Linux gives every process that leaves the
 kernel's family, and which ends them all with the kernel, or with the
 bridge, however the bridge ends (SIGKILL included).
