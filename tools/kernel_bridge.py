@@ -56,6 +56,7 @@ so what the tests compare is produced exactly as the build produces it.
 import ast
 import base64
 import collections
+import ctypes
 import datetime
 import glob
 import hashlib
@@ -701,6 +702,24 @@ STREAMS_WRITABLE = ("all(callable(getattr(stream, 'write', None)) "
                     "for stream in (__import__('sys').stdout, __import__('sys').stderr))")
 
 
+def signal_group(group, main, signum):
+    """SIGNUM to every process of process group GROUP, as killpg sends
+    it, but to the main thread of process MAIN alone (tgkill)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for name in os.listdir("/proc"):
+        fields = kernel_supervisor.process_status(name) if name.isdigit() else None
+        if not fields or int(fields[2]) != group:
+            continue
+        pid = int(name)
+        if pid == main:
+            libc.tgkill(pid, pid, signum)
+            continue
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass   # gone meanwhile
+
+
 def message_date(msg, default):
     """When the kernel made MSG, in seconds since the epoch; DEFAULT for
     no message, or one with no date this can read."""
@@ -856,12 +875,13 @@ class Kernel:
         # it by its parent, so no time is spent waiting for it to go quiet.
 
     def interrupt(self):
-        """What Jupyter does: SIGINT to the kernel's process group, whose
-        supervisor ignores it."""
-        try:
-            os.killpg(self.supervisor.pid, signal.SIGINT)
-        except OSError:
-            pass
+        """What Jupyter does, SIGINT to the kernel's process group (whose
+        supervisor ignores it), but to the kernel's main thread itself:
+        sent to the process, Linux may hand it to another of its threads
+        (ZeroMQ's, ipykernel's), and a block waiting in time.sleep() or on
+        a lock went on until its wait ended, long after the interrupt."""
+        if self.supervisor is not None:
+            signal_group(self.supervisor.pid, self.pid, signal.SIGINT)
 
     def reply_to(self, msg_id):
         """The shell's reply to request MSG_ID, which follows its outputs,

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from conftest import ROOT, Bridge, gone, wait_for
+from conftest import ROOT, Bridge, alive, gone, wait_for
+import kernel_supervisor
 from tiny_notes import CHILD
 
 # Its tests share fixtures made once for the module: one worker runs them all.
@@ -121,6 +122,29 @@ def test_an_interrupt_asked_before_the_kernel_begins_the_block_stops_it(tmp_path
         reply = bridge.reply()
         assert (reply["id"], reply["kind"]) == (5, "interrupted"), reply
         assert time.monotonic() - started < 15
+    finally:
+        bridge.kill()
+
+
+def test_an_interrupt_reaches_the_kernel_and_the_processes_of_its_group(tmp_path):
+    """As Jupyter's SIGINT to the kernel's process group: the kernel's
+    main thread has it (sent to the process, another thread might, and a
+    block waiting in time.sleep() went on), and so does a command the
+    block started."""
+    bridge = Bridge(tmp_path)
+    try:
+        bridge.ready()
+        bridge.send("import subprocess, time\nchild = subprocess.Popen(['sleep', '60'])\n"
+                    "open('child', 'w').write(str(child.pid))\ntime.sleep(20)", id=1)
+        assert wait_for(lambda: (tmp_path / "child").exists() and (tmp_path / "child").read_text())
+        started = time.monotonic()
+        bridge.interrupt(1)
+        reply = bridge.reply()
+        assert reply["kind"] == "interrupted", reply
+        assert time.monotonic() - started < 10
+        child = int((tmp_path / "child").read_text())
+        assert wait_for(lambda: not alive(child) or
+                        kernel_supervisor.process_status(child)[0] == b"Z"), "the command ran on"
     finally:
         bridge.kill()
 
