@@ -92,7 +92,8 @@ def test_every_picture_has_a_block():
     folder = ROOT / "images"
     on_disk = {f"images/{p.name}" for p in folder.iterdir()} if folder.is_dir() else set()
     stray = sorted(on_disk - set(NOTES.outputs))
-    assert not stray, f"{', '.join(stray)}: no block of README.org draws them; remove them"
+    assert not stray, (f"{', '.join(stray)}: no block of README.org draws "
+                       + ("them; remove them" if len(stray) > 1 else "it; remove it"))
 
 
 def test_every_picture_is_drawn_by_a_block_that_runs():

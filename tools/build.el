@@ -185,7 +185,17 @@ outputs are.")
 (defconst gradients-build-outputs-digests ".build/outputs.sha256"
   "The digests of what the last `make tangle' installed (and `make run'
 drew again), as sha256sum writes them: the Makefile checks them, and the
-next `make tangle' removes only what still holds them.")
+next `make tangle' removes only what still holds them.  An output no
+block makes any more, kept because the notes still link it, stays listed
+until a build removes it.")
+
+(defconst gradients-build-outputs-inputs ".build/outputs.inputs.sha256"
+  "The digests of the inputs (the notes, what they read, the build's
+tools) that the outputs the last `make tangle' installed were built
+from: `make tangle' checks its own, since the build of `make test'
+rewrites those of .build/produced/, and an edit put back with an older
+time was then built for `make test' alone, `make tangle' finding
+nothing to do.")
 
 (defconst gradients-build-protected
   '("Makefile" "pyproject.toml" "requirements.lock" "tools" "tests")
@@ -2375,12 +2385,21 @@ say that its recipe failed."
 
 (add-hook 'kill-emacs-hook #'gradients-build--on-exit)
 
-(defun gradients-build--write-outputs-list (outputs)
-  "Write the digests of OUTPUTS as installed, then the list of OUTPUTS,
-make's stamp, last."
+(defun gradients-build--write-outputs-list (outputs &optional retiring)
+  "Write the digests of OUTPUTS as installed, with those of RETIRING
+\(outputs no block makes, still the build's to remove), and of the inputs
+they were built from, then the list of OUTPUTS, make's stamp, last."
   (let ((file (expand-file-name gradients-build-outputs-file gradients-build--project)))
     (gradients-build--write-digests
-     (expand-file-name gradients-build-outputs-digests gradients-build--project) outputs)
+     (expand-file-name gradients-build-outputs-digests gradients-build--project)
+     (append outputs retiring))
+    (let ((inputs (expand-file-name "inputs.sha256"
+                                    (expand-file-name gradients-build-produced-folder
+                                                      gradients-build--project)))
+          (copy (expand-file-name gradients-build-outputs-inputs gradients-build--project)))
+      (let ((temporary (gradients-build--make-temp (concat copy "-"))))
+        (copy-file inputs temporary t)
+        (rename-file temporary copy t)))
     (let ((temporary (gradients-build--make-temp (concat file "-")))
           (coding-system-for-write 'utf-8-unix))
       (with-temp-file temporary
@@ -2761,25 +2780,35 @@ path relative to the project and its digest then; nil when none did."
 that is not among OUTPUTS, when it holds what the build installed: a
 picture whose :file was renamed, a file no block tangles into any more.
 One changed since is named and kept, as is one NOTES, the Org file's
-text, links (the recorded result of a block that no longer runs)."
-  (pcase-dolist (`(,relative . ,digest) before)
-    (let ((file (expand-file-name relative gradients-build--project)))
-      (when (and (not (member relative outputs)) (file-regular-p file)
-                 (not (file-symlink-p file)))
-        (cond
-         ((string-match-p (concat "\\[\\[file:\\(?:\\./\\)?" (regexp-quote relative) "\\]")
-                          notes)
-          (message "kept %s: no block makes it now, but the notes link it" relative))
-         ((equal (secure-hash 'sha256 (gradients-build--file-bytes file)) digest)
-          ;; Listed first: Ctrl-C right after the removal finds it
-          ;; listed (and `gradients-build--what-changed' leaves out a
-          ;; file still there).
-          (push (concat relative gradients-build--removed) gradients-build--written)
-          (delete-file file)
-          (message "removed %s: no block makes it now" relative))
-         (t
-          (message "kept %s: no block makes it now, but it changed since the build wrote it; remove it if nothing needs it"
-                   relative)))))))
+text, links (the recorded result of a block that no longer runs).
+Return those kept because linked, unchanged: still the build's, removed
+by the build that finds them no longer linked (`make run', which writes
+the new link, after the `make tangle' that kept them)."
+  (let (retiring)
+    (pcase-dolist (`(,relative . ,digest) before)
+      (let ((file (expand-file-name relative gradients-build--project)))
+        (when (and (not (member relative outputs)) (file-regular-p file)
+                   (not (file-symlink-p file)))
+          (let ((unchanged (equal (secure-hash 'sha256 (gradients-build--file-bytes file))
+                                  digest)))
+            (cond
+             ((string-match-p (concat "\\[\\[file:\\(?:\\./\\)?" (regexp-quote relative)
+                                      "\\]")
+                              notes)
+              (when unchanged
+                (push relative retiring))
+              (message "kept %s: no block makes it now, but the notes link it" relative))
+             (unchanged
+              ;; Listed first: Ctrl-C right after the removal finds it
+              ;; listed (and `gradients-build--what-changed' leaves out a
+              ;; file still there).
+              (push (concat relative gradients-build--removed) gradients-build--written)
+              (delete-file file)
+              (message "removed %s: no block makes it now" relative))
+             (t
+              (message "kept %s: no block makes it now, but it changed since the build wrote it; remove it if nothing needs it"
+                       relative)))))))
+    (nreverse retiring)))
 
 (defun gradients-build-tangle ()
   "Produce everything, then install every output that changed and remove
@@ -2790,9 +2819,9 @@ those no block makes any more (`make tangle')."
       (gradients-build--make-scratch project)
       (gradients-build--install
        (expand-file-name gradients-build-produced-folder project) outputs)
-      (gradients-build--remove-retired-outputs before outputs
-                                               (decode-coding-string original 'utf-8-unix))
-      (gradients-build--write-outputs-list outputs))))
+      (gradients-build--write-outputs-list
+       outputs (gradients-build--remove-retired-outputs
+                before outputs (decode-coding-string original 'utf-8-unix))))))
 
 (defun gradients-build--check-as-written ()
   "Fail unless the buffer, with the results of a run written into it,
@@ -2946,8 +2975,8 @@ and `make test' find everything as the run left it."
           (delete-directory gradients-build--scratch t)
           (gradients-build--make-scratch project)
           (gradients-build--produce org-file now "run" 'kept-only)
-          (gradients-build--remove-retired-outputs before outputs
-                                                   (decode-coding-string now 'utf-8-unix))
-          (gradients-build--write-outputs-list outputs))))))
+          (gradients-build--write-outputs-list
+           outputs (gradients-build--remove-retired-outputs
+                    before outputs (decode-coding-string now 'utf-8-unix))))))))
 
 ;;; build.el ends here

@@ -233,13 +233,18 @@ made in it, as a build has them when it installs its outputs."
   (with-file-modes #o775
     (build-tests--in-scratch-project
       (build-tests--write (expand-file-name "gradients.py" project) "x = 1\n")
+      (make-directory (expand-file-name ".build/produced" project) t)
+      (gradients-build--write-digests (expand-file-name ".build/produced/inputs.sha256" project)
+                                      '("gradients.py"))
       (gradients-build--write-outputs-list '("gradients.py"))
       (should (equal (mapcar (lambda (file)
                                (format "%s %o" file (file-modes (expand-file-name file project))))
                              (list (file-relative-name gradients-build--scratch project)
-                                   ".build/outputs" ".build/outputs.sha256"))
+                                   ".build/outputs" ".build/outputs.sha256"
+                                   ".build/outputs.inputs.sha256"))
                      (list (format "%s %o" (file-relative-name gradients-build--scratch project)
                                    #o775)
-                           ".build/outputs 664" ".build/outputs.sha256 664"))))))
+                           ".build/outputs 664" ".build/outputs.sha256 664"
+                           ".build/outputs.inputs.sha256 664"))))))
 
 ;;; build-tests.el ends here

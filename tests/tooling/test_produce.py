@@ -303,7 +303,7 @@ FAULTS = {
 CLEAR = re.compile(r"block [\w-]+: the recorded result .* is not what the block produces"
                    r"|[\w/.]+ (is missing|is not what README\.org builds now): run `make tangle`"
                    r"|[\w/.]+ is not executable, as README\.org builds it: run `chmod \+x"
-                   r"|: no block of README\.org draws them; remove them")
+                   r"|: no block of README\.org draws (them; remove them|it; remove it)")
 
 # Faults planted together, one `make test` for each group: those that
 # leave the code as it was (the kept kernel run serves), and those that
@@ -461,6 +461,45 @@ def test_make_test_says_so_of_a_damaged_blocks_json_before_any_check(project_cop
     assert "INTERNALERROR" not in run.stdout + run.stderr, run.stdout[-3000:]
     assert ".build/produced/blocks.json is damaged (" in run.stdout, run.stdout[-3000:]
     assert "remove .build/produced and run `make test`" in run.stdout
+
+
+def test_make_tangle_builds_an_older_edit_that_make_test_built_first(tiny):
+    """Found by probing: the build behind `make test` rewrote the digests
+    `make tangle` went by too; an edit put back with an older time (cp -p,
+    rsync -a, tar), built for `make test` first, left `make tangle` with
+    nothing to do and `make test` asking for it for ever."""
+    write_readme(tiny, NOTES)
+    assert make("tangle", cwd=tiny).returncode == 0
+    write_readme(tiny, NOTES.replace("6 * 7", "6 * 8"))
+    os.utime(tiny / "README.org", (0, 0))
+    checked = make("test", cwd=tiny)
+    assert checked.returncode != 0
+    assert "gradients.py is not what README.org builds now: run `make tangle`" in \
+        checked.stdout + checked.stderr
+    assert make("-q", "tangle", cwd=tiny).returncode != 0, "make tangle found nothing to do"
+    assert make("tangle", cwd=tiny).returncode == 0
+    assert "6 * 8" in (tiny / "gradients.py").read_text()
+
+
+def test_a_picture_kept_while_the_notes_link_it_goes_once_they_do_not(tiny):
+    """Found by probing: `make tangle` kept a picture whose :file was
+    renamed, the notes still linking it, and dropped it from what it had
+    installed; `make run` then wrote the new link, and nothing removed the
+    old picture, which `make test` asked to have removed for ever."""
+    write_readme(tiny, NOTES)
+    assert make("run", cwd=tiny).returncode == 0
+    assert "[[file:images/drawn.svg]]" in (tiny / "README.org").read_text()
+    renamed = (tiny / "README.org").read_text().replace(":file images/drawn.svg",
+                                                        ":file images/renamed.svg")
+    write_readme(tiny, renamed)
+    tangled = make("tangle", cwd=tiny)
+    assert "kept images/drawn.svg: no block makes it now, but the notes link it" in \
+        tangled.stdout + tangled.stderr
+    ran = make("run", cwd=tiny)
+    assert "removed images/drawn.svg: no block makes it now" in ran.stdout + ran.stderr
+    assert not (tiny / "images" / "drawn.svg").exists()
+    assert (tiny / "images" / "renamed.svg").exists()
+    assert make("-q", "tangle", cwd=tiny).returncode == 0
 
 
 def test_a_changed_input_builds_again_even_put_back_with_an_older_time(tiny):
