@@ -1708,6 +1708,16 @@ kernel."
               (puthash (plist-get block :name) block owners))))
         (org-element-map tree org-element-all-elements
           (lambda (element)
+            ;; A results drawer under no #+RESULTS line (the line
+            ;; removed, the drawer left): no block writes it and no check
+            ;; reads it, yet a reader sees its numbers.
+            (when (and (eq (org-element-type element) 'drawer)
+                       (equal (downcase (org-element-property :drawer-name element)) "results")
+                       (not (org-element-property :results element)))
+              (let ((line (line-number-at-pos (org-element-property :post-affiliated element))))
+                (gradients-build--noting-problem line
+                  (gradients-build--fail-at
+                   line "a results drawer under no #+RESULTS line: no block writes it and no check reads it (was its #+RESULTS line removed?); remove it"))))
             (when (org-element-property :results element)
               (let* ((name (car (org-element-property :results element)))
                      (named (and name (not (string-empty-p name))))
@@ -1723,7 +1733,7 @@ kernel."
                     (cond
                      ((and named (not (gethash (downcase name) names)))
                       (gradients-build--fail-at
-                       line "#+RESULTS: %s belongs to no block (was the block renamed?); remove it"
+                       line "#+RESULTS: %s belongs to no block (was the block renamed?); remove it with its drawer, or name it after the block"
                        name))
                      (owner
                       (gradients-build--fail-at

@@ -523,7 +523,10 @@ build found, its hook into file reading, the notes' buffer."
                          "\n#+RESULTS:\n:results:\n: stray\n:end:\n"
                          "\n#+begin_src jupyter-python\nprint(2)\n#+end_src\n"
                          "\n#+RESULTS:\n:results:\n: 2\n:end:\n"
-                         "\n#+RESULTS: gone\n:results:\n: 3\n:end:\n"))
+                         "\n#+RESULTS: gone\n:results:\n: 3\n:end:\n"
+                         ;; Found by probing: its #+RESULTS line removed,
+                         ;; as the advice said, the drawer stayed unchecked.
+                         "\nText.\n\n:results:\n: 99.0\n:end:\n"))
            (lines (split-string text "\n"))
            (line-of (lambda (line &optional nth)
                       (1+ (cl-position line lines :test #'equal :from-end nth)))))
@@ -533,8 +536,10 @@ build found, its hook into file reading, the notes' buffer."
                                    (funcall line-of "#+RESULTS: one"))
                            (format "README.org:%d: #+RESULTS follows no block that writes it, so Org never updates it; remove it"
                                    (funcall line-of "#+RESULTS:"))
-                           (format "README.org:%d: #+RESULTS: gone belongs to no block (was the block renamed?); remove it"
-                                   (funcall line-of "#+RESULTS: gone"))))))))
+                           (format "README.org:%d: #+RESULTS: gone belongs to no block (was the block renamed?); remove it with its drawer, or name it after the block"
+                                   (funcall line-of "#+RESULTS: gone"))
+                           (format "README.org:%d: a results drawer under no #+RESULTS line: no block writes it and no check reads it (was its #+RESULTS line removed?); remove it"
+                                   (1- (funcall line-of ": 99.0")))))))))
 
 ;; A result Org writes nowhere, or makes otherwise than the block did, is
 ;; one nothing checks: each way of it is refused on its block's line.
