@@ -49,7 +49,9 @@ def test_recorded_result(block):
         assert not actual, (
             f"{block.where()} produces output but README.org records "
             f"none; run `make run`:\n{actual}")
-    assert expected == actual, (
+    # Produced on the left: pytest's own diff then takes the recorded
+    # lines away and adds the produced ones, as the one below does.
+    assert actual == expected, (
         f"{block.where()}: the recorded result (line {block.results_line}) is "
         f"not what the block produces; if the change is intended, run "
         f"`make run`\n{show(expected, actual)}")
