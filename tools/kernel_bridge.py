@@ -1591,10 +1591,16 @@ def check_repeatable(outputs, file, org, tangled=None, left=None):
                          ":file under images/, one picture a block", "output")
     address = MEMORY_ADDRESS.search(org)
     if address:
+        # The way out depends on how it came: `;' silences a value, not a
+        # print.
+        printed = any(kind == "stream" and MEMORY_ADDRESS.search(content.get("text", ""))
+                      for kind, content in outputs)
         raise BlockError(f"shows {address.group()}, which reads as a memory address, and "
-                         "those change on every run; show something else (give the object a "
-                         "__repr__ of its own, or end the block with `;' to show no value)",
-                         "output")
+                         "those change on every run; show something else ("
+                         + ("print what the object holds, or give it a __repr__ of its own)"
+                            if printed else
+                            "give the object a __repr__ of its own, or end the block with "
+                            "`;' to show no value)"), "output")
     for kind, content in outputs:
         unshown = kind in ("execute_result", "display_data") and textless(content["data"])
         if unshown:

@@ -247,6 +247,17 @@ def test_the_folders_of_the_clone_and_of_python_are_named_as_they_stay(kernel):
     assert sys.prefix not in org, org
 
 
+def test_a_memory_address_is_refused_with_the_way_out_that_fits(kernel):
+    """Found by probing: a printed address was told to end the block with
+    `;', which silences a value, not a print."""
+    import kernel_bridge
+    for code, way_out in (("print(object())", "print what the object holds"),
+                          ("object()", "end the block with `;' to show no value")):
+        with pytest.raises(kernel_bridge.BlockError, match="reads as a memory address") as refused:
+            kernel_bridge.execute(kernel, code, for_the_notes=True)
+        assert way_out in str(refused.value), str(refused.value)
+
+
 def test_a_block_tangled_into_a_script_may_display_only_pictures(kernel, tmp_path):
     """The script, run on its own, has no display(), and prints IPython's
     objects as their class: the notes would record what it never shows.
