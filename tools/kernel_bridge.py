@@ -702,6 +702,13 @@ STREAMS_WRITABLE = ("all(callable(getattr(stream, 'write', None)) "
                     "for stream in (__import__('sys').stdout, __import__('sys').stderr))")
 
 
+# How IPython names a line of a cell's code in a traceback, and in the
+# text of a SyntaxError (the cell's file, which only a cell being
+# compiled, the last, has).
+CELL_PLACE = re.compile(r"\bCell In\[(\d+)\], line (\d+)")
+SYNTAX_ERROR_PLACE = re.compile(r"\(\d+\.py, line (\d+)\)")
+
+
 def signal_group(group, main, signum):
     """SIGNUM to every process of process group GROUP, as killpg sends
     it, but to the main thread of process MAIN alone (tgkill)."""
@@ -745,6 +752,10 @@ class Kernel:
         self.channels = self.supervisor = self.caches = self.pid = None
         # What was running when the last block for the notes ended.
         self.known_running = set()
+        # Where in the notes each cell's code begins, by its number, and
+        # the number of the last cell run: see in_notes.
+        self.cells = {}
+        self.cell = None
         self.evaluated = {}
         remove_stale_folders()
         folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
@@ -905,7 +916,7 @@ class Kernel:
                 probe = self.channels.send("kernel_info_request", {})
         raise self.died("the kernel did not reply after running it")
 
-    def run(self, code, timeout=None, expressions=None, max_printed=None):
+    def run(self, code, timeout=None, expressions=None, max_printed=None, notes=None):
         """Execute CODE; return its outputs as a list of (kind, content).
         Past TIMEOUT seconds the kernel is interrupted and BlockError raised.
         EXPRESSIONS, {name: Python expression}, are evaluated once CODE has
@@ -950,6 +961,9 @@ class Kernel:
             ours = msg is not None and msg["parent_header"].get("msg_id") == msg_id
             if begun_at is None and ours and msg["msg_type"] == "execute_input":
                 begun_at = now
+                self.cell = msg["content"].get("execution_count")
+                if notes:
+                    self.cells[self.cell] = (notes["file"], notes["line"])
             if interrupted_at is None and deadline and now > deadline:
                 interrupted_at = now
                 limit = (f"the block's time limit of {timeout:g} s ran out",
@@ -1024,7 +1038,7 @@ class Kernel:
                              "which IPython writes to as it runs any block, so the kernel was "
                              "stopped")
         if content.get("status") == "error" and not sent and not self.runs_blocks():
-            raised = failure(outputs)
+            raised = failure(outputs, self.in_notes)
             self.kill()
             said = self.errors.reason()
             raise KernelDied(f"it raised {raised.summary if raised else 'an error'} and left "
@@ -1038,6 +1052,21 @@ class Kernel:
             raise BlockError(f"ran past its time limit of {timeout:g} s and was "
                              f"interrupted (give it more with :timeout SECONDS)", "timeout")
         return outputs
+
+    def in_notes(self, text):
+        """TEXT, an error's, with the lines of cells that IPython names
+        ("Cell In[3], line 2"; a SyntaxError's "(1886342180.py, line 2)",
+        always the last cell's) named as the notes' lines ("README.org:141"),
+        for each cell run from a block whose place in the notes is known."""
+        def cell_line(match):
+            place = self.cells.get(int(match.group(1)))
+            return f"{place[0]}:{place[1] + int(match.group(2)) - 1}" if place else match.group()
+
+        def last_cell_line(match):
+            place = self.cells.get(self.cell)
+            return (f"({place[0]}:{place[1] + int(match.group(1)) - 1})" if place
+                    else match.group())
+        return SYNTAX_ERROR_PLACE.sub(last_cell_line, CELL_PLACE.sub(cell_line, text))
 
     def overdue(self, now, interrupted_at, begun_at, signalled_at, msg):
         """Whether a block interrupted for a limit at INTERRUPTED_AT is past
@@ -1110,9 +1139,11 @@ class Kernel:
             shutil.rmtree(caches, ignore_errors=True)
 
 
-def failure(outputs):
+def failure(outputs, in_notes=None):
     """A BlockError for the first error in OUTPUTS, or None.  Its summary
-    is the exception's one line, its message the whole traceback."""
+    is the exception's one line, its message the whole traceback, each
+    passed through IN_NOTES (see Kernel.in_notes) when given."""
+    in_notes = in_notes or (lambda text: text)
     for kind, content in outputs:
         if kind == "error":
             ename, evalue = content["ename"], content["evalue"]
@@ -1121,14 +1152,14 @@ def failure(outputs):
             # One line, which the echo area and the build's first line of a
             # failure show: a message of several lines is whole in the
             # traceback.
-            said = terminal_lines(f"{ename}: {evalue}" if evalue else ename) or [ename]
+            said = terminal_lines(in_notes(f"{ename}: {evalue}" if evalue else ename)) or [ename]
             summary = said[0] + (" …" if len(said) > 1 else "")
             if ename == "SystemExit":
                 # IPython's text asks for %tb, which a build cannot type.
                 text = (f"{summary} (the block called sys.exit() or raised "
                         f"SystemExit; the kernel goes on)")
             else:
-                text = "\n".join(terminal_lines("\n".join(content["traceback"])))
+                text = in_notes("\n".join(terminal_lines("\n".join(content["traceback"]))))
                 summary = with_the_limits_it_met(summary)
             kind = "interrupted" if ename == "KeyboardInterrupt" else "raised"
             return BlockError(readable_by_emacs(text), kind, readable_by_emacs(summary))
@@ -1627,7 +1658,7 @@ def textless(data):
 
 def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None,
             loose_pictures=None, results=None, wrap=False, for_the_notes=False,
-            tangled=None):
+            tangled=None, notes=None):
     """Run CODE; write its picture to WRITE_TO (default FILE); return the
     org text and the raw outputs.  Raise BlockError if the code raised or
     its result cannot go into the notes.  With LOOSE_PICTURES, {"folder":
@@ -1637,11 +1668,12 @@ def execute(kernel, code, file=None, write_to=None, timeout=None, max_lines=None
     # A hundred times what a result may hold: a progress bar that goes
     # back over its line prints far more than it leaves.
     outputs = kernel.run(code, timeout, {"left": LEFT_RUNNING} if for_the_notes else None,
-                         max_printed=max_lines * CHARACTERS_A_LINE * 100 if max_lines else None)
+                         max_printed=max_lines * CHARACTERS_A_LINE * 100 if max_lines else None,
+                         notes=notes)
     left = left_running(kernel, kernel.evaluated.get("left")) if for_the_notes else {}
     try:
         org = result(outputs, file, write_to, max_lines, loose_pictures, results, wrap,
-                     for_the_notes, tangled, left)
+                     for_the_notes, tangled, left, kernel.in_notes)
     except BlockError:
         raise
     except Exception as error:
@@ -1762,10 +1794,10 @@ def left_running(kernel, text):
 
 
 def result(outputs, file, write_to, max_lines, loose_pictures, results, wrap, for_the_notes,
-           tangled=None, left=None):
+           tangled=None, left=None, in_notes=None):
     """The drawer text of a block's OUTPUTS, once its picture is written;
     see execute."""
-    error = failure(outputs)
+    error = failure(outputs, in_notes)
     if error:
         raise error
     # Every check first: a block refused writes no picture.
@@ -1983,7 +2015,8 @@ def serve(stdin, stdout):
                                  request.get("write_to"), request.get("timeout"),
                                  request.get("max_lines"), request.get("loose_pictures"),
                                  request.get("results"), request.get("wrap", False),
-                                 request.get("for_the_notes", False), request.get("tangled"))
+                                 request.get("for_the_notes", False), request.get("tangled"),
+                                 request.get("notes"))
                 send({**reply, "ok": True, "org": org, "printed": printed_text(outputs)})
             except BlockError as error:
                 send({**reply, "ok": False, "kind": error.kind, "summary": error.summary,

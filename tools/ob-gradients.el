@@ -299,11 +299,13 @@ kernel, and the build refuses the notes for it."
                            (format " (line %d)" (1+ (cl-count ?\n text :end (match-beginning 0))))
                          "")))))
 
-(defun gradients--new-request (body params &optional where value-of element)
+(defun gradients--new-request (body params &optional where value-of element place)
   "A request to run BODY with PARAMS, from the block at point, or from
 the block WHERE names.  With VALUE-OF, the result params of a block
 whose value Org wants, the request asks for that value, not for drawer
-text.  ELEMENT is as for `gradients--own-head'."
+text.  ELEMENT is as for `gradients--own-head'.  PLACE, or else one
+read from ELEMENT, is where BODY begins in the notes (see
+`gradients--code-place')."
   (let* ((where (or where (gradients-block-description element)))
          (file (cdr (assq :file params)))
          (_ (gradients--check-utf-8 where body file))
@@ -347,7 +349,27 @@ text.  ELEMENT is as for `gradients--own-head'."
                             (if (and gradients-results-for-the-notes (not value-of)
                                      (stringp tangle) (not (equal tangle "no")))
                                 tangle :null)))
-              (wrap . ,(if (assq :wrap params) t :false)))))))
+              (wrap . ,(if (assq :wrap params) t :false))
+              (notes . ,(or place (gradients--code-place element body))))))))
+
+(defun gradients-same-code-p (code written)
+  "Whether CODE, which a block runs, is WRITTEN, its code as written, but
+for the line ends Org drops."
+  (and code written
+       (equal (string-trim-right code "\n+") (string-trim-right written "\n+"))))
+
+(defun gradients--code-place (element body)
+  "Where the first line of BODY is in the notes, as ((file . NAME) (line
+. N)), for the bridge to name the notes' lines in a traceback; :null
+where BODY is not ELEMENT's code as written (a :var, a noweb reference
+or a prologue put lines in it), or ELEMENT is nil."
+  (let ((head (and element (gradients--own-head element))))
+    (if (and head (gradients-same-code-p body (gradients--code-as-run element)))
+        `((file . ,(gradients--file-label))
+          (line . ,(1+ (or (and gradients-block-line-function
+                                (funcall gradients-block-line-function head))
+                           (org-current-line head)))))
+      :null)))
 
 (defun gradients--failure-message (request reply)
   "The one line that says why REQUEST failed; the traceback is shown apart."
@@ -607,15 +629,17 @@ outside a drawer, an export block or an Org block.")
             (gradients--forget-loose-pictures previous text))
           text)))))
 
-(defun gradients-run-block (body params where)
+(defun gradients-run-block (body params where &optional place)
   "Run BODY with PARAMS on its session's kernel and wait for it; return
 the reply, an alist with the drawer text under `org' and what the block
 printed under `printed'.  A block that fails signals an error naming
-WHERE.  For callers that read each block once themselves (the build)."
+WHERE, and PLACE, where BODY begins in the notes (see
+`gradients--code-place'), its lines in the traceback.  For callers that
+read each block once themselves (the build)."
   (let ((request (gradients--new-request
                   (org-babel-expand-body:generic
                    body params (gradients-variable-assignments params))
-                  params where))
+                  params where nil nil place))
         (process (gradients--session-process params)))
     (gradients--submit process request)
     (let ((reply (gradients--wait process request)))

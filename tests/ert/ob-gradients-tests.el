@@ -333,6 +333,39 @@ raise ValueError('bad thing')
       (should-not (obgt-said-p "evaluation complete" said)))
     (should (equal (obgt-drawer "boom") ": old"))))
 
+;; Found by probing: a traceback named IPython's cells ("Cell In[3],
+;; line 2"), counted from each block's first line.
+(ert-deftest obgt-a-traceback-names-the-lines-of-the-notes ()
+  (obgt-with-notes ("traceback.org" "
+#+name: defines
+#+begin_src jupyter-python
+def divides(x):
+    return x / 0
+#+end_src
+
+#+name: calls
+#+begin_src jupyter-python
+x = 1
+divides(x)
+#+end_src
+")
+    (obgt-run "defines")
+    (should (obgt-wait))
+    (obgt-run "calls")
+    (should (obgt-wait))
+    (let ((traceback (with-current-buffer "*gradients-traceback*" (buffer-string)))
+          (line-of (lambda (text)
+                     (save-excursion
+                       (goto-char (point-min))
+                       (search-forward text)
+                       (line-number-at-pos (match-beginning 0))))))
+      (should (string-match-p (format "^traceback\\.org:%d$" (funcall line-of "divides(x)\n"))
+                              traceback))
+      (should (string-match-p (format "^traceback\\.org:%d, in divides(x)$"
+                                      (funcall line-of "return x / 0"))
+                              traceback))
+      (should-not (string-match-p "Cell In\\[" traceback)))))
+
 (ert-deftest obgt-a-failure-names-the-line-the-block-is-on-when-it-fails ()
   ;; Lines typed above a running block move it down.
   (obgt-with-notes ("moved-down.org" "

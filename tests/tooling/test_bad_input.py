@@ -89,6 +89,19 @@ def test_a_block_failing_in_make_run_is_named_by_its_line_in_the_file(tiny):
                           "ZeroDivisionError")
 
 
+def test_a_syntax_error_is_named_by_its_line_in_the_file(tiny):
+    """Found by probing: the build said "invalid syntax (1886342180.py,
+    line 2)", counting from the block's first line, in a file of IPython's
+    the author never sees."""
+    text = HEADER + block("print('one')\nprint('two')", "above") + block("x = 1\ny = = 2", "broken")
+    before = write_readme(tiny, text)
+    line = line_of(text, "broken")
+    for target in ("tangle", "run"):
+        assert_failed_cleanly(build(tiny, target), tiny, before,
+                              f"README.org:{line}: block `broken' raised SyntaxError: invalid "
+                              f"syntax (README.org:{line + 2})")
+
+
 def test_a_picture_without_a_file_fails_the_build(tiny):
     """Found by probing: the build dropped it without a word."""
     # Graphviz's picture rather than Matplotlib's: a kernel that imports

@@ -247,6 +247,27 @@ def test_the_folders_of_the_clone_and_of_python_are_named_as_they_stay(kernel):
     assert sys.prefix not in org, org
 
 
+def test_a_traceback_names_the_lines_of_the_notes(kernel):
+    """Found by probing: a failure named IPython's cells ("Cell In[3],
+    line 2", a SyntaxError's "(1886342180.py, line 2)"), counted from a
+    block's first line, where the notes have lines of their own."""
+    import kernel_bridge
+    kernel_bridge.execute(kernel, "def fails():\n    return 1 / 0", notes={"file": "N.org", "line": 10})
+    with pytest.raises(kernel_bridge.BlockError) as raised:
+        kernel_bridge.execute(kernel, "x = 1\nfails()", notes={"file": "N.org", "line": 20})
+    assert "N.org:21" in str(raised.value) and "N.org:11, in fails()" in str(raised.value), \
+        str(raised.value)
+    assert "Cell In[" not in str(raised.value)
+    with pytest.raises(kernel_bridge.BlockError) as raised:
+        kernel_bridge.execute(kernel, "x = 1\ny = = 2", notes={"file": "N.org", "line": 30})
+    assert raised.value.summary == "SyntaxError: invalid syntax (N.org:31)", raised.value.summary
+    # Code whose place is not known (a noweb reference expanded) keeps
+    # IPython's own names.
+    with pytest.raises(kernel_bridge.BlockError) as raised:
+        kernel_bridge.execute(kernel, "fails()")
+    assert "N.org:11, in fails()" in str(raised.value) and "Cell In[" in str(raised.value)
+
+
 def test_a_memory_address_is_refused_with_the_way_out_that_fits(kernel):
     """Found by probing: a printed address was told to end the block with
     `;', which silences a value, not a print."""
