@@ -2072,12 +2072,13 @@ drawn into the scratch folder."
                                      "the build's watch of the files the blocks read")
     (dolist (block blocks)
       (when (gradients-build--runs-p block)
-        (message "running %s" (plist-get block :where))
         (let* ((params (gradients-build--params block))
                (reply (condition-case failure
-                          (gradients-run-block (gradients-build--code block) params
-                                               (plist-get block :where)
-                                               (gradients-build--code-place block))
+                          (gradients-build--run-noted
+                           block (lambda ()
+                                   (gradients-run-block (gradients-build--code block) params
+                                                        (plist-get block :where)
+                                                        (gradients-build--code-place block))))
                         (error
                          ;; Its failure then says what was missing (a
                          ;; module), not why.
@@ -2343,6 +2344,17 @@ and the next build finds the checkout's lock free."
 cleared when it ends or refuses.  Still set when Emacs exits, the build
 was stopped from outside (Ctrl-C, a signal).")
 
+(defvar gradients-build--running nil
+  "Where the block that runs is, while one does: a build stopped then
+says which block it stopped in.")
+
+(defun gradients-build--run-noted (block run)
+  "Call RUN, saying first that BLOCK runs, and noting it until it ends."
+  (message "running %s" (plist-get block :where))
+  (setq gradients-build--running (plist-get block :where))
+  (unwind-protect (funcall run)
+    (setq gradients-build--running nil)))
+
 (defvar gradients-build--kernel-stopping nil
   "What to say while a build that has done all its work waits for its
 kernel to stop.  Still set when Emacs exits, the build was stopped then:
@@ -2392,8 +2404,11 @@ say that its recipe failed."
     (when gradients-build--under-way
       (message (if gradients-build--ended-by-lisp
                    "%s: Lisp ended the build before its end, calling kill-emacs (a library Emacs loaded? see EMACSLOADPATH)."
-                 "%s: the build was stopped (Ctrl-C or a signal) before it ended.")
-               gradients-build--under-way)
+                 "%s: the build was stopped (Ctrl-C or a signal) before it ended%s.")
+               gradients-build--under-way
+               (if (and gradients-build--running (not gradients-build--ended-by-lisp))
+                   (format ", as %s ran" gradients-build--running)
+                 ""))
       ;; An install under way when the build was stopped was completed.
       (message "%s" (gradients-build--what-changed "Changed before it stopped"))
       (setq gradients-build--under-way nil))
@@ -2950,14 +2965,15 @@ and `make test' find everything as the run left it."
           (dolist (block blocks)
             (when (gradients-build--runs-p block)
               (goto-char (plist-get block :marker))
-              (message "running %s" (plist-get block :where))
               (let* ((org-babel-current-src-block-location (plist-get block :marker))
                      (replies nil)
                      (gradients-reply-functions
                       (cons (lambda (_request reply) (push reply replies))
                             gradients-reply-functions)))
-                (let ((inhibit-message t))
-                  (org-babel-execute-src-block))
+                (gradients-build--run-noted
+                 block (lambda ()
+                         (let ((inhibit-message t))
+                           (org-babel-execute-src-block))))
                 ;; Its own, the last: a block runs no other (no :var of a
                 ;; block passes the checks).
                 (push (car replies) made)))))

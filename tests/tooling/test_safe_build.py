@@ -6,6 +6,7 @@ left running.  (Input refused before any block runs: test_bad_input.py.)"""
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -393,9 +394,9 @@ def test_no_venv_is_said_in_one_line(tiny):
 def test_ctrl_c_while_a_block_runs_changes_nothing_and_leaves_nothing(tiny):
     """A failed build is the runaway block's test, a successful one the
     indented block's."""
-    before = write_readme(tiny, HEADER + block(CHILD, "child", ":tangle no")
-                          + block("open('sleeping', 'w').close()\nimport time\ntime.sleep(300)",
-                                  "sleeps"))
+    text = HEADER + block(CHILD, "child", ":tangle no") + block(
+        "open('sleeping', 'w').close()\nimport time\ntime.sleep(300)", "sleeps")
+    before = write_readme(tiny, text)
     # An Emacs that waited for its bridges to stop their kernels would
     # wait out their patience, as an Emacs exiting on a signal may not see
     # them end: ten times what the build is given to stop, so that such a
@@ -410,7 +411,8 @@ def test_ctrl_c_while_a_block_runs_changes_nothing_and_leaves_nothing(tiny):
         stderr = finish(process)
     assert process.returncode != 0, stderr
     assert stderr.endswith("README.org: the build was stopped (Ctrl-C or a signal) before it "
-                           "ended.\nNothing was changed.\n"), stderr
+                           f"ended, as README.org:{line_of(text, 'sleeps')}: block `sleeps' "
+                           "ran.\nNothing was changed.\n"), stderr
     assert time.monotonic() - pressed < PATIENCE, "the build waited for its kernels to stop"
     assert_no_leftovers(tiny, temporary)
     assert snapshot(tiny) == {**before, "child.pid": (tiny / "child.pid").read_bytes(),
@@ -561,7 +563,9 @@ def test_a_bridge_held_stopped_is_waited_for_without_spinning_and_ctrl_c_ends_it
     # least a quarter even on a machine busy elsewhere.
     assert used < 0.4, f"Emacs used {used:.2f} s of processor in 2 s of waiting"
     assert process.returncode != 0, stderr
-    assert "README.org: the build was stopped (Ctrl-C or a signal) before it ended." in stderr, stderr
+    # Found by probing: it did not say which block it stopped in.
+    assert re.search(r"README\.org: the build was stopped \(Ctrl-C or a signal\) before it "
+                     r"ended, as README\.org:\d+: block `sleeps' ran\.", stderr), stderr
     subprocess.run(["flock", "-w", str(PATIENCE), ".", "true"], cwd=tiny, check=True)
     assert not alive(int((tiny / "child.pid").read_text()))
     assert_no_kernel_left(tiny)
@@ -651,9 +655,10 @@ def test_a_question_a_build_meets_is_not_waited_for_on_a_terminal(tiny, tmp_path
 def test_ctrl_c_while_make_run_runs_its_blocks_is_said(tiny):
     """Its blocks run with their messages held back: the build's last
     words were lost with them."""
-    refuses_make_run(tiny, HEADER + block(WAITS_THE_SECOND_TIME, "sleeps"),
-                     lambda process: os.killpg(process.pid, signal.SIGINT),
-                     "README.org: the build was stopped (Ctrl-C or a signal) before it ended.")
+    text = HEADER + block(WAITS_THE_SECOND_TIME, "sleeps")
+    refuses_make_run(tiny, text, lambda process: os.killpg(process.pid, signal.SIGINT),
+                     "README.org: the build was stopped (Ctrl-C or a signal) before it ended, "
+                     f"as README.org:{line_of(text, 'sleeps')}: block `sleeps' ran.")
 
 
 def test_a_file_the_blocks_read_changed_while_make_run_ran_is_named(tiny):
