@@ -2843,6 +2843,32 @@ the new link, after the `make tangle' that kept them)."
                        relative)))))))
     (nreverse retiring)))
 
+(defun gradients-build--say-stale-results (org-name)
+  "Say which recorded results of the notes ORG-NAME differ from what
+their blocks produced in the build just made (.build/produced/): found
+by `make test' alone, they were news after the next step of the loop.
+As `make test' compares them (tests/test_notes.py): a block whose
+:results are none or silent records nothing."
+  (let* ((kept (gradients-build--read-json
+                (gradients-build--produced-file gradients-build--project)))
+         (stale (cl-loop
+                 for block in (alist-get 'blocks kept)
+                 for words = (split-string (or (alist-get :results (alist-get 'header block)) ""))
+                 when (and (alist-get 'runs block)
+                           (not (member "none" words)) (not (member "silent" words))
+                           (not (equal (or (alist-get 'recorded block) "")
+                                       (or (alist-get 'produced block) ""))))
+                 collect (format "%s:%d: block %s" org-name (alist-get 'line block)
+                                 (if (alist-get 'name block)
+                                     (format "`%s'" (alist-get 'name block))
+                                   "(unnamed)")))))
+    (when stale
+      (message "%s recorded result%s %s not what %s produce%s now (%s): `make run' records %s"
+               (length stale) (if (cdr stale) "s" "") (if (cdr stale) "are" "is")
+               (if (cdr stale) "their blocks" "its block") (if (cdr stale) "" "s")
+               (concat (string-join (seq-take stale 3) "; ") (if (nthcdr 3 stale) "; …" ""))
+               (if (cdr stale) "them" "it")))))
+
 (defun gradients-build-tangle ()
   "Produce everything, then install every output that changed and remove
 those no block makes any more (`make tangle')."
@@ -2854,7 +2880,8 @@ those no block makes any more (`make tangle')."
        (expand-file-name gradients-build-produced-folder project) outputs)
       (gradients-build--write-outputs-list
        outputs (gradients-build--remove-retired-outputs
-                before outputs (decode-coding-string original 'utf-8-unix))))))
+                before outputs (decode-coding-string original 'utf-8-unix)))
+      (gradients-build--say-stale-results (file-name-nondirectory org-file)))))
 
 (defun gradients-build--check-as-written ()
   "Fail unless the buffer, with the results of a run written into it,

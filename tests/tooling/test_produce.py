@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import EMACS, ROOT, emacs, make, with_the_checkouts_build
-from tiny_notes import HEADER, block, snapshot, write_readme
+from tiny_notes import HEADER, block, line_of, snapshot, write_readme
 
 import produced  # noqa: E402 (tools/, on the path once conftest is)
 
@@ -461,6 +461,24 @@ def test_make_test_says_so_of_a_damaged_blocks_json_before_any_check(project_cop
     assert "INTERNALERROR" not in run.stdout + run.stderr, run.stdout[-3000:]
     assert ".build/produced/blocks.json is damaged (" in run.stdout, run.stdout[-3000:]
     assert "remove .build/produced and run `make test`" in run.stdout
+
+
+def test_make_tangle_says_which_recorded_results_its_blocks_no_longer_produce(tiny):
+    """Found by probing: the author learnt it from `make test' alone, a
+    step after; `make tangle' had the blocks' new results in hand."""
+    write_readme(tiny, NOTES)
+    assert make("run", cwd=tiny).returncode == 0
+    text = (tiny / "README.org").read_text()
+    write_readme(tiny, text.replace("6 * 7", "6 * 8"))
+    tangled = make("tangle", cwd=tiny)
+    assert tangled.returncode == 0
+    said = (f"1 recorded result is not what its block produces now (README.org:"
+            f"{line_of(text, 'answer')}: block `answer'): `make run' records it")
+    assert said in tangled.stdout + tangled.stderr, tangled.stderr
+    assert make("run", cwd=tiny).returncode == 0
+    (tiny / "README.org").write_text((tiny / "README.org").read_text() + "\nProse.\n")
+    tangled = make("tangle", cwd=tiny)
+    assert "recorded result" not in tangled.stdout + tangled.stderr, tangled.stderr
 
 
 def test_make_tangle_builds_an_older_edit_that_make_test_built_first(tiny):
