@@ -591,10 +591,13 @@ class Shows:
 
     evaluated, known_running = {}, set()
 
+    def in_notes(self, text):
+        return text
+
     def __init__(self, data):
         self.data = data
 
-    def run(self, code, timeout, expressions=None, max_printed=None):
+    def run(self, code, timeout, expressions=None, max_printed=None, notes=None):
         return [("display_data", {"data": self.data, "metadata": {}})]
 
 
