@@ -167,7 +167,7 @@ def test_two_builds_asked_for_at_once_run_the_blocks_once(tiny):
     write_readme(tiny, HEADER + block("import time\ntime.sleep(1)\nprint(6 * 7)", "slow"))
     run = make("-j2", "tangle", ".build/produced/blocks.json", cwd=tiny, timeout=PATIENCE * 2)
     assert run.returncode == 0, run.stderr
-    assert run.stderr.count("block `slow'") == 1, run.stderr
+    assert run.stderr.count("running README.org:8: block `slow'") == 1, run.stderr
     assert "results are reused" in run.stderr, run.stderr
 
 
