@@ -2765,10 +2765,12 @@ wrote, whose code is that of the run it just kept."
                      gradients-build--org-name target)
             (setq reads (gradients-build--run blocks)))
         ;; `make run' runs every block again all the same, for the notes:
-        ;; the kept run is what it checks that run against.
-        (message "%s" (if (equal target "run")
-                          "the code of the blocks is as when they last ran: that run is kept for make tangle, and each block now runs again for the notes, checked against it"
-                        "the code of the blocks is as when they last ran: their results are reused"))
+        ;; the kept run is what it checks that run against.  Its second
+        ;; reading of the notes, once written (KEPT-ONLY), says nothing new.
+        (unless kept-only
+          (message "%s" (if (equal target "run")
+                            "the code of the blocks is as when they last ran: that run is kept for make tangle, and each block now runs again for the notes, checked against it"
+                          "the code of the blocks is as when they last ran: their results are reused")))
         ;; One guessed needed, and started early, is not.
         (gradients-stop-sessions 'no-wait)
         (gradients-build--reuse blocks pictures earlier)
