@@ -834,13 +834,6 @@ its :noweb says so) and code references removed, as Org runs it; once."
         (plist-put block :code code)
         code)))
 
-(defun gradients-build--code-place (block)
-  "Where the code BLOCK runs begins in the notes, for the bridge to name
-their lines in a traceback; nil where it is not the code as written (its
-noweb references expanded, a prologue)."
-  (when (gradients-same-code-p (gradients-build--code block) (nth 1 (plist-get block :info)))
-    `((file . ,gradients-build--org-name) (line . ,(1+ (plist-get block :line))))))
-
 (defun gradients-build--not-run (block)
   "Why the build does not run BLOCK, a `jupyter-python' block, or nil
 when it does.  Its :eval says so (as Org's `org-babel-check-evaluate'
@@ -2076,9 +2069,10 @@ drawn into the scratch folder."
                (reply (condition-case failure
                           (gradients-build--run-noted
                            block (lambda ()
-                                   (gradients-run-block (gradients-build--code block) params
-                                                        (plist-get block :where)
-                                                        (gradients-build--code-place block))))
+                                   (let ((code (gradients-build--code block)))
+                                     (gradients-run-block
+                                      code params (plist-get block :where)
+                                      (gradients-code-place (plist-get block :element) code)))))
                         (error
                          ;; Its failure then says what was missing (a
                          ;; module), not why.

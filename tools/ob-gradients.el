@@ -305,7 +305,7 @@ the block WHERE names.  With VALUE-OF, the result params of a block
 whose value Org wants, the request asks for that value, not for drawer
 text.  ELEMENT is as for `gradients--own-head'.  PLACE, or else one
 read from ELEMENT, is where BODY begins in the notes (see
-`gradients--code-place')."
+`gradients-code-place')."
   (let* ((where (or where (gradients-block-description element)))
          (file (cdr (assq :file params)))
          (_ (gradients--check-utf-8 where body file))
@@ -350,7 +350,7 @@ read from ELEMENT, is where BODY begins in the notes (see
                                      (stringp tangle) (not (equal tangle "no")))
                                 tangle :null)))
               (wrap . ,(if (assq :wrap params) t :false))
-              (notes . ,(or place (gradients--code-place element body))))))))
+              (notes . ,(or place (gradients-code-place element body))))))))
 
 (defun gradients-same-code-p (code written)
   "Whether CODE, which a block runs, is WRITTEN, its code as written, but
@@ -358,11 +358,12 @@ for the line ends Org drops."
   (and code written
        (equal (string-trim-right code "\n+") (string-trim-right written "\n+"))))
 
-(defun gradients--code-place (element body)
+(defun gradients-code-place (element body)
   "Where the first line of BODY is in the notes, as ((file . NAME) (line
 . N)), for the bridge to name the notes' lines in a traceback; :null
 where BODY is not ELEMENT's code as written (a :var, a noweb reference
-or a prologue put lines in it), or ELEMENT is nil."
+or a prologue put lines in it), or ELEMENT is nil.  The build's blocks
+and those run from Emacs alike."
   (let ((head (and element (gradients--own-head element))))
     (if (and head (gradients-same-code-p body (gradients--code-as-run element)))
         `((file . ,(gradients--file-label))
@@ -634,7 +635,7 @@ outside a drawer, an export block or an Org block.")
 the reply, an alist with the drawer text under `org' and what the block
 printed under `printed'.  A block that fails signals an error naming
 WHERE, and PLACE, where BODY begins in the notes (see
-`gradients--code-place'), its lines in the traceback.  For callers that
+`gradients-code-place'), its lines in the traceback.  For callers that
 read each block once themselves (the build)."
   (let ((request (gradients--new-request
                   (org-babel-expand-body:generic
