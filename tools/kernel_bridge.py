@@ -107,6 +107,20 @@ UNBEGUN_PATIENCE = 30
 # main thread never waits longer than this at a time.
 WAKE_UP = 0.2
 
+# A SIGINT that lands just before the kernel's main thread enters a
+# blocking call (time.sleep's, at the very start of a block) only marks
+# the interrupt as due: Python raises KeyboardInterrupt when the call
+# returns, tens of seconds later.  So after an interrupt the main thread
+# is sent this signal, whose handler does nothing, until the block ends:
+# it breaks the call off, and Python, resuming it, raises the due
+# KeyboardInterrupt first.  Unlike a second SIGINT, it gives a block that
+# caught the first KeyboardInterrupt no other.  Its first comes this many
+# seconds after the SIGINT, each next after twice as long, up to
+# WAKE_EVERY_AT_MOST.
+WAKE_SIGNAL = signal.SIGRTMIN + 4
+WAKE_FIRST = 0.05
+WAKE_EVERY_AT_MOST = 2.0
+
 SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_supervisor.py")
 
 # How long the supervisor gets to kill what the kernel started (it insists
@@ -256,10 +270,13 @@ del streams
 # exception's text, \ud800) is sent with it escaped, as JSON can: UTF-8
 # cannot carry it, and the kernel would report its own UnicodeEncodeError
 # in place of the block's exception (Python, running the script, shows
-# the exception so escaped).
-LAUNCH_KERNEL = """\
+# the exception so escaped).  And the kernel takes WAKE_SIGNAL, doing
+# nothing with it.
+LAUNCH_KERNEL = f"""\
 import linecache, runpy, sys
 notes_folder = sys.path.pop(0)
+import signal
+signal.signal({WAKE_SIGNAL}, lambda signum, frame: None)
 sys.modules["debugpy"] = None
 import ipykernel.debugger
 del sys.modules["debugpy"]
@@ -709,17 +726,23 @@ CELL_PLACE = re.compile(r"\bCell In\[(\d+)\], line (\d+)")
 SYNTAX_ERROR_PLACE = re.compile(r"\(\d+\.py, line (\d+)\)")
 
 
+def signal_thread(pid, signum):
+    """SIGNUM to the main thread of process PID alone; nothing if it is
+    gone.  Python has no tgkill, and pthread_kill takes this process's
+    threads only."""
+    ctypes.CDLL(None, use_errno=True).tgkill(pid, pid, signum)
+
+
 def signal_group(group, main, signum):
     """SIGNUM to every process of process group GROUP, as killpg sends
     it, but to the main thread of process MAIN alone (tgkill)."""
-    libc = ctypes.CDLL(None, use_errno=True)
     for name in os.listdir("/proc"):
         fields = kernel_supervisor.process_status(name) if name.isdigit() else None
         if not fields or int(fields[2]) != group:
             continue
         pid = int(name)
         if pid == main:
-            libc.tgkill(pid, pid, signum)
+            signal_thread(pid, signum)
             continue
         try:
             os.kill(pid, signum)
@@ -894,6 +917,11 @@ class Kernel:
         if self.supervisor is not None:
             signal_group(self.supervisor.pid, self.pid, signal.SIGINT)
 
+    def wake(self):
+        """WAKE_SIGNAL to the kernel's main thread (see there)."""
+        if self.pid is not None:
+            signal_thread(self.pid, WAKE_SIGNAL)
+
     def reply_to(self, msg_id):
         """The shell's reply to request MSG_ID, which follows its outputs,
         or None when the kernel handled the request without one: a
@@ -942,6 +970,7 @@ class Kernel:
         # one for each ask, and one for a limit met.
         begun_at = None
         sent = 0
+        wake_at = wake_every = None
         # When the first SIGINT went, by the clock the kernel dates its
         # messages with.
         signalled_at = None
@@ -986,6 +1015,12 @@ class Kernel:
                 self.interrupt()
                 sent = wanted
                 signalled_at = signalled_at or time.time()
+                wake_every = WAKE_FIRST
+                wake_at = now + wake_every
+            elif sent and now >= wake_at:
+                self.wake()
+                wake_every = min(2 * wake_every, WAKE_EVERY_AT_MOST)
+                wake_at = now + wake_every
             if msg is None:
                 if not self.is_alive():
                     raise self.died("the kernel died while running it "
