@@ -241,6 +241,40 @@ def committed_output_problem(notes, output, modes=True):
     return None
 
 
+# Each problem a test failed on, with that test: every other test that
+# meets it is skipped, naming the one that failed.  A gradients.py out of
+# date or failing on import otherwise failed each of the 49 tests that
+# use it, in as many lines saying the same.  The run still fails, once.
+FAILED_ON = {}
+SKIPPED_AS_FAILED = set()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test skipped by fail_once is said to be skipped there, so that the
+    summary gathers them all in one line, not one a test function."""
+    report = (yield).get_result()
+    if report.skipped and isinstance(report.longrepr, tuple) and \
+       report.longrepr[2].removeprefix("Skipped: ") in SKIPPED_AS_FAILED:
+        report.longrepr = (__file__, fail_once.__code__.co_firstlineno, report.longrepr[2])
+
+
+def running_test():
+    """The node id of the test running now."""
+    return os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+
+
+def fail_once(problem):
+    """Fail the running test on PROBLEM, one line; or, if an earlier test
+    failed on it, skip this one, naming that test."""
+    first = FAILED_ON.setdefault(problem, running_test())
+    if first != running_test():
+        reason = f"{problem} (as {first} failed, above)"
+        SKIPPED_AS_FAILED.add(reason)
+        pytest.skip(reason)
+    pytest.fail(problem, pytrace=False)
+
+
 def committed(output, modes=True):
     """The path of the committed OUTPUT, once it is what the notes build
     now; failing that, the test fails in the line saying why.  Checks of
@@ -248,7 +282,7 @@ def committed(output, modes=True):
     ImportError, a FileNotFoundError, an old function's wrong answer)."""
     problem = committed_output_problem(produced.load(), output, modes)
     if problem:
-        pytest.fail(problem, pytrace=False)
+        fail_once(problem)
     return ROOT / output
 
 
@@ -312,10 +346,22 @@ def as_a_script_shows_warnings():
     warnings.filterwarnings("default", category=DeprecationWarning, module="gradients")
 
 
-@pytest.fixture(scope="session")
-def gradients():
+@pytest.fixture
+def gradients(imported_gradients):
     """The tangled module, imported; what it writes on import is kept."""
-    committed("gradients.py", modes=False)
+    module, problem = imported_gradients
+    if problem:
+        fail_once(problem)
+    return module
+
+
+@pytest.fixture(scope="session")
+def imported_gradients():
+    """The tangled module and None; or None and why it cannot be imported,
+    in one line: not its traceback and gradients.py's source."""
+    problem = committed_output_problem(produced.load(), "gradients.py", modes=False)
+    if problem:
+        return None, problem
     written = {}
     sys.path.insert(0, str(ROOT))
     # The document's own code leaves no bytecode beside README.org; the
@@ -330,9 +376,7 @@ def gradients():
             as_a_script_shows_warnings()
             module = importlib.import_module("gradients")
     except Exception as error:
-        # In one line for each test that needs it, not its traceback and
-        # gradients.py's source over and over.
-        pytest.fail(import_failure(error), pytrace=False)
+        return None, import_failure(error)
     finally:
         sys.dont_write_bytecode = writes_bytecode
         sys.path.remove(str(ROOT))
@@ -340,7 +384,7 @@ def gradients():
     module.warned_on_import = written["stderr"] + "".join(
         warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line)
         for w in raised)
-    return module
+    return module, None
 
 
 # The Emacs under test, as `make test EMACS=...` names it; an Org on

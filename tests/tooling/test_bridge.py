@@ -176,10 +176,12 @@ def test_a_block_that_caught_its_interrupt_is_woken_but_not_interrupted_again(tm
         bridge.ready()
         bridge.send("import signal, time\nwoken = 0\n"
                     "def count(signum, frame):\n    global woken\n    woken += 1\n"
-                    "try:\n    time.sleep(20)\nexcept KeyboardInterrupt:\n"
+                    "try:\n    open('sleeping', 'w').close()\n    time.sleep(20)\n"
+                    "except KeyboardInterrupt:\n"
                     "    signal.signal(signal.SIGRTMIN + 4, count)\n"
                     "    open('caught', 'w').close()\n    time.sleep(3)\n"
                     "woken > 0", id=1)
+        assert wait_for(lambda: (tmp_path / "sleeping").exists(), 30)
         bridge.interrupt(1)
         assert wait_for(lambda: (tmp_path / "caught").exists(), 15)
         reply = bridge.reply()
