@@ -1365,6 +1365,24 @@ block of its own."
         (error "%s: its code holds an unescaped #+begin_src, at line %d: if the block before it lacks its #+end_src, add it (Org reads both blocks as one); if it is code, escape it as Org does, ,#+begin_src"
                (plist-get block :where) (line-number-at-pos))))))
 
+(defun gradients-build--swallowed-names (blocks)
+  "The names, in lower case, on unescaped #+name lines in the code of
+those BLOCKS whose code holds an unescaped #+begin_src: of blocks one
+of them swallowed, its #+end_src missing.  That
+one is said (`gradients-build--check-one-block'); the #+RESULTS lines of
+the blocks it swallowed follow from it, and are not said too."
+  (let ((names (make-hash-table :test #'equal))
+        (case-fold-search t))
+    (save-excursion
+      (dolist (block blocks)
+        (goto-char (plist-get block :marker))
+        (forward-line 1)
+        (let ((end (org-element-property :end (plist-get block :element))))
+          (when (save-excursion (re-search-forward "^[ \t]*#\\+begin_src\\b" end t))
+            (while (re-search-forward "^[ \t]*#\\+name:[ \t]*\\(.*?\\)[ \t]*$" end t)
+              (puthash (downcase (match-string 1)) t names))))))
+    names))
+
 (defun gradients-build--named-block (name blocks)
   "The block of BLOCKS named NAME, in any case, as Org finds it; or nil."
   (cl-find-if (lambda (block)
@@ -1698,7 +1716,8 @@ kernel."
       ;; as it is: of a name no block has, a second of one that a block
       ;; has, one that follows no block.
       (let ((updated (make-hash-table))
-            (owners (make-hash-table :test #'equal)))
+            (owners (make-hash-table :test #'equal))
+            (swallowed (gradients-build--swallowed-names blocks)))
         (dolist (block blocks)
           (when (plist-get block :results-lines)
             (puthash (car (plist-get block :results-lines)) block updated)
@@ -1728,7 +1747,8 @@ kernel."
                                                   (org-element-property :post-affiliated element) t))
                              (line-number-at-pos)))
                      (owner (and named (gethash name owners))))
-                (unless (gethash line updated)
+                (unless (or (gethash line updated)
+                            (and named (gethash (downcase name) swallowed)))
                   (gradients-build--noting-problem line
                     (cond
                      ((and named (not (gethash (downcase name) names)))

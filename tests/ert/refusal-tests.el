@@ -277,13 +277,15 @@ build found, its hook into file reading, the notes' buffer."
                                    (refusal-tests--line text "#+begin_src jupyter-python"))))))))
 
 ;; Not at the end: the next block's #+end_src closes it, and the next
-;; block becomes code of the first.
+;; block becomes code of the first.  Its result, then under no block, is
+;; not said too: the advice for it (remove it, or rename it) was wrong.
 (ert-deftest refusal-tests-a-block-closed-by-the-next-ones-end-is-named ()
   (refusal-tests--in-project
     (let ((text (concat refusal-tests--header
                         "\n#+name: open\n#+begin_src jupyter-python\nx = 2\n"
                         "\n#+RESULTS: open\n:results:\n: 2\n:end:\n"
                         (refusal-tests--block "y = 3" "next")
+                        "\n#+RESULTS: next\n:results:\n: 3\n:end:\n"
                         ;; Escaped, as Org escapes it: code, not a block.
                         (refusal-tests--block "s = '''\n,#+begin_src python\n'''" "escaped"))))
       (should (equal (refusal-tests--refused text)
