@@ -12,8 +12,14 @@
 ;; Any signal, not only an error: a library may signal `quit', or a
 ;; condition of its own that is none.  An EMACSLOADPATH without an empty
 ;; entry (no `:' at its end) leaves Emacs's own folders out altogether.
+;; Found beside this file, whether or not its folder is on the load path
+;; (`emacs -l tools/load-build.el' alone failed, and said nothing): on the
+;; path for the load alone, as make puts it, for an absolute name would
+;; have a `$' or `~' in the checkout's path read as `load' reads them.
 (condition-case failure
-    (load "build.el" nil t t)
+    (let ((load-path (cons (file-name-directory (or load-file-name buffer-file-name))
+                           load-path)))
+      (load "build.el" nil t t))
   (t
    (let ((setting (getenv "EMACSLOADPATH")))
      (message "the Lisp of the build did not load: %s%s\nNothing was changed."
@@ -28,6 +34,7 @@
    (let ((note (getenv "GRADIENTS_BUILD_FINISHED")))
      (when (and note (not (equal note "")))
        (ignore-errors (delete-file note))))
-   (kill-emacs 255)))
+   ;; An interactive Emacs would close the screen, and its message with it.
+   (if noninteractive (kill-emacs 255) (signal (car failure) (cdr failure)))))
 
 ;;; load-build.el ends here

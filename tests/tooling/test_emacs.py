@@ -111,6 +111,14 @@ def test_each_emacs_numbers_its_requests_apart():
 
 
 
+def test_the_build_loads_from_its_file_alone(tmp_path):
+    """Found by probing: `emacs -l tools/load-build.el` without tools/ on
+    the load path ended at once with 255; in a terminal, it said nothing."""
+    run = emacs("-l", str(ROOT / "tools" / "load-build.el"),
+                "--eval", "(princ (fboundp 'gradients-build-tangle))", cwd=tmp_path, check=False)
+    assert (run.returncode, run.stdout) == (0, "t"), run.stderr
+
+
 LISP = sorted(path.name for path in (ROOT / "tools").glob("*.el"))
 
 
