@@ -736,11 +736,9 @@ def signal_thread(pid, signum):
 def signal_group(group, main, signum):
     """SIGNUM to every process of process group GROUP, as killpg sends
     it, but to the main thread of process MAIN alone (tgkill)."""
-    for name in os.listdir("/proc"):
-        fields = kernel_supervisor.process_status(name) if name.isdigit() else None
-        if not fields or int(fields[2]) != group:
+    for pid, its_group in kernel_supervisor.process_table(kernel_supervisor.PROCESS_GROUP).items():
+        if its_group != group:
             continue
-        pid = int(name)
         if pid == main:
             signal_thread(pid, signum)
             continue
@@ -944,6 +942,17 @@ class Kernel:
                 probe = self.channels.send("kernel_info_request", {})
         raise self.died("the kernel did not reply after running it")
 
+    def execute(self, code, expressions=None, silent=False):
+        """Send an execute_request for CODE, asking also for EXPRESSIONS
+        and whether the kernel can still write its streams; its id.
+        SILENT, it is not counted, nor kept in the history."""
+        return self.channels.send("execute_request", {
+            "code": code, "silent": silent, "store_history": not silent,
+            "user_expressions": {**(expressions or {}), "streams_writable": STREAMS_WRITABLE},
+            # The bridge sends one request at a time: an error has no
+            # queue to abort, but would abort the check after it.
+            "allow_stdin": False, "stop_on_error": False})
+
     def run(self, code, timeout=None, expressions=None, max_printed=None, notes=None):
         """Execute CODE; return its outputs as a list of (kind, content).
         Past TIMEOUT seconds the kernel is interrupted and BlockError raised.
@@ -954,12 +963,7 @@ class Kernel:
         has stopped: a block printing hundreds of megabytes kept the bridge
         reading them, silent, until Emacs took it for stuck and killed it,
         or printed until its time limit ran out."""
-        msg_id = self.channels.send("execute_request", {
-            "code": code, "silent": False, "store_history": True,
-            "user_expressions": {**(expressions or {}), "streams_writable": STREAMS_WRITABLE},
-            # The bridge sends one request at a time: an error has no
-            # queue to abort, but would abort the check after it.
-            "allow_stdin": False, "stop_on_error": False})
+        msg_id = self.execute(code, expressions)
         self.evaluated = {}
         deadline = time.monotonic() + timeout if timeout else None
         # ipykernel ignores SIGINT but while it handles a request, and says
@@ -1126,11 +1130,7 @@ class Kernel:
     def runs_blocks(self):
         """Whether the kernel still runs a block: asked after one that
         failed, after which no user expression is evaluated."""
-        msg_id = self.channels.send("execute_request", {
-            "code": "", "silent": True, "store_history": False,
-            "user_expressions": {"streams_writable": STREAMS_WRITABLE},
-            "allow_stdin": False, "stop_on_error": False})
-        reply = self.reply_to(msg_id)
+        reply = self.reply_to(self.execute("", silent=True))
         if reply is None:
             return False
         value = (reply["content"].get("user_expressions") or {}).get("streams_writable") or {}

@@ -75,13 +75,18 @@ def process_status(pid):
     return fields.split() if closing else None
 
 
-def process_table():
-    """{pid: parent pid} of every process but zombies, which have ended
-    and have no children any more."""
+# Fields of process_status, by index.
+PARENT, PROCESS_GROUP = 1, 2
+
+
+def process_table(field=PARENT):
+    """{pid: its FIELD of process_status, a number: by default its parent's
+    pid} of every process but zombies, which have ended and have no
+    children any more."""
     table = {}
     for name in os.listdir("/proc"):
         if name.isdigit() and (fields := process_status(name)) and fields[0] != b"Z":
-            table[int(name)] = int(fields[1])
+            table[int(name)] = int(fields[field])
     return table
 
 
