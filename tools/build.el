@@ -848,6 +848,15 @@ tangling leaves it out: the kernel then runs what gradients.py holds."
   (and (equal (plist-get block :language) "jupyter-python")
        (not (gradients-build--not-run block))))
 
+(defun gradients-build--records-p (block)
+  "Whether the build runs BLOCK and Org writes its result into the notes:
+not under :results none or silent.  `make test' compares the result
+recorded with the one produced for these blocks alone."
+  (and (gradients-build--runs-p block)
+       (let ((words (split-string (or (cdr (assq :results (nth 2 (plist-get block :info))))
+                                      ""))))
+         (not (or (member "none" words) (member "silent" words))))))
+
 (defun gradients-build--tangled-p (block)
   "Whether BLOCK's :tangle names a file (one left out is tangled nowhere)."
   (not (member (cdr (assq :tangle (nth 2 (plist-get block :info)))) '(nil "no"))))
@@ -2174,6 +2183,7 @@ every one of PICTURES."
       (header . ,(or header :null))
       (code . ,(substring-no-properties (nth 1 info)))
       (runs . ,(if (gradients-build--runs-p block) t :false))
+      (records . ,(if (gradients-build--records-p block) t :false))
       (left_out . ,(if (plist-get block :left-out) t :false))
       (not_run . ,(or (and (equal (plist-get block :language) "jupyter-python")
                            (gradients-build--not-run block))
@@ -2863,15 +2873,12 @@ the new link, after the `make tangle' that kept them)."
   "Say which recorded results of the notes ORG-NAME differ from what
 their blocks produced in the build just made (.build/produced/): found
 by `make test' alone, they were news after the next step of the loop.
-As `make test' compares them (tests/test_notes.py): a block whose
-:results are none or silent records nothing."
+The blocks compared are those `make test' compares, its `records'."
   (let* ((kept (gradients-build--read-json
                 (gradients-build--produced-file gradients-build--project)))
          (stale (cl-loop
                  for block in (alist-get 'blocks kept)
-                 for words = (split-string (or (alist-get :results (alist-get 'header block)) ""))
-                 when (and (alist-get 'runs block)
-                           (not (member "none" words)) (not (member "silent" words))
+                 when (and (alist-get 'records block)
                            (not (equal (or (alist-get 'recorded block) "")
                                        (or (alist-get 'produced block) ""))))
                  collect (format "%s:%d: block %s" org-name (alist-get 'line block)

@@ -32,6 +32,7 @@ class Block:
     header: dict              # header arguments as Org merged them, ":file" etc.
     code: str
     runs: bool                # whether the build runs it
+    records: bool             # runs, and Org records its result (not :results none, silent)
     left_out: bool            # under a COMMENT or archived heading, as Org tangles
     not_run: str | None       # why a jupyter-python block does not run
     recorded: str | None      # its results drawer's text in README.org
