@@ -756,8 +756,9 @@ dropped."
               (let ((message-log-max nil))
                 (message "%s: %s, %d s (C-g stops it)"
                          (gradients-request-where request)
-                         (if (eq (process-get process 'current) request)
-                             "running" "waiting for the blocks before it")
+                         (cond ((eq (process-get process 'current) request) "running")
+                               ((process-get process 'ready) "waiting for the blocks before it")
+                               (t "waiting for the kernel to start"))
                          seconds))
               (redisplay)))))
       (quit
