@@ -56,6 +56,7 @@ so what the tests compare is produced exactly as the build produces it.
 import ast
 import base64
 import collections
+import contextlib
 import ctypes
 import datetime
 import glob
@@ -111,15 +112,41 @@ WAKE_UP = 0.2
 # blocking call (time.sleep's, at the very start of a block) only marks
 # the interrupt as due: Python raises KeyboardInterrupt when the call
 # returns, tens of seconds later.  So after an interrupt the main thread
-# is sent this signal, whose handler does nothing, until the block ends:
-# it breaks the call off, and Python, resuming it, raises the due
-# KeyboardInterrupt first.  Unlike a second SIGINT, it gives a block that
-# caught the first KeyboardInterrupt no other.  Its first comes this many
-# seconds after the SIGINT, each next after twice as long, up to
-# WAKE_EVERY_AT_MOST.
+# is sent this signal, whose handler does nothing: it breaks the call
+# off, and Python, resuming it, raises the due KeyboardInterrupt first.
+# Unlike a second SIGINT, it gives a block that caught the first
+# KeyboardInterrupt no other.  It is sent only while the kernel has not
+# yet raised every KeyboardInterrupt it was sent (INTERRUPTS_TAKEN), and
+# for WAKE_FOR seconds at most after the SIGINT, for the block's own
+# handler of SIGINT, if it has one, counts none: a block that caught the
+# interrupt and went on had its waits broken off too, and some do not
+# come back whole (a write returns having written part, pyzmq's recv
+# starts its timeout again, so that one of over two seconds never ran
+# out).  The first comes WAKE_FIRST seconds after the SIGINT, each next
+# after twice as long.
 WAKE_SIGNAL = signal.SIGRTMIN + 4
 WAKE_FIRST = 0.05
-WAKE_EVERY_AT_MOST = 2.0
+WAKE_FOR = 5.0
+# The variable that names to the kernel the file it adds a byte to for
+# each KeyboardInterrupt its SIGINT handler raises.
+INTERRUPTS_TAKEN = "GRADIENTS_INTERRUPTS_TAKEN"
+# Python's handler of SIGINT, which counts each KeyboardInterrupt it
+# raises: ipykernel installs signal.default_int_handler while it runs a
+# block, taking it from the module as it imports it.  A traceback of the
+# interrupt goes through it, named COUNTING_FILE, which failure() leaves
+# out: the block's own line is the last, as with Python's handler.
+COUNTING_FILE = "<the kernel's count of interrupts, from tools/kernel_bridge.py>"
+COUNTING_INTERRUPTS = """\
+def default_int_handler(signum, frame, raise_it=signal.default_int_handler):
+    try:
+        with open(interrupts_taken, "ab", buffering=0) as taken:
+            taken.write(b"!")
+    except OSError:
+        pass
+    raise_it(signum, frame)
+signal.default_int_handler = default_int_handler
+del default_int_handler
+"""
 
 SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_supervisor.py")
 
@@ -271,12 +298,15 @@ del streams
 # cannot carry it, and the kernel would report its own UnicodeEncodeError
 # in place of the block's exception (Python, running the script, shows
 # the exception so escaped).  And the kernel takes WAKE_SIGNAL, doing
-# nothing with it.
+# nothing with it, and counts the KeyboardInterrupts it raises in the
+# file INTERRUPTS_TAKEN names, if any (COUNTING_INTERRUPTS).
 LAUNCH_KERNEL = f"""\
-import linecache, runpy, sys
+import linecache, os, runpy, signal, sys
 notes_folder = sys.path.pop(0)
-import signal
 signal.signal({WAKE_SIGNAL}, lambda signum, frame: None)
+interrupts_taken = os.environ.pop({INTERRUPTS_TAKEN!r}, None)
+if interrupts_taken:
+    exec(compile({COUNTING_INTERRUPTS!r}, {COUNTING_FILE!r}, "exec"))
 sys.modules["debugpy"] = None
 import ipykernel.debugger
 del sys.modules["debugpy"]
@@ -726,6 +756,19 @@ CELL_PLACE = re.compile(r"\bCell In\[(\d+)\], line (\d+)")
 SYNTAX_ERROR_PLACE = re.compile(r"\(\d+\.py, line (\d+)\)")
 
 
+def catches(pid, signum):
+    """Whether process PID has a handler for SIGNUM (not the default, nor
+    ignored), as /proc says."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
 def signal_thread(pid, signum):
     """SIGNUM to the main thread of process PID alone; nothing if it is
     gone.  Python has no tgkill, and pthread_kill takes this process's
@@ -770,7 +813,7 @@ class Kernel:
         # Asked while a block runs: how many times it was asked to be
         # interrupted.
         self.interrupt_asked = interrupt_asked or (lambda: 0)
-        self.channels = self.supervisor = self.caches = self.pid = None
+        self.channels = self.supervisor = self.caches = self.pid = self.folder = None
         # What was running when the last block for the notes ended.
         self.known_running = set()
         # Where in the notes each cell's code begins, by its number, and
@@ -779,10 +822,12 @@ class Kernel:
         self.cell = None
         self.evaluated = {}
         remove_stale_folders()
-        folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
+        # Kept while the kernel runs, for the interrupts it takes.
+        folder = self.folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
+        self.interrupts_taken = os.path.join(folder, "interrupts-taken")
+        connection_file = os.path.join(folder, "connection.json")
         try:
             address, key = kernel_address(), str(uuid.uuid4())
-            connection_file = os.path.join(folder, "connection.json")
             with open(connection_file, "w") as connection:
                 json.dump(Channels.connection(address, key), connection)
             try:
@@ -795,6 +840,7 @@ class Kernel:
                 self.caches = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-caches-")
                 environment = kernel_environment(caches=self.caches)
             environment["JPY_PARENT_PID"] = str(os.getpid())
+            environment[INTERRUPTS_TAKEN] = self.interrupts_taken
             # Its standard input is nobody's: not the bridge's, which
             # carries Emacs's requests, nor a pipe no one writes to or
             # closes, on which a block reading sys.stdin (or a command it
@@ -829,7 +875,8 @@ class Kernel:
             raise
         finally:
             # The kernel read its connection file when it started.
-            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.remove(connection_file)
 
     def check_stop(self):
         if self.stop_requested():
@@ -915,9 +962,18 @@ class Kernel:
         if self.supervisor is not None:
             signal_group(self.supervisor.pid, self.pid, signal.SIGINT)
 
+    def taken(self):
+        """How many KeyboardInterrupts the kernel raised for a SIGINT."""
+        try:
+            return os.stat(self.interrupts_taken).st_size
+        except OSError:
+            return 0
+
     def wake(self):
-        """WAKE_SIGNAL to the kernel's main thread (see there)."""
-        if self.pid is not None:
+        """WAKE_SIGNAL to the kernel's main thread (see there), unless the
+        kernel no longer has a handler for it: a block may have set it back
+        to the default, which ends a process."""
+        if self.pid is not None and catches(self.pid, WAKE_SIGNAL):
             signal_thread(self.pid, WAKE_SIGNAL)
 
     def reply_to(self, msg_id):
@@ -974,7 +1030,7 @@ class Kernel:
         # one for each ask, and one for a limit met.
         begun_at = None
         sent = 0
-        wake_at = wake_every = None
+        wake_at = wake_every = last_sent = None
         # When the first SIGINT went, by the clock the kernel dates its
         # messages with.
         signalled_at = None
@@ -1019,11 +1075,12 @@ class Kernel:
                 self.interrupt()
                 sent = wanted
                 signalled_at = signalled_at or time.time()
+                last_sent = now
                 wake_every = WAKE_FIRST
                 wake_at = now + wake_every
-            elif sent and now >= wake_at:
+            elif sent and wake_at <= now <= last_sent + WAKE_FOR and self.taken() < sent:
                 self.wake()
-                wake_every = min(2 * wake_every, WAKE_EVERY_AT_MOST)
+                wake_every *= 2
                 wake_at = now + wake_every
             if msg is None:
                 if not self.is_alive():
@@ -1169,9 +1226,10 @@ class Kernel:
         if ADOPTS_ORPHANS:
             # Whatever a killed supervisor left; a bridge starts nothing else.
             kernel_supervisor.kill_tree(os.getpid(), reap=True)
-        caches, self.caches = self.caches, None
-        if caches is not None:
-            shutil.rmtree(caches, ignore_errors=True)
+        for folder in (self.caches, self.folder):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+        self.caches = self.folder = None
 
 
 def failure(outputs, in_notes=None):
@@ -1194,7 +1252,10 @@ def failure(outputs, in_notes=None):
                 text = (f"{summary} (the block called sys.exit() or raised "
                         f"SystemExit; the kernel goes on)")
             else:
-                text = in_notes("\n".join(terminal_lines("\n".join(content["traceback"]))))
+                frames = [frame for frame in content["traceback"]
+                          if not "".join(terminal_lines(frame)).startswith(
+                              f"File {COUNTING_FILE}:")]
+                text = in_notes("\n".join(terminal_lines("\n".join(frames))))
                 summary = with_the_limits_it_met(summary)
             kind = "interrupted" if ename == "KeyboardInterrupt" else "raised"
             return BlockError(readable_by_emacs(text), kind, readable_by_emacs(summary))
