@@ -56,7 +56,6 @@ so what the tests compare is produced exactly as the build produces it.
 import ast
 import base64
 import collections
-import contextlib
 import ctypes
 import datetime
 import glob
@@ -127,8 +126,10 @@ WAKE_UP = 0.2
 WAKE_SIGNAL = signal.SIGRTMIN + 4
 WAKE_FIRST = 0.05
 WAKE_FOR = 5.0
-# The variable that names to the kernel the file it adds a byte to for
-# each KeyboardInterrupt its SIGINT handler raises.
+# The variable that gives the kernel (and its supervisor, which keeps it
+# open for the kernel) the descriptor of the file it adds a byte to for
+# each KeyboardInterrupt its SIGINT handler raises: a file removed as soon
+# as made, so that nothing is left of it whichever way the processes end.
 INTERRUPTS_TAKEN = "GRADIENTS_INTERRUPTS_TAKEN"
 # Python's handler of SIGINT, which counts each KeyboardInterrupt it
 # raises: ipykernel installs signal.default_int_handler while it runs a
@@ -137,10 +138,15 @@ INTERRUPTS_TAKEN = "GRADIENTS_INTERRUPTS_TAKEN"
 # out: the block's own line is the last, as with Python's handler.
 COUNTING_FILE = "<the kernel's count of interrupts, from tools/kernel_bridge.py>"
 COUNTING_INTERRUPTS = """\
+# The file it was given, not another a block opened under its number.
+taken = os.fstat(interrupts_taken)
+taken = (taken.st_dev, taken.st_ino)
+os.set_inheritable(interrupts_taken, False)
 def default_int_handler(signum, frame, raise_it=signal.default_int_handler):
     try:
-        with open(interrupts_taken, "ab", buffering=0) as taken:
-            taken.write(b"!")
+        same = os.fstat(interrupts_taken)
+        if (same.st_dev, same.st_ino) == taken:
+            os.write(interrupts_taken, b"!")
     except OSError:
         pass
     raise_it(signum, frame)
@@ -299,13 +305,14 @@ del streams
 # in place of the block's exception (Python, running the script, shows
 # the exception so escaped).  And the kernel takes WAKE_SIGNAL, doing
 # nothing with it, and counts the KeyboardInterrupts it raises in the
-# file INTERRUPTS_TAKEN names, if any (COUNTING_INTERRUPTS).
+# file INTERRUPTS_TAKEN gives, if any (COUNTING_INTERRUPTS).
 LAUNCH_KERNEL = f"""\
 import linecache, os, runpy, signal, sys
 notes_folder = sys.path.pop(0)
 signal.signal({WAKE_SIGNAL}, lambda signum, frame: None)
 interrupts_taken = os.environ.pop({INTERRUPTS_TAKEN!r}, None)
 if interrupts_taken:
+    interrupts_taken = int(interrupts_taken)
     exec(compile({COUNTING_INTERRUPTS!r}, {COUNTING_FILE!r}, "exec"))
 sys.modules["debugpy"] = None
 import ipykernel.debugger
@@ -813,7 +820,7 @@ class Kernel:
         # Asked while a block runs: how many times it was asked to be
         # interrupted.
         self.interrupt_asked = interrupt_asked or (lambda: 0)
-        self.channels = self.supervisor = self.caches = self.pid = self.folder = None
+        self.channels = self.supervisor = self.caches = self.pid = self.taken_file = None
         # What was running when the last block for the notes ended.
         self.known_running = set()
         # Where in the notes each cell's code begins, by its number, and
@@ -822,9 +829,7 @@ class Kernel:
         self.cell = None
         self.evaluated = {}
         remove_stale_folders()
-        # Kept while the kernel runs, for the interrupts it takes.
-        folder = self.folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
-        self.interrupts_taken = os.path.join(folder, "interrupts-taken")
+        folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
         connection_file = os.path.join(folder, "connection.json")
         try:
             address, key = kernel_address(), str(uuid.uuid4())
@@ -840,7 +845,8 @@ class Kernel:
                 self.caches = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-caches-")
                 environment = kernel_environment(caches=self.caches)
             environment["JPY_PARENT_PID"] = str(os.getpid())
-            environment[INTERRUPTS_TAKEN] = self.interrupts_taken
+            self.taken_file = tempfile.TemporaryFile(dir=folder)
+            environment[INTERRUPTS_TAKEN] = str(self.taken_file.fileno())
             # Its standard input is nobody's: not the bridge's, which
             # carries Emacs's requests, nor a pipe no one writes to or
             # closes, on which a block reading sys.stdin (or a command it
@@ -864,7 +870,8 @@ class Kernel:
                                                stdout=subprocess.DEVNULL,
                                                stderr=subprocess.PIPE,
                                                start_new_session=True,
-                                               pass_fds=held_locks())
+                                               pass_fds=[*held_locks(),
+                                                         self.taken_file.fileno()])
             self.errors = ErrorOutput(self.supervisor.stderr)
             self.channels = Channels(address, key)
             self.wait_for_ready(timeout=60)
@@ -875,8 +882,7 @@ class Kernel:
             raise
         finally:
             # The kernel read its connection file when it started.
-            with contextlib.suppress(OSError):
-                os.remove(connection_file)
+            shutil.rmtree(folder, ignore_errors=True)
 
     def check_stop(self):
         if self.stop_requested():
@@ -965,8 +971,8 @@ class Kernel:
     def taken(self):
         """How many KeyboardInterrupts the kernel raised for a SIGINT."""
         try:
-            return os.stat(self.interrupts_taken).st_size
-        except OSError:
+            return os.fstat(self.taken_file.fileno()).st_size
+        except (OSError, AttributeError, ValueError):
             return 0
 
     def wake(self):
@@ -1226,10 +1232,12 @@ class Kernel:
         if ADOPTS_ORPHANS:
             # Whatever a killed supervisor left; a bridge starts nothing else.
             kernel_supervisor.kill_tree(os.getpid(), reap=True)
-        for folder in (self.caches, self.folder):
-            if folder is not None:
-                shutil.rmtree(folder, ignore_errors=True)
-        self.caches = self.folder = None
+        caches, self.caches = self.caches, None
+        if caches is not None:
+            shutil.rmtree(caches, ignore_errors=True)
+        taken_file, self.taken_file = self.taken_file, None
+        if taken_file is not None:
+            taken_file.close()
 
 
 def failure(outputs, in_notes=None):
