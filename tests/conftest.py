@@ -264,10 +264,16 @@ def running_test():
     return os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
 
 
+def failing_on(problem):
+    """Note that the running test fails on PROBLEM, unless an earlier one
+    did; the test that did, first."""
+    return FAILED_ON.setdefault(problem, running_test())
+
+
 def fail_once(problem):
     """Fail the running test on PROBLEM, one line; or, if an earlier test
     failed on it, skip this one, naming that test."""
-    first = FAILED_ON.setdefault(problem, running_test())
+    first = failing_on(problem)
     if first != running_test():
         reason = f"{problem} (as {first} failed, above)"
         SKIPPED_AS_FAILED.add(reason)

@@ -15,7 +15,7 @@ import xml.etree.ElementTree
 
 import pytest
 
-from conftest import FAILED_ON, ROOT, committed, committed_output_problem, running_test
+from conftest import ROOT, committed, committed_output_problem, failing_on
 from kernel_bridge import MEMORY_ADDRESS, stable_text, terminal_lines
 import produced
 
@@ -86,8 +86,9 @@ def test_committed_output_is_what_the_notes_build(output):
                     + show(kept.read_text(), built.read_text(),
                            f"{output} (committed)", f"{output} (tangled from README.org)"))
     # The tests that use gradients.py, skipped, say it once.
-    FAILED_ON.setdefault(committed_output_problem(NOTES, output, modes=False) or message,
-                         running_test())
+    problem = committed_output_problem(NOTES, output, modes=False)
+    if problem:
+        failing_on(problem)
     pytest.fail(message)
 
 

@@ -130,7 +130,7 @@ WAKE_FOR = 5.0
 # open for the kernel) the descriptor of the file it adds a byte to for
 # each KeyboardInterrupt its SIGINT handler raises: a file removed as soon
 # as made, so that nothing is left of it whichever way the processes end.
-INTERRUPTS_TAKEN = "GRADIENTS_INTERRUPTS_TAKEN"
+INTERRUPTS_TAKEN = kernel_supervisor.INTERRUPTS_TAKEN
 # Python's handler of SIGINT, which counts each KeyboardInterrupt it
 # raises: ipykernel installs signal.default_int_handler while it runs a
 # block, taking it from the module as it imports it.  A traceback of the
@@ -765,7 +765,8 @@ SYNTAX_ERROR_PLACE = re.compile(r"\(\d+\.py, line (\d+)\)")
 
 def catches(pid, signum):
     """Whether process PID has a handler for SIGNUM (not the default, nor
-    ignored), as /proc says."""
+    ignored), as /proc says: in its status, for the bitmap in its stat
+    (process_status) leaves the real-time signals out."""
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:

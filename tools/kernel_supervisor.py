@@ -75,6 +75,10 @@ def process_status(pid):
     return fields.split() if closing else None
 
 
+# The variable that gives the kernel the descriptor of the file it counts
+# its interrupts in (see tools/kernel_bridge.py), which stays open for it.
+INTERRUPTS_TAKEN = "GRADIENTS_INTERRUPTS_TAKEN"
+
 # Fields of process_status, by index.
 PARENT, PROCESS_GROUP = 1, 2
 
@@ -195,12 +199,10 @@ def supervise(bridge, command):
             # process the kernel started and left could keep it for ever.
             # All but the file the kernel counts its interrupts in, which
             # the kernel itself keeps from what it starts.
-            counted = os.environ.get("GRADIENTS_INTERRUPTS_TAKEN", "")
-            if counted.isdigit():
-                os.closerange(3, int(counted))
-                os.closerange(int(counted) + 1, os.sysconf("SC_OPEN_MAX"))
-            else:
-                os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+            counted = os.environ.get(INTERRUPTS_TAKEN, "")
+            kept = int(counted) if counted.isdigit() else 2
+            os.closerange(3, kept)
+            os.closerange(max(3, kept + 1), os.sysconf("SC_OPEN_MAX"))
             signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
             signal.signal(signal.SIGINT, signal.SIG_IGN if interrupt == signal.SIG_IGN
                           else signal.SIG_DFL)
