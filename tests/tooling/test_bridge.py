@@ -116,8 +116,12 @@ def test_an_interrupt_asked_before_the_kernel_begins_the_block_stops_it(tmp_path
         assert (reply["id"], reply["ok"], reply["org"]) == (4, True, ": 2"), reply
         # Each ask is one interrupt, as each SIGINT was: found by probing,
         # a second ask for a block that caught the first did nothing.
-        bridge.send("try:\n    time.sleep(20)\nexcept KeyboardInterrupt:\n"
+        # Asked once the block is in its try: asked as it was sent, the
+        # interrupt may land before, as a loaded CI run found.
+        bridge.send("try:\n    open('trying', 'w').close()\n    time.sleep(20)\n"
+                    "except KeyboardInterrupt:\n"
                     "    open('caught', 'w').close()\n    time.sleep(20)", id=5)
+        assert wait_for(lambda: (tmp_path / "trying").exists(), 30)
         bridge.interrupt(5)
         assert wait_for(lambda: (tmp_path / "caught").exists(), 15)
         started = time.monotonic()
