@@ -1037,6 +1037,9 @@ class Kernel:
         # one for each ask, and one for a limit met.
         begun_at = None
         sent = 0
+        # The kernel counts the interrupts it took over its life; this
+        # block's are those past the count it starts with.
+        taken_before = self.taken()
         wake_at = wake_every = last_sent = None
         # When the first SIGINT went, by the clock the kernel dates its
         # messages with.
@@ -1085,7 +1088,8 @@ class Kernel:
                 last_sent = now
                 wake_every = WAKE_FIRST
                 wake_at = now + wake_every
-            elif sent and wake_at <= now <= last_sent + WAKE_FOR and self.taken() < sent:
+            elif (sent and wake_at <= now <= last_sent + WAKE_FOR
+                  and self.taken() - taken_before < sent):
                 self.wake()
                 wake_every *= 2
                 wake_at = now + wake_every

@@ -133,12 +133,13 @@ def test_an_interrupt_asked_before_the_kernel_begins_the_block_stops_it(tmp_path
         bridge.kill()
 
 
-def interrupted(bridge, folder, code, sign):
-    """The reply to CODE (request 1, with a time limit in case the
+def interrupted(bridge, folder, code, sign, id=1):
+    """The reply to CODE (request ID, with a time limit in case the
     interrupt is lost), interrupted once it made the file SIGN in FOLDER."""
-    bridge.send(code, id=1, timeout=15)
+    (folder / sign).unlink(missing_ok=True)
+    bridge.send(code, id=id, timeout=15)
     assert wait_for(lambda: (folder / sign).exists(), 30), f"{sign} never came"
-    bridge.interrupt(1)
+    bridge.interrupt(id)
     return bridge.reply()
 
 
@@ -173,6 +174,12 @@ def test_an_interrupt_noted_during_a_wait_ends_the_wait(tmp_path):
         bridge.send("'next'", id=2)
         reply = bridge.reply()
         assert (reply["id"], reply["ok"], reply["org"]) == (2, True, ": 'next'"), reply
+        # An interrupt after one the kernel took before is woken for too:
+        # the kernel's count is of its life, not of one block.
+        started = time.monotonic()
+        reply = interrupted(bridge, tmp_path, NOTED_DURING_A_WAIT, "noted", id=3)
+        assert (reply["id"], reply["kind"]) == (3, "interrupted"), reply
+        assert time.monotonic() - started < 10, "the second interrupt was not woken for"
     finally:
         bridge.kill()
 
