@@ -142,8 +142,40 @@ def passed_on(descriptor):
     return writing, thread
 
 
+# The signals that asked this run to stop.  Each is raised where it lands,
+# as a KeyboardInterrupt, and code that catches every exception swallows
+# it there (one library's import in some hundred, caught by CI as SIGTERM
+# to make): the run looks again between its steps (stop_if_asked).
+STOPS_ASKED = []
+STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def stop_as_on_ctrl_c(signum, frame):
+    STOPS_ASKED.append(signum)
     raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def stop_if_asked():
+    """Stop, as the signal asked, if one did and was swallowed."""
+    if STOPS_ASKED:
+        raise KeyboardInterrupt(f"stopped by signal {STOPS_ASKED[0]}")
+
+
+def stop_on_signals():
+    """SIGTERM (a CI's timeout, kill, pkill) and SIGHUP (the terminal
+    closed) end pytest as Ctrl-C does, through every fixture's teardown:
+    by default it dies at once, and the Emacsen, X servers and kernels the
+    fixtures started live on, as does the build it waits for.  A signal
+    the caller ignores stays ignored (nohup, a job started in the
+    background, which ignores SIGINT)."""
+    for each in STOPPING_SIGNALS:
+        if signal.getsignal(each) != signal.SIG_IGN:
+            signal.signal(each, stop_as_on_ctrl_c)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    stop_if_asked()
 
 
 def pytest_configure(config):
@@ -152,12 +184,7 @@ def pytest_configure(config):
     the checks compare against it.  The libraries gradients.py needs are
     imported meanwhile, so that the test run and the build overlap.  In
     xdist's workers, the controller did this already."""
-    # SIGTERM (a CI's timeout, kill, pkill) and SIGHUP (the terminal
-    # closed) end pytest as Ctrl-C does, through every fixture's teardown:
-    # by default it dies at once, and the Emacsen, X servers and kernels
-    # the fixtures started live on, as does the build it waits for.
-    signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)
-    signal.signal(signal.SIGHUP, stop_as_on_ctrl_c)
+    stop_on_signals()
     if hasattr(config, "workerinput"):
         return
     # After any build under way (a `make run` in another terminal): make
@@ -186,6 +213,7 @@ def pytest_configure(config):
         if not all(Path(arg.split("::")[0]).resolve().is_relative_to(tooling)
                    for arg in config.args):
             import_what_gradients_imports()
+            stop_if_asked()
         status = build.wait()
         # Its last words before the tests' first: the pipes end with the
         # build, unless something it left running still holds them.

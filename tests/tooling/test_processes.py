@@ -615,6 +615,48 @@ def test_make_test_stopped_while_it_builds_leaves_nothing_running(project_copy, 
         make_test.wait()
 
 
+# A module that catches the KeyboardInterrupt a stop raises in it, as one
+# library's import in some hundred does, and leaves a file for each step.
+SWALLOWS_A_STOP = """import pathlib, time
+pathlib.Path("importing").touch()
+try:
+    time.sleep(60)
+except BaseException:
+    pathlib.Path("swallowed").touch()
+"""
+
+
+@pytest.mark.long
+def test_a_stop_swallowed_where_it_landed_still_stops_make_test(project_copy):
+    """Found by CI: SIGTERM to make reached pytest as it imported what
+    gradients.py imports, and the library being imported caught it, so
+    every check ran to its end.  A SIGHUP the caller ignores (nohup) stays
+    ignored."""
+    (project_copy / "swallows_a_stop.py").write_text(SWALLOWS_A_STOP)
+    gradients = project_copy / "gradients.py"
+    gradients.write_text("import swallows_a_stop\n" + gradients.read_text())
+    make_test = subprocess.Popen(["make", "test"], cwd=project_copy, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True,
+                                 env=a_users_make_environment(),
+                                 preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        assert wait_for(lambda: (project_copy / "importing").exists(), 60)
+        pytest_pid = next(int(p.split()[0]) for p in processes_in(project_copy)
+                          if "-m pytest" in p)
+        os.kill(pytest_pid, signal.SIGHUP)
+        time.sleep(1)
+        assert not (project_copy / "swallowed").exists(), "an ignored SIGHUP stopped pytest"
+        make_test.send_signal(signal.SIGTERM)
+        said = make_test.communicate(timeout=60)[0]
+        assert (project_copy / "swallowed").exists(), said
+        assert make_test.returncode != 0, said
+        assert " passed" not in said and " failed" not in said, said
+        assert wait_for(lambda: not processes_in(project_copy), 20), processes_in(project_copy)
+    finally:
+        make_test.kill()
+        make_test.wait()
+
+
 # Who is stopped from outside while a block runs, how, and what the block
 # is then said to have met.
 FROM_OUTSIDE = {
