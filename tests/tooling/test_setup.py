@@ -120,22 +120,6 @@ def test_a_checkout_whose_path_is_not_utf_8_is_said_so(tmp_path):
 
 
 @pytest.mark.long
-def test_the_uv_make_installs_passes_a_pip_that_requires_hashes(tmp_path):
-    """uv==VERSION alone failed there: every other package is pinned by its
-    digest in the lock, and so is uv."""
-    project = small_project(tmp_path / "clone")
-    path = os.pathsep.join(folder for folder in os.environ["PATH"].split(os.pathsep)
-                           if not (Path(folder) / "uv").exists())
-    run = make(".build/uv/bin/uv", cwd=project,
-               env=dict(os.environ, PATH=path, PIP_REQUIRE_HASHES="1"))
-    assert run.returncode == 0, run.stdout + run.stderr
-    version = re.search(r"^uv==(\S+)", (ROOT / "tools/uv-requirements.txt").read_text(), re.M)
-    said = subprocess.run([project / ".build/uv/bin/uv", "--version"], capture_output=True,
-                          text=True).stdout
-    assert said.split()[:2] == ["uv", version.group(1)], said
-
-
-@pytest.mark.long
 def test_make_tangle_works_in_a_checkout_whose_path_has_a_space(tmp_path):
     """From a checkout without a venv, as after `git clone`: make makes
     the venv, then builds, and has nothing left to do.  The checkout's own
@@ -175,19 +159,27 @@ def test_a_checkout_whose_path_holds_a_line_break_is_said_in_one_line(tmp_path, 
 
 
 @pytest.mark.long
-def test_the_first_make_of_a_fresh_clone_keeps_uvs_downloads(tmp_path):
-    """Found by probing: make installs its uv in the recipe that makes the
-    venv, which make expands whole first; asked for its cache before it
-    was there, uv ran without one, and every fresh clone downloaded every
+def test_the_first_make_of_a_fresh_clone_installs_its_uv_and_keeps_its_downloads(tmp_path):
+    """On a machine without uv, make installs the uv that
+    tools/uv-requirements.txt pins, and makes the venv with it.  Both
+    found by probing: under PIP_REQUIRE_HASHES, uv==VERSION alone failed
+    (every other package is pinned by its digest in the lock, and so is
+    uv); and make installs its uv in the recipe that makes the venv, which
+    make expands whole first, so that uv, asked for its cache before it
+    was there, ran without one, and every fresh clone downloaded every
     package again."""
     project = small_project(tmp_path / "clone")
     path = os.pathsep.join(folder for folder in os.environ["PATH"].split(os.pathsep)
                            if not (Path(folder) / "uv").exists())
     env = {name: value for name, value in os.environ.items()
            if name not in ("UV_CACHE_DIR", "UV_NO_CACHE")}
-    env.update(PATH=path, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    env.update(PATH=path, XDG_CACHE_HOME=str(tmp_path / "cache"), PIP_REQUIRE_HASHES="1")
     run = make("venv", cwd=project, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
+    version = re.search(r"^uv==(\S+)", (ROOT / "tools/uv-requirements.txt").read_text(), re.M)
+    said = subprocess.run([project / ".build/uv/bin/uv", "--version"], capture_output=True,
+                          text=True).stdout
+    assert said.split()[:2] == ["uv", version.group(1)], said
     assert "UV_NO_CACHE" not in run.stdout, run.stdout
     assert list((tmp_path / "cache" / "uv").iterdir()), "uv kept nothing in its cache"
     assert imports_graphviz(project)
