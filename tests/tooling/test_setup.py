@@ -43,27 +43,30 @@ DAMAGE = {
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
-def test_make_installs_again_a_package_whose_files_are_gone(tmp_path, damage):
+def test_make_installs_again_a_package_whose_files_are_gone(tmp_path):
+    """Each way of losing a package's files, one after another in one venv."""
     project = small_project(tmp_path)
     uv = f"UV={the_build_uv()}"
     assert make("venv", uv, cwd=project).returncode == 0
-    assert imports_graphviz(project)
-    DAMAGE[damage](package_folder(project))
-    assert not imports_graphviz(project)
-    assert make("-q", "venv", uv, cwd=project).returncode != 0, "the damage went unnoticed"
-    run = make("venv", uv, cwd=project)
-    assert run.returncode == 0, run.stderr
-    assert "files of graphviz are missing from .venv: installing them again" in run.stdout
-    assert imports_graphviz(project)
-    # Repaired for good: the next make has nothing to do, even
-    # once Python wrote bytecode beside the modules it imported.
-    subprocess.run([project / ".venv" / "bin" / "python", "-c", "import graphviz.backend"],
-                   check=True, env={name: value for name, value in os.environ.items()
-                                    if name != "PYTHONDONTWRITEBYTECODE"})
-    assert list(package_folder(project).glob("__pycache__/*.pyc"))
-    assert make("-q", "venv", uv, cwd=project).returncode == 0
-    assert "Nothing to be done for 'venv'" in make("venv", uv, cwd=project).stdout
+    for damage, do_it in DAMAGE.items():
+        assert imports_graphviz(project), damage
+        do_it(package_folder(project))
+        assert not imports_graphviz(project), damage
+        assert make("-q", "venv", uv, cwd=project).returncode != 0, \
+            f"{damage} gone went unnoticed"
+        run = make("venv", uv, cwd=project)
+        assert run.returncode == 0, (damage, run.stderr)
+        assert "files of graphviz are missing from .venv: installing them again" in run.stdout, \
+            (damage, run.stdout)
+        assert imports_graphviz(project), damage
+        # Repaired for good: the next make has nothing to do, even
+        # once Python wrote bytecode beside the modules it imported.
+        subprocess.run([project / ".venv" / "bin" / "python", "-c", "import graphviz.backend"],
+                       check=True, env={name: value for name, value in os.environ.items()
+                                        if name != "PYTHONDONTWRITEBYTECODE"})
+        assert list(package_folder(project).glob("__pycache__/*.pyc")), damage
+        assert make("-q", "venv", uv, cwd=project).returncode == 0, damage
+        assert "Nothing to be done for 'venv'" in make("venv", uv, cwd=project).stdout, damage
 
 
 def test_a_lock_put_back_with_an_older_time_syncs_the_venv_again(tmp_path):
