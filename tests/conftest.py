@@ -97,11 +97,13 @@ def as_in_a_kernel():
         os.environ.update(kept)
 
 
-def import_what_gradients_imports():
+def import_what_gradients_imports(pointless=lambda: False):
     """Import the libraries gradients.py imports at its top (NumPy,
     Matplotlib...): most of the time its import takes.  Named by the
     committed file itself, read as Python; one that fails to import is
-    left for the import of gradients.py to report."""
+    left for the import of gradients.py to report.  Once POINTLESS() is
+    true, the rest are left: a build that failed at once (an EMACS that
+    is not one) had the failing make wait a second for Matplotlib."""
     try:
         tree = ast.parse((ROOT / "gradients.py").read_bytes())
     except (OSError, SyntaxError):
@@ -115,6 +117,8 @@ def import_what_gradients_imports():
             else:
                 continue
             for name in names:
+                if pointless():
+                    return
                 with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()), \
                      contextlib.redirect_stderr(io.StringIO()):
                     importlib.import_module(name)
@@ -212,7 +216,7 @@ def pytest_configure(config):
         tooling = Path(__file__).parent / "tooling"
         if not all(Path(arg.split("::")[0]).resolve().is_relative_to(tooling)
                    for arg in config.args):
-            import_what_gradients_imports()
+            import_what_gradients_imports(pointless=lambda: build.poll() not in (None, 0))
             stop_if_asked()
         status = build.wait()
         # Its last words before the tests' first: the pipes end with the
