@@ -154,9 +154,25 @@ STOPS_ASKED = []
 STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+# Non-empty while a stop is only noted, to be raised once there is
+# something to stop: a signal raised as the build was started ended pytest
+# before it knew the build, which ran on, holding the checkout's lock.
+STOPS_HELD = []
+
+
 def stop_as_on_ctrl_c(signum, frame):
     STOPS_ASKED.append(signum)
-    raise KeyboardInterrupt(f"stopped by signal {signum}")
+    if not STOPS_HELD:
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+@contextlib.contextmanager
+def stops_held():
+    STOPS_HELD.append(True)
+    try:
+        yield
+    finally:
+        STOPS_HELD.pop()
 
 
 def stop_if_asked():
@@ -202,16 +218,28 @@ def pytest_configure(config):
     # Its output passed on, not inherited: a reader that stopped reading
     # (`make test | head`) killed the make with SIGPIPE at its first line,
     # and the tests stopped, blaming the build.
-    (output, output_copied), (error, error_copied) = passed_on(1), passed_on(2)
+    # And told to stop (SIGTERM) when pytest ends, however it ends: killed,
+    # or Ctrl-\ (SIGQUIT), which no handler of Python's sees.
+    pytest_pid = os.getpid()
+
+    def ends_with_pytest():
+        if not kernel_supervisor.die_with_parent(signal.SIGTERM, pytest_pid):
+            os._exit(128 + signal.SIGTERM)
+
+    with stops_held():
+        (output, output_copied), (error, error_copied) = passed_on(1), passed_on(2)
+        try:
+            build = subprocess.Popen(
+                ["sh", "-c",
+                 'sh tools/one-build-at-a-time true && exec make --no-print-directory "$1"',
+                 "sh", str(produced.FOLDER / "blocks.json")],
+                cwd=ROOT, env=make_environment(), process_group=0, stdout=output, stderr=error,
+                preexec_fn=ends_with_pytest)
+        finally:
+            os.close(output)
+            os.close(error)
     try:
-        build = subprocess.Popen(
-            ["sh", "-c", 'sh tools/one-build-at-a-time true && exec make --no-print-directory "$1"',
-             "sh", str(produced.FOLDER / "blocks.json")],
-            cwd=ROOT, env=make_environment(), process_group=0, stdout=output, stderr=error)
-    finally:
-        os.close(output)
-        os.close(error)
-    try:
+        stop_if_asked()
         # The tooling's suite alone (make check) never imports gradients.py.
         tooling = Path(__file__).parent / "tooling"
         if not all(Path(arg.split("::")[0]).resolve().is_relative_to(tooling)
@@ -767,11 +795,12 @@ def gone(pid, seconds=3):
     return not alive(pid)
 
 
-def wait_for(probe, seconds=10):
-    """PROBE's first true value within SECONDS, or its last false one."""
+def wait_for(probe, seconds=10, every=0.1):
+    """PROBE's first true value within SECONDS, asked EVERY so many, or
+    its last false one."""
     deadline = time.monotonic() + seconds
     while not (value := probe()) and time.monotonic() < deadline:
-        time.sleep(0.1)
+        time.sleep(every)
     return value
 
 

@@ -584,28 +584,53 @@ def processes_in(folder):
     return found
 
 
+# How make test is stopped while it builds: the process, the signal, and
+# whether it is sent as soon as pytest starts the build (the signal
+# landed in Popen, and pytest ended knowing no build to stop).
+STOPPING_MAKE_TEST = {
+    "make": ("make", signal.SIGTERM, False),
+    "pytest": ("pytest", signal.SIGTERM, False),
+    "pytest hung up": ("pytest", signal.SIGHUP, False),
+    "pytest killed": ("pytest", signal.SIGKILL, False),
+    "pytest quit (Ctrl-\\)": ("pytest", signal.SIGQUIT, False),
+    "pytest as it starts the build": ("pytest", signal.SIGTERM, True),
+}
+
+
+def children_of(pid):
+    try:
+        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+
+
 @pytest.mark.long
-@pytest.mark.parametrize("stopped", ["make", "pytest", "pytest hung up"])
+@pytest.mark.parametrize("stopped", STOPPING_MAKE_TEST, ids=list(STOPPING_MAKE_TEST))
 def test_make_test_stopped_while_it_builds_leaves_nothing_running(project_copy, stopped):
     """SIGTERM to make alone (a CI's timeout, `kill`) reached only the
     shell it ran pytest from, and SIGTERM or SIGHUP (a terminal closed) to
     pytest never the build pytest waited for: each ran on, holding the
-    checkout's lock."""
+    checkout's lock.  Found by probing: so did the build of a pytest
+    killed, or quit with Ctrl-\\, or stopped as it started the build."""
+    who, signum, at_once = STOPPING_MAKE_TEST[stopped]
     make_test = subprocess.Popen(["make", "test"], cwd=project_copy, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True,
                                  env=a_users_make_environment())
     try:
-        assert wait_for(lambda: any("gradients-build-produce" in p
-                                    for p in processes_in(project_copy)), 60), \
-            processes_in(project_copy)
-        if stopped == "make":
-            make_test.send_signal(signal.SIGTERM)
+        # make runs pytest in place of its shell: make's child, once the
+        # shell has run the commands before it.
+        def pytest_pid():
+            return next((pid for pid in children_of(make_test.pid)
+                         if "-m pytest" in command_line(pid)), None)
+        if at_once:
+            assert wait_for(lambda: (pid := pytest_pid()) and children_of(pid), 60, every=0.001)
         else:
-            pytest_pid = next(int(p.split()[0]) for p in processes_in(project_copy)
-                              if "-m pytest" in p)
-            os.kill(pytest_pid, signal.SIGHUP if stopped == "pytest hung up" else signal.SIGTERM)
+            assert wait_for(lambda: any("gradients-build-produce" in p
+                                        for p in processes_in(project_copy)), 60), \
+                processes_in(project_copy)
+        os.kill(make_test.pid if who == "make" else int(pytest_pid()), signum)
         said = make_test.communicate(timeout=60)[0]
-        assert make_test.returncode != 0
+        assert make_test.returncode != 0, said
         assert wait_for(lambda: not processes_in(project_copy), 20), processes_in(project_copy)
         # Stopped, not run to its end once make was gone.
         assert not (project_copy / ".build" / "produced" / "blocks.json").exists(), said
