@@ -334,13 +334,21 @@ a file made read-only, as no editor would."
   (expand-file-name (or name "blocks.json")
                     (expand-file-name gradients-build-produced-folder project)))
 
-(defun gradients-build--read-json (file)
-  "FILE's JSON as alists, or nil when it is missing or unreadable."
-  (ignore-errors
-    (with-temp-buffer
-      (insert-file-contents file)
-      (json-parse-buffer :object-type 'alist :array-type 'list
-                         :null-object nil :false-object nil))))
+(defun gradients-build--read-json (file &optional made)
+  "FILE's JSON as alists, or nil when it is missing or unreadable.
+MADE, the file is one this build made earlier in its run: gone, it was
+removed from under the build, which says so."
+  (condition-case err
+      (with-temp-buffer
+        (insert-file-contents file)
+        (json-parse-buffer :object-type 'alist :array-type 'list
+                           :null-object nil :false-object nil))
+    (file-missing
+     (when made
+       (error "%s: %s, which the build made, went while it ran (rm -rf .build, git clean -fdX?); run it again"
+              gradients-build--org-name (file-relative-name file gradients-build--project)))
+     nil)
+    (error (if made (signal (car err) (cdr err)) nil))))
 
 (defun gradients-build--code-hint (text)
   "A digest of the lines of TEXT that can change what blocks produce:
@@ -3030,7 +3038,7 @@ and `make test' find everything as the run left it."
         (gradients-build--release-markers blocks)
         (gradients-stop-sessions))
       (gradients-build--check-as-written)
-      (let ((kept (gradients-build--read-json (gradients-build--produced-file project))))
+      (let ((kept (gradients-build--read-json (gradients-build--produced-file project) t)))
         (gradients-build--check-reads-unchanged kept)
         (gradients-build--check-reproduced (nreverse made) kept))
       (let ((copy (expand-file-name (file-name-nondirectory org-file) gradients-build--scratch))

@@ -672,6 +672,19 @@ def test_a_file_the_blocks_read_changed_while_make_run_ran_is_named(tiny):
                      "ran; run it again")
 
 
+@pytest.mark.parametrize("removed", [".build/produced", ".build"])
+def test_the_builds_files_removed_while_make_run_ran_are_said_gone(tiny, removed):
+    """Found by probing: .build/produced/ removed by hand as make run ran
+    its blocks failed it with "Format specifier doesn't match argument
+    type"."""
+    def remove(_):
+        shutil.rmtree(tiny / removed)
+        (tiny / "go").touch()
+    refuses_make_run(tiny, HEADER + block(WAITS_THE_SECOND_TIME, "sleeps"), remove,
+                     "README.org: .build/produced/blocks.json, which the build made, went "
+                     "while it ran (rm -rf .build, git clean -fdX?); run it again")
+
+
 def test_the_checks_started_during_make_run_wait_for_its_end(tiny):
     """The build's half of make run had made .build/produced/ up to date:
     pytest read it, and the notes not yet rewritten, at once."""
