@@ -1036,7 +1036,10 @@ class Kernel:
         # interrupt is wanted first, and sent once the block has begun:
         # one for each ask, and one for a limit met.
         begun_at = None
-        sent = 0
+        # The interrupts asked for that were sent, and the SIGINTs that
+        # sent them: asks read together go as one SIGINT, as two Ctrl-C
+        # in a row reach Python as one KeyboardInterrupt.
+        sent = signals = 0
         # The kernel counts the interrupts it took over its life; this
         # block's are those past the count it starts with.
         taken_before = self.taken()
@@ -1084,12 +1087,13 @@ class Kernel:
             if begun_at is not None and wanted > sent:
                 self.interrupt()
                 sent = wanted
+                signals += 1
                 signalled_at = signalled_at or time.time()
                 last_sent = now
                 wake_every = WAKE_FIRST
                 wake_at = now + wake_every
-            elif (sent and wake_at <= now <= last_sent + WAKE_FOR
-                  and self.taken() - taken_before < sent):
+            elif (signals and wake_at <= now <= last_sent + WAKE_FOR
+                  and self.taken() - taken_before < signals):
                 self.wake()
                 wake_every *= 2
                 wake_at = now + wake_every

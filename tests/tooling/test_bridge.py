@@ -133,13 +133,15 @@ def test_an_interrupt_asked_before_the_kernel_begins_the_block_stops_it(tmp_path
         bridge.kill()
 
 
-def interrupted(bridge, folder, code, sign, id=1):
+def interrupted(bridge, folder, code, sign, id=1, asks=1):
     """The reply to CODE (request ID, with a time limit in case the
-    interrupt is lost), interrupted once it made the file SIGN in FOLDER."""
+    interrupt is lost), interrupted ASKS times at once once it made the
+    file SIGN in FOLDER."""
     (folder / sign).unlink(missing_ok=True)
     bridge.send(code, id=id, timeout=15)
     assert wait_for(lambda: (folder / sign).exists(), 30), f"{sign} never came"
-    bridge.interrupt(id)
+    for _ in range(asks):
+        bridge.interrupt(id)
     return bridge.reply()
 
 
@@ -188,8 +190,10 @@ def test_an_interrupt_noted_during_a_wait_ends_the_wait(tmp_path):
 # caught its interrupt had each of its waits broken off, and some do not
 # come back whole: pyzmq's recv starts its timeout again, so that one
 # over two seconds never ran out, and a write to a slow reader returned
-# having written part.
-def test_a_block_that_caught_its_interrupt_is_not_woken_after(tmp_path):
+# having written part.  And again, with two interrupts asked at once:
+# they went as one SIGINT, and the bridge waited for two KeyboardInterrupts.
+@pytest.mark.parametrize("asks", [1, 2], ids=["one interrupt", "two asked at once"])
+def test_a_block_that_caught_its_interrupt_is_not_woken_after(tmp_path, asks):
     bridge = Bridge(tmp_path)
     try:
         bridge.ready()
@@ -202,7 +206,7 @@ def test_a_block_that_caught_its_interrupt_is_not_woken_after(tmp_path):
                     "    socket.bind('inproc://nobody')\n    socket.RCVTIMEO = 3000\n"
                     "    try:\n        socket.recv()\n    except zmq.Again:\n"
                     "        pass\n"
-                    "woken", "sleeping")
+                    "woken", "sleeping", asks=asks)
         assert (reply["id"], reply["ok"], reply["org"]) == (1, True, ": 0"), reply
     finally:
         bridge.kill()
