@@ -781,7 +781,8 @@ Emacs that quit before the reply came)."
 
 (defvar gradients--superseded (make-hash-table)
   "Ids of pending requests whose block was run again before they
-finished: their placeholder made way for the newer one's.")
+finished, each with the id of the newer run: their placeholder made way
+for the newer one's.")
 
 ;; A buffer read again from its file while blocks run (M-x revert-buffer,
 ;; or auto-revert once another program wrote the file) loses the
@@ -825,19 +826,47 @@ how it went."
          (unmodified (and (not (buffer-modified-p base)) (buffer-hash base))))
     (let ((earlier (gradients--waiting-request shown)))
       (when earlier
-        (puthash earlier t gradients--superseded)))
+        (puthash earlier id gradients--superseded)))
     (puthash id previous gradients--earlier-results)
     (setf (gradients-request-callback request)
           (lambda (reply)
             (remhash id gradients--earlier-results)
-            (if silent
-                (gradients--report-silent request reply result-params marker)
-              (gradients--fill-placeholder marker request reply previous params file))
+            (cond
+             ((gradients--hand-back request reply base)
+              (set-marker marker nil))
+             (silent
+              (gradients--report-silent request reply result-params marker))
+             (t (gradients--fill-placeholder marker request reply previous params file)))
             (gradients--unmodified-if-unchanged base unmodified)
             (remhash id gradients--superseded)
             (remhash id gradients--reverted)))
     (gradients--submit process request)
     (gradients--placeholder request)))
+
+(defun gradients--hand-back (request reply buffer)
+  "Put back in BUFFER the placeholder of the run REQUEST replaced, when
+REPLY says REQUEST did not run and that earlier run of its block still
+runs; non-nil if so.  Its result then goes there as it comes: an
+interrupt drops the run queued behind the one it stops, which may catch
+the interrupt and finish, and the drawer got back what it held before
+both runs."
+  (let* ((id (gradients-request-id request))
+         (earlier (and (equal (alist-get 'kind reply) "dropped")
+                       (cl-find-if (lambda (pending)
+                                     (eql (gethash (gradients-request-id pending)
+                                                   gradients--superseded)
+                                          id))
+                                   (gradients--pending-requests)))))
+    (when (and earlier (buffer-live-p buffer))
+      (with-current-buffer buffer
+        (save-excursion
+          (save-restriction
+            (widen)
+            (goto-char (point-min))
+            (when (search-forward (gradients--placeholder request) nil t)
+              (replace-match (gradients--placeholder earlier) t t)
+              (remhash (gradients-request-id earlier) gradients--superseded)
+              t)))))))
 
 (defun gradients--unmodified-if-unchanged (buffer hash)
   "Mark BUFFER unmodified if its text is again what it was when a block

@@ -1226,6 +1226,38 @@ except KeyboardInterrupt:
       (gradients-interrupt)
       (should (obgt-wait 10)))))
 
+;; Found by probing: a block run again while it ran, then interrupted,
+;; caught the interrupt and finished; the run queued behind it was dropped,
+;; and the drawer went back to what it held before both runs.  Either may
+;; come first: the dropped run's answer, or the first run's result.
+(ert-deftest obgt-a-run-whose-second-run-was-dropped-keeps-its-result ()
+  (dolist (first-ends-after '(0 2))
+    (obgt-with-notes ("run-twice.org" (format "
+#+name: twice
+#+begin_src jupyter-python
+import time
+try:
+    open('twice-sleeps', 'w').close()
+    time.sleep(30)
+except KeyboardInterrupt:
+    time.sleep(%s)
+'finished'
+#+end_src
+
+#+RESULTS: twice
+:results:
+: before
+:end:
+" first-ends-after))
+      (delete-file (expand-file-name "twice-sleeps" obgt-scratch))
+      (obgt-run "twice")
+      (should (obgt-wait-for-file "twice-sleeps"))
+      (obgt-run "twice")
+      (org-babel-goto-named-src-block "twice")
+      (gradients-interrupt)
+      (should (obgt-wait 20))
+      (should (equal (obgt-drawer "twice") ": 'finished'")))))
+
 ;; Found by probing: the answer of a block a quit had stopped came as
 ;; Emacs asked whether to save, and its message hid the question.
 (ert-deftest obgt-a-stopped-blocks-late-answer-keeps-out-of-the-echo-area ()
