@@ -275,6 +275,14 @@ given for them, never more."
 (defun gradients--sentinel (process _event)
   "When a bridge ends, its running block fails and its queue is dropped."
   (unless (process-live-p process)
+    (let ((session (car (rassq process gradients--sessions))))
+      ;; Its kernel gone while no block ran: the author learns it now,
+      ;; not from a later block's "NameError".
+      (when (and session (process-get process 'ready) (not (process-get process 'stopped))
+                 (not (process-get process 'current)))
+        (message "gradients: session %s lost its kernel while no block ran: %s; the next block starts a fresh one, without the variables"
+                 session (or (gradients--reason-in (gradients--stderr-tail process))
+                             (gradients--bridge-end process)))))
     (setq gradients--sessions (cl-remove process gradients--sessions :key #'cdr))
     (let ((current (process-get process 'current))
           (queue (process-get process 'queue))

@@ -907,12 +907,13 @@ class Kernel:
                 return f"{name} was held stopped from outside ({how})"
         return None
 
-    def died(self, why):
+    def died(self, why, during=" while running it"):
         """KernelDied for a kernel gone for WHY, said from what its
         supervisor's exit tells: the supervisor killed (kill -9) or told to
         stop (kill) from outside, which the block did nothing to; the
         kernel killed by SIGKILL, as the system's memory limit does; or
-        the kernel's own end."""
+        the kernel's own end, DURING a block (said so) or between two
+        (DURING "", said by the caller)."""
         code = self.supervisor.returncode if self.supervisor is not None else None
         if code is not None and code < 0:
             return KernelDied(f"the kernel's supervisor was killed by signal {-code} "
@@ -930,11 +931,11 @@ class Kernel:
                               + (f"kill -9, or a limit in force: {', '.join(met)})" if met
                                  else "or kill -9)"), killed=True)
         if code is not None and code > 128:
-            return KernelDied(f"the kernel died of signal {code - 128} while running it"
+            return KernelDied(f"the kernel died of signal {code - 128}{during}"
                               + limits)
         # Its own exit, with the status it gave: os._exit(0) is no crash.
         if code is not None and code >= 0:
-            return KernelDied(f"the kernel died while running it, exiting with status {code} "
+            return KernelDied(f"the kernel died{during}, exiting with status {code} "
                               "(os._exit, exit(), or a library that ended the process)" + limits)
         return KernelDied(why + limits)
 
@@ -2118,6 +2119,13 @@ def serve(stdin, stdout):
             if stop.requested:
                 break
             if line is None:
+                # Gone between blocks (kill -9, the system's memory
+                # limit): said now, with the bridge's end, after which
+                # the next block starts a fresh kernel.  Found by the
+                # next block, it was said to have lost a kernel it never
+                # ran on, and only the block after that ran.
+                if not kernel.is_alive():
+                    sys.exit(str(kernel.died("the kernel died", during="")))
                 continue
             request = json.loads(line)
             reply = {"id": request.get("id")}

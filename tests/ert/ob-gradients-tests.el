@@ -1662,6 +1662,21 @@ x + 1
          (signal-process bridge 'SIGCONT)
          (gradients--stop bridge)))))
 
+;; Found by probing: a kernel killed while no block ran was found dead by
+;; the next block, which was said to have lost it though it never ran on
+;; it; only the block after that ran, on a fresh kernel.
+(ert-deftest obgt-a-kernel-killed-between-blocks-is-said-at-once-and-replaced ()
+  (obgt-with-a-warm-session "idle"
+    (let ((said (obgt-messages
+                 (signal-process kernel 'SIGKILL)
+                 (should (obgt-wait-until (lambda () (not (process-live-p bridge))) 10)))))
+      (should (obgt-said-p (concat "session idle lost its kernel while no block ran: the kernel"
+                                   " was killed by signal 9 .*; the next block starts a fresh one")
+                           said)))
+    (let ((said (obgt-messages (obgt-run "next") (should (obgt-wait)))))
+      (should (obgt-said-p "block `next' raised NameError" said))
+      (should-not (obgt-said-p "lost its kernel" said)))))
+
 (ert-deftest obgt-an-interrupt-with-a-block-queued-on-a-stopped-bridge-says-what-it-dropped ()
   (obgt-with-a-warm-session "held"
     (signal-process bridge 'SIGSTOP)
