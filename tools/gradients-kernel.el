@@ -748,8 +748,12 @@ dropped."
             (unless (gradients-request-reply request)
               (gradients--sentinel process nil)))
           (gradients--kill-if-unanswered process request)
-          (let ((seconds (truncate (- (float-time) start))))
+          ;; Not once the reply came in this pass: the block, no longer
+          ;; the bridge's current one, read as waiting for blocks before it.
+          (let ((seconds (and (not (gradients-request-reply request))
+                              (truncate (- (float-time) start)))))
             (cond
+             ((null seconds))
              (gradients-progress-interval
               (when (>= seconds (+ said gradients-progress-interval))
                 (setq said seconds)
