@@ -598,10 +598,21 @@ STOPPING_MAKE_TEST = {
 
 
 def children_of(pid):
+    """PID's children, read from /proc alone: cheap enough to ask every
+    millisecond, where process_table reads every process's entry."""
     try:
-        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [int(child) for child in
+                Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
+
+
+def pytest_of(make_test):
+    """The pytest that MAKE_TEST runs, once it does (None before): make runs
+    it in place of its shell, so make's child, once that shell has run the
+    commands before it."""
+    return next((pid for pid in children_of(make_test.pid)
+                 if "-m pytest" in command_line(pid)), None)
 
 
 @pytest.mark.long
@@ -617,18 +628,14 @@ def test_make_test_stopped_while_it_builds_leaves_nothing_running(project_copy, 
                                  stderr=subprocess.STDOUT, text=True,
                                  env=a_users_make_environment())
     try:
-        # make runs pytest in place of its shell: make's child, once the
-        # shell has run the commands before it.
-        def pytest_pid():
-            return next((pid for pid in children_of(make_test.pid)
-                         if "-m pytest" in command_line(pid)), None)
         if at_once:
-            assert wait_for(lambda: (pid := pytest_pid()) and children_of(pid), 60, every=0.001)
+            assert wait_for(lambda: (pid := pytest_of(make_test)) and children_of(pid), 60,
+                            every=0.001)
         else:
             assert wait_for(lambda: any("gradients-build-produce" in p
                                         for p in processes_in(project_copy)), 60), \
                 processes_in(project_copy)
-        os.kill(make_test.pid if who == "make" else int(pytest_pid()), signum)
+        os.kill(make_test.pid if who == "make" else pytest_of(make_test), signum)
         said = make_test.communicate(timeout=60)[0]
         assert make_test.returncode != 0, said
         assert wait_for(lambda: not processes_in(project_copy), 20), processes_in(project_copy)
@@ -666,9 +673,7 @@ def test_a_stop_swallowed_where_it_landed_still_stops_make_test(project_copy):
                                  preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
     try:
         assert wait_for(lambda: (project_copy / "importing").exists(), 60)
-        pytest_pid = next(int(p.split()[0]) for p in processes_in(project_copy)
-                          if "-m pytest" in p)
-        os.kill(pytest_pid, signal.SIGHUP)
+        os.kill(pytest_of(make_test), signal.SIGHUP)
         time.sleep(1)
         assert not (project_copy / "swallowed").exists(), "an ignored SIGHUP stopped pytest"
         make_test.send_signal(signal.SIGTERM)
