@@ -161,6 +161,12 @@ SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_su
 SUPERVISOR_PATIENCE = kernel_supervisor.KILL_PATIENCE + 5
 
 
+# The signals a process meets through what it runs: a crash, an abort, a
+# limit of the shell's.  Any other that ends a kernel was sent to it.
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT,
+                 signal.SIGSYS, signal.SIGTRAP, signal.SIGXCPU, signal.SIGXFSZ}
+
+
 class BlockError(Exception):
     """The block did not produce a result; KIND says why (see the module
     docstring), the message is for the author.  KILLED: its kernel was
@@ -931,8 +937,20 @@ class Kernel:
                               + (f"kill -9, or a limit in force: {', '.join(met)})" if met
                                  else "or kill -9)"), killed=True)
         if code is not None and code > 128:
-            return KernelDied(f"the kernel died of signal {code - 128}{during}"
-                              + limits)
+            number = code - 128
+            try:
+                name = f" ({signal.Signals(number).name})"
+            except ValueError:
+                name = ""
+            # A signal that asks a process to end (kill, a shutdown, a
+            # terminal's hang-up) comes from outside nearly always: said as
+            # a loss, as kill -9 is.  One a crash raises (SIGSEGV, SIGABRT)
+            # or a limit (SIGXCPU) is the code's own doing.
+            if number not in CRASH_SIGNALS:
+                return KernelDied(f"the kernel was ended by signal {number}{name}, sent by "
+                                  "kill or a shutdown, or by the code it ran" + limits,
+                                  killed=True)
+            return KernelDied(f"the kernel died of signal {number}{name}{during}" + limits)
         # Its own exit, with the status it gave: os._exit(0) is no crash.
         if code is not None and code >= 0:
             return KernelDied(f"the kernel died{during}, exiting with status {code} "

@@ -892,7 +892,7 @@ UNDER_A_LIMIT = {
     "memory": ("ulimit -v 3000000", "bytearray(4 * 10**9)",
                "raised MemoryError (limits in force: `ulimit -v` is 3000000)"),
     "processor time": ("ulimit -S -t 3", "import time\nwhile time.process_time() < 5:\n    pass",
-                       "died the kernel died of signal 24 while running it "
+                       "died the kernel died of signal 24 (SIGXCPU) while running it "
                        "(limits in force: `ulimit -t` is 3)"),
     # Not by the limit, yet it may have been: one cause among the others.
     "kill -9": ("ulimit -S -t 100", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
@@ -904,22 +904,57 @@ UNDER_A_LIMIT = {
 }
 
 
-@pytest.mark.parametrize("case", UNDER_A_LIMIT, ids=list(UNDER_A_LIMIT))
-def test_a_block_that_meets_a_limit_of_the_shells_is_said_to(tmp_path, case):
-    """A MemoryError, a kernel ended by SIGXCPU, too many files open: each
-    is said with the limit the shell set, which no block shows."""
-    limits, code, said = UNDER_A_LIMIT[case]
+def failure_under(limits, code, folder):
+    """What a bridge under the shell's LIMITS says of the block CODE's
+    failure: its kind, then why, in a fresh kernel."""
     run_it = ("import sys, kernel_bridge\n"
               "kernel = kernel_bridge.Kernel()\n"
               "try:\n    kernel_bridge.execute(kernel, sys.argv[1])\n"
               "except kernel_bridge.BlockError as failure:\n"
               "    print(failure.kind, failure.summary)\n"
+              "    print('lost' if failure.killed else 'its own doing')\n"
               "finally:\n    kernel.kill()\n")
     run = subprocess.run(["bash", "-c", f'{limits} && exec "$0" -c "$1" "$2"', sys.executable,
-                          run_it, code], cwd=tmp_path,
+                          run_it, code], cwd=folder,
                          env=dict(os.environ, PYTHONPATH=str(ROOT / "tools")),
                          capture_output=True, text=True, timeout=60)
-    assert run.stdout == said + "\n", run.stdout + run.stderr
+    return run.stdout, run.stderr
+
+
+@pytest.mark.parametrize("case", UNDER_A_LIMIT, ids=list(UNDER_A_LIMIT))
+def test_a_block_that_meets_a_limit_of_the_shells_is_said_to(tmp_path, case):
+    """A MemoryError, a kernel ended by SIGXCPU, too many files open: each
+    is said with the limit the shell set, which no block shows."""
+    limits, code, said = UNDER_A_LIMIT[case]
+    out, errors = failure_under(limits, code, tmp_path)
+    assert out.splitlines()[:1] == [said], out + errors
+
+
+# A kernel ended by a signal: by a crash, its code's own doing, or by one
+# that asks a process to end, which nearly always comes from outside.
+ENDED_BY_A_SIGNAL = {
+    "SIGABRT": ("import os\nos.abort()",
+                "died the kernel died of signal 6 (SIGABRT) while running it",
+                "its own doing"),
+    "SIGSEGV": ("import ctypes\nctypes.string_at(0)",
+                "died the kernel died of signal 11 (SIGSEGV) while running it",
+                "its own doing"),
+    "SIGHUP": ("import os, signal\nos.kill(os.getpid(), signal.SIGHUP)",
+               "died the kernel was ended by signal 1 (SIGHUP), sent by kill or a "
+               "shutdown, or by the code it ran", "lost"),
+    "SIGUSR1": ("import os, signal\nos.kill(os.getpid(), signal.SIGUSR1)",
+                "died the kernel was ended by signal 10 (SIGUSR1), sent by kill or a "
+                "shutdown, or by the code it ran", "lost"),
+}
+
+
+@pytest.mark.parametrize("case", ENDED_BY_A_SIGNAL, ids=list(ENDED_BY_A_SIGNAL))
+def test_a_kernel_ended_by_a_signal_names_it_and_whose_doing_it_may_be(tmp_path, case):
+    """SIGHUP or SIGTERM from outside was said as the block's crash: "block
+    X stopped the kernel: the kernel died of signal 1"."""
+    code, said, whose = ENDED_BY_A_SIGNAL[case]
+    out, errors = failure_under("true", code, tmp_path)
+    assert out.splitlines() == [said, whose], out + errors
 
 
 # Each one a module that the kernel imports while it starts.

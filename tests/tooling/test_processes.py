@@ -699,6 +699,9 @@ FROM_OUTSIDE = {
     "SIGTERM to the supervisor": ("supervisor", signal.SIGTERM,
                                   "the kernel's supervisor was told to stop from outside "
                                   "(SIGTERM or SIGHUP)"),
+    "SIGTERM to the kernel": ("kernel", signal.SIGTERM,
+                              "the kernel was ended by signal 15 (SIGTERM), sent by kill or a "
+                              "shutdown, or by the code it ran"),
     # As the system's memory limit does.
     "SIGKILL to the kernel": ("kernel", signal.SIGKILL,
                               "the kernel was killed by signal 9 (the system's memory limit, "
