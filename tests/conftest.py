@@ -219,7 +219,11 @@ def pytest_configure(config):
     # (`make test | head`) killed the make with SIGPIPE at its first line,
     # and the tests stopped, blaming the build.
     # And told to stop (SIGTERM) when pytest ends, however it ends: killed,
-    # or Ctrl-\ (SIGQUIT), which no handler of Python's sees.
+    # or Ctrl-\ (SIGQUIT), which no handler of Python's sees.  The shell
+    # that takes it hands it to its whole group: the wait for another
+    # build's lock, left alone, waited on and then ran the build.  (The
+    # wait goes in the background: a shell runs its traps only once the
+    # command in the foreground is done.)
     pytest_pid = os.getpid()
 
     def ends_with_pytest():
@@ -231,7 +235,8 @@ def pytest_configure(config):
         try:
             build = subprocess.Popen(
                 ["sh", "-c",
-                 'sh tools/one-build-at-a-time true && exec make --no-print-directory "$1"',
+                 "trap 'trap - TERM; kill -TERM 0' TERM; sh tools/one-build-at-a-time true & "
+                 'wait $! && exec make --no-print-directory "$1"',
                  "sh", str(produced.FOLDER / "blocks.json")],
                 cwd=ROOT, env=make_environment(), process_group=0, stdout=output, stderr=error,
                 preexec_fn=ends_with_pytest)

@@ -5,6 +5,7 @@ session ended (end of input, SIGTERM, SIGHUP, both, the kernel's own end,
 a timeout, SIGKILL of the bridge, a bridge stopped (SIGSTOP) and killed
 for its silence, the Emacs gone, a build that succeeded or failed)."""
 
+import fcntl
 import json
 import os
 import re
@@ -585,15 +586,17 @@ def processes_in(folder):
 
 
 # How make test is stopped while it builds: the process, the signal, and
-# whether it is sent as soon as pytest starts the build (the signal
-# landed in Popen, and pytest ended knowing no build to stop).
+# when: as Emacs builds, as soon as pytest starts the build (the signal
+# landed in Popen, and pytest ended knowing no build to stop), or while
+# the build waits for another's lock.
 STOPPING_MAKE_TEST = {
-    "make": ("make", signal.SIGTERM, False),
-    "pytest": ("pytest", signal.SIGTERM, False),
-    "pytest hung up": ("pytest", signal.SIGHUP, False),
-    "pytest killed": ("pytest", signal.SIGKILL, False),
-    "pytest quit (Ctrl-\\)": ("pytest", signal.SIGQUIT, False),
-    "pytest as it starts the build": ("pytest", signal.SIGTERM, True),
+    "make": ("make", signal.SIGTERM, "building"),
+    "pytest": ("pytest", signal.SIGTERM, "building"),
+    "pytest hung up": ("pytest", signal.SIGHUP, "building"),
+    "pytest killed": ("pytest", signal.SIGKILL, "building"),
+    "pytest quit (Ctrl-\\)": ("pytest", signal.SIGQUIT, "building"),
+    "pytest as it starts the build": ("pytest", signal.SIGTERM, "starting"),
+    "pytest killed as its build waits for the lock": ("pytest", signal.SIGKILL, "waiting"),
 }
 
 
@@ -622,15 +625,24 @@ def test_make_test_stopped_while_it_builds_leaves_nothing_running(project_copy, 
     shell it ran pytest from, and SIGTERM or SIGHUP (a terminal closed) to
     pytest never the build pytest waited for: each ran on, holding the
     checkout's lock.  Found by probing: so did the build of a pytest
-    killed, or quit with Ctrl-\\, or stopped as it started the build."""
-    who, signum, at_once = STOPPING_MAKE_TEST[stopped]
+    killed, or quit with Ctrl-\\, or stopped as it started the build, and
+    the lock's waiter of a pytest killed while another build held it, which
+    ran the build once that one was done."""
+    who, signum, when = STOPPING_MAKE_TEST[stopped]
+    held = os.open(project_copy, os.O_RDONLY)
+    if when == "waiting":
+        fcntl.flock(held, fcntl.LOCK_EX)
     make_test = subprocess.Popen(["make", "test"], cwd=project_copy, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True,
                                  env=a_users_make_environment())
     try:
-        if at_once:
+        if when == "starting":
             assert wait_for(lambda: (pid := pytest_of(make_test)) and children_of(pid), 60,
                             every=0.001)
+        elif when == "waiting":
+            assert wait_for(lambda: any(p.split()[1:2] == ["flock"]
+                                        for p in processes_in(project_copy)), 60), \
+                processes_in(project_copy)
         else:
             assert wait_for(lambda: any("gradients-build-produce" in p
                                         for p in processes_in(project_copy)), 60), \
@@ -639,10 +651,14 @@ def test_make_test_stopped_while_it_builds_leaves_nothing_running(project_copy, 
         said = make_test.communicate(timeout=60)[0]
         assert make_test.returncode != 0, said
         assert wait_for(lambda: not processes_in(project_copy), 20), processes_in(project_copy)
+        os.close(held)
+        held = None
         # Stopped, not run to its end once make was gone.
         assert not (project_copy / ".build" / "produced" / "blocks.json").exists(), said
         assert " passed" not in said, said
     finally:
+        if held is not None:
+            os.close(held)
         make_test.kill()
         make_test.wait()
 
