@@ -17,8 +17,8 @@ import time
 import pytest
 
 import kernel_supervisor
-from conftest import (EMACS, ROOT, a_users_make_environment, alive, ctrl_c_as_in_a_terminal,
-                      emacs, gone, make, start_make, wait_for)
+from conftest import (EMACS, ROOT, a_users_make_environment, alive, command_line,
+                      ctrl_c_as_in_a_terminal, emacs, gone, make, start_make, wait_for)
 from tiny_notes import (CHILD, HEADER, assert_failed_cleanly, assert_no_kernel_left, block,
                         bridge_and_supervisor, build, line_of, snapshot, write_readme)
 
@@ -1042,6 +1042,51 @@ def test_a_program_make_runs_by_name_that_is_another_is_said_before_any_build(
         f"it said: {said}; put the system's {program} first on the PATH.  Stop."], run.stderr
     assert snapshot(project_copy) == before
     assert not (project_copy / ".build" / "produced").exists()
+
+
+# A program that never answers when asked who it is (it waits on
+# something), by each way of asking: the programs make runs by name, the
+# packages' programs, and the Emacs make is given.  The limit, 30 and 60 s
+# for use, is 2 s here.
+NEVER_ANSWERS = {
+    "make's git": ("git", "sh", "-c", 'set -- cat git; . "$0"', "tools/programs-answer",
+                   "the git first on the PATH ({shim}) did not answer in 2 s: asked --version, "
+                   "it said: nothing; put the system's git first on the PATH, or see what it "
+                   "waits for"),
+    "the package's emacs": ("emacs", "sh", "tools/require-debian-packages",
+                            "emacs-nox=command -v emacs",
+                            "the emacs first on the PATH ({shim}) is not emacs-nox's: asked with "
+                            "-Q --batch, did not answer in 2 s, it said nothing; put Debian's "
+                            "first on the PATH"),
+    "the package's dot": ("dot", "sh", "tools/require-debian-packages", "graphviz=command -v dot",
+                          "the dot first on the PATH ({shim}) is not graphviz's: asked with -V, "
+                          "did not answer in 2 s, it said nothing; put Debian's first on the PATH"),
+    "EMACS=": ("emacs", "sh", "tools/require-debian-packages", "EMACS={shim}",
+               "EMACS={shim} does not run as an Emacs (as {shim} -Q --batch): did not answer "
+               "in 2 s, it printed nothing; name GNU Emacs, or leave EMACS unset to use Debian's"),
+}
+
+
+@pytest.mark.parametrize("case", NEVER_ANSWERS)
+def test_a_program_that_never_answers_who_it_is_is_said_in_time(tmp_path, case):
+    """Found by probing: make waited, saying nothing, for as long as the
+    program did."""
+    program, *command, said = NEVER_ANSWERS[case]
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    shim = shims / program
+    shim.write_text("#!/bin/sh\nwhile :; do sleep 1; done\n")
+    shim.chmod(0o755)
+    command = [str(ROOT / word) if word.startswith("tools/") else word.format(shim=shim)
+               for word in command]
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PATH=f"{shims}{os.pathsep}{os.environ['PATH']}",
+                                  programs_limit="2", answer_limit="2"))
+    assert run.returncode != 0 or run.stdout, run
+    assert (run.stdout + run.stderr).strip() == said.format(shim=shim)
+    # Nor is it left waiting.
+    assert wait_for(lambda: not any(str(shims) in command_line(pid)
+                                    for pid in kernel_supervisor.process_table()), 10)
 
 
 def test_a_library_the_loader_cannot_preload_is_named_not_a_program(project_copy):
