@@ -517,7 +517,9 @@ endef
 with-output = $(if $(ONLY_ASKING),$(1),@[ -e /proc/self/fd/2 ] || exec 2>/dev/null; \
     (exec 3>&1) 2>/dev/null || exec >/dev/null; \
     $(if $(findstring s,$(GIVEN_OPTIONS)),,printf '%s\n' '$(subst ','\'',$(1))';) exec $(1))
-test: $(VENV_STAMP)  ## check the notes: every recorded result, output and gradient
+# Under make -n, which runs no pytest, the build it would start is shown
+# as make would run it.
+test: $(VENV_STAMP) $(if $(ONLY_ASKING),$(PRODUCED))  ## check the notes: every recorded result, output and gradient
 	$(call with-output,$(PYTHON) -m pytest -p no:xdist tests)
 
 # The ERT tests of tests/ert/ run among them (tests/tooling/test_ert.py).
