@@ -201,7 +201,15 @@ nothing to do.")
   '("Makefile" "pyproject.toml" "requirements.lock" "tools" "tests")
   "Sources of the project, relative to the notes' folder, that no output
 may replace or lie under.  So are the Org file being built and anything
-whose path has a part starting with a dot (.git, .build, .venv...).")
+whose path has a part starting with a dot (.git, .build, .venv...), and
+the files read in a source's place (`gradients-build-read-first').")
+
+(defconst gradients-build-read-first
+  "\\`\\(?:GNUmakefile\\|makefile\\|README\\(?:\\..*\\)?\\)\\'"
+  "Names in the notes' folder that a tool reads before one of its sources:
+make reads GNUmakefile or makefile before the Makefile (a tangled one
+left every make target unknown), and GitHub shows another README in
+the notes' place.")
 
 (defconst gradients-build-other-tools
   '("kernel_bridge.py" "kernel_supervisor.py" "pictures.json")
@@ -633,13 +641,23 @@ spellings of one file are one output, and a link cannot lead outside."
       (when (or (equal real (file-truename (buffer-file-name)))
                 (member (car parts) gradients-build-protected)
                 (cl-some (lambda (part) (string-prefix-p "." part)) parts)
-                (and (null (cdr parts)) (member (car parts) (gradients-build--make-targets))))
+                (and (null (cdr parts))
+                     (or (member (car parts) (gradients-build--make-targets))
+                         (let ((case-fold-search nil))
+                           (string-match-p gradients-build-read-first (car parts))))))
         (if (not (equal relative (file-relative-name absolute gradients-build--project)))
             ;; The name is fine; a link on the way leads to a source.
             (funcall complain "leads to a source of the project (%s) through a symbolic link; remove the link"
                      relative)
-          (funcall complain "would replace a source of the project (%s); outputs go to files of their own, such as %s"
-                   relative suggested)))
+          (funcall complain "would replace a source of the project (%s); outputs go to files of their own%s"
+                   relative
+                   ;; The suggestion, made from the name, may be the same
+                   ;; source (pyproject.toml): then none.
+                   (if (or (member suggested (list relative name))
+                           (member suggested gradients-build-protected)
+                           (string-match-p gradients-build-read-first suggested))
+                       ""
+                     (format ", such as %s" suggested)))))
       (when (gradients-build--ignored-by-git-p relative)
         (funcall complain "is ignored by git (.gitignore), so it would never be committed; choose another name"))
       (let ((long (cl-find-if (lambda (part) (> (string-bytes part) 200)) parts)))

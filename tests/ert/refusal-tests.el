@@ -1147,14 +1147,22 @@ some outputs were changed\", and then as a Ctrl-C no one pressed."
     (let* ((headers '(":tangle Makefile" ":tangle README.org" ":tangle .git/hooks/post-checkout"
                       ":tangle tools/build.el" ":tangle tests/conftest.py" ":tangle pyproject.toml"
                       ":tangle requirements.lock" ":tangle .gitignore" ":tangle .build/outputs"
-                      ":file .ci/x.svg" ":file tools/x.svg"))
-           (text (refusal-tests--drawing-notes "bad" headers)))
+                      ":file .ci/x.svg" ":file tools/x.svg"
+                      ;; Read in a source's place, by make and by GitHub.
+                      ":tangle GNUmakefile" ":tangle makefile" ":tangle README.md"
+                      ":tangle README"))
+           (text (refusal-tests--drawing-notes "bad" headers))
+           (said (refusal-tests--refused text)))
       (should (refusal-tests--said-in-order
-               (refusal-tests--refused text)
+               said
                (cl-loop for header in headers for n from 0
                         collect (format "README.org:%d: block `bad-%d': %s would replace a source of the project"
                                         (refusal-tests--block-line text (format "bad-%d" n))
-                                        n header)))))))
+                                        n header))))
+      ;; Found by probing: the file refused was the one suggested.
+      (should-not (cl-find-if (lambda (line)
+                                (string-match-p "such as \\(pyproject.toml\\|Makefile\\|requirements.lock\\|GNUmakefile\\|makefile\\|README.*\\)\\'" line))
+                              said)))))
 
 ;; Make reads the list of outputs; recipes hand them to the shell.
 (ert-deftest refusal-tests-a-name-make-cannot-hold-is-refused ()
