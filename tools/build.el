@@ -2860,6 +2860,21 @@ path relative to the project and its digest then; nil when none did."
             (push (cons (match-string 2) (match-string 1)) installed))
           (nreverse installed))))))
 
+(defun gradients-build--check-not-emptied (before outputs)
+  "Fail when the notes make no output at all, and the build would remove
+every one of BEFORE still there (see `gradients-build--installed-before'):
+notes cut short (`: > README.org', an editor's crash) took gradients.py
+and the pictures with them, the build saying it succeeded.  Notes that
+never made one, or whose outputs are gone already, build."
+  (let ((going (cl-loop for (relative . _) in before
+                        when (file-regular-p (expand-file-name relative gradients-build--project))
+                        collect relative)))
+    (when (and going (null outputs))
+      (error "%s makes no output now (no block is tangled or draws a picture), and the build would remove every one it made before (%s): if the notes were cut short, put them back (git checkout %s); to retire the outputs, remove them yourself"
+             gradients-build--org-name
+             (concat (string-join (seq-take going 3) ", ") (if (nthcdr 3 going) ", …" ""))
+             gradients-build--org-name))))
+
 (defun gradients-build--remove-retired-outputs (before outputs notes)
   "Remove each output in BEFORE (see `gradients-build--installed-before')
 that is not among OUTPUTS, when it holds what the build installed: a
@@ -2924,6 +2939,7 @@ those no block makes any more (`make tangle')."
   (gradients-build--main (gradients-build--kernel-likely-p original project)
     (let ((outputs (gradients-build--produce org-file original "tangle"))
           (before (gradients-build--installed-before)))
+      (gradients-build--check-not-emptied before outputs)
       (gradients-build--make-scratch project)
       (gradients-build--install
        (expand-file-name gradients-build-produced-folder project) outputs)
@@ -3021,6 +3037,7 @@ and `make test' find everything as the run left it."
     (let ((outputs (gradients-build--produce org-file original "run"))
           (before (gradients-build--installed-before))
           made)
+      (gradients-build--check-not-emptied before outputs)
       ;; The results are recorded from a kernel of their own.
       (gradients-stop-sessions)
       (gradients-build--make-scratch project)

@@ -886,6 +886,24 @@ def test_make_tangle_rewrites_exactly_what_changed_and_knows_every_output(tiny):
 
     assert make_tangle("-q").returncode == 1, "make does not know the picture is missing"
 
+    # Found by probing: notes cut short (`: > README.org`) took every
+    # output with them, the build saying it succeeded.
+    before = outputs_state(tiny)
+    for cut_short in ("", "* Notes\n\nProse only.\n"):
+        write_readme(tiny, cut_short)
+        for goal in ("tangle", "run"):
+            refused = make(goal, cwd=tiny, timeout=PATIENCE * 2)
+            assert refused.returncode != 0
+            assert any(line.startswith(
+                "README.org makes no output now (no block is tangled or draws a picture), and "
+                "the build would remove every one it made before (gradients.py, images/")
+                for line in refused.stderr.splitlines()), refused.stderr
+            assert outputs_state(tiny) == before
+    # Retired by hand, they are no longer the build's.
+    for output in before:
+        (tiny / output).unlink()
+    assert make_tangle().returncode == 0
+
 
 def test_make_n_and_make_q_write_nothing(project_copy):
     """`make -n` says what a build would do and `make -q` whether one is
