@@ -168,6 +168,7 @@ progress said every ten seconds and nothing else said."
          (gradients-results-for-the-notes t)
          (gradients-tracebacks-in-errors t)
          (gradients-progress-interval 10)
+         (gradients-refuse-runs-for-value t)
          (gradients-chatty nil))
      ,@body))
 
@@ -1455,6 +1456,11 @@ run and in gradients.py alike."
     (let ((org-babel-noweb-error-all-langs t))
       (condition-case failure
           (gradients-build--code block)
+        (gradients-run-for-value
+         (error "%s: it has Org run %s for its value (a noweb <<name()>>, or org-sbe) each time Org reads it, tangling too, out of the notes' order, and write the value into gradients.py as a constant; compute it in this block's code instead"
+                (plist-get block :where)
+                (replace-regexp-in-string "\\`[^\n]*?:\\([0-9]+\\): \\(block [^\n]*\\)\\'" "\\2 (line \\1)"
+                                          (cadr failure))))
         (error
          (error "%s: %s: no block the build runs has that name (one under a COMMENT heading is left out); Org would put nothing in its place"
                 (plist-get block :where)
@@ -1693,13 +1699,18 @@ is no call): a #+CALL line, an inline block, a link to a picture an
 interactive run saved, and a result saved while it still waited for the
 kernel."
   (let ((tree (org-element-parse-buffer)))
+    ;; With the affiliated keywords: Org runs an inline block in a
+    ;; #+caption as it runs one in a paragraph.
     (org-element-map tree '(babel-call inline-babel-call inline-src-block link headline keyword)
                      (lambda (datum)
                        (let ((line (line-number-at-pos (org-element-property :begin datum))))
                          (gradients-build--noting-problem line
                            (pcase (org-element-type datum)
-                             ((or 'babel-call 'inline-babel-call)
+                             ('babel-call
                               (gradients-build--fail-at line "a #+CALL line is not run by the build, so its result would go stale; use a source block"))
+                             ('inline-babel-call
+                              (gradients-build--fail-at line "an inline call (call_%s) is not run by the build, so its result would go stale; use a source block"
+                                                        (org-element-property :call datum)))
                              ('inline-src-block
                               (gradients-build--fail-at line "an inline source block is not run by the build, so its result would go stale; use a source block"))
                              ;; GitHub's renderer hides a section as Org does only
@@ -1732,7 +1743,8 @@ kernel."
                                            (gradients-build--saved-picture-p path))
                                   (gradients-build--fail-at
                                    line "%s is a picture saved by an interactive run, which GitHub cannot show; give its block a :file under images/"
-                                   path)))))))))
+                                   path))))))))
+                     nil nil nil t)
     (let ((names (make-hash-table :test #'equal)))
       (dolist (block blocks)
         (let ((name (plist-get block :name)))

@@ -505,6 +505,13 @@ table read from it."
   "Non-nil while Org computes the value of a reference to a block: a
 :var, a noweb <<name()>>, `org-sbe'.")
 
+(defvar gradients-refuse-runs-for-value nil
+  "Non-nil where no block may be run for its value (a noweb <<name()>>,
+a :var, `org-sbe'): in a build, which runs each block once, in the
+notes' order, and tangles what it ran.")
+
+(define-error 'gradients-run-for-value "A block would be run for its value")
+
 (defun gradients--resolve-reference (resolve &rest arguments)
   "Around `org-babel-ref-resolve': note that a block's value is wanted."
   (let ((gradients--resolving-reference t))
@@ -575,6 +582,8 @@ its place when it comes."
   (setq gradients--placeholder-inserted nil)
   (let* ((element (org-element-at-point))
          (head (gradients--block-head element)))
+    (when (and gradients--resolving-reference gradients-refuse-runs-for-value)
+      (signal 'gradients-run-for-value (list (gradients-block-description element))))
     (when head
       (gradients-check-header-names
        (if (gradients--own-head element)

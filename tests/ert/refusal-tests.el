@@ -419,9 +419,18 @@ build found, its hook into file reading, the notes' buffer."
     (pcase-dolist (`(,line ,what)
                    '(("#+CALL: fine()" "a #+CALL line is not run by the build")
                      ("Two is src_jupyter-python{1 + 1}."
+                      "an inline source block is not run by the build")
+                     ;; Found by probing: called a #+CALL line.
+                     ("It is call_fine()." "an inline call (call_fine) is not run by the build")
+                     ;; Found by probing: Org runs one in a caption too.
+                     ("#+caption: Two is src_jupyter-python{1 + 1}."
                       "an inline source block is not run by the build")))
       (let* ((text (concat refusal-tests--header (refusal-tests--block "x = 1" "fine")
-                           "\n" line "\n"))
+                           "\n" line
+                           ;; A caption is the next element's.
+                           (if (string-prefix-p "#+caption" line)
+                               (refusal-tests--block "y = 2" "captioned")
+                             "\n")))
              (said (refusal-tests--refused text)))
         (should (= (length said) 1))
         (should (string-prefix-p (format "README.org:%d: %s" (refusal-tests--line text line) what)
@@ -663,6 +672,28 @@ build found, its hook into file reading, the notes' buffer."
                                    "VALUE()" "value" (refusal-tests--block-line text "value"))
                            (format message (refusal-tests--block-line text "uses-lisp") "uses-lisp"
                                    "lisp-value" "lisp-value" (1+ (refusal-tests--line text "#+name: lisp-value")))))))))
+
+;; Found by probing: a noweb reference that calls a block, <<name()>>,
+;; ran it at each reading of the notes, on a kernel of its own, and
+;; tangled its value; so did a Lisp header value that calls one.
+(ert-deftest refusal-tests-a-block-run-for-its-value-is-refused-before-it-runs ()
+  (refusal-tests--in-project
+    (let* ((text (concat refusal-tests--header
+                         (refusal-tests--block "open('ran', 'w').close()\n7" "value" ":tangle no")
+                         "\n#+name: lisp-value\n#+begin_src emacs-lisp\n(+ 3 4)\n#+end_src\n"
+                         (refusal-tests--block "print(<<value()>>)" "calls-value" ":noweb yes")
+                         (refusal-tests--block "print(<<lisp-value()>>)" "calls-lisp" ":noweb yes")
+                         (refusal-tests--block "print(1)" "sbe"
+                                               ":timeout (string-to-number (org-sbe value))")
+                         ;; Not run: a reference to the block's text.
+                         (refusal-tests--block "<<value>>" "includes" ":noweb yes :tangle no")))
+           (message "README.org:%d: block `%s': it has Org run block `%s' (line %d) for its value (a noweb <<name()>>, or org-sbe) each time Org reads it, tangling too, out of the notes' order, and write the value into gradients.py as a constant; compute it in this block's code instead")
+           (said (refusal-tests--refused text)))
+      (should (refusal-tests--said-in-order
+               said
+               (list (format message (refusal-tests--block-line text "calls-value") "calls-value"
+                             "value" (refusal-tests--block-line text "value")))))
+      (should-not (file-exists-p (expand-file-name "ran" refusal-tests--project))))))
 
 ;; Notes that tangle nothing would leave the gradients.py of an earlier
 ;; build in place, which `make test' would then check against nothing.
