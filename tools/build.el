@@ -823,6 +823,7 @@ plists in document order.  Everything later (checks, runs, blocks.json)
 works from these."
   (let ((name (file-name-nondirectory (buffer-file-name)))
         blocks)
+    (gradients-build--refuse-headers-without-value name)
     (gradients-build--creating-no-folders
      (org-element-map (org-element-parse-buffer 'element) 'src-block
        (lambda (element)
@@ -952,6 +953,32 @@ property."
                             (gradients-build--org-lint '(wrong-header-value))))
             (setf (aref (cadr report) 0) (number-to-string line))
             (gradients-build--report-of-org-lint report)))))))
+
+(defun gradients-build--refuse-headers-without-value (name)
+  "Fail on the first header argument given no value, in a header-args
+property of the notes NAME or in a block's own header: Org, reading the
+blocks, fails on it saying only \"Wrong type argument\"."
+  (save-excursion
+    (goto-char (point-min))
+    (let ((case-fold-search t))
+      (while (re-search-forward gradients-build--header-args-regexp nil t)
+        (let ((bare (gradients-header-names-without-value (or (match-string 3) ""))))
+          (when bare
+            (error "%s:%d: %s" name (line-number-at-pos)
+                   (gradients-header-without-value-message bare)))))))
+  (org-element-map (org-element-parse-buffer 'element) 'src-block
+    (lambda (element)
+      (let ((bare (gradients-header-names-without-value
+                   (mapconcat #'identity
+                              (delq nil (cons (org-element-property :parameters element)
+                                              (org-element-property :header element)))
+                              " "))))
+        (when bare
+          (error "%s: %s"
+                 (gradients-build--where
+                  name (line-number-at-pos (org-element-property :post-affiliated element))
+                  (org-element-property :name element))
+                 (gradients-header-without-value-message bare)))))))
 
 (defun gradients-build--header-setting (text)
   "For TEXT, one line, a header-args property (see

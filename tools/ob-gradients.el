@@ -46,6 +46,7 @@
 
 (defvar org-babel-current-src-block-location)
 (defvar org-babel-after-execute-hook)
+(declare-function org-babel-balanced-split "ob-core")
 (declare-function org-babel-where-is-src-block-head "ob-core")
 (declare-function org-babel-get-src-block-info "ob-core")
 (declare-function org-babel-where-is-src-block-result "ob-core")
@@ -534,29 +535,60 @@ ELEMENT is as for `gradients--own-head'."
 
 ;; A misspelt header argument is ignored by Org without a word: a block
 ;; with `:fiel images/x.png' would draw nothing where the notes expect it.
+(defun gradients--header-pieces (arguments)
+  "Header ARGUMENTS (a string) cut as Org cuts them: \":name value\" or
+\":name\" each, blanks trimmed."
+  (let ((raw (org-babel-balanced-split (string-trim arguments) '((32 9) . 58))))
+    (delete "" (mapcar #'string-trim
+                       (cons (or (car raw) "")
+                             (mapcar (lambda (piece) (concat ":" piece)) (cdr raw)))))))
+
+(defun gradients-header-names-without-value (arguments)
+  "The names in header ARGUMENTS (a string) given no value: Org fails on
+them (a bare :var as it reads the header, a bare :tangle as it tangles)
+saying only \"Wrong type argument\", with no block nor line."
+  (cl-loop for piece in (gradients--header-pieces arguments)
+           for name = (intern piece)
+           ;; The one Org takes alone: :wrap wraps in a results block.
+           unless (or (string-match-p "[ \f\t\n\r\v]" piece) (eq name :wrap))
+           collect name))
+
 (defun gradients-unknown-header-names (arguments language)
   "The names in header ARGUMENTS (a string) that neither Org nor LANGUAGE's
-backend knows; LANGUAGE nil stands for arguments given to every language."
+backend knows; LANGUAGE nil stands for arguments given to every language.
+Those given no value are left to `gradients-header-names-without-value'."
   (let* ((specific (intern-soft (format "org-babel-header-args:%s"
                                         (or language "jupyter-python"))))
          (known (append org-babel-header-arg-names
                         (and specific (boundp specific)
                              (mapcar #'car (symbol-value specific))))))
-    (cl-loop for (key . _) in (org-babel-parse-header-arguments arguments t)
+    (cl-loop for piece in (gradients--header-pieces arguments)
+             for key = (intern (car (split-string piece)))
              for name = (intern (substring (symbol-name key) 1))
              unless (memq name known) collect key)))
+
+(defun gradients-header-without-value-message (names)
+  "What to say of NAMES, header arguments given no value."
+  (format "%s %s no value, and Org would fail on %s saying only \"Wrong type argument\"; give %s one, or remove %s"
+          (mapconcat #'symbol-name names ", ") (if (cdr names) "have" "has")
+          (if (cdr names) "them" "it") (if (cdr names) "each" "it")
+          (if (cdr names) "them" "it")))
 
 (defun gradients-check-header-names (block &optional at-point)
   "Fail on a name in the header of BLOCK, a src-block element, that Org
 would ignore.  AT-POINT, the element at point, saves a parse when the
 failure is described."
-  (let ((unknown (gradients-unknown-header-names
-                  (string-trim
-                   (mapconcat #'identity
-                              (delq nil (cons (org-element-property :parameters block)
-                                              (org-element-property :header block)))
-                              " "))
-                  (org-element-property :language block))))
+  (let* ((arguments (string-trim
+                     (mapconcat #'identity
+                                (delq nil (cons (org-element-property :parameters block)
+                                                (org-element-property :header block)))
+                                " ")))
+         (bare (gradients-header-names-without-value arguments))
+         (unknown (gradients-unknown-header-names arguments
+                                                  (org-element-property :language block))))
+    (when bare
+      (gradients--fail "%s: %s" (gradients-block-description at-point)
+                       (gradients-header-without-value-message bare)))
     (when unknown
       (gradients--fail "%s: unknown header argument%s %s; Org would ignore %s (a typo?)"
              (gradients-block-description at-point) (if (cdr unknown) "s" "")

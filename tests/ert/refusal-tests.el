@@ -673,6 +673,34 @@ build found, its hook into file reading, the notes' buffer."
                            (format message (refusal-tests--block-line text "uses-lisp") "uses-lisp"
                                    "lisp-value" "lisp-value" (1+ (refusal-tests--line text "#+name: lisp-value")))))))))
 
+;; Found by probing: a header argument given no value made Org fail as it
+;; read the blocks, saying only "Wrong type argument", with no line.
+(ert-deftest refusal-tests-a-header-argument-given-no-value-is-named-by-its-line ()
+  (refusal-tests--in-project
+    (pcase-dolist (`(,property ,header ,names)
+                   '((nil ":tangle" ":tangle has")
+                     (nil ":results" ":results has")
+                     (nil ":var" ":var has")
+                     (nil ":exports :noweb" ":exports, :noweb have")
+                     (":cache" "" ":cache has")
+                     (":tangle" "" ":tangle has")))
+      (let* ((text (concat refusal-tests--header
+                           (when property
+                             (format "#+PROPERTY: header-args:jupyter-python+ %s\n" property))
+                           (refusal-tests--block "x = 1" "first")
+                           (refusal-tests--block "y = 2" "bare" header)))
+             (where (if property
+                        (format "README.org:%d:" (refusal-tests--line
+                                                  text (format "#+PROPERTY: header-args:jupyter-python+ %s"
+                                                               property)))
+                      (format "README.org:%d: block `bare':" (refusal-tests--block-line text "bare")))))
+        (should (equal (refusal-tests--refused text)
+                       (list (format "%s %s no value, and Org would fail on %s saying only \"Wrong type argument\"; give %s one, or remove %s"
+                                     where names
+                                     (if (string-match-p "have" names) "them" "it")
+                                     (if (string-match-p "have" names) "each" "it")
+                                     (if (string-match-p "have" names) "them" "it")))))))))
+
 ;; Found by probing: a noweb reference that calls a block, <<name()>>,
 ;; ran it at each reading of the notes, on a kernel of its own, and
 ;; tangled its value; so did a Lisp header value that calls one.
