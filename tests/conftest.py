@@ -84,17 +84,26 @@ def as_in_a_kernel():
     a MATPLOTLIBRC, an FC_DEBUG or a ~/.config/matplotlib/matplotlibrc of
     the caller's would change what the module prints or draws here and not
     in the build.  Matplotlib's backend is left to choose: the script alone
-    has no kernel to draw inline into."""
+    has no kernel to draw inline into.  Its standard input is at its end,
+    as a kernel's: a block that read it was refused by pytest's capture
+    (found by probing), where the kernel gave it nothing."""
     from kernel_bridge import kernel_environment
     kept = dict(os.environ)
+    kept_input, kept_descriptor = sys.stdin, os.dup(0)
     try:
         os.environ.clear()
         os.environ.update(kernel_environment(kept))
         del os.environ["MPLBACKEND"]
-        yield
+        with open(os.devnull) as nothing:
+            os.dup2(nothing.fileno(), 0)
+            sys.stdin = nothing
+            yield
     finally:
         os.environ.clear()
         os.environ.update(kept)
+        sys.stdin = kept_input
+        os.dup2(kept_descriptor, 0)
+        os.close(kept_descriptor)
 
 
 def import_what_gradients_imports(pointless=lambda: False):

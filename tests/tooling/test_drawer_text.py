@@ -311,6 +311,8 @@ NOISY = [
     ("print(hex(0xffffff), hex(0xdeadbeef))\nprint('data is in [[file:data.csv]]')",
      "not-an-address", ""),
     ("def f():\n    pass\nf.__code__.co_filename", "cell-file", ""),
+    # Found by probing: gradients.py's import read pytest's input.
+    ("import sys\nprint(len(sys.stdin.readlines()), repr(sys.stdin.read()))", "reads-input", ""),
 ]
 
 # Org indents the results of an indented block as far as the block.
@@ -380,6 +382,7 @@ def test_what_make_run_records_make_test_finds_as_the_notes_make_it(built_twice)
     assert "  :results:\n  : in a list\n  :end:" in once
     assert ": 0xffffff 0xdeadbeef\n: data is in [[file:data.csv]]\n" in once
     assert ":results:\n: '<cell>'\n:end:" in once
+    assert ":results:\n: 0 ''\n:end:" in once
     checked = subprocess.run([str(folder / ".venv" / "bin" / "python"), "-m", "pytest",
                               "-p", "no:xdist", "tests/test_notes.py", "-k",
                               "recorded or prints_what or picture_in_a_result"],
