@@ -223,6 +223,7 @@ STREAMS_FILE = "<the kernel's streams, from tools/kernel_bridge.py>"
 KERNEL_STREAMS = """\
 import codecs, os, select, sys, threading
 import ipykernel.iostream
+from IPython.core.interactiveshell import InteractiveShell
 def streams(OutStream=ipykernel.iostream.OutStream):
     write, flush = OutStream.write, OutStream.flush
     order = threading.RLock()
@@ -287,9 +288,27 @@ def streams(OutStream=ipykernel.iostream.OutStream):
             with order:
                 drain_all()
         return flush(stream)
+    # A block's bytes end with it: a character it left unfinished is
+    # said where it was written (as the script's own decoding would),
+    # not carried into the next block's output.
+    def finish(stream):
+        decoder = stream.__dict__.get("_gradients_decoder")
+        rest = decoder.decode(b"", final=True) if decoder is not None else ""
+        if rest:
+            take_in(stream, rest)
+    run_cell_async = InteractiveShell.run_cell_async
+    async def finishing_run_cell_async(*args, **kwargs):
+        try:
+            return await run_cell_async(*args, **kwargs)
+        finally:
+            with order:
+                drain_all()
+                for stream in ours():
+                    finish(stream)
     OutStream._watch_pipe_fd = watch
     OutStream.write = checked_write
     OutStream.flush = drained_flush
+    InteractiveShell.run_cell_async = finishing_run_cell_async
 streams()
 del streams
 """

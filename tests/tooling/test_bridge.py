@@ -561,6 +561,16 @@ def test_what_lands_on_file_descriptor_1_comes_in_the_order_it_was_written(kerne
         assert kernel_bridge.execute(kernel, code, max_lines=1000)[0].split("\n") == lines
 
 
+@pytest.mark.parametrize("descriptor", [1, 2])
+def test_a_character_a_block_leaves_unfinished_ends_with_the_block(kernel, descriptor):
+    """Found by probing: its first byte came out in the next block's
+    output, where gradients.py, run on its own, printed it in this one."""
+    import kernel_bridge
+    written = f"import os\nos.write({descriptor}, b'abc\\xc3')\nNone"
+    assert kernel_bridge.execute(kernel, written)[0] == ": abc\ufffd"
+    assert kernel_bridge.execute(kernel, f"os.write({descriptor}, b'def\\n')\nNone")[0] == ": def"
+
+
 # Found by probing: what landed on file descriptor 2 went into the error
 # stream apart, so that a subprocess's error after a print was sent before
 # it, as the block printed again; and a print() moved ahead of what the
