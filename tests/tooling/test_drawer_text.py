@@ -404,6 +404,10 @@ def test_make_run_refuses_a_result_that_changes_from_run_to_run(tiny):
             + block("import numpy as np, matplotlib.pyplot as plt\n"
                     "plt.imshow(np.random.rand(4, 4)); plt.axis('off'); plt.show()",
                     "noise", ":file images/noise.png")
+            # Found by probing: refused, though its drawer is the same, and
+            # what it printed is in no script make test runs.
+            + block("import time\nprint(f'\\r{time.perf_counter_ns()}', end='')\n"
+                    "print('\\r\\x1b[Kdone')", "bar-apart", ":tangle no")
             + block("print(3)", "after"))
     before = write_readme(tiny, text)
     run = make("run", cwd=tiny)
@@ -424,6 +428,11 @@ def test_make_run_refuses_a_result_that_changes_from_run_to_run(tiny):
     first = said.index(named[0])
     assert said[first + 1].startswith("  the build's run:  \": ")
     assert said[first + 2].startswith("  make run's run:   \": ")
+    # Found by probing: said as they are, the carriage returns of the bar
+    # moved the terminal's cursor over the text that differs.
+    bar = said.index(named[2])
+    assert said[bar + 1].startswith(("  the build's run:  \"\\15", "  the build's run:  \"\\015")) \
+        and "\r" not in run.stderr, said[bar + 1]
     assert any(line.startswith("What these blocks show changes from run to run") for line in said)
     assert said[-1] == "Nothing was changed.", run.stderr
     assert snapshot(tiny) == before
