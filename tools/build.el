@@ -1896,6 +1896,52 @@ a picture goes into the notes through a :file, as for any block.
       (error "%s: its result links %s, which the build does not draw, as it does not run the block (%s): GitHub would show it broken; remove the link, or let the block run"
              (plist-get block :where) target (gradients-build--not-run block)))))
 
+(defconst gradients-build--compile-each "\
+import ast, json, sys
+for index, code in enumerate(json.load(sys.stdin)):
+    try:
+        compile(code, '<block>', 'exec', dont_inherit=True)
+    except (SyntaxError, ValueError) as error:
+        try:
+            from IPython.core.inputtransformer2 import TransformerManager
+            compile(TransformerManager().transform_cell(code), '<cell>', 'exec',
+                    flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+        except Exception:
+            continue
+        print(index, getattr(error, 'lineno', None) or 0, getattr(error, 'msg', str(error)), sep='\\t')
+"
+  "Python that compiles each code of a JSON list on its standard input as
+a script's, and prints a line for each that fails where the kernel's
+IPython would run it: its index, line and why, tab-separated.  A block
+that fails in the kernel too is the run's to name, with its traceback.")
+
+(defun gradients-build--check-plain-python (tangled)
+  "Note each block of TANGLED, blocks the build runs and tangles into a
+Python file, whose code Python cannot compile as a script's: the kernel
+runs IPython's own syntax (!command, %magic, top-level await), and
+`make run' recorded such a block, whose gradients.py then failed every
+`make test' with a SyntaxError.  One Python for all the blocks."
+  (let ((blocks (cl-remove-if-not
+                 (lambda (block) (string-suffix-p ".py" (or (plist-get block :tangle-file) "")))
+                 tangled)))
+    (when (and blocks (file-executable-p gradients-python))
+      (with-temp-buffer
+        (insert (json-serialize (vconcat (mapcar #'gradients-build--code blocks))))
+        (let ((coding-system-for-write 'utf-8-unix)
+              (coding-system-for-read 'utf-8-unix))
+          (call-process-region (point-min) (point-max) gradients-python t '(t nil) nil
+                               "-I" "-c" gradients-build--compile-each))
+        (dolist (line (split-string (buffer-string) "\n" t))
+          (pcase-let* ((`(,index ,at ,why) (split-string line "\t"))
+                       (block (nth (string-to-number index) blocks))
+                       (at (string-to-number at))
+                       (text (nth (1- (max at 1)) (split-string (gradients-build--code block) "\n"))))
+            (gradients-build--noting-problem (plist-get block :line)
+              (error "%s: it is tangled into %s, which Python cannot run: %s at %s:%d%s; IPython's own syntax (!command, %%magic, top-level await) runs in the kernel alone: call subprocess or the function itself, or add :tangle no"
+                     (plist-get block :where) (plist-get block :tangle-file) why
+                     gradients-build--org-name (+ (plist-get block :line) (max at 1))
+                     (if text (format " (%s)" (string-trim text)) "")))))))))
+
 (defun gradients-build--check-blocks (blocks)
   "Fail on every header argument that would go wrong, each on a line of
 its own, as a linter does.  Runs before any block, so a bad header costs
@@ -1988,6 +2034,9 @@ nothing; return the pictures, an alist of output path and block."
                  (gradients-build--not-run block))
         (gradients-build--noting-problem (plist-get block :line)
           (gradients-build--check-links-of-unrun block (mapcar #'car pictures)))))
+    ;; Last, with every block's code known good to Org.
+    (unless gradients-build--problems
+      (gradients-build--check-plain-python tangled-running))
     (when gradients-build--problems
       (error "%s" (mapconcat #'cdr (sort (nreverse gradients-build--problems)
                                          (lambda (a b) (< (car a) (car b))))

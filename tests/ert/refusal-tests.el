@@ -673,6 +673,32 @@ build found, its hook into file reading, the notes' buffer."
                            (format message (refusal-tests--block-line text "uses-lisp") "uses-lisp"
                                    "lisp-value" "lisp-value" (1+ (refusal-tests--line text "#+name: lisp-value")))))))))
 
+;; Found by probing: IPython's own syntax in a tangled block ran in the
+;; kernel, and `make run' recorded it; gradients.py then failed every
+;; `make test' with a SyntaxError.  A block that fails in the kernel too
+;; is the run's to name.
+(ert-deftest refusal-tests-a-tangled-block-python-cannot-run-is-refused ()
+  (refusal-tests--in-project
+    (let* ((text (concat refusal-tests--header
+                         (refusal-tests--block "x = 1" "plain")
+                         (refusal-tests--block "!echo hi\nx = 2" "shell")
+                         (refusal-tests--block "x = 1\n%time y = 2" "magic")
+                         (refusal-tests--block "import asyncio\nawait asyncio.sleep(0)" "awaits")
+                         (refusal-tests--block "x = = 1" "broken")
+                         (refusal-tests--block "!echo apart" "apart" ":tangle no")))
+           (message "README.org:%d: block `%s': it is tangled into gradients.py, which Python cannot run: %s at README.org:%d (%s); IPython's own syntax (!command, %%magic, top-level await) runs in the kernel alone: call subprocess or the function itself, or add :tangle no"))
+      (should (equal (refusal-tests--refused text)
+                     (list (format message (refusal-tests--block-line text "shell") "shell"
+                                   "invalid syntax" (1+ (refusal-tests--block-line text "shell"))
+                                   "!echo hi")
+                           (format message (refusal-tests--block-line text "magic") "magic"
+                                   "invalid syntax" (+ 2 (refusal-tests--block-line text "magic"))
+                                   "%time y = 2")
+                           (format message (refusal-tests--block-line text "awaits") "awaits"
+                                   "'await' outside function"
+                                   (+ 2 (refusal-tests--block-line text "awaits"))
+                                   "await asyncio.sleep(0)")))))))
+
 ;; Found by probing: a header argument given no value made Org fail as it
 ;; read the blocks, saying only "Wrong type argument", with no line.
 (ert-deftest refusal-tests-a-header-argument-given-no-value-is-named-by-its-line ()
