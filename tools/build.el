@@ -1871,17 +1871,36 @@ that is `make test''s to say (run make run), and `make run''s to mend."
 
 (defun gradients-build--linked-files (block)
   "The files BLOCK's recorded result links, as written, in the order
-written: a link with file: or a path (fixed-width lines are text)."
-  (let (targets)
-    (dolist (line (split-string (or (plist-get block :recorded) "") "\n"))
-      (unless (string-match-p "\\`[ \t]*:\\( \\|\\'\\)" line)
-        (let ((start 0))
-          (while (string-match "\\[\\[\\(file:\\)?\\([^]]+\\)\\]" line start)
-            (setq start (match-end 0))
-            (let ((target (match-string 2 line)))
-              (when (or (match-beginning 1) (string-match-p "\\`\\.\\{0,2\\}/\\|\\`~/" target))
-                (push target targets)))))))
-    (nreverse targets)))
+written, read by Org's parser (fixed-width lines are text): a file link
+in any of Org's forms ([[file:x]], [[./x]], <file:x>, file:x), a link
+GitHub takes for a file's though Org does not ([[images/x.png]]), and a
+picture at an address ([[https://.../x.png]]), which GitHub shows from
+there.  A regular expression of file: and path links let the last three
+through, each a broken or outside picture on GitHub."
+  (let ((recorded (or (plist-get block :recorded) "")))
+    (when (string-match-p "\\[\\[\\|file:\\|https?:" recorded)
+      (with-temp-buffer
+        (insert recorded)
+        (delay-mode-hooks (org-mode))
+        (let (targets)
+          (org-element-map (org-element-parse-buffer) 'link
+            (lambda (link)
+              (let ((type (org-element-property :type link))
+                    (path (org-element-property :path link)))
+                (cond
+                 ((equal type "file")
+                  (push (if (string-prefix-p "file:" (org-element-property :raw-link link))
+                            path
+                          (org-element-property :raw-link link))
+                        targets))
+                 ((and (equal type "fuzzy") (string-match-p "/\\|\\.[[:alnum:]]+\\'" path))
+                  (push path targets))
+                 ((and (member type '("http" "https"))
+                       (string-match-p (concat "\\.\\(?:" (regexp-opt gradients-build--picture-extensions)
+                                               "\\|gif\\|jpe?g\\|webp\\)\\'")
+                                       (downcase path)))
+                  (push (concat type ":" path) targets))))))
+          (nreverse targets))))))
 
 (defun gradients-build--check-links-of-unrun (block drawn)
   "Fail when BLOCK, which the build does not run, records a link to a

@@ -1475,8 +1475,9 @@ ORG_STRUCTURE = [
     # Not in the drawer alone: Org links its words wherever the notes use them.
     ("holds a radio target, which would turn its words into links all over the notes",
      re.compile(r".*?<<<[^<>\s](?:[^<>\n]*[^<>\s])?>>>")),
-    # A footnote of the notes' own, defined where no text refers to it.
-    ("would define a footnote of the notes", re.compile(r"\[fn:[^\]\s]+\]")),
+    # A footnote of the notes' own, defined where no text refers to it;
+    # Org reads [FN:1] as [fn:1].
+    ("would define a footnote of the notes", re.compile(r"\[fn:[^\]\s]+\]", re.IGNORECASE)),
     # Code Org runs, if not at once: the agenda evaluates a diary
     # expression, and following a link runs its Lisp or shell command.
     ("is a diary expression, which Org's agenda would evaluate", re.compile(r"\s*%%\(")),

@@ -1176,7 +1176,16 @@ some outputs were changed\", and then as a Ctrl-C no one pressed."
                      "../outside.png, which no :file of the block draws")
                     ("bare" "" "| [[/etc/hostname]] |"
                      "/etc/hostname, which no :file of the block draws")
-                    ("text" "" ": printed [[file:images/nope.png]]" nil)))
+                    ("text" "" ": printed [[file:images/nope.png]]" nil)
+                    ;; Found by probing: links a regular expression of
+                    ;; file: and path links let through.
+                    ("typeless" "" "A picture: [[pictures/t.png]]"
+                     "pictures/t.png, which no :file of the block draws")
+                    ("angled" "" "Another: <file:pictures/a.png>"
+                     "pictures/a.png, which no :file of the block draws")
+                    ("remote" "" "Remote: [[https://example.com/r.png]]"
+                     "https://example.com/r.png, which no :file of the block draws")
+                    ("page" "" "A page: [[https://example.com][the site]]" nil)))
            (text (apply #'concat refusal-tests--header
                         (mapcar (lambda (case)
                                   (concat (refusal-tests--block "1" (nth 0 case) (nth 1 case))

@@ -170,6 +170,8 @@ ESCAPING = [
     "(src_python{1})", "é-src_python{1}", "call_other()", "then call_other[:eval yes](n=1)",
     "my_call_f()", "<<<gradient>>>", "a <<<radio target>>> here",
     "[fn:1] A footnote.", "[fn:label] Another.",
+    # Found by probing: Org reads a footnote's definition in any case.
+    "[FN:1] Shouting.",
     "%%(shell-command \"true\")", "  %%(diary-float t 4 2)", "[[elisp:(kill-emacs)][click]]",
     "[[shell:rm -rf ~][x]]", "see elisp:(kill-emacs) here", "x_shell:ls",
     "due <%%(diary-float t 4 2)>",
