@@ -1155,7 +1155,8 @@ class Kernel:
                     limit = (f"the block had printed more than {max_printed:,} characters",
                              f"printed more than {max_printed:,} characters")
                     continue
-            if kind in ("stream", "execute_result", "display_data", "error"):
+            if kind in ("stream", "execute_result", "display_data", "error", "clear_output",
+                        "update_display_data"):
                 outputs.append((kind, content))
         reply = self.reply_to(msg_id)
         if reply is None and not sent:
@@ -1333,10 +1334,40 @@ def is_picture(data):
     return any(mime in data for mime in MIME_BY_EXTENSION.values())
 
 
+def as_shown(outputs):
+    """OUTPUTS as Jupyter shows them once the block is done: what a
+    clear_output() cleared gone (with wait=True, once the next output
+    comes), and each display a later update_display_data() changed shown
+    as last changed.  A progress shown so kept its every step in the
+    drawer, past the notes' limit on lines, or as pictures without
+    number.  What the block printed stays whole for the script's own
+    output (printed_text), which a script's clear_output() does not clear."""
+    shown, clear_at_next = [], False
+    for kind, content in outputs:
+        if kind == "clear_output":
+            clear_at_next = bool(content.get("wait"))
+            if not clear_at_next:
+                shown = []
+            continue
+        if kind == "update_display_data":
+            display_id = content.get("transient", {}).get("display_id")
+            shown = [(was, dict(earlier, data=content["data"],
+                                metadata=content.get("metadata", {})))
+                     if (was == "display_data" and display_id is not None
+                         and earlier.get("transient", {}).get("display_id") == display_id)
+                     else (was, earlier)
+                     for was, earlier in shown]
+            continue
+        if clear_at_next:
+            shown, clear_at_next = [], False
+        shown.append((kind, content))
+    return shown
+
+
 def shown_pictures(outputs):
     """The data of each picture OUTPUTS show, in order: one per display
     (a figure shown as PNG and as SVG at once is one picture)."""
-    return [content["data"] for kind, content in outputs
+    return [content["data"] for kind, content in as_shown(outputs)
             if kind in ("display_data", "execute_result") and is_picture(content["data"])]
 
 
@@ -1591,7 +1622,7 @@ def org_result(outputs, file=None, links=(), max_lines=None, results=None, wrap=
     words) and WRAP (whether it has a :wrap) say how Org inserts the
     text; the default is the notes' own, a drawer."""
     lines, printed = [], ""
-    for kind, content in outputs:
+    for kind, content in as_shown(outputs):
         if kind == "stream":
             # One print can arrive in several messages, and a progress bar
             # goes back over what earlier ones wrote: join before reading.
@@ -1784,7 +1815,7 @@ def check_repeatable(outputs, file, org, tangled=None, left=None):
                             if printed else
                             "give the object a __repr__ of its own, or end the block with "
                             "`;' to show no value)"), "output")
-    for kind, content in outputs:
+    for kind, content in as_shown(outputs):
         unshown = kind in ("execute_result", "display_data") and textless(content["data"])
         if unshown:
             raise BlockError(f"displayed {unshown}, which the notes cannot show, and its text "

@@ -561,6 +561,30 @@ def test_what_lands_on_file_descriptor_1_comes_in_the_order_it_was_written(kerne
         assert kernel_bridge.execute(kernel, code, max_lines=1000)[0].split("\n") == lines
 
 
+# Found by probing: the drawer held every step a block cleared or updated,
+# where Jupyter shows the last, and a loop that cleared each epoch's line
+# was refused for its thousand lines.
+AS_JUPYTER_SHOWS = {
+    "cleared": ("from IPython.display import clear_output\nprint('gone')\nclear_output()\n"
+                "print('kept')", ": kept"),
+    "cleared at the next output": (
+        "from IPython.display import clear_output\nfor i in range(1200):\n"
+        "    clear_output(wait=True)\n    print(f'epoch {i}')", ": epoch 1199"),
+    "cleared, nothing after": ("from IPython.display import clear_output\nprint('stays')\n"
+                               "clear_output(wait=True)", ": stays"),
+    "updated": ("from IPython.display import display\nh = display('step 0', display_id=True)\n"
+                "print('between')\nfor i in range(1, 4):\n    h.update(f'step {i}')",
+                ": 'step 3'\n: between"),
+}
+
+
+@pytest.mark.parametrize("case", AS_JUPYTER_SHOWS, ids=list(AS_JUPYTER_SHOWS))
+def test_the_drawer_shows_what_jupyter_shows_once_the_block_is_done(kernel, case):
+    import kernel_bridge
+    code, org = AS_JUPYTER_SHOWS[case]
+    assert kernel_bridge.execute(kernel, code + "\nNone")[0] == org
+
+
 @pytest.mark.parametrize("descriptor", [1, 2])
 def test_a_character_a_block_leaves_unfinished_ends_with_the_block(kernel, descriptor):
     """Found by probing: its first byte came out in the next block's
