@@ -617,6 +617,8 @@ spellings of one file are one output, and a link cannot lead outside."
          (suggested (concat (if (eq key :file) "images/" "")
                             (replace-regexp-in-string "\\`\\.+" "" (file-name-nondirectory
                                                                   (directory-file-name name))))))
+    (when (string-empty-p (string-trim name))
+      (error "%s: %s is given an empty name; name a file" where key))
     (unless (gradients-file-inside-p real project)
       (if (or (equal real (directory-file-name absolute))
               ;; As spelled, links not followed.
@@ -638,10 +640,20 @@ spellings of one file are one output, and a link cannot lead outside."
       (when in-the-way
         (funcall complain "goes in %s, which is a file, not a folder"
                  (file-relative-name in-the-way project))))
-    (let ((parts (split-string relative "/")))
+    (let* ((parts (split-string relative "/"))
+           (hidden (cl-position-if (lambda (part) (string-prefix-p "." part)) parts)))
+      ;; A hidden name below a folder of the notes' (images/.p.svg): not
+      ;; a source, as one at the top may be (.git, .build, .venv,
+      ;; .gitignore), yet no file GitHub lists.
+      (when (and hidden (> hidden 0))
+        (funcall complain "is hidden (%s starts with a dot), as the project's own files are; choose a name without a leading dot, such as %s"
+                 (nth hidden parts)
+                 (string-join (mapcar (lambda (part) (replace-regexp-in-string "\\`\\.+" "" part))
+                                      parts)
+                              "/")))
       (when (or (equal real (file-truename (buffer-file-name)))
                 (member (car parts) gradients-build-protected)
-                (cl-some (lambda (part) (string-prefix-p "." part)) parts)
+                hidden
                 (and (null (cdr parts))
                      (or (member (car parts) (gradients-build--make-targets))
                          (let ((case-fold-search nil))
@@ -962,7 +974,8 @@ blocks, fails on it saying only \"Wrong type argument\"."
     (goto-char (point-min))
     (let ((case-fold-search t))
       (while (re-search-forward gradients-build--header-args-regexp nil t)
-        (let ((bare (gradients-header-names-without-value (or (match-string 3) ""))))
+        (let ((bare (gradients-header-names-without-value
+                     (or (match-string 3) "") (and (match-string 1) (downcase (match-string 1))))))
           (when bare
             (error "%s:%d: %s" name (line-number-at-pos)
                    (gradients-header-without-value-message bare)))))))
@@ -972,7 +985,8 @@ blocks, fails on it saying only \"Wrong type argument\"."
                    (mapconcat #'identity
                               (delq nil (cons (org-element-property :parameters element)
                                               (org-element-property :header element)))
-                              " "))))
+                              " ")
+                   (org-element-property :language element))))
         (when bare
           (error "%s: %s"
                  (gradients-build--where
@@ -1304,6 +1318,8 @@ output path, or nil."
   (let* ((where (plist-get block :where))
          (file (cdr (assq :file (nth 2 (plist-get block :info))))))
     (when (stringp file)
+      (when (string-empty-p (string-trim file))
+        (error "%s: :file is given an empty name; name a picture under images/" where))
       (unless (member (downcase (or (file-name-extension file) ""))
                       gradients-build--picture-extensions)
         (error "%s: :file %s is not a picture the build can draw; end it in .%s"
@@ -1567,6 +1583,10 @@ missing where the block forbids making it; return BLOCK's file, or nil."
                                    (plist-get block :language)))
                      tangle))
              (relative (gradients-build-output-path name :tangle (plist-get block :where))))
+        ;; Found by probing: Python text written into images/plot.png.
+        (when (string-prefix-p "images/" relative)
+          (error "%s: :tangle %s is in images/, which holds the pictures the blocks draw; tangle into a file of its own outside it"
+                 (plist-get block :where) tangle))
         (when (and (equal (cdr (assq :mkdirp params)) "no")
                    (not (file-directory-p
                          (file-name-directory

@@ -1769,7 +1769,8 @@ def write_atomically(path, data):
 # 64-bit machine has more than eight digits.  A shorter hex number (a
 # colour, a mask, "the byte at 0x10") is not one.  tests/test_notes.py
 # refuses a recorded one with this pattern.
-MEMORY_ADDRESS = re.compile(r"(?<= at )0x[0-9a-f]{6,}\b|\b0x[0-9a-f]{9,}\b")
+# In either case: a __repr__ of its own may shout (<Obj AT 0X7FF7...>).
+MEMORY_ADDRESS = re.compile(r"(?<= at )0x[0-9a-f]{6,}\b|\b0x[0-9a-f]{9,}\b", re.IGNORECASE)
 
 
 def check_repeatable(outputs, file, org, tangled=None, left=None):

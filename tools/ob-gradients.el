@@ -543,25 +543,32 @@ ELEMENT is as for `gradients--own-head'."
                        (cons (or (car raw) "")
                              (mapcar (lambda (piece) (concat ":" piece)) (cdr raw)))))))
 
-(defun gradients-header-names-without-value (arguments)
-  "The names in header ARGUMENTS (a string) given no value: Org fails on
-them (a bare :var as it reads the header, a bare :tangle as it tangles)
-saying only \"Wrong type argument\", with no block nor line."
-  (cl-loop for piece in (gradients--header-pieces arguments)
-           for name = (intern piece)
-           ;; The one Org takes alone: :wrap wraps in a results block.
-           unless (or (string-match-p "[ \f\t\n\r\v]" piece) (eq name :wrap))
-           collect name))
+(defun gradients--known-header-names (language)
+  "The header names Org or LANGUAGE's backend knows, without their colon;
+LANGUAGE nil stands for every language."
+  (let ((specific (intern-soft (format "org-babel-header-args:%s"
+                                       (or language "jupyter-python")))))
+    (append org-babel-header-arg-names
+            (and specific (boundp specific) (mapcar #'car (symbol-value specific))))))
+
+(defun gradients-header-names-without-value (arguments &optional language)
+  "The names in header ARGUMENTS (a string) that Org or LANGUAGE's backend
+knows, given no value: Org fails on them (a bare :var as it reads the
+header, a bare :tangle as it tangles) saying only \"Wrong type
+argument\", with no block nor line.  Unknown names are left to
+`gradients-unknown-header-names'."
+  (let ((known (gradients--known-header-names language)))
+    (cl-loop for piece in (gradients--header-pieces arguments)
+             for name = (intern piece)
+             ;; The one Org takes alone: :wrap wraps in a results block.
+             unless (or (string-match-p "[ \f\t\n\r\v]" piece) (eq name :wrap)
+                        (not (memq (intern (substring piece 1)) known)))
+             collect name)))
 
 (defun gradients-unknown-header-names (arguments language)
   "The names in header ARGUMENTS (a string) that neither Org nor LANGUAGE's
-backend knows; LANGUAGE nil stands for arguments given to every language.
-Those given no value are left to `gradients-header-names-without-value'."
-  (let* ((specific (intern-soft (format "org-babel-header-args:%s"
-                                        (or language "jupyter-python"))))
-         (known (append org-babel-header-arg-names
-                        (and specific (boundp specific)
-                             (mapcar #'car (symbol-value specific))))))
+backend knows; LANGUAGE nil stands for arguments given to every language."
+  (let ((known (gradients--known-header-names language)))
     (cl-loop for piece in (gradients--header-pieces arguments)
              for key = (intern (car (split-string piece)))
              for name = (intern (substring (symbol-name key) 1))
@@ -583,16 +590,43 @@ failure is described."
                                 (delq nil (cons (org-element-property :parameters block)
                                                 (org-element-property :header block)))
                                 " ")))
-         (bare (gradients-header-names-without-value arguments))
+         (bare (gradients-header-names-without-value arguments
+                                                     (org-element-property :language block)))
          (unknown (gradients-unknown-header-names arguments
                                                   (org-element-property :language block))))
     (when bare
       (gradients--fail "%s: %s" (gradients-block-description at-point)
                        (gradients-header-without-value-message bare)))
     (when unknown
-      (gradients--fail "%s: unknown header argument%s %s; Org would ignore %s (a typo?)"
+      (gradients--fail "%s: unknown header argument%s %s; Org would ignore %s (a typo?%s)"
              (gradients-block-description at-point) (if (cdr unknown) "s" "")
-             (mapconcat #'symbol-name unknown ", ") (if (cdr unknown) "them" "it")))))
+             (mapconcat #'symbol-name unknown ", ") (if (cdr unknown) "them" "it")
+             (gradients--unseen-space (mapconcat #'symbol-name unknown " "))))
+    ;; Org keeps the last of a name given twice, but for those it merges.
+    (let ((seen nil) (twice nil))
+      (dolist (piece (gradients--header-pieces arguments))
+        (let ((key (intern (car (split-string piece)))))
+          (if (and (memq key seen) (not (memq key '(:var :results :exports))))
+              (cl-pushnew key twice)
+            (push key seen))))
+      (when twice
+        (gradients--fail "%s: %s given twice in its header, and Org keeps the last alone, without a word: give %s once"
+                         (gradients-block-description at-point)
+                         (mapconcat #'symbol-name (nreverse twice) ", ")
+                         (if (cdr twice) "each" "it"))))))
+
+(defun gradients--unseen-space (text)
+  "Words on a character of TEXT that looks like a space, or like nothing,
+but is none to Org (a no-break space): \"\" when there is none."
+  (let ((unseen (cl-find-if (lambda (char)
+                              (and (> char 127)
+                                   (memq (get-char-code-property char 'general-category)
+                                         '(Zs Cf))))
+                            text)))
+    (if unseen
+        (format "; it holds U+%04X %s, which Org does not read as a space"
+                unseen (downcase (or (get-char-code-property unseen 'name) "")))
+      "")))
 
 (defun gradients-variable-assignments (params)
   "Python statements that give each `:var' of PARAMS its value, written

@@ -112,10 +112,12 @@ a name gone makes the target out of date, never make fail."
   (build-tests--in-project
     (dolist (name '("README.org" "./README.org" "Makefile" "pyproject.toml"
                     "requirements.lock" "tools/build.el" "tests/x.py" "tools"
-                    ".git/config" ".gitignore" ".build/outputs" "images/.hidden.png"
-                    ".ci/run"))
+                    ".git/config" ".gitignore" ".build/outputs" ".ci/run"))
       (should (string-match-p "would replace a source of the project\\|is a folder"
                               (or (build-tests--refusal name) "accepted"))))
+    ;; Found by probing: said to replace a source, which it is not.
+    (should (string-match-p "is hidden (.hidden.png starts with a dot)"
+                            (or (build-tests--refusal "images/.hidden.png") "accepted")))
     (dolist (name '("/tmp/x.png" "../x.png" "images/../../x.png" "~/x.png"))
       (should (string-match-p "is outside the project"
                               (or (build-tests--refusal name) "accepted"))))))

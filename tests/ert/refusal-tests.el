@@ -699,6 +699,24 @@ build found, its hook into file reading, the notes' buffer."
                                    (+ 2 (refusal-tests--block-line text "awaits"))
                                    "await asyncio.sleep(0)")))))))
 
+;; Found by probing: a :file given twice drew the last alone, without a
+;; word; a no-break space, which looks like a space, made one unknown
+;; header argument of a name and its value.
+(ert-deftest refusal-tests-a-header-argument-twice-or-joined-by-an-unseen-space-is-said-so ()
+  (refusal-tests--in-project
+    (let* ((text (concat refusal-tests--header
+                         (refusal-tests--block refusal-tests--draw "twice"
+                                               ":file images/a.svg :file images/b.svg")
+                         (refusal-tests--block refusal-tests--draw "merged"
+                                               ":var a=1 :var b=2 :file images/m.svg")
+                         (refusal-tests--block refusal-tests--draw "joined"
+                                               (string-to-multibyte ":file\u00a0images/j.svg")))))
+      (should (equal (refusal-tests--refused text)
+                     (list (format "README.org:%d: block `twice': :file given twice in its header, and Org keeps the last alone, without a word: give it once"
+                                   (refusal-tests--block-line text "twice"))
+                           (format "README.org:%d: block `joined': unknown header argument :file\u00a0images/j.svg; Org would ignore it (a typo?; it holds U+00A0 no-break space, which Org does not read as a space)"
+                                   (refusal-tests--block-line text "joined"))))))))
+
 ;; Found by probing: a header argument given no value made Org fail as it
 ;; read the blocks, saying only "Wrong type argument", with no line.
 (ert-deftest refusal-tests-a-header-argument-given-no-value-is-named-by-its-line ()
@@ -1359,7 +1377,10 @@ some outputs were changed\", and then as a Ctrl-C no one pressed."
     (let* ((cases '(("Dup" "" "its name differs only in case from another block's")
                     ("dup" "" "its name differs only in case from another block's")
                     ("pic" ":file images/x.png" nil)
-                    ("tan" ":tangle images/x.png" ":tangle images/x.png is drawn already by")
+                    ("tan" ":tangle images/x.png" ":tangle images/x.png is in images/, which holds the pictures")
+                    ;; Found by probing: said to replace a source.
+                    ("hid" ":file images/.h.svg" ":file images/.h.svg is hidden (.h.svg starts with a dot), as the project's own files are; choose a name without a leading dot, such as images/h.svg")
+                    ("empty" ":tangle \"\"" ":tangle is given an empty name")
                     ("in-sub" ":dir sub" ":dir sub is not followed by the kernel")
                     ("target" ":tangle tangle" ":tangle tangle would replace a source of the project")
                     ("ignored" ":tangle gradients.ipynb"
@@ -1382,6 +1403,6 @@ some outputs were changed\", and then as a Ctrl-C no one pressed."
                        when what
                        collect (format "README.org:%d: block `%s': %s"
                                        (refusal-tests--block-line text name) name what)))))
-      (should (= (length said) 9)))))
+      (should (= (length said) 11)))))
 
 ;;; refusal-tests.el ends here
