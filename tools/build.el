@@ -2952,6 +2952,11 @@ wrote, whose code is that of the run it just kept."
         (gradients-stop-sessions 'no-wait)
         (gradients-build--reuse blocks pictures earlier)
         (setq reads (gradients-build--reads earlier))))
+    ;; Found by probing: `make run' wrote the notes, then found them
+    ;; changed since the blocks read them, twice, before it settled.
+    (when (assoc gradients-build--org-name reads)
+      (error "%s: a block reads %s itself, which `make run' rewrites with the results, so that what the block makes would change with each run; keep what it reads in a file of its own"
+             gradients-build--org-name gradients-build--org-name))
     (setq gradients-build--inputs
           (cl-union gradients-build--inputs (mapcar #'car reads) :test #'equal))
     (gradients-build--check-unchanged org-file original target)

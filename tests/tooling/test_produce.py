@@ -160,6 +160,15 @@ def test_a_file_a_block_reads_is_part_of_the_kept_run(tiny):
     assert rerun.returncode == 0, rerun.stderr
     assert blocks_json(tiny)["blocks"][0]["produced"] == ": second"
 
+    # Found by probing: a block that read the notes themselves, which
+    # `make run' rewrites, made `make run' fail twice before it settled.
+    write_readme(tiny, HEADER + block("x = 1", "tangled")
+                 + block("print(len(open('README.org').read()) > 0)", "self", ":tangle no"))
+    refused = produce(tiny)
+    assert refused.returncode != 0
+    assert ("README.org: a block reads README.org itself, which `make run' rewrites with the "
+            "results") in refused.stderr, refused.stderr
+
 
 def test_a_module_a_block_imports_is_read_as_its_source(tiny):
     """Python reads an imported module's bytecode once it has some: the
