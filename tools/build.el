@@ -1584,8 +1584,9 @@ missing where the block forbids making it; return BLOCK's file, or nil."
                      tangle))
              (relative (gradients-build-output-path name :tangle (plist-get block :where))))
         ;; Found by probing: Python text written into images/plot.png.
-        (when (string-prefix-p "images/" relative)
-          (error "%s: :tangle %s is in images/, which holds the pictures the blocks draw; tangle into a file of its own outside it"
+        (when (member (downcase (or (file-name-extension relative) ""))
+                      gradients-build--picture-extensions)
+          (error "%s: :tangle %s names a picture, which would hold the block's code; tangle into a file of code"
                  (plist-get block :where) tangle))
         (when (and (equal (cdr (assq :mkdirp params)) "no")
                    (not (file-directory-p

@@ -1377,7 +1377,7 @@ some outputs were changed\", and then as a Ctrl-C no one pressed."
     (let* ((cases '(("Dup" "" "its name differs only in case from another block's")
                     ("dup" "" "its name differs only in case from another block's")
                     ("pic" ":file images/x.png" nil)
-                    ("tan" ":tangle images/x.png" ":tangle images/x.png is in images/, which holds the pictures")
+                    ("tan" ":tangle images/x.png" ":tangle images/x.png names a picture, which would hold the block's code")
                     ;; Found by probing: said to replace a source.
                     ("hid" ":file images/.h.svg" ":file images/.h.svg is hidden (.h.svg starts with a dot), as the project's own files are; choose a name without a leading dot, such as images/h.svg")
                     ("empty" ":tangle \"\"" ":tangle is given an empty name")
