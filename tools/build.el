@@ -141,6 +141,8 @@ they are spelled, if it would read them otherwise."
 (declare-function org-url-p "org-macs")
 (declare-function org-babel-process-params "ob-core")
 (declare-function org-babel--expand-body "ob-core")
+(declare-function org-babel-noweb-p "ob-core")
+(declare-function org-babel-expand-noweb-references "ob-core")
 (declare-function org-element-parse-buffer "org-element")
 (declare-function org-element-map "org-element")
 (declare-function org-back-to-heading "org")
@@ -1495,19 +1497,30 @@ run and in gradients.py alike."
             (error "%s: :var %s=%s names block `%s' (line %d), which Org would run again for its value each time it reads this header, tangling too, out of the notes' order, and write the value into gradients.py as a constant; compute it in this block's code instead"
                    (plist-get block :where) variable written (plist-get named :name)
                    (plist-get named :line)))))))
-    ;; Org says of a reference it cannot resolve only if asked to.
+    ;; Org says of a reference it cannot resolve only if asked to.  As
+    ;; tangled too: under :noweb tangle, the run reads none.
     (let ((org-babel-noweb-error-all-langs t))
       (condition-case failure
-          (gradients-build--code block)
-        (gradients-run-for-value
-         (error "%s: it has Org run %s for its value (a noweb <<name()>>, or org-sbe) each time Org reads it, tangling too, out of the notes' order, and write the value into gradients.py as a constant; compute it in this block's code instead"
-                (plist-get block :where)
-                (replace-regexp-in-string "\\`[^\n]*?:\\([0-9]+\\): \\(block [^\n]*\\)\\'" "\\2 (line \\1)"
-                                          (cadr failure))))
+          (progn
+            (gradients-build--code block)
+            ;; Its :var values, read as Org reads them as the block runs:
+            ;; one Org would run a block for (in another file, in another
+            ;; language) is refused there.
+            (when (assq :var (nth 2 (plist-get block :info)))
+              (save-excursion
+                (goto-char (plist-get block :marker))
+                (org-babel-process-params (copy-tree (nth 2 (plist-get block :info))))))
+            (when (org-babel-noweb-p (nth 2 (plist-get block :info)) :tangle)
+              (save-excursion
+                (goto-char (plist-get block :marker))
+                (org-babel-expand-noweb-references (plist-get block :info)))))
         (error
-         (error "%s: %s: no block the build runs has that name (one under a COMMENT heading is left out); Org would put nothing in its place"
-                (plist-get block :where)
-                (replace-regexp-in-string " (see .*)\\'" "" (error-message-string failure))))))))
+         (let ((said (error-message-string failure)))
+           (error (if (string-prefix-p gradients-run-for-value-refused said)
+                      "%s: %s"
+                    "%s: %s: no block the build runs has that name (one under a COMMENT heading is left out); Org would put nothing in its place")
+                  (plist-get block :where)
+                  (replace-regexp-in-string " (see .*)\\'" "" said))))))))
 
 (defun gradients-build--check-results (block)
   "Fail on every way Org would record BLOCK's result otherwise than as the

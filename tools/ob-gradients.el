@@ -508,10 +508,24 @@ table read from it."
 
 (defvar gradients-refuse-runs-for-value nil
   "Non-nil where no block may be run for its value (a noweb <<name()>>,
-a :var, `org-sbe'): in a build, which runs each block once, in the
-notes' order, and tangles what it ran.")
+a :var, `org-sbe'), of any language, in any file: in a build, which
+runs each block once, in the notes' order, and tangles what it ran.")
 
-(define-error 'gradients-run-for-value "A block would be run for its value")
+(defconst gradients-run-for-value-refused "it has Org run "
+  "How the refusal of a run for a value begins, for those who pass it on.")
+
+(defun gradients--refuse-run-for-value (execute &rest arguments)
+  "Around `org-babel-execute-src-block': fail, where runs for a value are
+refused (`gradients-refuse-runs-for-value'), on one that is, before Org
+says it executes the block."
+  (if (not (and gradients-refuse-runs-for-value gradients--resolving-reference))
+      (apply execute arguments)
+    (let ((name (or (nth 4 (nth 1 arguments))
+                    (org-element-property :name (org-element-at-point)))))
+      (error "%sblock %s at %s:%d for its value (a noweb <<name()>>, a :var or org-sbe) each time Org reads this block, tangling too, out of the notes' order, and write the value into the tangled file as a constant; compute it in this block's code instead"
+             gradients-run-for-value-refused (if name (format "`%s'" name) "(unnamed)")
+             (file-name-nondirectory (or (buffer-file-name (buffer-base-buffer)) (buffer-name)))
+             (line-number-at-pos)))))
 
 (defun gradients--resolve-reference (resolve &rest arguments)
   "Around `org-babel-ref-resolve': note that a block's value is wanted."
@@ -648,8 +662,6 @@ its place when it comes."
   (setq gradients--placeholder-inserted nil)
   (let* ((element (org-element-at-point))
          (head (gradients--block-head element)))
-    (when (and gradients--resolving-reference gradients-refuse-runs-for-value)
-      (signal 'gradients-run-for-value (list (gradients-block-description element))))
     (when head
       (gradients-check-header-names
        (if (gradients--own-head element)
@@ -1452,7 +1464,8 @@ emacs-jupyter already provides one."
   (with-eval-after-load 'ob-core
     (add-hook 'org-babel-after-execute-hook #'gradients--placeholder-done 90))
   (with-eval-after-load 'ob-ref
-    (advice-add 'org-babel-ref-resolve :around #'gradients--resolve-reference))
+    (advice-add 'org-babel-ref-resolve :around #'gradients--resolve-reference)
+    (advice-add 'org-babel-execute-src-block :around #'gradients--refuse-run-for-value))
   (with-eval-after-load 'ob-core
     (advice-add 'org-babel-insert-result :around #'gradients--insert-placeholder-quietly)
     (advice-add 'org-babel-insert-result :around #'gradients--insert-result-in-spaces)

@@ -747,25 +747,39 @@ build found, its hook into file reading, the notes' buffer."
 
 ;; Found by probing: a noweb reference that calls a block, <<name()>>,
 ;; ran it at each reading of the notes, on a kernel of its own, and
-;; tangled its value; so did a Lisp header value that calls one.
+;; tangled its value; so did one to a block of another language, or of
+;; another file, and one read only as the block is tangled.
 (ert-deftest refusal-tests-a-block-run-for-its-value-is-refused-before-it-runs ()
   (refusal-tests--in-project
+    (with-temp-file (expand-file-name "side.org" refusal-tests--project)
+      (insert "\n#+name: far\n#+begin_src emacs-lisp\n(with-temp-file \"ran-far\" (insert \"x\")) 5\n#+end_src\n"))
     (let* ((text (concat refusal-tests--header
                          (refusal-tests--block "open('ran', 'w').close()\n7" "value" ":tangle no")
-                         "\n#+name: lisp-value\n#+begin_src emacs-lisp\n(+ 3 4)\n#+end_src\n"
+                         "\n#+name: lisp-value\n#+begin_src emacs-lisp\n(with-temp-file \"ran-lisp\" (insert \"x\")) 7\n#+end_src\n"
                          (refusal-tests--block "print(<<value()>>)" "calls-value" ":noweb yes")
                          (refusal-tests--block "print(<<lisp-value()>>)" "calls-lisp" ":noweb yes")
-                         (refusal-tests--block "print(1)" "sbe"
-                                               ":timeout (string-to-number (org-sbe value))")
+                         (refusal-tests--block "print(<<side.org:far()>>)" "calls-far" ":noweb yes")
+                         (refusal-tests--block "z = 1  # <<value()>>" "when-tangled" ":noweb tangle")
+                         (refusal-tests--block "print(z)" "var-far" ":var z=side.org:far")
                          ;; Not run: a reference to the block's text.
                          (refusal-tests--block "<<value>>" "includes" ":noweb yes :tangle no")))
-           (message "README.org:%d: block `%s': it has Org run block `%s' (line %d) for its value (a noweb <<name()>>, or org-sbe) each time Org reads it, tangling too, out of the notes' order, and write the value into gradients.py as a constant; compute it in this block's code instead")
+           (message "README.org:%d: block `%s': it has Org run block `%s' at %s:%d for its value (a noweb <<name()>>, a :var or org-sbe) each time Org reads this block, tangling too, out of the notes' order, and write the value into the tangled file as a constant; compute it in this block's code instead")
            (said (refusal-tests--refused text)))
-      (should (refusal-tests--said-in-order
-               said
-               (list (format message (refusal-tests--block-line text "calls-value") "calls-value"
-                             "value" (refusal-tests--block-line text "value")))))
-      (should-not (file-exists-p (expand-file-name "ran" refusal-tests--project))))))
+      (should (equal said
+                     (list (format message (refusal-tests--block-line text "calls-value") "calls-value"
+                                   "value" "README.org" (refusal-tests--block-line text "value"))
+                           (format message (refusal-tests--block-line text "calls-lisp") "calls-lisp"
+                                   "lisp-value" "README.org"
+                                   (1+ (refusal-tests--line text "#+name: lisp-value")))
+                           (format message (refusal-tests--block-line text "calls-far") "calls-far"
+                                   "far" "side.org" 3)
+                           (format message (refusal-tests--block-line text "when-tangled")
+                                   "when-tangled" "value" "README.org"
+                                   (refusal-tests--block-line text "value"))
+                           (format message (refusal-tests--block-line text "var-far") "var-far"
+                                   "far" "side.org" 3))))
+      (dolist (ran '("ran" "ran-lisp" "ran-far"))
+        (should-not (file-exists-p (expand-file-name ran refusal-tests--project)))))))
 
 ;; Notes that tangle nothing would leave the gradients.py of an earlier
 ;; build in place, which `make test' would then check against nothing.
