@@ -1950,50 +1950,119 @@ a picture goes into the notes through a :file, as for any block.
              (plist-get block :where) target (gradients-build--not-run block)))))
 
 (defconst gradients-build--compile-each "\
-import ast, json, sys
-for index, code in enumerate(json.load(sys.stdin)):
+import ast, importlib.machinery, json, os, re, sys
+asked = json.load(sys.stdin)
+codes = asked['codes']
+
+def ipython_runs(code):
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+        compile(TransformerManager().transform_cell(code), '<cell>', 'exec',
+                flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+        return True
+    except Exception:
+        return False
+
+def why(error):
+    return getattr(error, 'msg', None) or str(error)
+
+failed = set()
+for index, code in enumerate(codes):
     try:
         compile(code, '<block>', 'exec', dont_inherit=True)
     except (SyntaxError, ValueError) as error:
+        failed.add(index)
+        if ipython_runs(code):
+            print('alone', index, getattr(error, 'lineno', None) or 0, why(error), sep='\\t')
+
+notes = os.path.realpath(asked['folder'])
+path = [folder for folder in sys.path if folder and os.path.realpath(folder) != notes]
+special = {'conftest', 'sitecustomize', 'usercustomize', 'setup', '__main__'}
+coding = re.compile(r'^[ \\t\\f]*#.*?coding[:=][ \\t]*([-\\w.]+)')
+for name, indexes in asked['files']:
+    if not failed.intersection(indexes):
+        starts, line = [], 1
+        for index in indexes:
+            starts.append(line)
+            line += codes[index].count('\\n') + 2
+        source = '\\n\\n'.join(codes[index] for index in indexes)
         try:
-            from IPython.core.inputtransformer2 import TransformerManager
-            compile(TransformerManager().transform_cell(code), '<cell>', 'exec',
-                    flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
-        except Exception:
-            continue
-        print(index, getattr(error, 'lineno', None) or 0, getattr(error, 'msg', str(error)), sep='\\t')
+            compile(source.encode('utf-8'), name, 'exec', dont_inherit=True)
+            declared = [match.group(1) for match in map(coding.match, source.split('\\n')[:2])
+                        if match]
+            if declared and declared[0].lower().replace('_', '-') not in ('utf-8', 'utf8'):
+                raise SyntaxError(f'it declares the coding {declared[0]}, where the build '
+                                  'writes UTF-8', (name, 1, 0, ''))
+        except (SyntaxError, ValueError) as error:
+            at = getattr(error, 'lineno', None) or 1
+            first = max(number for number, start in enumerate(starts) if start <= at)
+            print('together', indexes[first], at - starts[first] + 1, why(error), sep='\\t')
+    stem = name[:-3]
+    if '/' not in stem:
+        found = (stem in special and 'a name Python or pytest reads on its own'
+                 or stem in sys.builtin_module_names and 'built into Python'
+                 or importlib.machinery.PathFinder.find_spec(stem, path))
+        if found:
+            print('module', indexes[0], name, getattr(found, 'origin', found), sep='\\t')
 "
-  "Python that compiles each code of a JSON list on its standard input as
-a script's, and prints a line for each that fails where the kernel's
-IPython would run it: its index, line and why, tab-separated.  A block
-that fails in the kernel too is the run's to name, with its traceback.")
+  "Python that compiles, for a JSON object on its standard input (the
+blocks' CODES, the notes' FOLDER, and the FILES, each a name and the
+indexes of its blocks in order), each code as a script's, then each
+file's blocks together, and asks whether a file's name is a module
+Python would import from elsewhere.  It prints a line for each failure,
+tab-separated: alone (a block IPython runs and Python does not), its
+index, line and why; together (blocks that fail only in one file), the
+block's index, its line and why; module, the file's first block, its
+name and where the module it hides is.  A block that fails in the
+kernel too is the run's to name, with its traceback.")
 
 (defun gradients-build--check-plain-python (tangled)
   "Note each block of TANGLED, blocks the build runs and tangles into a
-Python file, whose code Python cannot compile as a script's: the kernel
-runs IPython's own syntax (!command, %magic, top-level await), and
-`make run' recorded such a block, whose gradients.py then failed every
-`make test' with a SyntaxError.  One Python for all the blocks."
-  (let ((blocks (cl-remove-if-not
-                 (lambda (block) (string-suffix-p ".py" (or (plist-get block :tangle-file) "")))
-                 tangled)))
+Python file, whose code Python cannot run in that file: the kernel runs
+IPython's own syntax (!command, %magic, top-level await), and `make run'
+recorded such a block, whose gradients.py then failed every `make test'
+with a SyntaxError; so did blocks fine alone that fail together (a
+__future__ import after other code, a coding declared).  And a file
+whose name is a module's (numpy.py, conftest.py), which gradients.py
+and `make test', run from the notes' folder, would import in its place.
+One Python for all the blocks."
+  (let* ((blocks (cl-remove-if-not
+                  (lambda (block) (string-suffix-p ".py" (or (plist-get block :tangle-file) "")))
+                  tangled))
+         (files nil))
+    (cl-loop for block in blocks for index from 0
+             do (let ((file (assoc (plist-get block :tangle-file) files)))
+                  (if file
+                      (setcdr file (append (cdr file) (list index)))
+                    (push (list (plist-get block :tangle-file) index) files))))
     (when (and blocks (file-executable-p gradients-python))
       (with-temp-buffer
-        (insert (json-serialize (vconcat (mapcar #'gradients-build--code blocks))))
+        (insert (json-serialize
+                 `((codes . ,(vconcat (mapcar #'gradients-build--code blocks)))
+                   (folder . ,(expand-file-name gradients-build--project))
+                   (files . ,(vconcat (mapcar (lambda (file) (vector (car file) (vconcat (cdr file))))
+                                              (nreverse files)))))))
         (let ((coding-system-for-write 'utf-8-unix)
               (coding-system-for-read 'utf-8-unix))
           (call-process-region (point-min) (point-max) gradients-python t '(t nil) nil
                                "-I" "-c" gradients-build--compile-each))
         (dolist (line (split-string (buffer-string) "\n" t))
-          (pcase-let* ((`(,index ,at ,why) (split-string line "\t"))
+          (pcase-let* ((`(,kind ,index ,at ,why) (split-string line "\t"))
                        (block (nth (string-to-number index) blocks))
-                       (at (string-to-number at))
-                       (text (nth (1- (max at 1)) (split-string (gradients-build--code block) "\n"))))
+                       (file (plist-get block :tangle-file)))
             (gradients-build--noting-problem (plist-get block :line)
-              (error "%s: it is tangled into %s, which Python cannot run: %s at %s:%d%s; IPython's own syntax (!command, %%magic, top-level await) runs in the kernel alone: call subprocess or the function itself, or add :tangle no"
-                     (plist-get block :where) (plist-get block :tangle-file) why
-                     gradients-build--org-name (+ (plist-get block :line) (max at 1))
-                     (if text (format " (%s)" (string-trim text)) "")))))))))
+              (if (equal kind "module")
+                  (error "%s: :tangle %s would be imported in place of the module %s (%s) by the blocks' script and by `make test', which run from the notes' folder; name it otherwise"
+                         (plist-get block :where) at (file-name-sans-extension at)
+                         (abbreviate-file-name why))
+                (let* ((at (max 1 (string-to-number at)))
+                       (text (nth (1- at) (split-string (gradients-build--code block) "\n"))))
+                  (error (if (equal kind "alone")
+                             "%s: it is tangled into %s, which Python cannot run: %s at %s:%d%s; IPython's own syntax (!command, %%magic, top-level await) runs in the kernel alone: call subprocess or the function itself, or add :tangle no"
+                           "%s: it is tangled into %s with the blocks before it, and Python cannot run that file: %s at %s:%d%s")
+                         (plist-get block :where) file why
+                         gradients-build--org-name (+ (plist-get block :line) at)
+                         (if text (format " (%s)" (string-trim text)) "")))))))))))
 
 (defun gradients-build--check-blocks (blocks)
   "Fail on every header argument that would go wrong, each on a line of

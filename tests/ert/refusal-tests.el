@@ -717,6 +717,33 @@ build found, its hook into file reading, the notes' buffer."
                            (format "README.org:%d: block `joined': unknown header argument :file\u00a0images/j.svg; Org would ignore it (a typo?; it holds U+00A0 no-break space, which Org does not read as a space)"
                                    (refusal-tests--block-line text "joined"))))))))
 
+;; Found by probing: blocks fine alone that fail together in their file
+;; (a __future__ import after other code, a coding declared), and a file
+;; named as a module, which the script and make test would import in
+;; place of the library.
+(ert-deftest refusal-tests-tangled-blocks-python-cannot-run-together-are-refused ()
+  (refusal-tests--in-project
+    (let* ((text (concat refusal-tests--header
+                         (refusal-tests--block "x = 1" "plain")
+                         (refusal-tests--block "from __future__ import annotations\ny = 2" "late")
+                         (refusal-tests--block "# coding: latin-1\nprint('é')" "declares"
+                                               ":tangle other.py")
+                         (refusal-tests--block "import sys" "shadows" ":tangle numpy.py")
+                         (refusal-tests--block "import sys" "local" ":tangle conftest.py")))
+           (said (refusal-tests--refused text)))
+      (should (refusal-tests--said-in-order
+               said
+               (list (format "README.org:%d: block `late': it is tangled into gradients.py with the blocks before it, and Python cannot run that file: from __future__ imports must occur at the beginning of the file at README.org:%d (from __future__ import annotations)"
+                             (refusal-tests--block-line text "late")
+                             (1+ (refusal-tests--block-line text "late")))
+                     (format "README.org:%d: block `declares': it is tangled into other.py with the blocks before it, and Python cannot run that file: it declares the coding latin-1, where the build writes UTF-8 at README.org:%d (# coding: latin-1)"
+                             (refusal-tests--block-line text "declares")
+                             (1+ (refusal-tests--block-line text "declares")))
+                     (format "README.org:%d: block `shadows': :tangle numpy.py would be imported in place of the module numpy"
+                             (refusal-tests--block-line text "shadows"))
+                     (format "README.org:%d: block `local': :tangle conftest.py would be imported in place of the module conftest (a name Python or pytest reads on its own) by the blocks' script and by `make test', which run from the notes' folder; name it otherwise"
+                             (refusal-tests--block-line text "local"))))))))
+
 ;; Found by probing: a header argument given no value made Org fail as it
 ;; read the blocks, saying only "Wrong type argument", with no line.
 (ert-deftest refusal-tests-a-header-argument-given-no-value-is-named-by-its-line ()
