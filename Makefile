@@ -446,8 +446,17 @@ REQUIRE := sh tools/require-debian-packages
 # its resolver's reasoning, pip as a version of uv it cannot find.  Asked
 # once, its version compared by the shell: a python3 may be a shim
 # (pyenv's starts some thirty shells a call).
+# One that never answers (a shim waiting on something) would hold make
+# without a word: given a minute (answer_limit seconds, as
+# tools/require-debian-packages gives the programs it asks), by coreutils'
+# timeout at its own path.
+ANSWER_LIMIT := $(or $(answer_limit),60)
+WITHIN_A_MINUTE := $(if $(wildcard /usr/bin/timeout),/usr/bin/timeout -k 5 $(ANSWER_LIMIT))
 REQUIRE_PYTHON := $(REQUIRE) 'python3=command -v python3' && { \
-    version=$$(python3 -c 'import platform; print(platform.python_version())' 2>/dev/null) && \
+    version=$$($(WITHIN_A_MINUTE) python3 -c 'import platform; print(platform.python_version())' 2>/dev/null); \
+    case $$? in (124|137) [ -z "$(WITHIN_A_MINUTE)" ] || { \
+        echo "python3 ($$(command -v python3)) did not answer in $(ANSWER_LIMIT) s: put a working Python 3.11 or newer first on the PATH, or see what it waits for" >&2; \
+        exit 1; };; esac; \
     case $$version in ([0-9]*.[0-9]*) ;; (*) false ;; esac || { \
     echo "python3 ($$(command -v python3)) does not run: put a working Python 3.11 or newer first on the PATH" >&2; \
     exit 1; }; \

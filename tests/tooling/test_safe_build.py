@@ -1107,6 +1107,25 @@ def test_a_program_that_never_answers_who_it_is_is_said_in_time(tmp_path, case):
                                     for pid in kernel_supervisor.process_table()), 10)
 
 
+def test_a_python3_that_never_answers_is_said_in_time(project_copy, tmp_path):
+    """Found by probing: make venv waited, saying nothing, on a python3
+    first on the PATH that never answered what version it is."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "python3").write_text("#!/bin/sh\nwhile :; do sleep 1; done\n")
+    (shims / "python3").chmod(0o755)
+    (project_copy / ".venv").unlink()
+    run = make("venv", cwd=project_copy, timeout=60,
+               env=dict(os.environ, PATH=f"{shims}{os.pathsep}{os.environ['PATH']}",
+                        answer_limit="2"))
+    assert run.returncode != 0
+    assert (f"python3 ({shims / 'python3'}) did not answer in 2 s: put a working Python 3.11 or "
+            "newer first on the PATH, or see what it waits for") in run.stderr.splitlines(), \
+        run.stderr
+    assert wait_for(lambda: not any(str(shims) in command_line(pid)
+                                    for pid in kernel_supervisor.process_table()), 10)
+
+
 def test_a_library_the_loader_cannot_preload_is_named_not_a_program(project_copy):
     """Found by probing: cat, the first program asked, was said not to be
     cat, for the loader's complaint every program makes."""
