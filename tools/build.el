@@ -959,6 +959,11 @@ property."
             (gradients-build--noting-problem line
               (error "%s:%d: unknown header argument %s; Org would ignore it (a typo?)"
                      gradients-build--org-name line name)))
+          (let ((twice (gradients-header-names-given-twice arguments)))
+            (when twice
+              (gradients-build--noting-problem line
+                (error "%s:%d: %s" gradients-build--org-name line
+                       (gradients-header-twice-message twice "this line")))))
           (dolist (report (with-temp-buffer
                             (insert (format "#+begin_src %s %s\n#+end_src\n"
                                             ;; Every language's: Org's own values.
@@ -970,8 +975,9 @@ property."
 
 (defun gradients-build--refuse-headers-without-value (name)
   "Fail on the first header argument given no value, in a header-args
-property of the notes NAME or in a block's own header: Org, reading the
-blocks, fails on it saying only \"Wrong type argument\"."
+property of the notes NAME, of a setup file they name, or in a block's
+own header: Org, reading the blocks, fails on it saying only \"Wrong
+type argument\"."
   (save-excursion
     (goto-char (point-min))
     (let ((case-fold-search t))
@@ -981,7 +987,25 @@ blocks, fails on it saying only \"Wrong type argument\"."
           (when bare
             (error "%s:%d: %s" name (line-number-at-pos)
                    (gradients-header-without-value-message bare)))))))
-  (org-element-map (org-element-parse-buffer 'element) 'src-block
+  (let ((tree (org-element-parse-buffer 'element)))
+    ;; Those of setup files, which only their own lines can name.
+    (org-element-map tree 'keyword
+      (lambda (keyword)
+        (when (equal (org-element-property :key keyword) "SETUPFILE")
+          (pcase-dolist (`(,text ,file . ,line)
+                         (gradients-build--setup-file-properties
+                          (expand-file-name (org-strip-quotes (org-element-property :value keyword)))
+                          0))
+            (let* ((case-fold-search t)
+                   (language (and (string-match gradients-build--header-args-regexp text)
+                                  (match-string 1 text)))
+                   (bare (gradients-header-names-without-value
+                          (nth 2 (gradients-build--header-setting text))
+                          (and language (downcase language)))))
+              (when bare
+                (error "%s:%d: %s" (file-relative-name file gradients-build--project) line
+                       (gradients-header-without-value-message bare))))))))
+    (org-element-map tree 'src-block
     (lambda (element)
       (let ((bare (gradients-header-names-without-value
                    (mapconcat #'identity
@@ -994,7 +1018,7 @@ blocks, fails on it saying only \"Wrong type argument\"."
                  (gradients-build--where
                   name (line-number-at-pos (org-element-property :post-affiliated element))
                   (org-element-property :name element))
-                 (gradients-header-without-value-message bare)))))))
+                 (gradients-header-without-value-message bare))))))))
 
 (defun gradients-build--header-setting (text)
   "For TEXT, one line, a header-args property (see

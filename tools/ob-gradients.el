@@ -574,8 +574,9 @@ argument\", with no block nor line.  Unknown names are left to
   (let ((known (gradients--known-header-names language)))
     (cl-loop for piece in (gradients--header-pieces arguments)
              for name = (intern piece)
-             ;; The one Org takes alone: :wrap wraps in a results block.
-             unless (or (string-match-p "[ \f\t\n\r\v]" piece) (eq name :wrap)
+             ;; Those Org takes alone: :wrap wraps in a results block,
+             ;; :file-desc describes the link by itself.
+             unless (or (string-match-p "[ \f\t\n\r\v]" piece) (memq name '(:wrap :file-desc))
                         (not (memq (intern (substring piece 1)) known)))
              collect name)))
 
@@ -589,11 +590,18 @@ backend knows; LANGUAGE nil stands for arguments given to every language."
              unless (memq name known) collect key)))
 
 (defun gradients-header-without-value-message (names)
-  "What to say of NAMES, header arguments given no value."
-  (format "%s %s no value, and Org would fail on %s saying only \"Wrong type argument\"; give %s one, or remove %s"
+  "What to say of NAMES, header arguments given no value: Org fails on a
+bare :tangle, :results or :var, and takes any other as given nothing."
+  (format "%s %s no value, and Org would %s; give %s one, or remove %s"
           (mapconcat #'symbol-name names ", ") (if (cdr names) "have" "has")
-          (if (cdr names) "them" "it") (if (cdr names) "each" "it")
-          (if (cdr names) "them" "it")))
+          (let ((failing (cl-remove-if-not (lambda (name) (memq name '(:tangle :results :var)))
+                                           names)))
+            (if failing
+                (format "fail on %s saying only \"Wrong type argument\""
+                        (if (equal failing names) (if (cdr names) "them" "it")
+                          (mapconcat #'symbol-name failing ", ")))
+              (format "take %s as given nothing" (if (cdr names) "them" "it"))))
+          (if (cdr names) "each" "it") (if (cdr names) "them" "it")))
 
 (defun gradients-check-header-names (block &optional at-point)
   "Fail on a name in the header of BLOCK, a src-block element, that Org
@@ -616,18 +624,27 @@ failure is described."
              (gradients-block-description at-point) (if (cdr unknown) "s" "")
              (mapconcat #'symbol-name unknown ", ") (if (cdr unknown) "them" "it")
              (gradients--unseen-space (mapconcat #'symbol-name unknown " "))))
-    ;; Org keeps the last of a name given twice, but for those it merges.
-    (let ((seen nil) (twice nil))
-      (dolist (piece (gradients--header-pieces arguments))
-        (let ((key (intern (car (split-string piece)))))
-          (if (and (memq key seen) (not (memq key '(:var :results :exports))))
-              (cl-pushnew key twice)
-            (push key seen))))
+    (let ((twice (gradients-header-names-given-twice arguments)))
       (when twice
-        (gradients--fail "%s: %s given twice in its header, and Org keeps the last alone, without a word: give %s once"
-                         (gradients-block-description at-point)
-                         (mapconcat #'symbol-name (nreverse twice) ", ")
-                         (if (cdr twice) "each" "it"))))))
+        (gradients--fail "%s: %s" (gradients-block-description at-point)
+                         (gradients-header-twice-message twice "its header"))))))
+
+(defun gradients-header-names-given-twice (arguments)
+  "The names header ARGUMENTS (a string) give twice, of which Org keeps
+the last alone, without a word; not those it merges (:var, :results,
+:exports)."
+  (let ((seen nil) (twice nil))
+    (dolist (piece (gradients--header-pieces arguments))
+      (let ((key (intern (car (split-string piece)))))
+        (if (and (memq key seen) (not (memq key '(:var :results :exports))))
+            (cl-pushnew key twice)
+          (push key seen))))
+    (nreverse twice)))
+
+(defun gradients-header-twice-message (names where)
+  "What to say of NAMES, given twice in WHERE."
+  (format "%s given twice in %s, and Org keeps the last alone, without a word: give %s once"
+          (mapconcat #'symbol-name names ", ") where (if (cdr names) "each" "it")))
 
 (defun gradients--unseen-space (text)
   "Words on a character of TEXT that looks like a space, or like nothing,

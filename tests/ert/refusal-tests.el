@@ -94,8 +94,8 @@ or may not replace.  The folder is removed after."
   "Run the build TARGET (tangle, the default, or run) on a README.org of
 TEXT (a string, or unibyte bytes written as they are) in the project,
 once PREPARE (a function of the file's name) has run; check that it
-refused and changed nothing; return its lines naming README.org, in the
-order said."
+refused and changed nothing; return its lines naming README.org (or
+another Org file of the notes', a setup file), in the order said."
   (let ((file (expand-file-name "README.org" refusal-tests--project)))
     (let ((coding-system-for-write (if (multibyte-string-p text) 'utf-8-unix 'no-conversion)))
       (write-region text nil file nil 'silent))
@@ -112,7 +112,8 @@ order said."
       (should said)
       (should (string-suffix-p "\nNothing was changed." said))
       (should (equal (refusal-tests--state) before))
-      (cl-remove-if-not (lambda (line) (string-prefix-p "README.org" line))
+      (cl-remove-if-not (lambda (line) (or (string-prefix-p "README.org" line)
+                                           (string-match-p "\\`[^ :]+\\.org:[0-9]" line)))
                         (split-string said "\n")))))
 
 (defun refusal-tests--said-in-order (said expected)
@@ -710,12 +711,15 @@ build found, its hook into file reading, the notes' buffer."
                          (refusal-tests--block refusal-tests--draw "merged"
                                                ":var a=1 :var b=2 :file images/m.svg")
                          (refusal-tests--block refusal-tests--draw "joined"
-                                               (string-to-multibyte ":file\u00a0images/j.svg")))))
+                                               (string-to-multibyte ":file\u00a0images/j.svg"))
+                         "\n#+PROPERTY: header-args:jupyter-python+ :timeout 30 :timeout 60\n")))
       (should (equal (refusal-tests--refused text)
                      (list (format "README.org:%d: block `twice': :file given twice in its header, and Org keeps the last alone, without a word: give it once"
                                    (refusal-tests--block-line text "twice"))
                            (format "README.org:%d: block `joined': unknown header argument :file\u00a0images/j.svg; Org would ignore it (a typo?; it holds U+00A0 no-break space, which Org does not read as a space)"
-                                   (refusal-tests--block-line text "joined"))))))))
+                                   (refusal-tests--block-line text "joined"))
+                           (format "README.org:%d: :timeout given twice in this line, and Org keeps the last alone, without a word: give it once"
+                                   (refusal-tests--line text "#+PROPERTY: header-args:jupyter-python+ :timeout 30 :timeout 60"))))))))
 
 ;; Found by probing: blocks fine alone that fail together in their file
 ;; (a __future__ import after other code, a coding declared), and a file
@@ -748,12 +752,11 @@ build found, its hook into file reading, the notes' buffer."
 ;; read the blocks, saying only "Wrong type argument", with no line.
 (ert-deftest refusal-tests-a-header-argument-given-no-value-is-named-by-its-line ()
   (refusal-tests--in-project
-    (pcase-dolist (`(,property ,header ,names)
+    (pcase-dolist (`(,property ,header ,names ,failing)
                    '((nil ":tangle" ":tangle has")
                      (nil ":results" ":results has")
                      (nil ":var" ":var has")
-                     (nil ":exports :noweb" ":exports, :noweb have")
-                     (":cache" "" ":cache has")
+                     (nil ":tangle :noweb" ":tangle, :noweb have" ":tangle")
                      (":tangle" "" ":tangle has")))
       (let* ((text (concat refusal-tests--header
                            (when property
@@ -768,9 +771,27 @@ build found, its hook into file reading, the notes' buffer."
         (should (equal (refusal-tests--refused text)
                        (list (format "%s %s no value, and Org would fail on %s saying only \"Wrong type argument\"; give %s one, or remove %s"
                                      where names
-                                     (if (string-match-p "have" names) "them" "it")
+                                     (or failing (if (string-match-p "have" names) "them" "it"))
                                      (if (string-match-p "have" names) "each" "it")
-                                     (if (string-match-p "have" names) "them" "it")))))))))
+                                     (if (string-match-p "have" names) "them" "it")))))))
+    ;; Found by probing: one in a setup file was Org's raw error again.
+    (with-temp-file (expand-file-name "setup.org" refusal-tests--project)
+      (insert "# settings\n#+PROPERTY: header-args:jupyter-python+ :var\n"))
+    (should (equal (refusal-tests--refused
+                    (concat "#+SETUPFILE: setup.org\n" refusal-tests--header
+                            (refusal-tests--block "x = 1" "first")))
+                   (list "setup.org:2: :var has no value, and Org would fail on it saying only \"Wrong type argument\"; give it one, or remove it")))
+    ;; Found by probing: Org fails on three alone, and takes the others as
+    ;; given nothing (:file-desc, which describes a link by itself, is
+    ;; Org's own).
+    (let* ((text (concat refusal-tests--header
+                         (refusal-tests--block refusal-tests--draw "bare-ones"
+                                               ":exports :cache :file images/b.svg")
+                         (refusal-tests--block refusal-tests--draw "described"
+                                               ":file images/d.svg :file-desc"))))
+      (should (equal (refusal-tests--refused text)
+                     (list (format "README.org:%d: block `bare-ones': :exports, :cache have no value, and Org would take them as given nothing; give each one, or remove them"
+                                   (refusal-tests--block-line text "bare-ones"))))))))
 
 ;; Found by probing: a noweb reference that calls a block, <<name()>>,
 ;; ran it at each reading of the notes, on a kernel of its own, and
