@@ -208,11 +208,16 @@ whose path has a part starting with a dot (.git, .build, .venv...), and
 the files read in a source's place (`gradients-build-read-first').")
 
 (defconst gradients-build-read-first
-  "\\`\\(?:GNUmakefile\\|makefile\\|README\\(?:\\..*\\)?\\)\\'"
+  "\\`\\(?:GNUmakefile\\|makefile\\|[Rr][Ee][Aa][Dd][Mm][Ee]\\(?:\\..*\\)?\\)\\'"
   "Names in the notes' folder that a tool reads before one of its sources:
 make reads GNUmakefile or makefile before the Makefile (a tangled one
 left every make target unknown), and GitHub shows another README in
-the notes' place.")
+the notes' place, whatever the case of its name.")
+
+(defconst gradients-build-hidden-sources
+  '(".git" ".github" ".ci" ".build" ".venv" ".gitignore" ".gitattributes" ".dir-locals.el")
+  "Hidden files and folders of the project's, there or not yet: an
+output in place of one would replace a source.")
 
 (defconst gradients-build-other-tools
   '("kernel_bridge.py" "kernel_supervisor.py" "pictures.json")
@@ -644,10 +649,13 @@ spellings of one file are one output, and a link cannot lead outside."
                  (file-relative-name in-the-way project))))
     (let* ((parts (split-string relative "/"))
            (hidden (cl-position-if (lambda (part) (string-prefix-p "." part)) parts)))
-      ;; A hidden name below a folder of the notes' (images/.p.svg): not
-      ;; a source, as one at the top may be (.git, .build, .venv,
-      ;; .gitignore), yet no file GitHub lists.
-      (when (and hidden (> hidden 0))
+      ;; A hidden name of its own (images/.p.svg, .notes.py): not a
+      ;; source, as one of the project's hidden files and folders is
+      ;; (.git, .build, .venv, .gitignore), yet no file GitHub lists.
+      (when (and hidden
+                 (or (> hidden 0)
+                     (not (or (member (car parts) gradients-build-hidden-sources)
+                              (file-exists-p (expand-file-name (car parts) project))))))
         (funcall complain "is hidden (%s starts with a dot), as the project's own files are; choose a name without a leading dot, such as %s"
                  (nth hidden parts)
                  (string-join (mapcar (lambda (part) (replace-regexp-in-string "\\`\\.+" "" part))

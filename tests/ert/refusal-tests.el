@@ -1324,7 +1324,7 @@ some outputs were changed\", and then as a Ctrl-C no one pressed."
                       ":file .ci/x.svg" ":file tools/x.svg"
                       ;; Read in a source's place, by make and by GitHub.
                       ":tangle GNUmakefile" ":tangle makefile" ":tangle README.md"
-                      ":tangle README"))
+                      ":tangle README" ":tangle readme.md" ":tangle Readme.txt"))
            (text (refusal-tests--drawing-notes "bad" headers))
            (said (refusal-tests--refused text)))
       (should (refusal-tests--said-in-order
@@ -1442,6 +1442,7 @@ some outputs were changed\", and then as a Ctrl-C no one pressed."
                     ("tan" ":tangle images/x.png" ":tangle images/x.png names a picture, which would hold the block's code")
                     ;; Found by probing: said to replace a source.
                     ("hid" ":file images/.h.svg" ":file images/.h.svg is hidden (.h.svg starts with a dot), as the project's own files are; choose a name without a leading dot, such as images/h.svg")
+                    ("hid-top" ":tangle .h.py" ":tangle .h.py is hidden (.h.py starts with a dot)")
                     ("empty" ":tangle \"\"" ":tangle is given an empty name")
                     ("in-sub" ":dir sub" ":dir sub is not followed by the kernel")
                     ("target" ":tangle tangle" ":tangle tangle would replace a source of the project")
@@ -1465,6 +1466,6 @@ some outputs were changed\", and then as a Ctrl-C no one pressed."
                        when what
                        collect (format "README.org:%d: block `%s': %s"
                                        (refusal-tests--block-line text name) name what)))))
-      (should (= (length said) 11)))))
+      (should (= (length said) 12)))))
 
 ;;; refusal-tests.el ends here
