@@ -1927,6 +1927,12 @@ recorded before its block's :file was changed links the old picture:
 that is `make test''s to say (run make run), and `make run''s to mend."
   (dolist (target (gradients-build--linked-files block))
     (when (and (not (equal target picture))
+               ;; The block's own picture spelled another way
+               ;; (./images/x.png), which GitHub shows as well.
+               (not (and picture (not (string-match-p "\\`[[:alpha:]]+:" target))
+                         (equal (file-relative-name (expand-file-name target gradients-build--project)
+                                                    gradients-build--project)
+                                picture)))
                (or gradients-build--results-as-produced
                    (not (string-match-p gradients-build--picture-path-regexp target)))
                (not (gradients-build--saved-picture-p target)))
@@ -1952,21 +1958,39 @@ through, each a broken or outside picture on GitHub."
           (org-element-map (org-element-parse-buffer) 'link
             (lambda (link)
               (let ((type (org-element-property :type link))
-                    (path (org-element-property :path link)))
+                    (path (org-element-property :path link))
+                    (description (and (org-element-property :contents-begin link)
+                                      (buffer-substring-no-properties
+                                       (org-element-property :contents-begin link)
+                                       (org-element-property :contents-end link)))))
                 (cond
                  ((equal type "file")
                   (push (if (string-prefix-p "file:" (org-element-property :raw-link link))
                             path
                           (org-element-property :raw-link link))
                         targets))
+                 ;; Org's attachments, in a folder of its own.
+                 ((equal type "attachment")
+                  (push (org-element-property :raw-link link) targets))
                  ((and (equal type "fuzzy") (string-match-p "/\\|\\.[[:alnum:]]+\\'" path))
                   (push path targets))
                  ((and (member type '("http" "https"))
-                       (string-match-p (concat "\\.\\(?:" (regexp-opt gradients-build--picture-extensions)
-                                               "\\|gif\\|jpe?g\\|webp\\)\\'")
-                                       (downcase path)))
-                  (push (concat type ":" path) targets))))))
+                       (gradients-build--picture-name-p
+                        (replace-regexp-in-string "[?#].*" "" path)))
+                  (push (concat type ":" path) targets)))
+                ;; A picture as a link's description, which Org and GitHub
+                ;; show in the link's place.
+                (when (and description
+                           (gradients-build--picture-name-p (string-trim description)))
+                  (push (replace-regexp-in-string "\\`file:" "" (string-trim description))
+                        targets)))))
           (nreverse targets))))))
+
+(defun gradients-build--picture-name-p (name)
+  "Whether NAME ends as a picture's file does, which Org and GitHub show."
+  (string-match-p (concat "\\.\\(?:" (regexp-opt gradients-build--picture-extensions)
+                          "\\|gif\\|jpe?g\\|webp\\)\\'")
+                  (downcase name)))
 
 (defun gradients-build--check-links-of-unrun (block drawn)
   "Fail when BLOCK, which the build does not run, records a link to a

@@ -1265,7 +1265,15 @@ some outputs were changed\", and then as a Ctrl-C no one pressed."
                      "pictures/a.png, which no :file of the block draws")
                     ("remote" "" "Remote: [[https://example.com/r.png]]"
                      "https://example.com/r.png, which no :file of the block draws")
-                    ("page" "" "A page: [[https://example.com][the site]]" nil)))
+                    ("page" "" "A page: [[https://example.com][the site]]" nil)
+                    ("described" "" "A page: [[https://example.com][file:pictures/d.png]]"
+                     "pictures/d.png, which no :file of the block draws")
+                    ("attached" "" "See [[attachment:a.png]]"
+                     "attachment:a.png, which no :file of the block draws")
+                    ("queried" "" "See [[https://example.com/q.svg?size=2]]"
+                     "https://example.com/q.svg?size=2, which no :file of the block draws")
+                    ;; Its own picture, spelled another way GitHub shows too.
+                    ("own" ":file images/own.svg" "[[file:images/own.svg]]\nSee [[./images/own.svg]]" nil)))
            (text (apply #'concat refusal-tests--header
                         (mapcar (lambda (case)
                                   (concat (refusal-tests--block "1" (nth 0 case) (nth 1 case))
