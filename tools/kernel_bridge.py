@@ -281,6 +281,9 @@ def streams(OutStream=ipykernel.iostream.OutStream):
             return write(stream, text)
         with order:
             drain_all()
+            # Text between the bytes of a character breaks it, as in the
+            # script's own output.
+            finish(stream)
             others_first(stream)
             return write(stream, text)
     def drained_flush(stream):

@@ -595,6 +595,10 @@ def test_a_character_a_block_leaves_unfinished_ends_with_the_block(kernel, descr
     written = f"import os\nos.write({descriptor}, b'abc\\xc3')\nNone"
     assert kernel_bridge.execute(kernel, written)[0] == ": abc\ufffd"
     assert kernel_bridge.execute(kernel, f"os.write({descriptor}, b'def\\n')\nNone")[0] == ": def"
+    # Found by probing: text printed after the bytes went ahead of them.
+    stream = "sys.stdout" if descriptor == 1 else "sys.stderr"
+    broken = f"import sys\nos.write({descriptor}, b'sub \\xf0\\x9f')\nprint('then', file={stream})\nNone"
+    assert kernel_bridge.execute(kernel, broken)[0] == ": sub \ufffdthen"
 
 
 # Found by probing: what landed on file descriptor 2 went into the error
