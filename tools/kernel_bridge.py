@@ -369,6 +369,19 @@ def escaping_what_utf_8_cannot_carry(init):
 jupyter_client.session.Session.__init__ = escaping_what_utf_8_cannot_carry(
     jupyter_client.session.Session.__init__)
 del escaping_what_utf_8_cannot_carry
+# IOPub keeps every message for a reader that falls behind: ZeroMQ drops
+# those past its high-water mark (1000), the block's end among them, and
+# the bridge, busy or held up by the machine's load, waited for ever.
+import ipykernel.kernelapp, zmq
+def keeping_every_message(bind):
+    def _bind_socket(app, socket, port):
+        if socket.type == zmq.XPUB:
+            socket.sndhwm = 0
+        return bind(app, socket, port)
+    return _bind_socket
+ipykernel.kernelapp.IPKernelApp._bind_socket = keeping_every_message(
+    ipykernel.kernelapp.IPKernelApp._bind_socket)
+del keeping_every_message
 sys.path.insert(0, notes_folder)
 import os
 # The error output as the kernel got it: ipykernel puts a pipe of its own
@@ -544,6 +557,9 @@ class Channels:
         self.shell = self.context.socket(zmq.DEALER)
         self.iopub = self.context.socket(zmq.SUB)
         self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
+        # Every message the kernel sends, however far behind the bridge
+        # is (see LAUNCH_KERNEL): none dropped past a high-water mark.
+        self.iopub.rcvhwm = 0
         for socket, port in ((self.shell, "shell_port"), (self.iopub, "iopub_port")):
             socket.linger = 0
             socket.reconnect_ivl = self.RECONNECT_INTERVAL_MS

@@ -587,6 +587,26 @@ def test_the_drawer_shows_what_jupyter_shows_once_the_block_is_done(kernel, case
     assert kernel_bridge.execute(kernel, code + "\nNone")[0] == org
 
 
+def test_a_bridge_that_falls_behind_the_kernel_loses_no_message(kernel, monkeypatch):
+    """Found by a hung test run under load: past ZeroMQ's high-water mark
+    (1000 messages), IOPub dropped what the bridge had not read yet, the
+    block's end among them, and the bridge waited for ever."""
+    import kernel_bridge
+    receive = kernel.channels.receive
+    held = []
+
+    def behind(socket, timeout):
+        if not held:
+            held.append(True)
+            time.sleep(4)
+        return receive(socket, timeout)
+
+    monkeypatch.setattr(kernel.channels, "receive", behind)
+    code = ("from IPython.display import clear_output\nfor i in range(3000):\n"
+            "    clear_output(wait=True)\n    print(f'epoch {i}')\nNone")
+    assert kernel_bridge.execute(kernel, code, timeout=60)[0] == ": epoch 2999"
+
+
 @pytest.mark.parametrize("descriptor", [1, 2])
 def test_a_character_a_block_leaves_unfinished_ends_with_the_block(kernel, descriptor):
     """Found by probing: its first byte came out in the next block's
