@@ -31,8 +31,9 @@ WARNING = re.compile(r"^.*?:[0-9]+: ([A-Za-z_][\w.]*Warning: .*)$", re.M)
 def comparable(text):
     """TEXT with its memory addresses, the only volatile part of a repr,
     masked: a recorded one is a bug in itself (see
-    test_no_memory_address_is_recorded)."""
-    return MEMORY_ADDRESS.sub("0x…", text or "")
+    test_no_memory_address_is_recorded); and without blanks at its lines'
+    ends, which an editor may take from an empty line's ": "."""
+    return "\n".join(line.rstrip() for line in MEMORY_ADDRESS.sub("0x…", text or "").split("\n"))
 
 
 def show(expected, actual, before="recorded in README.org", after="produced now"):

@@ -3190,9 +3190,13 @@ The blocks compared are those `make test' compares, its `records'."
                 (gradients-build--produced-file gradients-build--project)))
          (stale (cl-loop
                  for block in (alist-get 'blocks kept)
+                 ;; Blanks at lines' ends aside, as `make test' compares
+                 ;; them: an editor may take them from an empty line's ": ".
                  when (and (alist-get 'records block)
-                           (not (equal (or (alist-get 'recorded block) "")
-                                       (or (alist-get 'produced block) ""))))
+                           (not (equal (replace-regexp-in-string
+                                        "[ \t]+$" "" (or (alist-get 'recorded block) ""))
+                                       (replace-regexp-in-string
+                                        "[ \t]+$" "" (or (alist-get 'produced block) "")))))
                  collect (format "%s:%d: block %s" org-name (alist-get 'line block)
                                  (if (alist-get 'name block)
                                      (format "`%s'" (alist-get 'name block))

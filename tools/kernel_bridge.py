@@ -1565,7 +1565,10 @@ def check_org_value(text):
 
 
 def fixed_width(text):
-    return [(": " + line).rstrip() for line in stable_lines(text)]
+    """TEXT as fixed-width lines.  An empty one is ": ", as Org writes it:
+GitHub's renderer reads a ":" alone as a paragraph of its own, cutting
+the output in two."""
+    return [": " + line for line in stable_lines(text)]
 
 
 # ipykernel compiles each cell as a file of its own temporary folder,

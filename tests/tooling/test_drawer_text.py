@@ -260,7 +260,9 @@ def test_results_org_can_replace_whole_are_kept(results, wrap):
 
 def test_raw_results_of_one_element_are_kept():
     raw = ["raw", "value", "replace"]
-    assert org_result(printed("a\n\nb"), results=raw) == ": a\n:\n: b"
+    # Found by probing: ":" alone, GitHub's renderer made a paragraph of
+    # it, cutting the output in two; Org writes ": ".
+    assert org_result(printed("a\n\nb"), results=raw) == ": a\n: \n: b"
     assert org_result(org_value("| a |\n| b |"), results=raw) == "| a |\n| b |"
     assert org_result(printed(""), file="images/x.png", results=raw) == "[[file:images/x.png]]"
 
@@ -315,6 +317,7 @@ NOISY = [
     ("def f():\n    pass\nf.__code__.co_filename", "cell-file", ""),
     # Found by probing: gradients.py's import read pytest's input.
     ("import sys\nprint(len(sys.stdin.readlines()), repr(sys.stdin.read()))", "reads-input", ""),
+    ("print('first\\n\\nsecond')", "blank-line", ""),
 ]
 
 # Org indents the results of an indented block as far as the block.
@@ -385,12 +388,25 @@ def test_what_make_run_records_make_test_finds_as_the_notes_make_it(built_twice)
     assert ": 0xffffff 0xdeadbeef\n: data is in [[file:data.csv]]\n" in once
     assert ":results:\n: '<cell>'\n:end:" in once
     assert ":results:\n: 0 ''\n:end:" in once
+    assert ":results:\n: first\n: \n: second\n:end:" in once
     checked = subprocess.run([str(folder / ".venv" / "bin" / "python"), "-m", "pytest",
                               "-p", "no:xdist", "tests/test_notes.py", "-k",
                               "recorded or prints_what or picture_in_a_result"],
                              cwd=folder, capture_output=True, text=True, timeout=120)
     assert checked.returncode == 0, checked.stdout[-4000:]
     assert "warnings summary" not in checked.stdout, checked.stdout[-4000:]
+    # An editor that takes the blanks from lines' ends (an empty printed
+    # line's ": ", as Org writes it) leaves nothing for make test to find.
+    notes = folder / "README.org"
+    trimmed = re.sub(r"[ \t]+$", "", once, flags=re.M)
+    assert trimmed != once
+    notes.write_text(trimmed)
+    try:
+        again = subprocess.run(checked.args, cwd=folder, capture_output=True, text=True,
+                               timeout=120)
+        assert again.returncode == 0, again.stdout[-4000:]
+    finally:
+        notes.write_text(once)
 
 
 def test_make_run_refuses_a_result_that_changes_from_run_to_run(tiny):
