@@ -845,9 +845,11 @@ plists in document order.  Everything later (checks, runs, blocks.json)
 works from these."
   (let ((name (file-name-nondirectory (buffer-file-name)))
         blocks)
-    (gradients-build--refuse-headers-without-value name)
     (gradients-build--creating-no-folders
-     (org-element-map (org-element-parse-buffer 'element) 'src-block
+     (org-element-map (let ((tree (org-element-parse-buffer 'element)))
+                        (gradients-build--refuse-headers-without-value name tree)
+                        tree)
+         'src-block
        (lambda (element)
          (let* ((position (org-element-property :post-affiliated element))
                 (info (org-babel-get-src-block-info 'light element))
@@ -955,65 +957,66 @@ does not know, naming its line.  The values as `org-lint' checks a
 block's own, on a block that gives the same arguments: it checks no
 property."
   (require 'org-lint)
+  (pcase-dolist (`(,line ,language ,arguments) (gradients-build--header-properties))
+    (dolist (name (gradients-unknown-header-names arguments language))
+      (gradients-build--noting-problem line
+        (error "%s:%d: unknown header argument %s; Org would ignore it (a typo?)"
+               gradients-build--org-name line name)))
+    (let ((twice (gradients-header-names-given-twice arguments)))
+      (when twice
+        (gradients-build--noting-problem line
+          (error "%s:%d: %s" gradients-build--org-name line
+                 (gradients-header-twice-message twice "this line")))))
+    (dolist (report (with-temp-buffer
+                      (insert (format "#+begin_src %s %s\n#+end_src\n"
+                                      ;; Every language's: Org's own values.
+                                      (or language "any-language") arguments))
+                      (delay-mode-hooks (org-mode))
+                      (gradients-build--org-lint '(wrong-header-value))))
+      (setf (aref (cadr report) 0) (number-to-string line))
+      (gradients-build--report-of-org-lint report))))
+
+(defun gradients-build--header-properties ()
+  "Each header-args property of the buffer's own lines, as (LINE LANGUAGE
+ARGUMENTS): LANGUAGE downcased (Org reads a property's name in any
+case), nil for every language's; ARGUMENTS \"\" for none."
   (save-excursion
     (goto-char (point-min))
-    (let ((case-fold-search t))
+    (let ((case-fold-search t)
+          properties)
       (while (re-search-forward gradients-build--header-args-regexp nil t)
-        (let ((line (line-number-at-pos))
-              ;; Org reads a property's name in any case.
-              (language (and (match-string 1) (downcase (match-string 1))))
-              (arguments (or (match-string 3) "")))
-          (dolist (name (gradients-unknown-header-names arguments language))
-            (gradients-build--noting-problem line
-              (error "%s:%d: unknown header argument %s; Org would ignore it (a typo?)"
-                     gradients-build--org-name line name)))
-          (let ((twice (gradients-header-names-given-twice arguments)))
-            (when twice
-              (gradients-build--noting-problem line
-                (error "%s:%d: %s" gradients-build--org-name line
-                       (gradients-header-twice-message twice "this line")))))
-          (dolist (report (with-temp-buffer
-                            (insert (format "#+begin_src %s %s\n#+end_src\n"
-                                            ;; Every language's: Org's own values.
-                                            (or language "any-language") arguments))
-                            (delay-mode-hooks (org-mode))
-                            (gradients-build--org-lint '(wrong-header-value))))
-            (setf (aref (cadr report) 0) (number-to-string line))
-            (gradients-build--report-of-org-lint report)))))))
+        (push (list (line-number-at-pos) (and (match-string 1) (downcase (match-string 1)))
+                    (or (match-string 3) ""))
+              properties))
+      (nreverse properties))))
 
-(defun gradients-build--refuse-headers-without-value (name)
+(defun gradients-build--refuse-headers-without-value (name tree)
   "Fail on the first header argument given no value, in a header-args
 property of the notes NAME, of a setup file they name, or in a block's
-own header: Org, reading the blocks, fails on it saying only \"Wrong
-type argument\"."
-  (save-excursion
-    (goto-char (point-min))
-    (let ((case-fold-search t))
-      (while (re-search-forward gradients-build--header-args-regexp nil t)
-        (let ((bare (gradients-header-names-without-value
-                     (or (match-string 3) "") (and (match-string 1) (downcase (match-string 1))))))
-          (when bare
-            (error "%s:%d: %s" name (line-number-at-pos)
-                   (gradients-header-without-value-message bare)))))))
-  (let ((tree (org-element-parse-buffer 'element)))
-    ;; Those of setup files, which only their own lines can name.
-    (org-element-map tree 'keyword
-      (lambda (keyword)
-        (when (equal (org-element-property :key keyword) "SETUPFILE")
-          (pcase-dolist (`(,text ,file . ,line)
-                         (gradients-build--setup-file-properties
-                          (expand-file-name (org-strip-quotes (org-element-property :value keyword)))
-                          0))
-            (let* ((case-fold-search t)
-                   (language (and (string-match gradients-build--header-args-regexp text)
-                                  (match-string 1 text)))
-                   (bare (gradients-header-names-without-value
-                          (nth 2 (gradients-build--header-setting text))
-                          (and language (downcase language)))))
-              (when bare
-                (error "%s:%d: %s" (file-relative-name file gradients-build--project) line
-                       (gradients-header-without-value-message bare))))))))
-    (org-element-map tree 'src-block
+own header (TREE, the notes parsed to their elements): Org, reading the
+blocks, fails on it saying only \"Wrong type argument\"."
+  (pcase-dolist (`(,line ,language ,arguments) (gradients-build--header-properties))
+    (let ((bare (gradients-header-names-without-value arguments language)))
+      (when bare
+        (error "%s:%d: %s" name line (gradients-header-without-value-message bare)))))
+  ;; Those of setup files, which only their own lines can name.
+  (org-element-map tree 'keyword
+    (lambda (keyword)
+      (when (equal (org-element-property :key keyword) "SETUPFILE")
+        (pcase-dolist (`(,text ,file . ,line)
+                       (gradients-build--setup-file-properties
+                        (expand-file-name (org-strip-quotes (org-element-property :value keyword)))
+                        0))
+          (let* ((case-fold-search t)
+                 (language (and (string-match gradients-build--header-args-regexp text)
+                                (match-string 1 text)))
+                 (bare (gradients-header-names-without-value
+                        (nth 2 (gradients-build--header-setting text))
+                        (and language (downcase language)))))
+            (when bare
+              (error "%s:%d: %s" (file-relative-name file gradients-build--project) line
+                     (gradients-header-without-value-message bare))))))))
+  (org-element-map tree 'src-block
     (lambda (element)
       (let ((bare (gradients-header-names-without-value
                    (mapconcat #'identity
@@ -1026,7 +1029,7 @@ type argument\"."
                  (gradients-build--where
                   name (line-number-at-pos (org-element-property :post-affiliated element))
                   (org-element-property :name element))
-                 (gradients-header-without-value-message bare))))))))
+                 (gradients-header-without-value-message bare)))))))
 
 (defun gradients-build--header-setting (text)
   "For TEXT, one line, a header-args property (see
