@@ -142,6 +142,11 @@ they are spelled, if it would read them otherwise."
 (declare-function org-babel-process-params "ob-core")
 (declare-function org-babel--expand-body "ob-core")
 (declare-function org-babel-noweb-p "ob-core")
+(declare-function org-babel-tangle-single-block "ob-tangle")
+(declare-function org-remove-indentation "org-macs")
+(declare-function org-trim "org-macs")
+(declare-function org-babel-expand-body:generic "ob-core")
+(declare-function gradients-variable-assignments "ob-gradients")
 (declare-function org-babel-expand-noweb-references "ob-core")
 (declare-function org-element-parse-buffer "org-element")
 (declare-function org-element-map "org-element")
@@ -1555,7 +1560,52 @@ run and in gradients.py alike."
                       "%s: %s"
                     "%s: %s: no block the build runs has that name (one under a COMMENT heading is left out); Org would put nothing in its place")
                   (plist-get block :where)
-                  (replace-regexp-in-string " (see .*)\\'" "" said))))))))
+                  (replace-regexp-in-string " (see .*)\\'" "" said))))))
+    (when (gradients-build--tangled-p block)
+      (gradients-build--check-tangled-as-run block))))
+
+(defun gradients-build--check-tangled-as-run (block)
+  "Fail on BLOCK, which the build runs and tangles, when Org would tangle
+other code than it runs: the kernel's results and pictures would then
+come from code gradients.py does not hold, and `make test' import code
+no block ran.  Org reads a block for each on its own terms: its noweb
+references under :noweb eval, tangle or strip-tangle, its code
+references without -r, its :var under :no-expand.  The code compared is
+what each gets from Org itself, with the :var assignments both add."
+  (let* ((info (plist-get block :info))
+         (params (nth 2 info))
+         (comparable (lambda (code) (org-trim (org-remove-indentation code))))
+         (run (funcall comparable
+                       (org-babel-expand-body:generic
+                        (gradients-build--code block) (gradients-build--params block)
+                        (gradients-variable-assignments (gradients-build--params block)))))
+         (tangled (funcall comparable
+                           (save-excursion
+                             (goto-char (plist-get block :marker))
+                             ;; The block's spec: its code is the sixth.
+                             (nth 5 (gradients-build--creating-no-folders
+                                     (org-babel-tangle-single-block 1)))))))
+    (unless (equal run tangled)
+      (let* ((run-lines (split-string run "\n"))
+             (tangled-lines (split-string tangled "\n"))
+             (at (or (cl-mismatch run-lines tangled-lines :test #'equal) 0))
+             (noweb (cdr (assq :noweb params)))
+             (shown (lambda (line) (if line (format "`%s'" (truncate-string-to-width line 60 nil nil "...")) "nothing"))))
+        (error "%s: Org would tangle other code than it runs%s: its line %d runs as %s, and %s gets %s; make the two the same"
+               (plist-get block :where)
+               (cond ((equal noweb "strip-tangle")
+                      " (under :noweb strip-tangle it expands the noweb references as it runs the block and takes them out as it tangles it)")
+                     ((and (org-babel-noweb-p params :eval) (not (org-babel-noweb-p params :tangle)))
+                      (format " (under :noweb %s it expands the noweb references as it runs the block, not as it tangles it)" noweb))
+                     ((and (org-babel-noweb-p params :tangle) (not (org-babel-noweb-p params :eval)))
+                      (format " (under :noweb %s it expands the noweb references as it tangles the block, not as it runs it)" noweb))
+                     ((assq :no-expand params)
+                      " (under :no-expand it tangles the block without the assignments of its :var)")
+                     ((and (nth 6 info) (not (string-match-p "-r" (or (nth 3 info) ""))))
+                      " (it takes the code references out as it runs the block, and keeps them as it tangles it without -r)")
+                     (t ""))
+               (1+ at) (funcall shown (nth at run-lines))
+               (plist-get block :tangle-file) (funcall shown (nth at tangled-lines)))))))
 
 (defun gradients-build--check-results (block)
   "Fail on every way Org would record BLOCK's result otherwise than as the
@@ -1636,12 +1686,18 @@ missing where the block forbids making it; return BLOCK's file, or nil."
                       gradients-build--picture-extensions)
           (error "%s: :tangle %s names a picture, which would hold the block's code; tangle into a file of code"
                  (plist-get block :where) tangle))
-        (when (and (equal (cdr (assq :mkdirp params)) "no")
-                   (not (file-directory-p
-                         (file-name-directory
-                          (expand-file-name relative gradients-build--project)))))
-          (error "%s: :tangle %s goes in a folder that does not exist, and :mkdirp no forbids making it"
-                 (plist-get block :where) tangle))
+        ;; Org makes the folder only when :mkdirp is given, and not as no:
+        ;; the build's tangling, into its own scratch folder, made it
+        ;; where `org-babel-tangle' failed.
+        (let ((mkdirp (cdr (assq :mkdirp params))))
+          (when (and (member mkdirp '(nil "no"))
+                     (not (file-directory-p
+                           (file-name-directory
+                            (expand-file-name relative gradients-build--project)))))
+            (error (if mkdirp
+                       "%s: :tangle %s goes in a folder that does not exist, and :mkdirp no forbids making it"
+                     "%s: :tangle %s goes in a folder that does not exist, which Org makes only under :mkdirp yes; add it, or make the folder")
+                   (plist-get block :where) tangle)))
         relative))))
 
 (defconst gradients-build-lint-checkers
@@ -1708,7 +1764,7 @@ which drawer lacks one."
         (gradients-build--report-of-org-lint report)))))
 
 (defconst gradients-build--values-org-reads
-  '((":eval" . "query-export"))
+  '((":eval" . "query-export") (":noweb" . "eval"))
   "Header values Org reads, and documents, that its table of values,
 which `org-lint' checks them against, lacks.")
 
@@ -1825,14 +1881,20 @@ kernel."
                              ;; files, and this one would change unseen.
                              ('keyword
                               (let ((value (org-strip-quotes (org-element-property :value datum))))
-                                (when (and (equal (org-element-property :key datum) "SETUPFILE")
-                                           (or (org-url-p value)
-                                               (not (gradients-file-inside-p
-                                                     (expand-file-name value)
-                                                     gradients-build--project))))
-                                  (gradients-build--fail-at
-                                   line "#+SETUPFILE %s is outside the notes' folder, where the build would not see it change; keep it in the checkout"
-                                   value))))
+                                (when (equal (org-element-property :key datum) "SETUPFILE")
+                                  (cond
+                                   ((or (org-url-p value)
+                                        (not (gradients-file-inside-p
+                                              (expand-file-name value)
+                                              gradients-build--project)))
+                                    (gradients-build--fail-at
+                                     line "#+SETUPFILE %s is outside the notes' folder, where the build would not see it change; keep it in the checkout"
+                                     value))
+                                   ;; One not there at all is org-lint's to say.
+                                   ((file-directory-p (expand-file-name value))
+                                    (gradients-build--fail-at
+                                     line "#+SETUPFILE %s is a folder, which Org cannot read settings from; name a file"
+                                     value))))))
                              ('link
                               (let ((path (org-element-property :path datum)))
                                 (when (and (equal (org-element-property :type datum) "file")

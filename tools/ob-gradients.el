@@ -66,6 +66,7 @@
 (defvar org-babel-header-arg-names)
 (defvar gradients--placeholder-regexp)
 (defvar org-babel-tangle-lang-exts)
+(defvar org-babel-common-header-args-w-values)
 
 (defcustom gradients-batch-timeout 300
   "Seconds a block may run in a batch build unless it says `:timeout N'."
@@ -267,6 +268,11 @@ reason to fall back on the default in silence."
           ;; Org reads 1e309 as infinity, and a 1 with 400 zeros as an
           ;; integer no float holds: the bridge's clock cannot count either.
           ((and (numberp value) (> value 0) (< (float value) 1.0e+INF)) value)
+          ;; Said without the value, which Org read as infinity: 1e400
+          ;; as written would be shown as 1.0e+INF.
+          ((and (numberp value) (> value 0))
+           (gradients--fail "%s: :timeout is more seconds than any clock counts; give a number of seconds, such as :timeout 60"
+                            (gradients-block-description)))
           ((and (stringp value)
                 (string-match-p "\\`\\([0-9]+\\.?[0-9]*\\|\\.[0-9]+\\)\\'" value)
                 (> (string-to-number value) 0))
@@ -522,7 +528,7 @@ says it executes the block."
       (apply execute arguments)
     (let ((name (or (nth 4 (nth 1 arguments))
                     (org-element-property :name (org-element-at-point)))))
-      (error "%sblock %s at %s:%d for its value (a noweb <<name()>>, a :var or org-sbe) each time Org reads this block, tangling too, out of the notes' order, and write the value into the tangled file as a constant; compute it in this block's code instead"
+      (error "%sblock %s at %s:%d for its value (a noweb <<name()>>, a :var or org-sbe) whenever Org reads this block, out of the notes' order, and put the value in its code as a constant; compute it in this block's code instead"
              gradients-run-for-value-refused (if name (format "`%s'" name) "(unnamed)")
              (file-name-nondirectory (or (buffer-file-name (buffer-base-buffer)) (buffer-name)))
              (line-number-at-pos)))))
@@ -571,13 +577,17 @@ knows, given no value: Org fails on them (a bare :var as it reads the
 header, a bare :tangle as it tangles) saying only \"Wrong type
 argument\", with no block nor line.  Unknown names are left to
 `gradients-unknown-header-names'."
-  (let ((known (gradients--known-header-names language)))
+  (let ((known (gradients--known-header-names language))
+        ;; Flags, which Org's table gives no values (:no-expand): Org
+        ;; reads only whether they are there.
+        (flags (mapcar #'car (cl-remove-if #'cdr org-babel-common-header-args-w-values))))
     (cl-loop for piece in (gradients--header-pieces arguments)
              for name = (intern piece)
+             for bare = (intern (substring piece 1))
              ;; Those Org takes alone: :wrap wraps in a results block,
              ;; :file-desc describes the link by itself.
              unless (or (string-match-p "[ \f\t\n\r\v]" piece) (memq name '(:wrap :file-desc))
-                        (not (memq (intern (substring piece 1)) known)))
+                        (memq bare flags) (not (memq bare known)))
              collect name)))
 
 (defun gradients-unknown-header-names (arguments language)

@@ -233,6 +233,8 @@ build found, its hook into file reading, the notes' buffer."
                          (refusal-tests--block "x = 8" "forever-too" (concat ":timeout 1" (make-string 400 ?0)))
                          ;; Lisp, Org's to evaluate: not run here, nor checked.
                          (refusal-tests--block "x = 5" "quoted" ":exports 'both :cache `no")
+                         ;; Values Org reads that its table lacks.
+                         (refusal-tests--block "x = 6" "read-anyway" ":noweb eval :eval query-export")
                          (refusal-tests--block "x = 7" "both-ways" ":results output value")))
            (said (refusal-tests--refused text)))
       (should-not
@@ -246,17 +248,19 @@ build found, its hook into file reading, the notes' buffer."
                       (refusal-tests--block-line text "typo"))
               (format "README.org:%d: block `mode': :tangle-mode bogus is no file mode Org"
                       (refusal-tests--block-line text "mode"))
-              (format "README.org:%d: block `forever': :timeout 1.0e+INF is not a number of seconds"
+              ;; Said without Org's reading of it, 1.0e+INF.
+              (format "README.org:%d: block `forever': :timeout is more seconds than any clock counts"
                       (refusal-tests--block-line text "forever"))
-              (format "README.org:%d: block `forever-too': :timeout 1000"
+              (format "README.org:%d: block `forever-too': :timeout is more seconds than any clock counts"
                       (refusal-tests--block-line text "forever-too"))
               ;; Org would run one of the two, in silence.
               (format "README.org:%d: Forbidden combination in header \":results\": output, value"
                       (refusal-tests--block-line text "both-ways")))))
-      (should-not (cl-some (lambda (line)
-                             (string-prefix-p (format "README.org:%d:" (refusal-tests--block-line text "quoted"))
-                                              line))
-                           said))
+      (dolist (name '("quoted" "read-anyway"))
+        (should-not (cl-some (lambda (line)
+                               (string-prefix-p (format "README.org:%d:" (refusal-tests--block-line text name))
+                                                line))
+                             said)))
       ;; On the block's first line, the #+header line or its #+begin_src,
       ;; as Org's version tells.
       (should (cl-some (lambda (line)
@@ -811,7 +815,7 @@ build found, its hook into file reading, the notes' buffer."
                          (refusal-tests--block "print(z)" "var-far" ":var z=side.org:far")
                          ;; Not run: a reference to the block's text.
                          (refusal-tests--block "<<value>>" "includes" ":noweb yes :tangle no")))
-           (message "README.org:%d: block `%s': it has Org run block `%s' at %s:%d for its value (a noweb <<name()>>, a :var or org-sbe) each time Org reads this block, tangling too, out of the notes' order, and write the value into the tangled file as a constant; compute it in this block's code instead")
+           (message "README.org:%d: block `%s': it has Org run block `%s' at %s:%d for its value (a noweb <<name()>>, a :var or org-sbe) whenever Org reads this block, out of the notes' order, and put the value in its code as a constant; compute it in this block's code instead")
            (said (refusal-tests--refused text)))
       (should (equal said
                      (list (format message (refusal-tests--block-line text "calls-value") "calls-value"
@@ -828,6 +832,46 @@ build found, its hook into file reading, the notes' buffer."
                                    "far" "side.org" 3))))
       (dolist (ran '("ran" "ran-lisp" "ran-far"))
         (should-not (file-exists-p (expand-file-name ran refusal-tests--project)))))))
+
+;; Found by probing: under :noweb eval, the kernel ran the expanded
+;; code and gradients.py got the reference as written, which the build
+;; named as "a value Org does not know" (org-lint's table lacks it).
+(ert-deftest refusal-tests-a-block-org-would-tangle-otherwise-than-it-runs-is-refused ()
+  (refusal-tests--in-project
+    ;; Org 9.6 and after: 9.5 knows no strip-tangle.
+    (require 'ob-core)
+    (let* ((strip (memq 'strip-tangle (car (alist-get 'noweb org-babel-common-header-args-w-values))))
+           (text (concat refusal-tests--header
+                         (refusal-tests--block "y = 2" "setup" ":tangle no")
+                         (refusal-tests--block "<<setup>>\nprint(y)" "on-eval" ":noweb eval")
+                         (refusal-tests--block "print(1)\n<<setup>>" "on-tangle" ":noweb tangle")
+                         (if strip (refusal-tests--block "<<setup>>" "stripped" ":noweb strip-tangle") "")
+                         (refusal-tests--block "x = 1 #(ref:one)" "kept-refs" "-l \"#(ref:%s)\"")
+                         (refusal-tests--block "print(z)" "unexpanded" ":var z=5 :no-expand")
+                         ;; The same code both ways.
+                         (refusal-tests--block "<<setup>>\nprint(y)" "both" ":noweb yes")
+                         (refusal-tests--block "x = 1 #(ref:two)" "refs-out" "-r -l \"#(ref:%s)\"")
+                         (refusal-tests--block "print(w)" "assigned" ":var w=5")))
+           (message "README.org:%d: block `%s': Org would tangle other code than it runs (%s): its line %d runs as `%s', and gradients.py gets `%s'; make the two the same")
+           (said (refusal-tests--refused text)))
+      (should (equal said
+                     (append
+                      (list (format message (refusal-tests--block-line text "on-eval") "on-eval"
+                                    "under :noweb eval it expands the noweb references as it runs the block, not as it tangles it"
+                                    1 "y = 2" "<<setup>>")
+                            (format message (refusal-tests--block-line text "on-tangle") "on-tangle"
+                                    "under :noweb tangle it expands the noweb references as it tangles the block, not as it runs it"
+                                    2 "<<setup>>" "y = 2"))
+                      (and strip
+                           (list (format message (refusal-tests--block-line text "stripped") "stripped"
+                                         "under :noweb strip-tangle it expands the noweb references as it runs the block and takes them out as it tangles it"
+                                         1 "y = 2" "")))
+                      (list (format message (refusal-tests--block-line text "kept-refs") "kept-refs"
+                                    "it takes the code references out as it runs the block, and keeps them as it tangles it without -r"
+                                    1 "x = 1" "x = 1 #(ref:one)")
+                            (format message (refusal-tests--block-line text "unexpanded") "unexpanded"
+                                    "under :no-expand it tangles the block without the assignments of its :var"
+                                    1 "z=5" "print(z)"))))))))
 
 ;; Notes that tangle nothing would leave the gradients.py of an earlier
 ;; build in place, which `make test' would then check against nothing.
@@ -949,7 +993,7 @@ nearest wins over a #+PROPERTY line."
 example block is no setting; a #+header: line is the block's own; words
 of :results come from the setting that adds the refused one; a drawer
 before the first heading counts; a #+SETUPFILE naming a folder is
-skipped, and one named in a setup file is read; a Lisp value in a header
+refused on its own line and skipped in the search, and one named in a setup file is read; a Lisp value in a header
 is not evaluated to find any of this."
   (refusal-tests--in-project
     (make-directory (expand-file-name "sub" refusal-tests--project))
@@ -971,7 +1015,10 @@ is not evaluated to find any of this."
                          (refusal-tests--block "x = 2" "merged")))
            (said (refusal-tests--refused text)))
       (should (equal said
-                     (cl-loop for (name . timeout) in '(("own" . "own") ("merged" . "top"))
+                     (cons
+                      (format "README.org:%d: #+SETUPFILE sub is a folder, which Org cannot read settings from; name a file"
+                              (refusal-tests--line text "#+SETUPFILE: sub"))
+                      (cl-loop for (name . timeout) in '(("own" . "own") ("merged" . "top"))
                               for line = (if (equal name "own")
                                              (1+ (refusal-tests--line text "#+name: own"))
                                            (refusal-tests--block-line text name))
@@ -980,7 +1027,7 @@ is not evaluated to find any of this."
                                               (if (equal name "own") ""
                                                 " (because of the header-args property at README.org:2)"))
                               collect (format "README.org:%d: block `%s': :results table would make Org record the result reshaped, not as the text the block produced, which `make test' compares it with; use :results drawer (because of the #+PROPERTY at README.org:%d)"
-                                              line name (refusal-tests--line text table)))))
+                                              line name (refusal-tests--line text table))))))
       ;; A setup file that names another: the line is in that one.
       (let ((text (concat refusal-tests--header "#+SETUPFILE: sub/setup.org\n"
                           (refusal-tests--block "x = 1" "one"))))
@@ -991,7 +1038,8 @@ is not evaluated to find any of this."
 
 (ert-deftest refusal-tests-a-setup-file-the-build-cannot-follow-is-named ()
   "One that is not there (Org said it could not read it, and built without
-its settings); one outside the notes' folder, or at an address, which
+its settings), or a folder (the build failed as its first block ran);
+one outside the notes' folder, or at an address, which
 the kept run could not be keyed on: it changed, and make had nothing to
 do."
   (refusal-tests--in-project
@@ -999,6 +1047,7 @@ do."
       (unwind-protect
           (dolist (case `(("missing.org" "#+SETUPFILE names missing.org, which is not there; Org would build without its settings")
                           (,outside ,(format "#+SETUPFILE %s is outside the notes' folder, where the build would not see it change; keep it in the checkout" outside))
+                          ("images" "#+SETUPFILE images is a folder, which Org cannot read settings from; name a file")
                           ("../elsewhere.org" "#+SETUPFILE ../elsewhere.org is outside the notes' folder, where the build would not see it change; keep it in the checkout")
                           ("https://example.org/setup.org" "#+SETUPFILE https://example.org/setup.org is outside the notes' folder, where the build would not see it change; keep it in the checkout")))
             (let ((text (concat refusal-tests--header "#+SETUPFILE: " (car case) "
@@ -1396,13 +1445,20 @@ some outputs were changed\", and then as a Ctrl-C no one pressed."
             (should-not (file-exists-p (file-name-directory deep))))
         (delete-directory elsewhere t)))))
 
-(ert-deftest refusal-tests-mkdirp-no-with-a-missing-folder-is-named ()
+;; Found by probing: without :mkdirp, the build made the folder that
+;; Org's own tangling (C-c C-v t) failed for want of.
+(ert-deftest refusal-tests-a-missing-folder-org-would-not-make-is-named ()
   (refusal-tests--in-project
     (let ((text (concat refusal-tests--header
-                        (refusal-tests--block "x = 1" "nowhere" ":tangle missing/x.py :mkdirp no"))))
+                        (refusal-tests--block "x = 1" "nowhere" ":tangle missing/x.py :mkdirp no")
+                        (refusal-tests--block "x = 2" "not-asked" ":tangle missing/deeper/y.py")
+                        ;; Made, as Org makes it.
+                        (refusal-tests--block "x = 3" "asked" ":tangle made/z.py :mkdirp yes"))))
       (should (equal (refusal-tests--refused text)
                      (list (format "README.org:%d: block `nowhere': :tangle missing/x.py goes in a folder that does not exist, and :mkdirp no forbids making it"
-                                   (refusal-tests--block-line text "nowhere"))))))))
+                                   (refusal-tests--block-line text "nowhere"))
+                           (format "README.org:%d: block `not-asked': :tangle missing/deeper/y.py goes in a folder that does not exist, which Org makes only under :mkdirp yes; add it, or make the folder"
+                                   (refusal-tests--block-line text "not-asked"))))))))
 
 ;; Found by probing: a rule of the user's own (a global excludes file)
 ;; and a rule of the project that a tracked file matches each made the
