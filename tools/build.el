@@ -2277,8 +2277,14 @@ nothing; return the pictures, an alist of output path and block."
                  (gradients-build--not-run block))
         (gradients-build--noting-problem (plist-get block :line)
           (gradients-build--check-links-of-unrun block (mapcar #'car pictures)))))
-    ;; Last, with every block's code known good to Org.
-    (unless gradients-build--problems
+    ;; Last, with every block's code known good to Org; not for the
+    ;; code of the kept run, which passed it (see `gradients-build--key'),
+    ;; so that a prose edit starts no Python.
+    (unless (or gradients-build--problems
+                (equal (gradients-build--key blocks)
+                       (alist-get 'key (gradients-build--read-json
+                                        (gradients-build--produced-file
+                                         gradients-build--project)))))
       (gradients-build--check-plain-python tangled-running))
     (when gradients-build--problems
       (error "%s" (mapconcat #'cdr (sort (nreverse gradients-build--problems)
@@ -2321,11 +2327,23 @@ the venv made again with another python3, or another dot first on the
 PATH, is another program, whatever the lock says."
   (delq nil (mapcar #'gradients-build--program-file gradients-build-programs)))
 
+(defvar gradients-build--key-of nil
+  "(BLOCKS . KEY): the key last computed, and the blocks it is of.")
+
 (defun gradients-build--key (blocks)
   "A digest of everything the kernel's run of BLOCKS can depend on but
 the tangled files: the code and header arguments of each block it runs,
 in order, the lock, the build's tools, Emacs and Org, and the programs
-it runs with, by their files' names, sizes and times."
+it runs with, by their files' names, sizes and times.  Computed once for
+one reading of the blocks: the checks ask, and the run after them."
+  (if (eq (car gradients-build--key-of) blocks)
+      (cdr gradients-build--key-of)
+    (let ((key (gradients-build--compute-key blocks)))
+      (setq gradients-build--key-of (cons blocks key))
+      key)))
+
+(defun gradients-build--compute-key (blocks)
+  "The key of BLOCKS (see `gradients-build--key')."
   (with-temp-buffer
     (insert emacs-version "\0" (org-release) "\0")
     (dolist (file (gradients-build--program-files))
@@ -3072,7 +3090,8 @@ after, so that the next run reads the file afresh.  For ERT (tests/ert/)."
           (kill-buffer buffer)))
       (setq gradients-build--project nil
             gradients-build--under-way nil
-            gradients-build--kernel-stopping nil))))
+            gradients-build--kernel-stopping nil
+            gradients-build--key-of nil))))
 
 (defun gradients-build--has-blocks-p (original)
   (string-match-p "#\\+begin_src[ \t]+jupyter-python" original))

@@ -140,7 +140,8 @@ build found, its hook into file reading, the notes' buffer."
       (should-not (advice-member-p #'gradients-build--note-input 'insert-file-contents))
       (should-not (find-buffer-visiting
                    (expand-file-name "README.org" refusal-tests--project)))
-      (should-not gradients-build--scratch))))
+      (should-not gradients-build--scratch)
+      (should-not gradients-build--key-of))))
 
 ;;;; Text Org would misread, refused before Org reads it
 

@@ -21,6 +21,15 @@ import produced  # noqa: E402 (tools/, on the path once conftest is)
 NO_KERNEL = ("--eval", "(advice-add 'gradients-start-session :override (lambda (name) "
                        "(error \"No kernel may start here (session %s)\" name)))")
 NEEDS_A_KERNEL = "No kernel may start here"
+# Nor any Python at all, a kernel's or another.
+NO_PYTHON = ("--eval", """(dolist (starts '(call-process call-process-region make-process))
+  (advice-add starts :before
+              (lambda (&rest arguments)
+                (let ((program (if (keywordp (car arguments))
+                                   (car (plist-get arguments :command))
+                                 (car (if (stringp (car arguments)) arguments (cddr arguments))))))
+                  (when (and (stringp program) (string-match-p "python" program))
+                    (error "No Python may start here (%s)" program))))))""")
 
 
 def produce(folder, *options):
@@ -45,9 +54,10 @@ def test_a_prose_edit_starts_no_kernel_and_a_code_edit_does(tiny, tmp_path_facto
     produced = blocks_json(tiny)
     assert produced["blocks"][0]["produced"] == ": 42"
 
-    # Prose only, and lines moved: no kernel could start, yet all is known.
+    # Prose only, and lines moved: no Python could start, neither a kernel
+    # nor the check of the code that the kept run's passed, yet all is known.
     write_readme(tiny, NOTES.replace("Some prose.", "Some prose,\nnow on two lines."))
-    again = produce(tiny, *NO_KERNEL)
+    again = produce(tiny, *NO_KERNEL, *NO_PYTHON)
     assert again.returncode == 0, again.stderr
     assert "results are reused" in again.stderr
     after = blocks_json(tiny)
